@@ -1,0 +1,10 @@
+//! What every backend shares: element types (`DType`), the quantized block layouts with their
+//! plain reference dequantization (the oracle for every optimized kernel), weight bytes that
+//! stay in the model file's mmap, and the `Backend` trait the forward pass is written against.
+
+pub mod bytes;
+pub mod dtype;
+pub mod quant;
+
+pub use bytes::{ByteOwner, SharedBytes};
+pub use dtype::DType;

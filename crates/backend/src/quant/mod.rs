@@ -1,0 +1,1 @@
+//! Quantized block layouts (filled in by the quant work).

@@ -1,0 +1,1 @@
+//! placeholder-free crate root; modules land per issue.
