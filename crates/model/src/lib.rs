@@ -1,1 +1,4 @@
-//! placeholder-free crate root; modules land per issue.
+//! The model: reading GGUF files, the model config, tokenizer and chat template, and the
+//! transformer forward pass written once over `rill_backend::Backend`.
+
+pub mod gguf;
