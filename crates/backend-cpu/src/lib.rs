@@ -1,1 +1,138 @@
-//! placeholder-free crate root; modules land per issue.
+//! The CPU backend. Every kernel here is plain reference code first: it is the oracle that SIMD
+//! and CUDA kernels are tested against. Work is split across a rayon pool by output rows (matmul)
+//! or by (token, head) (attention); no kernel allocates per token.
+
+mod attention;
+mod elementwise;
+mod kv_cache;
+mod matmul;
+
+use rayon::ThreadPool;
+use rill_backend::{
+    AttentionBatch, Backend, BackendError, BackendResult, KvLayout, MatrixSource, RopeParams,
+};
+
+pub use kv_cache::CpuKvCache;
+pub use matmul::CpuMatrix;
+
+pub struct CpuBackend {
+    pool: ThreadPool,
+}
+
+impl CpuBackend {
+    /// A backend on `threads` worker threads (0: one per available core).
+    pub fn new(threads: usize) -> BackendResult<CpuBackend> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("rill-cpu-{i}"))
+            .build()
+            .map_err(|e| BackendError::Device(format!("cannot start CPU thread pool: {e}")))?;
+        Ok(CpuBackend { pool })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+}
+
+pub(crate) fn check_len(op: &'static str, what: &str, have: usize, need: usize) -> BackendResult<()> {
+    if have < need {
+        return Err(BackendError::Shape { op, detail: format!("{what} holds {have} elements, needs {need}") });
+    }
+    Ok(())
+}
+
+impl Backend for CpuBackend {
+    type Buffer = Vec<f32>;
+    type Indices = Vec<u32>;
+    type Matrix = CpuMatrix;
+    type KvCache = CpuKvCache;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn alloc(&self, len: usize) -> BackendResult<Vec<f32>> {
+        Ok(vec![0.0; len])
+    }
+
+    fn alloc_indices(&self, len: usize) -> BackendResult<Vec<u32>> {
+        Ok(vec![0; len])
+    }
+
+    fn write(&self, dst: &mut Vec<f32>, src: &[f32]) -> BackendResult<()> {
+        check_len("write", "destination", dst.len(), src.len())?;
+        dst[..src.len()].copy_from_slice(src);
+        Ok(())
+    }
+
+    fn write_indices(&self, dst: &mut Vec<u32>, src: &[u32]) -> BackendResult<()> {
+        check_len("write_indices", "destination", dst.len(), src.len())?;
+        dst[..src.len()].copy_from_slice(src);
+        Ok(())
+    }
+
+    fn read(&self, src: &Vec<f32>, dst: &mut [f32]) -> BackendResult<()> {
+        check_len("read", "source", src.len(), dst.len())?;
+        dst.copy_from_slice(&src[..dst.len()]);
+        Ok(())
+    }
+
+    fn upload_matrix(&self, source: MatrixSource) -> BackendResult<CpuMatrix> {
+        CpuMatrix::new(source)
+    }
+
+    fn alloc_kv_cache(&self, layout: KvLayout) -> BackendResult<CpuKvCache> {
+        CpuKvCache::new(layout)
+    }
+
+    fn embed(&self, table: &CpuMatrix, tokens: &Vec<u32>, n: usize, out: &mut Vec<f32>) -> BackendResult<()> {
+        table.gather(&tokens[..n.min(tokens.len())], n, out)
+    }
+
+    fn rms_norm(&self, x: &Vec<f32>, weight: &Vec<f32>, eps: f32, rows: usize, dim: usize, out: &mut Vec<f32>) -> BackendResult<()> {
+        self.pool.install(|| elementwise::rms_norm(x, weight, eps, rows, dim, out))
+    }
+
+    fn matmul(&self, x: &Vec<f32>, w: &CpuMatrix, rows: usize, out: &mut Vec<f32>) -> BackendResult<()> {
+        self.pool.install(|| w.matmul(x, rows, out))
+    }
+
+    fn add_bias(&self, x: &mut Vec<f32>, bias: &Vec<f32>, rows: usize, dim: usize) -> BackendResult<()> {
+        elementwise::add_bias(x, bias, rows, dim)
+    }
+
+    fn rope(&self, x: &mut Vec<f32>, positions: &Vec<u32>, rows: usize, heads: usize, head_dim: usize, rope: &RopeParams) -> BackendResult<()> {
+        elementwise::rope(x, positions, rows, heads, head_dim, rope)
+    }
+
+    fn write_kv(&self, cache: &mut CpuKvCache, layer: usize, k: &Vec<f32>, v: &Vec<f32>, slots: &Vec<u32>, n: usize) -> BackendResult<()> {
+        cache.write(layer, k, v, slots, n)
+    }
+
+    fn attention(&self, cache: &CpuKvCache, layer: usize, q: &Vec<f32>, heads: usize, batch: &AttentionBatch<'_, Self>, out: &mut Vec<f32>) -> BackendResult<()> {
+        self.pool.install(|| attention::paged_attention(cache, layer, q, heads, batch, out))
+    }
+
+    fn silu_mul(&self, gate: &Vec<f32>, up: &Vec<f32>, len: usize, out: &mut Vec<f32>) -> BackendResult<()> {
+        elementwise::silu_mul(gate, up, len, out)
+    }
+
+    fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) -> BackendResult<()> {
+        check_len("add", "x", x.len(), len)?;
+        check_len("add", "y", y.len(), len)?;
+        x[..len].iter_mut().zip(&y[..len]).for_each(|(a, b)| *a += b);
+        Ok(())
+    }
+
+    fn gather_rows(&self, x: &Vec<f32>, rows: &Vec<u32>, n: usize, dim: usize, out: &mut Vec<f32>) -> BackendResult<()> {
+        check_len("gather_rows", "rows", rows.len(), n)?;
+        check_len("gather_rows", "out", out.len(), n * dim)?;
+        for (i, &r) in rows[..n].iter().enumerate() {
+            let r = r as usize;
+            check_len("gather_rows", "x", x.len(), (r + 1) * dim)?;
+            out[i * dim..(i + 1) * dim].copy_from_slice(&x[r * dim..(r + 1) * dim]);
+        }
+        Ok(())
+    }
+}

