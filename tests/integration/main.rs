@@ -1,1 +1,6 @@
+//! Integration tests: one binary, on the real default model where it matters.
 
+mod chat_template;
+mod tokenizer;
+mod common;
+mod golden;

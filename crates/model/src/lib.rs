@@ -1,4 +1,16 @@
 //! The model: reading GGUF files, the model config, tokenizer and chat template, and the
 //! transformer forward pass written once over `rill_backend::Backend`.
 
+pub mod chat_template;
+pub mod config;
+pub mod forward;
+pub mod generate;
 pub mod gguf;
+pub mod loader;
+pub mod sampler;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::{Architecture, ConfigError, ModelConfig};
+pub use forward::{ForwardError, StepCapacity, Transformer};
+pub use weights::{ModelWeights, WeightsError};

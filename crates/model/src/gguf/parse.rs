@@ -27,6 +27,17 @@ const MIN_KV_BYTES: u64 = 13;
 /// Smallest encoding of one tensor info: empty name (8) + n_dims (4) + one dim (8) + type (4) +
 /// offset (8).
 const MIN_TENSOR_INFO_BYTES: u64 = 32;
+/// Most items reserved up front for any count read from the file. A count is only checked
+/// against the bytes left at `min_item_bytes` each, while one parsed item takes several times
+/// that in memory (a one-byte array element is a 32-byte `MetaValue`), so reserving the full
+/// count would let a lying header in a multi-GiB file demand tens of GiB before failing.
+/// Beyond this, collections grow as items are actually read.
+const MAX_PREALLOC: u64 = 4096;
+
+/// Capacity to reserve for `n` items read from the file.
+fn prealloc(n: u64) -> usize {
+    n.min(MAX_PREALLOC) as usize
+}
 
 /// The parsed header: everything before the tensor data.
 pub struct Header {
@@ -90,9 +101,8 @@ impl<'a> Cursor<'a> {
         if n > limit {
             return Err(malformed(at, field, Malformation::LimitExceeded { value: n, limit }));
         }
-        let needed = n.checked_mul(min_item_bytes).ok_or_else(|| {
-            malformed(at, field, Malformation::LimitExceeded { value: n, limit })
-        })?;
+        // Saturating: a product past u64::MAX is certainly more than the file holds.
+        let needed = n.saturating_mul(min_item_bytes);
         if needed > self.remaining() {
             let kind = Malformation::Truncated { needed, available: self.remaining() };
             return Err(malformed(at, field, kind));
@@ -127,7 +137,7 @@ impl<'a> Cursor<'a> {
                 let elem_bytes = min_value_bytes(elem_type)
                     .ok_or_else(|| malformed(at, field, Malformation::UnknownValueType(elem_type)))?;
                 let n = self.count(field, MAX_ARRAY_LEN, elem_bytes)?;
-                let mut items = Vec::with_capacity(n as usize);
+                let mut items = Vec::with_capacity(prealloc(n));
                 for _ in 0..n {
                     items.push(self.value(elem_type, field, depth + 1)?);
                 }
@@ -175,15 +185,21 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, GgufError> {
         return Err(malformed(8, "tensor_count", kind));
     }
 
-    let mut metadata = HashMap::with_capacity(kv_count as usize);
-    let mut key_order = Vec::with_capacity(kv_count as usize);
+    let mut metadata = HashMap::with_capacity(prealloc(kv_count));
+    let mut key_order = Vec::with_capacity(prealloc(kv_count));
+    // Where the `general.alignment` value was read, for the error if it is unusable.
+    let mut alignment_at = 0;
     for _ in 0..kv_count {
         let key_at = c.offset();
         let key = c.string("metadata key")?;
         let type_id = c.u32(&key)?;
+        let value_at = c.offset();
         let value = c.value(type_id, &key, 0)?;
         if metadata.contains_key(&key) {
             return Err(malformed(key_at, "metadata key", Malformation::DuplicateKey(key)));
+        }
+        if key == "general.alignment" {
+            alignment_at = value_at;
         }
         key_order.push(key.clone());
         metadata.insert(key, value);
@@ -192,16 +208,17 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, GgufError> {
     let alignment = match metadata.get("general.alignment") {
         None => DEFAULT_ALIGNMENT,
         Some(v) => {
+            // Not a non-negative integer at all (a string, a negative number) reads as 0.
             let a = v.as_u64().unwrap_or(0);
-            if a == 0 || !a.is_power_of_two() {
-                return Err(malformed(0, "general.alignment", Malformation::BadAlignment(a)));
+            if !a.is_power_of_two() {
+                return Err(malformed(alignment_at, "general.alignment", Malformation::BadAlignment(a)));
             }
             a
         }
     };
 
-    let mut tensors = Vec::with_capacity(tensor_count as usize);
-    let mut names = HashSet::with_capacity(tensor_count as usize);
+    let mut tensors = Vec::with_capacity(prealloc(tensor_count));
+    let mut names = HashSet::with_capacity(prealloc(tensor_count));
     for _ in 0..tensor_count {
         let info_at = c.offset();
         let info = tensor_info(&mut c, alignment)?;
@@ -247,7 +264,7 @@ fn tensor_info(c: &mut Cursor<'_>, alignment: u64) -> Result<TensorInfo, GgufErr
     let dtype = DType::from_ggml_id(type_id)
         .ok_or_else(|| malformed(type_at, "tensor type", Malformation::UnknownTensorType(type_id)))?;
     let block_len = dtype.block_len() as u64;
-    if shape[0] % block_len != 0 {
+    if !shape[0].is_multiple_of(block_len) {
         let kind = Malformation::RowNotWholeBlocks { row_len: shape[0], block_len };
         return Err(malformed(dims_at, "tensor dimension", kind));
     }
@@ -256,7 +273,7 @@ fn tensor_info(c: &mut Cursor<'_>, alignment: u64) -> Result<TensorInfo, GgufErr
         .ok_or_else(|| malformed(dims_at, "tensor size", Malformation::SizeOverflow))?;
     let offset_at = c.offset();
     let offset = c.u64("tensor offset")?;
-    if offset % alignment != 0 {
+    if !offset.is_multiple_of(alignment) {
         return Err(malformed(offset_at, "tensor offset", Malformation::Misaligned { offset, alignment }));
     }
     Ok(TensorInfo { name, shape, dtype, offset, n_bytes, info_offset: offset_at })

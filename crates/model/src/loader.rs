@@ -1,0 +1,85 @@
+//! Opening a model file into everything needed to serve it: config, tokenizer, chat template,
+//! weights on a backend, KV cache, step buffers.
+
+use std::path::Path;
+
+use rill_backend::{Backend, BackendError, KvDType, KvLayout};
+
+use crate::chat_template::{ChatTemplate, ChatTemplateError};
+use crate::config::{ConfigError, ModelConfig};
+use crate::forward::{StepCapacity, Transformer};
+use crate::gguf::{GgufError, GgufFile};
+use crate::tokenizer::{Tokenizer, TokenizerError};
+use crate::weights::{ModelWeights, WeightsError};
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Tokens of KV cache to allocate (rounded up to whole blocks). Capped by the model's context
+    /// length times `max_seqs`.
+    pub kv_cache_tokens: usize,
+    pub block_size: usize,
+    pub kv_dtype: KvDType,
+    pub capacity: StepCapacity,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            kv_cache_tokens: 8192,
+            block_size: 16,
+            kv_dtype: KvDType::F16,
+            capacity: StepCapacity { max_tokens: 512, max_seqs: 64 },
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    ChatTemplate(#[from] ChatTemplateError),
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error("cannot allocate model buffers: {0}")]
+    Backend(#[from] BackendError),
+    #[error("invalid load options: {0}")]
+    Options(String),
+}
+
+pub struct LoadedModel<B: Backend> {
+    pub transformer: Transformer<B>,
+    pub tokenizer: Tokenizer,
+    /// `None` when the file carries no chat template.
+    pub chat_template: Option<ChatTemplate>,
+}
+
+/// Loads `path` onto `backend`; `progress(done, total)` is called as tensors load.
+pub fn load<B: Backend>(path: &Path, backend: B, opts: &LoadOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<LoadedModel<B>, LoadError> {
+    if opts.block_size == 0 || opts.capacity.max_tokens == 0 || opts.capacity.max_seqs == 0 {
+        return Err(LoadError::Options(format!("{opts:?}")));
+    }
+    let file = GgufFile::open(path)?;
+    let cfg = ModelConfig::from_gguf(&file)?;
+    let tokenizer = Tokenizer::from_gguf(&file)?;
+    let chat_template = match file.get_str("tokenizer.chat_template")? {
+        Some(_) => Some(ChatTemplate::from_gguf(&file)?),
+        None => None,
+    };
+    let weights = ModelWeights::load(&file, &cfg, &backend, progress)?;
+    let tokens = opts.kv_cache_tokens.clamp(opts.block_size, cfg.context_length * opts.capacity.max_seqs);
+    let kv = KvLayout {
+        layers: cfg.layers,
+        num_blocks: tokens.div_ceil(opts.block_size),
+        block_size: opts.block_size,
+        kv_heads: cfg.kv_heads,
+        head_dim: cfg.head_dim,
+        dtype: opts.kv_dtype,
+    };
+    let transformer = Transformer::new(backend, cfg, weights, kv, opts.capacity)?;
+    Ok(LoadedModel { transformer, tokenizer, chat_template })
+}

@@ -1,0 +1,307 @@
+//! Text ↔ token ids for GGUF models, matching llama.cpp token for token.
+//!
+//! The GGUF file carries the vocabulary, merges or scores, token types and special ids, but
+//! only the *name* of the pre-tokenizer. We rebuild the tokenizer with the `tokenizers` crate
+//! (merge loop, regex splitting) and keep three pieces of llama.cpp behaviour ourselves,
+//! because that is what a GGUF model was validated against:
+//! - special tokens are split out of the text first, longest first (`special.rs`);
+//! - SentencePiece gets a space prefix at the start and after every special token;
+//! - decoding goes through a per-token byte table (`pieces.rs`), so streaming output can
+//!   hold back half a UTF-8 character exactly (`incremental.rs`).
+//!
+//! Checked against llama.cpp: every id of `tests/fixtures/tokenize.json` on the default model,
+//! and (optionally, `RILL_LLAMA_VOCAB_DIR`) llama.cpp's own vectors for 13 vocabularies.
+//! Deliberate differences: decoding is the exact inverse of encoding, so llama.cpp's
+//! `clean_spaces` post-pass (" ," → ",", only some gpt2-style pre-tokenizers) is not applied;
+//! the per-model `lstrip`/`rstrip` token attributes llama.cpp hard-codes by model name (phi-3,
+//! jina) are not reproduced; WordPiece, Unigram and RWKV vocabularies are rejected.
+
+mod error;
+mod incremental;
+mod pieces;
+mod pipeline;
+mod pretokenize;
+mod special;
+mod vocab;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::TokenizerError;
+pub use incremental::IncrementalDecoder;
+pub use vocab::{TokenType, Vocab, VocabKind};
+
+use crate::gguf::GgufFile;
+use special::{Fragment, SpecialMatcher};
+
+/// Token texts llama.cpp treats as "end of generation" whatever the metadata says (the
+/// common chat end markers). FIM markers, which llama.cpp also lists, are left out: they end
+/// infill, not chat.
+const END_OF_GENERATION_TEXTS: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|eom_id|>",
+    "<|end_of_text|>",
+    "<EOT>",
+    "<end_of_utterance>",
+];
+
+/// A GGUF model's tokenizer. Cheap to share (`Send + Sync`); all methods take `&self`.
+pub struct Tokenizer {
+    kind: VocabKind,
+    inner: tokenizers::Tokenizer,
+    tokens: Vec<String>,
+    types: Vec<TokenType>,
+    /// The bytes each token decodes to (see `pieces.rs`).
+    pieces: Vec<Box<[u8]>>,
+    specials: SpecialMatcher,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    end_of_generation: Vec<u32>,
+    add_bos: bool,
+    add_eos: bool,
+    /// SentencePiece only: a space is prepended at the start and after special tokens.
+    add_space_prefix: bool,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("kind", &self.kind)
+            .field("vocab_size", &self.tokens.len())
+            .field("specials", &self.specials.len())
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .field("add_bos", &self.add_bos)
+            .finish()
+    }
+}
+
+impl AsRef<Tokenizer> for Tokenizer {
+    fn as_ref(&self) -> &Tokenizer {
+        self
+    }
+}
+
+/// What decoding has seen so far; shared by [`Tokenizer::decode`] and [`IncrementalDecoder`]
+/// so that the two cannot disagree.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DecodeState {
+    /// At the start of text or right after a special token: where SentencePiece encoding
+    /// added a space that decoding must remove again.
+    at_fragment_start: bool,
+}
+
+impl DecodeState {
+    pub(crate) fn new() -> DecodeState {
+        DecodeState { at_fragment_start: true }
+    }
+}
+
+impl Tokenizer {
+    /// Builds the tokenizer described by the model's `tokenizer.ggml.*` metadata.
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Tokenizer, TokenizerError> {
+        Tokenizer::from_vocab(Vocab::from_gguf(gguf)?)
+    }
+
+    /// Builds a tokenizer from vocabulary data already read (or made up, in tests).
+    pub fn from_vocab(vocab: Vocab) -> Result<Tokenizer, TokenizerError> {
+        if vocab.types.len() != vocab.tokens.len() {
+            return Err(TokenizerError::Invalid("token types do not match the vocabulary".into()));
+        }
+        // Defaults per model type as in llama.cpp's `llama_vocab::impl::load`; metadata wins.
+        let (inner, add_bos_default, add_space_prefix) = match vocab.kind {
+            VocabKind::BytePairBpe => {
+                let spec = pretokenize::spec_for(&vocab.pre)?;
+                (pipeline::byte_level_bpe(&vocab, &spec)?, spec.add_bos_default, false)
+            }
+            VocabKind::SentencePiece => {
+                (pipeline::sentencepiece(&vocab)?, true, vocab.add_space_prefix.unwrap_or(true))
+            }
+        };
+        let add_bos = vocab.add_bos.unwrap_or(add_bos_default) && vocab.bos.is_some();
+        let add_eos = vocab.add_eos.unwrap_or(false) && vocab.eos.is_some();
+        let mut end_of_generation: Vec<u32> =
+            [vocab.eos, vocab.eot, vocab.eom].into_iter().flatten().collect();
+        for (id, text) in vocab.tokens.iter().enumerate() {
+            if END_OF_GENERATION_TEXTS.contains(&text.as_str()) {
+                end_of_generation.push(id as u32);
+            }
+        }
+        end_of_generation.sort_unstable();
+        end_of_generation.dedup();
+        Ok(Tokenizer {
+            kind: vocab.kind,
+            inner,
+            pieces: pieces::build_pieces(&vocab),
+            specials: SpecialMatcher::new(&vocab.tokens, &vocab.types),
+            bos: vocab.bos,
+            eos: vocab.eos,
+            end_of_generation,
+            add_bos,
+            add_eos,
+            add_space_prefix,
+            tokens: vocab.tokens,
+            types: vocab.types,
+        })
+    }
+
+    /// Encodes text the way a prompt is encoded: special-token texts (`<|im_start|>`) become
+    /// their tokens, and with `add_special` the BOS/EOS the model asks for are added.
+    pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>, TokenizerError> {
+        self.encode_with(text, add_special, true)
+    }
+
+    /// [`encode`](Self::encode) with control over special-token parsing. `parse_special =
+    /// false` is for untrusted text that must not inject control tokens (user-defined added
+    /// tokens are still matched, as in llama.cpp).
+    pub fn encode_with(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
+        let mut ids = Vec::with_capacity(text.len() / 3 + 2);
+        if add_special && self.add_bos {
+            ids.extend(self.bos);
+        }
+        let mut after_special = true;
+        for fragment in self.specials.partition(text, parse_special) {
+            match fragment {
+                Fragment::Token(id) => {
+                    ids.push(id);
+                    after_special = true;
+                }
+                Fragment::Text(raw) => {
+                    self.encode_fragment(raw, after_special, &mut ids)?;
+                    after_special = false;
+                }
+            }
+        }
+        if add_special && self.add_eos {
+            ids.extend(self.eos);
+        }
+        Ok(ids)
+    }
+
+    fn encode_fragment(
+        &self,
+        raw: &str,
+        after_special: bool,
+        ids: &mut Vec<u32>,
+    ) -> Result<(), TokenizerError> {
+        let encoding = match self.kind {
+            VocabKind::BytePairBpe => self.inner.encode_fast(raw, false),
+            VocabKind::SentencePiece => {
+                let prefix = if self.add_space_prefix && after_special { " " } else { "" };
+                let escaped = format!("{prefix}{raw}").replace(' ', "\u{2581}");
+                self.inner.encode_fast(escaped.as_str(), false)
+            }
+        };
+        let encoding = encoding.map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        ids.extend_from_slice(encoding.get_ids());
+        Ok(())
+    }
+
+    /// Decodes ids to text. `skip_special` drops control tokens (BOS, `<|im_end|>`, …);
+    /// user-defined tokens always render. Bytes that are not valid UTF-8 become U+FFFD, and
+    /// ids outside the vocabulary render as nothing (decoding never fails).
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> String {
+        let mut state = DecodeState::new();
+        let mut bytes = Vec::with_capacity(ids.len() * 4);
+        for &id in ids {
+            self.append_piece(id, skip_special, &mut state, &mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Appends the bytes `id` contributes after the tokens already seen in `state`.
+    pub(crate) fn append_piece(
+        &self,
+        id: u32,
+        skip_special: bool,
+        state: &mut DecodeState,
+        out: &mut Vec<u8>,
+    ) {
+        let Some(ty) = self.types.get(id as usize) else { return };
+        let piece = &self.pieces[id as usize];
+        match ty {
+            TokenType::Control | TokenType::Unknown | TokenType::UserDefined => {
+                state.at_fragment_start = true;
+                if !(skip_special && *ty != TokenType::UserDefined) {
+                    out.extend_from_slice(piece);
+                }
+            }
+            _ => {
+                let strip = self.add_space_prefix
+                    && state.at_fragment_start
+                    && piece.first() == Some(&b' ');
+                out.extend_from_slice(&piece[usize::from(strip)..]);
+                state.at_fragment_start = false;
+            }
+        }
+    }
+
+    /// The raw bytes one token stands for, out of context (no space-prefix removal; control
+    /// tokens as their text). May be part of a UTF-8 character.
+    pub fn token_to_piece(&self, id: u32) -> Option<&[u8]> {
+        self.pieces.get(id as usize).map(|p| &p[..])
+    }
+
+    /// The token's vocabulary string as stored in the model (`Ġhello`, `▁hello`, `<0x0A>`).
+    pub fn token_str(&self, id: u32) -> Option<&str> {
+        self.tokens.get(id as usize).map(String::as_str)
+    }
+
+    /// The id of a vocabulary string, e.g. `<|im_end|>` (linear scan: not for hot paths).
+    pub fn token_id(&self, text: &str) -> Option<u32> {
+        self.tokens.iter().rposition(|t| t == text).map(|i| i as u32)
+    }
+
+    pub fn token_type(&self, id: u32) -> Option<TokenType> {
+        self.types.get(id as usize).copied()
+    }
+
+    /// Control or unknown tokens: the ones `decode(.., skip_special = true)` hides.
+    pub fn is_special(&self, id: u32) -> bool {
+        matches!(self.token_type(id), Some(TokenType::Control | TokenType::Unknown))
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn kind(&self) -> VocabKind {
+        self.kind
+    }
+
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos
+    }
+
+    pub fn eos_id(&self) -> Option<u32> {
+        self.eos
+    }
+
+    /// Whether `encode(.., add_special = true)` prepends BOS / appends EOS.
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos
+    }
+
+    pub fn adds_eos(&self) -> bool {
+        self.add_eos
+    }
+
+    /// Every id that ends generation, sorted: EOS, EOT and EOM from the metadata plus the
+    /// usual end-of-turn markers found by text (for SmolLM2: `<|endoftext|>`, `<|im_end|>`).
+    pub fn eos_token_ids(&self) -> &[u32] {
+        &self.end_of_generation
+    }
+
+    pub fn is_end_of_generation(&self, id: u32) -> bool {
+        self.end_of_generation.binary_search(&id).is_ok()
+    }
+}

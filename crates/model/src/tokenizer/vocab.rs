@@ -1,0 +1,141 @@
+//! The tokenizer half of GGUF metadata (`tokenizer.ggml.*`), read once into plain owned data.
+//!
+//! Keeping this separate from building the `tokenizers` pipeline lets unit tests construct a
+//! vocabulary by hand, and keeps every GGUF quirk (missing keys, out-of-range ids, defaults
+//! that depend on the model type) in one place.
+
+use crate::gguf::GgufFile;
+
+use super::TokenizerError;
+
+/// Which tokenization algorithm the vocabulary was trained for (`tokenizer.ggml.model`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VocabKind {
+    /// `gpt2`: byte-level BPE with merges and a regex pre-tokenizer.
+    BytePairBpe,
+    /// `llama`: SentencePiece BPE with scores, `▁` for spaces and `<0xNN>` byte fallback.
+    SentencePiece,
+}
+
+/// `tokenizer.ggml.token_type`, as llama.cpp numbers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenType {
+    Normal,
+    Unknown,
+    /// Chat/control markers (`<|im_start|>`, `<s>`): matched in text, hidden by `skip_special`.
+    Control,
+    /// Added tokens that are always matched in text and always rendered.
+    UserDefined,
+    Unused,
+    /// `<0xNN>`: one raw byte.
+    Byte,
+    Undefined,
+}
+
+impl TokenType {
+    fn from_gguf(v: i64) -> TokenType {
+        match v {
+            1 => TokenType::Normal,
+            2 => TokenType::Unknown,
+            3 => TokenType::Control,
+            4 => TokenType::UserDefined,
+            5 => TokenType::Unused,
+            6 => TokenType::Byte,
+            _ => TokenType::Undefined,
+        }
+    }
+}
+
+/// Everything the tokenizer needs from the model file.
+#[derive(Debug, Clone)]
+pub struct Vocab {
+    pub kind: VocabKind,
+    /// `tokenizer.ggml.pre`; empty when absent (llama.cpp then uses its `default` regexes).
+    pub pre: String,
+    pub tokens: Vec<String>,
+    pub types: Vec<TokenType>,
+    /// SentencePiece piece scores; empty for BPE vocabularies.
+    pub scores: Vec<f32>,
+    /// BPE merges as `"left right"`; empty for SentencePiece vocabularies.
+    pub merges: Vec<String>,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub eot: Option<u32>,
+    pub eom: Option<u32>,
+    pub unk: Option<u32>,
+    /// `None` = the key is absent; the model type decides (see `Tokenizer::from_vocab`).
+    pub add_bos: Option<bool>,
+    pub add_eos: Option<bool>,
+    pub add_space_prefix: Option<bool>,
+}
+
+impl Vocab {
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Vocab, TokenizerError> {
+        let model = gguf
+            .get_str("tokenizer.ggml.model")?
+            .ok_or(TokenizerError::MissingKey("tokenizer.ggml.model"))?;
+        let kind = match model {
+            "gpt2" => VocabKind::BytePairBpe,
+            "llama" => VocabKind::SentencePiece,
+            other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
+        };
+        let tokens: Vec<String> = gguf
+            .get_str_array("tokenizer.ggml.tokens")?
+            .ok_or(TokenizerError::MissingKey("tokenizer.ggml.tokens"))?
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let n = tokens.len();
+        if n == 0 || n > u32::MAX as usize {
+            return Err(TokenizerError::Invalid(format!("vocabulary of {n} tokens")));
+        }
+        let types = match gguf.get_int_array("tokenizer.ggml.token_type")? {
+            Some(t) if t.len() >= n => t[..n].iter().map(|&v| TokenType::from_gguf(v)).collect(),
+            Some(t) => return Err(short_array("tokenizer.ggml.token_type", t.len(), n)),
+            None => vec![TokenType::Normal; n],
+        };
+        let scores = match gguf.get_array("tokenizer.ggml.scores")? {
+            Some(s) if s.len() >= n => s[..n]
+                .iter()
+                .map(|v| v.as_f64().map(|x| x as f32))
+                .collect::<Option<Vec<f32>>>()
+                .ok_or_else(|| TokenizerError::Invalid("non-numeric token score".into()))?,
+            Some(s) => return Err(short_array("tokenizer.ggml.scores", s.len(), n)),
+            None => Vec::new(),
+        };
+        let merges = match kind {
+            VocabKind::BytePairBpe => gguf
+                .get_str_array("tokenizer.ggml.merges")?
+                .ok_or(TokenizerError::MissingKey("tokenizer.ggml.merges"))?
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            VocabKind::SentencePiece => Vec::new(),
+        };
+        let id = |key: &str| -> Result<Option<u32>, TokenizerError> {
+            // An id outside the vocabulary is ignored, as llama.cpp does, rather than failing
+            // the whole model: some converters write placeholder ids.
+            Ok(gguf.get_u64(key)?.filter(|&id| id < n as u64).map(|id| id as u32))
+        };
+        Ok(Vocab {
+            kind,
+            pre: gguf.get_str("tokenizer.ggml.pre")?.unwrap_or_default().to_string(),
+            bos: id("tokenizer.ggml.bos_token_id")?,
+            eos: id("tokenizer.ggml.eos_token_id")?,
+            eot: id("tokenizer.ggml.eot_token_id")?,
+            eom: id("tokenizer.ggml.eom_token_id")?,
+            unk: id("tokenizer.ggml.unknown_token_id")?,
+            add_bos: gguf.get_bool("tokenizer.ggml.add_bos_token")?,
+            add_eos: gguf.get_bool("tokenizer.ggml.add_eos_token")?,
+            add_space_prefix: gguf.get_bool("tokenizer.ggml.add_space_prefix")?,
+            tokens,
+            types,
+            scores,
+            merges,
+        })
+    }
+}
+
+fn short_array(key: &str, got: usize, want: usize) -> TokenizerError {
+    TokenizerError::Invalid(format!("`{key}` has {got} entries for {want} tokens"))
+}

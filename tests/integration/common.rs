@@ -1,0 +1,14 @@
+//! Loading the default model once per test.
+
+use rill_backend_cpu::CpuBackend;
+use rill_model::loader::{load, LoadOptions, LoadedModel};
+
+/// The default model on the CPU backend with default options.
+pub fn default_model() -> LoadedModel<CpuBackend> {
+    default_model_with(&LoadOptions::default())
+}
+
+pub fn default_model_with(opts: &LoadOptions) -> LoadedModel<CpuBackend> {
+    let backend = CpuBackend::new(0).expect("thread pool");
+    load(&rill::testing::default_model_path(), backend, opts, &mut |_, _| {}).expect("default model loads")
+}

@@ -1,0 +1,168 @@
+//! The tokenizer on the real default model, against llama.cpp.
+//!
+//! `tests/fixtures/tokenize.json` holds llama.cpp's token ids for a few hundred strings
+//! (regenerate with `scripts/gen-tokenizer-fixtures.py`). Every id must match: a prompt that
+//! tokenizes differently from what the model was validated with is a silent quality bug.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use rill_model::gguf::GgufFile;
+use rill_model::tokenizer::{IncrementalDecoder, Tokenizer, VocabKind};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Fixture {
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    text: String,
+    /// llama.cpp with `parse_special = true`.
+    ids: Vec<u32>,
+    /// llama.cpp with `parse_special = false`, present only where it differs from `ids`.
+    #[serde(default)]
+    ids_parse_special_false: Option<Vec<u32>>,
+}
+
+fn tokenizer() -> &'static Tokenizer {
+    static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
+    TOKENIZER.get_or_init(|| {
+        let gguf =
+            GgufFile::open(&rill::testing::default_model_path()).expect("open default model");
+        Tokenizer::from_gguf(&gguf).expect("build tokenizer")
+    })
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let path = rill::testing::repo_root().join("tests/fixtures/tokenize.json");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).expect("parse tokenize.json")
+    })
+}
+
+#[test]
+fn token_ids_match_llama_cpp_for_every_fixture_string() {
+    let tok = tokenizer();
+    let cases = &fixture().cases;
+    assert!(cases.len() >= 200, "fixture shrank to {} strings", cases.len());
+    let mut mismatches = Vec::new();
+    let mut checks = 0;
+    for case in cases {
+        let plain_expected = case.ids_parse_special_false.as_ref().unwrap_or(&case.ids);
+        for (parse_special, expected) in [(true, &case.ids), (false, plain_expected)] {
+            checks += 1;
+            let got = tok.encode_with(&case.text, false, parse_special).expect("encode");
+            if &got != expected {
+                mismatches.push(format!(
+                    "{:?} (parse_special={parse_special}):\n  llama.cpp {expected:?}\n  rill      {got:?}",
+                    case.text
+                ));
+            }
+        }
+    }
+    eprintln!(
+        "tokenize fixture: {}/{checks} encodings of {} strings match llama.cpp",
+        checks - mismatches.len(),
+        cases.len()
+    );
+    assert!(mismatches.is_empty(), "{} mismatches:\n{}", mismatches.len(), mismatches.join("\n"));
+}
+
+#[test]
+fn decode_inverts_encode() {
+    let tok = tokenizer();
+    for case in &fixture().cases {
+        let ids = tok.encode(&case.text, false).unwrap();
+        assert_eq!(tok.decode(&ids, false), case.text, "ids {ids:?}");
+        // The fixture's own ids decode to the same text too.
+        assert_eq!(tok.decode(&case.ids, false), case.text);
+    }
+}
+
+#[test]
+fn incremental_decoding_concatenates_to_the_full_decode() {
+    let tok = tokenizer();
+    for case in &fixture().cases {
+        for skip_special in [false, true] {
+            let mut decoder = IncrementalDecoder::new(tok, skip_special);
+            let mut streamed: String = case.ids.iter().map(|&id| decoder.push(id)).collect();
+            assert!(!decoder.has_pending(), "{:?} ends mid-character", case.text);
+            streamed.push_str(&decoder.flush());
+            assert_eq!(streamed, tok.decode(&case.ids, skip_special), "{:?}", case.text);
+        }
+    }
+}
+
+#[test]
+fn special_tokens_of_the_default_model() {
+    let tok = tokenizer();
+    assert_eq!(tok.kind(), VocabKind::BytePairBpe);
+    assert_eq!(tok.vocab_size(), 49152);
+    assert_eq!((tok.bos_id(), tok.eos_id()), (Some(1), Some(2)));
+    assert!(!tok.adds_bos(), "SmolLM2 sets add_bos_token = false");
+    assert_eq!(tok.eos_token_ids(), &[0, 2], "<|endoftext|> and <|im_end|> end generation");
+    assert_eq!(tok.token_str(2), Some("<|im_end|>"));
+    assert_eq!(tok.token_to_piece(216), Some(&b" "[..]));
+    assert!(tok.is_special(1) && !tok.is_special(216));
+    let ids = tok.encode("<|im_start|>user\nHi<|im_end|>", true).unwrap();
+    assert_eq!((ids[0], *ids.last().unwrap()), (1, 2));
+    assert_eq!(tok.decode(&ids, true), "user\nHi");
+}
+
+/// Optional: llama.cpp's own tokenizer test vectors (`models/ggml-vocab-*.gguf` with `.inp` /
+/// `.out`, encoded with `add_special = false, parse_special = false`), covering the other
+/// pre-tokenizers and SentencePiece. Runs when `RILL_LLAMA_VOCAB_DIR` points at that folder.
+#[test]
+fn llama_cpp_vocab_test_vectors() {
+    let Some(dir) = std::env::var_os("RILL_LLAMA_VOCAB_DIR") else {
+        eprintln!("skipped: set RILL_LLAMA_VOCAB_DIR=<llama.cpp>/models to run");
+        return;
+    };
+    let mut failures = Vec::new();
+    for name in [
+        "gpt-2",
+        "llama-bpe",
+        "qwen2",
+        "qwen35",
+        "starcoder",
+        "refact",
+        "command-r",
+        "mpt",
+        "deepseek-llm",
+        "deepseek-coder",
+        "falcon",
+        "llama-spm",
+        "phi-3",
+    ] {
+        let base = Path::new(&dir).join(format!("ggml-vocab-{name}.gguf"));
+        let tok = Tokenizer::from_gguf(&GgufFile::open(&base).expect("open vocab")).expect("build");
+        let inp = std::fs::read_to_string(base.with_extension("gguf.inp")).unwrap();
+        let out = std::fs::read_to_string(base.with_extension("gguf.out")).unwrap();
+        let sep = "\n__ggml_vocab_test__\n";
+        let texts: Vec<&str> = inp.strip_suffix(sep).unwrap_or(&inp).split(sep).collect();
+        let expected: Vec<&str> = out.lines().collect();
+        assert_eq!(texts.len(), expected.len(), "{name}: .inp/.out length");
+        let mut ok = 0;
+        for (text, want) in texts.iter().zip(&expected) {
+            let want: Vec<u32> = want.split_whitespace().map(|t| t.parse().unwrap()).collect();
+            let got = tok.encode_with(text, false, false).unwrap();
+            let mut stream = IncrementalDecoder::new(&tok, false);
+            let streamed: String =
+                got.iter().map(|&id| stream.push(id)).collect::<String>() + &stream.flush();
+            if got != want {
+                failures.push(format!("{name} {text:?}:\n  want {want:?}\n  got  {got:?}"));
+            } else if tok.decode(&got, false) != *text || streamed != *text {
+                failures.push(format!("{name} {text:?}: decodes to {:?}", tok.decode(&got, false)));
+            } else {
+                ok += 1;
+            }
+        }
+        eprintln!("{name}: {ok}/{} match and round-trip", texts.len());
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
