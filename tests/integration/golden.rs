@@ -1,8 +1,18 @@
-//! Golden tokens: rill's greedy output on the default model against llama.cpp's, recorded by
-//! `scripts/gen-golden.sh` into `tests/golden/`. The rule (vLLM's for near-ties): token ids
-//! match for the first 32 tokens on at least 7 of every 8 prompts; where they first diverge,
-//! each side's token is in the other's top 5; matched positions agree on the logprob within
-//! 0.1 nats.
+//! Golden tokens: rill's greedy output on the default model against two independent references.
+//!
+//! 1. llama.cpp (`scripts/gen-golden.sh`): token ids match for the first 32 tokens on at least
+//!    7 of every 8 prompts; where they first diverge, each side's token is in the other's top 5
+//!    (vLLM's rule for near-ties); matched positions agree on the logprob within
+//!    `LOGPROB_TOLERANCE_NATS`.
+//! 2. An exact float64 forward pass (`scripts/golden_exact.py`): the next-token top-5 after each
+//!    prompt agrees within `EXACT_TOLERANCE_NATS`.
+//!
+//! Why two: llama.cpp quantizes activations to 8 bits and runs attention in f16, which moves
+//! this small model's logprobs by up to ~0.27 nats; llama.cpp with flash attention on and off
+//! disagrees with itself by that much on these very prompts (recorded per prompt as
+//! `reference_self_noise_nats`). rill computes in f32 with f16 KV, within ~1e-3 nats of exact
+//! math, so llama.cpp can only bound rill to its own noise; the exact reference checks rill
+//! tightly.
 
 use rill_model::chat_template::ChatMessage;
 use rill_model::generate::{generate, GenerateParams, GeneratedToken};
@@ -12,7 +22,10 @@ use crate::common;
 
 const COMPARED_TOKENS: usize = 32;
 const TOP_K: usize = 5;
-const LOGPROB_TOLERANCE_NATS: f32 = 0.1;
+/// Just above llama.cpp's own worst disagreement with itself on the fixture (0.268 nats).
+const LOGPROB_TOLERANCE_NATS: f32 = 0.3;
+/// rill (f32 activations, f16 KV cache) against float64 math.
+const EXACT_TOLERANCE_NATS: f32 = 0.01;
 
 #[derive(Deserialize)]
 struct Fixture {
@@ -28,27 +41,59 @@ struct Case {
     tokens: Vec<u32>,
     logprobs: Vec<f32>,
     top_logprobs: Vec<Vec<(u32, f32)>>,
+    reference_self_noise_nats: f32,
 }
 
-fn load_fixture() -> Fixture {
-    let path = rill::testing::repo_root().join("tests/golden/smollm2-135m-q4_1.json");
+#[derive(Deserialize)]
+struct ExactFixture {
+    top_logprobs: std::collections::HashMap<String, Vec<(u32, f32)>>,
+}
+
+fn load_json<T: serde::de::DeserializeOwned>(name: &str) -> T {
+    let path = rill::testing::repo_root().join("tests/golden").join(name);
     serde_json::from_str(&std::fs::read_to_string(&path).expect("golden fixture")).expect("valid fixture")
+}
+
+fn prompt_text(model: &rill_model::loader::LoadedModel<rill_backend_cpu::CpuBackend>, case: &Case) -> String {
+    if case.chat {
+        let messages = [ChatMessage { role: "user".into(), content: case.text.clone() }];
+        model.chat_template.as_ref().expect("chat template").render(&messages, true).unwrap()
+    } else {
+        case.text.clone()
+    }
+}
+
+#[test]
+fn next_token_logprobs_match_exact_math() {
+    let fixture: Fixture = load_json("smollm2-135m-q4_1.json");
+    let exact: ExactFixture = load_json("smollm2-135m-q4_1.exact.json");
+    let mut model = common::default_model();
+    let mut worst = 0f32;
+    for case in &fixture.cases {
+        let expected = &exact.top_logprobs[&case.name];
+        let params = GenerateParams { max_tokens: 1, temperature: 0.0, seed: 0, stop_tokens: vec![], top_logprobs: expected.len() };
+        let mut ours = Vec::new();
+        generate(&mut model.transformer, &case.prompt_tokens, &params, |t| ours.push(t.clone())).unwrap();
+        let top = &ours[0].top;
+        let ids = |v: &[(u32, f32)]| v.iter().map(|t| t.0).collect::<Vec<_>>();
+        assert_eq!(ids(top), ids(expected), "{}: top-{} tokens differ from exact math", case.name, expected.len());
+        for (mine, theirs) in top.iter().zip(expected) {
+            worst = worst.max((mine.1 - theirs.1).abs());
+        }
+    }
+    eprintln!("worst |Δlogprob| against exact float64 math: {worst:.5} nats");
+    assert!(worst <= EXACT_TOLERANCE_NATS, "logprobs differ from exact math by {worst} nats");
 }
 
 #[test]
 fn greedy_tokens_match_llama_cpp() {
-    let fixture = load_fixture();
+    let fixture: Fixture = load_json("smollm2-135m-q4_1.json");
     let mut model = common::default_model();
     let mut exact = 0;
     let mut report = Vec::new();
+    let mut failures = Vec::new();
     for case in &fixture.cases {
-        let text = if case.chat {
-            let messages = [ChatMessage { role: "user".into(), content: case.text.clone() }];
-            model.chat_template.as_ref().expect("chat template").render(&messages, true).unwrap()
-        } else {
-            case.text.clone()
-        };
-        let prompt = model.tokenizer.encode(&text, true).unwrap();
+        let prompt = model.tokenizer.encode(&prompt_text(&model, case), true).unwrap();
         assert_eq!(prompt, case.prompt_tokens, "{}: prompt tokens differ from llama.cpp's", case.name);
 
         let n = case.tokens.len().min(COMPARED_TOKENS);
@@ -58,31 +103,22 @@ fn greedy_tokens_match_llama_cpp() {
         assert_eq!(ours.len(), n, "{}: generated {} tokens", case.name, ours.len());
 
         let matched = ours.iter().zip(&case.tokens).take_while(|(a, b)| a.id == **b).count();
-        let mut max_logprob_diff = 0f32;
-        for (i, t) in ours[..matched].iter().enumerate() {
-            max_logprob_diff = max_logprob_diff.max((t.logprob - case.logprobs[i]).abs());
-        }
-        assert!(
-            max_logprob_diff <= LOGPROB_TOLERANCE_NATS,
-            "{}: logprob differs by {max_logprob_diff} nats at matched positions",
-            case.name
-        );
-        if matched == n {
+        let max_logprob_diff = (0..matched).map(|i| (ours[i].logprob - case.logprobs[i]).abs()).fold(0f32, f32::max);
+        let near_tie = if matched == n {
             exact += 1;
+            true
         } else {
             let (mine, theirs) = (&ours[matched], case.tokens[matched]);
             let in_their_top = case.top_logprobs[matched].iter().any(|&(id, _)| id == mine.id);
             let in_our_top = mine.top.iter().any(|&(id, _)| id == theirs);
-            assert!(
-                in_their_top && in_our_top,
-                "{}: diverged at token {matched} (ours {}, llama.cpp {theirs}) outside each other's top {TOP_K}",
-                case.name,
-                mine.id
-            );
-        }
-        report.push(format!("{}: {matched}/{n} tokens match, max |Δlogprob| {max_logprob_diff:.4}", case.name));
+            in_their_top && in_our_top
+        };
+        report.push(format!("{}: {matched}/{n} tokens match, max |Δlogprob| {max_logprob_diff:.4} (llama.cpp's own noise {:.4}), divergence is a near-tie: {near_tie}", case.name, case.reference_self_noise_nats));
+        failures.extend((!near_tie).then(|| format!("{}: diverged at token {matched} outside each other's top {TOP_K}", case.name)));
+        failures.extend((max_logprob_diff > LOGPROB_TOLERANCE_NATS).then(|| format!("{}: logprob differs by {max_logprob_diff} nats", case.name)));
     }
     eprintln!("golden results:\n  {}", report.join("\n  "));
+    assert!(failures.is_empty(), "{failures:#?}");
     assert!(
         exact * 8 >= fixture.cases.len() * 7,
         "only {exact} of {} prompts match for their first {COMPARED_TOKENS} tokens",
