@@ -21,7 +21,7 @@ pub fn paged_attention(
 ) -> BackendResult<()> {
     let l = &cache.layout;
     let (hd, kv_heads, n) = (l.head_dim, l.kv_heads, batch.num_tokens);
-    if hd > MAX_HEAD_DIM || kv_heads == 0 || heads % kv_heads != 0 || layer >= l.layers {
+    if hd > MAX_HEAD_DIM || kv_heads == 0 || !heads.is_multiple_of(kv_heads) || layer >= l.layers {
         let detail = format!("{heads} heads over {kv_heads} KV heads of dim {hd}, layer {layer}");
         return Err(BackendError::Shape { op: "attention", detail });
     }

@@ -127,7 +127,8 @@ impl ModelConfig {
         };
         let norm_eps = f.get_f64(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5) as f32;
         let rope_base = f.get_f64(&key("rope.freq_base"))?.unwrap_or(10_000.0) as f32;
-        if !(rope_base.is_finite() && rope_base > 1.0) || !(norm_eps.is_finite() && norm_eps >= 0.0) {
+        let sane = rope_base.is_finite() && rope_base > 1.0 && norm_eps.is_finite() && norm_eps >= 0.0;
+        if !sane {
             return Err(ConfigError::Invalid(format!("rope base {rope_base}, norm eps {norm_eps}")));
         }
         let cfg = ModelConfig {

@@ -101,8 +101,7 @@ pub fn generate<B: Backend>(
 
     let started = Instant::now();
     let mut logits = logits_of_last;
-    let mut pos = prompt.len();
-    for _ in 0..params.max_tokens {
+    for pos in prompt.len()..prompt.len() + params.max_tokens {
         let id = sampler.sample(&logits);
         if params.stop_tokens.contains(&id) {
             stats.stopped = true;
@@ -117,7 +116,6 @@ pub fn generate<B: Backend>(
         batch.clear();
         batch.push_sequence(&[id], pos, &blocks[..(pos + 1).div_ceil(layout.block_size)], true).expect("blocks cover the context");
         logits.copy_from_slice(model.forward(&batch)?);
-        pos += 1;
     }
     stats.decode_time = started.elapsed();
     Ok(stats)
