@@ -12,3 +12,11 @@ pub fn default_model_with(opts: &LoadOptions) -> LoadedModel<CpuBackend> {
     let backend = CpuBackend::new(0).expect("thread pool");
     load(&rill::testing::default_model_path(), backend, opts, &mut |_, _| {}).expect("default model loads")
 }
+
+/// The default model behind an engine thread; also returns the tokenizer.
+pub fn default_engine(opts: &LoadOptions) -> (rill_engine::Engine, rill_model::tokenizer::Tokenizer) {
+    let model = default_model_with(opts);
+    let eos = model.tokenizer.eos_token_ids().to_vec();
+    let engine = rill_model::runner::ModelRunner::new(model.transformer, eos).start(0);
+    (engine, model.tokenizer)
+}

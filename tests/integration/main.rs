@@ -3,4 +3,5 @@
 mod chat_template;
 mod tokenizer;
 mod common;
+mod batching;
 mod golden;

@@ -1,6 +1,22 @@
-//! The engine's vocabulary: what one forward step is (`ForwardBatch`). The scheduler, the KV
-//! block manager and the engine thread build on it. No tensors live here.
+//! The engine: continuous batching over a paged KV cache. One thread per model owns the
+//! scheduler, the KV block manager and the executor; requests come in through an
+//! `EngineHandle` and leave as per-request event streams. No tensors live here: the executor
+//! (the model crate) sees only the flat `ForwardBatch` of each step.
 
 mod batch;
+mod engine;
+mod executor;
+pub mod metrics;
+mod request;
+pub mod scheduler;
+pub mod kv;
+mod sampling_params;
 
 pub use batch::{BatchError, ForwardBatch};
+pub use engine::{Engine, EngineError, EngineHandle, EngineStats, RequestStream};
+pub use executor::Executor;
+pub use request::{FinishReason, GenerateRequest, RequestId, SampledToken, StreamEvent, Usage};
+pub use scheduler::{AdmissionError, Schedule, ScheduledSeq, Scheduler, SchedulerConfig};
+pub use sampling_params::{
+    choice_seed, SamplingError, SamplingParams, GREEDY_TEMPERATURE, MAX_LOGIT_BIAS, MAX_LOGPROBS, MAX_N, MAX_PENALTY,
+};

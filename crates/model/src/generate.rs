@@ -5,10 +5,10 @@
 use std::time::{Duration, Instant};
 
 use rill_backend::Backend;
-use rill_engine::ForwardBatch;
+use rill_engine::{ForwardBatch, SamplingParams};
 
 use crate::forward::{ForwardError, Transformer};
-use crate::sampler::{self, Sampler};
+use crate::sampler::Sampler;
 
 #[derive(Debug, Clone)]
 pub struct GenerateParams {
@@ -78,7 +78,10 @@ pub fn generate<B: Backend>(
     }
     let blocks: Vec<u32> = (0..layout.num_blocks as u32).collect();
     let mut batch = ForwardBatch::new(layout.block_size, layout.num_blocks);
-    let mut sampler = Sampler::new(params.temperature, params.seed);
+    // The chosen token's logprob is always reported (the golden tests compare it). Stop tokens
+    // are handled below; without `min_tokens` the sampler needs no EOS ids.
+    let sampling = SamplingParams { temperature: params.temperature, logprobs: Some(params.top_logprobs), ..SamplingParams::default() };
+    let mut sampler = Sampler::new(&sampling, params.seed, prompt, &[]);
     let mut stats = GenerationStats { prompt_tokens: prompt.len(), ..Default::default() };
     let chunk = model.capacity().max_tokens;
 
@@ -102,13 +105,14 @@ pub fn generate<B: Backend>(
     let started = Instant::now();
     let mut logits = logits_of_last;
     for pos in prompt.len()..prompt.len() + params.max_tokens {
-        let id = sampler.sample(&logits);
+        let sampled = sampler.sample(&logits);
+        let id = sampled.token;
         if params.stop_tokens.contains(&id) {
             stats.stopped = true;
             break;
         }
-        let top = if params.top_logprobs > 0 { sampler::top_logprobs(&logits, params.top_logprobs) } else { Vec::new() };
-        on_token(&GeneratedToken { id, logprob: sampler::logprob(&logits, id), top });
+        let logprob = sampled.logprob.expect("logprobs are requested");
+        on_token(&GeneratedToken { id, logprob, top: sampled.top });
         stats.generated_tokens += 1;
         if pos + 1 >= capacity || stats.generated_tokens == params.max_tokens {
             break;

@@ -7,6 +7,7 @@ pub mod forward;
 pub mod generate;
 pub mod gguf;
 pub mod loader;
+pub mod runner;
 pub mod sampler;
 pub mod tokenizer;
 pub mod weights;

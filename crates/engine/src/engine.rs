@@ -1,0 +1,302 @@
+//! The engine thread and its handle. One thread per model owns the scheduler, the block manager
+//! and the executor; everything reaches it through a command channel and leaves through one event
+//! channel per request. The hot loop is `step`: schedule → execute → update.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use crate::executor::Executor;
+use crate::kv::SeqId;
+use crate::metrics::StepMetrics;
+use crate::scheduler::{Schedule, Scheduler, SchedulerConfig};
+use crate::{choice_seed, FinishReason, ForwardBatch, GenerateRequest, RequestId, SampledToken, StreamEvent, Usage};
+
+enum Command {
+    Submit { id: RequestId, request: GenerateRequest, events: UnboundedSender<StreamEvent> },
+    Abort(RequestId),
+    Shutdown,
+}
+
+/// The receiving end of one request.
+pub struct RequestStream {
+    pub id: RequestId,
+    events: UnboundedReceiver<StreamEvent>,
+}
+
+impl RequestStream {
+    pub async fn recv(&mut self) -> Option<StreamEvent> {
+        self.events.recv().await
+    }
+
+    /// For callers outside an async runtime (the CLI, tests).
+    pub fn blocking_recv(&mut self) -> Option<StreamEvent> {
+        self.events.blocking_recv()
+    }
+}
+
+/// A cheap, cloneable way to talk to the engine thread.
+#[derive(Clone)]
+pub struct EngineHandle {
+    commands: mpsc::Sender<Command>,
+    next_id: Arc<AtomicU64>,
+    stats: Arc<EngineStats>,
+}
+
+/// Counters the engine thread updates once per step, readable from any thread without a lock.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub steps: AtomicU64,
+    pub running: AtomicU64,
+    pub waiting: AtomicU64,
+    pub kv_blocks_used: AtomicU64,
+    pub preemptions: AtomicU64,
+    pub prefix_hit_tokens: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("the engine has shut down")]
+    ShutDown,
+}
+
+impl EngineHandle {
+    /// Queues a request; its events arrive on the returned stream. Dropping the stream aborts
+    /// the request within one step.
+    pub fn submit(&self, request: GenerateRequest) -> Result<RequestStream, EngineError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = unbounded_channel();
+        self.commands.send(Command::Submit { id, request, events: tx }).map_err(|_| EngineError::ShutDown)?;
+        Ok(RequestStream { id, events: rx })
+    }
+
+    pub fn abort(&self, id: RequestId) {
+        let _ = self.commands.send(Command::Abort(id));
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+}
+
+/// Owns the engine thread; dropping it (or `shutdown`) stops the thread and frees everything.
+pub struct Engine {
+    handle: EngineHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Starts the engine thread over `executor`. `salt` keeps prefix-cache hashes of different
+    /// models apart.
+    pub fn start<E: Executor>(executor: E, cfg: SchedulerConfig, salt: u64) -> Engine {
+        let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(EngineStats::default());
+        let core = EngineCore {
+            executor,
+            scheduler: Scheduler::new(cfg, salt),
+            active: HashMap::new(),
+            batch: ForwardBatch::new(cfg.block_size, cfg.num_blocks),
+            metrics: StepMetrics::default(),
+            stats: stats.clone(),
+        };
+        let thread = std::thread::Builder::new().name("rill-engine".into()).spawn(move || core.run(rx)).expect("spawn the engine thread");
+        Engine { handle: EngineHandle { commands: tx, next_id: Arc::new(AtomicU64::new(0)), stats }, thread: Some(thread) }
+    }
+
+    pub fn handle(&self) -> EngineHandle {
+        self.handle.clone()
+    }
+
+    /// Stops the engine: in-flight requests fail, the thread is joined, memory released.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let _ = self.handle.commands.send(Command::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A request being served.
+struct Active<S> {
+    sampler: S,
+    events: UnboundedSender<StreamEvent>,
+    stop_tokens: Vec<u32>,
+    max_tokens: usize,
+    prompt_len: usize,
+    generated: usize,
+}
+
+struct EngineCore<E: Executor> {
+    executor: E,
+    scheduler: Scheduler,
+    active: HashMap<SeqId, Active<E::SeqState>>,
+    batch: ForwardBatch,
+    metrics: StepMetrics,
+    stats: Arc<EngineStats>,
+}
+
+impl<E: Executor> EngineCore<E> {
+    fn run(mut self, commands: mpsc::Receiver<Command>) {
+        loop {
+            // Block only when there is nothing to compute.
+            if self.active.is_empty() {
+                match commands.recv() {
+                    Ok(cmd) => {
+                        if !self.handle(cmd) {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mut open = true;
+            while let Ok(cmd) = commands.try_recv() {
+                open &= self.handle(cmd);
+            }
+            if !open {
+                break;
+            }
+            self.reap_cancelled();
+            self.step();
+        }
+        for (_, a) in self.active.drain() {
+            let _ = a.events.send(StreamEvent::Failed("the engine shut down".into()));
+        }
+    }
+
+    /// Returns false on shutdown.
+    fn handle(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Submit { id, request, events } => self.admit(id, request, events),
+            Command::Abort(id) => self.finish(id, FinishReason::Abort),
+            Command::Shutdown => return false,
+        }
+        true
+    }
+
+    fn admit(&mut self, id: RequestId, req: GenerateRequest, events: UnboundedSender<StreamEvent>) {
+        let max_len = self.executor.max_model_len();
+        if req.prompt.len() >= max_len {
+            let _ = events.send(StreamEvent::Failed(format!("prompt of {} tokens reaches the context length {max_len}", req.prompt.len())));
+            return;
+        }
+        let max_tokens = req.params.max_tokens.unwrap_or(usize::MAX).min(max_len - req.prompt.len());
+        if let Err(e) = self.scheduler.add(id, req.prompt.clone(), max_tokens, req.priority) {
+            let _ = events.send(StreamEvent::Failed(e.to_string()));
+            return;
+        }
+        let seed = choice_seed(req.params.seed.unwrap_or(id), 0);
+        let sampler = self.executor.start_sequence(&req.params, seed, &req.prompt);
+        let mut stop_tokens = req.params.stop_token_ids.clone();
+        if !req.params.ignore_eos {
+            stop_tokens.extend_from_slice(self.executor.eos_token_ids());
+        }
+        self.active.insert(id, Active { sampler, events, stop_tokens, max_tokens, prompt_len: req.prompt.len(), generated: 0 });
+    }
+
+    /// Aborts requests whose receiver is gone.
+    fn reap_cancelled(&mut self) {
+        let gone: Vec<SeqId> = self.active.iter().filter(|(_, a)| a.events.is_closed()).map(|(&id, _)| id).collect();
+        for id in gone {
+            self.finish(id, FinishReason::Abort);
+        }
+    }
+
+    /// One engine step: schedule → execute → update.
+    fn step(&mut self) {
+        let started = std::time::Instant::now();
+        let schedule = self.scheduler.schedule();
+        if schedule.seqs.is_empty() {
+            return;
+        }
+        self.build_batch(&schedule);
+        let sampling: Vec<SeqId> = schedule.seqs.iter().filter(|s| s.samples).map(|s| s.id).collect();
+        let result = {
+            let mut states: HashMap<SeqId, &mut E::SeqState> = self.active.iter_mut().filter(|(id, _)| sampling.contains(id)).map(|(&id, a)| (id, &mut a.sampler)).collect();
+            let mut ordered: Vec<&mut E::SeqState> = sampling.iter().map(|id| states.remove(id).expect("scheduled sequences are active")).collect();
+            self.executor.execute(&self.batch, &mut ordered)
+        };
+        match result {
+            Ok(tokens) if tokens.len() == sampling.len() => {
+                for s in &schedule.seqs {
+                    self.scheduler.computed(s);
+                }
+                for (id, token) in sampling.into_iter().zip(tokens) {
+                    self.accept(id, token);
+                }
+            }
+            Ok(tokens) => self.fail_step(&schedule, &format!("executor returned {} tokens for {} rows", tokens.len(), sampling.len())),
+            Err(e) => self.fail_step(&schedule, &e),
+        }
+        self.metrics.record(&self.scheduler, &schedule, self.batch.num_tokens(), started.elapsed());
+        self.stats.steps.fetch_add(1, Ordering::Relaxed);
+        self.publish_stats();
+    }
+
+    fn publish_stats(&self) {
+        let (st, sc) = (&self.stats, &self.scheduler);
+        st.running.store(sc.num_running() as u64, Ordering::Relaxed);
+        st.waiting.store(sc.num_waiting() as u64, Ordering::Relaxed);
+        st.kv_blocks_used.store(sc.num_used_blocks() as u64, Ordering::Relaxed);
+        st.preemptions.store(sc.total_preemptions(), Ordering::Relaxed);
+        st.prefix_hit_tokens.store(sc.kv_stats().hit_tokens, Ordering::Relaxed);
+    }
+
+    fn build_batch(&mut self, schedule: &Schedule) {
+        self.batch.clear();
+        for s in &schedule.seqs {
+            let tokens = &self.scheduler.tokens(s.id)[s.start..s.start + s.len];
+            self.batch.push_sequence(tokens, s.start, self.scheduler.block_table(s.id), s.samples).expect("the scheduler grew the block table to cover the chunk");
+        }
+    }
+
+    fn fail_step(&mut self, schedule: &Schedule, error: &str) {
+        tracing::error!(error, "executor failed; failing this step's requests");
+        for s in &schedule.seqs {
+            if let Some(a) = self.active.remove(&s.id) {
+                let _ = a.events.send(StreamEvent::Failed(format!("execution failed: {error}")));
+            }
+            self.scheduler.remove(s.id);
+        }
+    }
+
+    fn accept(&mut self, id: SeqId, token: SampledToken) {
+        let Some(a) = self.active.get_mut(&id) else { return };
+        a.generated += 1;
+        if a.stop_tokens.contains(&token.token) {
+            return self.finish(id, FinishReason::Stop);
+        }
+        if a.events.send(StreamEvent::Token(token.clone())).is_err() {
+            return self.finish(id, FinishReason::Abort);
+        }
+        if a.generated >= a.max_tokens {
+            return self.finish(id, FinishReason::Length);
+        }
+        self.scheduler.append_token(id, token.token);
+    }
+
+    fn finish(&mut self, id: SeqId, reason: FinishReason) {
+        if let Some(a) = self.active.remove(&id) {
+            let usage = Usage { prompt_tokens: a.prompt_len, completion_tokens: a.generated, cached_tokens: self.scheduler.cached_prompt_tokens(id) };
+            let _ = a.events.send(StreamEvent::Finished { reason, usage });
+        }
+        self.scheduler.remove(id);
+        self.publish_stats();
+    }
+}
+
+#[cfg(test)]
+mod tests;

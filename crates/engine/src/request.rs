@@ -1,0 +1,56 @@
+//! What goes into the engine and what comes back out, per request.
+
+use crate::SamplingParams;
+
+pub type RequestId = u64;
+
+/// A tokenized, validated request.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub prompt: Vec<u32>,
+    pub params: SamplingParams,
+    /// Lower runs first among waiting requests (as vLLM); 0 by default.
+    pub priority: i32,
+}
+
+/// One sampled token with its log-probability and the alternatives asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampledToken {
+    pub token: u32,
+    /// Present when the request asked for logprobs.
+    pub logprob: Option<f32>,
+    pub top_logprobs: Vec<(u32, f32)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-sequence or stop token.
+    Stop,
+    /// `max_tokens` or the context length.
+    Length,
+    /// `abort(id)` or the receiver was dropped.
+    Abort,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    /// Sampled tokens, including a final stop token (which is not streamed).
+    pub completion_tokens: usize,
+    /// Prompt tokens served from the prefix cache.
+    pub cached_tokens: usize,
+}
+
+/// The per-request stream: `Token`s, then exactly one `Finished` or `Failed`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    Token(SampledToken),
+    Finished { reason: FinishReason, usage: Usage },
+    Failed(String),
+}
+
+impl StreamEvent {
+    pub fn is_terminal(&self) -> bool {
+        !matches!(self, StreamEvent::Token(_))
+    }
+}

@@ -1,0 +1,255 @@
+//! The scheduler: which sequences run this step, and how many tokens each. One rule covers
+//! everything: each sequence's `num_computed` catches up to its token count under a per-step
+//! token budget, so chunked prefill, prefix-cache hits and decode need no modes.
+//!
+//! Running sequences go first (oldest first); then waiting ones, ordered by `priority` (lower
+//! first, as vLLM) and arrival. When the KV pool runs out, the newest running sequence is
+//! preempted by recompute: its blocks are freed and it waits again with all its tokens, to be
+//! re-admitted (often mostly from the prefix cache) later.
+
+use std::collections::HashMap;
+
+use crate::kv::{BlockManager, KvError, KvStats, SeqId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    /// Most tokens computed in one step, over all sequences.
+    pub max_num_batched_tokens: usize,
+    /// Most sequences in one step.
+    pub max_num_seqs: usize,
+    pub block_size: usize,
+    pub num_blocks: usize,
+}
+
+/// One sequence's share of a step: compute `tokens[start..start + len]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduledSeq {
+    pub id: SeqId,
+    pub start: usize,
+    pub len: usize,
+    /// The chunk reaches the sequence's last token, so a new token is sampled from it.
+    pub samples: bool,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    pub seqs: Vec<ScheduledSeq>,
+    /// Sequences preempted (blocks freed, back to waiting) while making this schedule.
+    pub preempted: Vec<SeqId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmissionError {
+    #[error("prompt of {prompt} tokens plus {max_new} new tokens needs {needed} KV blocks; the pool has {available}")]
+    NeverFits { prompt: usize, max_new: usize, needed: usize, available: usize },
+    #[error("sequence {0} is already scheduled")]
+    Duplicate(SeqId),
+    #[error("empty prompt")]
+    EmptyPrompt,
+}
+
+#[derive(Debug)]
+struct SeqState {
+    tokens: Vec<u32>,
+    num_computed: usize,
+    priority: i32,
+    arrival: u64,
+    /// Tokens of the prompt found in the prefix cache at the first admission.
+    cached_prompt_tokens: Option<usize>,
+    preemptions: usize,
+}
+
+pub struct Scheduler {
+    cfg: SchedulerConfig,
+    blocks: BlockManager,
+    seqs: HashMap<SeqId, SeqState>,
+    /// Admitted, holding blocks, in admission order.
+    running: Vec<SeqId>,
+    /// Not holding blocks, ordered by (priority, arrival).
+    waiting: Vec<SeqId>,
+    next_arrival: u64,
+    total_preemptions: u64,
+}
+
+impl Scheduler {
+    pub fn new(cfg: SchedulerConfig, salt: u64) -> Scheduler {
+        assert!(cfg.max_num_batched_tokens > 0 && cfg.max_num_seqs > 0, "empty step budget: {cfg:?}");
+        let blocks = BlockManager::new(cfg.num_blocks, cfg.block_size, salt);
+        Scheduler { cfg, blocks, seqs: HashMap::new(), running: Vec::new(), waiting: Vec::new(), next_arrival: 0, total_preemptions: 0 }
+    }
+
+    pub fn config(&self) -> SchedulerConfig {
+        self.cfg
+    }
+
+    /// Queues a sequence. Rejected at once when `prompt + max_new` tokens could never fit the
+    /// pool, so nothing waits forever.
+    pub fn add(&mut self, id: SeqId, prompt: Vec<u32>, max_new: usize, priority: i32) -> Result<(), AdmissionError> {
+        if prompt.is_empty() {
+            return Err(AdmissionError::EmptyPrompt);
+        }
+        if self.seqs.contains_key(&id) {
+            return Err(AdmissionError::Duplicate(id));
+        }
+        let needed = self.blocks.blocks_for(prompt.len() + max_new);
+        if needed > self.cfg.num_blocks {
+            return Err(AdmissionError::NeverFits { prompt: prompt.len(), max_new, needed, available: self.cfg.num_blocks });
+        }
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
+        self.seqs.insert(id, SeqState { tokens: prompt, num_computed: 0, priority, arrival, cached_prompt_tokens: None, preemptions: 0 });
+        self.enqueue_waiting(id);
+        Ok(())
+    }
+
+    fn enqueue_waiting(&mut self, id: SeqId) {
+        let key = |s: &SeqState| (s.priority, s.arrival);
+        let k = key(&self.seqs[&id]);
+        let at = self.waiting.partition_point(|w| key(&self.seqs[w]) <= k);
+        self.waiting.insert(at, id);
+    }
+
+    /// Plans the next step.
+    pub fn schedule(&mut self) -> Schedule {
+        let mut out = Schedule::default();
+        let mut budget = self.cfg.max_num_batched_tokens;
+        let mut i = 0;
+        while i < self.running.len() && budget > 0 {
+            let id = self.running[i];
+            let s = &self.seqs[&id];
+            let len = (s.tokens.len() - s.num_computed).min(budget);
+            if len == 0 {
+                i += 1;
+                continue;
+            }
+            let total = s.num_computed + len;
+            if !self.grow_or_preempt(id, total, &mut out.preempted) {
+                // `id` itself was preempted: nothing at or after `i` is left to run.
+                break;
+            }
+            let s = &self.seqs[&id];
+            out.seqs.push(ScheduledSeq { id, start: s.num_computed, len, samples: total == s.tokens.len() });
+            budget -= len;
+            i += 1;
+        }
+        // Admit waiting sequences only when nobody was preempted this step (else they would
+        // just take the blocks back).
+        while budget > 0 && out.preempted.is_empty() && self.running.len() < self.cfg.max_num_seqs && !self.waiting.is_empty() {
+            let id = self.waiting[0];
+            let s = self.seqs.get_mut(&id).expect("waiting sequences exist");
+            let hit = match self.blocks.allocate_prompt(id, &s.tokens) {
+                Ok(hit) => hit,
+                Err(KvError::OutOfBlocks { .. }) => break,
+                Err(e) => unreachable!("scheduler bookkeeping out of sync with the block manager: {e}"),
+            };
+            s.num_computed = hit.cached_tokens;
+            s.cached_prompt_tokens.get_or_insert(hit.cached_tokens);
+            let len = (s.tokens.len() - s.num_computed).min(budget);
+            out.seqs.push(ScheduledSeq { id, start: s.num_computed, len, samples: s.num_computed + len == s.tokens.len() });
+            budget -= len;
+            self.waiting.remove(0);
+            self.running.push(id);
+        }
+        out
+    }
+
+    /// Makes `id`'s blocks cover `total` tokens, preempting the newest running sequences as
+    /// needed. Returns false when `id` itself had to be preempted.
+    fn grow_or_preempt(&mut self, id: SeqId, total: usize, preempted: &mut Vec<SeqId>) -> bool {
+        loop {
+            match self.blocks.append_slots(id, total) {
+                Ok(()) => return true,
+                Err(KvError::OutOfBlocks { .. }) => {
+                    let victim = *self.running.last().expect("id is running");
+                    self.preempt(victim);
+                    preempted.push(victim);
+                    if victim == id {
+                        return false;
+                    }
+                }
+                Err(e) => unreachable!("scheduler bookkeeping out of sync with the block manager: {e}"),
+            }
+        }
+    }
+
+    fn preempt(&mut self, id: SeqId) {
+        self.blocks.free(id).expect("running sequences hold blocks");
+        self.running.retain(|&r| r != id);
+        let s = self.seqs.get_mut(&id).expect("running sequences exist");
+        s.num_computed = 0;
+        s.preemptions += 1;
+        self.total_preemptions += 1;
+        self.enqueue_waiting(id);
+    }
+
+    /// Records that a scheduled chunk was computed: `num_computed` advances and newly full
+    /// blocks are published to the prefix cache.
+    pub fn computed(&mut self, seq: &ScheduledSeq) {
+        let s = self.seqs.get_mut(&seq.id).expect("scheduled sequences exist");
+        s.num_computed = seq.start + seq.len;
+        // Publishing only fails for unknown sequences, which scheduled ones are not.
+        let _ = self.blocks.publish_full_blocks(seq.id, &s.tokens[..s.num_computed]);
+    }
+
+    /// Appends a sampled token; it is computed in a later step.
+    pub fn append_token(&mut self, id: SeqId, token: u32) {
+        if let Some(s) = self.seqs.get_mut(&id) {
+            s.tokens.push(token);
+        }
+    }
+
+    /// Removes a sequence (finished or aborted) and frees its blocks. Unknown ids are ignored.
+    pub fn remove(&mut self, id: SeqId) {
+        if self.seqs.remove(&id).is_some() {
+            if self.running.contains(&id) {
+                let _ = self.blocks.free(id);
+            }
+            self.running.retain(|&r| r != id);
+            self.waiting.retain(|&w| w != id);
+        }
+    }
+
+    pub fn block_table(&self, id: SeqId) -> &[u32] {
+        self.blocks.block_table(id).unwrap_or(&[])
+    }
+
+    pub fn tokens(&self, id: SeqId) -> &[u32] {
+        self.seqs.get(&id).map(|s| s.tokens.as_slice()).unwrap_or(&[])
+    }
+
+    /// Prompt tokens served from the prefix cache at first admission.
+    pub fn cached_prompt_tokens(&self, id: SeqId) -> usize {
+        self.seqs.get(&id).and_then(|s| s.cached_prompt_tokens).unwrap_or(0)
+    }
+
+    pub fn num_running(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn num_waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn total_preemptions(&self) -> u64 {
+        self.total_preemptions
+    }
+
+    pub fn kv_stats(&self) -> KvStats {
+        self.blocks.stats()
+    }
+
+    pub fn num_used_blocks(&self) -> usize {
+        self.blocks.num_used_blocks()
+    }
+
+    pub fn blocks(&self) -> &BlockManager {
+        &self.blocks
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.seqs.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests;

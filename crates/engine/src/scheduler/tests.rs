@@ -1,0 +1,133 @@
+//! Scheduler tests with no model: the scheduler is integers.
+
+use super::*;
+
+fn cfg(budget: usize, seqs: usize, num_blocks: usize) -> SchedulerConfig {
+    SchedulerConfig { max_num_batched_tokens: budget, max_num_seqs: seqs, block_size: 4, num_blocks }
+}
+
+/// Pretends to run a schedule: marks chunks computed and appends `next` for sampling rows.
+fn run_step(s: &mut Scheduler, sched: &Schedule, next: u32) {
+    for seq in &sched.seqs {
+        s.computed(seq);
+        if seq.samples {
+            s.append_token(seq.id, next);
+        }
+    }
+    s.blocks().check_invariants().unwrap();
+}
+
+fn prompt(len: usize, salt: u32) -> Vec<u32> {
+    (0..len as u32).map(|i| i * 7 + salt * 1000).collect()
+}
+
+#[test]
+fn token_budget_chunks_prefill_and_decode_is_one_token() {
+    let mut s = Scheduler::new(cfg(8, 4, 64), 0);
+    s.add(1, prompt(20, 1), 4, 0).unwrap();
+    let lens: Vec<(usize, usize, bool)> = (0..4)
+        .map(|_| {
+            let sched = s.schedule();
+            run_step(&mut s, &sched, 99);
+            (sched.seqs[0].start, sched.seqs[0].len, sched.seqs[0].samples)
+        })
+        .collect();
+    assert_eq!(lens, vec![(0, 8, false), (8, 8, false), (16, 4, true), (20, 1, true)]);
+}
+
+#[test]
+fn running_sequences_go_before_waiting_ones() {
+    let mut s = Scheduler::new(cfg(10, 4, 64), 0);
+    s.add(1, prompt(6, 1), 8, 0).unwrap();
+    let first = s.schedule();
+    run_step(&mut s, &first, 5);
+    s.add(2, prompt(12, 2), 8, 0).unwrap();
+    let sched = s.schedule();
+    assert_eq!(sched.seqs[0], ScheduledSeq { id: 1, start: 6, len: 1, samples: true });
+    assert_eq!(sched.seqs[1], ScheduledSeq { id: 2, start: 0, len: 9, samples: false }, "the rest of the budget");
+}
+
+#[test]
+fn max_num_seqs_caps_the_step() {
+    let mut s = Scheduler::new(cfg(100, 2, 64), 0);
+    for id in 0..4 {
+        s.add(id, prompt(3, id as u32), 2, 0).unwrap();
+    }
+    let sched = s.schedule();
+    assert_eq!(sched.seqs.iter().map(|x| x.id).collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!((s.num_running(), s.num_waiting()), (2, 2));
+}
+
+#[test]
+fn priority_orders_the_waiting_queue() {
+    let mut s = Scheduler::new(cfg(100, 1, 64), 0);
+    s.add(1, prompt(3, 1), 2, 5).unwrap();
+    s.add(2, prompt(3, 2), 2, -1).unwrap();
+    s.add(3, prompt(3, 3), 2, 5).unwrap();
+    assert_eq!(s.schedule().seqs[0].id, 2, "lowest priority value first");
+    s.remove(2);
+    assert_eq!(s.schedule().seqs[0].id, 1, "then FCFS among equals");
+}
+
+#[test]
+fn newest_running_sequence_is_preempted_when_blocks_run_out() {
+    // 4 blocks of 4 tokens: two 7-token prompts take 2 blocks each; growing either needs a fifth.
+    let mut s = Scheduler::new(cfg(100, 4, 4), 0);
+    s.add(1, prompt(7, 1), 8, 0).unwrap();
+    s.add(2, prompt(7, 2), 8, 0).unwrap();
+    let sched = s.schedule();
+    assert_eq!(sched.seqs.len(), 2);
+    run_step(&mut s, &sched, 9); // both now have 8 tokens, 7 computed
+    let sched = s.schedule(); // both fit position 7 in their second block
+    run_step(&mut s, &sched, 9); // 9 tokens: position 8 needs a third block each
+    let sched = s.schedule();
+    assert_eq!(sched.preempted, vec![2], "the newest is preempted");
+    assert_eq!(sched.seqs, vec![ScheduledSeq { id: 1, start: 8, len: 1, samples: true }]);
+    assert_eq!((s.num_running(), s.num_waiting(), s.total_preemptions()), (1, 1, 1));
+    assert_eq!(s.tokens(2).len(), 9, "a preempted sequence keeps its tokens for recompute");
+    s.remove(1);
+    let sched = s.schedule();
+    assert_eq!(sched.seqs[0].id, 2);
+    assert!(sched.seqs[0].start < 9, "recomputes what it lost (minus prefix-cache hits)");
+}
+
+#[test]
+fn a_request_that_can_never_fit_is_rejected_at_admission() {
+    let mut s = Scheduler::new(cfg(100, 4, 4), 0);
+    assert!(matches!(s.add(1, prompt(10, 1), 7, 0), Err(AdmissionError::NeverFits { needed: 5, available: 4, .. })));
+    assert_eq!(s.add(2, vec![], 4, 0), Err(AdmissionError::EmptyPrompt));
+    s.add(3, prompt(10, 1), 6, 0).unwrap();
+    assert_eq!(s.add(3, prompt(1, 1), 1, 0), Err(AdmissionError::Duplicate(3)));
+}
+
+#[test]
+fn removing_frees_blocks_and_nothing_leaks() {
+    let mut s = Scheduler::new(cfg(16, 8, 32), 7);
+    for id in 0..6 {
+        s.add(id, prompt(9, id as u32), 4, 0).unwrap();
+    }
+    for step in 0..5 {
+        let sched = s.schedule();
+        run_step(&mut s, &sched, 100 + step);
+    }
+    assert!(s.num_used_blocks() > 0);
+    for id in 0..6 {
+        s.remove(id);
+    }
+    assert_eq!(s.num_used_blocks(), 0);
+    assert!(s.is_idle());
+    s.blocks().check_invariants().unwrap();
+}
+
+#[test]
+fn identical_prompts_hit_the_prefix_cache() {
+    let mut s = Scheduler::new(cfg(64, 8, 32), 0);
+    s.add(1, prompt(10, 1), 4, 0).unwrap();
+    let sched = s.schedule();
+    run_step(&mut s, &sched, 1);
+    s.add(2, prompt(10, 1), 4, 0).unwrap();
+    let sched = s.schedule();
+    let second = sched.seqs.iter().find(|x| x.id == 2).unwrap();
+    assert_eq!((second.start, second.len), (8, 2), "two full blocks come from the cache");
+    assert_eq!(s.cached_prompt_tokens(2), 8);
+}
