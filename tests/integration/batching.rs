@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use rill_backend::KvDType;
 use rill_engine::{EngineHandle, GenerateRequest, RequestStream, SamplingParams, StreamEvent, Usage};
 use rill_model::forward::StepCapacity;
-use rill_model::loader::LoadOptions;
+use rill_model::loader::{KvBudget, LoadOptions};
 use rill_model::tokenizer::Tokenizer;
 
 use crate::common;
@@ -34,7 +34,7 @@ const PROMPTS: [&str; 16] = [
 ];
 
 fn options(kv_cache_tokens: usize) -> LoadOptions {
-    LoadOptions { kv_cache_tokens, block_size: 16, kv_dtype: KvDType::F16, capacity: StepCapacity { max_tokens: 256, max_seqs: 16 } }
+    LoadOptions { kv_budget: KvBudget::Tokens(kv_cache_tokens), block_size: 16, kv_dtype: KvDType::F16, capacity: StepCapacity { max_tokens: 256, max_seqs: 16 } }
 }
 
 fn request(tok: &Tokenizer, prompt: &str, params: &SamplingParams) -> GenerateRequest {

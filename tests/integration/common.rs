@@ -1,11 +1,11 @@
 //! Loading the default model once per test.
 
 use rill_backend_cpu::CpuBackend;
-use rill_model::loader::{load, LoadOptions, LoadedModel};
+use rill_model::loader::{load, KvBudget, LoadOptions, LoadedModel};
 
-/// The default model on the CPU backend with default options.
+/// The default model on the CPU backend with default options and room for one full context.
 pub fn default_model() -> LoadedModel<CpuBackend> {
-    default_model_with(&LoadOptions::default())
+    default_model_with(&LoadOptions { kv_budget: KvBudget::Tokens(8192), ..LoadOptions::default() })
 }
 
 pub fn default_model_with(opts: &LoadOptions) -> LoadedModel<CpuBackend> {

@@ -10,7 +10,12 @@ use crate::check_len;
 pub trait KvElem: Copy + Send + Sync + 'static {
     fn from_f32(v: f32) -> Self;
     fn to_f32(self) -> f32;
+    /// `len` zeros from zeroed pages: the OS maps them lazily, so a large pool costs no time or
+    /// resident memory until it is used. `None` when the allocation fails.
+    fn zeroed(len: usize) -> Option<Vec<Self>>;
 }
+
+
 
 impl KvElem for f32 {
     fn from_f32(v: f32) -> f32 {
@@ -18,6 +23,9 @@ impl KvElem for f32 {
     }
     fn to_f32(self) -> f32 {
         self
+    }
+    fn zeroed(len: usize) -> Option<Vec<f32>> {
+        zeroed_pages::<f32>(len)
     }
 }
 
@@ -27,6 +35,28 @@ impl KvElem for f16 {
     }
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
+    }
+    fn zeroed(len: usize) -> Option<Vec<f16>> {
+        zeroed_pages::<f16>(len)
+    }
+}
+
+/// A vector of `len` all-zero-bits elements allocated with `alloc_zeroed`.
+fn zeroed_pages<T: KvElem>(len: usize) -> Option<Vec<T>> {
+    use std::alloc::{alloc_zeroed, Layout};
+    if len == 0 {
+        return Some(Vec::new());
+    }
+    let layout = Layout::array::<T>(len).ok()?;
+    // SAFETY: `layout` has non-zero size; f16 and f32 are plain data for which all-zero bits are
+    // the value 0.0, so the zeroed allocation holds `len` initialized elements, and it was made
+    // with the global allocator and exactly this layout, as `Vec::from_raw_parts` requires.
+    unsafe {
+        let ptr = alloc_zeroed(layout) as *mut T;
+        if ptr.is_null() {
+            return None;
+        }
+        Some(Vec::from_raw_parts(ptr, len, len))
     }
 }
 
@@ -51,12 +81,8 @@ fn layers<T: KvElem>(layout: &KvLayout) -> BackendResult<Vec<LayerKv<T>>> {
     let mut out = Vec::new();
     out.try_reserve_exact(layout.layers).map_err(|_| oom(layout))?;
     for _ in 0..layout.layers {
-        let mut k = Vec::new();
-        let mut v = Vec::new();
-        k.try_reserve_exact(elems).map_err(|_| oom(layout))?;
-        v.try_reserve_exact(elems).map_err(|_| oom(layout))?;
-        k.resize(elems, T::from_f32(0.0));
-        v.resize(elems, T::from_f32(0.0));
+        let k = T::zeroed(elems).ok_or_else(|| oom(layout))?;
+        let v = T::zeroed(elems).ok_or_else(|| oom(layout))?;
         out.push(LayerKv { k, v });
     }
     Ok(out)
@@ -101,5 +127,29 @@ fn store_rows<T: KvElem>(layer: &mut LayerKv<T>, k: &[f32], v: &[f32], slots: &[
         let src = t * row..(t + 1) * row;
         layer.k[dst.clone()].iter_mut().zip(&k[src.clone()]).for_each(|(d, &s)| *d = T::from_f32(s));
         layer.v[dst].iter_mut().zip(&v[src]).for_each(|(d, &s)| *d = T::from_f32(s));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(dtype: KvDType) -> KvLayout {
+        KvLayout { layers: 2, num_blocks: 3, block_size: 2, kv_heads: 1, head_dim: 2, dtype }
+    }
+
+    #[test]
+    fn starts_zeroed_and_stores_rows_at_their_slots() {
+        for dtype in [KvDType::F16, KvDType::F32] {
+            let mut cache = CpuKvCache::new(layout(dtype)).unwrap();
+            cache.write(1, &[1.0, 2.0, 3.0, 4.0], &[5.0, 6.0, 7.0, 8.0], &[5, 0], 2).unwrap();
+            let (k, v): (Vec<f32>, Vec<f32>) = match &cache.store {
+                KvStore::F16(l) => (l[1].k.iter().map(|x| x.to_f32()).collect(), l[1].v.iter().map(|x| x.to_f32()).collect()),
+                KvStore::F32(l) => (l[1].k.clone(), l[1].v.clone()),
+            };
+            assert_eq!(k, vec![3.0, 4.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2.0]);
+            assert_eq!(v[10..], [5.0, 6.0]);
+            assert!(cache.write(0, &[0.0; 2], &[0.0; 2], &[6], 1).is_err(), "slot past the pool");
+        }
     }
 }

@@ -12,11 +12,43 @@ use crate::gguf::{GgufError, GgufFile};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 use crate::weights::{ModelWeights, WeightsError};
 
+/// How much KV cache to allocate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvBudget {
+    Tokens(usize),
+    Bytes(usize),
+    /// A fifth of the available memory, at most `AUTO_KV_MAX_BYTES`.
+    Auto,
+}
+
+/// The most memory `KvBudget::Auto` takes.
+pub const AUTO_KV_MAX_BYTES: usize = 2 << 30;
+
+impl KvBudget {
+    /// Tokens of cache for a model whose KV takes `bytes_per_token`, before clamping.
+    pub fn tokens(self, bytes_per_token: usize) -> usize {
+        match self {
+            KvBudget::Tokens(t) => t,
+            KvBudget::Bytes(b) => b / bytes_per_token.max(1),
+            KvBudget::Auto => (available_memory_bytes() / 5).min(AUTO_KV_MAX_BYTES) / bytes_per_token.max(1),
+        }
+    }
+}
+
+/// `MemAvailable` from /proc/meminfo, or 4 GiB where that cannot be read.
+fn available_memory_bytes() -> usize {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemAvailable:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok()))
+        .map(|kib| kib * 1024)
+        .unwrap_or(4 << 30)
+}
+
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// Tokens of KV cache to allocate (rounded up to whole blocks). Capped by the model's context
-    /// length times `max_seqs`.
-    pub kv_cache_tokens: usize,
+    /// KV cache to allocate, rounded up to whole blocks, at least one block and at most the
+    /// model's context length times `max_seqs`.
+    pub kv_budget: KvBudget,
     pub block_size: usize,
     pub kv_dtype: KvDType,
     pub capacity: StepCapacity,
@@ -25,7 +57,7 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
-            kv_cache_tokens: 8192,
+            kv_budget: KvBudget::Auto,
             block_size: 16,
             kv_dtype: KvDType::F16,
             capacity: StepCapacity { max_tokens: 512, max_seqs: 64 },
@@ -71,7 +103,8 @@ pub fn load<B: Backend>(path: &Path, backend: B, opts: &LoadOptions, progress: &
         None => None,
     };
     let weights = ModelWeights::load(&file, &cfg, &backend, progress)?;
-    let tokens = opts.kv_cache_tokens.clamp(opts.block_size, cfg.context_length * opts.capacity.max_seqs);
+    let bytes_per_token = 2 * cfg.layers * cfg.kv_dim() * opts.kv_dtype.bytes();
+    let tokens = opts.kv_budget.tokens(bytes_per_token).clamp(opts.block_size, cfg.context_length * opts.capacity.max_seqs);
     let kv = KvLayout {
         layers: cfg.layers,
         num_blocks: tokens.div_ceil(opts.block_size),

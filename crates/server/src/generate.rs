@@ -1,31 +1,41 @@
-//! `rill generate`: load a model, run one prompt (raw or through the chat template), stream the
-//! text to stdout, and finish with one timing line on stderr.
+//! `rill generate`: one prompt streamed to stdout with a timing line, or a file of prompts run
+//! concurrently through the engine with an aggregate throughput line.
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rill_backend_cpu::CpuBackend;
-use rill_model::chat_template::ChatMessage;
+use rill_engine::{GenerateRequest, SamplingParams, StreamEvent};
+use rill_model::chat_template::{ChatMessage, ChatTemplate};
 use rill_model::generate::{generate, GenerateParams};
-use rill_model::loader::{load, LoadOptions, LoadedModel};
-use rill_model::tokenizer::IncrementalDecoder;
+use rill_model::loader::{KvBudget, LoadedModel};
+use rill_model::runner::ModelRunner;
+use rill_model::tokenizer::{IncrementalDecoder, Tokenizer};
+
+use crate::options::ModelArgs;
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// Path to a GGUF model file.
-    #[arg(long)]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Raw prompt text (no chat template).
-    #[arg(long, conflicts_with = "chat", required_unless_present = "chat")]
+    #[arg(long, group = "input")]
     prompt: Option<String>,
     /// A user message, rendered through the model's chat template.
-    #[arg(long)]
+    #[arg(long, group = "input")]
     chat: Option<String>,
-    /// Optional system message for --chat.
-    #[arg(long, requires = "chat")]
+    /// A file with one prompt per line, all run concurrently through the engine (raw text, or
+    /// user messages with --chat-template).
+    #[arg(long, group = "input")]
+    prompts_file: Option<PathBuf>,
+    /// With --prompts-file: render each line through the chat template.
+    #[arg(long, requires = "prompts_file")]
+    chat_template: bool,
+    /// Optional system message for chat prompts.
+    #[arg(long)]
     system: Option<String>,
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
@@ -34,40 +44,32 @@ pub struct GenerateArgs {
     temperature: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Worker threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
     /// Keep generating past end-of-sequence tokens.
     #[arg(long)]
     ignore_eos: bool,
 }
 
-/// Loading faster than this shows no progress bar.
-const PROGRESS_DELAY: Duration = Duration::from_secs(1);
-
-pub fn run(args: GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
+pub fn run(mut args: GenerateArgs) -> CliResult {
     if !(args.temperature.is_finite() && args.temperature >= 0.0) {
         return Err(format!("--temperature must be a finite number >= 0, got {}", args.temperature).into());
     }
-    let backend = CpuBackend::new(args.threads)?;
-    let model = load_with_progress(&args, backend)?;
-    let LoadedModel { mut transformer, tokenizer, chat_template } = model;
-
-    let (text, add_special) = match (&args.prompt, &args.chat) {
-        (Some(p), _) => (p.clone(), true),
-        (None, Some(user)) => {
-            let template = chat_template.as_ref().ok_or("this model has no chat template: use --prompt")?;
-            let mut messages = Vec::new();
-            if let Some(system) = &args.system {
-                messages.push(ChatMessage { role: "system".into(), content: system.clone() });
-            }
-            messages.push(ChatMessage { role: "user".into(), content: user.clone() });
-            // The template writes any BOS itself.
-            (template.render(&messages, true)?, false)
-        }
-        (None, None) => unreachable!("clap requires --prompt or --chat"),
+    if args.prompt.is_none() && args.chat.is_none() && args.prompts_file.is_none() {
+        return Err("give one of --prompt, --chat or --prompts-file".into());
+    }
+    if args.prompts_file.is_some() {
+        return run_batch(&args);
+    }
+    // One sequence needs at most one context of KV, not a share of the machine's memory.
+    if args.model.kv_cache_tokens.is_none() && args.model.kv_cache_bytes.is_none() {
+        args.model.kv_cache_tokens = Some(8192);
+    }
+    let LoadedModel { mut transformer, tokenizer, chat_template } = args.model.load()?;
+    let text = match (&args.prompt, &args.chat) {
+        (Some(p), _) => p.clone(),
+        (None, Some(user)) => render_chat(chat_template.as_ref(), args.system.as_deref(), user)?,
+        (None, None) => unreachable!("checked above"),
     };
-    let prompt = tokenizer.encode(&text, add_special)?;
+    let prompt = tokenizer.encode(&text, true)?;
     let params = GenerateParams {
         max_tokens: args.max_tokens,
         temperature: args.temperature,
@@ -94,19 +96,88 @@ pub fn run(args: GenerateArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn load_with_progress(args: &GenerateArgs, backend: CpuBackend) -> Result<LoadedModel<CpuBackend>, Box<dyn std::error::Error>> {
-    let started = Instant::now();
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
-    bar.set_style(ProgressStyle::with_template("loading {msg} [{bar:30}] {pos}/{len} tensors").expect("static template").progress_chars("=> "));
-    bar.set_message(args.model.display().to_string());
-    let mut progress = |done: usize, total: usize| {
-        if bar.is_hidden() && started.elapsed() > PROGRESS_DELAY {
-            bar.set_draw_target(ProgressDrawTarget::stderr());
-        }
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
+/// The chat template applied to one user message (the template writes any BOS itself, and
+/// `encode` adds one only where the model asks for it).
+fn render_chat(template: Option<&ChatTemplate>, system: Option<&str>, user: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let template = template.ok_or("this model has no chat template: use --prompt")?;
+    let mut messages = Vec::new();
+    if let Some(system) = system {
+        messages.push(ChatMessage { role: "system".into(), content: system.into() });
+    }
+    messages.push(ChatMessage { role: "user".into(), content: user.into() });
+    Ok(template.render(&messages, true)?)
+}
+
+/// Runs every prompt of the file through the engine at once and reports aggregate throughput.
+fn run_batch(args: &GenerateArgs) -> CliResult {
+    let path = args.prompts_file.as_ref().expect("batch mode");
+    let lines: Vec<String> = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    if lines.is_empty() {
+        return Err(format!("{} has no prompts", path.display()).into());
+    }
+    if args.model.kv_cache_tokens.is_none() && args.model.kv_cache_bytes.is_none() {
+        eprintln!("KV cache: {:?} (set --kv-cache-tokens or --kv-cache-bytes to choose)", KvBudget::Auto);
+    }
+    let LoadedModel { transformer, tokenizer, chat_template } = args.model.load()?;
+    let prompts = lines
+        .iter()
+        .map(|l| {
+            let text = if args.chat_template { render_chat(chat_template.as_ref(), args.system.as_deref(), l)? } else { l.clone() };
+            Ok(tokenizer.encode(&text, true)?)
+        })
+        .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
+    let engine = ModelRunner::new(transformer, tokenizer.eos_token_ids().to_vec()).start(0);
+    let handle = engine.handle();
+    let params = SamplingParams {
+        temperature: args.temperature,
+        seed: Some(args.seed),
+        max_tokens: Some(args.max_tokens),
+        ignore_eos: args.ignore_eos,
+        ..SamplingParams::default()
     };
-    let model = load(&args.model, backend, &LoadOptions::default(), &mut progress);
-    bar.finish_and_clear();
-    Ok(model?)
+
+    let started = Instant::now();
+    let mut streams = prompts
+        .iter()
+        .map(|p| handle.submit(GenerateRequest { prompt: p.clone(), params: params.clone(), priority: 0 }))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (mut prompt_tokens, mut generated) = (0, 0);
+    let mut out = std::io::stdout().lock();
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let text = collect_text(&tokenizer, stream)?;
+        let (p, g) = (text.1.prompt_tokens, text.1.completion_tokens);
+        prompt_tokens += p;
+        generated += g;
+        let _ = writeln!(out, "[{i}] {:?}", text.0);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{} prompts: {prompt_tokens} prompt tokens, {generated} generated tokens in {secs:.2} s | aggregate {:.1} generated tok/s, {:.1} total tok/s",
+        prompts.len(),
+        generated as f64 / secs,
+        (prompt_tokens + generated) as f64 / secs
+    );
+    engine.shutdown();
+    Ok(())
+}
+
+fn collect_text(tokenizer: &Tokenizer, stream: &mut rill_engine::RequestStream) -> Result<(String, rill_engine::Usage), Box<dyn std::error::Error>> {
+    let mut decoder = IncrementalDecoder::new(tokenizer, true);
+    let mut text = String::new();
+    loop {
+        match stream.blocking_recv() {
+            Some(StreamEvent::Token(t)) => text.push_str(&decoder.push(t.token)),
+            Some(StreamEvent::Finished { usage, .. }) => {
+                text.push_str(&decoder.flush());
+                return Ok((text, usage));
+            }
+            Some(StreamEvent::Failed(e)) => return Err(format!("request {} failed: {e}", stream.id).into()),
+            None => return Err("the engine stopped".into()),
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! the OpenAI-compatible server (`rill serve`) builds on the same loading path.
 
 mod generate;
+mod options;
 
 use std::process::ExitCode;
 
