@@ -46,7 +46,7 @@ fn main() {
         for s in &mut streams {
             while let Some(ev) = s.blocking_recv() {
                 match ev {
-                    StreamEvent::Token(_) => generated += 1,
+                    StreamEvent::Token { .. } => generated += 1,
                     StreamEvent::Failed(e) => panic!("{e}"),
                     StreamEvent::Finished { .. } => break,
                 }

@@ -49,7 +49,7 @@ fn drain(stream: &mut RequestStream) -> (Vec<u32>, Usage) {
     let mut tokens = Vec::new();
     loop {
         match stream.blocking_recv().expect("terminal event") {
-            StreamEvent::Token(t) => tokens.push(t.token),
+            StreamEvent::Token { token: t, .. } => tokens.push(t.token),
             StreamEvent::Finished { usage, .. } => return (tokens, usage),
             StreamEvent::Failed(e) => panic!("request failed: {e}"),
         }
@@ -81,7 +81,7 @@ fn greedy_tokens_do_not_depend_on_the_batch() {
     for p in PROMPTS {
         let mut s = h.submit(request(&tok, p, &greedy())).unwrap();
         match s.blocking_recv() {
-            Some(StreamEvent::Token(t)) => firsts.push(t.token),
+            Some(StreamEvent::Token { token: t, .. }) => firsts.push(t.token),
             other => panic!("expected a first token, got {other:?}"),
         }
         streams.push(s);
@@ -118,4 +118,29 @@ fn seeded_sampling_does_not_depend_on_the_batch() {
     assert_eq!(all_together(&h, &tok, &sampled), alone);
     let greedy_tokens = one_at_a_time(&h, &tok, &greedy());
     assert_ne!(alone, greedy_tokens, "temperature 0.8 should change some continuation");
+}
+
+#[test]
+fn n_choices_match_single_requests_with_their_seeds() {
+    let (engine, tok) = common::default_engine(&options(4096));
+    let h = engine.handle();
+    let prompt = PROMPTS[13];
+    let seeded = |seed| SamplingParams { temperature: 0.8, seed: Some(seed), ..greedy() };
+    let single = |seed| drain(&mut h.submit(request(&tok, prompt, &seeded(seed))).unwrap()).0;
+    let expected = [single(1234), single(rill_engine::choice_seed(1234, 1))];
+
+    let params = SamplingParams { n: 2, ..seeded(1234) };
+    let mut stream = h.submit(request(&tok, prompt, &params)).unwrap();
+    let mut choices = vec![Vec::new(), Vec::new()];
+    let mut cached = [0; 2];
+    while let Some(ev) = stream.blocking_recv() {
+        match ev {
+            StreamEvent::Token { index, token } => choices[index].push(token.token),
+            StreamEvent::Finished { index, usage, .. } => cached[index] = usage.cached_tokens,
+            StreamEvent::Failed(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(choices, expected);
+    assert_ne!(choices[0], choices[1], "independent seeds per choice");
+    assert!(cached[1] >= 16, "the second choice shares the prompt's full blocks: {cached:?}");
 }

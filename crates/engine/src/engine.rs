@@ -64,8 +64,8 @@ pub enum EngineError {
 }
 
 impl EngineHandle {
-    /// Queues a request; its events arrive on the returned stream. Dropping the stream aborts
-    /// the request within one step.
+    /// Queues a request; its events arrive on the returned stream, tagged with the choice index
+    /// (`params.n` choices). Dropping the stream aborts the request within one step.
     pub fn submit(&self, request: GenerateRequest) -> Result<RequestStream, EngineError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = unbounded_channel();
@@ -129,7 +129,23 @@ impl Drop for Engine {
     }
 }
 
-/// A request being served.
+/// Choices of one request are sequences `request << CHOICE_BITS | index`.
+const CHOICE_BITS: u32 = 8;
+const _: () = assert!(crate::MAX_N <= 1 << CHOICE_BITS);
+
+fn seq_id(request: RequestId, index: usize) -> SeqId {
+    (request << CHOICE_BITS) | index as u64
+}
+
+fn request_of(seq: SeqId) -> RequestId {
+    seq >> CHOICE_BITS
+}
+
+fn index_of(seq: SeqId) -> usize {
+    (seq & ((1 << CHOICE_BITS) - 1)) as usize
+}
+
+/// One choice of a request being served.
 struct Active<S> {
     sampler: S,
     events: UnboundedSender<StreamEvent>,
@@ -137,6 +153,11 @@ struct Active<S> {
     max_tokens: usize,
     prompt_len: usize,
     generated: usize,
+    priority: i32,
+    /// For choices 1..n: the prompt, held until choice 0 has computed it. Then this choice joins
+    /// the scheduler and finds the prompt's full blocks in the prefix cache, sharing them by ref
+    /// count; only the last partial block is recomputed.
+    awaiting_first_choice: Option<Vec<u32>>,
 }
 
 struct EngineCore<E: Executor> {
@@ -181,7 +202,12 @@ impl<E: Executor> EngineCore<E> {
     fn handle(&mut self, cmd: Command) -> bool {
         match cmd {
             Command::Submit { id, request, events } => self.admit(id, request, events),
-            Command::Abort(id) => self.finish(id, FinishReason::Abort),
+            Command::Abort(id) => {
+                let choices: Vec<SeqId> = self.active.keys().copied().filter(|&s| request_of(s) == id).collect();
+                for seq in choices {
+                    self.finish(seq, FinishReason::Abort);
+                }
+            }
             Command::Shutdown => return false,
         }
         true
@@ -194,17 +220,44 @@ impl<E: Executor> EngineCore<E> {
             return;
         }
         let max_tokens = req.params.max_tokens.unwrap_or(usize::MAX).min(max_len - req.prompt.len());
-        if let Err(e) = self.scheduler.add(id, req.prompt.clone(), max_tokens, req.priority) {
+        let n = req.params.n.clamp(1, crate::MAX_N);
+        if let Err(e) = self.scheduler.add(seq_id(id, 0), req.prompt.clone(), max_tokens, req.priority) {
             let _ = events.send(StreamEvent::Failed(e.to_string()));
             return;
         }
-        let seed = choice_seed(req.params.seed.unwrap_or(id), 0);
-        let sampler = self.executor.start_sequence(&req.params, seed, &req.prompt);
         let mut stop_tokens = req.params.stop_token_ids.clone();
         if !req.params.ignore_eos {
             stop_tokens.extend_from_slice(self.executor.eos_token_ids());
         }
-        self.active.insert(id, Active { sampler, events, stop_tokens, max_tokens, prompt_len: req.prompt.len(), generated: 0 });
+        let base_seed = req.params.seed.unwrap_or(id);
+        for index in 0..n {
+            let sampler = self.executor.start_sequence(&req.params, choice_seed(base_seed, index), &req.prompt);
+            let active = Active {
+                sampler,
+                events: events.clone(),
+                stop_tokens: stop_tokens.clone(),
+                max_tokens,
+                prompt_len: req.prompt.len(),
+                generated: 0,
+                priority: req.priority,
+                awaiting_first_choice: (index > 0).then(|| req.prompt.clone()),
+            };
+            self.active.insert(seq_id(id, index), active);
+        }
+    }
+
+    /// Once choice 0 of a request has computed its prompt, the other choices join the scheduler.
+    fn release_other_choices(&mut self, first: SeqId) {
+        let request = request_of(first);
+        let waiting: Vec<SeqId> = self.active.iter().filter(|(&s, a)| request_of(s) == request && a.awaiting_first_choice.is_some()).map(|(&s, _)| s).collect();
+        for seq in waiting {
+            let a = self.active.get_mut(&seq).expect("listed above");
+            let prompt = a.awaiting_first_choice.take().expect("listed above");
+            if let Err(e) = self.scheduler.add(seq, prompt, a.max_tokens, a.priority) {
+                let _ = a.events.send(StreamEvent::Failed(e.to_string()));
+                self.active.remove(&seq);
+            }
+        }
     }
 
     /// Aborts requests whose receiver is gone.
@@ -235,6 +288,9 @@ impl<E: Executor> EngineCore<E> {
                     self.scheduler.computed(s);
                 }
                 for (id, token) in sampling.into_iter().zip(tokens) {
+                    if index_of(id) == 0 && self.active.get(&id).is_some_and(|a| a.generated == 0) {
+                        self.release_other_choices(id);
+                    }
                     self.accept(id, token);
                 }
             }
@@ -263,13 +319,17 @@ impl<E: Executor> EngineCore<E> {
         }
     }
 
+    /// Fails every request with a choice in this step (all of its choices: a request fails as
+    /// a whole).
     fn fail_step(&mut self, schedule: &Schedule, error: &str) {
         tracing::error!(error, "executor failed; failing this step's requests");
-        for s in &schedule.seqs {
-            if let Some(a) = self.active.remove(&s.id) {
+        let failed: Vec<RequestId> = schedule.seqs.iter().map(|s| request_of(s.id)).collect();
+        let seqs: Vec<SeqId> = self.active.keys().copied().filter(|&s| failed.contains(&request_of(s))).collect();
+        for seq in seqs {
+            if let Some(a) = self.active.remove(&seq) {
                 let _ = a.events.send(StreamEvent::Failed(format!("execution failed: {error}")));
             }
-            self.scheduler.remove(s.id);
+            self.scheduler.remove(seq);
         }
     }
 
@@ -279,7 +339,7 @@ impl<E: Executor> EngineCore<E> {
         if a.stop_tokens.contains(&token.token) {
             return self.finish(id, FinishReason::Stop);
         }
-        if a.events.send(StreamEvent::Token(token.clone())).is_err() {
+        if a.events.send(StreamEvent::Token { index: index_of(id), token: token.clone() }).is_err() {
             return self.finish(id, FinishReason::Abort);
         }
         if a.generated >= a.max_tokens {
@@ -291,7 +351,7 @@ impl<E: Executor> EngineCore<E> {
     fn finish(&mut self, id: SeqId, reason: FinishReason) {
         if let Some(a) = self.active.remove(&id) {
             let usage = Usage { prompt_tokens: a.prompt_len, completion_tokens: a.generated, cached_tokens: self.scheduler.cached_prompt_tokens(id) };
-            let _ = a.events.send(StreamEvent::Finished { reason, usage });
+            let _ = a.events.send(StreamEvent::Finished { index: index_of(id), reason, usage });
         }
         self.scheduler.remove(id);
         self.publish_stats();

@@ -41,16 +41,11 @@ pub struct Usage {
     pub cached_tokens: usize,
 }
 
-/// The per-request stream: `Token`s, then exactly one `Finished` or `Failed`.
+/// The per-request stream. Each choice `index` (`0..n`) gets its `Token`s then exactly one
+/// `Finished`; a `Failed` ends the whole request. The stream closes after the last choice ends.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
-    Token(SampledToken),
-    Finished { reason: FinishReason, usage: Usage },
+    Token { index: usize, token: SampledToken },
+    Finished { index: usize, reason: FinishReason, usage: Usage },
     Failed(String),
-}
-
-impl StreamEvent {
-    pub fn is_terminal(&self) -> bool {
-        !matches!(self, StreamEvent::Token(_))
-    }
 }

@@ -171,7 +171,7 @@ fn collect_text(tokenizer: &Tokenizer, stream: &mut rill_engine::RequestStream) 
     let mut text = String::new();
     loop {
         match stream.blocking_recv() {
-            Some(StreamEvent::Token(t)) => text.push_str(&decoder.push(t.token)),
+            Some(StreamEvent::Token { token: t, .. }) => text.push_str(&decoder.push(t.token)),
             Some(StreamEvent::Finished { usage, .. }) => {
                 text.push_str(&decoder.flush());
                 return Ok((text, usage));

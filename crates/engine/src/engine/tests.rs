@@ -59,7 +59,7 @@ fn collect(stream: &mut RequestStream) -> (Vec<u32>, StreamEvent) {
     let mut tokens = Vec::new();
     loop {
         match stream.blocking_recv().expect("a terminal event before the stream closes") {
-            StreamEvent::Token(t) => tokens.push(t.token),
+            StreamEvent::Token { token: t, .. } => tokens.push(t.token),
             terminal => {
                 assert!(stream.blocking_recv().is_none(), "nothing after the terminal event");
                 return (tokens, terminal);
@@ -77,7 +77,7 @@ fn many_requests_each_get_their_tokens_and_one_terminal_event() {
         let (tokens, end) = collect(s);
         let first = (20 + i as u32) % 50 + 1;
         assert_eq!(tokens, (0..5).map(|k| (first - 1 + k) % 50 + 1).collect::<Vec<_>>());
-        assert_eq!(end, StreamEvent::Finished { reason: FinishReason::Length, usage: Usage { prompt_tokens: 2, completion_tokens: 5, cached_tokens: 0 } });
+        assert_eq!(end, StreamEvent::Finished { index: 0, reason: FinishReason::Length, usage: Usage { prompt_tokens: 2, completion_tokens: 5, cached_tokens: 0 } });
     }
 }
 
@@ -87,7 +87,7 @@ fn eos_stops_without_being_streamed() {
     let mut s = engine.handle().submit(request(vec![5, 99], 10)).unwrap();
     let (tokens, end) = collect(&mut s);
     assert!(tokens.is_empty());
-    assert!(matches!(end, StreamEvent::Finished { reason: FinishReason::Stop, usage: Usage { completion_tokens: 1, .. } }));
+    assert!(matches!(end, StreamEvent::Finished { reason: FinishReason::Stop, usage: Usage { completion_tokens: 1, .. }, .. }));
 }
 
 #[test]
@@ -135,4 +135,45 @@ fn shutdown_fails_in_flight_requests_and_joins() {
     let (_, end) = collect(&mut s);
     assert!(matches!(end, StreamEvent::Failed(_) | StreamEvent::Finished { .. }));
     assert!(h.submit(request(vec![1], 1)).is_err(), "a stopped engine refuses work");
+}
+
+#[test]
+fn n_choices_each_stream_and_finish_and_share_the_prompt_blocks() {
+    let (engine, _) = engine(64);
+    let h = engine.handle();
+    let prompt: Vec<u32> = (1..=9).collect();
+    let params = SamplingParams { max_tokens: Some(3), n: 3, ..SamplingParams::default() };
+    let mut s = h.submit(GenerateRequest { prompt, params, priority: 0 }).unwrap();
+    let mut tokens = vec![Vec::new(); 3];
+    let mut finished = [0; 3];
+    while let Some(ev) = s.blocking_recv() {
+        match ev {
+            StreamEvent::Token { index, token } => tokens[index].push(token.token),
+            StreamEvent::Finished { index, reason, usage } => {
+                assert_eq!((reason, usage.completion_tokens), (FinishReason::Length, 3));
+                finished[index] += 1;
+            }
+            StreamEvent::Failed(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(finished, [1, 1, 1], "exactly one terminal event per choice");
+    assert!(tokens.iter().all(|t| t == &vec![10, 11, 12]), "the fake samples deterministically: {tokens:?}");
+    // Choices 1 and 2 found choice 0's two full prompt blocks in the cache.
+    assert_eq!(h.stats().prefix_hit_tokens.load(Ordering::Relaxed), 16);
+}
+
+#[test]
+fn abort_ends_every_choice() {
+    let (engine, _) = engine(64);
+    let h = engine.handle();
+    let params = SamplingParams { max_tokens: Some(50), n: 2, ..SamplingParams::default() };
+    let mut s = h.submit(GenerateRequest { prompt: vec![1, 2], params, priority: 0 }).unwrap();
+    h.abort(s.id);
+    let mut aborted = 0;
+    while let Some(ev) = s.blocking_recv() {
+        if let StreamEvent::Finished { reason: FinishReason::Abort, .. } = ev {
+            aborted += 1;
+        }
+    }
+    assert_eq!(aborted, 2);
 }
