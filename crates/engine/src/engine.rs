@@ -55,6 +55,8 @@ pub struct EngineStats {
     pub kv_blocks_used: AtomicU64,
     pub preemptions: AtomicU64,
     pub prefix_hit_tokens: AtomicU64,
+    /// Set when the engine loop has exited.
+    pub stopped: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +81,11 @@ impl EngineHandle {
 
     pub fn stats(&self) -> &EngineStats {
         &self.stats
+    }
+
+    /// Whether the engine loop is still running.
+    pub fn is_alive(&self) -> bool {
+        !self.stats.stopped.load(Ordering::Relaxed)
     }
 }
 
@@ -193,6 +200,7 @@ impl<E: Executor> EngineCore<E> {
             self.reap_cancelled();
             self.step();
         }
+        self.stats.stopped.store(true, Ordering::Relaxed);
         for (_, a) in self.active.drain() {
             let _ = a.events.send(StreamEvent::Failed("the engine shut down".into()));
         }

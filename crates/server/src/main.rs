@@ -1,8 +1,7 @@
-//! `rill`: the command line. `rill generate` runs one prompt on the CPU and streams the text;
-//! the OpenAI-compatible server (`rill serve`) builds on the same loading path.
+//! `rill`: the command line. `rill serve` runs the OpenAI-compatible HTTP server; `rill generate`
+//! runs prompts from the command line through the same loading path.
 
-mod generate;
-mod options;
+use rill_server::{generate, serve};
 
 use std::process::ExitCode;
 
@@ -19,6 +18,8 @@ struct Cli {
 enum Command {
     /// Generate text from one prompt and print it as it is produced.
     Generate(generate::GenerateArgs),
+    /// Serve the OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

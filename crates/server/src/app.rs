@@ -1,0 +1,75 @@
+//! The served models and the HTTP router. Each model has its own engine thread; handlers talk
+//! to it only through its `EngineHandle` and per-request streams.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use dashmap::DashMap;
+use rill_engine::{Engine, EngineHandle};
+use rill_model::chat_template::ChatTemplate;
+use rill_model::tokenizer::Tokenizer;
+
+use crate::routes;
+
+/// Largest request body accepted (prompts of a full context fit easily).
+pub const MAX_BODY_BYTES: usize = 4 << 20;
+
+/// One loaded model behind its engine thread.
+pub struct ServedModel {
+    pub name: String,
+    pub tokenizer: Arc<Tokenizer>,
+    pub chat_template: Option<ChatTemplate>,
+    pub max_model_len: usize,
+    pub vocab_size: usize,
+    pub created: u64,
+    pub handle: EngineHandle,
+    /// Owns the engine thread; dropping the model stops it and frees its memory.
+    _engine: Engine,
+}
+
+impl ServedModel {
+    pub fn new(name: String, engine: Engine, tokenizer: Tokenizer, chat_template: Option<ChatTemplate>, max_model_len: usize) -> ServedModel {
+        let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let vocab_size = tokenizer.vocab_size();
+        ServedModel { name, tokenizer: Arc::new(tokenizer), chat_template, max_model_len, vocab_size, created, handle: engine.handle(), _engine: engine }
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct AppState {
+    pub models: Arc<DashMap<String, Arc<ServedModel>>>,
+}
+
+impl AppState {
+    pub fn add(&self, model: ServedModel) {
+        self.models.insert(model.name.clone(), Arc::new(model));
+    }
+
+    /// The model a request names; with one model served, an empty name means that one.
+    pub fn model(&self, name: Option<&str>) -> Option<Arc<ServedModel>> {
+        match name {
+            Some(n) if !n.is_empty() => self.models.get(n).map(|m| m.clone()),
+            _ if self.models.len() == 1 => self.models.iter().next().map(|m| m.clone()),
+            _ => None,
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(routes::health::health))
+        .route("/ready", get(routes::health::ready))
+        .route("/v1/models", get(routes::models::list))
+        .route("/v1/models/{id}", get(routes::models::get_one))
+        .route("/tokenize", post(routes::tokenize::tokenize))
+        .route("/detokenize", post(routes::tokenize::detokenize))
+        .route("/v1/completions", post(routes::completions::completions))
+        .route("/v1/chat/completions", post(routes::chat::chat_completions))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

@@ -1,0 +1,10 @@
+//! The rill server: the OpenAI-compatible HTTP layer (`app`, `routes`, `openai`), the choice
+//! text pipeline (`choices`), and the commands of the `rill` binary (`serve`, `generate`).
+
+pub mod app;
+pub mod choices;
+pub mod generate;
+pub mod openai;
+pub mod options;
+pub mod routes;
+pub mod serve;

@@ -1,0 +1,421 @@
+//! The OpenAI wire format for `/v1/completions`, `/v1/chat/completions` and `/v1/models`.
+//!
+//! Requests: every top-level field is an `Option`, so a missing required field (`model`,
+//! `prompt`, `messages`) becomes a 400 from validation naming it, `null` means "default" (SDKs
+//! send it), and `parse_json` can find a badly typed field by deserializing it alone. Unknown
+//! fields are ignored, as OpenAI and vLLM do. Fields that are not OpenAI's (`top_k`, `min_p`,
+//! `repetition_penalty`, `min_tokens`, `ignore_eos`, `stop_token_ids`) are vLLM's extensions.
+//!
+//! Responses are serialize-only and keep OpenAI's nulls (`logprobs: null`,
+//! `finish_reason: null` in chunks) because clients index those keys directly.
+
+use std::collections::HashMap;
+
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct CompletionRequest {
+    pub model: Option<String>,
+    pub prompt: Option<Prompt>,
+    pub max_tokens: Option<usize>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i32>,
+    pub min_p: Option<f32>,
+    pub n: Option<usize>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    pub stop: Option<Stop>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    /// Token id (as a string: JSON keys are strings) → bias in [-100, 100].
+    pub logit_bias: Option<HashMap<String, f32>>,
+    /// Completions' own shape: how many alternatives per token (0..=5), not a flag.
+    pub logprobs: Option<usize>,
+    pub echo: Option<bool>,
+    pub seed: Option<i64>,
+    pub ignore_eos: Option<bool>,
+    pub user: Option<String>,
+    pub min_tokens: Option<usize>,
+    pub stop_token_ids: Option<Vec<u32>>,
+    /// Not supported; parsed so that asking for it is an error, not silently ignored.
+    pub suffix: Option<String>,
+    /// Supported only as equal to `n` (no server-side reranking).
+    pub best_of: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ChatCompletionRequest {
+    pub model: Option<String>,
+    pub messages: Option<Vec<ChatMessage>>,
+    /// Deprecated by OpenAI in favour of `max_completion_tokens`, which wins when both are set.
+    pub max_tokens: Option<usize>,
+    pub max_completion_tokens: Option<usize>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i32>,
+    pub min_p: Option<f32>,
+    pub n: Option<usize>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    pub stop: Option<Stop>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub logit_bias: Option<HashMap<String, f32>>,
+    /// Chat's own shape: a flag, with the count in `top_logprobs` (0..=20).
+    pub logprobs: Option<bool>,
+    pub top_logprobs: Option<usize>,
+    pub seed: Option<i64>,
+    pub ignore_eos: Option<bool>,
+    pub user: Option<String>,
+    pub min_tokens: Option<usize>,
+    pub stop_token_ids: Option<Vec<u32>>,
+    /// Not supported; parsed so that asking for them is an error, not silently ignored.
+    pub tools: Option<Vec<Value>>,
+    pub response_format: Option<ResponseFormat>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct StreamOptions {
+    pub include_usage: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ResponseFormat {
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    /// `null` is allowed for assistant turns (OpenAI sends it with tool calls).
+    pub content: Option<MessageContent>,
+    pub name: Option<String>,
+}
+
+/// `"text"` or `[{"type": "text", "text": "..."}, ...]`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MessageContent {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+/// One content part; only `type: "text"` is supported, others are rejected by validation.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+}
+
+/// The completions `prompt`: a string, token ids, or a batch of either. Batches are parsed so
+/// that validation can say they are unsupported (one prompt per request) rather than a type error.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    Text(String),
+    Texts(Vec<String>),
+    Tokens(Vec<u32>),
+    TokenBatch(Vec<Vec<u32>>),
+}
+
+/// `stop`: one string or a list.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Stop {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            Stop::One(s) => vec![s],
+            Stop::Many(v) => v,
+        }
+    }
+}
+
+/// The value as `T`, if it has that shape.
+fn as_shape<T: DeserializeOwned>(v: &Value) -> Option<T> {
+    T::deserialize(v).ok()
+}
+
+impl<'de> Deserialize<'de> for Prompt {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Prompt, D::Error> {
+        let v = Value::deserialize(d)?;
+        if let Value::String(s) = v {
+            return Ok(Prompt::Text(s));
+        }
+        (as_shape(&v).map(Prompt::Texts))
+            .or_else(|| as_shape(&v).map(Prompt::Tokens))
+            .or_else(|| as_shape(&v).map(Prompt::TokenBatch))
+            .ok_or_else(|| D::Error::custom("expected a string, an array of strings or an array of token ids"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Stop {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Stop, D::Error> {
+        let v = Value::deserialize(d)?;
+        if let Value::String(s) = v {
+            return Ok(Stop::One(s));
+        }
+        as_shape(&v).map(Stop::Many).ok_or_else(|| D::Error::custom("expected a string or an array of strings"))
+    }
+}
+
+impl<'de> Deserialize<'de> for MessageContent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<MessageContent, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(s) => Ok(MessageContent::Text(s)),
+            v @ Value::Array(_) => Vec::<ContentPart>::deserialize(&v)
+                .map(MessageContent::Parts)
+                .map_err(|e| D::Error::custom(format!("invalid content part: {e}"))),
+            _ => Err(D::Error::custom("content: expected a string or an array of content parts")),
+        }
+    }
+}
+
+// ---- responses ----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PromptTokensDetails {
+    pub cached_tokens: usize,
+}
+
+impl Usage {
+    pub fn new(prompt_tokens: usize, completion_tokens: usize) -> Usage {
+        let total_tokens = prompt_tokens + completion_tokens;
+        Usage { prompt_tokens, completion_tokens, total_tokens, prompt_tokens_details: None }
+    }
+
+    /// From the engine's count, reporting prefix-cache hits as OpenAI's `cached_tokens`.
+    pub fn from_engine(u: &rill_engine::Usage) -> Usage {
+        let details = PromptTokensDetails { cached_tokens: u.cached_tokens };
+        Usage { prompt_tokens_details: Some(details), ..Usage::new(u.prompt_tokens, u.completion_tokens) }
+    }
+}
+
+/// `text_completion`: the whole response, and also each streamed chunk (same object type in
+/// OpenAI's API). `usage` is omitted from chunks except the final one of a stream with
+/// `include_usage`, which has no choices.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompletionResponse {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<CompletionChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+impl CompletionResponse {
+    pub fn new(id: String, created: u64, model: String, choices: Vec<CompletionChoice>, usage: Option<Usage>) -> Self {
+        CompletionResponse { id, object: "text_completion", created, model, choices, usage }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompletionChoice {
+    pub index: usize,
+    pub text: String,
+    pub logprobs: Option<CompletionLogprobs>,
+    /// `"stop"`, `"length"` or `"abort"`; `null` in chunks before the last.
+    pub finish_reason: Option<&'static str>,
+}
+
+/// Completions logprobs: parallel arrays, one entry per generated token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CompletionLogprobs {
+    pub tokens: Vec<String>,
+    pub token_logprobs: Vec<Option<f32>>,
+    pub top_logprobs: Vec<Option<TopLogprobs>>,
+    /// Character offset of each token in the returned text (the prompt included when echoed).
+    pub text_offset: Vec<usize>,
+}
+
+impl CompletionLogprobs {
+    pub fn push(&mut self, token: String, logprob: f32, top: TopLogprobs, text_offset: usize) {
+        self.tokens.push(token);
+        self.token_logprobs.push(Some(logprob));
+        self.top_logprobs.push(Some(top));
+        self.text_offset.push(text_offset);
+    }
+}
+
+/// `{token: logprob}` in the order given (most likely first), as a JSON object. Tokens that
+/// decode to the same text keep the first (likeliest) entry: a JSON object has unique keys.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TopLogprobs(Vec<(String, f32)>);
+
+impl TopLogprobs {
+    pub fn new(pairs: impl IntoIterator<Item = (String, f32)>) -> TopLogprobs {
+        let mut out: Vec<(String, f32)> = Vec::new();
+        for (token, logprob) in pairs {
+            if !out.iter().any(|(t, _)| *t == token) {
+                out.push((token, logprob));
+            }
+        }
+        TopLogprobs(out)
+    }
+
+    pub fn entries(&self) -> &[(String, f32)] {
+        &self.0
+    }
+}
+
+impl Serialize for TopLogprobs {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(t, l)| (t, l)))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatCompletionResponse {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChatChoice>,
+    pub usage: Usage,
+}
+
+impl ChatCompletionResponse {
+    pub fn new(id: String, created: u64, model: String, choices: Vec<ChatChoice>, usage: Usage) -> Self {
+        ChatCompletionResponse { id, object: "chat.completion", created, model, choices, usage }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatChoice {
+    pub index: usize,
+    pub message: AssistantMessage,
+    pub logprobs: Option<ChatLogprobs>,
+    pub finish_reason: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AssistantMessage {
+    pub role: &'static str,
+    pub content: String,
+}
+
+impl AssistantMessage {
+    pub fn new(content: String) -> AssistantMessage {
+        AssistantMessage { role: "assistant", content }
+    }
+}
+
+/// `chat.completion.chunk`. The first chunk of each choice carries `delta.role`; the last has
+/// an empty delta and the `finish_reason`; with `include_usage` a final chunk has no choices
+/// and the usage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatCompletionChunk {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChatChunkChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+impl ChatCompletionChunk {
+    pub fn new(id: String, created: u64, model: String, choices: Vec<ChatChunkChoice>, usage: Option<Usage>) -> Self {
+        ChatCompletionChunk { id, object: "chat.completion.chunk", created, model, choices, usage }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatChunkChoice {
+    pub index: usize,
+    pub delta: ChatDelta,
+    pub logprobs: Option<ChatLogprobs>,
+    pub finish_reason: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ChatDelta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ChatLogprobs {
+    pub content: Vec<ChatTokenLogprob>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatTokenLogprob {
+    pub token: String,
+    pub logprob: f32,
+    /// The token's raw bytes: a token can be part of a UTF-8 character, which `token` (lossy
+    /// text) cannot show.
+    pub bytes: Option<Vec<u8>>,
+    pub top_logprobs: Vec<ChatTopLogprob>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatTopLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Option<Vec<u8>>,
+}
+
+impl ChatTopLogprob {
+    /// From a token's bytes (`Tokenizer::token_to_piece`).
+    pub fn from_piece(piece: &[u8], logprob: f32) -> ChatTopLogprob {
+        ChatTopLogprob { token: String::from_utf8_lossy(piece).into_owned(), logprob, bytes: Some(piece.to_vec()) }
+    }
+}
+
+impl ChatTokenLogprob {
+    pub fn from_piece(piece: &[u8], logprob: f32, top_logprobs: Vec<ChatTopLogprob>) -> ChatTokenLogprob {
+        let ChatTopLogprob { token, logprob, bytes } = ChatTopLogprob::from_piece(piece, logprob);
+        ChatTokenLogprob { token, logprob, bytes, top_logprobs }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelList {
+    pub object: &'static str,
+    pub data: Vec<ModelObject>,
+}
+
+impl ModelList {
+    pub fn new(data: Vec<ModelObject>) -> ModelList {
+        ModelList { object: "list", data }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelObject {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub owned_by: String,
+    /// vLLM's extension: the context length clients may plan against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_model_len: Option<usize>,
+}
+
+impl ModelObject {
+    pub fn new(id: String, created: u64, owned_by: String, max_model_len: Option<usize>) -> ModelObject {
+        ModelObject { id, object: "model", created, owned_by, max_model_len }
+    }
+}

@@ -1,0 +1,383 @@
+//! Request → validated request: everything checkable without the tokenizer, each failure a 400
+//! naming the OpenAI `param`. Ranges of the sampling knobs live in one place,
+//! `SamplingParams::validate`; this file adds what is about the API rather than the sampler
+//! (required fields, shapes, counts, caps against abuse, fields we refuse rather than ignore).
+//!
+//! Tokenization and chat templating are the caller's; after them `fit_context` (or
+//! `check_context`) fixes `max_tokens` against the context window.
+
+use std::collections::HashMap;
+
+use rill_engine::SamplingParams;
+use rill_model::chat_template::ChatMessage as TemplateMessage;
+
+use super::error::ApiError;
+use super::types::{ChatCompletionRequest, ChatMessage, CompletionRequest, ContentPart, MessageContent, Prompt, Stop, StreamOptions};
+
+/// vLLM allows any number of stop strings; OpenAI 4. Matching cost grows with count × length.
+pub const MAX_STOP_STRINGS: usize = 16;
+pub const MAX_STOP_BYTES: usize = 256;
+/// OpenAI documents no cap; each entry costs a logit write per sampled token.
+pub const MAX_LOGIT_BIAS_ENTRIES: usize = 300;
+pub const MAX_STOP_TOKEN_IDS: usize = 256;
+/// OpenAI's limit on completions' integer `logprobs`.
+pub const MAX_COMPLETION_LOGPROBS: usize = 5;
+/// OpenAI's limit on chat's `top_logprobs` (also the engine's).
+pub const MAX_TOP_LOGPROBS: usize = rill_engine::MAX_LOGPROBS;
+
+/// What validation needs to know about the served model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelLimits {
+    pub vocab_size: usize,
+    /// Context length: prompt plus generated tokens.
+    pub max_model_len: usize,
+    /// Most choices per request this server allows (at most `rill_engine::MAX_N`).
+    pub max_n: usize,
+}
+
+/// The completions prompt: text to tokenize, or token ids already checked against the vocabulary.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromptInput {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedCompletion {
+    /// `None`: the client named no model; the caller picks its default (as vLLM).
+    pub model: Option<String>,
+    pub prompt: PromptInput,
+    /// `params.logprobs` is completions' `logprobs`: `Some(k)` returns `k` alternatives per token.
+    pub params: SamplingParams,
+    pub stop: Vec<String>,
+    pub echo: bool,
+    pub stream: bool,
+    /// Streaming only: send a final chunk with the usage.
+    pub include_usage: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedChat {
+    pub model: Option<String>,
+    /// Roles checked (`developer` becomes `system`, which templates know), content as text.
+    pub messages: Vec<TemplateMessage>,
+    /// `params.logprobs` is `Some(top_logprobs)` exactly when chat's `logprobs` is true.
+    pub params: SamplingParams,
+    pub stop: Vec<String>,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+impl ValidatedCompletion {
+    /// Sets `params.max_tokens` for a prompt of `prompt_tokens` tokens; returns it.
+    pub fn fit_context(&mut self, prompt_tokens: usize, max_model_len: usize) -> Result<usize, ApiError> {
+        fit(&mut self.params, prompt_tokens, max_model_len, "prompt")
+    }
+}
+
+impl ValidatedChat {
+    /// Sets `params.max_tokens` for a rendered prompt of `prompt_tokens` tokens; returns it.
+    pub fn fit_context(&mut self, prompt_tokens: usize, max_model_len: usize) -> Result<usize, ApiError> {
+        fit(&mut self.params, prompt_tokens, max_model_len, "messages")
+    }
+}
+
+/// The effective `max_tokens`: the one asked for if prompt + it fits the context, else 400
+/// `context_length_exceeded`; without one, the rest of the context. A prompt that fills the
+/// context is rejected either way (not a single token could be generated).
+pub fn check_context(prompt_tokens: usize, max_tokens: Option<usize>, max_model_len: usize) -> Result<usize, ApiError> {
+    let room = max_model_len.saturating_sub(prompt_tokens);
+    match max_tokens {
+        _ if room == 0 => Err(ApiError::context_length_exceeded(max_model_len, prompt_tokens, max_tokens)),
+        Some(m) if m > room => Err(ApiError::context_length_exceeded(max_model_len, prompt_tokens, max_tokens)),
+        Some(m) => Ok(m),
+        None => Ok(room),
+    }
+}
+
+fn fit(params: &mut SamplingParams, prompt_tokens: usize, max_model_len: usize, param: &str) -> Result<usize, ApiError> {
+    let max_tokens = check_context(prompt_tokens, params.max_tokens, max_model_len).map_err(|e| e.with_param(param))?;
+    if params.min_tokens > max_tokens {
+        let msg = format!("min_tokens ({}) exceeds the {max_tokens} tokens left in the context", params.min_tokens);
+        return Err(ApiError::invalid("min_tokens", msg));
+    }
+    params.max_tokens = Some(max_tokens);
+    Ok(max_tokens)
+}
+
+pub fn validate_completion(req: CompletionRequest, limits: &ModelLimits) -> Result<ValidatedCompletion, ApiError> {
+    let prompt = prompt_input(req.prompt, limits.vocab_size)?;
+    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::invalid("suffix", "suffix is not supported"));
+    }
+    let n = req.n.unwrap_or(1);
+    if let Some(best_of) = req.best_of.filter(|&b| b != n) {
+        let msg = format!("best_of must equal n (no server-side reranking); got best_of {best_of}, n {n}");
+        return Err(ApiError::invalid("best_of", msg));
+    }
+    if let Some(k) = req.logprobs.filter(|&k| k > MAX_COMPLETION_LOGPROBS) {
+        return Err(ApiError::invalid("logprobs", format!("logprobs must be between 0 and {MAX_COMPLETION_LOGPROBS}, got {k}")));
+    }
+    let echo = req.echo.unwrap_or(false);
+    if echo && req.logprobs.is_some() {
+        return Err(ApiError::invalid("echo", "echo together with logprobs is not supported (no prompt logprobs)"));
+    }
+    let common = Common {
+        n,
+        temperature: req.temperature,
+        top_p: req.top_p,
+        top_k: req.top_k,
+        min_p: req.min_p,
+        presence_penalty: req.presence_penalty,
+        frequency_penalty: req.frequency_penalty,
+        repetition_penalty: req.repetition_penalty,
+        logit_bias: req.logit_bias,
+        seed: req.seed,
+        ignore_eos: req.ignore_eos,
+        min_tokens: req.min_tokens,
+        stop: req.stop,
+        stop_token_ids: req.stop_token_ids,
+        stream: req.stream,
+        stream_options: req.stream_options,
+        max_tokens: req.max_tokens.map(|m| ("max_tokens", m)),
+        logprobs: req.logprobs,
+    };
+    let g = common.validate(limits)?;
+    Ok(ValidatedCompletion {
+        model: req.model,
+        prompt,
+        params: g.params,
+        stop: g.stop,
+        echo,
+        stream: g.stream,
+        include_usage: g.include_usage,
+    })
+}
+
+pub fn validate_chat(req: ChatCompletionRequest, limits: &ModelLimits) -> Result<ValidatedChat, ApiError> {
+    let messages = chat_messages(req.messages)?;
+    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(ApiError::invalid("tools", "tool calling is not supported"));
+    }
+    if let Some(f) = req.response_format.filter(|f| f.kind != "text") {
+        return Err(ApiError::invalid("response_format", format!("response_format {:?} is not supported; only \"text\"", f.kind)));
+    }
+    let logprobs = req.logprobs.unwrap_or(false);
+    if let Some(k) = req.top_logprobs {
+        if k > MAX_TOP_LOGPROBS {
+            return Err(ApiError::invalid("top_logprobs", format!("top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {k}")));
+        }
+        if k > 0 && !logprobs {
+            return Err(ApiError::invalid("top_logprobs", "top_logprobs requires logprobs to be true"));
+        }
+    }
+    let max_tokens = match (req.max_completion_tokens, req.max_tokens) {
+        (Some(m), _) => Some(("max_completion_tokens", m)),
+        (None, m) => m.map(|m| ("max_tokens", m)),
+    };
+    let common = Common {
+        n: req.n.unwrap_or(1),
+        temperature: req.temperature,
+        top_p: req.top_p,
+        top_k: req.top_k,
+        min_p: req.min_p,
+        presence_penalty: req.presence_penalty,
+        frequency_penalty: req.frequency_penalty,
+        repetition_penalty: req.repetition_penalty,
+        logit_bias: req.logit_bias,
+        seed: req.seed,
+        ignore_eos: req.ignore_eos,
+        min_tokens: req.min_tokens,
+        stop: req.stop,
+        stop_token_ids: req.stop_token_ids,
+        stream: req.stream,
+        stream_options: req.stream_options,
+        max_tokens,
+        logprobs: logprobs.then(|| req.top_logprobs.unwrap_or(0)),
+    };
+    let g = common.validate(limits)?;
+    Ok(ValidatedChat {
+        model: req.model,
+        messages,
+        params: g.params,
+        stop: g.stop,
+        stream: g.stream,
+        include_usage: g.include_usage,
+    })
+}
+
+/// The fields both endpoints share, taken out of either request.
+struct Common {
+    n: usize,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<i32>,
+    min_p: Option<f32>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
+    repetition_penalty: Option<f32>,
+    logit_bias: Option<HashMap<String, f32>>,
+    seed: Option<i64>,
+    ignore_eos: Option<bool>,
+    min_tokens: Option<usize>,
+    stop: Option<Stop>,
+    stop_token_ids: Option<Vec<u32>>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+    /// The value and which field it came from (chat has two names for it).
+    max_tokens: Option<(&'static str, usize)>,
+    logprobs: Option<usize>,
+}
+
+struct Generation {
+    params: SamplingParams,
+    stop: Vec<String>,
+    stream: bool,
+    include_usage: bool,
+}
+
+impl Common {
+    fn validate(self, limits: &ModelLimits) -> Result<Generation, ApiError> {
+        if self.n > limits.max_n {
+            return Err(ApiError::invalid("n", format!("n must be at most {}, got {}", limits.max_n, self.n)));
+        }
+        if let Some((param, 0)) = self.max_tokens {
+            return Err(ApiError::invalid(param, format!("{param} must be at least 1, got 0")));
+        }
+        let stream = self.stream.unwrap_or(false);
+        if self.stream_options.is_some() && !stream {
+            return Err(ApiError::invalid("stream_options", "stream_options is only allowed when stream is true"));
+        }
+        let include_usage = stream && self.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
+        let stop_token_ids = self.stop_token_ids.unwrap_or_default();
+        if stop_token_ids.len() > MAX_STOP_TOKEN_IDS {
+            return Err(ApiError::invalid("stop_token_ids", format!("at most {MAX_STOP_TOKEN_IDS} stop_token_ids are allowed")));
+        }
+        let defaults = SamplingParams::default();
+        let params = SamplingParams {
+            n: self.n,
+            temperature: self.temperature.unwrap_or(defaults.temperature),
+            top_k: self.top_k.unwrap_or(defaults.top_k),
+            top_p: self.top_p.unwrap_or(defaults.top_p),
+            min_p: self.min_p.unwrap_or(defaults.min_p),
+            presence_penalty: self.presence_penalty.unwrap_or(defaults.presence_penalty),
+            frequency_penalty: self.frequency_penalty.unwrap_or(defaults.frequency_penalty),
+            repetition_penalty: self.repetition_penalty.unwrap_or(defaults.repetition_penalty),
+            logit_bias: logit_bias(self.logit_bias.unwrap_or_default())?,
+            // Negative seeds (OpenAI allows any int64) map one-to-one onto u64.
+            seed: self.seed.map(|s| s as u64),
+            max_tokens: self.max_tokens.map(|(_, m)| m),
+            min_tokens: self.min_tokens.unwrap_or(0),
+            stop_token_ids,
+            ignore_eos: self.ignore_eos.unwrap_or(false),
+            logprobs: self.logprobs,
+        };
+        params.validate(limits.vocab_size)?;
+        let stop = stop_strings(self.stop)?;
+        Ok(Generation { params, stop, stream, include_usage })
+    }
+}
+
+/// `{"50256": -100}` → sorted `(token, bias)` pairs (ranges are checked by `SamplingParams`).
+fn logit_bias(map: HashMap<String, f32>) -> Result<Vec<(u32, f32)>, ApiError> {
+    if map.len() > MAX_LOGIT_BIAS_ENTRIES {
+        return Err(ApiError::invalid("logit_bias", format!("logit_bias may have at most {MAX_LOGIT_BIAS_ENTRIES} entries, got {}", map.len())));
+    }
+    let mut pairs = Vec::with_capacity(map.len());
+    for (key, bias) in map {
+        let token: u32 = key
+            .parse()
+            .map_err(|_| ApiError::invalid("logit_bias", format!("logit_bias keys must be token ids, got {key:?}")))?;
+        pairs.push((token, bias));
+    }
+    pairs.sort_by_key(|&(token, _)| token);
+    if let Some(w) = pairs.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(ApiError::invalid("logit_bias", format!("token id {} appears more than once in logit_bias", w[0].0)));
+    }
+    Ok(pairs)
+}
+
+fn stop_strings(stop: Option<Stop>) -> Result<Vec<String>, ApiError> {
+    let stops = stop.map(Stop::into_vec).unwrap_or_default();
+    if stops.len() > MAX_STOP_STRINGS {
+        return Err(ApiError::invalid("stop", format!("at most {MAX_STOP_STRINGS} stop strings are allowed, got {}", stops.len())));
+    }
+    if stops.iter().any(String::is_empty) {
+        return Err(ApiError::invalid("stop", "stop strings must not be empty"));
+    }
+    if let Some(s) = stops.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(ApiError::invalid("stop", format!("stop strings may be at most {MAX_STOP_BYTES} bytes, got {}", s.len())));
+    }
+    Ok(stops)
+}
+
+fn prompt_input(prompt: Option<Prompt>, vocab_size: usize) -> Result<PromptInput, ApiError> {
+    fn single<T: Default>(batch: Vec<T>) -> Result<T, ApiError> {
+        if batch.len() > 1 {
+            let msg = format!("only one prompt per request is supported, got {}", batch.len());
+            return Err(ApiError::invalid("prompt", msg));
+        }
+        Ok(batch.into_iter().next().unwrap_or_default())
+    }
+    let input = match prompt {
+        None => return Err(ApiError::invalid("prompt", "prompt is required")),
+        Some(Prompt::Text(s)) => PromptInput::Text(s),
+        Some(Prompt::Texts(v)) => PromptInput::Text(single(v)?),
+        Some(Prompt::Tokens(t)) => PromptInput::Tokens(t),
+        Some(Prompt::TokenBatch(v)) => PromptInput::Tokens(single(v)?),
+    };
+    let empty = match &input {
+        PromptInput::Text(s) => s.is_empty(),
+        PromptInput::Tokens(t) => t.is_empty(),
+    };
+    if empty {
+        return Err(ApiError::invalid("prompt", "prompt must not be empty"));
+    }
+    if let PromptInput::Tokens(tokens) = &input {
+        if let Some(bad) = tokens.iter().find(|&&t| t as usize >= vocab_size) {
+            let msg = format!("prompt contains token id {bad}, outside the vocabulary of {vocab_size} tokens");
+            return Err(ApiError::invalid("prompt", msg));
+        }
+    }
+    Ok(input)
+}
+
+fn chat_messages(messages: Option<Vec<ChatMessage>>) -> Result<Vec<TemplateMessage>, ApiError> {
+    let messages = messages.unwrap_or_default();
+    if messages.is_empty() {
+        return Err(ApiError::invalid("messages", "messages must not be empty"));
+    }
+    messages.into_iter().enumerate().map(|(i, m)| chat_message(i, m)).collect()
+}
+
+fn chat_message(i: usize, m: ChatMessage) -> Result<TemplateMessage, ApiError> {
+    let role = match m.role.as_str() {
+        // OpenAI's newer name for system instructions; chat templates only know "system".
+        "developer" => "system",
+        r @ ("system" | "user" | "assistant" | "tool") => r,
+        other => {
+            let msg = format!("unknown role {other:?}; expected system, developer, user, assistant or tool");
+            return Err(ApiError::invalid(format!("messages[{i}].role"), msg));
+        }
+    };
+    let content = match m.content {
+        Some(MessageContent::Text(s)) => s,
+        Some(MessageContent::Parts(parts)) => text_parts(i, parts)?,
+        None if role == "assistant" => String::new(),
+        None => return Err(ApiError::invalid(format!("messages[{i}].content"), "content is required")),
+    };
+    Ok(TemplateMessage::new(role, content))
+}
+
+/// Text parts joined by newlines (as vLLM flattens them for string-content templates).
+fn text_parts(i: usize, parts: Vec<ContentPart>) -> Result<String, ApiError> {
+    let mut texts = Vec::with_capacity(parts.len());
+    for (j, part) in parts.into_iter().enumerate() {
+        let param = format!("messages[{i}].content[{j}]");
+        if part.kind != "text" {
+            return Err(ApiError::invalid(param, format!("only text content parts are supported, got type {:?}", part.kind)));
+        }
+        texts.push(part.text.ok_or_else(|| ApiError::invalid(param, "a text content part needs a `text` string"))?);
+    }
+    Ok(texts.join("\n"))
+}

@@ -1,0 +1,90 @@
+//! Running one validated request on a model's engine, for both endpoints: submit, then either
+//! collect every choice (non-streaming) or turn updates into SSE events as they come. Dropping
+//! the future or the SSE body (a client disconnect) drops the engine stream, which aborts the
+//! request and frees its KV blocks at the engine's next step.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use tokio_stream::{Stream, StreamExt};
+use rill_engine::{GenerateRequest, RequestStream, SampledToken, SamplingParams};
+use serde::Serialize;
+
+use crate::app::ServedModel;
+use crate::choices::{ChoiceUpdate, Choices};
+use crate::openai::error::ApiError;
+
+/// Seconds between SSE keep-alive comments while a request waits or runs.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A response id like OpenAI's (`cmpl-…`, `chatcmpl-…`), unique within this process.
+pub fn response_id(prefix: &str) -> String {
+    format!("{prefix}-{:x}{:06x}", crate::openai::unix_time(), NEXT_ID.fetch_add(1, Ordering::Relaxed))
+}
+
+pub struct Running {
+    pub stream: RequestStream,
+    pub choices: Choices,
+}
+
+pub fn submit(model: &ServedModel, prompt: Vec<u32>, params: SamplingParams, stop: &[String]) -> Result<Running, ApiError> {
+    let n = params.n.max(1);
+    let choices = Choices::new(n, &model.tokenizer, stop, prompt.len());
+    let stream = model.handle.submit(GenerateRequest { prompt, params, priority: 0 }).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Running { stream, choices })
+}
+
+/// Every choice's text, finish reason and tokens, once all have finished.
+pub struct Collected {
+    pub texts: Vec<String>,
+    pub finish_reasons: Vec<&'static str>,
+    pub tokens: Vec<Vec<SampledToken>>,
+    pub usage: rill_engine::Usage,
+}
+
+pub async fn collect(mut run: Running, n: usize) -> Result<Collected, ApiError> {
+    let mut out = Collected { texts: vec![String::new(); n], finish_reasons: vec!["abort"; n], tokens: vec![Vec::new(); n], usage: Default::default() };
+    while !run.choices.all_done() {
+        let Some(event) = run.stream.recv().await else { break };
+        for update in run.choices.on_event(event) {
+            match update {
+                ChoiceUpdate::Text { index, text, tokens } => {
+                    out.texts[index].push_str(&text);
+                    out.tokens[index].extend(tokens);
+                }
+                ChoiceUpdate::Finished { index, reason } => out.finish_reasons[index] = reason,
+                ChoiceUpdate::Failed(message) => return Err(ApiError::internal(message)),
+            }
+        }
+    }
+    out.usage = run.choices.usage();
+    Ok(out)
+}
+
+/// One streamed message: a JSON chunk, or an error (sent as `data: {"error":…}` then `[DONE]`).
+pub enum Chunk<T> {
+    Data(T),
+    Error(ApiError),
+}
+
+/// An SSE response from a stream of chunks, ending with `data: [DONE]`.
+pub fn sse<T: Serialize + Send + 'static>(chunks: impl Stream<Item = Chunk<T>> + Send + 'static) -> Response {
+    let events = async_stream::stream! {
+        let mut chunks = std::pin::pin!(chunks);
+        while let Some(chunk) = chunks.next().await {
+            let json = match chunk {
+                Chunk::Data(d) => serde_json::to_string(&d),
+                Chunk::Error(e) => serde_json::to_string(&e.to_json()),
+            };
+            yield Ok::<Event, Infallible>(Event::default().data(json.unwrap_or_else(|e| format!("{{\"error\":{{\"message\":\"{e}\"}}}}"))));
+        }
+        yield Ok(Event::default().data("[DONE]"));
+    };
+    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response()
+}
+

@@ -1,0 +1,26 @@
+//! `GET /health`: the process and every engine loop are alive. `GET /ready`: at least one model
+//! is loaded and serving.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::app::AppState;
+
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let dead: Vec<String> = state.models.iter().filter(|m| !m.handle.is_alive()).map(|m| m.name.clone()).collect();
+    if dead.is_empty() {
+        (StatusCode::OK, Json(json!({"status": "ok"})))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "engine stopped", "models": dead})))
+    }
+}
+
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    if state.models.is_empty() {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "no model loaded"})))
+    } else {
+        (StatusCode::OK, Json(json!({"status": "ready"})))
+    }
+}

@@ -1,0 +1,51 @@
+//! `rill serve`: load the model, start its engine thread, and serve the OpenAI-compatible API on
+//! a loopback listener by default.
+
+use std::net::SocketAddr;
+
+use clap::Args;
+use rill_model::loader::LoadedModel;
+use rill_model::runner::ModelRunner;
+
+use crate::app::{router, AppState, ServedModel};
+use crate::options::ModelArgs;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Name clients use in the `model` field (default: the file name without `.gguf`).
+    #[arg(long)]
+    served_model_name: Option<String>,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+}
+
+pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let name = match &args.served_model_name {
+        Some(n) => n.clone(),
+        None => args.model.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
+    };
+    let LoadedModel { transformer, tokenizer, chat_template } = args.model.load()?;
+    let max_model_len = transformer.config().context_length;
+    let kv = transformer.kv_layout();
+    tracing::info!(model = %name, kv_tokens = kv.num_blocks * kv.block_size, "model loaded");
+    let engine = ModelRunner::new(transformer, tokenizer.eos_token_ids().to_vec()).start(0);
+    let state = AppState::default();
+    state.add(ServedModel::new(name.clone(), engine, tokenizer, chat_template, max_model_len));
+
+    let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse().map_err(|e| format!("bad --host/--port: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        eprintln!("rill: serving {name} on http://{}", listener.local_addr()?);
+        axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}
+
+async fn shutdown_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
