@@ -5,3 +5,4 @@ mod tokenizer;
 mod common;
 mod batching;
 mod golden;
+mod server;

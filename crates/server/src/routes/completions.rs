@@ -21,7 +21,7 @@ pub fn limits(m: &ServedModel) -> ModelLimits {
 }
 
 pub fn model_for(state: &AppState, name: Option<&str>) -> Result<Arc<ServedModel>, ApiError> {
-    state.model(name).ok_or_else(|| ApiError::not_found_model(name.unwrap_or("")).with_param("model"))
+    state.model(name).ok_or_else(|| ApiError::not_found_model(name.unwrap_or("")))
 }
 
 pub async fn completions(State(state): State<AppState>, JsonBody(req): JsonBody<CompletionRequest>) -> Result<Response, ApiError> {
@@ -47,7 +47,7 @@ pub async fn completions(State(state): State<AppState>, JsonBody(req): JsonBody<
             .map(|i| CompletionChoice {
                 index: i,
                 text: format!("{echo}{}", c.texts[i]),
-                logprobs: want_logprobs.map(|_| logprobs(&model, &c.tokens[i], echo.len())),
+                logprobs: want_logprobs.map(|_| logprobs(&model, &c.tokens[i], echo.chars().count())),
                 finish_reason: Some(c.finish_reasons[i]),
             })
             .collect();
@@ -64,7 +64,7 @@ pub async fn completions(State(state): State<AppState>, JsonBody(req): JsonBody<
                 yield chunk(vec![CompletionChoice { index: i, text: echo.clone(), logprobs: None, finish_reason: None }], None);
             }
         }
-        let mut offsets = vec![echo.len(); n];
+        let mut offsets = vec![echo.chars().count(); n];
         while !run.choices.all_done() {
             let Some(event) = run.stream.recv().await else { break };
             for update in run.choices.on_event(event) {
@@ -74,7 +74,7 @@ pub async fn completions(State(state): State<AppState>, JsonBody(req): JsonBody<
                             continue;
                         }
                         let lp = want_logprobs.map(|_| logprobs(&model, &tokens, offsets[index]));
-                        offsets[index] += text.len();
+                        offsets[index] += text.chars().count();
                         yield chunk(vec![CompletionChoice { index, text, logprobs: lp, finish_reason: None }], None);
                     }
                     ChoiceUpdate::Finished { index, reason } => {
@@ -91,7 +91,8 @@ pub async fn completions(State(state): State<AppState>, JsonBody(req): JsonBody<
     Ok(sse(chunks))
 }
 
-/// Completions-shaped logprobs for `tokens`, whose text starts at `offset` in the choice text.
+/// Completions-shaped logprobs for `tokens`, whose text starts at character `offset` of the
+/// choice text (OpenAI counts characters, not bytes).
 fn logprobs(model: &ServedModel, tokens: &[SampledToken], mut offset: usize) -> CompletionLogprobs {
     let piece = |id: u32| String::from_utf8_lossy(model.tokenizer.token_to_piece(id).unwrap_or_default()).into_owned();
     let mut out = CompletionLogprobs::default();
@@ -99,7 +100,7 @@ fn logprobs(model: &ServedModel, tokens: &[SampledToken], mut offset: usize) -> 
         let text = piece(t.token);
         let top = TopLogprobs::new(t.top_logprobs.iter().map(|&(id, lp)| (piece(id), lp)));
         out.push(text.clone(), t.logprob.unwrap_or(f32::NAN), top, offset);
-        offset += text.len();
+        offset += text.chars().count();
     }
     out
 }
