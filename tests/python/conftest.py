@@ -1,0 +1,49 @@
+"""Starts `rill serve` on the default model on a free loopback port for the SDK tests."""
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL_NAME = "smollm2"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def base_url():
+    binary = os.environ.get("RILL_BIN", str(ROOT / "target" / "release" / "rill"))
+    models = Path(os.environ.get("RILL_MODELS_DIR", ROOT / "models"))
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "serve", "--model", str(models / "SmolLM2-135M-Instruct.Q4_1.gguf"),
+         "--served-model-name", MODEL_NAME, "--port", str(port), "--kv-cache-tokens", "16384"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url + "/ready", timeout=1)
+            break
+        except Exception:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError("rill serve did not start: " + proc.stderr.read().decode())
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture()
+def client(base_url):
+    return OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0, timeout=120)
