@@ -31,7 +31,7 @@ fn main() {
         };
         let model = load(&rill::testing::default_model_path(), CpuBackend::new(0).unwrap(), &opts, &mut |_, _| {}).unwrap();
         let vocab = model.tokenizer.vocab_size() as u32;
-        let engine = ModelRunner::new(model.transformer, vec![]).start(0);
+        let engine = ModelRunner::new(model.transformer, vec![]).start("default");
         let h = engine.handle();
         let params = SamplingParams { temperature: 0.0, max_tokens: Some(NEW_TOKENS), ignore_eos: true, ..SamplingParams::default() };
         let started = Instant::now();

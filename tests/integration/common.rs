@@ -17,6 +17,6 @@ pub fn default_model_with(opts: &LoadOptions) -> LoadedModel<CpuBackend> {
 pub fn default_engine(opts: &LoadOptions) -> (rill_engine::Engine, rill_model::tokenizer::Tokenizer) {
     let model = default_model_with(opts);
     let eos = model.tokenizer.eos_token_ids().to_vec();
-    let engine = rill_model::runner::ModelRunner::new(model.transformer, eos).start(0);
+    let engine = rill_model::runner::ModelRunner::new(model.transformer, eos).start("default");
     (engine, model.tokenizer)
 }

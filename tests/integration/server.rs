@@ -21,12 +21,19 @@ struct Server {
     runtime: tokio::runtime::Runtime,
 }
 
+/// One Prometheus recorder for the whole test binary (it is process-wide).
+fn recorder() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| rill_server::serve::metrics_recorder().unwrap()).clone()
+}
+
 fn start() -> Server {
+    let metrics = recorder();
     let opts = LoadOptions { kv_budget: KvBudget::Tokens(8192), capacity: StepCapacity { max_tokens: 256, max_seqs: 16 }, ..LoadOptions::default() };
     let model = common::default_model_with(&opts);
     let max_len = model.transformer.config().context_length;
-    let engine = ModelRunner::new(model.transformer, model.tokenizer.eos_token_ids().to_vec()).start(0);
-    let state = AppState::default();
+    let engine = ModelRunner::new(model.transformer, model.tokenizer.eos_token_ids().to_vec()).start(MODEL);
+    let state = AppState { metrics: Some(metrics), ..AppState::default() };
     state.add(ServedModel::new(MODEL.into(), engine, model.tokenizer, model.chat_template, max_len));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
@@ -175,5 +182,24 @@ fn a_disconnected_stream_frees_its_kv_blocks() {
     while stats.running.load(Ordering::Relaxed) > 0 || stats.kv_blocks_used.load(Ordering::Relaxed) > 0 {
         assert!(started.elapsed() < Duration::from_secs(1), "the request kept running after the client left");
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn metrics_export_request_and_engine_series() {
+    let s = start();
+    assert_eq!(s.post("/v1/completions", json!({"model": MODEL, "prompt": "Hi", "max_tokens": 3})).0, 200);
+    let text = s.runtime.block_on(async { reqwest::get(format!("{}/metrics", s.base)).await.unwrap().text().await.unwrap() });
+    for series in [
+        "vllm:num_requests_waiting{model_name=\"smollm2\"}",
+        "vllm:num_requests_running{model_name=\"smollm2\"}",
+        "vllm:kv_cache_usage_perc{model_name=\"smollm2\"}",
+        "rill_requests_total{model=\"smollm2\",outcome=\"length\"}",
+        "rill_request_ttft_seconds_bucket{model=\"smollm2\"",
+        "rill_request_e2e_seconds_count{model=\"smollm2\"}",
+        "rill_generation_tokens_total{model=\"smollm2\"}",
+        "rill_engine_step_seconds_bucket{model=\"smollm2\"",
+    ] {
+        assert!(text.contains(series), "/metrics lacks {series}:\n{text}");
     }
 }

@@ -98,7 +98,8 @@ pub struct Engine {
 impl Engine {
     /// Starts the engine thread over `executor`. `salt` keeps prefix-cache hashes of different
     /// models apart.
-    pub fn start<E: Executor>(executor: E, cfg: SchedulerConfig, salt: u64) -> Engine {
+    /// Metrics are labelled with `model`.
+    pub fn start<E: Executor>(executor: E, cfg: SchedulerConfig, salt: u64, model: &str) -> Engine {
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(EngineStats::default());
         let core = EngineCore {
@@ -106,7 +107,7 @@ impl Engine {
             scheduler: Scheduler::new(cfg, salt),
             active: HashMap::new(),
             batch: ForwardBatch::new(cfg.block_size, cfg.num_blocks),
-            metrics: StepMetrics::default(),
+            metrics: StepMetrics::new(model),
             stats: stats.clone(),
         };
         let thread = std::thread::Builder::new().name("rill-engine".into()).spawn(move || core.run(rx)).expect("spawn the engine thread");
@@ -165,6 +166,8 @@ struct Active<S> {
     /// the scheduler and finds the prompt's full blocks in the prefix cache, sharing them by ref
     /// count; only the last partial block is recomputed.
     awaiting_first_choice: Option<Vec<u32>>,
+    /// Set at admission, taken when first scheduled (queue-time metric).
+    queued_since: Option<std::time::Instant>,
 }
 
 struct EngineCore<E: Executor> {
@@ -249,6 +252,7 @@ impl<E: Executor> EngineCore<E> {
                 generated: 0,
                 priority: req.priority,
                 awaiting_first_choice: (index > 0).then(|| req.prompt.clone()),
+                queued_since: Some(std::time::Instant::now()),
             };
             self.active.insert(seq_id(id, index), active);
         }
@@ -283,6 +287,13 @@ impl<E: Executor> EngineCore<E> {
         if schedule.seqs.is_empty() {
             return;
         }
+        for s in &schedule.seqs {
+            if let Some(a) = self.active.get_mut(&s.id) {
+                if let Some(queued) = a.queued_since.take() {
+                    self.metrics.queue_seconds.record(queued.elapsed().as_secs_f64());
+                }
+            }
+        }
         self.build_batch(&schedule);
         let sampling: Vec<SeqId> = schedule.seqs.iter().filter(|s| s.samples).map(|s| s.id).collect();
         let result = {
@@ -305,12 +316,13 @@ impl<E: Executor> EngineCore<E> {
             Ok(tokens) => self.fail_step(&schedule, &format!("executor returned {} tokens for {} rows", tokens.len(), sampling.len())),
             Err(e) => self.fail_step(&schedule, &e),
         }
-        self.metrics.record(&self.scheduler, &schedule, self.batch.num_tokens(), started.elapsed());
+        self.metrics.record_step(self.batch.num_tokens(), started.elapsed());
         self.stats.steps.fetch_add(1, Ordering::Relaxed);
         self.publish_stats();
     }
 
-    fn publish_stats(&self) {
+    fn publish_stats(&mut self) {
+        self.metrics.record_state(&self.scheduler);
         let (st, sc) = (&self.stats, &self.scheduler);
         st.running.store(sc.num_running() as u64, Ordering::Relaxed);
         st.waiting.store(sc.num_waiting() as u64, Ordering::Relaxed);

@@ -24,11 +24,11 @@ impl<B: Backend> ModelRunner<B> {
         SchedulerConfig { max_num_batched_tokens: cap.max_tokens, max_num_seqs: cap.max_seqs, block_size: kv.block_size, num_blocks: kv.num_blocks }
     }
 
-    /// Starts an engine thread that owns this runner. `salt` separates this model's prefix-cache
-    /// hashes from other models'.
-    pub fn start(self, salt: u64) -> Engine {
+    /// Starts an engine thread that owns this runner; metrics are labelled `model`. Each engine
+    /// owns its block manager, so prefix-cache hashes of different models never meet (salt 0).
+    pub fn start(self, model: &str) -> Engine {
         let cfg = self.scheduler_config();
-        Engine::start(self, cfg, salt)
+        Engine::start(self, cfg, 0, model)
     }
 }
 

@@ -41,6 +41,8 @@ impl ServedModel {
 #[derive(Clone, Default)]
 pub struct AppState {
     pub models: Arc<DashMap<String, Arc<ServedModel>>>,
+    /// Renders `/metrics`; `None` when this process installed no Prometheus recorder.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl AppState {
@@ -62,6 +64,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(routes::health::health))
         .route("/ready", get(routes::health::ready))
+        .route("/metrics", get(routes::health::metrics))
         .route("/v1/models", get(routes::models::list))
         .route("/v1/models/{id}", get(routes::models::get_one))
         .route("/tokenize", post(routes::tokenize::tokenize))

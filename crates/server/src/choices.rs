@@ -4,6 +4,9 @@
 //! text concatenated equals the non-streamed text.
 
 use std::sync::Arc;
+use std::time::Instant;
+
+use metrics::{counter, histogram};
 
 use rill_engine::{FinishReason, SampledToken, StreamEvent, Usage};
 use rill_model::tokenizer::{IncrementalDecoder, Tokenizer};
@@ -30,6 +33,54 @@ pub struct Choices {
     choices: Vec<Choice>,
     pub prompt_tokens: usize,
     pub cached_tokens: usize,
+    metrics: RequestMetrics,
+}
+
+pub const TTFT_SECONDS: &str = "rill_request_ttft_seconds";
+pub const INTER_TOKEN_SECONDS: &str = "rill_request_inter_token_seconds";
+pub const E2E_SECONDS: &str = "rill_request_e2e_seconds";
+pub const PROMPT_TOKENS: &str = "rill_prompt_tokens_total";
+pub const GENERATION_TOKENS: &str = "rill_generation_tokens_total";
+pub const REQUESTS: &str = "rill_requests_total";
+
+/// Latency and outcome of one request, recorded as its events pass (per token: one histogram
+/// sample, no allocation) and once when it ends — or, for a client that left, when dropped.
+struct RequestMetrics {
+    model: String,
+    started: Instant,
+    last_token: Option<Instant>,
+    outcome: Option<&'static str>,
+    generated: u64,
+    prompt_tokens: u64,
+}
+
+impl RequestMetrics {
+    fn token(&mut self) {
+        let now = Instant::now();
+        match self.last_token {
+            None => histogram!(TTFT_SECONDS, "model" => self.model.clone()).record((now - self.started).as_secs_f64()),
+            Some(last) => histogram!(INTER_TOKEN_SECONDS, "model" => self.model.clone()).record((now - last).as_secs_f64()),
+        }
+        self.last_token = Some(now);
+        self.generated += 1;
+    }
+
+    fn end(&mut self, outcome: &'static str) {
+        if self.outcome.is_none() {
+            self.outcome = Some(outcome);
+            let m = self.model.clone();
+            histogram!(E2E_SECONDS, "model" => m.clone()).record(self.started.elapsed().as_secs_f64());
+            counter!(PROMPT_TOKENS, "model" => m.clone()).increment(self.prompt_tokens);
+            counter!(GENERATION_TOKENS, "model" => m.clone()).increment(self.generated);
+            counter!(REQUESTS, "model" => m, "outcome" => outcome).increment(1);
+        }
+    }
+}
+
+impl Drop for RequestMetrics {
+    fn drop(&mut self) {
+        self.end("abort");
+    }
 }
 
 pub fn finish_reason(reason: FinishReason) -> &'static str {
@@ -41,11 +92,12 @@ pub fn finish_reason(reason: FinishReason) -> &'static str {
 }
 
 impl Choices {
-    pub fn new(n: usize, tokenizer: &Arc<Tokenizer>, stops: &[String], prompt_tokens: usize) -> Choices {
+    pub fn new(model: &str, n: usize, tokenizer: &Arc<Tokenizer>, stops: &[String], prompt_tokens: usize) -> Choices {
         let choices = (0..n)
             .map(|_| Choice { decoder: IncrementalDecoder::new(tokenizer.clone(), true), stop: StopMatcher::new(stops.to_vec()), done: false, completion_tokens: 0 })
             .collect();
-        Choices { choices, prompt_tokens, cached_tokens: 0 }
+        let metrics = RequestMetrics { model: model.to_string(), started: Instant::now(), last_token: None, outcome: None, generated: 0, prompt_tokens: prompt_tokens as u64 };
+        Choices { choices, prompt_tokens, cached_tokens: 0, metrics }
     }
 
     pub fn all_done(&self) -> bool {
@@ -56,17 +108,26 @@ impl Choices {
         Usage { prompt_tokens: self.prompt_tokens, completion_tokens: self.choices.iter().map(|c| c.completion_tokens).sum(), cached_tokens: self.cached_tokens }
     }
 
+    /// The request's outcome is the last choice's finish reason.
+    fn end_if_done(&mut self, reason: &'static str) {
+        if self.all_done() {
+            self.metrics.end(reason);
+        }
+    }
+
     pub fn on_event(&mut self, event: StreamEvent) -> Vec<ChoiceUpdate> {
         match event {
             StreamEvent::Token { index, token } => {
                 let Some(c) = self.choices.get_mut(index).filter(|c| !c.done) else { return vec![] };
                 c.completion_tokens += 1;
+                self.metrics.token();
                 let piece = c.decoder.push(token.token);
                 let out = c.stop.push(&piece);
                 let mut updates = vec![ChoiceUpdate::Text { index, text: out.emit, tokens: vec![token] }];
                 if out.stopped {
                     c.done = true;
                     updates.push(ChoiceUpdate::Finished { index, reason: "stop" });
+                    self.end_if_done("stop");
                 }
                 updates
             }
@@ -85,10 +146,12 @@ impl Choices {
                     text.push_str(&c.stop.finish());
                     finish_reason(reason)
                 };
+                self.end_if_done(reason);
                 vec![ChoiceUpdate::Text { index, text, tokens: vec![] }, ChoiceUpdate::Finished { index, reason }]
             }
             StreamEvent::Failed(message) => {
                 self.choices.iter_mut().for_each(|c| c.done = true);
+                self.metrics.end("error");
                 vec![ChoiceUpdate::Failed(message)]
             }
         }

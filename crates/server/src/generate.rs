@@ -131,7 +131,7 @@ fn run_batch(args: &GenerateArgs) -> CliResult {
             Ok(tokenizer.encode(&text, true)?)
         })
         .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
-    let engine = ModelRunner::new(transformer, tokenizer.eos_token_ids().to_vec()).start(0);
+    let engine = ModelRunner::new(transformer, tokenizer.eos_token_ids().to_vec()).start("generate");
     let handle = engine.handle();
     let params = SamplingParams {
         temperature: args.temperature,

@@ -28,12 +28,14 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         Some(n) => n.clone(),
         None => args.model.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
     };
+    // The recorder must exist before the engine registers its metric handles.
+    let metrics = metrics_recorder()?;
     let LoadedModel { transformer, tokenizer, chat_template } = args.model.load()?;
     let max_model_len = transformer.config().context_length;
     let kv = transformer.kv_layout();
     tracing::info!(model = %name, kv_tokens = kv.num_blocks * kv.block_size, "model loaded");
-    let engine = ModelRunner::new(transformer, tokenizer.eos_token_ids().to_vec()).start(0);
-    let state = AppState::default();
+    let engine = ModelRunner::new(transformer, tokenizer.eos_token_ids().to_vec()).start(&name);
+    let state = AppState { metrics: Some(metrics), ..AppState::default() };
     state.add(ServedModel::new(name.clone(), engine, tokenizer, chat_template, max_model_len));
 
     let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse().map_err(|e| format!("bad --host/--port: {e}"))?;
@@ -44,6 +46,20 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
         Ok::<_, Box<dyn std::error::Error>>(())
     })
+}
+
+/// Seconds buckets for latency histograms (1 ms to 2 min), token-count buckets for step sizes.
+const SECONDS_BUCKETS: [f64; 16] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+const TOKEN_BUCKETS: [f64; 12] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0];
+
+/// Installs the process-wide Prometheus recorder that `/metrics` renders.
+pub fn metrics_recorder() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_tokens".into()), &TOKEN_BUCKETS))
+        .and_then(|b| b.install_recorder())
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))
 }
 
 async fn shutdown_signal() {

@@ -48,7 +48,7 @@ impl Executor for FakeExecutor {
 fn engine(num_blocks: usize) -> (Engine, Arc<AtomicUsize>) {
     let fail = Arc::new(AtomicUsize::new(0));
     let cfg = SchedulerConfig { max_num_batched_tokens: 16, max_num_seqs: 4, block_size: 4, num_blocks };
-    (Engine::start(FakeExecutor { fail_steps: fail.clone() }, cfg, 0), fail)
+    (Engine::start(FakeExecutor { fail_steps: fail.clone() }, cfg, 0, "fake"), fail)
 }
 
 fn request(prompt: Vec<u32>, max_tokens: usize) -> GenerateRequest {

@@ -34,7 +34,7 @@ pub struct Running {
 
 pub fn submit(model: &ServedModel, prompt: Vec<u32>, params: SamplingParams, stop: &[String]) -> Result<Running, ApiError> {
     let n = params.n.max(1);
-    let choices = Choices::new(n, &model.tokenizer, stop, prompt.len());
+    let choices = Choices::new(&model.name, n, &model.tokenizer, stop, prompt.len());
     let stream = model.handle.submit(GenerateRequest { prompt, params, priority: 0 }).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Running { stream, choices })
 }

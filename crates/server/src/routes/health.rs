@@ -17,6 +17,15 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     }
 }
 
+/// Prometheus text exposition of every engine's and request's metrics.
+pub async fn metrics(State(state): State<AppState>) -> (StatusCode, [(axum::http::HeaderName, &'static str); 1], String) {
+    let content_type = [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")];
+    match &state.metrics {
+        Some(handle) => (StatusCode::OK, content_type, handle.render()),
+        None => (StatusCode::NOT_FOUND, content_type, "metrics are not enabled in this process\n".into()),
+    }
+}
+
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if state.models.is_empty() {
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "no model loaded"})))
