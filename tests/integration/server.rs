@@ -28,13 +28,17 @@ fn recorder() -> metrics_exporter_prometheus::PrometheusHandle {
 }
 
 fn start() -> Server {
+    start_with_queue(rill_server::app::DEFAULT_MAX_QUEUE)
+}
+
+fn start_with_queue(max_queue: usize) -> Server {
     let metrics = recorder();
     let opts = LoadOptions { kv_budget: KvBudget::Tokens(8192), capacity: StepCapacity { max_tokens: 256, max_seqs: 16 }, ..LoadOptions::default() };
     let model = common::default_model_with(&opts);
     let max_len = model.transformer.config().context_length;
     let engine = ModelRunner::new(model.transformer, model.tokenizer.eos_token_ids().to_vec()).start(MODEL);
     let state = AppState { metrics: Some(metrics), ..AppState::default() };
-    state.add(ServedModel::new(MODEL.into(), engine, model.tokenizer, model.chat_template, max_len));
+    state.add(ServedModel::with_queue(MODEL.into(), engine, model.tokenizer, model.chat_template, max_len, max_queue));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -202,4 +206,16 @@ fn metrics_export_request_and_engine_series() {
     ] {
         assert!(text.contains(series), "/metrics lacks {series}:\n{text}");
     }
+}
+
+#[test]
+fn a_full_queue_answers_503_with_retry_after() {
+    let s = start_with_queue(0);
+    s.runtime.block_on(async {
+        let resp = reqwest::Client::new().post(format!("{}/v1/completions", s.base)).json(&json!({"model": MODEL, "prompt": "Hi"})).send().await.unwrap();
+        assert_eq!(resp.status(), 503);
+        assert_eq!(resp.headers()["retry-after"], "1");
+        let err: Value = resp.json().await.unwrap();
+        assert!(err["error"]["message"].is_string());
+    });
 }

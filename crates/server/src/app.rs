@@ -17,6 +17,9 @@ use crate::routes;
 /// Largest request body accepted (prompts of a full context fit easily).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
 
+/// Default bound on a model's waiting queue.
+pub const DEFAULT_MAX_QUEUE: usize = 1024;
+
 /// One loaded model behind its engine thread.
 pub struct ServedModel {
     pub name: String,
@@ -25,6 +28,8 @@ pub struct ServedModel {
     pub max_model_len: usize,
     pub vocab_size: usize,
     pub created: u64,
+    /// Waiting requests beyond which new ones get 503 + Retry-After.
+    pub max_queue: usize,
     pub handle: EngineHandle,
     /// Owns the engine thread; dropping the model stops it and frees its memory.
     _engine: Engine,
@@ -32,9 +37,13 @@ pub struct ServedModel {
 
 impl ServedModel {
     pub fn new(name: String, engine: Engine, tokenizer: Tokenizer, chat_template: Option<ChatTemplate>, max_model_len: usize) -> ServedModel {
+        Self::with_queue(name, engine, tokenizer, chat_template, max_model_len, DEFAULT_MAX_QUEUE)
+    }
+
+    pub fn with_queue(name: String, engine: Engine, tokenizer: Tokenizer, chat_template: Option<ChatTemplate>, max_model_len: usize, max_queue: usize) -> ServedModel {
         let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let vocab_size = tokenizer.vocab_size();
-        ServedModel { name, tokenizer: Arc::new(tokenizer), chat_template, max_model_len, vocab_size, created, handle: engine.handle(), _engine: engine }
+        ServedModel { name, tokenizer: Arc::new(tokenizer), chat_template, max_model_len, vocab_size, created, max_queue, handle: engine.handle(), _engine: engine }
     }
 }
 

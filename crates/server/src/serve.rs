@@ -21,6 +21,9 @@ pub struct ServeArgs {
     host: String,
     #[arg(long, default_value_t = 8080)]
     port: u16,
+    /// Waiting requests per model beyond which new ones get 503 with Retry-After.
+    #[arg(long, default_value_t = crate::app::DEFAULT_MAX_QUEUE)]
+    max_queue: usize,
 }
 
 pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -36,7 +39,7 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(model = %name, kv_tokens = kv.num_blocks * kv.block_size, "model loaded");
     let engine = ModelRunner::new(transformer, tokenizer.eos_token_ids().to_vec()).start(&name);
     let state = AppState { metrics: Some(metrics), ..AppState::default() };
-    state.add(ServedModel::new(name.clone(), engine, tokenizer, chat_template, max_model_len));
+    state.add(ServedModel::with_queue(name.clone(), engine, tokenizer, chat_template, max_model_len, args.max_queue));
 
     let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse().map_err(|e| format!("bad --host/--port: {e}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

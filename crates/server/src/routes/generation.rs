@@ -32,7 +32,13 @@ pub struct Running {
     pub choices: Choices,
 }
 
+/// Seconds a client is told to wait when the queue is full.
+const RETRY_AFTER_SECS: u64 = 1;
+
 pub fn submit(model: &ServedModel, prompt: Vec<u32>, params: SamplingParams, stop: &[String]) -> Result<Running, ApiError> {
+    if model.handle.stats().waiting.load(Ordering::Relaxed) as usize >= model.max_queue {
+        return Err(ApiError::overloaded(RETRY_AFTER_SECS));
+    }
     let n = params.n.max(1);
     let choices = Choices::new(&model.name, n, &model.tokenizer, stop, prompt.len());
     let stream = model.handle.submit(GenerateRequest { prompt, params, priority: 0 }).map_err(|e| ApiError::internal(e.to_string()))?;
