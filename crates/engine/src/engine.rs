@@ -18,6 +18,7 @@ use crate::{choice_seed, FinishReason, ForwardBatch, GenerateRequest, RequestId,
 enum Command {
     Submit { id: RequestId, request: GenerateRequest, events: UnboundedSender<StreamEvent> },
     Abort(RequestId),
+    AbortAll,
     Shutdown,
 }
 
@@ -77,6 +78,11 @@ impl EngineHandle {
 
     pub fn abort(&self, id: RequestId) {
         let _ = self.commands.send(Command::Abort(id));
+    }
+
+    /// Aborts every request in flight (a drain that timed out).
+    pub fn abort_all(&self) {
+        let _ = self.commands.send(Command::AbortAll);
     }
 
     pub fn stats(&self) -> &EngineStats {
@@ -216,6 +222,12 @@ impl<E: Executor> EngineCore<E> {
             Command::Abort(id) => {
                 let choices: Vec<SeqId> = self.active.keys().copied().filter(|&s| request_of(s) == id).collect();
                 for seq in choices {
+                    self.finish(seq, FinishReason::Abort);
+                }
+            }
+            Command::AbortAll => {
+                let all: Vec<SeqId> = self.active.keys().copied().collect();
+                for seq in all {
                     self.finish(seq, FinishReason::Abort);
                 }
             }

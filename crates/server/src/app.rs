@@ -30,9 +30,38 @@ pub struct ServedModel {
     pub created: u64,
     /// Waiting requests beyond which new ones get 503 + Retry-After.
     pub max_queue: usize,
+    pub info: ModelInfo,
     pub handle: EngineHandle,
     /// Owns the engine thread; dropping the model stops it and frees its memory.
     _engine: Engine,
+}
+
+/// What the admin API reports about a loaded model.
+#[derive(Debug, Clone, Default)]
+pub struct ModelInfo {
+    pub path: std::path::PathBuf,
+    pub file_bytes: u64,
+    pub kv_cache_tokens: usize,
+    pub kv_cache_bytes: usize,
+}
+
+impl ServedModel {
+    /// Loads `path` on the CPU with `args`' engine options and starts its engine thread.
+    pub fn load(name: &str, path: &std::path::Path, args: &crate::options::ModelArgs, max_queue: usize) -> Result<ServedModel, String> {
+        let rill_model::loader::LoadedModel { transformer, tokenizer, chat_template } = args.load(path).map_err(|e| e.to_string())?;
+        let max_model_len = transformer.config().context_length;
+        let kv = transformer.kv_layout();
+        let info = ModelInfo {
+            path: path.to_path_buf(),
+            file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            kv_cache_tokens: kv.num_blocks * kv.block_size,
+            kv_cache_bytes: kv.total_bytes(),
+        };
+        let engine = rill_model::runner::ModelRunner::new(transformer, tokenizer.eos_token_ids().to_vec()).start(name);
+        let mut model = ServedModel::with_queue(name.to_string(), engine, tokenizer, chat_template, max_model_len, max_queue);
+        model.info = info;
+        Ok(model)
+    }
 }
 
 impl ServedModel {
@@ -43,7 +72,18 @@ impl ServedModel {
     pub fn with_queue(name: String, engine: Engine, tokenizer: Tokenizer, chat_template: Option<ChatTemplate>, max_model_len: usize, max_queue: usize) -> ServedModel {
         let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let vocab_size = tokenizer.vocab_size();
-        ServedModel { name, tokenizer: Arc::new(tokenizer), chat_template, max_model_len, vocab_size, created, max_queue, handle: engine.handle(), _engine: engine }
+        ServedModel {
+            name,
+            tokenizer: Arc::new(tokenizer),
+            chat_template,
+            max_model_len,
+            vocab_size,
+            created,
+            max_queue,
+            info: ModelInfo::default(),
+            handle: engine.handle(),
+            _engine: engine,
+        }
     }
 }
 

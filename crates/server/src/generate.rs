@@ -19,8 +19,11 @@ type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 #[derive(Args)]
 pub struct GenerateArgs {
+    /// Path to a GGUF model file.
+    #[arg(long)]
+    model: PathBuf,
     #[command(flatten)]
-    model: ModelArgs,
+    engine: ModelArgs,
     /// Raw prompt text (no chat template).
     #[arg(long, group = "input")]
     prompt: Option<String>,
@@ -60,10 +63,10 @@ pub fn run(mut args: GenerateArgs) -> CliResult {
         return run_batch(&args);
     }
     // One sequence needs at most one context of KV, not a share of the machine's memory.
-    if args.model.kv_cache_tokens.is_none() && args.model.kv_cache_bytes.is_none() {
-        args.model.kv_cache_tokens = Some(8192);
+    if args.engine.kv_cache_tokens.is_none() && args.engine.kv_cache_bytes.is_none() {
+        args.engine.kv_cache_tokens = Some(8192);
     }
-    let LoadedModel { mut transformer, tokenizer, chat_template } = args.model.load()?;
+    let LoadedModel { mut transformer, tokenizer, chat_template } = args.engine.load(&args.model)?;
     let text = match (&args.prompt, &args.chat) {
         (Some(p), _) => p.clone(),
         (None, Some(user)) => render_chat(chat_template.as_ref(), args.system.as_deref(), user)?,
@@ -120,10 +123,10 @@ fn run_batch(args: &GenerateArgs) -> CliResult {
     if lines.is_empty() {
         return Err(format!("{} has no prompts", path.display()).into());
     }
-    if args.model.kv_cache_tokens.is_none() && args.model.kv_cache_bytes.is_none() {
+    if args.engine.kv_cache_tokens.is_none() && args.engine.kv_cache_bytes.is_none() {
         eprintln!("KV cache: {:?} (set --kv-cache-tokens or --kv-cache-bytes to choose)", KvBudget::Auto);
     }
-    let LoadedModel { transformer, tokenizer, chat_template } = args.model.load()?;
+    let LoadedModel { transformer, tokenizer, chat_template } = args.engine.load(&args.model)?;
     let prompts = lines
         .iter()
         .map(|l| {

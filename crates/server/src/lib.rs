@@ -1,6 +1,7 @@
 //! The rill server: the OpenAI-compatible HTTP layer (`app`, `routes`, `openai`), the choice
 //! text pipeline (`choices`), and the commands of the `rill` binary (`serve`, `generate`).
 
+pub mod admin;
 pub mod app;
 pub mod choices;
 pub mod generate;

@@ -1,7 +1,7 @@
 //! Command-line options shared by the commands that load a model, and how they become
 //! `LoadOptions` (KV pool sizing included).
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
@@ -11,11 +11,9 @@ use rill_backend_cpu::CpuBackend;
 use rill_model::forward::StepCapacity;
 use rill_model::loader::{load, KvBudget, LoadOptions, LoadedModel};
 
+/// Engine and loading options shared by every command that runs a model.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Path to a GGUF model file.
-    #[arg(long)]
-    pub model: PathBuf,
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -60,13 +58,13 @@ impl ModelArgs {
         }
     }
 
-    /// Loads the model on the CPU, with a progress bar when loading takes over a second.
-    pub fn load(&self) -> Result<LoadedModel<CpuBackend>, Box<dyn std::error::Error>> {
+    /// Loads `path` on the CPU, with a progress bar when loading takes over a second.
+    pub fn load(&self, path: &Path) -> Result<LoadedModel<CpuBackend>, Box<dyn std::error::Error>> {
         let backend = CpuBackend::new(self.threads)?;
         let started = Instant::now();
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
         bar.set_style(ProgressStyle::with_template("loading {msg} [{bar:30}] {pos}/{len} tensors").expect("static template").progress_chars("=> "));
-        bar.set_message(self.model.display().to_string());
+        bar.set_message(path.display().to_string());
         let mut progress = |done: usize, total: usize| {
             if bar.is_hidden() && started.elapsed() > PROGRESS_DELAY {
                 bar.set_draw_target(ProgressDrawTarget::stderr());
@@ -74,7 +72,7 @@ impl ModelArgs {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
         };
-        let model = load(&self.model, backend, &self.load_options(), &mut progress);
+        let model = load(path, backend, &self.load_options(), &mut progress);
         bar.finish_and_clear();
         Ok(model?)
     }

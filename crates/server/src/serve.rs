@@ -1,52 +1,93 @@
-//! `rill serve`: load the model, start its engine thread, and serve the OpenAI-compatible API on
-//! a loopback listener by default.
+//! `rill serve`: load the models, start one engine thread each, and serve the OpenAI-compatible
+//! API and the admin API on loopback listeners by default.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
-use rill_model::loader::LoadedModel;
-use rill_model::runner::ModelRunner;
 
+use crate::admin::{AdminState, ModelState};
 use crate::app::{router, AppState, ServedModel};
 use crate::options::ModelArgs;
 
 #[derive(Args)]
 pub struct ServeArgs {
+    /// A model to serve: `PATH` or `NAME=PATH` (repeatable). The name defaults to the file name
+    /// without `.gguf`.
+    #[arg(long = "model", required = true)]
+    models: Vec<String>,
     #[command(flatten)]
-    model: ModelArgs,
-    /// Name clients use in the `model` field (default: the file name without `.gguf`).
+    engine: ModelArgs,
+    /// Name clients use in the `model` field, for a single --model without NAME=.
     #[arg(long)]
     served_model_name: Option<String>,
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     #[arg(long, default_value_t = 8080)]
     port: u16,
+    /// Port of the admin API (load, list, unload models), on the same host.
+    #[arg(long, default_value_t = 8081)]
+    admin_port: u16,
+    /// Directory under which the admin API resolves model paths.
+    #[arg(long, default_value = "models")]
+    models_root: PathBuf,
+    /// Seconds an unloading model waits for in-flight requests before aborting them.
+    #[arg(long, default_value_t = 30)]
+    drain_timeout: u64,
     /// Waiting requests per model beyond which new ones get 503 with Retry-After.
     #[arg(long, default_value_t = crate::app::DEFAULT_MAX_QUEUE)]
     max_queue: usize,
 }
 
+/// `NAME=PATH` or `PATH` (named after the file).
+fn parse_model_spec(spec: &str) -> (String, PathBuf) {
+    match spec.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !name.contains('/') => (name.to_string(), PathBuf::from(path)),
+        _ => {
+            let path = PathBuf::from(spec);
+            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+            (name, path)
+        }
+    }
+}
+
 pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let name = match &args.served_model_name {
-        Some(n) => n.clone(),
-        None => args.model.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
-    };
-    // The recorder must exist before the engine registers its metric handles.
+    // The recorder must exist before the engines register their metric handles.
     let metrics = metrics_recorder()?;
-    let LoadedModel { transformer, tokenizer, chat_template } = args.model.load()?;
-    let max_model_len = transformer.config().context_length;
-    let kv = transformer.kv_layout();
-    tracing::info!(model = %name, kv_tokens = kv.num_blocks * kv.block_size, "model loaded");
-    let engine = ModelRunner::new(transformer, tokenizer.eos_token_ids().to_vec()).start(&name);
     let state = AppState { metrics: Some(metrics), ..AppState::default() };
-    state.add(ServedModel::with_queue(name.clone(), engine, tokenizer, chat_template, max_model_len, args.max_queue));
+    let admin = AdminState {
+        app: state.clone(),
+        states: Default::default(),
+        models_root: args.models_root.clone(),
+        defaults: args.engine.clone(),
+        max_queue: args.max_queue,
+        drain_timeout: Duration::from_secs(args.drain_timeout),
+    };
+    for spec in &args.models {
+        let (mut name, path) = parse_model_spec(spec);
+        if let (Some(n), 1, false) = (&args.served_model_name, args.models.len(), spec.contains('=')) {
+            name = n.clone();
+        }
+        let model = ServedModel::load(&name, &path, &args.engine, args.max_queue).map_err(|e| format!("{}: {e}", path.display()))?;
+        tracing::info!(model = %name, kv_tokens = model.info.kv_cache_tokens, "model loaded");
+        state.add(model);
+        admin.states.insert(name, ModelState::Ready);
+    }
 
     let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse().map_err(|e| format!("bad --host/--port: {e}"))?;
+    let admin_addr: SocketAddr = format!("{}:{}", args.host, args.admin_port).parse().map_err(|e| format!("bad --admin-port: {e}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        eprintln!("rill: serving {name} on http://{}", listener.local_addr()?);
-        axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+        let admin_listener = tokio::net::TcpListener::bind(admin_addr).await.map_err(|e| format!("cannot listen on {admin_addr}: {e}"))?;
+        let names: Vec<String> = state.models.iter().map(|m| m.name.clone()).collect();
+        eprintln!("rill: serving {} on http://{} (admin API on http://{})", names.join(", "), listener.local_addr()?, admin_listener.local_addr()?);
+        let admin_server = axum::serve(admin_listener, crate::admin::router(admin)).with_graceful_shutdown(shutdown_signal());
+        let api_server = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal());
+        let (a, b) = tokio::join!(api_server, admin_server);
+        a?;
+        b?;
         Ok::<_, Box<dyn std::error::Error>>(())
     })
 }

@@ -1,0 +1,192 @@
+//! The admin API, on its own listener: list, load and unload models while the server runs.
+//! Loading happens in the background (202, then `ready` or `failed`); unloading stops routing
+//! new requests to the model at once, lets in-flight ones finish (bounded by the drain timeout),
+//! then drops the model, which joins its engine thread and frees its weights and KV cache.
+//! Paths are resolved under the models root only.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use dashmap::DashMap;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::app::{AppState, ServedModel};
+use crate::openai::error::ApiError;
+use crate::options::ModelArgs;
+use crate::routes::json_body::JsonBody;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelState {
+    Loading,
+    Ready,
+    Failed(String),
+    Unloading,
+}
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub app: AppState,
+    /// Every model the admin API knows of, including ones loading, failed or unloading.
+    pub states: Arc<DashMap<String, ModelState>>,
+    pub models_root: PathBuf,
+    /// Engine options for models loaded through the API (their fields override some).
+    pub defaults: ModelArgs,
+    pub max_queue: usize,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Deserialize)]
+pub struct LoadRequest {
+    name: String,
+    path: String,
+    kv_cache_tokens: Option<usize>,
+    max_num_seqs: Option<usize>,
+    max_num_batched_tokens: Option<usize>,
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/admin/models", get(list).post(load))
+        .route("/admin/models/{name}", delete(unload))
+        .fallback(crate::routes::not_found)
+        .with_state(state)
+}
+
+async fn list(State(s): State<AdminState>) -> Json<Value> {
+    let mut data: Vec<Value> = s
+        .states
+        .iter()
+        .map(|e| {
+            let (state, error) = match e.value() {
+                ModelState::Loading => ("loading", None),
+                ModelState::Ready => ("ready", None),
+                ModelState::Failed(m) => ("failed", Some(m.clone())),
+                ModelState::Unloading => ("unloading", None),
+            };
+            let mut v = json!({"name": e.key(), "state": state, "error": error});
+            if let Some(m) = s.app.models.get(e.key()) {
+                let i = &m.info;
+                v["path"] = json!(i.path);
+                v["kv_cache_tokens"] = json!(i.kv_cache_tokens);
+                v["memory_bytes"] = json!(i.file_bytes + i.kv_cache_bytes as u64);
+                v["running"] = json!(m.handle.stats().running.load(std::sync::atomic::Ordering::Relaxed));
+            }
+            v
+        })
+        .collect();
+    data.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Json(json!({"data": data}))
+}
+
+/// `name` must be a plain identifier: it appears in URLs and metric labels.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+/// `rel` inside `root`: relative, no `..`, and still inside after resolving symlinks. Missing
+/// files and paths outside the root give the same answer, so nothing leaks about the disk.
+pub fn resolve_under(root: &Path, rel: &str) -> Result<PathBuf, ApiError> {
+    let p = Path::new(rel);
+    if rel.is_empty() || p.is_absolute() || p.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(ApiError::invalid("path", "path must be relative to the models root, without '..'"));
+    }
+    let unavailable = || ApiError::invalid("path", format!("no model file {rel:?} under the models root"));
+    let root = root.canonicalize().map_err(|_| unavailable())?;
+    let full = root.join(p).canonicalize().map_err(|_| unavailable())?;
+    if !full.starts_with(&root) || !full.is_file() {
+        return Err(unavailable());
+    }
+    Ok(full)
+}
+
+async fn load(State(s): State<AdminState>, JsonBody(req): JsonBody<LoadRequest>) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if !valid_name(&req.name) {
+        return Err(ApiError::invalid("name", "name must be 1-128 characters of letters, digits, '.', '_' or '-'"));
+    }
+    let path = resolve_under(&s.models_root, &req.path)?;
+    // The header is parsed now, so a malformed file is a 400 with the reader's error.
+    rill_model::gguf::GgufFile::open(&path).map_err(|e| ApiError::invalid("path", e.to_string()))?;
+    match s.states.entry(req.name.clone()) {
+        dashmap::Entry::Occupied(e) if !matches!(e.get(), ModelState::Failed(_)) => {
+            return Err(ApiError::new(409, "invalid_request_error", format!("model {:?} already exists", req.name)).with_param("name"));
+        }
+        entry => {
+            entry.insert(ModelState::Loading);
+        }
+    }
+    let mut args = s.defaults.clone();
+    args.kv_cache_tokens = req.kv_cache_tokens.or(args.kv_cache_tokens);
+    args.max_num_seqs = req.max_num_seqs.unwrap_or(args.max_num_seqs);
+    args.max_num_batched_tokens = req.max_num_batched_tokens.unwrap_or(args.max_num_batched_tokens);
+    let (name, state) = (req.name.clone(), s.clone());
+    tokio::task::spawn_blocking(move || match ServedModel::load(&name, &path, &args, state.max_queue) {
+        Ok(model) => {
+            state.app.add(model);
+            state.states.insert(name, ModelState::Ready);
+        }
+        Err(e) => {
+            tracing::error!(model = %name, error = %e, "model failed to load");
+            state.states.insert(name, ModelState::Failed(e));
+        }
+    });
+    Ok((StatusCode::ACCEPTED, Json(json!({"name": req.name, "state": "loading"}))))
+}
+
+async fn unload(State(s): State<AdminState>, UrlPath(name): UrlPath<String>) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Some((_, model)) = s.app.models.remove(&name) else {
+        // A failed load can be cleared too.
+        if let Some((_, ModelState::Failed(_))) = s.states.remove_if(&name, |_, v| matches!(v, ModelState::Failed(_))) {
+            return Ok((StatusCode::OK, Json(json!({"name": name, "state": "removed"}))));
+        }
+        return Err(ApiError::not_found_model(&name));
+    };
+    s.states.insert(name.clone(), ModelState::Unloading);
+    let (states, timeout) = (s.states.clone(), s.drain_timeout);
+    let reply = json!({"name": name, "state": "unloading"});
+    tokio::spawn(async move {
+        let started = Instant::now();
+        // In-flight requests hold their own reference; wait for them to finish.
+        while Arc::strong_count(&model) > 1 && started.elapsed() < timeout {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if Arc::strong_count(&model) > 1 {
+            tracing::warn!(model = %name, "drain timeout: aborting in-flight requests");
+            model.handle.abort_all();
+        }
+        // The last reference (possibly an aborted stream's) joins the engine thread when dropped.
+        tokio::task::spawn_blocking(move || drop(model)).await.ok();
+        states.remove(&name);
+    });
+    Ok((StatusCode::ACCEPTED, Json(reply)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_only_inside_the_root() {
+        let root = std::env::temp_dir().join(format!("rill-admin-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/m.gguf"), b"x").unwrap();
+        let outside = root.with_extension("outside");
+        std::fs::write(&outside, b"x").unwrap();
+        #[cfg(unix)]
+        let _ = std::os::unix::fs::symlink(&outside, root.join("escape.gguf"));
+        assert!(resolve_under(&root, "sub/m.gguf").is_ok());
+        for bad in ["", "/etc/passwd", "../x", "sub/../sub/m.gguf", "./sub/m.gguf", "missing.gguf", "escape.gguf", "sub"] {
+            assert!(resolve_under(&root, bad).is_err(), "{bad:?} must be refused");
+        }
+        // A missing file and a symlink out of the root look the same to the client.
+        let msg = |p: &str| resolve_under(&root, p).unwrap_err().message;
+        assert_eq!(msg("missing.gguf").replace("missing.gguf", "X"), msg("escape.gguf").replace("escape.gguf", "X"));
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::remove_file(outside).unwrap();
+    }
+}
