@@ -20,13 +20,14 @@ def free_port():
 
 
 @pytest.fixture(scope="session")
-def base_url():
+def server():
     binary = os.environ.get("RILL_BIN", str(ROOT / "target" / "release" / "rill"))
     models = Path(os.environ.get("RILL_MODELS_DIR", ROOT / "models"))
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     proc = subprocess.Popen(
-        [binary, "serve", "--model", str(models / "SmolLM2-135M-Instruct.Q4_1.gguf"),
-         "--served-model-name", MODEL_NAME, "--port", str(port), "--kv-cache-tokens", "16384"],
+        [binary, "serve", "--model", f"{MODEL_NAME}={models / 'SmolLM2-135M-Instruct.Q4_1.gguf'}",
+         "--port", str(port), "--admin-port", str(admin_port), "--models-root", str(models),
+         "--kv-cache-tokens", "16384", "--drain-timeout", "5"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -39,9 +40,14 @@ def base_url():
                 proc.kill()
                 raise RuntimeError("rill serve did not start: " + proc.stderr.read().decode())
             time.sleep(0.2)
-    yield url
+    yield {"url": url, "admin": f"http://127.0.0.1:{admin_port}", "pid": proc.pid}
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def base_url(server):
+    return server["url"]
 
 
 @pytest.fixture()
