@@ -58,6 +58,7 @@ impl ServedModel {
             kv_cache_bytes: kv.total_bytes(),
         };
         let engine = rill_model::runner::ModelRunner::new(transformer, tokenizer.eos_token_ids().to_vec()).start(name);
+        warm_up(&engine, &tokenizer)?;
         let mut model = ServedModel::with_queue(name.to_string(), engine, tokenizer, chat_template, max_model_len, max_queue);
         model.info = info;
         Ok(model)
@@ -87,8 +88,26 @@ impl ServedModel {
     }
 }
 
+/// One short request through the whole path (engine thread, forward pass, sampler) before the
+/// model is announced: a model that cannot answer it is not ready.
+fn warm_up(engine: &Engine, tokenizer: &Tokenizer) -> Result<(), String> {
+    let prompt = tokenizer.encode("Hello", true).map_err(|e| e.to_string())?;
+    let params = rill_engine::SamplingParams { temperature: 0.0, max_tokens: Some(1), ..Default::default() };
+    let mut stream = engine.handle().submit(rill_engine::GenerateRequest { prompt, params, priority: 0 }).map_err(|e| e.to_string())?;
+    loop {
+        match stream.blocking_recv() {
+            Some(rill_engine::StreamEvent::Token { .. }) => {}
+            Some(rill_engine::StreamEvent::Finished { .. }) => return Ok(()),
+            Some(rill_engine::StreamEvent::Failed(e)) => return Err(format!("warm-up failed: {e}")),
+            None => return Err("warm-up: the engine stopped".into()),
+        }
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct AppState {
+    /// Set when the server begins shutting down: `/ready` answers 503 from then on.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
     pub models: Arc<DashMap<String, Arc<ServedModel>>>,
     /// Renders `/metrics`; `None` when this process installed no Prometheus recorder.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod app;
 pub mod choices;
+pub mod config_file;
 pub mod generate;
 pub mod openai;
 pub mod options;

@@ -1,5 +1,5 @@
 //! `GET /health`: the process and every engine loop are alive. `GET /ready`: at least one model
-//! is loaded and serving.
+//! is loaded and warmed up (it answered a request at load), and the server is not draining.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -27,7 +27,9 @@ pub async fn metrics(State(state): State<AppState>) -> (StatusCode, [(axum::http
 }
 
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    if state.models.is_empty() {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"})))
+    } else if state.models.is_empty() {
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "no model loaded"})))
     } else {
         (StatusCode::OK, Json(json!({"status": "ready"})))

@@ -1,0 +1,104 @@
+//! `rill serve --config FILE`: the same settings as the command-line flags, in TOML, with
+//! per-model engine overrides. See `configs/rill.toml`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::options::{KvDTypeArg, ModelArgs};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub admin_port: Option<u16>,
+    pub models_root: Option<PathBuf>,
+    pub max_queue: Option<usize>,
+    pub drain_timeout: Option<u64>,
+    #[serde(default)]
+    pub engine: EngineConfig,
+    #[serde(default)]
+    pub models: Vec<ModelEntry>,
+}
+
+/// Engine options; every field mirrors the flag of the same name.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    pub threads: Option<usize>,
+    pub kv_cache_tokens: Option<usize>,
+    pub kv_cache_bytes: Option<usize>,
+    pub kv_dtype: Option<String>,
+    pub max_num_batched_tokens: Option<usize>,
+    pub max_num_seqs: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    pub name: String,
+    pub path: PathBuf,
+    /// Overrides of `[engine]` for this model.
+    #[serde(flatten)]
+    pub engine: EngineConfig,
+}
+
+impl ConfigFile {
+    pub fn read(path: &Path) -> Result<ConfigFile, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let cfg: ConfigFile = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if cfg.models.is_empty() {
+            return Err(format!("{}: no [[models]] entries", path.display()));
+        }
+        Ok(cfg)
+    }
+}
+
+impl EngineConfig {
+    /// `base` with this config's values applied on top.
+    pub fn apply(&self, base: &ModelArgs) -> Result<ModelArgs, String> {
+        let mut a = base.clone();
+        a.threads = self.threads.unwrap_or(a.threads);
+        if self.kv_cache_tokens.is_some() || self.kv_cache_bytes.is_some() {
+            a.kv_cache_tokens = self.kv_cache_tokens;
+            a.kv_cache_bytes = if self.kv_cache_tokens.is_some() { None } else { self.kv_cache_bytes };
+        }
+        a.kv_dtype = match self.kv_dtype.as_deref() {
+            None => a.kv_dtype,
+            Some("f16") => KvDTypeArg::F16,
+            Some("f32") => KvDTypeArg::F32,
+            Some(other) => return Err(format!("kv_dtype must be \"f16\" or \"f32\", got {other:?}")),
+        };
+        a.max_num_batched_tokens = self.max_num_batched_tokens.unwrap_or(a.max_num_batched_tokens);
+        a.max_num_seqs = self.max_num_seqs.unwrap_or(a.max_num_seqs);
+        Ok(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> ModelArgs {
+        ModelArgs { threads: 0, kv_cache_tokens: None, kv_cache_bytes: None, kv_dtype: KvDTypeArg::F16, max_num_batched_tokens: 512, max_num_seqs: 64 }
+    }
+
+    #[test]
+    fn the_shipped_example_parses_and_overrides_apply() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/rill.toml");
+        let cfg = ConfigFile::read(&path).unwrap();
+        assert_eq!(cfg.port, Some(8080));
+        let engine = cfg.engine.apply(&defaults()).unwrap();
+        let model = cfg.models[0].engine.apply(&engine).unwrap();
+        assert_eq!(model.kv_cache_tokens, Some(16384));
+        assert_eq!(cfg.models[0].name, "smollm2");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(toml::from_str::<ConfigFile>("prot = 1\n[[models]]\nname='a'\npath='b'").is_err());
+        let e = EngineConfig { kv_dtype: Some("f8".into()), ..Default::default() };
+        assert!(e.apply(&defaults()).is_err());
+    }
+}
