@@ -160,6 +160,20 @@ fn errors_are_openai_shaped_with_the_right_status() {
             assert_eq!(err["error"]["param"], p, "{body}");
         }
     }
+    let many_stops: Vec<String> = (0..17).map(|i| format!("s{i}")).collect();
+    let big_bias: serde_json::Map<String, Value> = (0..301).map(|i| (i.to_string(), json!(1.0))).collect();
+    let chat_cases = [
+        (json!({"model": MODEL, "messages": []}), "messages"),
+        (json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stop": many_stops}), "stop"),
+        (json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "logit_bias": big_bias}), "logit_bias"),
+        (json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "top_logprobs": 50, "logprobs": true}), "top_logprobs"),
+    ];
+    for (body, param) in chat_cases {
+        let (status, err) = s.post("/v1/chat/completions", body);
+        assert_eq!((status, err["error"]["param"].as_str()), (400, Some(param)), "{err}");
+    }
+    let status = s.runtime.block_on(async { reqwest::get(format!("{}/v1/completions", s.base)).await.unwrap().status().as_u16() });
+    assert_eq!(status, 405);
     let (status, err) = s.post("/v1/completions", json!({"model": MODEL, "prompt": "x".repeat(5 << 20)}));
     assert_eq!((status, err["error"].is_object()), (413, true));
     let (status, _) = s.post("/v1/nowhere", json!({}));
