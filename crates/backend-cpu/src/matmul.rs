@@ -1,7 +1,7 @@
 //! Weight matrices on the CPU and the reference matmul. A matrix is a view into the model file's
-//! mmap (no copy). The matmul splits output rows across the pool; each weight row is dequantized
-//! once into a per-thread scratch row and reused for every activation row of the batch, so
-//! prefill pays the dequantization once per step, not once per token.
+//! mmap (no copy). The matmul splits output rows across the pool in tiles; each tile of weight
+//! rows is dequantized once into a per-thread scratch and reused for every activation row of the
+//! batch, so prefill pays the dequantization once per step, not once per token.
 
 use std::cell::RefCell;
 
@@ -14,7 +14,7 @@ use crate::check_len;
 const ROWS_PER_TASK: usize = 16;
 
 thread_local! {
-    /// One dequantized weight row per worker thread, grown once and reused.
+    /// One tile of dequantized weight rows per worker thread, grown once and reused.
     static ROW_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -84,12 +84,18 @@ impl CpuMatrix {
             let out_ptr = &out_ptr;
             ROW_SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
-                scratch.resize(k, 0.0);
                 let lo = task * ROWS_PER_TASK;
-                for o in lo..(lo + ROWS_PER_TASK).min(m) {
-                    self.dequantize_row(o, &mut scratch);
-                    for r in 0..rows {
-                        let v = dot(&scratch, &x[r * k..(r + 1) * k]);
+                let hi = (lo + ROWS_PER_TASK).min(m);
+                // Dequantize this task's weight rows once ([hi - lo, k], small enough for L1/L2),
+                // then stream every activation row past them: each x row is read once per task.
+                scratch.resize(ROWS_PER_TASK * k, 0.0);
+                for o in lo..hi {
+                    self.dequantize_row(o, &mut scratch[(o - lo) * k..(o - lo + 1) * k]);
+                }
+                for r in 0..rows {
+                    let xr = &x[r * k..(r + 1) * k];
+                    for o in lo..hi {
+                        let v = dot(&scratch[(o - lo) * k..(o - lo + 1) * k], xr);
                         // SAFETY: `r * m + o < rows * m <= out.len()` (checked above), and each
                         // output column `o` belongs to exactly one task, so writes never alias.
                         unsafe { *out_ptr.0.add(r * m + o) = v };
