@@ -115,6 +115,7 @@ impl Engine {
             batch: ForwardBatch::new(cfg.block_size, cfg.num_blocks),
             metrics: StepMetrics::new(model),
             stats: stats.clone(),
+            unseeded_base: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
         };
         let thread = std::thread::Builder::new().name("rill-engine".into()).spawn(move || core.run(rx)).expect("spawn the engine thread");
         Engine { handle: EngineHandle { commands: tx, next_id: Arc::new(AtomicU64::new(0)), stats }, thread: Some(thread) }
@@ -183,6 +184,8 @@ struct EngineCore<E: Executor> {
     batch: ForwardBatch,
     metrics: StepMetrics,
     stats: Arc<EngineStats>,
+    /// Differs per engine start, so unseeded requests are not reproducible across restarts.
+    unseeded_base: u64,
 }
 
 impl<E: Executor> EngineCore<E> {
@@ -252,7 +255,9 @@ impl<E: Executor> EngineCore<E> {
         if !req.params.ignore_eos {
             stop_tokens.extend_from_slice(self.executor.eos_token_ids());
         }
-        let base_seed = req.params.seed.unwrap_or(id);
+        // Without a seed a request samples differently on every run (as OpenAI); with one, the
+        // same seed always gives the same tokens.
+        let base_seed = req.params.seed.unwrap_or_else(|| self.unseeded_base ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         for index in 0..n {
             let sampler = self.executor.start_sequence(&req.params, choice_seed(base_seed, index), &req.prompt);
             let active = Active {
