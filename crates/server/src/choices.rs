@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use metrics::{counter, histogram};
+use metrics::{counter, histogram, Histogram};
 
 use rill_engine::{FinishReason, SampledToken, StreamEvent, Usage};
 use rill_model::tokenizer::{IncrementalDecoder, Tokenizer};
@@ -47,6 +47,9 @@ pub const REQUESTS: &str = "rill_requests_total";
 /// sample, no allocation) and once when it ends — or, for a client that left, when dropped.
 struct RequestMetrics {
     model: String,
+    /// Registered once per request, so the per-token path is one sample, no lookup.
+    ttft: Histogram,
+    inter_token: Histogram,
     started: Instant,
     last_token: Option<Instant>,
     outcome: Option<&'static str>,
@@ -58,8 +61,8 @@ impl RequestMetrics {
     fn token(&mut self) {
         let now = Instant::now();
         match self.last_token {
-            None => histogram!(TTFT_SECONDS, "model" => self.model.clone()).record((now - self.started).as_secs_f64()),
-            Some(last) => histogram!(INTER_TOKEN_SECONDS, "model" => self.model.clone()).record((now - last).as_secs_f64()),
+            None => self.ttft.record((now - self.started).as_secs_f64()),
+            Some(last) => self.inter_token.record((now - last).as_secs_f64()),
         }
         self.last_token = Some(now);
         self.generated += 1;
@@ -96,7 +99,16 @@ impl Choices {
         let choices = (0..n)
             .map(|_| Choice { decoder: IncrementalDecoder::new(tokenizer.clone(), true), stop: StopMatcher::new(stops.to_vec()), done: false, completion_tokens: 0 })
             .collect();
-        let metrics = RequestMetrics { model: model.to_string(), started: Instant::now(), last_token: None, outcome: None, generated: 0, prompt_tokens: prompt_tokens as u64 };
+        let metrics = RequestMetrics {
+            model: model.to_string(),
+            ttft: histogram!(TTFT_SECONDS, "model" => model.to_string()),
+            inter_token: histogram!(INTER_TOKEN_SECONDS, "model" => model.to_string()),
+            started: Instant::now(),
+            last_token: None,
+            outcome: None,
+            generated: 0,
+            prompt_tokens: prompt_tokens as u64,
+        };
         Choices { choices, prompt_tokens, cached_tokens: 0, metrics }
     }
 
