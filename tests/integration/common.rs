@@ -8,6 +8,12 @@ pub fn default_model() -> LoadedModel<CpuBackend> {
     default_model_with(&LoadOptions { kv_budget: KvBudget::Tokens(8192), ..LoadOptions::default() })
 }
 
+/// The default model on the reference (float matmul) CPU backend: the one exact math checks.
+pub fn default_model_reference() -> LoadedModel<CpuBackend> {
+    let opts = LoadOptions { kv_budget: KvBudget::Tokens(8192), ..LoadOptions::default() };
+    load(&rill::testing::default_model_path(), CpuBackend::reference(0).expect("thread pool"), &opts, &mut |_, _| {}).expect("default model loads")
+}
+
 pub fn default_model_with(opts: &LoadOptions) -> LoadedModel<CpuBackend> {
     let backend = CpuBackend::new(0).expect("thread pool");
     load(&rill::testing::default_model_path(), backend, opts, &mut |_, _| {}).expect("default model loads")

@@ -7,12 +7,13 @@
 //! 2. An exact float64 forward pass (`scripts/golden_exact.py`): the next-token top-5 after each
 //!    prompt agrees within `EXACT_TOLERANCE_NATS`.
 //!
-//! Why two: llama.cpp quantizes activations to 8 bits and runs attention in f16, which moves
-//! this small model's logprobs by up to ~0.27 nats; llama.cpp with flash attention on and off
-//! disagrees with itself by that much on these very prompts (recorded per prompt as
-//! `reference_self_noise_nats`). rill computes in f32 with f16 KV, within ~1e-3 nats of exact
-//! math, so llama.cpp can only bound rill to its own noise; the exact reference checks rill
-//! tightly.
+//! Why two: rill's fast path computes as llama.cpp does (8-bit activations, integer dots,
+//! f16-rounded queries against the f16 KV cache), but llama.cpp's attention rounds further (f16
+//! accumulators, differently in its flash and non-flash paths), which moves this small model's
+//! logprobs by up to ~0.27 nats: llama.cpp with flash attention on and off disagrees with itself
+//! by that much on these very prompts (recorded per prompt as `reference_self_noise_nats`). So
+//! llama.cpp can only bound rill to its own noise; the exact reference checks rill's reference
+//! backend (`CpuBackend::reference`: f32 matmuls) tightly.
 
 use rill_model::chat_template::ChatMessage;
 use rill_model::generate::{generate, GenerateParams, GeneratedToken};
@@ -24,8 +25,9 @@ const COMPARED_TOKENS: usize = 32;
 const TOP_K: usize = 5;
 /// Just above llama.cpp's own worst disagreement with itself on the fixture (0.268 nats).
 const LOGPROB_TOLERANCE_NATS: f32 = 0.3;
-/// rill (f32 activations, f16 KV cache) against float64 math.
-const EXACT_TOLERANCE_NATS: f32 = 0.01;
+/// rill's reference backend (f32 matmuls, f16 KV cache and, as in ggml, f16-rounded queries)
+/// against float64 math: measured 0.0089 nats, 0.0039 of it before queries were rounded.
+const EXACT_TOLERANCE_NATS: f32 = 0.015;
 
 #[derive(Deserialize)]
 struct Fixture {
@@ -67,7 +69,7 @@ fn prompt_text(model: &rill_model::loader::LoadedModel<rill_backend_cpu::CpuBack
 fn next_token_logprobs_match_exact_math() {
     let fixture: Fixture = load_json("smollm2-135m-q4_1.json");
     let exact: ExactFixture = load_json("smollm2-135m-q4_1.exact.json");
-    let mut model = common::default_model();
+    let mut model = common::default_model_reference();
     let mut worst = 0f32;
     for case in &fixture.cases {
         let expected = &exact.top_logprobs[&case.name];

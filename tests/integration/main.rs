@@ -6,3 +6,4 @@ mod common;
 mod batching;
 mod golden;
 mod server;
+mod bench;

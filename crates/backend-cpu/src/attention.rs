@@ -1,17 +1,103 @@
-//! Causal paged attention, reference version. Each (token, head) pair is one task: it walks its
-//! sequence's block table over positions `0..=pos` with an online softmax (running max and sum),
-//! so it needs no score buffer and allocates nothing.
+//! Causal paged attention over the f16/f32 KV cache.
+//!
+//! Two implementations share the input validation:
+//!
+//! - `reference`: the oracle. One (token, head) pair at a time walks its sequence's block table
+//!   over positions `0..=pos` with a per-row online softmax. Plain scalar code.
+//! - the tiled kernel (`attend`), compiled three times through the `simd::Simd` trait: AVX-512F,
+//!   AVX2+FMA+F16C, and a portable version (fixed 8-wide arrays the compiler vectorizes as it can).
+//!   One task is one (token, KV head) pair and serves the whole GQA group of query heads sharing
+//!   that KV head, so each K and V row is read and converted from f16 once per group. Rows go in
+//!   tiles of `TILE`: K rows are converted into a small f32 buffer, scores for the whole tile are
+//!   computed, the softmax is rescaled once per tile (vectorized `exp`), then the V rows are
+//!   accumulated.
+//!
+//! Batch invariance. Positions are cut into fixed chunks of `CHUNK` (chunk `c` covers
+//! `c*CHUNK..(c+1)*CHUNK`); each chunk yields a partial `(max, sum, acc)` that is merged into the
+//! running state in chunk order with the same arithmetic however the work is scheduled. With few
+//! (token, KV head) pairs (decode of a few sequences over long contexts) the chunks run as
+//! separate tasks and their partials are merged afterwards; otherwise each task runs its chunks
+//! in order. Both give bit-identical results, so a token's output depends only on its query, its
+//! KV and its position: not on the batch around it, the thread count, or whether it came in a
+//! prefill chunk or a decode step.
+//!
+//! ISA selection: the best the CPU supports (`is_x86_feature_detected!`), or `RILL_CPU_ISA`
+//! (`reference`, `portable`, `avx2`, `avx512`) to ask for a lower one.
 
-use rayon::prelude::*;
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
 use rill_backend::{AttentionBatch, BackendError, BackendResult};
 
 use crate::kv_cache::{CpuKvCache, KvElem, KvStore, LayerKv};
-use crate::{check_len, CpuBackend};
+use crate::{check_len, CpuBackend, WorkerPool};
 
-/// Largest head dimension the stack accumulator holds.
+/// Largest head dimension the reference kernel's stack accumulator holds.
 pub const MAX_HEAD_DIM: usize = 512;
+/// KV rows per tile (scores computed together, one softmax rescale).
+const TILE: usize = 16;
+/// Positions per chunk: the unit of the split over the context (see the module docs). Changing it
+/// changes results in the last bits, never their batch invariance.
+const CHUNK: usize = 256;
+/// Below this many (token, KV head) pairs per thread, chunks become tasks of their own.
+const SPLIT_BELOW_TASKS_PER_THREAD: usize = 4;
+
+/// Which attention implementation runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Reference,
+    Portable,
+    Avx2,
+    Avx512,
+}
+
+impl Isa {
+    /// Every implementation this CPU can run, reference first.
+    pub fn supported() -> &'static [Isa] {
+        static SUPPORTED: OnceLock<Vec<Isa>> = OnceLock::new();
+        SUPPORTED.get_or_init(|| {
+            #[allow(unused_mut)] // nothing is added off x86_64
+            let mut v = vec![Isa::Reference, Isa::Portable];
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                    && std::arch::is_x86_feature_detected!("f16c")
+                {
+                    v.push(Isa::Avx2);
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    v.push(Isa::Avx512);
+                }
+            }
+            v
+        })
+    }
+
+    /// The best supported implementation, or the one `RILL_CPU_ISA` names if it is supported.
+    pub fn detected() -> Isa {
+        static ISA: OnceLock<Isa> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            let supported = Isa::supported();
+            let best = *supported.last().expect("reference is always supported");
+            let wanted = match std::env::var("RILL_CPU_ISA").ok().as_deref() {
+                Some("reference") => Isa::Reference,
+                Some("portable") => Isa::Portable,
+                Some("avx2") => Isa::Avx2,
+                Some("avx512") => Isa::Avx512,
+                _ => best,
+            };
+            if supported.contains(&wanted) {
+                wanted
+            } else {
+                best
+            }
+        })
+    }
+}
 
 pub fn paged_attention(
+    pool: &WorkerPool,
     cache: &CpuKvCache,
     layer: usize,
     q: &[f32],
@@ -19,9 +105,25 @@ pub fn paged_attention(
     batch: &AttentionBatch<'_, CpuBackend>,
     out: &mut [f32],
 ) -> BackendResult<()> {
+    paged_attention_with(Isa::detected(), pool, cache, layer, q, heads, batch, out)
+}
+
+/// `paged_attention` on a chosen implementation (which must be in `Isa::supported()`).
+#[allow(clippy::too_many_arguments)]
+pub fn paged_attention_with(
+    isa: Isa,
+    pool: &WorkerPool,
+    cache: &CpuKvCache,
+    layer: usize,
+    q: &[f32],
+    heads: usize,
+    batch: &AttentionBatch<'_, CpuBackend>,
+    out: &mut [f32],
+) -> BackendResult<()> {
+    assert!(Isa::supported().contains(&isa), "{isa:?} is not supported on this CPU");
     let l = &cache.layout;
     let (hd, kv_heads, n) = (l.head_dim, l.kv_heads, batch.num_tokens);
-    if hd > MAX_HEAD_DIM || kv_heads == 0 || !heads.is_multiple_of(kv_heads) || layer >= l.layers {
+    if hd == 0 || hd > MAX_HEAD_DIM || kv_heads == 0 || !heads.is_multiple_of(kv_heads) || layer >= l.layers {
         let detail = format!("{heads} heads over {kv_heads} KV heads of dim {hd}, layer {layer}");
         return Err(BackendError::Shape { op: "attention", detail });
     }
@@ -30,7 +132,7 @@ pub fn paged_attention(
     check_len("attention", "positions", batch.positions.len(), n)?;
     check_len("attention", "token_seq", batch.token_seq.len(), n)?;
     check_len("attention", "block_tables", batch.block_tables.len(), batch.num_seqs * batch.max_blocks_per_seq)?;
-    // Validate every index up front so the parallel loop below cannot go out of bounds.
+    // Validate every index up front so the parallel loops below cannot go out of bounds.
     for t in 0..n {
         let (seq, pos) = (batch.token_seq[t] as usize, batch.positions[t] as usize);
         let blocks_needed = pos / l.block_size + 1;
@@ -43,26 +145,860 @@ pub fn paged_attention(
             return Err(BackendError::Shape { op: "attention", detail: format!("block {b} of {}", l.num_blocks) });
         }
     }
+    let out = &mut out[..n * heads * hd];
     match &cache.store {
-        KvStore::F16(layers) => run(&layers[layer], cache, q, heads, batch, out),
-        KvStore::F32(layers) => run(&layers[layer], cache, q, heads, batch, out),
+        KvStore::F16(layers) => dispatch(isa, pool, &layers[layer], cache, q, heads, batch, out),
+        KvStore::F32(layers) => dispatch(isa, pool, &layers[layer], cache, q, heads, batch, out),
     }
     Ok(())
 }
 
-fn run<T: KvElem>(kv: &LayerKv<T>, cache: &CpuKvCache, q: &[f32], heads: usize, batch: &AttentionBatch<'_, CpuBackend>, out: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+fn dispatch<T: KvElem>(isa: Isa, pool: &WorkerPool, kv: &LayerKv<T>, cache: &CpuKvCache, q: &[f32], heads: usize, batch: &AttentionBatch<'_, CpuBackend>, out: &mut [f32]) {
+    let l = &cache.layout;
+    if isa == Isa::Reference {
+        return reference(pool, kv, cache, q, heads, batch, out);
+    }
+    let group = heads / l.kv_heads;
+    let lanes = match isa {
+        Isa::Avx512 => 16,
+        _ => 8,
+    };
+    let job = Job {
+        k: &kv.k,
+        v: &kv.v,
+        q,
+        positions: batch.positions,
+        token_seq: batch.token_seq,
+        block_tables: batch.block_tables,
+        max_blocks: batch.max_blocks_per_seq,
+        block_size: l.block_size,
+        kv_heads: l.kv_heads,
+        heads,
+        group,
+        hd: l.head_dim,
+        hdp: l.head_dim.next_multiple_of(lanes),
+        scale: 1.0 / (l.head_dim as f32).sqrt(),
+    };
+    let n = batch.num_tokens;
+    let pairs = n * l.kv_heads;
+    let max_chunks = batch.positions[..n].iter().map(|&p| p as usize / CHUNK + 1).max().unwrap_or(0);
+    let span = group * job.hd; // one task's outputs: the group's heads, contiguous
+    if max_chunks > 1 && pairs < SPLIT_BELOW_TASKS_PER_THREAD * pool.threads() {
+        // Chunks as tasks: partials into the caller's scratch, then merged per pair.
+        let part_len = job.partial_len();
+        PARTIALS.with(|p| {
+            let mut parts = p.borrow_mut();
+            let need = pairs * max_chunks * part_len;
+            if parts.len() < need {
+                parts.resize(need, 0.0);
+            }
+            let parts_ptr = SyncPtr(parts.as_mut_ptr());
+            pool.for_each(pairs * max_chunks, &|task| {
+                let (pair, c) = (task / max_chunks, task % max_chunks);
+                let t = pair / job.kv_heads;
+                if c * CHUNK > job.positions[t] as usize {
+                    return;
+                }
+                // SAFETY: each task owns the distinct partial slot `task`, inside `need`.
+                let part = unsafe { std::slice::from_raw_parts_mut(parts_ptr.get().add(task * part_len), part_len) };
+                with_scratch(|s| run_op(isa, &job, Op::Chunk { pair, chunk: c, part }, s));
+            });
+            let parts = &*parts;
+            pool.for_each_chunk_mut(out, span, &|pair, o| {
+                let t = pair / job.kv_heads;
+                let chunks = job.positions[t] as usize / CHUNK + 1;
+                let base = pair * max_chunks * part_len;
+                with_scratch(|s| run_op(isa, &job, Op::Merge { parts: &parts[base..base + chunks * part_len], out: o }, s));
+            });
+        });
+    } else {
+        pool.for_each_chunk_mut(out, span, &|pair, out| with_scratch(|s| run_op(isa, &job, Op::Pair { pair, out }, s)));
+    }
+}
+
+/// Everything a task reads.
+struct Job<'a, T> {
+    /// `[slots, kv_heads, head_dim]`.
+    k: &'a [T],
+    v: &'a [T],
+    /// `[tokens, heads, head_dim]`.
+    q: &'a [f32],
+    positions: &'a [u32],
+    token_seq: &'a [u32],
+    block_tables: &'a [u32],
+    max_blocks: usize,
+    block_size: usize,
+    kv_heads: usize,
+    heads: usize,
+    /// Query heads per KV head.
+    group: usize,
+    hd: usize,
+    /// `hd` rounded up to the vector width; buffers are zero-padded to it.
+    hdp: usize,
+    scale: f32,
+}
+
+impl<T> Job<'_, T> {
+    /// A partial result: `[group]` max, `[group]` sum, `[group, hdp]` acc.
+    fn partial_len(&self) -> usize {
+        self.group * (self.hdp + 2)
+    }
+}
+
+thread_local! {
+    /// Per-thread working buffers (grown once, reused by every call on the thread).
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The calling thread's partial results when chunks run as separate tasks.
+    static PARTIALS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+struct SyncPtr(*mut f32);
+// SAFETY: used only to hand out disjoint partial slots to pool tasks.
+unsafe impl Sync for SyncPtr {}
+impl SyncPtr {
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Runs `f` on this thread's scratch buffer.
+fn with_scratch(f: impl FnOnce(&mut Vec<f32>)) {
+    SCRATCH.with(|s| f(&mut s.borrow_mut()));
+}
+
+/// The working buffers of one task, carved out of the thread's scratch.
+struct Bufs<'s> {
+    /// `[group, hdp]` query rows, pre-scaled by `1/sqrt(hd)`.
+    q: &'s mut [f32],
+    /// `[TILE, hdp]` converted K (then V) rows.
+    rows: &'s mut [f32],
+    /// `[group, TILE]` scores, then weights.
+    s: &'s mut [f32],
+    /// The running state of the pair (sequential chunks): a partial.
+    run: &'s mut [f32],
+    /// One chunk's partial.
+    part: &'s mut [f32],
+}
+
+fn bufs<'s, T>(job: &Job<'_, T>, scratch: &'s mut Vec<f32>) -> Bufs<'s> {
+    let (g, hdp, pl) = (job.group, job.hdp, job.partial_len());
+    let need = g * hdp + TILE * hdp + g * TILE + 2 * pl;
+    if scratch.len() < need {
+        scratch.resize(need, 0.0);
+    }
+    let (q, rest) = scratch[..need].split_at_mut(g * hdp);
+    let (rows, rest) = rest.split_at_mut(TILE * hdp);
+    let (s, rest) = rest.split_at_mut(g * TILE);
+    let (run, part) = rest.split_at_mut(pl);
+    Bufs { q, rows, s, run, part }
+}
+
+/// What one task does.
+enum Op<'a> {
+    /// All chunks of a (token, KV head) pair in order, then its outputs.
+    Pair { pair: usize, out: &'a mut [f32] },
+    /// One chunk of a pair, into its partial slot.
+    Chunk { pair: usize, chunk: usize, part: &'a mut [f32] },
+    /// Merges a pair's chunk partials in order, then writes its outputs.
+    Merge { parts: &'a [f32], out: &'a mut [f32] },
+}
+
+/// Runs `op` on `isa`, specialized for the common row widths (vectors per row).
+fn run_op<T: KvElem>(isa: Isa, job: &Job<'_, T>, op: Op<'_>, scratch: &mut Vec<f32>) {
+    let b = bufs(job, scratch);
+    macro_rules! by_width {
+        ($lanes:expr, $($f:tt)+) => {
+            // SAFETY: `paged_attention_with` asserted the ISA is supported by this CPU and
+            // validated the job's indices; NC (when not 0) equals hdp / LANES.
+            unsafe {
+                match job.hdp / $lanes {
+                    2 => $($f)+::<T, 2>(job, op, b),
+                    4 => $($f)+::<T, 4>(job, op, b),
+                    8 => $($f)+::<T, 8>(job, op, b),
+                    16 => $($f)+::<T, 16>(job, op, b),
+                    _ => $($f)+::<T, 0>(job, op, b),
+                }
+            }
+        };
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => by_width!(16, x86::run_avx512),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => by_width!(8, x86::run_avx2),
+        _ => by_width!(8, run_portable),
+    }
+}
+
+/// # Safety
+/// `kernel::run`'s contract.
+unsafe fn run_portable<T: KvElem, const NC: usize>(job: &Job<'_, T>, op: Op<'_>, b: Bufs<'_>) {
+    // SAFETY: forwarded contract; the portable implementation needs no CPU feature.
+    unsafe { kernel::run::<simd::Portable, T, NC>(job, op, b) }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The kernel instantiated with each x86 feature set enabled, so the `#[inline(always)]`
+    //! generic code and the intrinsics inside it compile to that ISA.
+    use super::simd::{Avx2, Avx512};
+    use super::{kernel, Bufs, Job, Op};
+    use crate::kv_cache::KvElem;
+
+    /// # Safety
+    /// The CPU supports AVX-512F; `kernel::run`'s contract.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn run_avx512<T: KvElem, const NC: usize>(job: &Job<'_, T>, op: Op<'_>, b: Bufs<'_>) {
+        // SAFETY: forwarded contract.
+        unsafe { kernel::run::<Avx512, T, NC>(job, op, b) }
+    }
+
+    /// # Safety
+    /// The CPU supports AVX2, FMA and F16C; `kernel::run`'s contract.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn run_avx2<T: KvElem, const NC: usize>(job: &Job<'_, T>, op: Op<'_>, b: Bufs<'_>) {
+        // SAFETY: forwarded contract.
+        unsafe { kernel::run::<Avx2, T, NC>(job, op, b) }
+    }
+}
+
+mod kernel {
+    //! The tiled kernel, generic over the vector ISA `S` and the row width `NC` (vectors per
+    //! padded row; 0: read it from the job). Everything is `#[inline(always)]` so it compiles
+    //! inside the `#[target_feature]` entry points, with the row loops unrolled when `NC` is
+    //! known.
+    //!
+    //! Safety contract of every function: `S` is supported by the CPU, the `Job`'s indices were
+    //! validated by `paged_attention_with` (block ids, positions, buffer lengths), and `NC` is 0
+    //! or `hdp / LANES`.
+    use super::simd::Simd;
+    use super::{Bufs, Job, Op, CHUNK, TILE};
+    use crate::kv_cache::KvElem;
+
+    /// `exp(a - b)`, with `exp(-inf - b) = 0` even for `b = -inf` (an empty state).
+    #[inline(always)]
+    fn exp_diff(a: f32, b: f32) -> f32 {
+        if a == f32::NEG_INFINITY {
+            0.0
+        } else {
+            (a - b).exp()
+        }
+    }
+
+    /// Vectors per padded row.
+    #[inline(always)]
+    fn width<S: Simd, const NC: usize>(hdp: usize) -> usize {
+        if NC > 0 {
+            NC
+        } else {
+            hdp / S::LANES
+        }
+    }
+
+    /// Converts `src[..hd]` into `dst[..hd]` (f32); `dst[hd..]` stays as it is (zero padding).
+    #[inline(always)]
+    unsafe fn load_row<S: Simd, T: KvElem, const NC: usize>(src: &[T], dst: &mut [f32]) {
+        let hd = src.len();
+        if T::IS_F16 && S::NATIVE_F16 && NC > 0 && hd == NC * S::LANES {
+            // SAFETY: `T::IS_F16` says the element type is exactly `f16`; `NC * LANES` elements
+            // are read from `src` and written to `dst` (which holds at least `hd`).
+            unsafe {
+                let (s, d) = (src.as_ptr() as *const half::f16, dst.as_mut_ptr());
+                for c in 0..NC {
+                    S::store(d.add(c * S::LANES), S::load_f16(s.add(c * S::LANES)));
+                }
+            }
+        } else if T::IS_F16 {
+            // SAFETY: `T::IS_F16` says the element type is exactly `f16`.
+            let src = unsafe { std::slice::from_raw_parts(src.as_ptr() as *const half::f16, hd) };
+            // SAFETY: the function's contract (the CPU supports `S`).
+            unsafe { S::convert_f16(src, &mut dst[..hd]) };
+        } else {
+            dst[..hd].iter_mut().zip(src).for_each(|(d, s)| *d = s.to_f32());
+        }
+    }
+
+    /// The (token, KV head) of `pair` and its token's position.
+    #[inline(always)]
+    fn token_of<T>(job: &Job<'_, T>, pair: usize) -> (usize, usize, usize) {
+        let (t, kvh) = (pair / job.kv_heads, pair % job.kv_heads);
+        (t, kvh, job.positions[t] as usize)
+    }
+
+    /// Loads the group's query rows, scaled, into `q` (zero-padded). Against an f16 cache the
+    /// query is rounded to f16 first, as ggml does before its f16 dot.
+    #[inline(always)]
+    fn load_q<T: KvElem>(job: &Job<'_, T>, t: usize, kvh: usize, q: &mut [f32]) {
+        let (hd, hdp) = (job.hd, job.hdp);
+        for h in 0..job.group {
+            let src = &job.q[(t * job.heads + kvh * job.group + h) * hd..][..hd];
+            let dst = &mut q[h * hdp..(h + 1) * hdp];
+            if T::IS_F16 {
+                dst.iter_mut().zip(src).for_each(|(d, s)| *d = half::f16::from_f32(*s).to_f32() * job.scale);
+            } else {
+                dst.iter_mut().zip(src).for_each(|(d, s)| *d = s * job.scale);
+            }
+            dst[hd..].fill(0.0);
+        }
+    }
+
+    /// One chunk's partial `(max, sum, acc)` of the pair whose query rows are in `b.q`.
+    #[inline(always)]
+    unsafe fn chunk_partial<S: Simd, T: KvElem, const NC: usize>(job: &Job<'_, T>, t: usize, kvh: usize, chunk: usize, b: &mut Bufs<'_>, part: &mut [f32]) {
+        let (g, hd, hdp) = (job.group, job.hd, job.hdp);
+        let nc = width::<S, NC>(hdp);
+        let lanes = S::LANES;
+        let pos = job.positions[t] as usize;
+        let seq = job.token_seq[t] as usize;
+        let table = &job.block_tables[seq * job.max_blocks..][..job.max_blocks];
+        let kv_row = job.kv_heads * hd;
+        let (m, rest) = part.split_at_mut(g);
+        let (l, acc) = rest.split_at_mut(g);
+        m.fill(f32::NEG_INFINITY);
+        l.fill(0.0);
+        acc.fill(0.0);
+        for row in b.rows.chunks_exact_mut(hdp) {
+            row[hd..].fill(0.0);
+        }
+        let (start, end) = (chunk * CHUNK, ((chunk + 1) * CHUNK).min(pos + 1));
+        let mut base = [0usize; TILE];
+        let (mut blk, mut off) = (start / job.block_size, start % job.block_size);
+        let mut p0 = start;
+        while p0 < end {
+            let nr = TILE.min(end - p0);
+            for base in &mut base[..nr] {
+                *base = (table[blk] as usize * job.block_size + off) * kv_row + kvh * hd;
+                off += 1;
+                if off == job.block_size {
+                    (blk, off) = (blk + 1, 0);
+                }
+            }
+            // Scores of the tile's rows for every head of the group. Rows past `nr` hold stale
+            // (finite) data; their scores are computed and ignored.
+            for (&base, row) in base[..nr].iter().zip(b.rows.chunks_exact_mut(hdp)) {
+                // SAFETY: the function's contract.
+                unsafe { load_row::<S, T, NC>(&job.k[base..base + hd], row) };
+            }
+            for h in 0..g {
+                // SAFETY: `q` holds g * hdp, `rows` TILE * hdp, `s` g * TILE elements; TILE is a
+                // multiple of LANES.
+                unsafe {
+                    let qh = b.q.as_ptr().add(h * hdp);
+                    let mut r0 = 0;
+                    while r0 < TILE {
+                        let mut partial = [S::splat(0.0); 16];
+                        for (r, acc) in partial[..lanes].iter_mut().enumerate() {
+                            let k = b.rows.as_ptr().add((r0 + r) * hdp);
+                            let mut a = S::mul(S::load(qh), S::load(k));
+                            for c in 1..nc {
+                                a = S::fma(S::load(qh.add(c * lanes)), S::load(k.add(c * lanes)), a);
+                            }
+                            *acc = a;
+                        }
+                        S::store(b.s.as_mut_ptr().add(h * TILE + r0), S::transpose_sum(&partial));
+                        r0 += lanes;
+                    }
+                }
+            }
+            // Online softmax, one rescale per tile and head; the scores become weights.
+            for h in 0..g {
+                let s = &mut b.s[h * TILE..(h + 1) * TILE];
+                let tile_max = s[..nr].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let new_max = m[h].max(tile_max);
+                let correction = exp_diff(m[h], new_max);
+                // SAFETY: `s` holds TILE (a multiple of LANES) elements.
+                let tile_sum = unsafe {
+                    let vmax = S::splat(new_max);
+                    let mut i = 0;
+                    while i < TILE {
+                        let x = S::sub(S::load(s.as_ptr().add(i)), vmax);
+                        S::store(s.as_mut_ptr().add(i), S::exp(x));
+                        i += lanes;
+                    }
+                    s[nr..].fill(0.0); // rows past the chunk weigh nothing
+                    let mut sum = S::load(s.as_ptr());
+                    let mut i = lanes;
+                    while i < TILE {
+                        sum = S::add(sum, S::load(s.as_ptr().add(i)));
+                        i += lanes;
+                    }
+                    S::hsum(sum)
+                };
+                l[h] = l[h] * correction + tile_sum;
+                if correction != 1.0 {
+                    // SAFETY: `acc` holds g * hdp elements.
+                    unsafe {
+                        let (a, c) = (acc.as_mut_ptr().add(h * hdp), S::splat(correction));
+                        for i in 0..nc {
+                            S::store(a.add(i * lanes), S::mul(S::load(a.add(i * lanes)), c));
+                        }
+                    }
+                }
+                m[h] = new_max;
+            }
+            // Accumulate the V rows with the weights.
+            for (&base, row) in base[..nr].iter().zip(b.rows.chunks_exact_mut(hdp)) {
+                // SAFETY: the function's contract.
+                unsafe { load_row::<S, T, NC>(&job.v[base..base + hd], row) };
+            }
+            // Four vectors of a head's accumulator stay in registers over the tile's rows (four
+            // independent FMA chains); each element still sums its rows in order.
+            // SAFETY: `acc` holds g * hdp, `rows` TILE * hdp, `s` g * TILE elements.
+            unsafe {
+                for h in 0..g {
+                    let w = b.s.as_ptr().add(h * TILE);
+                    let ap = acc.as_mut_ptr().add(h * hdp);
+                    let mut c0 = 0;
+                    while c0 + 4 <= nc {
+                        let mut a: [S::V; 4] = std::array::from_fn(|j| S::load(ap.add((c0 + j) * lanes)));
+                        for r in 0..nr {
+                            let wr = S::splat(*w.add(r));
+                            let v = b.rows.as_ptr().add(r * hdp + c0 * lanes);
+                            for (j, a) in a.iter_mut().enumerate() {
+                                *a = S::fma(wr, S::load(v.add(j * lanes)), *a);
+                            }
+                        }
+                        for (j, a) in a.into_iter().enumerate() {
+                            S::store(ap.add((c0 + j) * lanes), a);
+                        }
+                        c0 += 4;
+                    }
+                    while c0 < nc {
+                        let mut a = S::load(ap.add(c0 * lanes));
+                        for r in 0..nr {
+                            a = S::fma(S::splat(*w.add(r)), S::load(b.rows.as_ptr().add(r * hdp + c0 * lanes)), a);
+                        }
+                        S::store(ap.add(c0 * lanes), a);
+                        c0 += 1;
+                    }
+                }
+            }
+            p0 += nr;
+        }
+    }
+
+    /// Merges partial `part` into the running state `run` (both `[g] max, [g] sum, [g, hdp]`).
+    #[inline(always)]
+    unsafe fn merge<S: Simd, const NC: usize>(g: usize, hdp: usize, run: &mut [f32], part: &[f32]) {
+        let nc = width::<S, NC>(hdp);
+        let (rm, rest) = run.split_at_mut(g);
+        let (rl, ra) = rest.split_at_mut(g);
+        let (pm, rest) = part.split_at(g);
+        let (pl, pa) = rest.split_at(g);
+        for h in 0..g {
+            let new_max = rm[h].max(pm[h]);
+            let (cr, cp) = (exp_diff(rm[h], new_max), exp_diff(pm[h], new_max));
+            rl[h] = rl[h] * cr + pl[h] * cp;
+            // SAFETY: both accumulators hold g * hdp elements.
+            unsafe {
+                let (d, s) = (ra.as_mut_ptr().add(h * hdp), pa.as_ptr().add(h * hdp));
+                let (va, vb) = (S::splat(cr), S::splat(cp));
+                for i in 0..nc {
+                    let x = S::mul(S::load(d.add(i * S::LANES)), va);
+                    S::store(d.add(i * S::LANES), S::fma(S::load(s.add(i * S::LANES)), vb, x));
+                }
+            }
+            rm[h] = new_max;
+        }
+    }
+
+    #[inline(always)]
+    fn reset(g: usize, run: &mut [f32]) {
+        run[..g].fill(f32::NEG_INFINITY);
+        run[g..].fill(0.0);
+    }
+
+    /// `out[h] = acc[h] / sum[h]` for the group's heads.
+    #[inline(always)]
+    fn finish(g: usize, hd: usize, hdp: usize, run: &[f32], out: &mut [f32]) {
+        let (l, acc) = (&run[g..2 * g], &run[2 * g..]);
+        for h in 0..g {
+            for (o, a) in out[h * hd..(h + 1) * hd].iter_mut().zip(&acc[h * hdp..]) {
+                *o = a / l[h];
+            }
+        }
+    }
+
+    #[inline(always)]
+    pub unsafe fn run<S: Simd, T: KvElem, const NC: usize>(job: &Job<'_, T>, op: Op<'_>, mut b: Bufs<'_>) {
+        let (g, hdp) = (job.group, job.hdp);
+        match op {
+            Op::Pair { pair, out } => {
+                let (t, kvh, pos) = token_of(job, pair);
+                load_q(job, t, kvh, b.q);
+                let run = std::mem::take(&mut b.run);
+                let part = std::mem::take(&mut b.part);
+                reset(g, run);
+                for chunk in 0..pos / CHUNK + 1 {
+                    // SAFETY: the module's contract.
+                    unsafe {
+                        chunk_partial::<S, T, NC>(job, t, kvh, chunk, &mut b, part);
+                        merge::<S, NC>(g, hdp, run, part);
+                    }
+                }
+                finish(g, job.hd, hdp, run, out);
+            }
+            Op::Chunk { pair, chunk, part } => {
+                let (t, kvh, _) = token_of(job, pair);
+                load_q(job, t, kvh, b.q);
+                // SAFETY: the module's contract.
+                unsafe { chunk_partial::<S, T, NC>(job, t, kvh, chunk, &mut b, part) };
+            }
+            Op::Merge { parts, out } => {
+                reset(g, b.run);
+                for part in parts.chunks_exact(job.partial_len()) {
+                    // SAFETY: the module's contract.
+                    unsafe { merge::<S, NC>(g, hdp, b.run, part) };
+                }
+                finish(g, job.hd, hdp, b.run, out);
+            }
+        }
+    }
+}
+
+pub(crate) mod simd {
+    //! Just enough of a vector abstraction for the kernels in this crate. Every method is
+    //! `unsafe` (the CPU must support the ISA; pointers must cover `LANES` elements) and
+    //! `#[inline(always)]`, so generic kernels compile to the ISA of the `#[target_feature]`
+    //! function they are instantiated in.
+    use half::f16;
+
+    pub trait Simd: Copy {
+        const LANES: usize;
+        /// `load_f16` is one hardware conversion (else prefer `convert_f16` on whole rows).
+        const NATIVE_F16: bool;
+        type V: Copy;
+        unsafe fn splat(x: f32) -> Self::V;
+        unsafe fn load(p: *const f32) -> Self::V;
+        unsafe fn load_f16(p: *const f16) -> Self::V;
+        /// `dst = src` as f32 (equal lengths).
+        #[inline(always)]
+        unsafe fn convert_f16(src: &[f16], dst: &mut [f32]) {
+            let full = src.len() / Self::LANES * Self::LANES;
+            // SAFETY: `i + LANES <= full <= len` elements are read and written.
+            unsafe {
+                let mut i = 0;
+                while i < full {
+                    Self::store(dst.as_mut_ptr().add(i), Self::load_f16(src.as_ptr().add(i)));
+                    i += Self::LANES;
+                }
+            }
+            for (d, s) in dst[full..].iter_mut().zip(&src[full..]) {
+                *d = s.to_f32();
+            }
+        }
+        unsafe fn store(p: *mut f32, v: Self::V);
+        unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+        unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
+        unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+        unsafe fn div(a: Self::V, b: Self::V) -> Self::V;
+        /// `a * b + c`, fused.
+        unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+        unsafe fn hsum(v: Self::V) -> f32;
+        /// Lane `r` of the result is the sum of the lanes of `v[r]`, for `r < LANES` (the rest of
+        /// `v` is ignored).
+        unsafe fn transpose_sum(v: &[Self::V; 16]) -> Self::V;
+        /// `e^x`, relative error a few ulp; inputs below -87.3 give about 1e-38 rather than 0,
+        /// inputs above 88.3 are clamped.
+        unsafe fn exp(x: Self::V) -> Self::V;
+    }
+
+    // Cephes-style expf: x = n·ln2 + r, |r| <= ln2/2, e^r by a degree-6 polynomial.
+    pub const EXP_LO: f32 = -87.336_55;
+    pub const EXP_HI: f32 = 88.376_26;
+    pub const LOG2E: f32 = std::f32::consts::LOG2_E;
+    pub const LN2_HI: f32 = 0.693_359_4;
+    pub const LN2_LO: f32 = -2.121_944_4e-4;
+    pub const P: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5];
+
+    /// Fixed 8-wide arrays; the compiler vectorizes what it can for the baseline target.
+    #[derive(Clone, Copy)]
+    pub struct Portable;
+
+    impl Simd for Portable {
+        const LANES: usize = 8;
+        const NATIVE_F16: bool = false;
+        type V = [f32; 8];
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> [f32; 8] {
+            [x; 8]
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> [f32; 8] {
+            // SAFETY: the caller guarantees 8 readable elements.
+            unsafe { (p as *const [f32; 8]).read_unaligned() }
+        }
+        #[inline(always)]
+        unsafe fn load_f16(p: *const f16) -> [f32; 8] {
+            // SAFETY: the caller guarantees 8 readable elements.
+            let h = unsafe { (p as *const [f16; 8]).read_unaligned() };
+            h.map(f16::to_f32)
+        }
+        #[inline(always)]
+        unsafe fn convert_f16(src: &[f16], dst: &mut [f32]) {
+            // `half` picks F16C (or NEON) at run time for whole slices.
+            half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: [f32; 8]) {
+            // SAFETY: the caller guarantees 8 writable elements.
+            unsafe { (p as *mut [f32; 8]).write_unaligned(v) }
+        }
+        #[inline(always)]
+        unsafe fn add(a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
+            std::array::from_fn(|i| a[i] + b[i])
+        }
+        #[inline(always)]
+        unsafe fn sub(a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
+            std::array::from_fn(|i| a[i] - b[i])
+        }
+        #[inline(always)]
+        unsafe fn mul(a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
+            std::array::from_fn(|i| a[i] * b[i])
+        }
+        #[inline(always)]
+        unsafe fn div(a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
+            std::array::from_fn(|i| a[i] / b[i])
+        }
+        #[inline(always)]
+        unsafe fn fma(a: [f32; 8], b: [f32; 8], c: [f32; 8]) -> [f32; 8] {
+            // Not `mul_add`: without hardware FMA that is a slow libm call.
+            std::array::from_fn(|i| a[i] * b[i] + c[i])
+        }
+        #[inline(always)]
+        unsafe fn hsum(v: [f32; 8]) -> f32 {
+            ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]))
+        }
+        #[inline(always)]
+        unsafe fn transpose_sum(v: &[[f32; 8]; 16]) -> [f32; 8] {
+            // SAFETY: no requirement.
+            std::array::from_fn(|r| unsafe { Self::hsum(v[r]) })
+        }
+        #[inline(always)]
+        unsafe fn exp(x: [f32; 8]) -> [f32; 8] {
+            x.map(|x| x.clamp(EXP_LO, EXP_HI).exp())
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    pub use x86::{Avx2, Avx512};
+
+    #[cfg(target_arch = "x86_64")]
+    mod x86 {
+        use super::*;
+        use std::arch::x86_64::*;
+
+        /// AVX-512F: 16 lanes.
+        #[derive(Clone, Copy)]
+        pub struct Avx512;
+
+        impl Simd for Avx512 {
+            const LANES: usize = 16;
+            const NATIVE_F16: bool = true;
+            type V = __m512;
+            #[inline]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn splat(x: f32) -> __m512 {
+                _mm512_set1_ps(x)
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn load(p: *const f32) -> __m512 {
+                unsafe { _mm512_loadu_ps(p) }
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn load_f16(p: *const f16) -> __m512 {
+                unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) }
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn store(p: *mut f32, v: __m512) {
+                unsafe { _mm512_storeu_ps(p, v) }
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn add(a: __m512, b: __m512) -> __m512 {
+                _mm512_add_ps(a, b)
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn sub(a: __m512, b: __m512) -> __m512 {
+                _mm512_sub_ps(a, b)
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn mul(a: __m512, b: __m512) -> __m512 {
+                _mm512_mul_ps(a, b)
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn div(a: __m512, b: __m512) -> __m512 {
+                _mm512_div_ps(a, b)
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+                _mm512_fmadd_ps(a, b, c)
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn hsum(v: __m512) -> f32 {
+                unsafe {
+                    let lo = _mm512_castps512_ps256(v);
+                    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+                    Avx2::hsum(_mm256_add_ps(lo, hi))
+                }
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn transpose_sum(v: &[__m512; 16]) -> __m512 {
+                // Pairs of rows: per 128-bit block, 2 partial sums of each row.
+                let s: [__m512; 8] = std::array::from_fn(|i| {
+                    let (a, b) = (v[2 * i], v[2 * i + 1]);
+                    _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b))
+                });
+                // Quads: per 128-bit block k, one partial sum of each of 4 rows.
+                let t: [__m512; 4] = std::array::from_fn(|i| {
+                    let (a, b) = (s[2 * i], s[2 * i + 1]);
+                    _mm512_add_ps(_mm512_shuffle_ps::<0b01_00_01_00>(a, b), _mm512_shuffle_ps::<0b11_10_11_10>(a, b))
+                });
+                // Sum across 128-bit blocks: block m of the result holds rows 4m..4m+4.
+                let u01 = _mm512_add_ps(_mm512_shuffle_f32x4::<0b10_00_10_00>(t[0], t[1]), _mm512_shuffle_f32x4::<0b11_01_11_01>(t[0], t[1]));
+                let u23 = _mm512_add_ps(_mm512_shuffle_f32x4::<0b10_00_10_00>(t[2], t[3]), _mm512_shuffle_f32x4::<0b11_01_11_01>(t[2], t[3]));
+                _mm512_add_ps(_mm512_shuffle_f32x4::<0b10_00_10_00>(u01, u23), _mm512_shuffle_f32x4::<0b11_01_11_01>(u01, u23))
+            }
+            #[inline]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn exp(x: __m512) -> __m512 {
+                let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(EXP_LO)), _mm512_set1_ps(EXP_HI));
+                let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(x, _mm512_set1_ps(LOG2E)));
+                let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+                let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+                let mut p = _mm512_set1_ps(P[0]);
+                for c in &P[1..] {
+                    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
+                }
+                let y = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0)));
+                let e = _mm512_slli_epi32::<23>(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)));
+                _mm512_mul_ps(y, _mm512_castsi512_ps(e))
+            }
+        }
+
+        /// AVX2 + FMA + F16C: 8 lanes.
+        #[derive(Clone, Copy)]
+        pub struct Avx2;
+
+        impl Simd for Avx2 {
+            const LANES: usize = 8;
+            const NATIVE_F16: bool = true;
+            type V = __m256;
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn splat(x: f32) -> __m256 {
+                _mm256_set1_ps(x)
+            }
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn load(p: *const f32) -> __m256 {
+                unsafe { _mm256_loadu_ps(p) }
+            }
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn load_f16(p: *const f16) -> __m256 {
+                unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+            }
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn store(p: *mut f32, v: __m256) {
+                unsafe { _mm256_storeu_ps(p, v) }
+            }
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn add(a: __m256, b: __m256) -> __m256 {
+                _mm256_add_ps(a, b)
+            }
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn sub(a: __m256, b: __m256) -> __m256 {
+                _mm256_sub_ps(a, b)
+            }
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+                _mm256_mul_ps(a, b)
+            }
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn div(a: __m256, b: __m256) -> __m256 {
+                _mm256_div_ps(a, b)
+            }
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+                _mm256_fmadd_ps(a, b, c)
+            }
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn hsum(v: __m256) -> f32 {
+                let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+                _mm_cvtss_f32(s)
+            }
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn transpose_sum(v: &[__m256; 16]) -> __m256 {
+                let s: [__m256; 4] = std::array::from_fn(|i| {
+                    let (a, b) = (v[2 * i], v[2 * i + 1]);
+                    _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b))
+                });
+                let t: [__m256; 2] = std::array::from_fn(|i| {
+                    let (a, b) = (s[2 * i], s[2 * i + 1]);
+                    _mm256_add_ps(_mm256_shuffle_ps::<0b01_00_01_00>(a, b), _mm256_shuffle_ps::<0b11_10_11_10>(a, b))
+                });
+                _mm256_add_ps(_mm256_permute2f128_ps::<0x20>(t[0], t[1]), _mm256_permute2f128_ps::<0x31>(t[0], t[1]))
+            }
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn exp(x: __m256) -> __m256 {
+                let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(EXP_LO)), _mm256_set1_ps(EXP_HI));
+                let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(x, _mm256_set1_ps(LOG2E)));
+                let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
+                let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
+                let mut p = _mm256_set1_ps(P[0]);
+                for c in &P[1..] {
+                    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
+                }
+                let y = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
+                let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)));
+                _mm256_mul_ps(y, _mm256_castsi256_ps(e))
+            }
+        }
+    }
+}
+
+/// The oracle: one (token, head) pair per task, a per-row online softmax, scalar code.
+fn reference<T: KvElem>(pool: &WorkerPool, kv: &LayerKv<T>, cache: &CpuKvCache, q: &[f32], heads: usize, batch: &AttentionBatch<'_, CpuBackend>, out: &mut [f32]) {
     let l = &cache.layout;
     let hd = l.head_dim;
     let group = heads / l.kv_heads;
     let kv_row = l.kv_heads * hd;
     let scale = 1.0 / (hd as f32).sqrt();
-    let n = batch.num_tokens;
-    out[..n * heads * hd].par_chunks_mut(hd).enumerate().for_each(|(task, o)| {
+    pool.for_each_chunk_mut(out, hd, &|task, o| {
         let (t, h) = (task / heads, task % heads);
         let seq = batch.token_seq[t] as usize;
         let pos = batch.positions[t] as usize;
         let table = &batch.block_tables[seq * batch.max_blocks_per_seq..];
-        let qh = &q[(t * heads + h) * hd..][..hd];
+        // Against an f16 cache the query is rounded to f16, as in the SIMD kernels (ggml's f16 dot).
+        let mut q16 = [0f32; MAX_HEAD_DIM];
+        let qh = &mut q16[..hd];
+        qh.copy_from_slice(&q[(t * heads + h) * hd..][..hd]);
+        if T::IS_F16 {
+            qh.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+        }
+        let qh = &*qh;
         let kv_off = (h / group) * hd;
         let mut acc = [0f32; MAX_HEAD_DIM];
         let acc = &mut acc[..hd];
@@ -85,4 +1021,188 @@ fn run<T: KvElem>(kv: &LayerKv<T>, cache: &CpuKvCache, q: &[f32], heads: usize, 
         }
         o.iter_mut().zip(acc.iter()).for_each(|(o, a)| *o = a / sum);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use rill_backend::{KvDType, KvLayout};
+
+    /// SIMD vs reference: `|simd - ref| <= ATTN_TOL * (1 + |ref|)` (outputs are averages of V
+    /// rows of magnitude <= 1, so this is a relative tolerance on the output scale).
+    const ATTN_TOL: f32 = 1e-4;
+
+    /// A cache whose every slot holds random K/V, a shuffled block table per sequence.
+    struct Fixture {
+        cache: CpuKvCache,
+        tables: Vec<u32>,
+        max_blocks: usize,
+        seqs: usize,
+    }
+
+    fn fixture(rng: &mut ChaCha8Rng, dtype: KvDType, kv_heads: usize, head_dim: usize, seqs: usize, max_ctx: usize) -> Fixture {
+        let block_size = 16;
+        let max_blocks = max_ctx.div_ceil(block_size);
+        let num_blocks = seqs * max_blocks + 3;
+        let layout = KvLayout { layers: 2, num_blocks, block_size, kv_heads, head_dim, dtype };
+        let mut cache = CpuKvCache::new(layout).unwrap();
+        let slots = num_blocks * block_size;
+        let row = kv_heads * head_dim;
+        for layer in 0..2 {
+            let k: Vec<f32> = (0..slots * row).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let v: Vec<f32> = (0..slots * row).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let all: Vec<u32> = (0..slots as u32).collect();
+            cache.write(layer, &k, &v, &all, slots).unwrap();
+        }
+        let mut blocks: Vec<u32> = (0..num_blocks as u32).collect();
+        blocks.shuffle(rng);
+        let tables = blocks[..seqs * max_blocks].to_vec();
+        Fixture { cache, tables, max_blocks, seqs }
+    }
+
+    /// Runs attention for `(seq, pos)` tokens with `q`.
+    fn run(isa: Isa, pool: &WorkerPool, f: &Fixture, tokens: &[(u32, u32)], q: &[f32], heads: usize) -> Vec<f32> {
+        let positions: Vec<u32> = tokens.iter().map(|t| t.1).collect();
+        let token_seq: Vec<u32> = tokens.iter().map(|t| t.0).collect();
+        let slots = vec![0u32; tokens.len()];
+        let batch = AttentionBatch::<CpuBackend> {
+            num_tokens: tokens.len(),
+            num_seqs: f.seqs,
+            positions: &positions,
+            token_seq: &token_seq,
+            slots: &slots,
+            block_tables: &f.tables,
+            max_blocks_per_seq: f.max_blocks,
+        };
+        let mut out = vec![f32::NAN; tokens.len() * heads * f.cache.layout.head_dim];
+        paged_attention_with(isa, pool, &f.cache, 1, q, heads, &batch, &mut out).unwrap();
+        out
+    }
+
+    fn random_q(rng: &mut ChaCha8Rng, len: usize, scale: f32) -> Vec<f32> {
+        (0..len).map(|_| rng.random_range(-scale..scale)).collect()
+    }
+
+    #[test]
+    fn simd_matches_reference() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let pools = [WorkerPool::new(1).unwrap(), WorkerPool::new(3).unwrap()];
+        let isas = Isa::supported();
+        assert!(isas.contains(&Isa::Portable));
+        for dtype in [KvDType::F16, KvDType::F32] {
+            for head_dim in [8, 24, 64, 72, 128] {
+                for (heads, kv_heads) in [(1, 1), (4, 4), (9, 3), (8, 1), (6, 2)] {
+                    let max_ctx = 600;
+                    let f = fixture(&mut rng, dtype, kv_heads, head_dim, 3, max_ctx);
+                    // Decode tokens across block and chunk boundaries, then a causal prefill
+                    // chunk of sequence 2 crossing position 256.
+                    let mut tokens: Vec<(u32, u32)> = [0, 15, 16, 17, 255, 256, 257, 599].iter().map(|&p| (p % 2, p)).collect();
+                    tokens.extend((240..270).map(|p| (2, p)));
+                    for q_scale in [1.0, 8.0] {
+                        let q = random_q(&mut rng, tokens.len() * heads * head_dim, q_scale);
+                        let want = run(Isa::Reference, &pools[0], &f, &tokens, &q, heads);
+                        for &isa in &isas[1..] {
+                            for pool in &pools {
+                                let got = run(isa, pool, &f, &tokens, &q, heads);
+                                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                                    assert!(
+                                        (g - w).abs() <= ATTN_TOL * (1.0 + w.abs()),
+                                        "{isa:?} {dtype:?} hd {head_dim} {heads}/{kv_heads} heads, {} threads, q×{q_scale}: \
+                                         element {i} (token {:?}) {g} vs {w}",
+                                        pool.threads(),
+                                        tokens[i / (heads * head_dim)]
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A token's output is bit-identical alone or in a batch, with any thread count (chunks as
+    /// tasks or chunks in order), in decode or inside a prefill chunk.
+    #[test]
+    fn batch_invariant_bit_for_bit() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let (heads, kv_heads, hd) = (9, 3, 64);
+        let f = fixture(&mut rng, KvDType::F16, kv_heads, hd, 4, 1100);
+        let tokens: Vec<(u32, u32)> = (0..40).map(|i| (i % 4, [3u32, 255, 256, 700, 1099][i as usize % 5].saturating_sub(i / 5))).collect();
+        let q = random_q(&mut rng, tokens.len() * heads * hd, 2.0);
+        let pools = [WorkerPool::new(1).unwrap(), WorkerPool::new(2).unwrap(), WorkerPool::new(5).unwrap()];
+        for &isa in Isa::supported() {
+            let batched = run(isa, &pools[0], &f, &tokens, &q, heads);
+            for pool in &pools {
+                assert_eq!(run(isa, pool, &f, &tokens, &q, heads), batched, "{isa:?} {} threads, batch", pool.threads());
+                for (i, &tok) in tokens.iter().enumerate().step_by(7) {
+                    let span = heads * hd;
+                    let alone = run(isa, pool, &f, &[tok], &q[i * span..(i + 1) * span], heads);
+                    assert_eq!(alone, batched[i * span..(i + 1) * span], "{isa:?} {} threads, token {i} alone", pool.threads());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let f = fixture(&mut rng, KvDType::F16, 2, 8, 1, 32);
+        let pool = WorkerPool::new(2).unwrap();
+        let (positions, token_seq, slots) = (vec![40u32], vec![0u32], vec![0u32]);
+        let batch = AttentionBatch::<CpuBackend> {
+            num_tokens: 1,
+            num_seqs: 1,
+            positions: &positions,
+            token_seq: &token_seq,
+            slots: &slots,
+            block_tables: &f.tables,
+            max_blocks_per_seq: f.max_blocks,
+        };
+        let mut out = vec![0.0; 4 * 8];
+        assert!(paged_attention(&pool, &f.cache, 1, &[0.0; 32], 4, &batch, &mut out).is_err(), "position past the table");
+        assert!(paged_attention(&pool, &f.cache, 1, &[0.0; 24], 3, &batch, &mut out).is_err(), "3 heads over 2 KV heads");
+    }
+
+    /// Decode attention timing (for information):
+    /// `cargo test -p rill-backend-cpu --release attention_timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn attention_timing() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let (heads, kv_heads, hd) = (9, 3, 64);
+        let cores = crate::pool::physical_cores();
+        for threads in [1, cores] {
+            let pool = WorkerPool::new(threads).unwrap();
+            for (ctx, seqs, prefill) in [(1024, 1, 0), (4096, 1, 0), (1024, 8, 0), (512, 1, 512)] {
+                let f = fixture(&mut rng, KvDType::F16, kv_heads, hd, seqs, ctx);
+                let tokens: Vec<(u32, u32)> = if prefill > 0 {
+                    (0..prefill).map(|p| (0, (ctx - prefill + p) as u32)).collect()
+                } else {
+                    (0..seqs).map(|s| (s as u32, ctx as u32 - 1)).collect()
+                };
+                let q = random_q(&mut rng, tokens.len() * heads * hd, 1.0);
+                let mut line = format!("{threads} threads, f16 KV, {heads}/{kv_heads} heads, hd {hd}, ");
+                line += &if prefill > 0 { format!("prefill {prefill} tokens at ctx {ctx}:") } else { format!("decode {seqs} seq at ctx {ctx}:") };
+                let only = std::env::var("RILL_TIMING_ISA").ok();
+                for isa in Isa::supported().iter().copied().filter(|i| only.as_ref().is_none_or(|o| format!("{i:?}").eq_ignore_ascii_case(o))) {
+                    let work = tokens.iter().map(|t| t.1 as usize + 1).sum::<usize>();
+                    let iters = (2_000_000 / work / if isa == Isa::Reference { 20 } else { 1 }).max(2);
+                    let mut best = f64::MAX;
+                    for _ in 0..5 {
+                        let t = std::time::Instant::now();
+                        for _ in 0..iters {
+                            std::hint::black_box(run(isa, &pool, &f, &tokens, &q, heads));
+                        }
+                        best = best.min(t.elapsed().as_secs_f64() / iters as f64);
+                    }
+                    line += &format!(" {isa:?} {:.1} us", best * 1e6);
+                }
+                println!("{line}");
+            }
+        }
+    }
 }

@@ -1,25 +1,103 @@
 //! Row-wise and elementwise kernels: RMSNorm, bias, RoPE, SiLU·up.
+//!
+//! RMSNorm and SiLU·up have a scalar reference twin and SIMD versions (the `Simd` trait of
+//! `attention`, same ISA choice). Bias and RoPE are plain loops: bias vectorizes on its own and
+//! RoPE's cost is its `sin_cos` per position and pair.
 
-use rayon::prelude::*;
 use rill_backend::{BackendError, BackendResult, RopeParams};
 
-use crate::check_len;
+use crate::attention::simd::{Portable, Simd};
+use crate::attention::Isa;
+use crate::{check_len, WorkerPool};
 
 /// Most rotary pairs per head we keep on the stack (head_dim ≤ 512).
 const MAX_ROPE_PAIRS: usize = 256;
 
-pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, rows: usize, dim: usize, out: &mut [f32]) -> BackendResult<()> {
+/// Rows of RMSNorm per pool task (about 16K elements).
+const RMS_TASK_ELEMS: usize = 16 * 1024;
+
+pub fn rms_norm(pool: &WorkerPool, x: &[f32], weight: &[f32], eps: f32, rows: usize, dim: usize, out: &mut [f32]) -> BackendResult<()> {
+    rms_norm_with(Isa::detected(), pool, x, weight, eps, rows, dim, out)
+}
+
+/// `rms_norm` on a chosen implementation. Every row goes through the same code, so a row's result
+/// does not depend on the batch around it.
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_with(isa: Isa, pool: &WorkerPool, x: &[f32], weight: &[f32], eps: f32, rows: usize, dim: usize, out: &mut [f32]) -> BackendResult<()> {
     check_len("rms_norm", "x", x.len(), rows * dim)?;
     check_len("rms_norm", "out", out.len(), rows * dim)?;
     check_len("rms_norm", "weight", weight.len(), dim)?;
-    out[..rows * dim].par_chunks_mut(dim).zip(x[..rows * dim].par_chunks(dim)).for_each(|(o, xr)| {
-        let mean_sq = xr.iter().map(|v| v * v).sum::<f32>() / dim as f32;
-        let scale = 1.0 / (mean_sq + eps).sqrt();
-        for ((o, v), w) in o.iter_mut().zip(xr).zip(&weight[..dim]) {
-            *o = v * scale * w;
+    if rows == 0 || dim == 0 {
+        return Ok(());
+    }
+    assert!(Isa::supported().contains(&isa), "{isa:?} is not supported on this CPU");
+    let rows_per_task = (RMS_TASK_ELEMS / dim).max(1);
+    let weight = &weight[..dim];
+    pool.for_each_chunk_mut(&mut out[..rows * dim], rows_per_task * dim, &|task, o| {
+        let first = task * rows_per_task;
+        for (r, o) in o.chunks_exact_mut(dim).enumerate() {
+            let xr = &x[(first + r) * dim..(first + r + 1) * dim];
+            match isa {
+                Isa::Reference => rms_norm_row_reference(xr, weight, eps, o),
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the ISA is supported (asserted above); the slices have equal lengths.
+                Isa::Avx512 => unsafe { x86::rms_norm_avx512(xr, weight, eps, o) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                Isa::Avx2 => unsafe { x86::rms_norm_avx2(xr, weight, eps, o) },
+                // SAFETY: the slices have equal lengths; no CPU feature needed.
+                _ => unsafe { rms_norm_row::<Portable>(xr, weight, eps, o) },
+            }
         }
     });
     Ok(())
+}
+
+/// The oracle.
+fn rms_norm_row_reference(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let scale = 1.0 / (mean_sq + eps).sqrt();
+    for ((o, v), w) in out.iter_mut().zip(x).zip(weight) {
+        *o = v * scale * w;
+    }
+}
+
+/// # Safety
+/// `S` is supported by the CPU; `x`, `weight` and `out` have the same length.
+#[inline(always)]
+unsafe fn rms_norm_row<S: Simd>(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let (n, l) = (x.len(), S::LANES);
+    let full = n / l * l;
+    // SAFETY: every vector access is below `full <= n`.
+    unsafe {
+        let (xp, wp, op) = (x.as_ptr(), weight.as_ptr(), out.as_mut_ptr());
+        let mut acc = [S::splat(0.0); 4];
+        let mut i = 0;
+        while i + 4 * l <= full {
+            for (j, a) in acc.iter_mut().enumerate() {
+                let v = S::load(xp.add(i + j * l));
+                *a = S::fma(v, v, *a);
+            }
+            i += 4 * l;
+        }
+        while i < full {
+            let v = S::load(xp.add(i));
+            acc[0] = S::fma(v, v, acc[0]);
+            i += l;
+        }
+        let sum = S::hsum(S::add(S::add(acc[0], acc[1]), S::add(acc[2], acc[3])));
+        let sum = x[full..].iter().fold(sum, |s, v| s + v * v);
+        let scale = 1.0 / (sum / n as f32 + eps).sqrt();
+        let vs = S::splat(scale);
+        let mut i = 0;
+        while i < full {
+            S::store(op.add(i), S::mul(S::mul(S::load(xp.add(i)), vs), S::load(wp.add(i))));
+            i += l;
+        }
+        for j in full..n {
+            out[j] = x[j] * scale * weight[j];
+        }
+    }
 }
 
 pub fn add_bias(x: &mut [f32], bias: &[f32], rows: usize, dim: usize) -> BackendResult<()> {
@@ -63,13 +141,103 @@ pub fn rope(x: &mut [f32], positions: &[u32], rows: usize, heads: usize, head_di
 }
 
 pub fn silu_mul(gate: &[f32], up: &[f32], len: usize, out: &mut [f32]) -> BackendResult<()> {
+    silu_mul_with(Isa::detected(), gate, up, len, out)
+}
+
+/// `silu_mul` on a chosen implementation: `out = gate / (1 + e^-gate) * up`.
+pub fn silu_mul_with(isa: Isa, gate: &[f32], up: &[f32], len: usize, out: &mut [f32]) -> BackendResult<()> {
     check_len("silu_mul", "gate", gate.len(), len)?;
     check_len("silu_mul", "up", up.len(), len)?;
     check_len("silu_mul", "out", out.len(), len)?;
-    for ((o, g), u) in out[..len].iter_mut().zip(&gate[..len]).zip(&up[..len]) {
-        *o = g / (1.0 + (-g).exp()) * u;
+    assert!(Isa::supported().contains(&isa), "{isa:?} is not supported on this CPU");
+    let (gate, up, out) = (&gate[..len], &up[..len], &mut out[..len]);
+    match isa {
+        Isa::Reference => silu_mul_reference(gate, up, out),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the ISA is supported (asserted above); the slices have equal lengths.
+        Isa::Avx512 => unsafe { x86::silu_mul_avx512(gate, up, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe { x86::silu_mul_avx2(gate, up, out) },
+        // SAFETY: the slices have equal lengths; no CPU feature needed.
+        _ => unsafe { silu_mul_simd::<Portable>(gate, up, out) },
     }
     Ok(())
+}
+
+/// The oracle.
+fn silu_mul_reference(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g / (1.0 + (-g).exp()) * u;
+    }
+}
+
+/// # Safety
+/// `S` is supported by the CPU; the slices have the same length.
+#[inline(always)]
+unsafe fn silu_mul_simd<S: Simd>(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    let (n, l) = (gate.len(), S::LANES);
+    let full = n / l * l;
+    #[inline(always)]
+    unsafe fn step<S: Simd>(g: *const f32, u: *const f32, o: *mut f32) {
+        // SAFETY: the caller passes LANES readable/writable elements.
+        unsafe {
+            let g = S::load(g);
+            let silu = S::div(g, S::add(S::splat(1.0), S::exp(S::sub(S::splat(0.0), g))));
+            S::store(o, S::mul(silu, S::load(u)));
+        }
+    }
+    let mut i = 0;
+    while i < full {
+        // SAFETY: `i + LANES <= full <= n`.
+        unsafe { step::<S>(gate.as_ptr().add(i), up.as_ptr().add(i), out.as_mut_ptr().add(i)) };
+        i += l;
+    }
+    // The tail through the same vector code (zero-padded), so an element's result never depends
+    // on where the slice ends.
+    if full < n {
+        let (mut g, mut u, mut o) = ([0f32; 16], [0f32; 16], [0f32; 16]);
+        g[..n - full].copy_from_slice(&gate[full..]);
+        u[..n - full].copy_from_slice(&up[full..]);
+        // SAFETY: the buffers hold 16 >= LANES elements.
+        unsafe { step::<S>(g.as_ptr(), u.as_ptr(), o.as_mut_ptr()) };
+        out[full..].copy_from_slice(&o[..n - full]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The generic row kernels instantiated with each x86 feature set enabled.
+    use crate::attention::simd::{Avx2, Avx512};
+
+    /// # Safety
+    /// The CPU supports AVX-512F; equal lengths.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn rms_norm_avx512(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        // SAFETY: forwarded contract.
+        unsafe { super::rms_norm_row::<Avx512>(x, w, eps, out) }
+    }
+    /// # Safety
+    /// The CPU supports AVX2 and FMA; equal lengths.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn rms_norm_avx2(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        // SAFETY: forwarded contract.
+        unsafe { super::rms_norm_row::<Avx2>(x, w, eps, out) }
+    }
+    /// # Safety
+    /// The CPU supports AVX-512F; equal lengths.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn silu_mul_avx512(g: &[f32], u: &[f32], out: &mut [f32]) {
+        // SAFETY: forwarded contract.
+        unsafe { super::silu_mul_simd::<Avx512>(g, u, out) }
+    }
+    /// # Safety
+    /// The CPU supports AVX2 and FMA; equal lengths.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn silu_mul_avx2(g: &[f32], u: &[f32], out: &mut [f32]) {
+        // SAFETY: forwarded contract.
+        unsafe { super::silu_mul_simd::<Avx2>(g, u, out) }
+    }
 }
 
 #[cfg(test)]
@@ -80,7 +248,7 @@ mod tests {
     fn rms_norm_known_answer() {
         let x = [3.0, 4.0];
         let mut out = [0.0; 2];
-        rms_norm(&x, &[1.0, 2.0], 0.0, 1, 2, &mut out).unwrap();
+        rms_norm(&WorkerPool::new(1).unwrap(), &x, &[1.0, 2.0], 0.0, 1, 2, &mut out).unwrap();
         let rms = (12.5f32).sqrt();
         assert!((out[0] - 3.0 / rms).abs() < 1e-6 && (out[1] - 8.0 / rms).abs() < 1e-6);
     }
@@ -101,6 +269,48 @@ mod tests {
         super::rope(&mut x, &[1], 1, 1, 4, &rope).unwrap();
         assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[2] - 1f32.sin()).abs() < 1e-6);
         assert_eq!((x[1], x[3]), (5.0, 7.0), "zero frequency leaves the pair alone");
+    }
+
+    /// SIMD vs reference: `|simd - ref| <= ELEMENTWISE_TOL * (1 + |ref|)`.
+    const ELEMENTWISE_TOL: f32 = 1e-5;
+
+    fn close(got: &[f32], want: &[f32], what: &str) {
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= ELEMENTWISE_TOL * (1.0 + w.abs()), "{what}: element {i}: {g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn simd_matches_reference() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let pool = WorkerPool::new(3).unwrap();
+        for dim in [1, 7, 8, 16, 33, 64, 576, 1000] {
+            let rows = 37;
+            let x: Vec<f32> = (0..rows * dim).map(|_| rng.random_range(-4.0..4.0)).collect();
+            let w: Vec<f32> = (0..dim).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let mut want = vec![0.0; rows * dim];
+            rms_norm_with(Isa::Reference, &pool, &x, &w, 1e-5, rows, dim, &mut want).unwrap();
+            let mut gate = x.clone();
+            gate[0] = 100.0;
+            gate[rows * dim - 1] = -100.0;
+            let mut silu_want = vec![0.0; rows * dim];
+            silu_mul_with(Isa::Reference, &gate, &x, rows * dim, &mut silu_want).unwrap();
+            for &isa in Isa::supported() {
+                let mut got = vec![0.0; rows * dim];
+                rms_norm_with(isa, &pool, &x, &w, 1e-5, rows, dim, &mut got).unwrap();
+                close(&got, &want, &format!("rms_norm {isa:?} dim {dim}"));
+                // One row alone gives the same bits as inside the batch.
+                let mut alone = vec![0.0; dim];
+                rms_norm_with(isa, &pool, &x[5 * dim..6 * dim], &w, 1e-5, 1, dim, &mut alone).unwrap();
+                assert_eq!(alone, got[5 * dim..6 * dim], "rms_norm {isa:?} dim {dim} batch invariance");
+                silu_mul_with(isa, &gate, &x, rows * dim, &mut got).unwrap();
+                close(&got, &silu_want, &format!("silu_mul {isa:?} len {}", rows * dim));
+                let mut part = vec![0.0; dim];
+                silu_mul_with(isa, &gate[5 * dim..], &x[5 * dim..], dim, &mut part).unwrap();
+                assert_eq!(part, got[5 * dim..6 * dim], "silu_mul {isa:?} dim {dim} batch invariance");
+            }
+        }
     }
 
     #[test]

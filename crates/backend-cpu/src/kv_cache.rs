@@ -8,6 +8,8 @@ use crate::check_len;
 
 /// A KV element type: what the cache stores and how attention reads it back.
 pub trait KvElem: Copy + Send + Sync + 'static {
+    /// True exactly for `half::f16` (SIMD kernels convert it with F16C); otherwise `f32`.
+    const IS_F16: bool;
     fn from_f32(v: f32) -> Self;
     fn to_f32(self) -> f32;
     /// `len` zeros from zeroed pages: the OS maps them lazily, so a large pool costs no time or
@@ -15,9 +17,8 @@ pub trait KvElem: Copy + Send + Sync + 'static {
     fn zeroed(len: usize) -> Option<Vec<Self>>;
 }
 
-
-
 impl KvElem for f32 {
+    const IS_F16: bool = false;
     fn from_f32(v: f32) -> f32 {
         v
     }
@@ -30,6 +31,7 @@ impl KvElem for f32 {
 }
 
 impl KvElem for f16 {
+    const IS_F16: bool = true;
     fn from_f32(v: f32) -> f16 {
         f16::from_f32(v)
     }

@@ -1,37 +1,49 @@
 //! The CPU backend. Every kernel here is plain reference code first: it is the oracle that SIMD
-//! and CUDA kernels are tested against. Work is split across a rayon pool by output rows (matmul)
+//! and CUDA kernels are tested against. Work is split across a `WorkerPool` by output rows (matmul)
 //! or by (token, head) (attention); no kernel allocates per token.
 
 mod attention;
 mod elementwise;
 mod kv_cache;
 mod matmul;
+mod pool;
+pub mod qmatmul;
 
-use rayon::ThreadPool;
 use rill_backend::{
     AttentionBatch, Backend, BackendError, BackendResult, KvLayout, MatrixSource, RopeParams,
 };
 
 pub use kv_cache::CpuKvCache;
-pub use matmul::CpuMatrix;
+pub use matmul::{CpuMatrix, MatmulMode};
+pub use pool::WorkerPool;
 
 pub struct CpuBackend {
-    pool: ThreadPool,
+    pool: WorkerPool,
+    matmul_mode: MatmulMode,
 }
 
 impl CpuBackend {
-    /// A backend on `threads` worker threads (0: one per available core).
+    /// A backend on `threads` threads, counting the caller (0: one per physical core).
     pub fn new(threads: usize) -> BackendResult<CpuBackend> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("rill-cpu-{i}"))
-            .build()
+        let pool = WorkerPool::new(threads)
             .map_err(|e| BackendError::Device(format!("cannot start CPU thread pool: {e}")))?;
-        Ok(CpuBackend { pool })
+        // `RILL_CPU_ISA=reference` runs every kernel's reference twin, the matmul's included.
+        let reference = std::env::var("RILL_CPU_ISA").is_ok_and(|v| v == "reference");
+        Ok(CpuBackend { pool, matmul_mode: if reference { MatmulMode::Float } else { MatmulMode::Integer } })
+    }
+
+    /// The oracle: as [`CpuBackend::new`], but quantized weights are dequantized and multiplied
+    /// in `f32` instead of against 8-bit activations, for tests against exact math.
+    pub fn reference(threads: usize) -> BackendResult<CpuBackend> {
+        Ok(CpuBackend { matmul_mode: MatmulMode::Float, ..CpuBackend::new(threads)? })
     }
 
     pub fn threads(&self) -> usize {
-        self.pool.current_num_threads()
+        self.pool.threads()
+    }
+
+    pub fn pool(&self) -> &WorkerPool {
+        &self.pool
     }
 }
 
@@ -91,11 +103,15 @@ impl Backend for CpuBackend {
     }
 
     fn rms_norm(&self, x: &Vec<f32>, weight: &Vec<f32>, eps: f32, rows: usize, dim: usize, out: &mut Vec<f32>) -> BackendResult<()> {
-        self.pool.install(|| elementwise::rms_norm(x, weight, eps, rows, dim, out))
+        elementwise::rms_norm(&self.pool, x, weight, eps, rows, dim, out)
     }
 
     fn matmul(&self, x: &Vec<f32>, w: &CpuMatrix, rows: usize, out: &mut Vec<f32>) -> BackendResult<()> {
-        self.pool.install(|| w.matmul(x, rows, out))
+        w.matmul(&self.pool, self.matmul_mode, x, rows, out)
+    }
+
+    fn matmul_many(&self, x: &Vec<f32>, rows: usize, jobs: &mut [(&CpuMatrix, &mut Vec<f32>)]) -> BackendResult<()> {
+        matmul::matmul_many(&self.pool, self.matmul_mode, x, rows, jobs)
     }
 
     fn add_bias(&self, x: &mut Vec<f32>, bias: &Vec<f32>, rows: usize, dim: usize) -> BackendResult<()> {
@@ -111,7 +127,7 @@ impl Backend for CpuBackend {
     }
 
     fn attention(&self, cache: &CpuKvCache, layer: usize, q: &Vec<f32>, heads: usize, batch: &AttentionBatch<'_, Self>, out: &mut Vec<f32>) -> BackendResult<()> {
-        self.pool.install(|| attention::paged_attention(cache, layer, q, heads, batch, out))
+        attention::paged_attention(&self.pool, cache, layer, q, heads, batch, out)
     }
 
     fn silu_mul(&self, gate: &Vec<f32>, up: &Vec<f32>, len: usize, out: &mut Vec<f32>) -> BackendResult<()> {

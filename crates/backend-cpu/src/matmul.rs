@@ -1,21 +1,39 @@
-//! Weight matrices on the CPU and the reference matmul. A matrix is a view into the model file's
-//! mmap (no copy). The matmul splits output rows across the pool in tiles; each tile of weight
-//! rows is dequantized once into a per-thread scratch and reused for every activation row of the
-//! batch, so prefill pays the dequantization once per step, not once per token.
+//! Weight matrices on the CPU and the matmul. A matrix is a view into the model file's mmap (no
+//! copy). Quantized weights take the integer path ([`crate::qmatmul`]): the activations are
+//! quantized to 8 bits once per call and each task's weight rows are dotted against every
+//! activation row by the widest kernel this CPU has. Float weights (F32/F16/BF16) are
+//! dequantized a tile of rows at a time into per-thread scratch and dotted in `f32`.
+//!
+//! Work is split across the pool by output rows; several matrices that read the same input
+//! (q/k/v, gate/up) run in one call, so the input is quantized once and the pool wakes once.
 
 use std::cell::RefCell;
 
-use rayon::prelude::*;
 use rill_backend::{quant, BackendError, BackendResult, DType, MatrixSource};
 
-use crate::check_len;
+use crate::qmatmul::{self, Isa, Q8Activations};
+use crate::{check_len, WorkerPool};
 
-/// Output rows per parallel task: enough work to amortize scheduling, small enough to balance.
+/// Output rows per parallel task: enough work to amortize claiming it, small enough to balance.
 const ROWS_PER_TASK: usize = 16;
+/// Matrices one [`matmul_many`] call can take (q, k and v is the most the model asks).
+pub const MAX_MATRICES: usize = 4;
 
 thread_local! {
-    /// One tile of dequantized weight rows per worker thread, grown once and reused.
+    /// One tile of dequantized float weight rows per worker thread, grown once and reused.
     static ROW_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The calling thread's quantized activations, grown once and reused.
+    static ACTIVATIONS: RefCell<Q8Activations> = RefCell::new(Q8Activations::default());
+}
+
+/// How quantized weights are multiplied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MatmulMode {
+    /// Activations quantized to 8 bits, integer dots (ggml's numerics): the fast path.
+    #[default]
+    Integer,
+    /// Weights dequantized and dotted in `f32`: the oracle exact-math references test against.
+    Float,
 }
 
 pub struct CpuMatrix {
@@ -55,9 +73,17 @@ impl CpuMatrix {
         &self.source.bytes[r * self.row_bytes..(r + 1) * self.row_bytes]
     }
 
+    fn rows_bytes(&self, lo: usize, hi: usize) -> &[u8] {
+        &self.source.bytes[lo * self.row_bytes..hi * self.row_bytes]
+    }
+
     fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         // Lengths were checked in `new`, so this cannot fail.
         quant::dequantize_row(self.source.dtype, self.row(r), out).expect("row length checked at upload");
+    }
+
+    fn is_integer(&self) -> bool {
+        qmatmul::is_integer_dtype(self.source.dtype)
     }
 
     /// `out[t] = self[tokens[t]]`: the embedding lookup.
@@ -75,55 +101,107 @@ impl CpuMatrix {
     }
 
     /// `out[rows, self.rows] = x[rows, self.cols] · selfᵀ`.
-    pub fn matmul(&self, x: &[f32], rows: usize, out: &mut [f32]) -> BackendResult<()> {
-        let (m, k) = (self.rows(), self.cols());
-        check_len("matmul", "x", x.len(), rows * k)?;
-        check_len("matmul", "out", out.len(), rows * m)?;
-        let out_ptr = SyncPtr(out.as_mut_ptr());
-        (0..m.div_ceil(ROWS_PER_TASK)).into_par_iter().for_each(|task| {
-            let out_ptr = &out_ptr;
-            ROW_SCRATCH.with(|scratch| {
-                let mut scratch = scratch.borrow_mut();
-                let lo = task * ROWS_PER_TASK;
-                let hi = (lo + ROWS_PER_TASK).min(m);
-                // Dequantize this task's weight rows once ([hi - lo, k], small enough for L1/L2),
-                // then stream every activation row past them: each x row is read once per task.
-                scratch.resize(ROWS_PER_TASK * k, 0.0);
+    pub fn matmul(&self, pool: &WorkerPool, mode: MatmulMode, x: &[f32], rows: usize, out: &mut [f32]) -> BackendResult<()> {
+        matmul_many(pool, mode, x, rows, &mut [(self, out)])
+    }
+
+    /// Output rows `lo..hi` for every activation row, into `out` (`stride` = `self.rows()`).
+    #[allow(clippy::too_many_arguments)]
+    fn run_task(&self, mode: MatmulMode, isa: Isa, acts: &Q8Activations, x: &[f32], rows: usize, lo: usize, hi: usize, out: *mut f32) {
+        let m = self.rows();
+        if self.is_integer() && mode == MatmulMode::Integer {
+            // SAFETY: `isa` comes from `Isa::selected`; the slice holds rows lo..hi; the caller
+            // guarantees `out` covers `rows * m` and that only this task writes columns lo..hi.
+            unsafe { qmatmul::tile(isa, self.dtype(), self.rows_bytes(lo, hi), hi - lo, acts, out.add(lo), m) };
+            return;
+        }
+        let k = self.cols();
+        ROW_SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            // Dequantize this task's weight rows once ([hi - lo, k], small enough for L1/L2),
+            // then stream every activation row past them.
+            scratch.resize(ROWS_PER_TASK * k, 0.0);
+            for o in lo..hi {
+                self.dequantize_row(o, &mut scratch[(o - lo) * k..(o - lo + 1) * k]);
+            }
+            for r in 0..rows {
+                let xr = &x[r * k..(r + 1) * k];
                 for o in lo..hi {
-                    self.dequantize_row(o, &mut scratch[(o - lo) * k..(o - lo + 1) * k]);
+                    let v = dot(&scratch[(o - lo) * k..(o - lo + 1) * k], xr);
+                    // SAFETY: as above: in bounds, and column `o` belongs to this task alone.
+                    unsafe { *out.add(r * m + o) = v };
                 }
-                for r in 0..rows {
-                    let xr = &x[r * k..(r + 1) * k];
-                    for o in lo..hi {
-                        let v = dot(&scratch[(o - lo) * k..(o - lo + 1) * k], xr);
-                        // SAFETY: `r * m + o < rows * m <= out.len()` (checked above), and each
-                        // output column `o` belongs to exactly one task, so writes never alias.
-                        unsafe { *out_ptr.0.add(r * m + o) = v };
-                    }
-                }
-            });
+            }
         });
-        Ok(())
     }
 }
 
+/// `outs[j] = x · matrix[j]ᵀ` for up to [`MAX_MATRICES`] matrices of the same width: `x` is
+/// quantized once (when any matrix is quantized) and all their row tasks share one pool call.
+pub fn matmul_many<O: AsMut<[f32]>>(pool: &WorkerPool, mode: MatmulMode, x: &[f32], rows: usize, jobs: &mut [(&CpuMatrix, O)]) -> BackendResult<()> {
+    if jobs.len() > MAX_MATRICES {
+        for chunk in jobs.chunks_mut(MAX_MATRICES) {
+            matmul_many(pool, mode, x, rows, chunk)?;
+        }
+        return Ok(());
+    }
+    let Some(k) = jobs.first().map(|(w, _)| w.cols()) else { return Ok(()) };
+    check_len("matmul", "x", x.len(), rows * k)?;
+    // Task ranges per matrix: matrix j owns tasks ends[j-1]..ends[j].
+    let mut ends = [0usize; MAX_MATRICES];
+    let mut outs = [SyncPtr(std::ptr::null_mut()); MAX_MATRICES];
+    let mut total = 0;
+    for (j, (w, out)) in jobs.iter_mut().enumerate() {
+        if w.cols() != k {
+            return Err(BackendError::Shape { op: "matmul", detail: format!("matrices of {} and {} columns share an input", k, w.cols()) });
+        }
+        let out = out.as_mut();
+        check_len("matmul", "out", out.len(), rows * w.rows())?;
+        total += w.rows().div_ceil(ROWS_PER_TASK);
+        ends[j] = total;
+        outs[j] = SyncPtr(out.as_mut_ptr());
+    }
+    let any_integer = mode == MatmulMode::Integer && jobs.iter().any(|(w, _)| w.is_integer());
+    ACTIVATIONS.with(|acts| {
+        let mut acts = acts.borrow_mut();
+        if any_integer {
+            acts.quantize(x, rows, k);
+        }
+        let acts = &*acts;
+        let isa = Isa::selected();
+        let matrices: [Option<&CpuMatrix>; MAX_MATRICES] = std::array::from_fn(|j| jobs.get(j).map(|(w, _)| *w));
+        pool.for_each(total, &|task| {
+            let j = ends.iter().position(|&e| task < e).expect("task below the last end");
+            let w = matrices[j].expect("a matrix per task range");
+            let first = if j == 0 { 0 } else { ends[j - 1] };
+            let lo = (task - first) * ROWS_PER_TASK;
+            let hi = (lo + ROWS_PER_TASK).min(w.rows());
+            w.run_task(mode, isa, acts, x, rows, lo, hi, outs[j].0);
+        });
+    });
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
 struct SyncPtr(*mut f32);
-// SAFETY: tasks write disjoint elements through the pointer (see `matmul`).
+// SAFETY: tasks write disjoint elements through the pointer (each output column belongs to one
+// task), and the pool call that uses it returns only after every task finished.
 unsafe impl Sync for SyncPtr {}
+unsafe impl Send for SyncPtr {}
 
 /// `Σ a[i]·b[i]`, on the widest instruction set this CPU has (checked once, cached by std).
 /// Every row of a batch goes through the same path, so results never depend on the batch.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA, checked just above.
         return unsafe { dot_avx2(a, b) };
     }
     dot_portable(a, b)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     // The same code, compiled for 256-bit vectors.
     dot_portable(a, b)
@@ -150,24 +228,76 @@ mod tests {
     use super::*;
     use rill_backend::SharedBytes;
 
-    fn f32_matrix(rows: usize, cols: usize, values: &[f32]) -> CpuMatrix {
-        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let source = MatrixSource { name: "w".into(), dtype: DType::F32, rows, cols, bytes: SharedBytes::from_vec(bytes) };
+    fn matrix(dtype: DType, rows: usize, cols: usize, values: &[f32]) -> CpuMatrix {
+        let mut bytes = vec![0u8; dtype.row_bytes(cols).unwrap() * rows];
+        let rb = dtype.row_bytes(cols).unwrap();
+        for r in 0..rows {
+            quant::quantize_row(dtype, &values[r * cols..(r + 1) * cols], &mut bytes[r * rb..(r + 1) * rb]).unwrap();
+        }
+        let source = MatrixSource { name: "w".into(), dtype, rows, cols, bytes: SharedBytes::from_vec(bytes) };
         CpuMatrix::new(source).unwrap()
     }
 
     #[test]
     fn matmul_known_answer() {
         // w = [[1, 2], [3, 4], [5, 6]] (3 outputs of 2 inputs); x = [[1, 1], [0, 2]]
-        let w = f32_matrix(3, 2, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let w = matrix(DType::F32, 3, 2, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let mut out = vec![0.0; 6];
-        w.matmul(&[1.0, 1.0, 0.0, 2.0], 2, &mut out).unwrap();
+        let pool = WorkerPool::new(2).unwrap();
+        w.matmul(&pool, MatmulMode::Integer, &[1.0, 1.0, 0.0, 2.0], 2, &mut out).unwrap();
         assert_eq!(out, vec![3.0, 7.0, 11.0, 4.0, 8.0, 12.0]);
+    }
+
+    /// Mixed float and quantized matrices in one call, more rows than one task, several
+    /// activation rows: each output equals that matrix multiplied alone on one thread.
+    #[test]
+    fn matmul_many_equals_separate_matmuls() {
+        let (k, rows) = (64, 5);
+        let values = |n: usize, seed: f32| -> Vec<f32> { (0..n).map(|i| (i as f32 * 0.37 + seed).sin()).collect() };
+        let a = matrix(DType::Q4_1, 40, k, &values(40 * k, 0.1));
+        let b = matrix(DType::F16, 17, k, &values(17 * k, 0.2));
+        let c = matrix(DType::Q8_0, 33, k, &values(33 * k, 0.3));
+        let x = values(rows * k, 0.4);
+        let pool = WorkerPool::new(2).unwrap();
+        let one = WorkerPool::new(1).unwrap();
+        let (mut oa, mut ob, mut oc) = (vec![f32::NAN; rows * 40], vec![f32::NAN; rows * 17], vec![f32::NAN; rows * 33]);
+        matmul_many(&pool, MatmulMode::Integer, &x, rows, &mut [(&a, &mut oa), (&b, &mut ob), (&c, &mut oc)]).unwrap();
+        for (w, got) in [(&a, &oa), (&b, &ob), (&c, &oc)] {
+            let mut alone = vec![f32::NAN; rows * w.rows()];
+            w.matmul(&one, MatmulMode::Integer, &x, rows, &mut alone).unwrap();
+            assert_eq!(got, &alone);
+        }
+    }
+
+    /// Float mode dequantizes: it equals the reference `dot_row` of each weight row.
+    #[test]
+    fn float_mode_is_the_float_reference() {
+        let k = 64;
+        let values: Vec<f32> = (0..8 * k).map(|i| (i as f32 * 0.31).cos()).collect();
+        let w = matrix(DType::Q4_1, 8, k, &values);
+        let x: Vec<f32> = (0..k).map(|i| (i as f32 * 0.7).sin()).collect();
+        let mut out = vec![f32::NAN; 8];
+        w.matmul(&WorkerPool::new(2).unwrap(), MatmulMode::Float, &x, 1, &mut out).unwrap();
+        for (o, got) in out.iter().enumerate() {
+            let want = quant::dot_row(DType::Q4_1, w.row(o), &x).unwrap();
+            assert!((got - want).abs() < 1e-4, "{o}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn matmul_rejects_mismatched_widths_and_short_buffers() {
+        let pool = WorkerPool::new(1).unwrap();
+        let a = matrix(DType::F32, 2, 32, &[0.5; 64]);
+        let b = matrix(DType::F32, 2, 64, &[0.5; 128]);
+        let (mut oa, mut ob) = (vec![0.0; 2], vec![0.0; 2]);
+        assert!(matmul_many(&pool, MatmulMode::Integer, &[0.0; 64], 1, &mut [(&a, &mut oa), (&b, &mut ob)]).is_err());
+        assert!(a.matmul(&pool, MatmulMode::Integer, &[0.0; 31], 1, &mut oa).is_err());
+        assert!(a.matmul(&pool, MatmulMode::Integer, &[0.0; 32], 1, &mut [0.0; 1]).is_err());
     }
 
     #[test]
     fn gather_rows_and_rejects_bad_token() {
-        let w = f32_matrix(2, 2, &[1.0, 2.0, 3.0, 4.0]);
+        let w = matrix(DType::F32, 2, 2, &[1.0, 2.0, 3.0, 4.0]);
         let mut out = vec![0.0; 4];
         w.gather(&[1, 0], 2, &mut out).unwrap();
         assert_eq!(out, vec![3.0, 4.0, 1.0, 2.0]);

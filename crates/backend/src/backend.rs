@@ -139,6 +139,17 @@ pub trait Backend: Send + 'static {
         rows: usize,
         out: &mut Self::Buffer,
     ) -> BackendResult<()>;
+    /// `out_j = x · w_jᵀ` for several matrices of the same width reading the same input (q/k/v,
+    /// gate/up), so a backend can prepare the input once and run them as one launch.
+    fn matmul_many(
+        &self,
+        x: &Self::Buffer,
+        rows: usize,
+        jobs: &mut [(&Self::Matrix, &mut Self::Buffer)],
+    ) -> BackendResult<()> {
+        jobs.iter_mut()
+            .try_for_each(|(w, out)| self.matmul(x, w, rows, out))
+    }
     /// `x[r] += bias` over `rows` rows of `dim`.
     fn add_bias(
         &self,

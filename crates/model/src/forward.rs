@@ -149,9 +149,7 @@ impl<B: Backend> Transformer<B> {
         for (i, l) in w.layers.iter().enumerate() {
             // Attention block.
             b.rms_norm(&a.hidden, &l.attn_norm, cfg.norm_eps, n, d, &mut a.normed)?;
-            b.matmul(&a.normed, &l.wq, n, &mut a.q)?;
-            b.matmul(&a.normed, &l.wk, n, &mut a.k)?;
-            b.matmul(&a.normed, &l.wv, n, &mut a.v)?;
+            b.matmul_many(&a.normed, n, &mut [(&l.wq, &mut a.q), (&l.wk, &mut a.k), (&l.wv, &mut a.v)])?;
             if let (Some(bq), Some(bk), Some(bv)) = (&l.bq, &l.bk, &l.bv) {
                 b.add_bias(&mut a.q, bq, n, qd)?;
                 b.add_bias(&mut a.k, bk, n, kvd)?;
@@ -165,8 +163,7 @@ impl<B: Backend> Transformer<B> {
             b.add(&mut a.hidden, &a.proj, n * d)?;
             // Feed-forward block (SwiGLU).
             b.rms_norm(&a.hidden, &l.ffn_norm, cfg.norm_eps, n, d, &mut a.normed)?;
-            b.matmul(&a.normed, &l.w_gate, n, &mut a.gate)?;
-            b.matmul(&a.normed, &l.w_up, n, &mut a.up)?;
+            b.matmul_many(&a.normed, n, &mut [(&l.w_gate, &mut a.gate), (&l.w_up, &mut a.up)])?;
             b.silu_mul(&a.gate, &a.up, n * ff, &mut a.act)?;
             b.matmul(&a.act, &l.w_down, n, &mut a.proj)?;
             b.add(&mut a.hidden, &a.proj, n * d)?;

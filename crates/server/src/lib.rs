@@ -1,8 +1,9 @@
 //! The rill server: the OpenAI-compatible HTTP layer (`app`, `routes`, `openai`), the choice
-//! text pipeline (`choices`), and the commands of the `rill` binary (`serve`, `generate`).
+//! text pipeline (`choices`), and the commands of the `rill` binary (`serve`, `generate`, `bench`).
 
 pub mod admin;
 pub mod app;
+pub mod bench;
 pub mod choices;
 pub mod config_file;
 pub mod generate;

@@ -1,7 +1,8 @@
 //! `rill`: the command line. `rill serve` runs the OpenAI-compatible HTTP server; `rill generate`
-//! runs prompts from the command line through the same loading path.
+//! runs prompts from the command line through the same loading path; `rill bench` load-tests any
+//! OpenAI-compatible server.
 
-use rill_server::{generate, serve};
+use rill_server::{bench, generate, serve};
 
 use std::process::ExitCode;
 
@@ -20,6 +21,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Serve the OpenAI-compatible HTTP API.
     Serve(serve::ServeArgs),
+    /// Load-test any OpenAI-compatible server (rill, llama.cpp's llama-server, ...) over HTTP.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

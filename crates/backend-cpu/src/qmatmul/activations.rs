@@ -1,0 +1,140 @@
+//! Activations quantized to 8 bits once per matmul, so every weight block is dotted in integers.
+//!
+//! The format is ggml's Q8_0/Q8_1 pulled apart into arrays: per 32-element block a scale
+//! `d = amax / 127` (rounded to f16, as ggml stores it), the codes `q = round(x · 127 / amax)`
+//! (ties to even, as ggml's AVX quantizer), and `s = d · Σq` (rounded to f16: ggml's Q8_1 sum,
+//! which folds Q4_1's per-block offset into one multiply). Codes stay contiguous per row so a
+//! SIMD kernel loads two blocks' codes (64 bytes) at once.
+
+use half::f16;
+
+/// Elements per activation block: the block length of Q4_0/Q4_1/Q8_0 and the sub-block length
+/// of the k-quants.
+pub const QK: usize = 32;
+
+#[derive(Default)]
+pub struct Q8Activations {
+    rows: usize,
+    cols: usize,
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    s: Vec<f32>,
+}
+
+/// One quantized row: `cols` codes and `cols / QK` scales and sums.
+#[derive(Clone, Copy)]
+pub struct Q8Row<'a> {
+    pub qs: &'a [i8],
+    pub d: &'a [f32],
+    pub s: &'a [f32],
+}
+
+impl Q8Activations {
+    /// Quantizes `rows` rows of `cols` values (a multiple of [`QK`]); buffers grow once and are
+    /// reused, so a steady state allocates nothing.
+    pub fn quantize(&mut self, x: &[f32], rows: usize, cols: usize) {
+        debug_assert!(cols.is_multiple_of(QK) && x.len() >= rows * cols);
+        let blocks = rows * cols / QK;
+        self.rows = rows;
+        self.cols = cols;
+        self.qs.resize(rows * cols, 0);
+        self.d.resize(blocks, 0.0);
+        self.s.resize(blocks, 0.0);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+            return unsafe { quantize_blocks_avx2(&x[..rows * cols], &mut self.qs, &mut self.d, &mut self.s) };
+        }
+        quantize_blocks(&x[..rows * cols], &mut self.qs, &mut self.d, &mut self.s);
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    pub fn row(&self, r: usize) -> Q8Row<'_> {
+        let (c, b) = (self.cols, self.cols / QK);
+        Q8Row { qs: &self.qs[r * c..(r + 1) * c], d: &self.d[r * b..(r + 1) * b], s: &self.s[r * b..(r + 1) * b] }
+    }
+}
+
+/// The same code compiled for AVX2, where rounding is one instruction instead of a libm call.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_blocks_avx2(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    quantize_blocks(x, qs, d, s)
+}
+
+#[inline(always)]
+fn quantize_blocks(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    let chunks = x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK));
+    for ((xb, qb), (d, s)) in chunks.zip(d.iter_mut().zip(s.iter_mut())) {
+        (*d, *s) = quantize_block(xb.try_into().expect("QK chunk"), qb.try_into().expect("QK chunk"));
+    }
+}
+
+/// One block: returns `(d, s)` and writes the codes. Written so the compiler vectorizes it.
+#[inline(always)]
+fn quantize_block(x: &[f32; QK], q: &mut [i8; QK]) -> (f32, f32) {
+    let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+    let mut sum = 0i32;
+    for (qi, &xi) in q.iter_mut().zip(x) {
+        let v = (xi * id).round_ties_even() as i32;
+        *qi = v as i8;
+        sum += v;
+    }
+    (round_f16(d), round_f16(d * sum as f32))
+}
+
+fn round_f16(v: f32) -> f32 {
+    f16::from_f32(v).to_f32()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_scales_and_sums() {
+        let mut x = [0.0f32; QK];
+        x[0] = 1.27;
+        x[1] = -0.635;
+        x[2] = 0.005; // 0.5 of a step: ties to even, 0
+        x[3] = 0.015; // 1.5 steps: 2
+        let mut a = Q8Activations::default();
+        a.quantize(&x, 1, QK);
+        let r = a.row(0);
+        assert_eq!(&r.qs[..4], &[127, -64, 0, 2]);
+        assert_eq!(r.d[0], f16::from_f32(0.01).to_f32());
+        assert_eq!(r.s[0], f16::from_f32(0.01 * 65.0).to_f32());
+    }
+
+    #[test]
+    fn zero_block_is_all_zero() {
+        let mut a = Q8Activations::default();
+        a.quantize(&[0.0; 64], 2, QK);
+        assert!(a.row(1).qs.iter().all(|&q| q == 0));
+        assert_eq!((a.row(1).d[0], a.row(1).s[0]), (0.0, 0.0));
+    }
+
+    #[test]
+    fn reconstruction_error_is_half_a_step() {
+        let x: Vec<f32> = (0..256).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013).collect();
+        let mut a = Q8Activations::default();
+        a.quantize(&x, 2, 128);
+        for r in 0..2 {
+            let row = a.row(r);
+            for (i, &v) in x[r * 128..(r + 1) * 128].iter().enumerate() {
+                let d = row.d[i / QK];
+                // Half a step, plus the f16 rounding of the scale over up to 127 steps.
+                assert!((row.qs[i] as f32 * d - v).abs() <= 0.5 * d + 127.0 * d * 1e-3, "{i}");
+            }
+        }
+    }
+}

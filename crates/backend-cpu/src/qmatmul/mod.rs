@@ -1,0 +1,118 @@
+//! Quantized matmul: activations are quantized to 8 bits once per call ([`Q8Activations`]) and
+//! every weight block is dotted against them in integers, on the widest kernel this CPU has.
+//! This is how ggml runs quantized weights on a CPU, and the int8 activations are part of the
+//! numerics: results match a float reference only within the activations' rounding (see the
+//! parity tests), while the kernels match each other up to the order of float additions.
+//!
+//! Kernels, chosen at runtime: AVX-512 VNNI and AVX2 for Q4_0/Q4_1/Q8_0, portable integer code
+//! for everything (and for Q4_K/Q5_K/Q6_K everywhere). `RILL_CPU_ISA=portable|avx2|avx512`
+//! forces a narrower set, for tests and benchmarks (`reference` also makes `CpuBackend::new`
+//! multiply in f32, see `MatmulMode`).
+
+mod activations;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod portable;
+
+use std::sync::OnceLock;
+
+use rill_backend::DType;
+
+pub use activations::{Q8Activations, Q8Row, QK};
+
+/// Whether `dtype` weights take the integer path.
+pub fn is_integer_dtype(dtype: DType) -> bool {
+    matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0 | DType::Q4K | DType::Q5K | DType::Q6K)
+}
+
+/// An instruction set the kernels can run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    Portable,
+    Avx2,
+    Avx512Vnni,
+}
+
+impl Isa {
+    /// Every instruction set this CPU can run, narrowest first.
+    pub fn available() -> Vec<Isa> {
+        let mut all = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+            {
+                all.push(Isa::Avx2);
+                if ["avx512f", "avx512bw", "avx512vl", "avx512vnni"].iter().all(|f| detected(f)) {
+                    all.push(Isa::Avx512Vnni);
+                }
+            }
+        }
+        all
+    }
+
+    /// The widest available set, or the one `RILL_CPU_ISA` names if this CPU has it.
+    pub fn selected() -> Isa {
+        static SELECTED: OnceLock<Isa> = OnceLock::new();
+        *SELECTED.get_or_init(|| {
+            let best = *Isa::available().last().expect("portable is always available");
+            match std::env::var("RILL_CPU_ISA").as_deref() {
+                Ok("portable") | Ok("reference") => Isa::Portable,
+                Ok("avx2") => best.min(Isa::Avx2),
+                _ => best,
+            }
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512Vnni => "avx512-vnni",
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detected(feature: &str) -> bool {
+    match feature {
+        "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
+        "avx512bw" => std::arch::is_x86_feature_detected!("avx512bw"),
+        "avx512vl" => std::arch::is_x86_feature_detected!("avx512vl"),
+        "avx512vnni" => std::arch::is_x86_feature_detected!("avx512vnni"),
+        _ => false,
+    }
+}
+
+/// `out[r·stride + i] = Σ w[i]·x[r]` for the `w_rows` rows of `dtype` weights in `w` (each
+/// `acts.cols()` long) and every row of `acts`.
+///
+/// # Safety
+/// `isa` must be in [`Isa::available`]; `w` holds at least `w_rows` whole rows; `out` is valid
+/// for writes at `r·stride + i` for every `r < acts.rows()`, `i < w_rows`, and nothing else
+/// accesses those elements during the call.
+pub unsafe fn tile(isa: Isa, dtype: DType, w: &[u8], w_rows: usize, acts: &Q8Activations, out: *mut f32, stride: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa == Isa::Avx512Vnni && avx512::supports(dtype) {
+            return avx512::tile(dtype, w, w_rows, acts, out, stride);
+        }
+        if isa >= Isa::Avx2 && avx2::supports(dtype) {
+            return avx2::tile(dtype, w, w_rows, acts, out, stride);
+        }
+    }
+    let _ = isa;
+    let row_bytes = dtype.row_bytes(acts.cols()).expect("whole blocks, checked at upload");
+    for i in 0..w_rows {
+        let wr = &w[i * row_bytes..(i + 1) * row_bytes];
+        for r in 0..acts.rows() {
+            *out.add(r * stride + i) = portable::dot_row(dtype, wr, acts.row(r));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,138 @@
+//! Parity: every kernel on every instruction set this CPU has, against the portable integer
+//! kernel (same integer sums, so only float rounding may differ) and against the float
+//! reference `quant::dot_row` (within the error the 8-bit activations are allowed).
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rill_backend::{quant, DType};
+
+use super::*;
+
+const DTYPES: [DType; 6] = [DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4K, DType::Q5K, DType::Q6K];
+
+struct Case {
+    dtype: DType,
+    w: Vec<u8>,
+    w_f32: Vec<f32>,
+    x: Vec<f32>,
+    w_rows: usize,
+    rows: usize,
+}
+
+fn case(rng: &mut ChaCha8Rng, dtype: DType, w_rows: usize, rows: usize, cols: usize) -> Case {
+    let row_bytes = dtype.row_bytes(cols).unwrap();
+    let mut w = vec![0u8; w_rows * row_bytes];
+    let mut w_f32 = vec![0f32; w_rows * cols];
+    for i in 0..w_rows {
+        // Per-row scale and a mean offset so Q4_1/K-quant mins matter.
+        let scale = rng.random_range(0.01f32..2.0);
+        let mean = rng.random_range(-0.5f32..0.5) * scale;
+        let src: Vec<f32> = (0..cols).map(|_| mean + scale * rng.random_range(-1.0f32..1.0)).collect();
+        let wr = &mut w[i * row_bytes..(i + 1) * row_bytes];
+        quant::quantize_row(dtype, &src, wr).unwrap();
+        quant::dequantize_row(dtype, wr, &mut w_f32[i * cols..(i + 1) * cols]).unwrap();
+    }
+    // Activations with outliers, as real hidden states have.
+    let x = (0..rows * cols)
+        .map(|_| {
+            let v = rng.random_range(-1.0f32..1.0);
+            if rng.random_range(0..50) == 0 { v * 20.0 } else { v }
+        })
+        .collect();
+    Case { dtype, w, w_f32, x, w_rows, rows }
+}
+
+/// Runs the tile into a NaN-poisoned buffer with a stride and offset, returning `[rows][w_rows]`.
+fn run(isa: Isa, c: &Case, acts: &Q8Activations) -> Vec<Vec<f32>> {
+    let (offset, stride) = (3, c.w_rows + 5);
+    let mut out = vec![f32::NAN; offset + c.rows * stride];
+    // SAFETY: `isa` is available, `w` holds `w_rows` rows, every index written is in `out`.
+    unsafe { tile(isa, c.dtype, &c.w, c.w_rows, acts, out.as_mut_ptr().add(offset), stride) };
+    (0..c.rows).map(|r| out[offset + r * stride..offset + r * stride + c.w_rows].to_vec()).collect()
+}
+
+#[test]
+#[allow(clippy::needless_range_loop)] // [r][i] indexes three tables at once
+fn every_kernel_matches_the_portable_kernel_and_the_float_reference() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut acts = Q8Activations::default();
+    let mut checked = 0;
+    for dtype in DTYPES {
+        let block = dtype.block_len();
+        // Odd block counts (a lone last block), one block, and the default model's widths.
+        let widths: Vec<usize> = if block == 32 { vec![32, 96, 576, 1536] } else { vec![256, 768] };
+        for cols in widths {
+            for (w_rows, rows) in [(1, 1), (4, 1), (5, 3), (9, 7), (16, 4), (3, 2)] {
+                let c = case(&mut rng, dtype, w_rows, rows, cols);
+                acts.quantize(&c.x, rows, cols);
+                let portable = run(Isa::Portable, &c, &acts);
+                for r in 0..rows {
+                    let xr = &c.x[r * cols..(r + 1) * cols];
+                    for i in 0..w_rows {
+                        let wr = &c.w_f32[i * cols..(i + 1) * cols];
+                        let exact: f64 = wr.iter().zip(xr).map(|(&a, &b)| a as f64 * b as f64).sum();
+                        // Each activation moves by at most half its block's step (amax/254) plus
+                        // the f16 rounding of the step (over up to 127 steps).
+                        let bound: f64 = wr
+                            .chunks(QK)
+                            .zip(xr.chunks(QK))
+                            .map(|(wb, xb)| {
+                                let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs())) as f64;
+                                wb.iter().map(|v| v.abs() as f64).sum::<f64>() * amax * (1.0 / 254.0 + 127.0 / 127.0 / 2048.0)
+                            })
+                            .sum::<f64>()
+                            + 1e-4;
+                        let got = portable[r][i] as f64;
+                        assert!((got - exact).abs() <= bound, "{dtype} {cols} row {r} out {i}: {got} vs {exact} (bound {bound})");
+                    }
+                }
+                for isa in Isa::available() {
+                    let got = run(isa, &c, &acts);
+                    for r in 0..rows {
+                        for i in 0..w_rows {
+                            let (a, b) = (got[r][i], portable[r][i]);
+                            // Only the order of float additions differs.
+                            let scale: f32 = c.w_f32[i * cols..(i + 1) * cols]
+                                .iter()
+                                .zip(&c.x[r * cols..(r + 1) * cols])
+                                .map(|(w, x)| (w * x).abs())
+                                .sum::<f32>()
+                                .max(1e-3);
+                            assert!((a - b).abs() <= 2e-5 * scale, "{} {dtype} {cols}x{w_rows}x{rows} [{r}][{i}]: {a} vs {b}", isa.name());
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 1000, "{checked}");
+}
+
+#[test]
+fn selected_isa_is_available() {
+    assert!(Isa::available().contains(&Isa::selected()));
+}
+
+/// A row's result must not depend on which other rows share the call (batch invariance): the
+/// many-row path (weights unpacked once) and the one-row path give the same bits.
+#[test]
+fn each_row_is_bit_identical_alone_and_in_a_batch() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let (mut batch, mut alone) = (Q8Activations::default(), Q8Activations::default());
+    for dtype in DTYPES {
+        let cols = if dtype.block_len() == 32 { 96 * 6 + 32 } else { 512 };
+        let c = case(&mut rng, dtype, 9, 7, cols);
+        batch.quantize(&c.x, 7, cols);
+        for isa in Isa::available() {
+            let together = run(isa, &c, &batch);
+            for (r, together_r) in together.iter().enumerate() {
+                alone.quantize(&c.x[r * cols..(r + 1) * cols], 1, cols);
+                let single = Case { dtype, w: c.w.clone(), w_f32: vec![], x: c.x[r * cols..(r + 1) * cols].to_vec(), w_rows: c.w_rows, rows: 1 };
+                let one = run(isa, &single, &alone);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&one[0]), bits(together_r), "{} {dtype} row {r}", isa.name());
+            }
+        }
+    }
+}
