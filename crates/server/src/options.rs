@@ -14,7 +14,7 @@ use rill_model::loader::{load, KvBudget, LoadOptions, LoadedModel};
 /// Engine and loading options shared by every command that runs a model.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Worker threads (0: one per core).
+    /// Worker threads, the calling thread included (0: one per physical core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// KV cache size in tokens (default: sized from available memory).

@@ -120,7 +120,12 @@ enum Mins {
     InBlocks { first_row: *const u8, row_bytes: usize },
     /// Unpacked as floats, `blocks` per row.
     Unpacked { mins: *const f32, blocks: usize },
+    /// Copied out as raw f16 bits, `stride` per row.
+    Raw { mins: *const u16, stride: usize },
 }
+
+/// Blocks per row whose mins the streaming kernel collects on its stack (rows of 16k elements).
+const STACK_BLOCKS: usize = 512;
 
 /// `acc[i][j] += Σ_b m[i][b]·s[j][b]` over the paired blocks, 16 blocks per step: Q4_1's offsets,
 /// added after the pairs in the same order by both paths so a row's result never depends on
@@ -139,6 +144,7 @@ unsafe fn add_mins<F: PairFormat, const ROWS: usize, const NR: usize>(
             let m = match source {
                 Mins::InBlocks { first_row, row_bytes } => gather_mins::<F>(first_row.add(i * row_bytes), c, mask),
                 Mins::Unpacked { mins, blocks } => _mm512_maskz_loadu_ps(mask, mins.add(i * blocks + c)),
+                Mins::Raw { mins, stride } => _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, mins.add(i * stride + c).cast())),
             };
             for j in 0..NR {
                 acc_i[j] = _mm512_fmadd_ps(m, s[j], acc_i[j]);
@@ -360,6 +366,9 @@ unsafe fn micro<F: PairFormat, const MR: usize, const NR: usize>(
     let xs: [Q8Row<'_>; NR] = std::array::from_fn(|j| acts.row(r0 + j));
     let mut acc = [[_mm512_setzero_ps(); NR]; MR];
     let offset = _mm512_set1_epi8(F::OFFSET as i8);
+    // Q4_1's mins, collected raw while the pairs stream past (rows up to STACK_BLOCKS blocks).
+    let mut raw_mins = [std::mem::MaybeUninit::<u16>::uninit(); 4 * STACK_BLOCKS];
+    let collect_mins = F::HAS_MIN && 2 * pairs <= STACK_BLOCKS;
     for p in 0..pairs {
         let mut x = [_mm512_setzero_si512(); NR];
         let mut xd = [_mm512_setzero_ps(); NR];
@@ -376,6 +385,11 @@ unsafe fn micro<F: PairFormat, const MR: usize, const NR: usize>(
         for (i, acc_i) in acc.iter_mut().enumerate() {
             let wp = w.add(i * row_bytes + 2 * p * F::BLOCK_BYTES);
             let q = F::codes(wp);
+            if collect_mins {
+                let slot = raw_mins.as_mut_ptr().add(i * STACK_BLOCKS + 2 * p).cast::<u16>();
+                *slot = wp.add(2).cast::<u16>().read_unaligned();
+                *slot.add(1) = wp.add(F::BLOCK_BYTES + 2).cast::<u16>().read_unaligned();
+            }
             let wd = F::scales(wp);
             for j in 0..NR {
                 let mut dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, x[j]);
@@ -387,7 +401,12 @@ unsafe fn micro<F: PairFormat, const MR: usize, const NR: usize>(
         }
     }
     if F::HAS_MIN {
-        add_mins::<F, MR, NR>(&mut acc, &xs, pairs, Mins::InBlocks { first_row: w, row_bytes });
+        let source = if collect_mins {
+            Mins::Raw { mins: raw_mins.as_ptr().cast(), stride: STACK_BLOCKS }
+        } else {
+            Mins::InBlocks { first_row: w, row_bytes }
+        };
+        add_mins::<F, MR, NR>(&mut acc, &xs, pairs, source);
     }
     for (i, acc_i) in acc.iter().enumerate() {
         for (j, a) in acc_i.iter().enumerate() {
