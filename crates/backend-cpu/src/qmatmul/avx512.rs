@@ -124,6 +124,9 @@ enum Mins {
     Raw { mins: *const u16, stride: usize },
 }
 
+/// How far ahead (in weight rows) the streaming kernel prefetches.
+const PREFETCH_ROWS: usize = 8;
+
 /// Blocks per row whose mins the streaming kernel collects on its stack (rows of 16k elements).
 const STACK_BLOCKS: usize = 512;
 
@@ -384,6 +387,9 @@ unsafe fn micro<F: PairFormat, const MR: usize, const NR: usize>(
         }
         for (i, acc_i) in acc.iter_mut().enumerate() {
             let wp = w.add(i * row_bytes + 2 * p * F::BLOCK_BYTES);
+            // Weights stream from DRAM once per token: ask for the rows PREFETCH_ROWS ahead
+            // (the same offset, a few KiB on) while this pair computes.
+            _mm_prefetch::<_MM_HINT_T0>(wp.add(PREFETCH_ROWS * row_bytes).cast());
             let q = F::codes(wp);
             if collect_mins {
                 let slot = raw_mins.as_mut_ptr().add(i * STACK_BLOCKS + 2 * p).cast::<u16>();
