@@ -165,7 +165,7 @@ pub fn matmul_many<O: AsMut<[f32]>>(pool: &WorkerPool, mode: MatmulMode, x: &[f3
     ACTIVATIONS.with(|acts| {
         let mut acts = acts.borrow_mut();
         if any_integer {
-            acts.quantize(x, rows, k);
+            acts.quantize_on(pool, x, rows, k);
         }
         let acts = &*acts;
         let isa = Isa::selected();

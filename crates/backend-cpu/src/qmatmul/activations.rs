@@ -8,6 +8,8 @@
 
 use half::f16;
 
+use crate::WorkerPool;
+
 /// Elements per activation block: the block length of Q4_0/Q4_1/Q8_0 and the sub-block length
 /// of the k-quants.
 pub const QK: usize = 32;
@@ -33,6 +35,36 @@ impl Q8Activations {
     /// Quantizes `rows` rows of `cols` values (a multiple of [`QK`]); buffers grow once and are
     /// reused, so a steady state allocates nothing.
     pub fn quantize(&mut self, x: &[f32], rows: usize, cols: usize) {
+        self.resize(x, rows, cols);
+        quantize_rows(&x[..rows * cols], &mut self.qs, &mut self.d, &mut self.s);
+    }
+
+    /// As [`Q8Activations::quantize`], with the rows split across `pool` in tasks of
+    /// [`ROWS_PER_TASK`]; every block is quantized by the same code, so the result is identical.
+    pub fn quantize_on(&mut self, pool: &WorkerPool, x: &[f32], rows: usize, cols: usize) {
+        if rows < 2 * ROWS_PER_TASK || pool.threads() == 1 {
+            return self.quantize(x, rows, cols);
+        }
+        self.resize(x, rows, cols);
+        let bpr = cols / QK;
+        let (qs, d, s) = (SendPtr(self.qs.as_mut_ptr()), SendPtr(self.d.as_mut_ptr()), SendPtr(self.s.as_mut_ptr()));
+        pool.for_each(rows.div_ceil(ROWS_PER_TASK), &|task| {
+            let (lo, hi) = (task * ROWS_PER_TASK, ((task + 1) * ROWS_PER_TASK).min(rows));
+            let n = hi - lo;
+            // SAFETY: task ranges are disjoint and inside the buffers resized above, which
+            // outlive the pool call.
+            let (qs, d, s) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(qs.get().add(lo * cols), n * cols),
+                    std::slice::from_raw_parts_mut(d.get().add(lo * bpr), n * bpr),
+                    std::slice::from_raw_parts_mut(s.get().add(lo * bpr), n * bpr),
+                )
+            };
+            quantize_rows(&x[lo * cols..hi * cols], qs, d, s);
+        });
+    }
+
+    fn resize(&mut self, x: &[f32], rows: usize, cols: usize) {
         debug_assert!(cols.is_multiple_of(QK) && x.len() >= rows * cols);
         let blocks = rows * cols / QK;
         self.rows = rows;
@@ -40,12 +72,6 @@ impl Q8Activations {
         self.qs.resize(rows * cols, 0);
         self.d.resize(blocks, 0.0);
         self.s.resize(blocks, 0.0);
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-            return unsafe { quantize_blocks_avx2(&x[..rows * cols], &mut self.qs, &mut self.d, &mut self.s) };
-        }
-        quantize_blocks(&x[..rows * cols], &mut self.qs, &mut self.d, &mut self.s);
     }
 
     pub fn rows(&self) -> usize {
@@ -60,6 +86,31 @@ impl Q8Activations {
         let (c, b) = (self.cols, self.cols / QK);
         Q8Row { qs: &self.qs[r * c..(r + 1) * c], d: &self.d[r * b..(r + 1) * b], s: &self.s[r * b..(r + 1) * b] }
     }
+}
+
+/// Rows quantized per parallel task.
+const ROWS_PER_TASK: usize = 16;
+
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+// SAFETY: used only for disjoint writes from pool tasks (see `quantize_on`).
+unsafe impl<T> Sync for SendPtr<T> {}
+unsafe impl<T> Send for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// A method, so closures capture the wrapper (which is `Sync`), not the bare pointer.
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+fn quantize_rows(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+        return unsafe { quantize_blocks_avx2(x, qs, d, s) };
+    }
+    quantize_blocks(x, qs, d, s);
 }
 
 /// The same code compiled for AVX2, where rounding is one instruction instead of a libm call.
@@ -113,6 +164,15 @@ mod tests {
         assert_eq!(&r.qs[..4], &[127, -64, 0, 2]);
         assert_eq!(r.d[0], f16::from_f32(0.01).to_f32());
         assert_eq!(r.s[0], f16::from_f32(0.01 * 65.0).to_f32());
+    }
+
+    #[test]
+    fn parallel_quantization_is_identical() {
+        let x: Vec<f32> = (0..100 * 64).map(|i| ((i * 7919 % 1009) as f32 - 500.0) * 0.01).collect();
+        let (mut a, mut b) = (Q8Activations::default(), Q8Activations::default());
+        a.quantize(&x, 100, 64);
+        b.quantize_on(&WorkerPool::new(3).unwrap(), &x, 100, 64);
+        assert_eq!((&a.qs, &a.d, &a.s), (&b.qs, &b.d, &b.s));
     }
 
     #[test]
