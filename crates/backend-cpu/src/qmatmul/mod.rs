@@ -4,16 +4,18 @@
 //! numerics: results match a float reference only within the activations' rounding (see the
 //! parity tests), while the kernels match each other up to the order of float additions.
 //!
-//! Kernels, chosen at runtime: AVX-512 VNNI and AVX2 for Q4_0/Q4_1/Q8_0, portable integer code
-//! for everything (and for Q4_K/Q5_K/Q6_K everywhere). `RILL_CPU_ISA=portable|avx2|avx512`
-//! forces a narrower set, for tests and benchmarks (`reference` also makes `CpuBackend::new`
-//! multiply in f32, see `MatmulMode`).
+//! Kernels, chosen at runtime: AVX-512 VNNI for Q4_0/Q4_1/Q8_0/Q4_K/Q6_K, AVX2 for
+//! Q4_0/Q4_1/Q8_0, and portable integer code for everything (Q5_K always runs there).
+//! `RILL_CPU_ISA=portable|avx2|avx512` forces a narrower set, for tests and benchmarks
+//! (`reference` also makes `CpuBackend::new` multiply in f32, see `MatmulMode`).
 
 mod activations;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avx512_kquants;
 mod portable;
 
 use std::sync::OnceLock;
@@ -46,7 +48,7 @@ impl Isa {
                 && std::arch::is_x86_feature_detected!("f16c")
             {
                 all.push(Isa::Avx2);
-                if ["avx512f", "avx512bw", "avx512vl", "avx512vnni"].iter().all(|f| detected(f)) {
+                if ["avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512vnni"].iter().all(|f| detected(f)) {
                     all.push(Isa::Avx512Vnni);
                 }
             }
@@ -81,6 +83,7 @@ fn detected(feature: &str) -> bool {
     match feature {
         "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
         "avx512bw" => std::arch::is_x86_feature_detected!("avx512bw"),
+        "avx512dq" => std::arch::is_x86_feature_detected!("avx512dq"),
         "avx512vl" => std::arch::is_x86_feature_detected!("avx512vl"),
         "avx512vnni" => std::arch::is_x86_feature_detected!("avx512vnni"),
         _ => false,
@@ -99,6 +102,9 @@ pub unsafe fn tile(isa: Isa, dtype: DType, w: &[u8], w_rows: usize, acts: &Q8Act
     {
         if isa == Isa::Avx512Vnni && avx512::supports(dtype) {
             return avx512::tile(dtype, w, w_rows, acts, out, stride);
+        }
+        if isa == Isa::Avx512Vnni && avx512_kquants::supports(dtype) {
+            return avx512_kquants::tile(dtype, w, w_rows, acts, out, stride);
         }
         if isa >= Isa::Avx2 && avx2::supports(dtype) {
             return avx2::tile(dtype, w, w_rows, acts, out, stride);

@@ -21,6 +21,7 @@ const SUBS: usize = QK_K / 32;
 /// bytes 0..4 hold scales 0..4 and bytes 4..8 mins 0..4 in their low 6 bits; scales and mins
 /// 4..8 keep their low nibbles in bytes 8..12 and their top 2 bits in the spare top bits of
 /// bytes 0..4 and 4..8 respectively.
+#[inline]
 pub fn scale_min_k4(j: usize, q: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
