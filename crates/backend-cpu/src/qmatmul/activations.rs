@@ -106,11 +106,40 @@ impl<T> SendPtr<T> {
 
 fn quantize_rows(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") {
+        // SAFETY: the CPU supports AVX-512 F and BW, checked just above.
+        return unsafe { quantize_blocks_avx512(x, qs, d, s) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports AVX2 and FMA, checked just above.
         return unsafe { quantize_blocks_avx2(x, qs, d, s) };
     }
     quantize_blocks(x, qs, d, s);
+}
+
+/// Explicit AVX-512: the same arithmetic as [`quantize_block`] (the same `amax`, `127 / amax`,
+/// ties-to-even rounding, which is the default MXCSR mode), so the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_blocks_avx512(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let blocks = x.len() / QK;
+    debug_assert!(qs.len() >= blocks * QK && d.len() >= blocks && s.len() >= blocks);
+    for b in 0..blocks {
+        let lo = _mm512_loadu_ps(x.as_ptr().add(b * QK));
+        let hi = _mm512_loadu_ps(x.as_ptr().add(b * QK + 16));
+        let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
+        let id = _mm512_set1_ps(if amax > 0.0 { 127.0 / amax } else { 0.0 });
+        let qlo = _mm512_cvtps_epi32(_mm512_mul_ps(lo, id));
+        let qhi = _mm512_cvtps_epi32(_mm512_mul_ps(hi, id));
+        _mm_storeu_si128(qs.as_mut_ptr().add(b * QK).cast(), _mm512_cvtepi32_epi8(qlo));
+        _mm_storeu_si128(qs.as_mut_ptr().add(b * QK + 16).cast(), _mm512_cvtepi32_epi8(qhi));
+        let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(qlo, qhi));
+        let step = amax / 127.0;
+        d[b] = round_f16(step);
+        s[b] = round_f16(step * sum as f32);
+    }
 }
 
 /// The same code compiled for AVX2, where rounding is one instruction instead of a libm call.
@@ -172,6 +201,17 @@ mod tests {
         let (mut a, mut b) = (Q8Activations::default(), Q8Activations::default());
         a.quantize(&x, 100, 64);
         b.quantize_on(&WorkerPool::new(3).unwrap(), &x, 100, 64);
+        assert_eq!((&a.qs, &a.d, &a.s), (&b.qs, &b.d, &b.s));
+    }
+
+    /// Every dispatch target gives the portable code's bits.
+    #[test]
+    fn simd_quantization_equals_portable() {
+        let x: Vec<f32> = (0..64 * 96).map(|i| (((i * 7919) % 2003) as f32 - 1001.0) * 0.0137 * if i % 97 == 0 { 30.0 } else { 1.0 }).collect();
+        let (mut a, mut b) = (Q8Activations::default(), Q8Activations::default());
+        a.resize(&x, 64, 96);
+        quantize_blocks(&x, &mut a.qs, &mut a.d, &mut a.s);
+        b.quantize(&x, 64, 96);
         assert_eq!((&a.qs, &a.d, &a.s), (&b.qs, &b.d, &b.s));
     }
 
