@@ -6,7 +6,7 @@
 
 use rill_backend::{BackendError, BackendResult, RopeParams};
 
-use crate::attention::simd::{Portable, Simd};
+use crate::simd::{Portable, Simd};
 use crate::attention::Isa;
 use crate::{check_len, WorkerPool};
 
@@ -208,7 +208,7 @@ unsafe fn silu_mul_simd<S: Simd>(gate: &[f32], up: &[f32], out: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     //! The generic row kernels instantiated with each x86 feature set enabled.
-    use crate::attention::simd::{Avx2, Avx512};
+    use crate::simd::{Avx2, Avx512};
 
     /// # Safety
     /// The CPU supports AVX-512F; equal lengths.

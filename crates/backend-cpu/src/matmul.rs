@@ -11,6 +11,7 @@ use std::cell::RefCell;
 
 use rill_backend::{quant, BackendError, BackendResult, DType, MatrixSource};
 
+use crate::pool::DisjointPtr;
 use crate::qmatmul::{self, Isa, Q8Activations};
 use crate::{check_len, WorkerPool};
 
@@ -149,7 +150,7 @@ pub fn matmul_many<O: AsMut<[f32]>>(pool: &WorkerPool, mode: MatmulMode, x: &[f3
     check_len("matmul", "x", x.len(), rows * k)?;
     // Task ranges per matrix: matrix j owns tasks ends[j-1]..ends[j].
     let mut ends = [0usize; MAX_MATRICES];
-    let mut outs = [SyncPtr(std::ptr::null_mut()); MAX_MATRICES];
+    let mut outs = [DisjointPtr(std::ptr::null_mut()); MAX_MATRICES];
     let mut total = 0;
     for (j, (w, out)) in jobs.iter_mut().enumerate() {
         if w.cols() != k {
@@ -159,7 +160,7 @@ pub fn matmul_many<O: AsMut<[f32]>>(pool: &WorkerPool, mode: MatmulMode, x: &[f3
         check_len("matmul", "out", out.len(), rows * w.rows())?;
         total += w.rows().div_ceil(ROWS_PER_TASK);
         ends[j] = total;
-        outs[j] = SyncPtr(out.as_mut_ptr());
+        outs[j] = DisjointPtr(out.as_mut_ptr());
     }
     let any_integer = mode == MatmulMode::Integer && jobs.iter().any(|(w, _)| w.is_integer());
     ACTIVATIONS.with(|acts| {
@@ -176,18 +177,11 @@ pub fn matmul_many<O: AsMut<[f32]>>(pool: &WorkerPool, mode: MatmulMode, x: &[f3
             let first = if j == 0 { 0 } else { ends[j - 1] };
             let lo = (task - first) * ROWS_PER_TASK;
             let hi = (lo + ROWS_PER_TASK).min(w.rows());
-            w.run_task(mode, isa, acts, x, rows, lo, hi, outs[j].0);
+            w.run_task(mode, isa, acts, x, rows, lo, hi, outs[j].get());
         });
     });
     Ok(())
 }
-
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-// SAFETY: tasks write disjoint elements through the pointer (each output column belongs to one
-// task), and the pool call that uses it returns only after every task finished.
-unsafe impl Sync for SyncPtr {}
-unsafe impl Send for SyncPtr {}
 
 /// `Σ a[i]·b[i]`, on the widest instruction set this CPU has (checked once, cached by std).
 /// Every row of a batch goes through the same path, so results never depend on the batch.

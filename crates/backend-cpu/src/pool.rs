@@ -253,7 +253,7 @@ impl WorkerPool {
     pub fn for_each_chunk_mut<T: Send>(&self, data: &mut [T], chunk: usize, job: &(dyn Fn(usize, &mut [T]) + Sync)) {
         assert!(chunk > 0, "chunk size 0");
         let len = data.len();
-        let base = SendPtr(data.as_mut_ptr());
+        let base = DisjointPtr(data.as_mut_ptr());
         self.for_each(len.div_ceil(chunk), &|i| {
             let start = i * chunk;
             let n = chunk.min(len - start);
@@ -265,12 +265,22 @@ impl WorkerPool {
     }
 }
 
-/// A raw pointer that may cross threads; users guarantee disjoint access.
-struct SendPtr<T>(*mut T);
-// SAFETY: only used by `for_each_chunk_mut` to hand out disjoint chunks of a `&mut [T]`, T: Send.
-unsafe impl<T: Send> Sync for SendPtr<T> {}
-impl<T> SendPtr<T> {
-    fn get(&self) -> *mut T {
+/// A pointer into a buffer that pool tasks write through, each task its own disjoint elements;
+/// the `for_each` call that uses it returns only after every task finished.
+pub(crate) struct DisjointPtr<T>(pub(crate) *mut T);
+// SAFETY: users hand each task elements no other task touches, of a buffer (of `T: Send`) that
+// outlives the pool call.
+unsafe impl<T: Send> Sync for DisjointPtr<T> {}
+unsafe impl<T: Send> Send for DisjointPtr<T> {}
+impl<T> Clone for DisjointPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for DisjointPtr<T> {}
+impl<T> DisjointPtr<T> {
+    /// A method, so closures capture the wrapper (which is `Sync`), not the bare pointer.
+    pub(crate) fn get(&self) -> *mut T {
         self.0
     }
 }

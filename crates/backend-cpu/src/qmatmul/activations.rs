@@ -8,6 +8,7 @@
 
 use half::f16;
 
+use crate::pool::DisjointPtr;
 use crate::WorkerPool;
 
 /// Elements per activation block: the block length of Q4_0/Q4_1/Q8_0 and the sub-block length
@@ -47,7 +48,7 @@ impl Q8Activations {
         }
         self.resize(x, rows, cols);
         let bpr = cols / QK;
-        let (qs, d, s) = (SendPtr(self.qs.as_mut_ptr()), SendPtr(self.d.as_mut_ptr()), SendPtr(self.s.as_mut_ptr()));
+        let (qs, d, s) = (DisjointPtr(self.qs.as_mut_ptr()), DisjointPtr(self.d.as_mut_ptr()), DisjointPtr(self.s.as_mut_ptr()));
         pool.for_each(rows.div_ceil(ROWS_PER_TASK), &|task| {
             let (lo, hi) = (task * ROWS_PER_TASK, ((task + 1) * ROWS_PER_TASK).min(rows));
             let n = hi - lo;
@@ -90,19 +91,6 @@ impl Q8Activations {
 
 /// Rows quantized per parallel task.
 const ROWS_PER_TASK: usize = 16;
-
-#[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
-// SAFETY: used only for disjoint writes from pool tasks (see `quantize_on`).
-unsafe impl<T> Sync for SendPtr<T> {}
-unsafe impl<T> Send for SendPtr<T> {}
-
-impl<T> SendPtr<T> {
-    /// A method, so closures capture the wrapper (which is `Sync`), not the bare pointer.
-    fn get(self) -> *mut T {
-        self.0
-    }
-}
 
 fn quantize_rows(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]

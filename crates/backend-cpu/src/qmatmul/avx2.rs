@@ -25,7 +25,7 @@ trait BlockFormat {
 
 #[inline(always)]
 unsafe fn f16_at(p: *const u8) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(p.cast::<u16>().read_unaligned() as i32)))
+    super::f16_to_f32(p.cast::<u16>().read_unaligned())
 }
 
 /// 32 nibbles in element order: the low nibbles of the 16 bytes, then the high ones.

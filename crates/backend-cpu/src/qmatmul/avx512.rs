@@ -113,6 +113,42 @@ unsafe fn gather_mins<F: PairFormat>(row: *const u8, c: usize, mask: __mmask16) 
     _mm512_cvtph_ps(_mm512_cvtepi32_epi16(words))
 }
 
+/// One activation pair of each of NR rows, as both tile kernels consume it.
+struct ActPair<const NR: usize> {
+    codes: [__m512i; NR],
+    scales: [__m512; NR],
+    /// OFFSET · Σx per lane: what offset weight codes added to each lane's dot.
+    correction: [__m512i; NR],
+}
+
+#[inline(always)]
+unsafe fn act_pair<F: PairFormat, const NR: usize>(xs: &[Q8Row<'_>; NR], p: usize) -> ActPair<NR> {
+    // Plain loops, not closures: a closure is compiled without the caller's target features.
+    let mut x = ActPair { codes: [_mm512_setzero_si512(); NR], scales: [_mm512_setzero_ps(); NR], correction: [_mm512_setzero_si512(); NR] };
+    for (j, row) in xs.iter().enumerate() {
+        x.codes[j] = _mm512_loadu_si512(row.qs.as_ptr().add(64 * p).cast());
+        let d2 = _mm_castsi128_ps(_mm_loadl_epi64(row.d.as_ptr().add(2 * p).cast()));
+        x.scales[j] = _mm512_permutexvar_ps(pair_index(), _mm512_castps128_ps512(d2));
+        if F::OFFSET != 0 {
+            x.correction[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(F::OFFSET as i8), x.codes[j]);
+        }
+    }
+    x
+}
+
+/// `acc[j] += Σ lanes (q·x[j] − correction) · wd · xd[j]` for one weight pair: the same operations,
+/// in the same order, on both paths.
+#[inline(always)]
+unsafe fn accumulate<F: PairFormat, const NR: usize>(acc: &mut [__m512; NR], q: __m512i, wd: __m512, x: &ActPair<NR>) {
+    for (j, a) in acc.iter_mut().enumerate() {
+        let mut dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, x.codes[j]);
+        if F::OFFSET != 0 {
+            dot = _mm512_sub_epi32(dot, x.correction[j]);
+        }
+        *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(wd, x.scales[j]), *a);
+    }
+}
+
 /// Where [`add_mins`] finds weight row `i`'s mins.
 #[derive(Clone, Copy)]
 enum Mins {
@@ -142,7 +178,10 @@ unsafe fn add_mins<F: PairFormat, const ROWS: usize, const NR: usize>(
 ) {
     for c in (0..2 * pairs).step_by(16) {
         let mask = chunk_mask(2 * pairs - c);
-        let s: [__m512; NR] = std::array::from_fn(|j| _mm512_maskz_loadu_ps(mask, xs[j].s.as_ptr().add(c)));
+        let mut s = [_mm512_setzero_ps(); NR];
+        for (s, row) in s.iter_mut().zip(xs) {
+            *s = _mm512_maskz_loadu_ps(mask, row.s.as_ptr().add(c));
+        }
         for (i, acc_i) in acc.iter_mut().enumerate() {
             let m = match source {
                 Mins::InBlocks { first_row, row_bytes } => gather_mins::<F>(first_row.add(i * row_bytes), c, mask),
@@ -317,29 +356,12 @@ unsafe fn micro_unpacked<F: PairFormat, const ROWS: usize, const NR: usize>(
 ) {
     let xs: [Q8Row<'_>; NR] = std::array::from_fn(|j| acts.row(r0 + j));
     let mut acc = [[_mm512_setzero_ps(); NR]; ROWS];
-    let offset = _mm512_set1_epi8(F::OFFSET as i8);
     for p in 0..pairs {
-        let mut x = [_mm512_setzero_si512(); NR];
-        let mut xd = [_mm512_setzero_ps(); NR];
-        let mut corr = [_mm512_setzero_si512(); NR];
-        for j in 0..NR {
-            x[j] = _mm512_loadu_si512(xs[j].qs.as_ptr().add(64 * p).cast());
-            let d2 = _mm_castsi128_ps(_mm_loadl_epi64(xs[j].d.as_ptr().add(2 * p).cast()));
-            xd[j] = _mm512_permutexvar_ps(pair_index(), _mm512_castps128_ps512(d2));
-            if F::OFFSET != 0 {
-                corr[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, x[j]);
-            }
-        }
+        let x = act_pair::<F, NR>(&xs, p);
         for (i, acc_i) in acc.iter_mut().enumerate() {
             let q = *codes.add(i * pairs + p);
             let wd = *scales.add(i * pairs + p);
-            for j in 0..NR {
-                let mut dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, x[j]);
-                if F::OFFSET != 0 {
-                    dot = _mm512_sub_epi32(dot, corr[j]);
-                }
-                acc_i[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(wd, xd[j]), acc_i[j]);
-            }
+            accumulate::<F, NR>(acc_i, q, wd, &x);
         }
     }
     if F::HAS_MIN {
@@ -368,23 +390,11 @@ unsafe fn micro<F: PairFormat, const MR: usize, const NR: usize>(
     let pairs = acts.cols() / QK / 2;
     let xs: [Q8Row<'_>; NR] = std::array::from_fn(|j| acts.row(r0 + j));
     let mut acc = [[_mm512_setzero_ps(); NR]; MR];
-    let offset = _mm512_set1_epi8(F::OFFSET as i8);
     // Q4_1's mins, collected raw while the pairs stream past (rows up to STACK_BLOCKS blocks).
     let mut raw_mins = [std::mem::MaybeUninit::<u16>::uninit(); 4 * STACK_BLOCKS];
     let collect_mins = F::HAS_MIN && 2 * pairs <= STACK_BLOCKS;
     for p in 0..pairs {
-        let mut x = [_mm512_setzero_si512(); NR];
-        let mut xd = [_mm512_setzero_ps(); NR];
-        let mut corr = [_mm512_setzero_si512(); NR];
-        for j in 0..NR {
-            x[j] = _mm512_loadu_si512(xs[j].qs.as_ptr().add(64 * p).cast());
-            let d2 = _mm_castsi128_ps(_mm_loadl_epi64(xs[j].d.as_ptr().add(2 * p).cast()));
-            xd[j] = _mm512_permutexvar_ps(pair_index(), _mm512_castps128_ps512(d2));
-            if F::OFFSET != 0 {
-                // OFFSET · Σx per lane: what the offset codes added to each lane's dot.
-                corr[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, x[j]);
-            }
-        }
+        let x = act_pair::<F, NR>(&xs, p);
         for (i, acc_i) in acc.iter_mut().enumerate() {
             let wp = w.add(i * row_bytes + 2 * p * F::BLOCK_BYTES);
             // Weights stream from DRAM once per token: ask for the rows PREFETCH_ROWS ahead
@@ -397,13 +407,7 @@ unsafe fn micro<F: PairFormat, const MR: usize, const NR: usize>(
                 *slot.add(1) = wp.add(F::BLOCK_BYTES + 2).cast::<u16>().read_unaligned();
             }
             let wd = F::scales(wp);
-            for j in 0..NR {
-                let mut dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, x[j]);
-                if F::OFFSET != 0 {
-                    dot = _mm512_sub_epi32(dot, corr[j]);
-                }
-                acc_i[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(wd, xd[j]), acc_i[j]);
-            }
+            accumulate::<F, NR>(acc_i, q, wd, &x);
         }
     }
     if F::HAS_MIN {

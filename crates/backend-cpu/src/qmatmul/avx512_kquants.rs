@@ -15,6 +15,7 @@ use rill_backend::quant::{scale_min_k4, BlockQ4K, BlockQ6K, QK_K};
 use rill_backend::DType;
 
 use super::activations::{Q8Activations, Q8Row, QK};
+use super::f16_to_f32;
 
 pub fn supports(dtype: DType) -> bool {
     matches!(dtype, DType::Q4K | DType::Q6K)
@@ -47,12 +48,6 @@ pub unsafe fn tile(dtype: DType, w: &[u8], w_rows: usize, acts: &Q8Activations, 
             r += nr;
         }
     }
-}
-
-/// One f16 by F16C (the `half` crate's conversion would not inline here).
-#[inline(always)]
-unsafe fn f16_to_f32(bits: u16) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
 
 /// `[a ×8, b ×8]`.

@@ -22,6 +22,8 @@ use std::sync::OnceLock;
 
 use rill_backend::DType;
 
+use crate::IsaRequest;
+
 pub use activations::{Q8Activations, Q8Row, QK};
 
 /// Whether `dtype` weights take the integer path.
@@ -61,10 +63,10 @@ impl Isa {
         static SELECTED: OnceLock<Isa> = OnceLock::new();
         *SELECTED.get_or_init(|| {
             let best = *Isa::available().last().expect("portable is always available");
-            match std::env::var("RILL_CPU_ISA").as_deref() {
-                Ok("portable") | Ok("reference") => Isa::Portable,
-                Ok("avx2") => best.min(Isa::Avx2),
-                _ => best,
+            match crate::isa_request() {
+                IsaRequest::Reference | IsaRequest::Portable => Isa::Portable,
+                IsaRequest::Avx2 => best.min(Isa::Avx2),
+                IsaRequest::Avx512 | IsaRequest::Best => best,
             }
         })
     }
@@ -76,6 +78,18 @@ impl Isa {
             Isa::Avx512Vnni => "avx512-vnni",
         }
     }
+}
+
+/// One f16 to f32 by F16C, for the x86 kernels (the `half` crate's conversion would not inline
+/// into their target features).
+///
+/// # Safety
+/// The CPU supports F16C.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn f16_to_f32(bits: u16) -> f32 {
+    use std::arch::x86_64::*;
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
 
 #[cfg(target_arch = "x86_64")]
