@@ -6,7 +6,7 @@
 //! (ggml's `[cols, rows]`), so `matmul` computes `out[r, o] = Σ_k x[r, k] · w[o, k]`. Every op
 //! takes explicit row counts so buffers can be allocated once for the largest step and reused.
 
-use crate::{BackendResult, DType, SharedBytes};
+use crate::{BackendError, BackendResult, DType, SharedBytes};
 
 /// A weight matrix as stored in the model file, before it is handed to a backend.
 #[derive(Debug, Clone)]
@@ -199,6 +199,27 @@ pub trait Backend: Send + 'static {
     ) -> BackendResult<()>;
     /// `x += y` elementwise over `len` (the residual stream).
     fn add(&self, x: &mut Self::Buffer, y: &Self::Buffer, len: usize) -> BackendResult<()>;
+    /// Whether this backend can record a step's kernels once and replay them (CUDA graphs). The
+    /// forward pass then records decode steps per padded batch size, with every launch argument
+    /// fixed for that size, and only uploads indices before each replay.
+    fn graphs_supported(&self) -> bool {
+        false
+    }
+    /// Starts recording the kernels issued from now on under `key`, instead of running them.
+    fn begin_capture(&self, key: u64) -> BackendResult<()> {
+        let _ = key;
+        Err(BackendError::Unsupported { backend: self.name(), what: "graph capture".into() })
+    }
+    /// Stops the recording started by `begin_capture(key)` and keeps it for `replay(key)`.
+    fn end_capture(&self, key: u64) -> BackendResult<()> {
+        let _ = key;
+        Err(BackendError::Unsupported { backend: self.name(), what: "graph capture".into() })
+    }
+    /// Runs the recording kept under `key`; `Ok(false)` when there is none.
+    fn replay(&self, key: u64) -> BackendResult<bool> {
+        let _ = key;
+        Ok(false)
+    }
     /// `out[i] = x[rows[i]]` for `n` rows of `dim`.
     fn gather_rows(
         &self,
