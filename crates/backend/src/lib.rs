@@ -4,6 +4,7 @@
 
 mod backend;
 pub mod bytes;
+pub mod conformance;
 pub mod dtype;
 mod error;
 pub mod quant;

@@ -1,0 +1,127 @@
+//! The backend conformance harness (`rill_backend::conformance`) on the CPU: the SIMD/integer
+//! kernels against their reference twins, and the harness itself against backends with planted
+//! faults, so a pass means something when `rill check-backend` runs it on a GPU.
+
+use rill_backend::conformance::{run, Check};
+use rill_backend::{AttentionBatch, Backend, BackendResult, KvLayout, MatrixSource, RopeParams};
+use rill_backend_cpu::{CpuBackend, CpuKvCache, CpuMatrix};
+
+fn failures(checks: &[Check]) -> Vec<String> {
+    checks.iter().filter(|c| !c.passed()).map(|c| c.to_string()).collect()
+}
+
+#[test]
+fn fast_cpu_kernels_conform_to_the_reference() {
+    let (reference, fast) = (CpuBackend::reference(2).unwrap(), CpuBackend::new(2).unwrap());
+    for seed in [1, 2] {
+        let checks = run(&reference, &fast, seed);
+        checks.iter().for_each(|c| eprintln!("{c}"));
+        assert!(checks.len() > 60, "only {} checks ran", checks.len());
+        assert!(failures(&checks).is_empty(), "{:#?}", failures(&checks));
+    }
+}
+
+/// What the planted fault breaks.
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    /// The last element of every matmul output is left unwritten (NaN from the poisoning).
+    MatmulTail,
+    /// Attention output scaled by 1.01: a small but real numerical error.
+    AttentionScale,
+}
+
+/// The CPU backend with one fault planted.
+struct Faulty(CpuBackend, Fault);
+
+impl Backend for Faulty {
+    type Buffer = Vec<f32>;
+    type Indices = Vec<u32>;
+    type Matrix = CpuMatrix;
+    type KvCache = CpuKvCache;
+    fn name(&self) -> &'static str {
+        "faulty"
+    }
+    fn alloc(&self, len: usize) -> BackendResult<Vec<f32>> {
+        self.0.alloc(len)
+    }
+    fn alloc_indices(&self, len: usize) -> BackendResult<Vec<u32>> {
+        self.0.alloc_indices(len)
+    }
+    fn write(&self, dst: &mut Vec<f32>, src: &[f32]) -> BackendResult<()> {
+        self.0.write(dst, src)
+    }
+    fn write_indices(&self, dst: &mut Vec<u32>, src: &[u32]) -> BackendResult<()> {
+        self.0.write_indices(dst, src)
+    }
+    fn read(&self, src: &Vec<f32>, dst: &mut [f32]) -> BackendResult<()> {
+        self.0.read(src, dst)
+    }
+    fn upload_matrix(&self, source: MatrixSource) -> BackendResult<CpuMatrix> {
+        self.0.upload_matrix(source)
+    }
+    fn alloc_kv_cache(&self, layout: KvLayout) -> BackendResult<CpuKvCache> {
+        self.0.alloc_kv_cache(layout)
+    }
+    fn embed(&self, table: &CpuMatrix, tokens: &Vec<u32>, n: usize, out: &mut Vec<f32>) -> BackendResult<()> {
+        self.0.embed(table, tokens, n, out)
+    }
+    fn rms_norm(&self, x: &Vec<f32>, w: &Vec<f32>, eps: f32, rows: usize, dim: usize, out: &mut Vec<f32>) -> BackendResult<()> {
+        self.0.rms_norm(x, w, eps, rows, dim, out)
+    }
+    fn matmul(&self, x: &Vec<f32>, w: &CpuMatrix, rows: usize, out: &mut Vec<f32>) -> BackendResult<()> {
+        let keep = out[rows * w.rows() - 1];
+        self.0.matmul(x, w, rows, out)?;
+        if self.1 == Fault::MatmulTail {
+            out[rows * w.rows() - 1] = keep;
+        }
+        Ok(())
+    }
+    fn add_bias(&self, x: &mut Vec<f32>, bias: &Vec<f32>, rows: usize, dim: usize) -> BackendResult<()> {
+        self.0.add_bias(x, bias, rows, dim)
+    }
+    fn rope(&self, x: &mut Vec<f32>, positions: &Vec<u32>, rows: usize, heads: usize, head_dim: usize, rope: &RopeParams) -> BackendResult<()> {
+        self.0.rope(x, positions, rows, heads, head_dim, rope)
+    }
+    fn write_kv(&self, cache: &mut CpuKvCache, layer: usize, k: &Vec<f32>, v: &Vec<f32>, slots: &Vec<u32>, n: usize) -> BackendResult<()> {
+        self.0.write_kv(cache, layer, k, v, slots, n)
+    }
+    fn attention(&self, cache: &CpuKvCache, layer: usize, q: &Vec<f32>, heads: usize, batch: &AttentionBatch<'_, Self>, out: &mut Vec<f32>) -> BackendResult<()> {
+        let inner = AttentionBatch {
+            num_tokens: batch.num_tokens,
+            num_seqs: batch.num_seqs,
+            positions: batch.positions,
+            token_seq: batch.token_seq,
+            slots: batch.slots,
+            block_tables: batch.block_tables,
+            max_blocks_per_seq: batch.max_blocks_per_seq,
+        };
+        self.0.attention(cache, layer, q, heads, &inner, out)?;
+        if self.1 == Fault::AttentionScale {
+            out.iter_mut().for_each(|v| *v *= 1.01);
+        }
+        Ok(())
+    }
+    fn silu_mul(&self, gate: &Vec<f32>, up: &Vec<f32>, len: usize, out: &mut Vec<f32>) -> BackendResult<()> {
+        self.0.silu_mul(gate, up, len, out)
+    }
+    fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) -> BackendResult<()> {
+        self.0.add(x, y, len)
+    }
+    fn gather_rows(&self, x: &Vec<f32>, rows: &Vec<u32>, n: usize, dim: usize, out: &mut Vec<f32>) -> BackendResult<()> {
+        self.0.gather_rows(x, rows, n, dim, out)
+    }
+}
+
+#[test]
+fn the_harness_catches_unwritten_outputs_and_small_errors() {
+    let reference = CpuBackend::reference(1).unwrap();
+    let tail = run(&reference, &Faulty(CpuBackend::reference(1).unwrap(), Fault::MatmulTail), 3);
+    let failed: Vec<&Check> = tail.iter().filter(|c| !c.passed()).collect();
+    assert!(!failed.is_empty() && failed.iter().all(|c| c.op.starts_with("matmul")), "{:#?}", failures(&tail));
+    assert!(failed.iter().all(|c| c.rel_err.is_infinite()));
+
+    let scaled = run(&reference, &Faulty(CpuBackend::reference(1).unwrap(), Fault::AttentionScale), 4);
+    let failed: Vec<&Check> = scaled.iter().filter(|c| !c.passed()).collect();
+    assert_eq!(failed.len(), 9, "{:#?}", failures(&scaled));
+    assert!(failed.iter().all(|c| c.op == "attention" && (c.rel_err - 0.01).abs() < 1e-4));
+}
