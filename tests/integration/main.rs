@@ -7,3 +7,4 @@ mod batching;
 mod golden;
 mod server;
 mod bench;
+mod padded_decode;

@@ -108,11 +108,14 @@ impl Engine {
     pub fn start<E: Executor>(executor: E, cfg: SchedulerConfig, salt: u64, model: &str) -> Engine {
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(EngineStats::default());
+        // A sequence never holds more positions than the context length, so block tables need
+        // no more columns than that (a fixed width also keeps recorded GPU steps replayable).
+        let table_width = cfg.num_blocks.min(executor.max_model_len().div_ceil(cfg.block_size).max(1));
         let core = EngineCore {
             executor,
             scheduler: Scheduler::new(cfg, salt),
             active: HashMap::new(),
-            batch: ForwardBatch::new(cfg.block_size, cfg.num_blocks),
+            batch: ForwardBatch::new(cfg.block_size, table_width),
             metrics: StepMetrics::new(model),
             stats: stats.clone(),
             unseeded_base: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),

@@ -66,7 +66,17 @@ pub struct Transformer<B: Backend> {
     cap: StepCapacity,
     act: Activations<B>,
     host_logits: Vec<f32>, // [S, vocab]
+    /// Decode steps are recorded once per padded batch size and replayed (backends with
+    /// graphs; `RILL_GRAPHS=0` turns it off).
+    graphs: bool,
+    /// Decode steps run padded to a bucket size: always with graphs, on request without (tests).
+    pad_decode: bool,
+    /// The padded copy of a decode batch that a recorded step runs on.
+    padded: ForwardBatch,
 }
+
+/// Padded batch sizes that decode steps are recorded for.
+const GRAPH_BUCKETS: [usize; 12] = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256];
 
 impl<B: Backend> Transformer<B> {
     pub fn new(backend: B, cfg: ModelConfig, weights: ModelWeights<B>, kv_layout: KvLayout, cap: StepCapacity) -> Result<Self, BackendError> {
@@ -94,10 +104,13 @@ impl<B: Backend> Transformer<B> {
             block_tables: b.alloc_indices(s * kv_layout.num_blocks)?,
             logits_rows: b.alloc_indices(s)?,
         };
-        let kv = b.alloc_kv_cache(kv_layout)?;
+        let graphs = backend.graphs_supported() && std::env::var("RILL_GRAPHS").as_deref() != Ok("0");
+        // One extra block past those the scheduler hands out takes the K/V of the padding rows
+        // of a padded decode step.
+        let kv = b.alloc_kv_cache(KvLayout { num_blocks: kv_layout.num_blocks + 1, ..kv_layout })?;
         let rope = cfg.rope_params(weights.rope_freqs.as_deref());
         let host_logits = vec![0.0; s * vocab];
-        Ok(Transformer { backend, cfg, weights, rope, kv, kv_layout, cap, act, host_logits })
+        Ok(Transformer { backend, cfg, weights, rope, kv, kv_layout, cap, act, host_logits, graphs, pad_decode: graphs, padded: ForwardBatch::default() })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -132,19 +145,81 @@ impl<B: Backend> Transformer<B> {
         if n == 0 {
             return Ok(&[]);
         }
-        self.upload_indices(batch)?;
+        if let Some(bucket) = self.graph_bucket(batch) {
+            self.pad_decode_batch(batch, bucket);
+            let padded = std::mem::take(&mut self.padded);
+            let uploaded = self.upload_indices(&padded);
+            let (key, width) = (bucket as u64 | (padded.max_blocks_per_seq as u64) << 32, padded.max_blocks_per_seq);
+            self.padded = padded;
+            uploaded?;
+            if !self.graphs {
+                self.run_layers(bucket, bucket, bucket, width)?;
+            } else if !self.backend.replay(key)? {
+                self.backend.begin_capture(key)?;
+                let recorded = self.run_layers(bucket, bucket, bucket, width);
+                self.backend.end_capture(key)?;
+                recorded?;
+                if !self.backend.replay(key)? {
+                    return Err(BackendError::Device("a recorded step could not be replayed".into()).into());
+                }
+            }
+        } else {
+            self.upload_indices(batch)?;
+            self.run_layers(n, batch.num_seqs, n_logits, batch.max_blocks_per_seq)?;
+        }
+        if n_logits == 0 {
+            return Ok(&[]);
+        }
+        let out = &mut self.host_logits[..n_logits * self.cfg.vocab_size];
+        self.backend.read(&self.act.logits, out)?;
+        Ok(out)
+    }
+
+    /// Runs decode steps padded to bucket sizes even without graphs, so tests can check on the
+    /// CPU that padding rows change nothing.
+    pub fn set_padded_decode(&mut self, on: bool) {
+        self.pad_decode = on || self.graphs;
+    }
+
+    /// The padded batch size a decode step is recorded at, if this step can be: every sequence
+    /// computes one token and samples it.
+    fn graph_bucket(&self, batch: &ForwardBatch) -> Option<usize> {
+        let n = batch.num_tokens();
+        if !self.pad_decode || n != batch.num_seqs || batch.logits_rows.len() != n || batch.logits_rows.iter().enumerate().any(|(i, &r)| r as usize != i) {
+            return None;
+        }
+        GRAPH_BUCKETS.iter().copied().find(|&b| b >= n).filter(|&b| b <= self.cap.max_seqs && b <= self.cap.max_tokens)
+    }
+
+    /// Copies a decode batch into `self.padded` with `bucket - n` padding rows: token 0 at
+    /// position 0 of its own one-block sequence, whose K/V lands in the spare block.
+    fn pad_decode_batch(&mut self, batch: &ForwardBatch, bucket: usize) {
+        let p = &mut self.padded;
+        let (n, width, spare) = (batch.num_tokens(), batch.max_blocks_per_seq, self.kv_layout.num_blocks as u32);
+        p.clone_from(batch);
+        p.token_ids.resize(bucket, 0);
+        p.positions.resize(bucket, 0);
+        p.token_seq.extend(n as u32..bucket as u32);
+        p.slots.resize(bucket, spare * batch.block_size as u32);
+        p.block_tables.resize(bucket * width, spare);
+        p.logits_rows.extend(n as u32..bucket as u32);
+        p.num_seqs = bucket;
+    }
+
+    /// Issues every kernel of one step on the uploaded indices; nothing here waits for the
+    /// device, so a step can be recorded.
+    fn run_layers(&mut self, n: usize, num_seqs: usize, n_logits: usize, max_blocks_per_seq: usize) -> Result<(), ForwardError> {
         let (b, w, a, cfg) = (&self.backend, &self.weights, &mut self.act, &self.cfg);
         let (d, qd, kvd, ff) = (cfg.hidden, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_hidden);
         let attn_batch = AttentionBatch {
             num_tokens: n,
-            num_seqs: batch.num_seqs,
+            num_seqs,
             positions: &a.positions,
             token_seq: &a.token_seq,
             slots: &a.slots,
             block_tables: &a.block_tables,
-            max_blocks_per_seq: batch.max_blocks_per_seq,
+            max_blocks_per_seq,
         };
-
         b.embed(&w.token_embd, &a.tokens, n, &mut a.hidden)?;
         for (i, l) in w.layers.iter().enumerate() {
             // Attention block.
@@ -169,15 +244,13 @@ impl<B: Backend> Transformer<B> {
             b.add(&mut a.hidden, &a.proj, n * d)?;
         }
         if n_logits == 0 {
-            return Ok(&[]);
+            return Ok(());
         }
         // Only rows that sample go through the final norm and the (large) output projection.
         b.gather_rows(&a.hidden, &a.logits_rows, n_logits, d, &mut a.sel)?;
         b.rms_norm(&a.sel, &w.output_norm, cfg.norm_eps, n_logits, d, &mut a.sel_norm)?;
         b.matmul(&a.sel_norm, w.output_matrix(), n_logits, &mut a.logits)?;
-        let out = &mut self.host_logits[..n_logits * cfg.vocab_size];
-        b.read(&a.logits, out)?;
-        Ok(out)
+        Ok(())
     }
 
     fn upload_indices(&mut self, batch: &ForwardBatch) -> Result<(), BackendError> {
