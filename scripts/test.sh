@@ -7,12 +7,25 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 scripts/fetch-model.sh >/dev/null
+# The CUDA backend builds everywhere (nvcc from NVIDIA's pip wheels, nothing CUDA at link time);
+# its kernels must compile without register spills. Without a GPU its tests check the clean
+# "no device" errors; scripts/gpu-check.sh runs the rest on a GPU machine.
+scripts/install-cuda-toolchain.sh >/dev/null
+scripts/check-cuda-kernels.sh
 cargo build --workspace --all-targets --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --locked -p rill-server --features cuda --all-targets -- -D warnings
 cargo test --workspace --all-targets --locked
 
-# The official OpenAI SDK against `rill serve` (release build: the model runs at full speed).
-cargo build --release --locked -p rill-server
+# The official OpenAI SDK against `rill serve` (release build: the model runs at full speed),
+# built with CUDA support as shipped; without a GPU `--device cuda` must fail cleanly.
+cargo build --release --locked -p rill-server --features cuda
+if no_gpu="$(target/release/rill generate --device cuda --model models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt hi 2>&1)"; then
+  echo "rill generate --device cuda succeeded: this machine has a GPU, skipping the no-GPU check"
+else
+  code=$?
+  [ "$code" -eq 1 ] && grep -q "cuda:0 is not available" <<<"$no_gpu" || { echo "--device cuda without a GPU: exit $code, output: $no_gpu"; exit 1; }
+fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 .venv/bin/python -m pytest -q tests/python

@@ -125,6 +125,16 @@ impl<B: Backend> Transformer<B> {
         self.cap
     }
 
+    /// Bytes of weights one step reads (every layer's matrices and the output projection).
+    pub fn decode_weight_bytes(&self) -> usize {
+        self.weights.step_matrices.bytes
+    }
+
+    /// Weights one token is multiplied by (a token costs twice this in FLOPs, before attention).
+    pub fn decode_weight_elements(&self) -> usize {
+        self.weights.step_matrices.elements
+    }
+
     pub fn backend(&self) -> &B {
         &self.backend
     }

@@ -1,17 +1,22 @@
-//! The model: reading GGUF files, the model config, tokenizer and chat template, and the
-//! transformer forward pass written once over `rill_backend::Backend`.
+//! The model: reading GGUF files and Hugging Face directories (or making up dummy weights), the
+//! model config, tokenizer and chat template, and the transformer forward pass written once
+//! over `rill_backend::Backend`.
 
 pub mod chat_template;
 pub mod config;
+pub mod dummy;
 pub mod forward;
 pub mod generate;
 pub mod gguf;
+pub mod hf;
 pub mod loader;
 pub mod runner;
 pub mod sampler;
+pub mod source;
 pub mod tokenizer;
 pub mod weights;
 
 pub use config::{Architecture, ConfigError, ModelConfig};
+pub use source::{LoadFormat, ModelSource};
 pub use forward::{ForwardError, StepCapacity, Transformer};
-pub use weights::{ModelWeights, WeightsError};
+pub use weights::{ModelWeights, TensorSource, Weight, WeightsError};

@@ -1,5 +1,5 @@
-//! Opening a model file into everything needed to serve it: config, tokenizer, chat template,
-//! weights on a backend, KV cache, step buffers.
+//! Opening a model (GGUF file, Hugging Face directory or dummy config) into everything needed
+//! to serve it: config, tokenizer, chat template, weights on a backend, KV cache, step buffers.
 
 use std::path::Path;
 
@@ -7,8 +7,11 @@ use rill_backend::{Backend, BackendError, KvDType, KvLayout};
 
 use crate::chat_template::{ChatTemplate, ChatTemplateError};
 use crate::config::{ConfigError, ModelConfig};
+use crate::dummy::{self, DummyWeights};
 use crate::forward::{StepCapacity, Transformer};
 use crate::gguf::{GgufError, GgufFile};
+use crate::hf::{self, HfError, HfModel};
+use crate::source::ModelSource;
 use crate::tokenizer::{Tokenizer, TokenizerError};
 use crate::weights::{ModelWeights, WeightsError};
 
@@ -70,6 +73,8 @@ pub enum LoadError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
     #[error(transparent)]
+    Hf(#[from] HfError),
+    #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
@@ -81,6 +86,8 @@ pub enum LoadError {
     Backend(#[from] BackendError),
     #[error("invalid load options: {0}")]
     Options(String),
+    #[error("dummy model: {0}")]
+    Dummy(String),
 }
 
 pub struct LoadedModel<B: Backend> {
@@ -90,19 +97,49 @@ pub struct LoadedModel<B: Backend> {
     pub chat_template: Option<ChatTemplate>,
 }
 
-/// Loads `path` onto `backend`; `progress(done, total)` is called as tensors load.
+/// Loads `path` onto `backend` (a GGUF file, or a Hugging Face directory: see
+/// [`ModelSource::detect`]); `progress(done, total)` is called as tensors load.
 pub fn load<B: Backend>(path: &Path, backend: B, opts: &LoadOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<LoadedModel<B>, LoadError> {
+    load_source(&ModelSource::detect(path), backend, opts, progress)
+}
+
+/// Loads `source` onto `backend`; `progress(done, total)` is called as tensors load.
+pub fn load_source<B: Backend>(source: &ModelSource, backend: B, opts: &LoadOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<LoadedModel<B>, LoadError> {
     if opts.block_size == 0 || opts.capacity.max_tokens == 0 || opts.capacity.max_seqs == 0 {
         return Err(LoadError::Options(format!("{opts:?}")));
     }
-    let file = GgufFile::open(path)?;
-    let cfg = ModelConfig::from_gguf(&file)?;
-    let tokenizer = Tokenizer::from_gguf(&file)?;
-    let chat_template = match file.get_str("tokenizer.chat_template")? {
-        Some(_) => Some(ChatTemplate::from_gguf(&file)?),
-        None => None,
+    let (cfg, weights, tokenizer, chat_template) = match source {
+        ModelSource::Gguf(path) => {
+            let file = GgufFile::open(path)?;
+            let cfg = ModelConfig::from_gguf(&file)?;
+            let tokenizer = Tokenizer::from_gguf(&file)?;
+            let chat_template = match file.get_str("tokenizer.chat_template")? {
+                Some(_) => Some(ChatTemplate::from_gguf(&file)?),
+                None => None,
+            };
+            let weights = ModelWeights::load(&file, &cfg, &backend, progress)?;
+            (cfg, weights, tokenizer, chat_template)
+        }
+        ModelSource::HfDir(dir) => {
+            let HfModel { config, tokenizer, chat_template, tensors } = HfModel::open(dir)?;
+            let weights = ModelWeights::load_from(&tensors, &config, &backend, progress)?;
+            (config, weights, tokenizer, chat_template)
+        }
+        ModelSource::Dummy { config, dtype, seed } => {
+            let name = config.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let (_, cfg) = hf::read_config(config, &name)?;
+            let tokenizer = dummy::byte_tokenizer(cfg.vocab_size)?;
+            let source = DummyWeights::new(cfg.clone(), *dtype, *seed).map_err(LoadError::Dummy)?;
+            let weights = ModelWeights::load_from(&source, &cfg, &backend, progress)?;
+            (cfg, weights, tokenizer, None)
+        }
     };
-    let weights = ModelWeights::load(&file, &cfg, &backend, progress)?;
+    let transformer = assemble(backend, cfg, weights, opts)?;
+    Ok(LoadedModel { transformer, tokenizer, chat_template })
+}
+
+/// Sizes the KV cache for `opts` and builds the transformer around the loaded weights.
+fn assemble<B: Backend>(backend: B, cfg: ModelConfig, weights: ModelWeights<B>, opts: &LoadOptions) -> Result<Transformer<B>, LoadError> {
     let bytes_per_token = 2 * cfg.layers * cfg.kv_dim() * opts.kv_dtype.bytes();
     let tokens = opts.kv_budget.tokens(bytes_per_token).clamp(opts.block_size, cfg.context_length * opts.capacity.max_seqs);
     let kv = KvLayout {
@@ -113,6 +150,5 @@ pub fn load<B: Backend>(path: &Path, backend: B, opts: &LoadOptions, progress: &
         head_dim: cfg.head_dim,
         dtype: opts.kv_dtype,
     };
-    let transformer = Transformer::new(backend, cfg, weights, kv, opts.capacity)?;
-    Ok(LoadedModel { transformer, tokenizer, chat_template })
+    Ok(Transformer::new(backend, cfg, weights, kv, opts.capacity)?)
 }

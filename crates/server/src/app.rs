@@ -46,18 +46,10 @@ pub struct ModelInfo {
 }
 
 impl ServedModel {
-    /// Loads `path` on the CPU with `args`' engine options and starts its engine thread.
+    /// Loads `path` on `args`' device with its engine options and starts its engine thread.
     pub fn load(name: &str, path: &std::path::Path, args: &crate::options::ModelArgs, max_queue: usize) -> Result<ServedModel, String> {
-        let rill_model::loader::LoadedModel { transformer, tokenizer, chat_template } = args.load(path).map_err(|e| e.to_string())?;
-        let max_model_len = transformer.config().context_length;
-        let kv = transformer.kv_layout();
-        let info = ModelInfo {
-            path: path.to_path_buf(),
-            file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-            kv_cache_tokens: kv.num_blocks * kv.block_size,
-            kv_cache_bytes: kv.total_bytes(),
-        };
-        let engine = rill_model::runner::ModelRunner::new(transformer, tokenizer.eos_token_ids().to_vec()).start(name);
+        let crate::options::StartedModel { engine, tokenizer, chat_template, max_model_len, kv_cache_tokens, kv_cache_bytes } = args.start_engine(path, name).map_err(|e| e.to_string())?;
+        let info = ModelInfo { path: path.to_path_buf(), file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0), kv_cache_tokens, kv_cache_bytes };
         warm_up(&engine, &tokenizer)?;
         let mut model = ServedModel::with_queue(name.to_string(), engine, tokenizer, chat_template, max_model_len, max_queue);
         model.info = info;

@@ -81,7 +81,7 @@ mod tests {
     use super::*;
 
     fn defaults() -> ModelArgs {
-        ModelArgs { threads: 0, kv_cache_tokens: None, kv_cache_bytes: None, kv_dtype: KvDTypeArg::F16, max_num_batched_tokens: 512, max_num_seqs: 64 }
+        ModelArgs::default()
     }
 
     #[test]

@@ -10,10 +10,11 @@ use rill_engine::{GenerateRequest, SamplingParams, StreamEvent};
 use rill_model::chat_template::{ChatMessage, ChatTemplate};
 use rill_model::generate::{generate, GenerateParams};
 use rill_model::loader::{KvBudget, LoadedModel};
-use rill_model::runner::ModelRunner;
 use rill_model::tokenizer::{IncrementalDecoder, Tokenizer};
 
-use crate::options::ModelArgs;
+use rill_backend::Backend;
+
+use crate::options::{LoadedJob, ModelArgs, StartedModel};
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -66,7 +67,24 @@ pub fn run(mut args: GenerateArgs) -> CliResult {
     if args.engine.kv_cache_tokens.is_none() && args.engine.kv_cache_bytes.is_none() {
         args.engine.kv_cache_tokens = Some(8192);
     }
-    let LoadedModel { mut transformer, tokenizer, chat_template } = args.engine.load(&args.model)?;
+    args.engine.with_loaded(&args.model, SingleJob { args: &args })?
+}
+
+/// One prompt streamed to stdout, on whichever backend the model was loaded.
+struct SingleJob<'a> {
+    args: &'a GenerateArgs,
+}
+
+impl LoadedJob for SingleJob<'_> {
+    type Output = CliResult;
+
+    fn run<B: Backend>(self, model: LoadedModel<B>) -> CliResult {
+        generate_one(self.args, model)
+    }
+}
+
+fn generate_one<B: Backend>(args: &GenerateArgs, model: LoadedModel<B>) -> CliResult {
+    let LoadedModel { mut transformer, tokenizer, chat_template } = model;
     let text = match (&args.prompt, &args.chat) {
         (Some(p), _) => p.clone(),
         (None, Some(user)) => render_chat(chat_template.as_ref(), args.system.as_deref(), user)?,
@@ -126,7 +144,7 @@ fn run_batch(args: &GenerateArgs) -> CliResult {
     if args.engine.kv_cache_tokens.is_none() && args.engine.kv_cache_bytes.is_none() {
         eprintln!("KV cache: {:?} (set --kv-cache-tokens or --kv-cache-bytes to choose)", KvBudget::Auto);
     }
-    let LoadedModel { transformer, tokenizer, chat_template } = args.engine.load(&args.model)?;
+    let StartedModel { engine, tokenizer, chat_template, .. } = args.engine.start_engine(&args.model, "generate")?;
     let prompts = lines
         .iter()
         .map(|l| {
@@ -134,7 +152,6 @@ fn run_batch(args: &GenerateArgs) -> CliResult {
             Ok(tokenizer.encode(&text, true)?)
         })
         .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
-    let engine = ModelRunner::new(transformer, tokenizer.eos_token_ids().to_vec()).start("generate");
     let handle = engine.handle();
     let params = SamplingParams {
         temperature: args.temperature,

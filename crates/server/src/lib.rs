@@ -4,8 +4,11 @@
 pub mod admin;
 pub mod app;
 pub mod bench;
+pub mod bench_engine;
+pub mod check;
 pub mod choices;
 pub mod config_file;
+pub mod device;
 pub mod generate;
 pub mod openai;
 pub mod options;

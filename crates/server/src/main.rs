@@ -2,7 +2,7 @@
 //! runs prompts from the command line through the same loading path; `rill bench` load-tests any
 //! OpenAI-compatible server.
 
-use rill_server::{bench, generate, serve};
+use rill_server::{bench, bench_engine, check, generate, serve};
 
 use std::process::ExitCode;
 
@@ -23,6 +23,12 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Load-test any OpenAI-compatible server (rill, llama.cpp's llama-server, ...) over HTTP.
     Bench(bench::BenchArgs),
+    /// Check a backend against the CPU reference: every kernel on random inputs, then greedy
+    /// tokens of a model end to end (and optionally logits against a reference file).
+    CheckBackend(check::CheckBackendArgs),
+    /// Measure the executor alone: prefill tok/s and decode tok/s at several batch sizes, with
+    /// the arithmetic rate and memory traffic they imply.
+    BenchEngine(bench_engine::BenchEngineArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +41,8 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::CheckBackend(args) => check::run(args),
+        Command::BenchEngine(args) => bench_engine::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

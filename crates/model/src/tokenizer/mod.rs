@@ -17,8 +17,9 @@
 //! jina) are not reproduced; WordPiece, Unigram and RWKV vocabularies are rejected.
 
 mod error;
+mod hf;
 mod incremental;
-mod pieces;
+pub(crate) mod pieces;
 mod pipeline;
 mod pretokenize;
 mod special;
@@ -28,6 +29,7 @@ mod vocab;
 mod tests;
 
 pub use error::TokenizerError;
+pub use hf::HfSpecialTokens;
 pub use incremental::IncrementalDecoder;
 pub use vocab::{TokenType, Vocab, VocabKind};
 
@@ -63,8 +65,13 @@ pub struct Tokenizer {
     end_of_generation: Vec<u32>,
     add_bos: bool,
     add_eos: bool,
-    /// SentencePiece only: a space is prepended at the start and after special tokens.
+    /// SentencePiece only: a space is prepended at the start and after special tokens (and
+    /// removed again when decoding). For `hf_pipeline` tokenizers the pipeline adds the space;
+    /// the flag then only says that decoding removes it.
     add_space_prefix: bool,
+    /// Built from a Hugging Face `tokenizer.json`: text between special tokens goes through
+    /// its whole pipeline (normalizer included) as it is.
+    hf_pipeline: bool,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -144,6 +151,7 @@ impl Tokenizer {
             add_bos,
             add_eos,
             add_space_prefix,
+            hf_pipeline: false,
             tokens: vocab.tokens,
             types: vocab.types,
         })
@@ -194,6 +202,7 @@ impl Tokenizer {
         ids: &mut Vec<u32>,
     ) -> Result<(), TokenizerError> {
         let encoding = match self.kind {
+            _ if self.hf_pipeline => self.inner.encode_fast(raw, false),
             VocabKind::BytePairBpe => self.inner.encode_fast(raw, false),
             VocabKind::SentencePiece => {
                 let prefix = if self.add_space_prefix && after_special { " " } else { "" };
@@ -276,6 +285,12 @@ impl Tokenizer {
 
     pub fn kind(&self) -> VocabKind {
         self.kind
+    }
+
+    /// The `tokenizers` pipeline that encodes the text between special tokens (no added
+    /// tokens, no post-processor): what a `tokenizer.json` export starts from.
+    pub fn hf_tokenizer(&self) -> &tokenizers::Tokenizer {
+        &self.inner
     }
 
     pub fn bos_id(&self) -> Option<u32> {

@@ -1,0 +1,369 @@
+//! The device layout of a weight matrix, written once at upload.
+//!
+//! ggml blocks are 18, 20, 34 or 210 bytes, so most of them cannot be read with the 16-byte loads
+//! a bandwidth-bound GEMV needs. `upload_matrix` therefore splits each row into a "quants" plane
+//! (16-byte aligned rows of codes) and a "scales" plane (the f16 `d`, `m`), and pads float rows to
+//! whole 32-element units. Q4_K and Q5_K blocks (144 and 176 bytes) are already aligned and stay
+//! as they are. The layout is described in `kernels/common.cuh` and read by `kernels/packed.cuh`;
+//! [`decode_unit`] is the Rust twin of that reader, tested here against
+//! `rill_backend::quant::dequantize_row`, so the unit mapping the kernels rely on is checked on
+//! any machine.
+
+use rill_backend::DType;
+
+/// Weight types the kernels read, numbered as `FMT_*` in `kernels/common.cuh`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fmt {
+    F32 = 0,
+    F16 = 1,
+    BF16 = 2,
+    Q4_0 = 3,
+    Q4_1 = 4,
+    Q8_0 = 5,
+    Q4K = 6,
+    Q5K = 7,
+    Q6K = 8,
+}
+
+impl Fmt {
+    pub const ALL: [Fmt; 9] =
+        [Fmt::F32, Fmt::F16, Fmt::BF16, Fmt::Q4_0, Fmt::Q4_1, Fmt::Q8_0, Fmt::Q4K, Fmt::Q5K, Fmt::Q6K];
+
+    pub fn of(dtype: DType) -> Option<Fmt> {
+        Some(match dtype {
+            DType::F32 => Fmt::F32,
+            DType::F16 => Fmt::F16,
+            DType::BF16 => Fmt::BF16,
+            DType::Q4_0 => Fmt::Q4_0,
+            DType::Q4_1 => Fmt::Q4_1,
+            DType::Q8_0 => Fmt::Q8_0,
+            DType::Q4K => Fmt::Q4K,
+            DType::Q5K => Fmt::Q5K,
+            DType::Q6K => Fmt::Q6K,
+            _ => return None,
+        })
+    }
+
+    pub fn dtype(self) -> DType {
+        match self {
+            Fmt::F32 => DType::F32,
+            Fmt::F16 => DType::F16,
+            Fmt::BF16 => DType::BF16,
+            Fmt::Q4_0 => DType::Q4_0,
+            Fmt::Q4_1 => DType::Q4_1,
+            Fmt::Q8_0 => DType::Q8_0,
+            Fmt::Q4K => DType::Q4K,
+            Fmt::Q5K => DType::Q5K,
+            Fmt::Q6K => DType::Q6K,
+        }
+    }
+
+    /// The kernel name suffix (`gemv_<suffix>_r1`, `embed_<suffix>`, ...).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Fmt::F32 => "f32",
+            Fmt::F16 => "f16",
+            Fmt::BF16 => "bf16",
+            Fmt::Q4_0 => "q4_0",
+            Fmt::Q4_1 => "q4_1",
+            Fmt::Q8_0 => "q8_0",
+            Fmt::Q4K => "q4_k",
+            Fmt::Q5K => "q5_k",
+            Fmt::Q6K => "q6_k",
+        }
+    }
+
+    pub fn is_float(self) -> bool {
+        matches!(self, Fmt::F32 | Fmt::F16 | Fmt::BF16)
+    }
+}
+
+/// Weights per unit, the granule every kernel reads.
+pub const UNIT: usize = 32;
+/// Bytes of a packed Q6_K block (ql, qh, scales; `d` moves to the scales plane).
+pub const Q6K_PACKED_BYTES: usize = 208;
+/// The scales plane starts on this boundary.
+const PLANE_ALIGN: usize = 256;
+
+/// Where a packed matrix keeps its planes (all sizes in bytes unless named otherwise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackedLayout {
+    pub fmt: Fmt,
+    pub rows: usize,
+    /// Input features, unpadded.
+    pub cols: usize,
+    /// 32-weight units per row: `cols` rounded up to 32, over 32.
+    pub units: usize,
+    pub q_stride: usize,
+    pub s_stride: usize,
+    pub s_offset: usize,
+    pub total_bytes: usize,
+}
+
+impl PackedLayout {
+    /// `None` when the type is not one the kernels read or `cols` is not whole blocks.
+    pub fn new(dtype: DType, rows: usize, cols: usize) -> Option<PackedLayout> {
+        let fmt = Fmt::of(dtype)?;
+        if !cols.is_multiple_of(dtype.block_len()) {
+            return None;
+        }
+        let units = cols.div_ceil(UNIT);
+        let blocks = cols / dtype.block_len();
+        let (q_stride, s_stride) = match fmt {
+            Fmt::F32 => (units * 128, 0),
+            Fmt::F16 | Fmt::BF16 => (units * 64, 0),
+            Fmt::Q4_0 => (units * 16, units * 2),
+            Fmt::Q4_1 => (units * 16, units * 4),
+            Fmt::Q8_0 => (units * 32, units * 2),
+            Fmt::Q4K => (blocks * 144, 0),
+            Fmt::Q5K => (blocks * 176, 0),
+            Fmt::Q6K => (blocks * Q6K_PACKED_BYTES, blocks * 2),
+        };
+        let s_offset = rows.checked_mul(q_stride)?.checked_next_multiple_of(PLANE_ALIGN)?;
+        let total_bytes = s_offset.checked_add(rows.checked_mul(s_stride)?)?;
+        Some(PackedLayout { fmt, rows, cols, units, q_stride, s_stride, s_offset, total_bytes })
+    }
+
+    pub fn cols_padded(&self) -> usize {
+        self.units * UNIT
+    }
+}
+
+/// Rewrites `src` (`rows` ggml rows, already checked to be `rows * row_bytes` long) into the
+/// packed layout.
+pub fn pack(l: &PackedLayout, src: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; l.total_bytes];
+    if l.rows == 0 {
+        return out;
+    }
+    let row_bytes = src.len() / l.rows;
+    let (qp, sp) = out.split_at_mut(l.s_offset);
+    for r in 0..l.rows {
+        let s = &src[r * row_bytes..(r + 1) * row_bytes];
+        let q = &mut qp[r * l.q_stride..(r + 1) * l.q_stride];
+        let sc = &mut sp[r * l.s_stride..(r + 1) * l.s_stride];
+        match l.fmt {
+            Fmt::F32 | Fmt::F16 | Fmt::BF16 | Fmt::Q4K | Fmt::Q5K => q[..row_bytes].copy_from_slice(s),
+            Fmt::Q4_0 => split_blocks(s, 18, 2, 16, q, sc),
+            Fmt::Q4_1 => split_blocks(s, 20, 4, 16, q, sc),
+            Fmt::Q8_0 => split_blocks(s, 34, 2, 32, q, sc),
+            Fmt::Q6K => {
+                for (b, blk) in s.chunks_exact(210).enumerate() {
+                    q[b * Q6K_PACKED_BYTES..(b + 1) * Q6K_PACKED_BYTES].copy_from_slice(&blk[..Q6K_PACKED_BYTES]);
+                    sc[b * 2..b * 2 + 2].copy_from_slice(&blk[Q6K_PACKED_BYTES..]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Blocks of `block` bytes whose first `head` bytes are scales and the rest `body` bytes of codes.
+fn split_blocks(src: &[u8], block: usize, head: usize, body: usize, q: &mut [u8], s: &mut [u8]) {
+    for (b, blk) in src.chunks_exact(block).enumerate() {
+        s[b * head..(b + 1) * head].copy_from_slice(&blk[..head]);
+        q[b * body..(b + 1) * body].copy_from_slice(&blk[head..]);
+    }
+}
+
+/// The first column of unit `u`'s two 16-column runs (`Fmt::runs` in packed.cuh).
+pub fn runs(fmt: Fmt, u: usize) -> (usize, usize) {
+    let (sb, j) = (u / 8, u % 8);
+    match fmt {
+        Fmt::Q4K | Fmt::Q5K => {
+            let x0 = 256 * sb + 64 * (j / 2) + 16 * (j % 2);
+            (x0, x0 + 32)
+        }
+        Fmt::Q6K => {
+            let x0 = 256 * sb + 128 * (j / 4) + 16 * (j % 4);
+            (x0, x0 + 64)
+        }
+        _ => (32 * u, 32 * u + 16),
+    }
+}
+
+/// The Rust twin of `Fmt<FMT>::decode` + `unit_weight` in packed.cuh: the 32 weights of unit `u`
+/// of `row` (first run, then second run), computed with the same operations in the same order.
+pub fn decode_unit(l: &PackedLayout, data: &[u8], row: usize, u: usize) -> [f32; 32] {
+    let q = &data[row * l.q_stride..(row + 1) * l.q_stride];
+    let s = &data[l.s_offset + row * l.s_stride..l.s_offset + (row + 1) * l.s_stride];
+    let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+    let weight = |s: f32, q: f32, o: f32| if o == 0.0 { s * q } else { s * q + o };
+    let mut w = [0f32; 32];
+    let (j, sb) = (u % 8, u / 8);
+    match l.fmt {
+        Fmt::F32 => (0..32).for_each(|i| w[i] = f32::from_le_bytes(q[128 * u + 4 * i..][..4].try_into().unwrap())),
+        Fmt::F16 => (0..32).for_each(|i| w[i] = f16(&q[64 * u + 2 * i..])),
+        Fmt::BF16 => (0..32).for_each(|i| w[i] = half::bf16::from_le_bytes([q[64 * u + 2 * i], q[64 * u + 2 * i + 1]]).to_f32()),
+        Fmt::Q4_0 | Fmt::Q4_1 => {
+            let (d, m) = if l.fmt == Fmt::Q4_0 { (f16(&s[2 * u..]), 0.0) } else { (f16(&s[4 * u..]), f16(&s[4 * u + 2..])) };
+            let bias = if l.fmt == Fmt::Q4_0 { 8.0 } else { 0.0 };
+            for i in 0..16 {
+                let b = q[16 * u + i];
+                w[i] = weight(d, (b & 15) as f32 - bias, m);
+                w[16 + i] = weight(d, (b >> 4) as f32 - bias, m);
+            }
+        }
+        Fmt::Q8_0 => {
+            let d = f16(&s[2 * u..]);
+            (0..32).for_each(|i| w[i] = weight(d, q[32 * u + i] as i8 as f32, 0.0));
+        }
+        Fmt::Q4K | Fmt::Q5K => {
+            let bb = if l.fmt == Fmt::Q4K { 144 } else { 176 };
+            let blk = &q[sb * bb..(sb + 1) * bb];
+            let (p, h) = (j / 2, j % 2);
+            let (d, dmin) = (f16(&blk[0..]), f16(&blk[2..]));
+            let scales: &[u8; 12] = blk[4..16].try_into().unwrap();
+            let qs_off = if l.fmt == Fmt::Q4K { 16 } else { 48 };
+            for run in 0..2 {
+                let (sc, m) = rill_backend::quant::scale_min_k4(2 * p + run, scales);
+                let (s, o) = (d * sc as f32, -(dmin * m as f32));
+                for i in 0..16 {
+                    let b = blk[qs_off + 32 * p + 16 * h + i];
+                    let mut code = if run == 0 { b & 15 } else { b >> 4 };
+                    if l.fmt == Fmt::Q5K {
+                        code |= ((blk[16 + 16 * h + i] >> (2 * p + run)) & 1) << 4;
+                    }
+                    w[16 * run + i] = weight(s, code as f32, o);
+                }
+            }
+        }
+        Fmt::Q6K => {
+            let blk = &q[sb * Q6K_PACKED_BYTES..(sb + 1) * Q6K_PACKED_BYTES];
+            let (n, g) = (j / 4, j % 4);
+            let d = f16(&s[2 * sb..]);
+            for run in 0..2 {
+                let sc = blk[192 + 8 * n + g + 4 * run] as i8;
+                let shift = 2 * (g / 2) + 4 * run;
+                for i in 0..16 {
+                    let lo = blk[64 * n + 16 * g + i];
+                    let nib = if run == 0 { lo & 15 } else { lo >> 4 };
+                    let code = nib | (((blk[128 + 32 * n + 16 * (g % 2) + i] >> shift) & 3) << 4);
+                    w[16 * run + i] = weight(d * sc as f32, code as f32 - 32.0, 0.0);
+                }
+            }
+        }
+    }
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rill_backend::quant;
+
+    fn rng_row(seed: &mut u64, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((*seed >> 33) as f32 / (1u64 << 31) as f32) * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    /// A matrix of `rows` x `cols` random weights in `dtype`, as ggml bytes.
+    fn matrix(dtype: DType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed;
+        let rb = dtype.row_bytes(cols).unwrap();
+        let mut bytes = vec![0u8; rows * rb];
+        for r in 0..rows {
+            let w = rng_row(&mut s, cols);
+            quant::quantize_row(dtype, &w, &mut bytes[r * rb..(r + 1) * rb]).unwrap();
+        }
+        bytes
+    }
+
+    #[test]
+    fn decoding_packed_units_equals_the_reference_dequantizer_bit_for_bit() {
+        for fmt in Fmt::ALL {
+            let dtype = fmt.dtype();
+            let cols_list: &[usize] = if fmt.is_float() { &[32, 33, 100, 512] } else if dtype.block_len() == 256 { &[256, 768] } else { &[32, 96, 512] };
+            for &cols in cols_list {
+                let rows = 5;
+                let src = matrix(dtype, rows, cols, 7 + cols as u64);
+                let l = PackedLayout::new(dtype, rows, cols).unwrap();
+                assert_eq!(l.q_stride % 16, 0, "{fmt:?}: quants rows must stay 16-byte aligned");
+                let packed = pack(&l, &src);
+                let rb = dtype.row_bytes(cols).unwrap();
+                for r in 0..rows {
+                    let mut want = vec![0f32; cols];
+                    quant::dequantize_row(dtype, &src[r * rb..(r + 1) * rb], &mut want).unwrap();
+                    let mut got = vec![f32::NAN; l.cols_padded()];
+                    for u in 0..l.units {
+                        let w = decode_unit(&l, &packed, r, u);
+                        let (x0, x1) = runs(fmt, u);
+                        got[x0..x0 + 16].copy_from_slice(&w[..16]);
+                        got[x1..x1 + 16].copy_from_slice(&w[16..]);
+                    }
+                    assert!(got[cols..].iter().all(|&v| v == 0.0), "{fmt:?}: padding must decode to zero");
+                    for (c, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(g == w, "{fmt:?} cols {cols} row {r} col {c}: {g} vs {w}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_unit_covers_distinct_columns() {
+        for fmt in Fmt::ALL {
+            let mut seen = vec![false; 512];
+            for u in 0..16 {
+                let (x0, x1) = runs(fmt, u);
+                for x in (x0..x0 + 16).chain(x1..x1 + 16) {
+                    assert!(!seen[x], "{fmt:?}: column {x} twice");
+                    seen[x] = true;
+                }
+            }
+            assert!(seen.iter().all(|&s| s), "{fmt:?}");
+        }
+    }
+
+    /// `swz` in quant_gemv.cu.
+    fn swz(f4: usize) -> usize {
+        f4 ^ (((f4 >> 3) & 7) ^ ((f4 >> 4) & 3))
+    }
+
+    /// Eight consecutive lanes read float4 `c` of their unit's runs at once; those reads must land
+    /// in eight different 4-bank groups, for every format's unit mapping.
+    #[test]
+    fn staged_activation_reads_are_bank_conflict_free() {
+        for group in 0..64 {
+            let mut seen = [false; 8];
+            for i in 0..8 {
+                let s = swz(8 * group + i);
+                assert_eq!(s / 8, group, "swizzle stays inside its 8-float4 group");
+                seen[s % 8] = true;
+            }
+            assert!(seen.iter().all(|&s| s));
+        }
+        for fmt in Fmt::ALL {
+            for first in (0..64).step_by(8) {
+                for run in 0..2 {
+                    for c in 0..4 {
+                        let mut banks = [false; 8];
+                        for lane in 0..8 {
+                            let (x0, x1) = runs(fmt, first + lane);
+                            let x = if run == 0 { x0 } else { x1 };
+                            let b = swz(x / 4 + c) % 8;
+                            assert!(!banks[b], "{fmt:?} units {first}.. run {run} float4 {c}: conflict");
+                            banks[b] = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn layouts_refuse_partial_blocks_and_other_types() {
+        assert!(PackedLayout::new(DType::Q4_0, 2, 48).is_none());
+        assert!(PackedLayout::new(DType::Q6K, 2, 128).is_none());
+        assert!(PackedLayout::new(DType::Q5_0, 2, 64).is_none());
+        let l = PackedLayout::new(DType::F16, 3, 33).unwrap();
+        assert_eq!((l.units, l.q_stride, l.cols_padded()), (2, 128, 64));
+        let l = PackedLayout::new(DType::Q6K, 4, 512).unwrap();
+        assert_eq!((l.q_stride, l.s_stride, l.s_offset), (416, 4, 1792));
+        assert_eq!(l.total_bytes, 1792 + 16);
+    }
+}

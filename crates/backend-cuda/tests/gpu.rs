@@ -1,0 +1,319 @@
+//! GPU smoke tests: every op against the CPU backend's reference mode on small random inputs,
+//! plus a graph capture/replay. Each test prints "skipped: no CUDA device" and passes on a
+//! machine without one. Tolerances: embedding exact; GEMV (<= 32 rows), elementwise 1e-5 and
+//! attention 1e-4 relative; cuBLAS bf16 (> 32 rows) 1.5e-2 of sum |w x|.
+
+use rill_backend::{quant, AttentionBatch, Backend, DType, KvDType, KvLayout, MatrixSource, RopeParams, SharedBytes};
+use rill_backend_cpu::CpuBackend;
+use rill_backend_cuda::{probe, CudaBackend};
+
+fn gpu() -> Option<CudaBackend> {
+    match probe(0) {
+        Ok(_) => Some(CudaBackend::new(0).expect("probe found a device, so the backend must open")),
+        Err(why) => {
+            println!("skipped: no CUDA device ({why})");
+            None
+        }
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn f(&mut self, lo: f32, hi: f32) -> f32 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        lo + (hi - lo) * ((self.0 >> 40) as f32 / (1u64 << 24) as f32)
+    }
+    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.f(lo, hi)).collect()
+    }
+    fn below(&mut self, n: u32) -> u32 {
+        (self.f(0.0, 1.0) * n as f32) as u32 % n.max(1)
+    }
+}
+
+fn to_gpu(g: &CudaBackend, v: &[f32]) -> rill_backend_cuda::CudaBuffer {
+    let mut b = g.alloc(v.len()).unwrap();
+    g.write(&mut b, v).unwrap();
+    b
+}
+fn idx_gpu(g: &CudaBackend, v: &[u32]) -> rill_backend_cuda::CudaIndices {
+    let mut b = g.alloc_indices(v.len()).unwrap();
+    g.write_indices(&mut b, v).unwrap();
+    b
+}
+fn from_gpu(g: &CudaBackend, b: &rill_backend_cuda::CudaBuffer, n: usize) -> Vec<f32> {
+    let mut v = vec![0.0; n];
+    g.read(b, &mut v).unwrap();
+    v
+}
+
+fn matrix(rng: &mut Rng, dtype: DType, rows: usize, cols: usize) -> MatrixSource {
+    let rb = dtype.row_bytes(cols).unwrap();
+    let mut bytes = vec![0u8; rows * rb];
+    for r in 0..rows {
+        let w = rng.vec(cols, -1.0, 1.0);
+        quant::quantize_row(dtype, &w, &mut bytes[r * rb..(r + 1) * rb]).unwrap();
+    }
+    MatrixSource { name: format!("{dtype}"), dtype, rows, cols, bytes: SharedBytes::from_vec(bytes) }
+}
+
+fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{what}: element {i}: {g} vs {w}");
+    }
+}
+
+const TYPES: [DType; 9] = [DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4K, DType::Q5K, DType::Q6K];
+
+#[test]
+fn matmul_matches_the_float_reference() {
+    let Some(g) = gpu() else { return };
+    let cpu = CpuBackend::reference(1).unwrap();
+    let mut rng = Rng(1);
+    for dtype in TYPES {
+        for cols in [512, if dtype.block_len() == 1 { 100 } else { 1024 }] {
+            let wrows = 37;
+            let src = matrix(&mut rng, dtype, wrows, cols);
+            let (wc, wg) = (cpu.upload_matrix(src.clone()).unwrap(), g.upload_matrix(src.clone()).unwrap());
+            let rb = dtype.row_bytes(cols).unwrap();
+            let deq: Vec<Vec<f32>> = (0..wrows)
+                .map(|o| {
+                    let mut v = vec![0.0; cols];
+                    quant::dequantize_row(dtype, &src.bytes[o * rb..(o + 1) * rb], &mut v).unwrap();
+                    v
+                })
+                .collect();
+            for rows in [1, 2, 3, 5, 8, 9, 20, 33, 70] {
+                let x = rng.vec(rows * cols, -1.0, 1.0);
+                let mut want = vec![0.0; rows * wrows];
+                cpu.matmul(&x, &wc, rows, &mut want).unwrap();
+                let mut out = g.alloc(rows * wrows).unwrap();
+                g.matmul(&to_gpu(&g, &x), &wg, rows, &mut out).unwrap();
+                let got = from_gpu(&g, &out, rows * wrows);
+                let tol = if rows <= 32 { 1e-5 } else { 1.5e-2 };
+                for r in 0..rows {
+                    for o in 0..wrows {
+                        let scale: f32 = deq[o].iter().zip(&x[r * cols..(r + 1) * cols]).map(|(a, b)| (a * b).abs()).sum();
+                        let (gv, wv) = (got[r * wrows + o], want[r * wrows + o]);
+                        assert!((gv - wv).abs() <= tol * scale + 1e-6, "{dtype} cols {cols} rows {rows}: out[{r},{o}] {gv} vs {wv} (scale {scale})");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_many_equals_separate_matmuls() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng(2);
+    let cols = 256;
+    let mats: Vec<_> = [(DType::Q4_1, 64), (DType::Q4_1, 16), (DType::Q6K, 16), (DType::Q4_1, 40)]
+        .into_iter()
+        .map(|(t, r)| g.upload_matrix(matrix(&mut rng, t, r, cols)).unwrap())
+        .collect();
+    for rows in [1, 4, 12, 40] {
+        let x = to_gpu(&g, &rng.vec(rows * cols, -1.0, 1.0));
+        let mut outs: Vec<_> = mats.iter().map(|m| g.alloc(rows * m.rows()).unwrap()).collect();
+        {
+            let mut jobs: Vec<_> = mats.iter().zip(outs.iter_mut()).collect();
+            g.matmul_many(&x, rows, &mut jobs).unwrap();
+        }
+        for (m, o) in mats.iter().zip(&outs) {
+            let mut single = g.alloc(rows * m.rows()).unwrap();
+            g.matmul(&x, m, rows, &mut single).unwrap();
+            assert_eq!(from_gpu(&g, o, rows * m.rows()), from_gpu(&g, &single, rows * m.rows()), "rows {rows}");
+        }
+    }
+}
+
+#[test]
+fn embed_is_bit_exact() {
+    let Some(g) = gpu() else { return };
+    let cpu = CpuBackend::reference(1).unwrap();
+    let mut rng = Rng(3);
+    for dtype in TYPES {
+        let cols = if dtype.block_len() == 1 { 100 } else { 512 };
+        let src = matrix(&mut rng, dtype, 50, cols);
+        let (wc, wg) = (cpu.upload_matrix(src.clone()).unwrap(), g.upload_matrix(src).unwrap());
+        let toks: Vec<u32> = (0..7).map(|_| rng.below(50)).collect();
+        let mut want = vec![0.0; 7 * cols];
+        cpu.embed(&wc, &toks, 7, &mut want).unwrap();
+        let mut out = g.alloc(7 * cols).unwrap();
+        g.embed(&wg, &idx_gpu(&g, &toks), 7, &mut out).unwrap();
+        assert_eq!(from_gpu(&g, &out, 7 * cols), want, "{dtype}");
+    }
+}
+
+#[test]
+fn elementwise_ops_match_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let cpu = CpuBackend::reference(1).unwrap();
+    let mut rng = Rng(4);
+    let (rows, dim) = (5, 576);
+    let x = rng.vec(rows * dim, -3.0, 3.0);
+    let w = rng.vec(dim, -1.0, 1.0);
+    let (xg, wg) = (to_gpu(&g, &x), to_gpu(&g, &w));
+
+    let mut want = vec![0.0; rows * dim];
+    cpu.rms_norm(&x, &w, 1e-5, rows, dim, &mut want).unwrap();
+    let mut out = g.alloc(rows * dim).unwrap();
+    g.rms_norm(&xg, &wg, 1e-5, rows, dim, &mut out).unwrap();
+    close(&from_gpu(&g, &out, rows * dim), &want, 1e-5, "rms_norm");
+
+    let y = rng.vec(rows * dim, -1.0, 1.0);
+    let mut want = vec![0.0; rows * dim];
+    cpu.silu_mul(&x, &y, rows * dim, &mut want).unwrap();
+    g.silu_mul(&xg, &to_gpu(&g, &y), rows * dim, &mut out).unwrap();
+    close(&from_gpu(&g, &out, rows * dim), &want, 1e-5, "silu_mul");
+
+    let mut want = x.clone();
+    cpu.add(&mut want, &y, rows * dim).unwrap();
+    let mut sum = to_gpu(&g, &x);
+    g.add(&mut sum, &to_gpu(&g, &y), rows * dim).unwrap();
+    assert_eq!(from_gpu(&g, &sum, rows * dim), want, "add");
+
+    let mut want = x.clone();
+    cpu.add_bias(&mut want, &w, rows, dim).unwrap();
+    let mut biased = to_gpu(&g, &x);
+    g.add_bias(&mut biased, &wg, rows, dim).unwrap();
+    assert_eq!(from_gpu(&g, &biased, rows * dim), want, "add_bias");
+
+    let sel = vec![4u32, 0, 2];
+    let mut want = vec![0.0; 3 * dim];
+    cpu.gather_rows(&x, &sel, 3, dim, &mut want).unwrap();
+    let mut out3 = g.alloc(3 * dim).unwrap();
+    g.gather_rows(&xg, &idx_gpu(&g, &sel), 3, dim, &mut out3).unwrap();
+    assert_eq!(from_gpu(&g, &out3, 3 * dim), want, "gather_rows");
+
+    for (neox, rot_dim) in [(false, 64), (true, 64), (true, 32)] {
+        let (heads, hd) = (3, 64);
+        let inv_freq: Vec<f32> = (0..rot_dim / 2).map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / rot_dim as f32)).collect();
+        let rope = RopeParams { rot_dim, inv_freq, neox };
+        let q = rng.vec(rows * heads * hd, -2.0, 2.0);
+        let pos = vec![0u32, 1, 17, 4095, 30000];
+        let mut want = q.clone();
+        cpu.rope(&mut want, &pos, rows, heads, hd, &rope).unwrap();
+        let mut qg = to_gpu(&g, &q);
+        g.rope(&mut qg, &idx_gpu(&g, &pos), rows, heads, hd, &rope).unwrap();
+        close(&from_gpu(&g, &qg, rows * heads * hd), &want, 1e-5, "rope");
+    }
+}
+
+struct Case {
+    dtype: KvDType,
+    heads: usize,
+    kv_heads: usize,
+    hd: usize,
+}
+
+/// Random K/V written through write_kv on both backends, then attention for `tokens`
+/// (sequence, position) over shuffled block tables.
+fn attention_case(g: &CudaBackend, cpu: &CpuBackend, rng: &mut Rng, c: &Case, tokens: &[(u32, u32)], seqs: usize) {
+    let (bs, max_blocks) = (16, 40);
+    let num_blocks = seqs * max_blocks + 3;
+    let layout = KvLayout { layers: 2, num_blocks, block_size: bs, kv_heads: c.kv_heads, head_dim: c.hd, dtype: c.dtype };
+    let (mut kc, mut kg) = (cpu.alloc_kv_cache(layout).unwrap(), g.alloc_kv_cache(layout).unwrap());
+    let slots = num_blocks * bs;
+    let row = c.kv_heads * c.hd;
+    let k = rng.vec(slots * row, -1.0, 1.0);
+    let v = rng.vec(slots * row, -1.0, 1.0);
+    let all: Vec<u32> = (0..slots as u32).collect();
+    cpu.write_kv(&mut kc, 1, &k, &v, &all, slots).unwrap();
+    g.write_kv(&mut kg, 1, &to_gpu(g, &k), &to_gpu(g, &v), &idx_gpu(g, &all), slots).unwrap();
+    let mut blocks: Vec<u32> = (0..num_blocks as u32).collect();
+    for i in (1..blocks.len()).rev() {
+        blocks.swap(i, rng.below(i as u32 + 1) as usize);
+    }
+    let tables = blocks[..seqs * max_blocks].to_vec();
+    let positions: Vec<u32> = tokens.iter().map(|t| t.1).collect();
+    let token_seq: Vec<u32> = tokens.iter().map(|t| t.0).collect();
+    let n = tokens.len();
+    let q = rng.vec(n * c.heads * c.hd, -2.0, 2.0);
+    let zeros = vec![0u32; n];
+    let batch = AttentionBatch::<CpuBackend> {
+        num_tokens: n,
+        num_seqs: seqs,
+        positions: &positions,
+        token_seq: &token_seq,
+        slots: &zeros,
+        block_tables: &tables,
+        max_blocks_per_seq: max_blocks,
+    };
+    let mut want = vec![0.0; n * c.heads * c.hd];
+    cpu.attention(&kc, 1, &q, c.heads, &batch, &mut want).unwrap();
+    let (pg, sg, zg, tg) = (idx_gpu(g, &positions), idx_gpu(g, &token_seq), idx_gpu(g, &zeros), idx_gpu(g, &tables));
+    let gb = AttentionBatch::<CudaBackend> {
+        num_tokens: n,
+        num_seqs: seqs,
+        positions: &pg,
+        token_seq: &sg,
+        slots: &zg,
+        block_tables: &tg,
+        max_blocks_per_seq: max_blocks,
+    };
+    let mut out = g.alloc(n * c.heads * c.hd).unwrap();
+    g.attention(&kg, 1, &to_gpu(g, &q), c.heads, &gb, &mut out).unwrap();
+    let what = format!("{:?} {}/{} heads hd {}, {n} tokens", c.dtype, c.heads, c.kv_heads, c.hd);
+    close(&from_gpu(g, &out, n * c.heads * c.hd), &want, 1e-4, &what);
+}
+
+#[test]
+fn attention_matches_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let cpu = CpuBackend::reference(2).unwrap();
+    let mut rng = Rng(5);
+    for dtype in [KvDType::F16, KvDType::F32] {
+        for (heads, kv_heads, hd) in [(4, 4, 64), (8, 2, 128), (9, 3, 64), (16, 1, 128), (2, 1, 256), (6, 2, 80)] {
+            let c = Case { dtype, heads, kv_heads, hd };
+            // Decode: one token per sequence, positions around block and split edges.
+            let decode: Vec<(u32, u32)> = [0u32, 15, 16, 255, 256, 639].iter().enumerate().map(|(s, &p)| (s as u32, p)).collect();
+            attention_case(&g, &cpu, &mut rng, &c, &decode, 6);
+            // Mixed: a prompt chunk of sequence 1 (positions 100..170) between decode tokens.
+            let mut mixed = vec![(0u32, 300u32)];
+            mixed.extend((100..170).map(|p| (1u32, p)));
+            mixed.push((2, 5));
+            mixed.extend((0..3).map(|p| (3u32, p)));
+            attention_case(&g, &cpu, &mut rng, &c, &mixed, 4);
+        }
+    }
+}
+
+#[test]
+fn a_captured_step_replays_with_new_inputs() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng(6);
+    let (cols, wrows) = (256, 96);
+    let w = g.upload_matrix(matrix(&mut rng, DType::Q4_1, wrows, cols)).unwrap();
+    let norm = to_gpu(&g, &rng.vec(cols, 0.5, 1.5));
+    let mut x = g.alloc(cols).unwrap();
+    let mut normed = g.alloc(cols).unwrap();
+    let mut out = g.alloc(wrows).unwrap();
+    let step = |x: &rill_backend_cuda::CudaBuffer, normed: &mut rill_backend_cuda::CudaBuffer, out: &mut rill_backend_cuda::CudaBuffer| {
+        g.rms_norm(x, &norm, 1e-5, 1, cols, normed).unwrap();
+        g.matmul(normed, &w, 1, out).unwrap();
+    };
+    assert!(g.graphs_supported());
+    assert!(!g.replay(7).unwrap(), "nothing recorded yet");
+    g.write(&mut x, &rng.vec(cols, -1.0, 1.0)).unwrap();
+    g.begin_capture(7).unwrap();
+    step(&x, &mut normed, &mut out);
+    g.end_capture(7).unwrap();
+    for _ in 0..3 {
+        let input = rng.vec(cols, -1.0, 1.0);
+        g.write(&mut x, &input).unwrap();
+        assert!(g.replay(7).unwrap());
+        let replayed = from_gpu(&g, &out, wrows);
+        step(&x, &mut normed, &mut out);
+        assert_eq!(from_gpu(&g, &out, wrows), replayed, "a replay computes what the ops compute");
+    }
+    // Allocation is refused while capturing; that capture is discarded and the stream stays usable.
+    g.begin_capture(8).unwrap();
+    step(&x, &mut normed, &mut out);
+    assert!(g.alloc(4).is_err());
+    g.end_capture(8).unwrap();
+    assert!(!g.replay(8).unwrap(), "a failed capture is not kept");
+    step(&x, &mut normed, &mut out);
+    g.synchronize().unwrap();
+    assert!(g.replay(7).unwrap(), "other recordings survive");
+}

@@ -1,0 +1,187 @@
+//! `rill check-backend`: is a backend computing the same function as the CPU oracle? Three
+//! checks, each on fresh random data (the seed is printed so a failure can be replayed):
+//! 1. every `Backend` op against `CpuBackend::reference` (`rill_backend::conformance`);
+//! 2. end to end: greedy tokens of one model on the device and on the oracle, each prompt alone
+//!    and all prompts batched through the engine (decode steps recorded as graphs on CUDA),
+//!    compared with vLLM's near-tie rule;
+//! 3. optionally, logits of every position against a file another implementation wrote (HF
+//!    `transformers` in `scripts/gpu-check.sh`).
+//!
+//! The command is generic over the backend, so CI runs it CPU-vs-CPU and a GPU machine runs it
+//! CUDA-vs-CPU; it exits non-zero when any check fails.
+
+pub mod logits;
+pub mod parity;
+
+use std::path::PathBuf;
+
+use clap::Args;
+use rill_backend::conformance;
+use rill_backend::Backend;
+use rill_backend_cpu::CpuBackend;
+use rill_engine::{GenerateRequest, SamplingParams, StreamEvent};
+use rill_model::generate::{generate, GenerateParams, GeneratedToken};
+use rill_model::runner::ModelRunner;
+
+use crate::device::{with_backend, BackendJob};
+use crate::options::{LoadFormatArg, ModelArgs};
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+#[derive(Args, Debug, Clone)]
+pub struct CheckBackendArgs {
+    /// Seed of the random inputs (default: drawn from the clock and printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Model of the end-to-end check: a GGUF file, an HF directory, or a config JSON (a dummy
+    /// model: seeded random weights of `--dummy-dtype`).
+    #[arg(long, default_value = "configs/models/tiny-llama.json")]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub engine: ModelArgs,
+    /// Random prompts in the end-to-end check.
+    #[arg(long, default_value_t = 6)]
+    pub prompts: usize,
+    /// Greedy tokens per prompt.
+    #[arg(long, default_value_t = 32)]
+    pub tokens: usize,
+    /// JSON of reference logits ({"prompts": [[ids]], "logits": [[[f32; vocab]; len]]}) to
+    /// compare every position's logits against.
+    #[arg(long)]
+    pub logits_reference: Option<PathBuf>,
+    /// Only the kernel checks.
+    #[arg(long, conflicts_with = "skip_kernels")]
+    pub kernels_only: bool,
+    /// Only the end-to-end checks.
+    #[arg(long)]
+    pub skip_kernels: bool,
+}
+
+pub fn run(mut args: CheckBackendArgs) -> CliResult {
+    // The default model is a config for a dummy model.
+    if args.engine.load_format == LoadFormatArg::Auto && args.model.extension().is_some_and(|e| e == "json") {
+        args.engine.load_format = LoadFormatArg::Dummy;
+    }
+    let seed = args.seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1));
+    println!("check-backend: device {}, seed {seed} (the CPU reference is the oracle; --device picks the backend checked)", args.engine.device);
+    let failures = with_backend(&args.engine.device, args.engine.threads, CheckJob { args: &args, seed })??;
+    if failures > 0 {
+        return Err(format!("check-backend: {failures} check(s) failed (seed {seed})").into());
+    }
+    println!("check-backend: all checks passed");
+    Ok(())
+}
+
+struct CheckJob<'a> {
+    args: &'a CheckBackendArgs,
+    seed: u64,
+}
+
+impl BackendJob for CheckJob<'_> {
+    type Output = Result<usize, Box<dyn std::error::Error>>;
+
+    fn run<B: Backend>(self, candidate: B) -> Self::Output {
+        let args = self.args;
+        let reference = CpuBackend::reference(args.engine.threads)?;
+        let mut failures = 0;
+        if !args.skip_kernels {
+            println!("== kernels: {} vs cpu reference", candidate.name());
+            for check in conformance::run(&reference, &candidate, self.seed) {
+                println!("{check}");
+                failures += !check.passed() as usize;
+            }
+        }
+        if args.kernels_only {
+            return Ok(failures);
+        }
+        println!("== end to end: {} ({:?}), {} prompts x {} greedy tokens", args.model.display(), args.engine.load_format, args.prompts, args.tokens);
+        let mut reference_model = args.engine.load_on(&args.model, reference)?;
+        let mut candidate_model = args.engine.load_on(&args.model, candidate)?;
+        let vocab = reference_model.transformer.config().vocab_size;
+        let prompts = random_prompts(self.seed, args.prompts, vocab);
+        let params = GenerateParams { max_tokens: args.tokens, temperature: 0.0, seed: 0, stop_tokens: vec![], top_logprobs: 5 };
+        let mut expected = Vec::new();
+        for (i, prompt) in prompts.iter().enumerate() {
+            let want = run_alone(&mut reference_model.transformer, prompt, &params)?;
+            let got = run_alone(&mut candidate_model.transformer, prompt, &params)?;
+            failures += report(&format!("prompt {i} ({} tokens) alone", prompt.len()), &want, &got);
+            expected.push(want);
+        }
+        if let Some(path) = &args.logits_reference {
+            println!("== logits against {}", path.display());
+            failures += logits::check_file(&mut candidate_model.transformer, path)?;
+        }
+        let eos = candidate_model.tokenizer.eos_token_ids().to_vec();
+        let engine = ModelRunner::new(candidate_model.transformer, eos).start("check-backend");
+        let batched = run_batched(&engine, &prompts, args.tokens)?;
+        for (i, (want, got)) in expected.iter().zip(&batched).enumerate() {
+            failures += report(&format!("prompt {i} in a batch of {}", prompts.len()), want, got);
+        }
+        Ok(failures)
+    }
+}
+
+/// Prompts of assorted lengths (1 token up to a few hundred) of random token ids.
+fn random_prompts(seed: u64, count: usize, vocab: usize) -> Vec<Vec<u32>> {
+    let mut state = seed ^ 0x0123_4567_89AB_CDEF;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    const LENGTHS: [usize; 6] = [1, 7, 33, 120, 5, 300];
+    (0..count).map(|i| (0..LENGTHS[i % LENGTHS.len()]).map(|_| (next() % vocab as u64) as u32).collect()).collect()
+}
+
+fn run_alone<B: Backend>(model: &mut rill_model::Transformer<B>, prompt: &[u32], params: &GenerateParams) -> Result<Vec<GeneratedToken>, Box<dyn std::error::Error>> {
+    let mut out = Vec::new();
+    generate(model, prompt, params, |t| out.push(t.clone()))?;
+    Ok(out)
+}
+
+/// All prompts submitted at once through the engine; tokens with their top-5 alternatives.
+fn run_batched(engine: &rill_engine::Engine, prompts: &[Vec<u32>], tokens: usize) -> Result<Vec<Vec<GeneratedToken>>, Box<dyn std::error::Error>> {
+    let params = SamplingParams { temperature: 0.0, max_tokens: Some(tokens), logprobs: Some(5), ignore_eos: true, ..Default::default() };
+    let mut streams = Vec::new();
+    for prompt in prompts {
+        streams.push(engine.handle().submit(GenerateRequest { prompt: prompt.clone(), params: params.clone(), priority: 0 })?);
+    }
+    let mut results = Vec::new();
+    for mut stream in streams {
+        let mut out = Vec::new();
+        loop {
+            match stream.blocking_recv() {
+                Some(StreamEvent::Token { token, .. }) => out.push(GeneratedToken { id: token.token, logprob: token.logprob.unwrap_or(f32::NAN), top: token.top_logprobs }),
+                Some(StreamEvent::Finished { .. }) => break,
+                Some(StreamEvent::Failed(e)) => return Err(format!("batched generation failed: {e}").into()),
+                None => return Err("the engine stopped".into()),
+            }
+        }
+        results.push(out);
+    }
+    Ok(results)
+}
+
+/// Prints one comparison line; 1 if it failed.
+fn report(what: &str, want: &[GeneratedToken], got: &[GeneratedToken]) -> usize {
+    let p = parity::compare(want, got);
+    let verdict = if p.passed() { "ok  " } else { "FAIL" };
+    let tie = if p.matched < p.compared { if p.near_tie { " (then a near-tie)" } else { " (then a token outside the other's top 5)" } } else { "" };
+    println!("{verdict} {what}: {}/{} tokens equal{tie}, max |Δ logprob| {:.4}", p.matched, p.compared, p.max_logprob_diff);
+    !p.passed() as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::random_prompts;
+
+    #[test]
+    fn prompts_are_seeded_and_in_the_vocabulary() {
+        let a = random_prompts(7, 6, 100);
+        assert_eq!(a, random_prompts(7, 6, 100));
+        assert_ne!(a, random_prompts(8, 6, 100));
+        assert_eq!(a.iter().map(Vec::len).collect::<Vec<_>>(), [1, 7, 33, 120, 5, 300]);
+        assert!(a.iter().flatten().all(|&t| t < 100));
+    }
+}

@@ -1,0 +1,91 @@
+// Whole-row decoding of packed matrices:
+//   dequant_bf16_<type>  rows [row0, row0 + nrows) -> bf16 [nrows, ld] scratch for the cuBLAS
+//                        GEMM path (more than 8 input rows); padded columns become 0.
+//   embed_<type>         out[t] = w[tokens[t]] in f32: the embedding lookup.
+//   f32_to_bf16          the GEMM path's activations.
+// CPU twins: `rill_backend::quant::dequantize_row` (embed matches it bit for bit: packed.cuh's
+// `unit_weight` keeps the CPU's roundings; the bf16 outputs are that value rounded to nearest
+// even), `CpuMatrix::gather` for embed.
+//
+// Launch: one thread per (row, 32-weight unit), 256 threads per block,
+// grid.x = ceil(nrows * units / 256) (dequant) or ceil(n * units / 256) (embed);
+// f32_to_bf16: grid-stride over n, grid.x = min(ceil(n / 256), 8192).
+#include "args.cuh"
+#include "common.cuh"
+#include "packed.cuh"
+
+#define DQ_THREADS 256
+
+__device__ __forceinline__ uint16_t to_bf16(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
+
+template <int FMT>
+__device__ __forceinline__ void dequant_bf16(const DequantArgs& a) {
+    using F = Fmt<FMT>;
+    const long long idx = static_cast<long long>(blockIdx.x) * DQ_THREADS + threadIdx.x;
+    if (idx >= static_cast<long long>(a.nrows) * a.w.units) return;
+    const int r = static_cast<int>(idx / a.w.units), u = static_cast<int>(idx % a.w.units);
+    const typename F::Raw raw = F::load(a.w, a.row0 + r, u);
+    int x0, x1;
+    F::runs(u, x0, x1);
+    float q[16], s, o;
+    uint16_t* dst = a.out + static_cast<size_t>(r) * a.ld;
+    F::template decode<0>(raw, u, q, s, o);
+#pragma unroll
+    for (int i = 0; i < 16; ++i) dst[x0 + i] = to_bf16(unit_weight(s, q[i], o));
+    F::template decode<1>(raw, u, q, s, o);
+#pragma unroll
+    for (int i = 0; i < 16; ++i) dst[x1 + i] = to_bf16(unit_weight(s, q[i], o));
+}
+
+template <int FMT>
+__device__ __forceinline__ void embed(const EmbedArgs& a) {
+    using F = Fmt<FMT>;
+    const long long idx = static_cast<long long>(blockIdx.x) * DQ_THREADS + threadIdx.x;
+    if (idx >= static_cast<long long>(a.n) * a.w.units) return;
+    const int t = static_cast<int>(idx / a.w.units), u = static_cast<int>(idx % a.w.units);
+    const uint32_t tok = __ldg(a.tokens + t);
+    int x0, x1;
+    F::runs(u, x0, x1);
+    float* dst = a.out + static_cast<size_t>(t) * a.w.cols;
+    if (tok >= static_cast<uint32_t>(a.w.rows)) {
+        // The CPU rejects such a token; a kernel cannot, so its row reads as zeros. (The model
+        // checks token ids before the step.)
+        for (int i = 0; i < 16; ++i) {
+            if (x0 + i < a.w.cols) dst[x0 + i] = 0.0f;
+            if (x1 + i < a.w.cols) dst[x1 + i] = 0.0f;
+        }
+        return;
+    }
+    const typename F::Raw raw = F::load(a.w, static_cast<int>(tok), u);
+    float q[16], s, o;
+    F::template decode<0>(raw, u, q, s, o);
+#pragma unroll
+    for (int i = 0; i < 16; ++i)
+        if (x0 + i < a.w.cols) dst[x0 + i] = unit_weight(s, q[i], o);
+    F::template decode<1>(raw, u, q, s, o);
+#pragma unroll
+    for (int i = 0; i < 16; ++i)
+        if (x1 + i < a.w.cols) dst[x1 + i] = unit_weight(s, q[i], o);
+}
+
+#define DQ_KERNELS(name, FMT)                                                                        \
+    extern "C" __global__ void __launch_bounds__(DQ_THREADS) dequant_bf16_##name(const DequantArgs a) { \
+        dequant_bf16<FMT>(a);                                                                        \
+    }                                                                                                \
+    extern "C" __global__ void __launch_bounds__(DQ_THREADS) embed_##name(const EmbedArgs a) { embed<FMT>(a); }
+
+DQ_KERNELS(f32, FMT_F32)
+DQ_KERNELS(f16, FMT_F16)
+DQ_KERNELS(bf16, FMT_BF16)
+DQ_KERNELS(q4_0, FMT_Q4_0)
+DQ_KERNELS(q4_1, FMT_Q4_1)
+DQ_KERNELS(q8_0, FMT_Q8_0)
+DQ_KERNELS(q4_k, FMT_Q4_K)
+DQ_KERNELS(q5_k, FMT_Q5_K)
+DQ_KERNELS(q6_k, FMT_Q6_K)
+
+extern "C" __global__ void __launch_bounds__(DQ_THREADS) f32_to_bf16(const ConvertArgs a) {
+    for (long long i = static_cast<long long>(blockIdx.x) * DQ_THREADS + threadIdx.x; i < a.n;
+         i += static_cast<long long>(gridDim.x) * DQ_THREADS)
+        a.out[i] = to_bf16(a.x[i]);
+}

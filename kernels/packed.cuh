@@ -1,0 +1,273 @@
+// Readers of the packed matrix layout (see common.cuh): one `Fmt<FMT>` per weight type, used by
+// the GEMV (quant_gemv.cu), the bf16 dequantizer and the embedding gather (dequant.cu), so all
+// three decode a weight the same way.
+//
+// Each `Fmt` has
+//   Raw                       the bytes of one unit of one row, loaded with 16-byte loads;
+//   load(m, row, u)           reads them (every address is 16-byte aligned by construction);
+//   runs(u, x0, x1)           the first column of the unit's two 16-column runs;
+//   decode<RUN>(raw, u, q, s, o)  the run's 16 codes as exact floats `q` and its affine map:
+//                             weight = s * q + o.
+// The unit -> (block, sub-block) mapping is the one the Rust twin in
+// crates/backend-cuda/src/packed.rs tests against `rill_backend::quant::dequantize_row`.
+#pragma once
+
+#include "common.cuh"
+
+template <int FMT>
+struct Fmt;
+
+__device__ __forceinline__ const uint8_t* q_row(const PackedMatrix& m, int row) {
+    return m.q + static_cast<size_t>(row) * static_cast<size_t>(m.q_stride);
+}
+__device__ __forceinline__ const uint8_t* s_row(const PackedMatrix& m, int row) {
+    return m.s + static_cast<size_t>(row) * static_cast<size_t>(m.s_stride);
+}
+__device__ __forceinline__ uint4 ld16(const uint8_t* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+
+// Nibbles of a word: the low ones for run 0, the high ones for run 1 (ggml's element order).
+template <int RUN>
+__device__ __forceinline__ uint32_t nibbles(uint32_t w) {
+    return RUN == 0 ? (w & 0x0F0F0F0Fu) : ((w >> 4) & 0x0F0F0F0Fu);
+}
+
+// ---- Q4_0: 16 bytes of qs per block, byte j = elements j (low) and j + 16 (high); w = d (q - 8).
+template <>
+struct Fmt<FMT_Q4_0> {
+    struct Raw { uint4 qs; uint32_t d; };
+    static __device__ __forceinline__ Raw load(const PackedMatrix& m, int row, int u) {
+        Raw r;
+        r.qs = ld16(q_row(m, row) + 16 * u);
+        r.d = __ldg(reinterpret_cast<const unsigned short*>(s_row(m, row)) + u);
+        return r;
+    }
+    static __device__ __forceinline__ void runs(int u, int& x0, int& x1) { x0 = 32 * u; x1 = x0 + 16; }
+    template <int RUN>
+    static __device__ __forceinline__ void decode(const Raw& r, int, float* q, float& s, float& o) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) bytes4(nibbles<RUN>(word_of(r.qs, i)), 8.0f, q + 4 * i);
+        s = f16_bits_to_f32(r.d);
+        o = 0.0f;
+    }
+};
+
+// ---- Q4_1: as Q4_0 with w = d q + m; the scales plane holds (d, m) as one word.
+template <>
+struct Fmt<FMT_Q4_1> {
+    struct Raw { uint4 qs; uint32_t dm; };
+    static __device__ __forceinline__ Raw load(const PackedMatrix& m, int row, int u) {
+        Raw r;
+        r.qs = ld16(q_row(m, row) + 16 * u);
+        r.dm = __ldg(reinterpret_cast<const unsigned int*>(s_row(m, row)) + u);
+        return r;
+    }
+    static __device__ __forceinline__ void runs(int u, int& x0, int& x1) { x0 = 32 * u; x1 = x0 + 16; }
+    template <int RUN>
+    static __device__ __forceinline__ void decode(const Raw& r, int, float* q, float& s, float& o) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) bytes4(nibbles<RUN>(word_of(r.qs, i)), 0.0f, q + 4 * i);
+        s = f16_bits_to_f32(r.dm);
+        o = f16_bits_to_f32(r.dm >> 16);
+    }
+};
+
+// ---- Q8_0: 32 bytes of signed qs per block (run 0 = bytes 0..15); w = d q.
+template <>
+struct Fmt<FMT_Q8_0> {
+    struct Raw { uint4 a, b; uint32_t d; };
+    static __device__ __forceinline__ Raw load(const PackedMatrix& m, int row, int u) {
+        Raw r;
+        const uint8_t* p = q_row(m, row) + 32 * u;
+        r.a = ld16(p);
+        r.b = ld16(p + 16);
+        r.d = __ldg(reinterpret_cast<const unsigned short*>(s_row(m, row)) + u);
+        return r;
+    }
+    static __device__ __forceinline__ void runs(int u, int& x0, int& x1) { x0 = 32 * u; x1 = x0 + 16; }
+    template <int RUN>
+    static __device__ __forceinline__ void decode(const Raw& r, int, float* q, float& s, float& o) {
+        const uint4 v = RUN == 0 ? r.a : r.b;
+        // Flipping the sign bit turns the two's-complement byte q into q + 128 (0..255).
+#pragma unroll
+        for (int i = 0; i < 4; ++i) bytes4(word_of(v, i) ^ 0x80808080u, 128.0f, q + 4 * i);
+        s = f16_bits_to_f32(r.d);
+        o = 0.0f;
+    }
+};
+
+// ---- Float rows, 32 elements per unit, zero-padded to whole units.
+template <>
+struct Fmt<FMT_F16> {
+    struct Raw { uint4 v[4]; };
+    static __device__ __forceinline__ Raw load(const PackedMatrix& m, int row, int u) {
+        Raw r;
+        const uint8_t* p = q_row(m, row) + 64 * u;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) r.v[i] = ld16(p + 16 * i);
+        return r;
+    }
+    static __device__ __forceinline__ void runs(int u, int& x0, int& x1) { x0 = 32 * u; x1 = x0 + 16; }
+    template <int RUN>
+    static __device__ __forceinline__ void decode(const Raw& r, int, float* q, float& s, float& o) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const uint32_t w = word_of(r.v[2 * RUN + i / 4], i % 4);
+            q[2 * i] = f16_bits_to_f32(w);
+            q[2 * i + 1] = f16_bits_to_f32(w >> 16);
+        }
+        s = 1.0f;
+        o = 0.0f;
+    }
+};
+
+template <>
+struct Fmt<FMT_BF16> {
+    struct Raw { uint4 v[4]; };
+    static __device__ __forceinline__ Raw load(const PackedMatrix& m, int row, int u) {
+        Raw r;
+        const uint8_t* p = q_row(m, row) + 64 * u;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) r.v[i] = ld16(p + 16 * i);
+        return r;
+    }
+    static __device__ __forceinline__ void runs(int u, int& x0, int& x1) { x0 = 32 * u; x1 = x0 + 16; }
+    template <int RUN>
+    static __device__ __forceinline__ void decode(const Raw& r, int, float* q, float& s, float& o) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const uint32_t w = word_of(r.v[2 * RUN + i / 4], i % 4);
+            q[2 * i] = bf16_bits_to_f32(w & 0xFFFFu);
+            q[2 * i + 1] = __uint_as_float(w & 0xFFFF0000u);
+        }
+        s = 1.0f;
+        o = 0.0f;
+    }
+};
+
+template <>
+struct Fmt<FMT_F32> {
+    struct Raw { uint4 v[8]; };
+    static __device__ __forceinline__ Raw load(const PackedMatrix& m, int row, int u) {
+        Raw r;
+        const uint8_t* p = q_row(m, row) + 128 * u;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) r.v[i] = ld16(p + 16 * i);
+        return r;
+    }
+    static __device__ __forceinline__ void runs(int u, int& x0, int& x1) { x0 = 32 * u; x1 = x0 + 16; }
+    template <int RUN>
+    static __device__ __forceinline__ void decode(const Raw& r, int, float* q, float& s, float& o) {
+#pragma unroll
+        for (int i = 0; i < 16; ++i) q[i] = __uint_as_float(word_of(r.v[4 * RUN + i / 4], i % 4));
+        s = 1.0f;
+        o = 0.0f;
+    }
+};
+
+// ---- Q4_K: raw ggml blocks. Unit j = u % 8 of super-block u / 8 is p = j / 2 (the 32-byte qs
+// chunk), h = j % 2 (its half): 16 bytes whose low nibbles are elements 64p + 16h + (0..16) of
+// sub-block 2p and whose high nibbles are elements 64p + 32 + 16h + (0..16) of sub-block 2p + 1.
+template <>
+struct Fmt<FMT_Q4_K> {
+    struct Raw { uint4 hdr; uint4 qs; };
+    static __device__ __forceinline__ Raw load(const PackedMatrix& m, int row, int u) {
+        const uint8_t* blk = q_row(m, row) + static_cast<size_t>(u >> 3) * sizeof(block_q4_K);
+        const int j = u & 7, p = j >> 1, h = j & 1;
+        Raw r;
+        r.hdr = ld16(blk);
+        r.qs = ld16(blk + offsetof(block_q4_K, qs) + 32 * p + 16 * h);
+        return r;
+    }
+    static __device__ __forceinline__ void runs(int u, int& x0, int& x1) {
+        const int j = u & 7, p = j >> 1, h = j & 1;
+        x0 = 256 * (u >> 3) + 64 * p + 16 * h;
+        x1 = x0 + 32;
+    }
+    template <int RUN>
+    static __device__ __forceinline__ void decode(const Raw& r, int u, float* q, float& s, float& o) {
+        const int p = (u & 7) >> 1;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) bytes4(nibbles<RUN>(word_of(r.qs, i)), 0.0f, q + 4 * i);
+        int sc, mn;
+        scale_min_k4(2 * p + RUN, r.hdr.y, r.hdr.z, r.hdr.w, sc, mn);
+        // ggml: d1 = d * sc, m1 = dmin * m, w = d1 * q - m1 (same roundings as the CPU twin).
+        s = __fmul_rn(f16_bits_to_f32(r.hdr.x), static_cast<float>(sc));
+        o = -__fmul_rn(f16_bits_to_f32(r.hdr.x >> 16), static_cast<float>(mn));
+    }
+};
+
+// ---- Q5_K: as Q4_K plus a fifth bit: qh byte 16h + l holds bit 2p (low run) and 2p + 1 (high).
+template <>
+struct Fmt<FMT_Q5_K> {
+    struct Raw { uint4 hdr; uint4 qh; uint4 qs; };
+    static __device__ __forceinline__ Raw load(const PackedMatrix& m, int row, int u) {
+        const uint8_t* blk = q_row(m, row) + static_cast<size_t>(u >> 3) * sizeof(block_q5_K);
+        const int j = u & 7, p = j >> 1, h = j & 1;
+        Raw r;
+        r.hdr = ld16(blk);
+        r.qh = ld16(blk + offsetof(block_q5_K, qh) + 16 * h);
+        r.qs = ld16(blk + offsetof(block_q5_K, qs) + 32 * p + 16 * h);
+        return r;
+    }
+    static __device__ __forceinline__ void runs(int u, int& x0, int& x1) { Fmt<FMT_Q4_K>::runs(u, x0, x1); }
+    template <int RUN>
+    static __device__ __forceinline__ void decode(const Raw& r, int u, float* q, float& s, float& o) {
+        const int p = (u & 7) >> 1;
+        const int shift = 2 * p + RUN;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const uint32_t hi = ((word_of(r.qh, i) >> shift) & 0x01010101u) << 4;
+            bytes4(nibbles<RUN>(word_of(r.qs, i)) | hi, 0.0f, q + 4 * i);
+        }
+        int sc, mn;
+        scale_min_k4(2 * p + RUN, r.hdr.y, r.hdr.z, r.hdr.w, sc, mn);
+        s = __fmul_rn(f16_bits_to_f32(r.hdr.x), static_cast<float>(sc));
+        o = -__fmul_rn(f16_bits_to_f32(r.hdr.x >> 16), static_cast<float>(mn));
+    }
+};
+
+// ---- Q6_K: packed ql|qh|scales (208 bytes) + f16 d in the scales plane. Unit j = u % 8 is
+// n = j / 4 (the 128-element half), g = j % 4: ql bytes 64n + 16g .. +16, whose low nibbles are
+// elements 128n + 16g + (0..16) (scale 8n + g) and high nibbles the same + 64 (scale 8n + g + 4);
+// the two high bits come from qh bytes 32n + 16(g % 2) .., shifted by 2 (g / 2) (+ 4 for high).
+template <>
+struct Fmt<FMT_Q6_K> {
+    struct Raw { uint4 ql; uint4 qh; int32_t sca; int32_t scb; uint32_t d; };
+    static __device__ __forceinline__ Raw load(const PackedMatrix& m, int row, int u) {
+        const uint8_t* blk = q_row(m, row) + static_cast<size_t>(u >> 3) * Q6K_PACKED_BYTES;
+        const int j = u & 7, n = j >> 2, g = j & 3;
+        const signed char* sc = reinterpret_cast<const signed char*>(blk + offsetof(block_q6_K, scales));
+        Raw r;
+        r.ql = ld16(blk + 64 * n + 16 * g);
+        r.qh = ld16(blk + offsetof(block_q6_K, qh) + 32 * n + 16 * (g & 1));
+        r.sca = __ldg(sc + 8 * n + g);
+        r.scb = __ldg(sc + 8 * n + g + 4);
+        r.d = __ldg(reinterpret_cast<const unsigned short*>(s_row(m, row)) + (u >> 3));
+        return r;
+    }
+    static __device__ __forceinline__ void runs(int u, int& x0, int& x1) {
+        const int j = u & 7, n = j >> 2, g = j & 3;
+        x0 = 256 * (u >> 3) + 128 * n + 16 * g;
+        x1 = x0 + 64;
+    }
+    template <int RUN>
+    static __device__ __forceinline__ void decode(const Raw& r, int u, float* q, float& s, float& o) {
+        const int g = u & 3;
+        const int shift = 2 * (g >> 1) + 4 * RUN;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const uint32_t hi = ((word_of(r.qh, i) >> shift) & 0x03030303u) << 4;
+            bytes4(nibbles<RUN>(word_of(r.ql, i)) | hi, 32.0f, q + 4 * i);
+        }
+        // ggml: d * sc * q, left to right.
+        s = __fmul_rn(f16_bits_to_f32(r.d), static_cast<float>(RUN == 0 ? r.sca : r.scb));
+        o = 0.0f;
+    }
+};
+
+// A weight exactly as the CPU's reference dequantizer computes it (`s * q + o`, two roundings,
+// no FMA contraction, and no `+ 0.0` that would turn -0.0 into +0.0).
+__device__ __forceinline__ float unit_weight(float s, float q, float o) {
+    const float w = __fmul_rn(s, q);
+    return o == 0.0f ? w : __fadd_rn(w, o);
+}
