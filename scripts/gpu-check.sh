@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The one GPU check, for a machine with an NVIDIA GPU, CUDA 13 driver, python3 with torch and
-# transformers, and no Rust or network (the lent H200). Build here first, then carry the binary:
-#   cargo build --release -p rill-server --features cuda
-#   scripts/gpu-check.sh            # on the GPU machine, from the repository root
+# transformers, and no Rust or network (the lent H200). Build here first, then carry the binaries:
+#   scripts/gpu-check-build.sh      # here: target/gpu-check-bin/{rill,backend-cuda-gpu-tests}
+#   scripts/gpu-check.sh            # there, from the repository root, target/gpu-check-bin carried
 # Steps, each on fresh random data (the seed is printed):
+#   0. the CUDA backend's own GPU tests (crates/backend-cuda/tests/gpu.rs), when carried;
 #   1. every kernel against its CPU twin (rill check-backend: named tolerances, poisoned outputs)
 #      and end-to-end greedy-token parity CUDA vs CPU on seeded dummy models (Q4_0 and BF16);
 #   2. HF transformers as a second reference: a random LlamaForCausalLM saved as an HF directory,
@@ -20,14 +21,16 @@ out="${GPU_CHECK_OUT:-${OUT:-$root/target/gpu-check}}"
 mkdir -p "$out"
 log="$out/gpu-check.log"
 : >"$log"
-rill="${RILL:-$root/target/release/rill}"
+bin_dir="$root/target/gpu-check-bin"
+rill="${RILL:-$bin_dir/rill}"
+[ -x "$rill" ] || rill="$root/target/release/rill"
 seed="${SEED:-$(date +%s)}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 say() { echo "$*" | tee -a "$log"; }
 step() { say; say "== $*"; }
 
-[ -x "$rill" ] || { echo "gpu-check: $rill not found: build it with cargo build --release -p rill-server --features cuda and carry it" >&2; exit 2; }
+[ -x "$rill" ] || { echo "gpu-check: no rill binary: run scripts/gpu-check-build.sh here and carry target/gpu-check-bin" >&2; exit 2; }
 
 # cuBLAS ships with PyTorch's NVIDIA wheels on these machines; the driver library is on the
 # loader's path already.
@@ -51,6 +54,12 @@ run_check() { # name, args...
   if "$rill" check-backend --device cuda --seed "$seed" "$@" >>"$log" 2>&1; then result[$name]=pass; else result[$name]=FAIL; fi
   say "$name: ${result[$name]} ($(grep -c '^ok ' "$log") ok lines so far, $(grep -c '^FAIL' "$log") FAIL lines so far)"
 }
+
+if [ -x "$bin_dir/backend-cuda-gpu-tests" ]; then
+  step "0. backend-cuda GPU tests"
+  if "$bin_dir/backend-cuda-gpu-tests" --test-threads=1 --nocapture >>"$log" 2>&1; then result["backend-cuda GPU tests"]=pass; else result["backend-cuda GPU tests"]=FAIL; fi
+  say "backend-cuda GPU tests: ${result["backend-cuda GPU tests"]}"
+fi
 
 step "1. kernels vs CPU twins, end-to-end parity on dummy models"
 run_check "kernels + e2e (tiny dummy, q4_0)" --model configs/models/tiny-llama.json --load-format dummy --dummy-dtype q4_0
@@ -94,7 +103,7 @@ json.dump({"copy_gbs": copy_gbs, "bf16_tflops": tflops}, open(sys.argv[1], "w"))
 EOF
 for dtype in bf16 q4_0; do
   if ! "$rill" bench-engine --device cuda --model configs/models/llama-3-8b.json --load-format dummy --dummy-dtype "$dtype" \
-      --batch 1,8,64 --context 512 --steps 32 --prefill-tokens 2048 --max-num-batched-tokens 2048 \
+      --batch 1,8,64 --context 512 --steps 32 --prefill-tokens 512,2048 --max-num-batched-tokens 2048 \
       --json "$out/bench-$dtype.json" >>"$log" 2>&1; then
     result["speed $dtype"]=FAIL
   fi
@@ -114,17 +123,19 @@ try:
 except Exception:
     c = {"copy_gbs": float("nan"), "bf16_tflops": float("nan")}
 print(f"ceilings: copy {c['copy_gbs']:.0f} GB/s, bf16 matmul {c['bf16_tflops']:.0f} TFLOP/s")
-print("| 8B dummy | prefill tok/s | prefill TFLOP/s (/ matmul) | decode b1 tok/s | b1 GB/s (/ copy) | b8 tok/s | b64 tok/s |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print("| 8B dummy | prefill 512: tok/s, TFLOP/s (/ matmul; target 60%) | prefill 2048 | decode b1: tok/s, GB/s (/ copy; target 80%) | b8 tok/s | b64 tok/s |")
+print("|---|---|---|---|---:|---:|")
 for dtype in ("bf16", "q4_0"):
     p = os.path.join(out, f"bench-{dtype}.json")
     if not os.path.exists(p):
-        print(f"| {dtype} | failed (see log) | | | | | |"); continue
-    r = json.load(open(p)); d = {x["batch"]: x for x in r["decode"]}; pf = r.get("prefill") or {}
-    b1 = d.get(1, {})
-    print(f"| {dtype} | {pf.get('tokens_per_sec', 0):.0f} | {pf.get('tflops', 0):.0f} ({pf.get('tflops', 0) / c['bf16_tflops']:.0%}; target 60%) "
-          f"| {b1.get('tokens_per_sec', 0):.0f} | {b1.get('gb_per_sec', 0):.0f} ({b1.get('gb_per_sec', 0) / c['copy_gbs']:.0%}; target 80%) "
-          f"| {d.get(8, {}).get('tokens_per_sec', 0):.0f} | {d.get(64, {}).get('tokens_per_sec', 0):.0f} |")
+        print(f"| {dtype} | failed (see log) | | | | |"); continue
+    r = json.load(open(p)); d = {x["batch"]: x for x in r["decode"]}; pf = {x["tokens"]: x for x in r.get("prefill", [])}
+    def pre(n):
+        x = pf.get(n)
+        return f"{x['tokens_per_sec']:.0f}, {x['tflops']:.0f} ({x['tflops'] / c['bf16_tflops']:.0%})" if x else "-"
+    b1 = d.get(1)
+    dec = f"{b1['tokens_per_sec']:.0f}, {b1['gb_per_sec']:.0f} ({b1['gb_per_sec'] / c['copy_gbs']:.0%})" if b1 else "-"
+    print(f"| {dtype} | {pre(512)} | {pre(2048)} | {dec} | {d.get(8, {}).get('tokens_per_sec', 0):.0f} | {d.get(64, {}).get('tokens_per_sec', 0):.0f} |")
 EOF
   echo "full log: $log"
 } 2>&1 | tee -a "$log" | tee "$out/summary.md"

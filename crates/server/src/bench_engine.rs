@@ -34,9 +34,9 @@ pub struct BenchEngineArgs {
     /// Timed decode steps per batch size.
     #[arg(long, default_value_t = 32)]
     pub steps: usize,
-    /// Prompt tokens of the prefill measurement (0: skip).
-    #[arg(long, default_value_t = 2048)]
-    pub prefill_tokens: usize,
+    /// Prompt lengths of the prefill measurements, comma-separated (0: none).
+    #[arg(long, value_delimiter = ',', default_value = "512,2048")]
+    pub prefill_tokens: Vec<usize>,
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -67,7 +67,7 @@ pub struct BenchEngineReport {
     pub device: String,
     pub model: String,
     pub weight_bytes_per_step: usize,
-    pub prefill: Option<PrefillResult>,
+    pub prefill: Vec<PrefillResult>,
     pub decode: Vec<DecodeResult>,
 }
 
@@ -78,7 +78,7 @@ pub fn run(mut args: BenchEngineArgs) -> CliResult {
     }
     // Room for every decoding sequence plus the prefill sequence, and a step of the largest batch.
     let per_seq = args.context + WARMUP_STEPS + args.steps + 1;
-    args.engine.kv_cache_tokens = Some(args.engine.kv_cache_tokens.unwrap_or(0).max(max_batch * (per_seq + 16) + args.prefill_tokens + 16));
+    args.engine.kv_cache_tokens = Some(args.engine.kv_cache_tokens.unwrap_or(0).max(max_batch * (per_seq + 16) + args.prefill_tokens.iter().copied().max().unwrap_or(0) + 16));
     args.engine.kv_cache_bytes = None;
     args.engine.max_num_seqs = args.engine.max_num_seqs.max(max_batch);
     let report = with_backend(&args.engine.device, args.engine.threads, Job { args: &args })??;
@@ -103,17 +103,19 @@ impl BackendJob for Job<'_> {
         let mut model = args.engine.load_on(&args.model, backend)?.transformer;
         eprintln!("bench-engine: loaded {} on {device} in {:.1} s", args.model.display(), loading.elapsed().as_secs_f64());
         let weight_bytes = model.decode_weight_bytes();
-        let prefill = match args.prefill_tokens {
-            0 => None,
-            n => Some(prefill(&mut model, n)?),
-        };
+        let mut prefills = Vec::new();
+        for &n in args.prefill_tokens.iter().filter(|&&n| n > 0) {
+            let r = prefill(&mut model, n)?;
+            eprintln!("bench-engine: prefill {n}: {:.0} tok/s", r.tokens_per_sec);
+            prefills.push(r);
+        }
         let mut decode = Vec::new();
         for &b in &args.batch {
             let r = decode_at(&mut model, b, args.context, args.steps, weight_bytes)?;
             eprintln!("bench-engine: batch {b}: {:.1} tok/s", r.tokens_per_sec);
             decode.push(r);
         }
-        Ok(BenchEngineReport { device, model: args.model.display().to_string(), weight_bytes_per_step: weight_bytes, prefill, decode })
+        Ok(BenchEngineReport { device, model: args.model.display().to_string(), weight_bytes_per_step: weight_bytes, prefill: prefills, decode })
     }
 }
 
@@ -212,7 +214,7 @@ fn argmax(row: &[f32]) -> u32 {
 /// The results as a markdown table.
 pub fn table(r: &BenchEngineReport) -> String {
     let mut out = format!("| {} on {} | tok/s | detail |\n|---|---:|---|\n", r.model, r.device);
-    if let Some(p) = &r.prefill {
+    for p in &r.prefill {
         out += &format!("| prefill {} tokens | {:.0} | {:.1} TFLOP/s |\n", p.tokens, p.tokens_per_sec, p.tflops);
     }
     for d in &r.decode {
