@@ -121,6 +121,21 @@ struct AttnArgs {
     int32_t pad_;
 };
 
+// sample.cu
+struct SampleRow {            // rill_backend::DeviceSampling, one per row
+    float temperature;
+    uint32_t top_k;
+    float top_p;
+    float uniform;
+};
+struct SampleArgs {
+    const float* logits;      // [rows, vocab]
+    const SampleRow* params;  // [rows]
+    uint32_t* out;            // [rows]
+    int32_t rows;
+    int32_t vocab;
+};
+
 static_assert(sizeof(GemvJob) == 56, "mirrored in args.rs");
 static_assert(sizeof(GemvArgs) == 240, "mirrored in args.rs");
 static_assert(sizeof(DequantArgs) == 64, "mirrored in args.rs");
@@ -134,3 +149,5 @@ static_assert(sizeof(AddBiasArgs) == 32, "mirrored in args.rs");
 static_assert(sizeof(GatherArgs) == 40, "mirrored in args.rs");
 static_assert(sizeof(WriteKvArgs) == 64, "mirrored in args.rs");
 static_assert(sizeof(AttnArgs) == 136, "mirrored in args.rs");
+static_assert(sizeof(SampleRow) == 16, "mirrored in args.rs");
+static_assert(sizeof(SampleArgs) == 32, "mirrored in args.rs");

@@ -8,10 +8,11 @@ mod kv_cache;
 mod matmul;
 mod pool;
 pub mod qmatmul;
+mod sample;
 mod simd;
 
 use rill_backend::{
-    AttentionBatch, Backend, BackendError, BackendResult, KvLayout, MatrixSource, RopeParams,
+    AttentionBatch, Backend, BackendError, BackendResult, DeviceSampling, KvLayout, MatrixSource, RopeParams,
 };
 
 pub use kv_cache::CpuKvCache;
@@ -162,6 +163,16 @@ impl Backend for CpuBackend {
         check_len("add", "x", x.len(), len)?;
         check_len("add", "y", y.len(), len)?;
         x[..len].iter_mut().zip(&y[..len]).for_each(|(a, b)| *a += b);
+        Ok(())
+    }
+
+    fn sample(&self, logits: &Vec<f32>, rows: usize, vocab: usize, params: &[DeviceSampling], out: &mut Vec<u32>) -> BackendResult<()> {
+        sample::sample_rows(logits, rows, vocab, params, out)
+    }
+
+    fn read_indices(&self, src: &Vec<u32>, dst: &mut [u32]) -> BackendResult<()> {
+        check_len("read_indices", "source", src.len(), dst.len())?;
+        dst.copy_from_slice(&src[..dst.len()]);
         Ok(())
     }
 

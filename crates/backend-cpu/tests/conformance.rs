@@ -3,7 +3,7 @@
 //! faults, so a pass means something when `rill check-backend` runs it on a GPU.
 
 use rill_backend::conformance::{run, Check};
-use rill_backend::{AttentionBatch, Backend, BackendResult, KvLayout, MatrixSource, RopeParams};
+use rill_backend::{AttentionBatch, Backend, BackendResult, DeviceSampling, KvLayout, MatrixSource, RopeParams};
 use rill_backend_cpu::{CpuBackend, CpuKvCache, CpuMatrix};
 
 fn failures(checks: &[Check]) -> Vec<String> {
@@ -28,6 +28,9 @@ enum Fault {
     MatmulTail,
     /// Attention output scaled by 1.01: a small but real numerical error.
     AttentionScale,
+    /// Sampling walks the kept tokens from the far end (`1 - uniform`): same distribution,
+    /// different tokens.
+    SampleMirrored,
 }
 
 /// The CPU backend with one fault planted.
@@ -110,6 +113,16 @@ impl Backend for Faulty {
     fn gather_rows(&self, x: &Vec<f32>, rows: &Vec<u32>, n: usize, dim: usize, out: &mut Vec<f32>) -> BackendResult<()> {
         self.0.gather_rows(x, rows, n, dim, out)
     }
+    fn sample(&self, logits: &Vec<f32>, rows: usize, vocab: usize, params: &[DeviceSampling], out: &mut Vec<u32>) -> BackendResult<()> {
+        if self.1 == Fault::SampleMirrored {
+            let mirrored: Vec<DeviceSampling> = params.iter().map(|p| DeviceSampling { uniform: 1.0 - p.uniform, ..*p }).collect();
+            return self.0.sample(logits, rows, vocab, &mirrored, out);
+        }
+        self.0.sample(logits, rows, vocab, params, out)
+    }
+    fn read_indices(&self, src: &Vec<u32>, dst: &mut [u32]) -> BackendResult<()> {
+        self.0.read_indices(src, dst)
+    }
 }
 
 #[test]
@@ -124,4 +137,10 @@ fn the_harness_catches_unwritten_outputs_and_small_errors() {
     let failed: Vec<&Check> = scaled.iter().filter(|c| !c.passed()).collect();
     assert_eq!(failed.len(), 9, "{:#?}", failures(&scaled));
     assert!(failed.iter().all(|c| c.op == "attention" && (c.rel_err - 0.01).abs() < 1e-4));
+
+    // Greedy rows still agree; most sampled rows do not.
+    let mirrored = run(&reference, &Faulty(CpuBackend::reference(1).unwrap(), Fault::SampleMirrored), 5);
+    let failed: Vec<&Check> = mirrored.iter().filter(|c| !c.passed()).collect();
+    assert_eq!(failed.len(), 2, "{:#?}", failures(&mirrored));
+    assert!(failed.iter().all(|c| c.op == "sample" && c.rel_err > 0.2 && c.rel_err < 0.8), "{:#?}", failures(&mirrored));
 }

@@ -241,6 +241,31 @@ pub struct AttnArgs {
     pub pad: i32,
 }
 
+// ---- sample.cu ---------------------------------------------------------------------------------
+pub const SAMPLE_THREADS: u32 = 1024;
+/// Rows of parameters the sample kernel's upload buffer holds from the start (it grows on demand).
+pub const SAMPLE_PARAM_ROWS: usize = 1024;
+
+/// `rill_backend::DeviceSampling` as the kernel reads it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SampleRow {
+    pub temperature: f32,
+    pub top_k: u32,
+    pub top_p: f32,
+    pub uniform: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SampleArgs {
+    pub logits: u64,
+    pub params: u64,
+    pub out: u64,
+    pub rows: i32,
+    pub vocab: i32,
+}
+
 // SAFETY: plain `#[repr(C)]` data (integers, floats, device addresses) laid out as the C structs
 // the kernels declare; cudarc copies the bytes into the launch.
 unsafe impl DeviceRepr for GemvArgs {}
@@ -255,6 +280,8 @@ unsafe impl DeviceRepr for AddBiasArgs {}
 unsafe impl DeviceRepr for GatherArgs {}
 unsafe impl DeviceRepr for WriteKvArgs {}
 unsafe impl DeviceRepr for AttnArgs {}
+unsafe impl DeviceRepr for SampleRow {}
+unsafe impl DeviceRepr for SampleArgs {}
 
 /// Blocks for a grid-stride kernel over `n` elements.
 pub fn ew_blocks(n: usize) -> u32 {
@@ -282,6 +309,8 @@ mod tests {
         assert_eq!(size_of::<GatherArgs>(), 40);
         assert_eq!(size_of::<WriteKvArgs>(), 64);
         assert_eq!(size_of::<AttnArgs>(), 136);
+        assert_eq!(size_of::<SampleRow>(), 16);
+        assert_eq!(size_of::<SampleArgs>(), 32);
     }
 
     /// Every field offset of the C structs (printed by abi/offsets.cu at build time) equals the
@@ -312,6 +341,8 @@ mod tests {
             AttnArgs { q, out, k_cache, v_cache, positions, token_seq, block_tables, part_acc, part_ml, num_tokens,
                 num_seqs, heads, kv_heads, group, head_dim, block_size, max_blocks, num_blocks, split_len, splits,
                 head_chunks, classify, tq, scale }
+            SampleRow { temperature, top_k, top_p, uniform }
+            SampleArgs { logits, params, out, rows, vocab }
         };
         let c = include_str!(concat!(env!("OUT_DIR"), "/abi_offsets.txt"));
         if c.is_empty() {

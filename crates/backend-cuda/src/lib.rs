@@ -6,8 +6,9 @@
 //!   quantized weights in f32 (`quant_gemv.cu`, 8 rows per launch), after one repacking at upload
 //!   that makes every weight load 16 bytes wide (`packed.rs`). Larger batches are compute-bound
 //!   and go to cuBLAS on bf16 (weights dequantized chunk by chunk into scratch).
-//! - **Every op is graph-capturable**: launch shapes depend only on sizes, index data (positions,
-//!   slots, block tables) is read on the device, and ops neither allocate, copy nor synchronize.
+//! - **Every op is graph-capturable** (but `sample`, which uploads its parameters and runs after
+//!   a step's replay): launch shapes depend only on sizes, index data (positions, slots, block
+//!   tables) is read on the device, and ops neither allocate, copy nor synchronize.
 //!   Scratch grows only in `alloc` / `upload_matrix` / `alloc_kv_cache` (`memory.rs`), and the
 //!   forward pass can record a decode step once and replay it (`graph.rs`).
 //! - **The CPU backend is the oracle**: each kernel names its CPU twin and keeps its roundings
@@ -25,12 +26,13 @@ mod matmul;
 mod memory;
 mod module;
 pub mod packed;
+mod sample;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
 use cudarc::driver::{CudaFunction, DeviceRepr, LaunchConfig, PushKernelArg};
-use rill_backend::{AttentionBatch, Backend, BackendError, BackendResult, KvDType, KvLayout, MatrixSource, RopeParams};
+use rill_backend::{AttentionBatch, Backend, BackendError, BackendResult, DeviceSampling, KvDType, KvLayout, MatrixSource, RopeParams};
 
 pub use attention::{plan as attention_plan, AttnPlan};
 pub use device::{probe, CudaDeviceInfo};
@@ -54,6 +56,10 @@ pub(crate) struct State {
     capturing: Option<u64>,
     /// An op failed during the capture in progress.
     capture_failed: bool,
+    /// `sample`'s parameters on the device (never captured, so growing it drops no graph) and
+    /// their host staging copy.
+    sample_params: Option<cudarc::driver::CudaSlice<args::SampleRow>>,
+    sample_host: Vec<args::SampleRow>,
 }
 
 impl CudaBackend {
@@ -61,7 +67,9 @@ impl CudaBackend {
     pub fn new(ordinal: usize) -> Result<CudaBackend, BackendError> {
         let info = probe(ordinal).map_err(BackendError::Device)?;
         let dev = Device::open(info).map_err(BackendError::Device)?;
-        Ok(CudaBackend { dev, state: RefCell::new(State::default()) })
+        let sample_params = Some(alloc::<args::SampleRow>(&dev.stream, args::SAMPLE_PARAM_ROWS, "sampling parameters")?);
+        let state = State { sample_params, sample_host: Vec::with_capacity(args::SAMPLE_PARAM_ROWS), ..State::default() };
+        Ok(CudaBackend { dev, state: RefCell::new(state) })
     }
 
     pub fn info(&self) -> &CudaDeviceInfo {
@@ -277,6 +285,18 @@ impl Backend for CudaBackend {
 
     fn gather_rows(&self, x: &CudaBuffer, rows: &CudaIndices, n: usize, dim: usize, out: &mut CudaBuffer) -> BackendResult<()> {
         self.op(self.gather(x, rows, n, dim, out))
+    }
+
+    fn samples_on_device(&self) -> bool {
+        true
+    }
+
+    fn sample(&self, logits: &CudaBuffer, rows: usize, vocab: usize, params: &[DeviceSampling], out: &mut CudaIndices) -> BackendResult<()> {
+        self.op(self.sample_rows(logits, rows, vocab, params, out))
+    }
+
+    fn read_indices(&self, src: &CudaIndices, dst: &mut [u32]) -> BackendResult<()> {
+        self.read_index_data(src, dst)
     }
 }
 

@@ -72,6 +72,7 @@ fn all_names() -> Vec<(&'static str, String)> {
         v.push(("attention", generic_name(kv)));
     }
     v.push(("attention", "attn_merge".to_string()));
+    v.push(("sample", "sample_rows".to_string()));
     v
 }
 
@@ -93,6 +94,7 @@ pub struct Kernels {
     pub prefill: Vec<Vec<CudaFunction>>,     // [kv][hd index]
     pub generic: Vec<CudaFunction>,          // [kv]
     pub merge: CudaFunction,
+    pub sample: CudaFunction,
     /// Keeps the modules loaded (functions hold them too; this makes it explicit).
     _modules: Vec<Arc<CudaModule>>,
 }
@@ -151,6 +153,7 @@ impl Kernels {
             prefill,
             generic,
             merge: get("attention", "attn_merge")?,
+            sample: get("sample", "sample_rows")?,
             _modules: modules.into_iter().map(|(_, m)| m).collect(),
         })
     }
@@ -232,6 +235,7 @@ mod tests {
                     "add_bias" => size_of::<args::AddBiasArgs>(),
                     "gather_rows" => size_of::<args::GatherArgs>(),
                     "write_kv" => size_of::<args::WriteKvArgs>(),
+                    "sample_rows" => size_of::<args::SampleArgs>(),
                     other => panic!("kernel {other} has no argument struct here"),
                 }
             };

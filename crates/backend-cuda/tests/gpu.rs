@@ -1,9 +1,10 @@
 //! GPU smoke tests: every op against the CPU backend's reference mode on small random inputs,
 //! plus a graph capture/replay. Each test prints "skipped: no CUDA device" and passes on a
 //! machine without one. Tolerances: embedding exact; GEMV (<= 32 rows), elementwise 1e-5 and
-//! attention 1e-4 relative; cuBLAS bf16 (> 32 rows) 1.5e-2 of sum |w x|.
+//! attention 1e-4 relative; cuBLAS bf16 (> 32 rows) 1.5e-2 of sum |w x|; sampled token ids
+//! exact (on logits without near-ties).
 
-use rill_backend::{quant, AttentionBatch, Backend, DType, KvDType, KvLayout, MatrixSource, RopeParams, SharedBytes};
+use rill_backend::{quant, AttentionBatch, Backend, DType, DeviceSampling, KvDType, KvLayout, MatrixSource, RopeParams, SharedBytes};
 use rill_backend_cpu::CpuBackend;
 use rill_backend_cuda::{probe, CudaBackend};
 
@@ -316,4 +317,66 @@ fn a_captured_step_replays_with_new_inputs() {
     step(&x, &mut normed, &mut out);
     g.synchronize().unwrap();
     assert!(g.replay(7).unwrap(), "other recordings survive");
+}
+
+/// `sample` against the CPU twin: token ids must be equal. Logits are a random permutation of
+/// evenly spaced values (no near-ties), over vocabularies below, at and well past one 1024-wide
+/// tile, with masked tokens; then a row with the largest vocabulary of the models we serve.
+#[test]
+fn sample_matches_the_cpu_twin() {
+    let Some(g) = gpu() else { return };
+    let cpu = CpuBackend::reference(1).unwrap();
+    assert!(g.samples_on_device() && !cpu.samples_on_device());
+    let mut rng = Rng(7);
+    let settings: [(f32, u32, f32); 10] =
+        [(0.0, 0, 1.0), (1.0, 0, 1.0), (0.6, 0, 1.0), (1.0, 50, 1.0), (1.0, 0, 0.9), (0.8, 20, 0.7), (1.1, 1, 1.0), (1.0, 0, 0.0), (1.5, 7, 0.5), (f32::INFINITY, 0, 1.0)];
+    for vocab in [5, 1000, 1024, 3000, 128_256] {
+        let rows = if vocab > 10_000 { settings.len() } else { 4 * settings.len() };
+        let mut logits = Vec::with_capacity(rows * vocab);
+        let mut params = Vec::new();
+        for r in 0..rows {
+            let (temperature, top_k, top_p) = settings[r % settings.len()];
+            let spread = rng.f(4.0, 40.0);
+            let mut row: Vec<f32> = (0..vocab).map(|j| spread * (j as f32 / vocab as f32 - 0.5)).collect();
+            for i in (1..vocab).rev() {
+                row.swap(i, rng.below(i as u32 + 1) as usize);
+            }
+            if r % 4 == 3 && vocab > 10 {
+                for _ in 0..vocab / 8 {
+                    let i = rng.below(vocab as u32) as usize;
+                    row[i] = if i.is_multiple_of(2) { f32::NEG_INFINITY } else { f32::NAN };
+                }
+            }
+            logits.extend_from_slice(&row);
+            params.push(DeviceSampling { temperature, top_k, top_p, uniform: rng.f(0.0, 1.0) });
+        }
+        let mut want = vec![0u32; rows];
+        cpu.sample(&logits, rows, vocab, &params, &mut want).unwrap();
+        let mut out = idx_gpu(&g, &vec![u32::MAX; rows]);
+        g.sample(&to_gpu(&g, &logits), rows, vocab, &params, &mut out).unwrap();
+        let mut got = vec![0u32; rows];
+        g.read_indices(&out, &mut got).unwrap();
+        for r in 0..rows {
+            assert_eq!(got[r], want[r], "vocab {vocab}, row {r}: {:?}", params[r]);
+        }
+    }
+    // More rows than the parameter buffer holds at first: it grows.
+    let (rows, vocab) = (1500, 64);
+    let logits: Vec<f32> = (0..rows * vocab).map(|i| ((i * 7919) % 1009) as f32 * 0.01).collect();
+    let params: Vec<DeviceSampling> = (0..rows).map(|r| DeviceSampling { temperature: 1.0, top_k: 0, top_p: 1.0, uniform: (r % 97) as f32 / 97.0 }).collect();
+    let mut want = vec![0u32; rows];
+    cpu.sample(&logits, rows, vocab, &params, &mut want).unwrap();
+    let mut out = g.alloc_indices(rows).unwrap();
+    let lg = to_gpu(&g, &logits);
+    g.sample(&lg, rows, vocab, &params, &mut out).unwrap();
+    let mut got = vec![0u32; rows];
+    g.read_indices(&out, &mut got).unwrap();
+    assert_eq!(got, want);
+    // Refused while capturing (it uploads its parameters); the stream stays usable.
+    g.begin_capture(99).unwrap();
+    assert!(g.sample(&lg, 1, vocab, &params[..1], &mut out).is_err());
+    assert!(g.read_indices(&out, &mut got[..1]).is_err());
+    g.end_capture(99).unwrap();
+    assert!(!g.replay(99).unwrap());
+    assert!(g.read_indices(&out, &mut got).is_ok());
 }

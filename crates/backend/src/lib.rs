@@ -9,7 +9,7 @@ pub mod dtype;
 mod error;
 pub mod quant;
 
-pub use backend::{AttentionBatch, Backend, KvDType, KvLayout, MatrixSource, RopeParams};
+pub use backend::{AttentionBatch, Backend, DeviceSampling, KvDType, KvLayout, MatrixSource, RopeParams};
 pub use bytes::{ByteOwner, SharedBytes};
 pub use dtype::DType;
 pub use error::{BackendError, BackendResult};

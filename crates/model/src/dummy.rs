@@ -8,7 +8,8 @@
 //!
 //! Scales keep a deep stack finite and its output varied: matrix entries are uniform with
 //! standard deviation `1/sqrt(cols)` (each matmul keeps its input's scale, so attention scores
-//! and logits are O(1)), norm weights are `1 ± 0.05`, biases within ±0.02.
+//! are O(1)), norm weights are `1 ± 0.05` (the final one `4 ± 0.2`, for peaked logits), biases
+//! within ±0.02.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -110,11 +111,16 @@ impl DummyWeights {
         Ok(bytes)
     }
 
-    /// Norm weights near 1, biases near 0.
+    /// Norm weights near 1, biases near 0. The final norm is near 4, which scales the logits
+    /// up: next-token distributions come out peaked as a trained model's are, so near-ties are
+    /// rare and comparing two backends' greedy tokens stays a sharp check.
     pub fn vector_values(&self, w: Weight, len: usize) -> Vec<f32> {
         let mut rng = stream(self.seed, weight_id(w), 0);
-        let is_norm = matches!(w, Weight::OutputNorm | Weight::Layer(_, LayerWeight::AttnNorm | LayerWeight::FfnNorm));
-        let (center, spread) = if is_norm { (1.0, 0.05) } else { (0.0, 0.02) };
+        let (center, spread) = match w {
+            Weight::OutputNorm => (4.0, 0.2),
+            Weight::Layer(_, LayerWeight::AttnNorm | LayerWeight::FfnNorm) => (1.0, 0.05),
+            _ => (0.0, 0.02),
+        };
         (0..len).map(|_| center + rng.random_range(-spread..spread)).collect()
     }
 }

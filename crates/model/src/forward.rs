@@ -5,7 +5,7 @@
 //! Every buffer is allocated once, for the largest step (`StepCapacity`); a step allocates
 //! nothing on the backend.
 
-use rill_backend::{AttentionBatch, Backend, BackendError, KvLayout, RopeParams};
+use rill_backend::{AttentionBatch, Backend, BackendError, DeviceSampling, KvLayout, RopeParams};
 use rill_engine::ForwardBatch;
 
 use crate::config::ModelConfig;
@@ -28,6 +28,8 @@ pub enum ForwardError {
     BadToken(u32),
     #[error("block table needs {need} blocks per sequence; the cache has {have} blocks")]
     BlockTable { need: usize, have: usize },
+    #[error("{params} sampling parameters for {rows} logit rows")]
+    SamplingParams { params: usize, rows: usize },
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
@@ -54,6 +56,7 @@ struct Activations<B: Backend> {
     slots: B::Indices,     // [T]
     block_tables: B::Indices, // [S, max_blocks_per_seq]
     logits_rows: B::Indices,  // [S]
+    sampled: B::Indices,      // [S] token ids chosen by `Backend::sample`
 }
 
 pub struct Transformer<B: Backend> {
@@ -66,6 +69,9 @@ pub struct Transformer<B: Backend> {
     cap: StepCapacity,
     act: Activations<B>,
     host_logits: Vec<f32>, // [S, vocab]
+    host_sampled: Vec<u32>, // [S]
+    /// Logits rows the last step left in `act.logits` (what `sample_logits` samples).
+    last_logits_rows: usize,
     /// Decode steps are recorded once per padded batch size and replayed (backends with
     /// graphs; `RILL_GRAPHS=0` turns it off).
     graphs: bool,
@@ -103,14 +109,15 @@ impl<B: Backend> Transformer<B> {
             slots: b.alloc_indices(t)?,
             block_tables: b.alloc_indices(s * kv_layout.num_blocks)?,
             logits_rows: b.alloc_indices(s)?,
+            sampled: b.alloc_indices(s)?,
         };
         let graphs = backend.graphs_supported() && std::env::var("RILL_GRAPHS").as_deref() != Ok("0");
         // One extra block past those the scheduler hands out takes the K/V of the padding rows
         // of a padded decode step.
         let kv = b.alloc_kv_cache(KvLayout { num_blocks: kv_layout.num_blocks + 1, ..kv_layout })?;
         let rope = cfg.rope_params(weights.rope_freqs.as_deref());
-        let host_logits = vec![0.0; s * vocab];
-        Ok(Transformer { backend, cfg, weights, rope, kv, kv_layout, cap, act, host_logits, graphs, pad_decode: graphs, padded: ForwardBatch::default() })
+        let (host_logits, host_sampled) = (vec![0.0; s * vocab], vec![0; s]);
+        Ok(Transformer { backend, cfg, weights, rope, kv, kv_layout, cap, act, host_logits, host_sampled, last_logits_rows: 0, graphs, pad_decode: graphs, padded: ForwardBatch::default() })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -141,6 +148,50 @@ impl<B: Backend> Transformer<B> {
 
     /// Runs one step. Returns the logits of `batch.logits_rows`, `[rows, vocab]`, row-major.
     pub fn forward(&mut self, batch: &ForwardBatch) -> Result<&[f32], ForwardError> {
+        let n_logits = self.step(batch)?;
+        if n_logits == 0 {
+            return Ok(&[]);
+        }
+        let out = &mut self.host_logits[..n_logits * self.cfg.vocab_size];
+        self.backend.read(&self.act.logits, out)?;
+        Ok(out)
+    }
+
+    /// Runs one step like [`Transformer::forward`], then chooses one token per logits row on the
+    /// backend (`Backend::sample`, `params[i]` for row `i`) and reads back only the token ids.
+    /// The sampling runs after a recorded step's replay, outside any capture.
+    pub fn forward_sample(&mut self, batch: &ForwardBatch, params: &[DeviceSampling]) -> Result<&[u32], ForwardError> {
+        let rows = batch.logits_rows.len();
+        if params.len() != rows {
+            return Err(ForwardError::SamplingParams { params: params.len(), rows });
+        }
+        self.step(batch)?;
+        self.sample_logits(params)
+    }
+
+    /// Chooses one token per logits row of the last step (`forward` or `forward_sample`) on the
+    /// backend, from the logits still there: a step can read its logits back for some rows and
+    /// sample the others on the device.
+    pub fn sample_logits(&mut self, params: &[DeviceSampling]) -> Result<&[u32], ForwardError> {
+        let rows = self.last_logits_rows;
+        if params.len() != rows {
+            return Err(ForwardError::SamplingParams { params: params.len(), rows });
+        }
+        if rows == 0 {
+            return Ok(&[]);
+        }
+        let (b, a) = (&self.backend, &mut self.act);
+        b.sample(&a.logits, rows, self.cfg.vocab_size, params, &mut a.sampled)?;
+        let out = &mut self.host_sampled[..rows];
+        b.read_indices(&a.sampled, out)?;
+        Ok(out)
+    }
+
+    /// Checks the batch and issues the step's kernels (recorded and replayed for a padded
+    /// decode step), leaving the logits of `batch.logits_rows` in the first rows of
+    /// `act.logits`; returns how many rows that is.
+    fn step(&mut self, batch: &ForwardBatch) -> Result<usize, ForwardError> {
+        self.last_logits_rows = 0;
         let n = batch.num_tokens();
         let n_logits = batch.logits_rows.len();
         if n > self.cap.max_tokens || batch.num_seqs > self.cap.max_seqs || n_logits > self.cap.max_seqs {
@@ -153,7 +204,7 @@ impl<B: Backend> Transformer<B> {
             return Err(ForwardError::BadToken(bad));
         }
         if n == 0 {
-            return Ok(&[]);
+            return Ok(0);
         }
         if let Some(bucket) = self.graph_bucket(batch) {
             self.pad_decode_batch(batch, bucket);
@@ -177,12 +228,8 @@ impl<B: Backend> Transformer<B> {
             self.upload_indices(batch)?;
             self.run_layers(n, batch.num_seqs, n_logits, batch.max_blocks_per_seq)?;
         }
-        if n_logits == 0 {
-            return Ok(&[]);
-        }
-        let out = &mut self.host_logits[..n_logits * self.cfg.vocab_size];
-        self.backend.read(&self.act.logits, out)?;
-        Ok(out)
+        self.last_logits_rows = n_logits;
+        Ok(n_logits)
     }
 
     /// Runs decode steps padded to bucket sizes even without graphs, so tests can check on the

@@ -26,6 +26,7 @@ mod tests;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rill_backend::DeviceSampling;
 pub use rill_engine::GREEDY_TEMPERATURE;
 use rill_engine::SamplingParams;
 
@@ -114,6 +115,33 @@ impl Sampler {
             penalties.record(token);
         }
         Sampled { token, logprob, top }
+    }
+
+    /// Whether the next token can be chosen by `Backend::sample` exactly as this request asks:
+    /// no log-probabilities, `logit_bias`, penalties, `min_p`, nor `min_tokens` masking left.
+    /// (The device's draw maps the uniform to tokens in index order, so a seeded request's
+    /// tokens there are reproducible but differ from the host path's; see `DeviceSampling`.)
+    pub fn device_eligible(&self) -> bool {
+        let suppress = self.generated < self.min_tokens && !self.suppressed.is_empty();
+        self.logprobs.is_none() && self.logit_bias.is_empty() && self.penalties.is_none() && !suppress && self.filters.min_p == 0.0
+    }
+
+    /// The parameters for `Backend::sample` to choose this sequence's next token, or `None`
+    /// when it must be sampled on the host ([`Sampler::device_eligible`]). `Some` counts as
+    /// that token's `sample` call: it draws the uniform from this sampler's own seeded stream
+    /// (one `f64`, as the host path draws, none when greedy) and counts the token as generated.
+    pub fn device_params(&mut self) -> Option<DeviceSampling> {
+        if !self.device_eligible() {
+            return None;
+        }
+        self.generated += 1;
+        if self.greedy {
+            return Some(DeviceSampling::GREEDY);
+        }
+        // The largest f32 below 1: an f64 draw just under 1 must not round up to it.
+        let uniform = (self.rng.random::<f64>() as f32).min(f32::from_bits(0x3F7F_FFFF));
+        let top_k = u32::try_from(self.filters.top_k).unwrap_or(u32::MAX);
+        Some(DeviceSampling { temperature: self.temperature, top_k, top_p: self.filters.top_p, uniform })
     }
 
     /// Tokens sampled so far.

@@ -338,3 +338,65 @@ fn large_vocabulary_filters_match_a_full_sort() {
     let tail = &order[allowed.len() - allowed.len() / 4..allowed.len()];
     assert!(drawn.iter().any(|t| tail.contains(t)));
 }
+
+#[test]
+fn device_params_only_for_what_the_device_does_exactly() {
+    let eligible = [
+        greedy(),
+        SamplingParams::default(),
+        SamplingParams { temperature: 0.7, top_k: 40, top_p: 0.9, seed: Some(3), ..Default::default() },
+        SamplingParams { min_tokens: 3, ..Default::default() }, // nothing to mask: no stop ids, no EOS given
+    ];
+    for p in &eligible {
+        assert!(sampler(p).device_eligible(), "{p:?}");
+        assert!(sampler(p).device_params().is_some(), "{p:?}");
+    }
+    let host_only = [
+        SamplingParams { logprobs: Some(0), ..Default::default() },
+        SamplingParams { logit_bias: vec![(1, 2.0)], ..greedy() },
+        SamplingParams { repetition_penalty: 1.2, ..Default::default() },
+        SamplingParams { presence_penalty: 0.5, ..Default::default() },
+        SamplingParams { frequency_penalty: 0.5, ..Default::default() },
+        SamplingParams { min_p: 0.1, ..Default::default() },
+    ];
+    for p in &host_only {
+        let mut s = sampler(p);
+        assert!(!s.device_eligible(), "{p:?}");
+        assert_eq!(s.device_params(), None, "{p:?}");
+        assert_eq!(s.generated(), 0);
+    }
+    // min_tokens masks EOS until it is reached: host until then, the device afterwards.
+    let params = SamplingParams { min_tokens: 2, ..Default::default() };
+    let mut s = Sampler::new(&params, SEED, &[], &[5]);
+    assert!(s.device_params().is_none());
+    s.sample(&LOGITS);
+    assert!(s.device_params().is_none());
+    s.sample(&LOGITS);
+    assert!(s.device_params().is_some());
+    assert_eq!(s.generated(), 3);
+}
+
+#[test]
+fn device_params_carry_the_request_and_the_seeded_draws() {
+    let params = SamplingParams { temperature: 0.7, top_k: 40, top_p: 0.9, ..Default::default() };
+    let mut s = sampler(&params);
+    let p = s.device_params().unwrap();
+    assert_eq!((p.temperature, p.top_k, p.top_p), (0.7, 40, 0.9));
+    assert_eq!(s.generated(), 1);
+    // The uniform is the sampler's own f64 draw, as the host path would take it.
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    let want: Vec<f32> = (0..50).map(|_| rng.random::<f64>() as f32).collect();
+    let mut s = sampler(&params);
+    let got: Vec<f32> = (0..50).map(|_| s.device_params().unwrap().uniform).collect();
+    assert_eq!(got, want);
+    assert!(got.iter().all(|u| (0.0..1.0).contains(u)));
+    // Greedy (and top_k = 1) draws nothing: argmax rows.
+    for p in [greedy(), SamplingParams { top_k: 1, ..Default::default() }] {
+        let mut s = sampler(&p);
+        assert_eq!(s.device_params(), Some(DeviceSampling::GREEDY));
+        assert!(s.device_params().unwrap().is_greedy());
+    }
+    // Off filters stay off: top_p NaN or above 1, top_k 0 or -1.
+    let off = sampler(&SamplingParams { top_k: -1, top_p: f32::NAN, ..Default::default() }).device_params().unwrap();
+    assert_eq!((off.top_k, off.top_p), (0, 1.0));
+}
