@@ -13,8 +13,6 @@ import argparse
 import json
 import os
 
-import torch
-
 
 def byte_level_tokenizer(path, vocab_size):
     """A byte-level BPE with no merges: one token per byte, then <s> and </s>."""
@@ -43,6 +41,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    import torch
+
     torch.manual_seed(args.seed)
     from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -28,6 +28,9 @@ pub struct HfConfig {
     pub rms_norm_eps: Option<f64>,
     pub rope_theta: Option<f64>,
     pub rope_scaling: Option<Value>,
+    /// transformers ≥ 5 writes `rope_theta` and the scaling here (`{"rope_type", "rope_theta",
+    /// "factor", ...}`) instead of the two fields above.
+    pub rope_parameters: Option<Value>,
     pub max_position_embeddings: Option<usize>,
     pub vocab_size: Option<usize>,
     pub tie_word_embeddings: Option<bool>,
@@ -120,7 +123,14 @@ impl HfConfig {
                 context_length = window;
             }
         }
-        let rope_base = self.rope_theta.unwrap_or(DEFAULT_ROPE_THETA) as f32;
+        let params = self.rope_parameters.as_ref().filter(|v| v.is_object());
+        let params_theta = params.and_then(|p| p.get("rope_theta")).and_then(Value::as_f64);
+        let rope_base = self.rope_theta.or(params_theta).unwrap_or(DEFAULT_ROPE_THETA) as f32;
+        let rope_scaling = match (&self.rope_scaling, params) {
+            (Some(v), _) if !v.is_null() => parse_rope_scaling(Some(v))?,
+            (_, Some(p)) => parse_rope_scaling(Some(p))?,
+            _ => RopeScaling::None,
+        };
         let cfg = ModelConfig {
             arch,
             name: self.name_or_path.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| name.to_string()),
@@ -135,7 +145,7 @@ impl HfConfig {
             norm_eps: self.rms_norm_eps.unwrap_or(DEFAULT_RMS_NORM_EPS) as f32,
             rope_base,
             rope_dim: head_dim,
-            rope_scaling: parse_rope_scaling(self.rope_scaling.as_ref())?,
+            rope_scaling,
             tied_embeddings: self.tie_word_embeddings.unwrap_or(false),
             // Hugging Face checkpoints rotate with `rotate_half`: pairs (i, i + dim/2).
             rope_neox: true,
@@ -303,6 +313,21 @@ mod tests {
         let cfg = HfConfig::parse(text).unwrap().to_model_config("m").unwrap();
         assert_eq!(cfg.arch, Architecture::Llama);
         assert_eq!(cfg.context_length, 4096);
+    }
+
+    #[test]
+    fn transformers_5_rope_parameters() {
+        let v5 = r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "vocab_size": 512,
+            "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}"#;
+        let cfg = HfConfig::parse(v5).unwrap().to_model_config("t").unwrap();
+        assert_eq!(cfg.rope_base, 500000.0);
+        assert!(matches!(cfg.rope_scaling, RopeScaling::Llama3 { .. }), "{:?}", cfg.rope_scaling);
+        let plain = r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "vocab_size": 512, "rope_parameters": {"rope_type": "default", "rope_theta": 20000.0}}"#;
+        let cfg = HfConfig::parse(plain).unwrap().to_model_config("t").unwrap();
+        assert_eq!((cfg.rope_base, &cfg.rope_scaling), (20000.0, &RopeScaling::None));
     }
 
     #[test]
