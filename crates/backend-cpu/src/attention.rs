@@ -1,16 +1,24 @@
 //! Causal paged attention over the f16/f32 KV cache.
 //!
+//! The arithmetic is llama.cpp's CPU flash attention (`ggml_compute_forward_flash_attn_ext_f16`,
+//! its one-chunk path: decode, and prompts under 64 tokens), reproduced bit for bit so that
+//! rill's logprobs track llama.cpp's: the query rounded to f16; each score `q·k` by
+//! `ggml_vec_dot_f16`'s order of operations (`Simd::ggml_dot16`) times `1/√d`; then per
+//! position in order an online softmax with `expf`, whose value accumulator is **f16**: on a new
+//! maximum `acc = f16(acc · e^(M−s))`, then `acc = f16(fma(v, e^(s−M), acc))` and
+//! `S = fma(S, ms, vs)`; the output `acc · (1/S)`. `expf` is glibc's, cloned bit for bit
+//! (`simd::expf_glibc`) so it vectorizes. Against an f32 cache nothing is rounded to f16.
+//!
 //! Two implementations share the input validation:
 //!
 //! - `reference`: the oracle. One (token, head) pair at a time walks its sequence's block table
-//!   over positions `0..=pos` with a per-row online softmax. Plain scalar code.
-//! - the tiled kernel (`attend`), compiled three times through the `simd::Simd` trait: AVX-512F,
+//!   over positions `0..=pos`, in plain scalar code.
+//! - the tiled kernel, compiled three times through the `simd::Simd` trait: AVX-512F,
 //!   AVX2+FMA+F16C, and a portable version (fixed 8-wide arrays the compiler vectorizes as it can).
 //!   One task is one (token, KV head) pair and serves the whole GQA group of query heads sharing
 //!   that KV head, so each K and V row is read and converted from f16 once per group. Rows go in
-//!   tiles of `TILE`: K rows are converted into a small f32 buffer, scores for the whole tile are
-//!   computed, the softmax is rescaled once per tile (vectorized `exp`), then the V rows are
-//!   accumulated.
+//!   tiles of `TILE`: K rows are converted into a small f32 buffer, the scores of the whole tile
+//!   are computed, then the V rows are accumulated one by one. It computes the reference's bits.
 //!
 //! Batch invariance. Positions are cut into fixed chunks of `CHUNK` (chunk `c` covers
 //! `c*CHUNK..(c+1)*CHUNK`); each chunk yields a partial `(max, sum, acc)` that is merged into the
@@ -19,7 +27,11 @@
 //! separate tasks and their partials are merged afterwards; otherwise each task runs its chunks
 //! in order. Both give bit-identical results, so a token's output depends only on its query, its
 //! KV and its position: not on the batch around it, the thread count, or whether it came in a
-//! prefill chunk or a decode step.
+//! prefill chunk or a decode step. So up to `CHUNK` positions rill computes exactly what
+//! llama.cpp computes with one thread; past that, llama.cpp's own result depends on its thread
+//! count and rill's on the fixed chunks, and chunks after the first keep their value accumulator
+//! in f32 (more accurate, and without the f16 round trip per row that makes the first chunk
+//! about 1.4× as costly).
 //!
 //! ISA selection: the best the CPU supports (`is_x86_feature_detected!`), or `RILL_CPU_ISA`
 //! (`reference`, `portable`, `avx2`, `avx512`) to ask for a lower one.
@@ -30,6 +42,7 @@ use std::sync::OnceLock;
 use rill_backend::{AttentionBatch, BackendError, BackendResult};
 
 use crate::kv_cache::{CpuKvCache, KvElem, KvStore, LayerKv};
+use crate::simd::{expf_glibc, ggml_dot_row};
 use crate::pool::DisjointPtr;
 use crate::{check_len, CpuBackend, IsaRequest, WorkerPool};
 
@@ -365,8 +378,8 @@ mod kernel {
     //! Safety contract of every function: `S` is supported by the CPU, the `Job`'s indices were
     //! validated by `paged_attention_with` (block ids, positions, buffer lengths), and `NC` is 0
     //! or `hdp / LANES`.
-    use crate::simd::Simd;
-    use super::{Bufs, Job, Op, CHUNK, TILE};
+    use crate::simd::{expf_glibc, Simd};
+    use super::{ggml_dot, Bufs, Job, Op, CHUNK, TILE};
     use crate::kv_cache::KvElem;
 
     /// `exp(a - b)`, with `exp(-inf - b) = 0` even for `b = -inf` (an empty state).
@@ -375,7 +388,7 @@ mod kernel {
         if a == f32::NEG_INFINITY {
             0.0
         } else {
-            (a - b).exp()
+            expf_glibc(a - b)
         }
     }
 
@@ -419,29 +432,32 @@ mod kernel {
         (t, kvh, job.positions[t] as usize)
     }
 
-    /// Loads the group's query rows, scaled, into `q` (zero-padded). Against an f16 cache the
-    /// query is rounded to f16 first, as ggml does before its f16 dot.
+    /// Loads the group's query rows into `q` (zero-padded). Against an f16 cache the query is
+    /// rounded to f16 first, as ggml converts it to the K type before its dot.
     #[inline(always)]
-    fn load_q<T: KvElem>(job: &Job<'_, T>, t: usize, kvh: usize, q: &mut [f32]) {
+    unsafe fn load_q<S: Simd, T: KvElem>(job: &Job<'_, T>, t: usize, kvh: usize, q: &mut [f32]) {
         let (hd, hdp) = (job.hd, job.hdp);
         for h in 0..job.group {
             let src = &job.q[(t * job.heads + kvh * job.group + h) * hd..][..hd];
             let dst = &mut q[h * hdp..(h + 1) * hdp];
-            if T::IS_F16 {
-                dst.iter_mut().zip(src).for_each(|(d, s)| *d = half::f16::from_f32(*s).to_f32() * job.scale);
-            } else {
-                dst.iter_mut().zip(src).for_each(|(d, s)| *d = s * job.scale);
-            }
+            dst[..hd].copy_from_slice(src);
             dst[hd..].fill(0.0);
+            if T::IS_F16 {
+                for c in dst.chunks_exact_mut(S::LANES) {
+                    // SAFETY: `c` holds LANES elements (hdp is a multiple of LANES).
+                    unsafe { S::store(c.as_mut_ptr(), S::round_f16(S::load(c.as_ptr()))) };
+                }
+            }
         }
     }
 
-    /// One chunk's partial `(max, sum, acc)` of the pair whose query rows are in `b.q`.
+    /// One chunk's partial `(max, sum, acc)` of the pair whose query rows are in `b.q`, with
+    /// ggml's arithmetic (see the module docs): scores by [`Simd::ggml_dot16`] then `· scale`;
+    /// per row in order `ms = e^(M−s)` on a new maximum (the accumulator scaled and rounded),
+    /// else `vs = e^(s−M)`; `acc = round(fma(v, vs, acc))`; `S = fma(S, ms, vs)`.
     #[inline(always)]
     unsafe fn chunk_partial<S: Simd, T: KvElem, const NC: usize>(job: &Job<'_, T>, t: usize, kvh: usize, chunk: usize, b: &mut Bufs<'_>, part: &mut [f32]) {
         let (g, hd, hdp) = (job.group, job.hd, job.hdp);
-        let nc = width::<S, NC>(hdp);
-        let lanes = S::LANES;
         let pos = job.positions[t] as usize;
         let seq = job.token_seq[t] as usize;
         let table = &job.block_tables[seq * job.max_blocks..][..job.max_blocks];
@@ -455,6 +471,7 @@ mod kernel {
             row[hd..].fill(0.0);
         }
         let (start, end) = (chunk * CHUNK, ((chunk + 1) * CHUNK).min(pos + 1));
+        let f16_acc = T::IS_F16 && chunk == 0;
         let mut base = [0usize; TILE];
         let (mut blk, mut off) = (start / job.block_size, start % job.block_size);
         let mut p0 = start;
@@ -474,100 +491,189 @@ mod kernel {
                 unsafe { load_row::<S, T, NC>(&job.k[base..base + hd], row) };
             }
             for h in 0..g {
-                // SAFETY: `q` holds g * hdp, `rows` TILE * hdp, `s` g * TILE elements; TILE is a
-                // multiple of LANES.
-                unsafe {
-                    let qh = b.q.as_ptr().add(h * hdp);
-                    let mut r0 = 0;
-                    while r0 < TILE {
-                        let mut partial = [S::splat(0.0); 16];
-                        for (r, acc) in partial[..lanes].iter_mut().enumerate() {
-                            let k = b.rows.as_ptr().add((r0 + r) * hdp);
-                            let mut a = S::mul(S::load(qh), S::load(k));
-                            for c in 1..nc {
-                                a = S::fma(S::load(qh.add(c * lanes)), S::load(k.add(c * lanes)), a);
-                            }
-                            *acc = a;
-                        }
-                        S::store(b.s.as_mut_ptr().add(h * TILE + r0), S::transpose_sum(&partial));
-                        r0 += lanes;
-                    }
-                }
-            }
-            // Online softmax, one rescale per tile and head; the scores become weights.
-            for h in 0..g {
+                let qh = &b.q[h * hdp..h * hdp + hd];
                 let s = &mut b.s[h * TILE..(h + 1) * TILE];
-                let tile_max = s[..nr].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                let new_max = m[h].max(tile_max);
-                let correction = exp_diff(m[h], new_max);
-                // SAFETY: `s` holds TILE (a multiple of LANES) elements.
-                let tile_sum = unsafe {
-                    let vmax = S::splat(new_max);
-                    let mut i = 0;
-                    while i < TILE {
-                        let x = S::sub(S::load(s.as_ptr().add(i)), vmax);
-                        S::store(s.as_mut_ptr().add(i), S::exp(x));
-                        i += lanes;
-                    }
-                    s[nr..].fill(0.0); // rows past the chunk weigh nothing
-                    let mut sum = S::load(s.as_ptr());
-                    let mut i = lanes;
-                    while i < TILE {
-                        sum = S::add(sum, S::load(s.as_ptr().add(i)));
-                        i += lanes;
-                    }
-                    S::hsum(sum)
-                };
-                l[h] = l[h] * correction + tile_sum;
-                if correction != 1.0 {
-                    // SAFETY: `acc` holds g * hdp elements.
-                    unsafe {
-                        let (a, c) = (acc.as_mut_ptr().add(h * hdp), S::splat(correction));
-                        for i in 0..nc {
-                            S::store(a.add(i * lanes), S::mul(S::load(a.add(i * lanes)), c));
-                        }
+                if hd.is_multiple_of(64) {
+                    // SAFETY: `q` holds g * hdp and `rows` TILE * hdp elements, hd <= hdp;
+                    // `s` holds TILE = 16 elements.
+                    unsafe { S::ggml_dot16(qh.as_ptr(), b.rows.as_ptr(), hdp, hd / 64, s.as_mut_ptr()) };
+                } else {
+                    for (r, s) in s[..nr].iter_mut().enumerate() {
+                        *s = ggml_dot(qh, &b.rows[r * hdp..r * hdp + hd]);
                     }
                 }
-                m[h] = new_max;
+                s[..nr].iter_mut().for_each(|s| *s *= job.scale);
             }
-            // Accumulate the V rows with the weights.
             for (&base, row) in base[..nr].iter().zip(b.rows.chunks_exact_mut(hdp)) {
                 // SAFETY: the function's contract.
                 unsafe { load_row::<S, T, NC>(&job.v[base..base + hd], row) };
             }
-            // Four vectors of a head's accumulator stay in registers over the tile's rows (four
-            // independent FMA chains); each element still sums its rows in order.
-            // SAFETY: `acc` holds g * hdp, `rows` TILE * hdp, `s` g * TILE elements.
-            unsafe {
-                for h in 0..g {
-                    let w = b.s.as_ptr().add(h * TILE);
-                    let ap = acc.as_mut_ptr().add(h * hdp);
-                    let mut c0 = 0;
-                    while c0 + 4 <= nc {
-                        let mut a: [S::V; 4] = std::array::from_fn(|j| S::load(ap.add((c0 + j) * lanes)));
-                        for r in 0..nr {
-                            let wr = S::splat(*w.add(r));
-                            let v = b.rows.as_ptr().add(r * hdp + c0 * lanes);
-                            for (j, a) in a.iter_mut().enumerate() {
-                                *a = S::fma(wr, S::load(v.add(j * lanes)), *a);
-                            }
+            // The online softmax, one row at a time in position order: first each row's
+            // factors (`ms` rescales the accumulator on a new maximum, `vs` weighs the row),
+            // then the value rows.
+            let (mut ms, mut vs) = ([[1f32; TILE]; MAX_GROUP_IN_REGISTERS], [[1f32; TILE]; MAX_GROUP_IN_REGISTERS]);
+            for h in 0..g {
+                let (ms, vs) = (&mut ms[h % MAX_GROUP_IN_REGISTERS], &mut vs[h % MAX_GROUP_IN_REGISTERS]);
+                // SAFETY: the module's contract.
+                unsafe { softmax_factors::<S>(&b.s[h * TILE..(h + 1) * TILE], nr, &mut m[h], &mut l[h], ms, vs) };
+                if g > MAX_GROUP_IN_REGISTERS || NC == 0 || NC > 4 {
+                    let a = acc.as_mut_ptr().add(h * hdp);
+                    // SAFETY: `acc` holds g * hdp, `rows` TILE * hdp elements; `nc` vectors
+                    // of LANES make up hdp.
+                    unsafe {
+                        if f16_acc {
+                            accumulate_v::<S, NC, true>(a, b.rows.as_ptr(), hdp, nr, ms, vs)
+                        } else {
+                            accumulate_v::<S, NC, false>(a, b.rows.as_ptr(), hdp, nr, ms, vs)
                         }
-                        for (j, a) in a.into_iter().enumerate() {
-                            S::store(ap.add((c0 + j) * lanes), a);
-                        }
-                        c0 += 4;
-                    }
-                    while c0 < nc {
-                        let mut a = S::load(ap.add(c0 * lanes));
-                        for r in 0..nr {
-                            a = S::fma(S::splat(*w.add(r)), S::load(b.rows.as_ptr().add(r * hdp + c0 * lanes)), a);
-                        }
-                        S::store(ap.add(c0 * lanes), a);
-                        c0 += 1;
-                    }
+                    };
                 }
             }
+            if g <= MAX_GROUP_IN_REGISTERS && NC > 0 && NC <= 4 {
+                // SAFETY: as above.
+                unsafe {
+                    if f16_acc {
+                        accumulate_v_group::<S, NC, true>(acc.as_mut_ptr(), b.rows.as_ptr(), hdp, g, nr, &ms, &vs)
+                    } else {
+                        accumulate_v_group::<S, NC, false>(acc.as_mut_ptr(), b.rows.as_ptr(), hdp, g, nr, &ms, &vs)
+                    }
+                };
+            }
             p0 += nr;
+        }
+    }
+
+    /// `acc = round(acc · ms[r])` where `ms[r] != 1`, then `acc = round(fma(v[r], vs[r], acc))`,
+    /// for the `nr` value rows at `rows` (`hdp` apart) in order; `round` to f16 when `F16`
+    /// (ggml's f16 accumulator: the first chunk against an f16 cache). Up to 8 vectors stay in
+    /// registers over the rows.
+    #[inline(always)]
+    unsafe fn accumulate_v<S: Simd, const NC: usize, const F16: bool>(ap: *mut f32, rows: *const f32, hdp: usize, nr: usize, ms: &[f32; TILE], vs: &[f32; TILE]) {
+        let lanes = S::LANES;
+        if NC > 0 && NC <= 8 {
+            let mut av = [S::splat(0.0); 8];
+            for (c, a) in av.iter_mut().enumerate().take(NC) {
+                *a = S::load(ap.add(c * lanes));
+            }
+            for r in 0..nr {
+                if ms[r] != 1.0 {
+                    let vms = S::splat(ms[r]);
+                    for a in av.iter_mut().take(NC) {
+                        *a = round::<S, F16>(S::mul(*a, vms));
+                    }
+                }
+                let (vvs, v) = (S::splat(vs[r]), rows.add(r * hdp));
+                for (c, a) in av.iter_mut().enumerate().take(NC) {
+                    *a = round::<S, F16>(S::fma(S::load(v.add(c * lanes)), vvs, *a));
+                }
+            }
+            for (c, a) in av.iter().enumerate().take(NC) {
+                S::store(ap.add(c * lanes), *a);
+            }
+        } else {
+            let nc = width::<S, NC>(hdp);
+            for r in 0..nr {
+                for c in 0..nc {
+                    let mut a = S::load(ap.add(c * lanes));
+                    if ms[r] != 1.0 {
+                        a = round::<S, F16>(S::mul(a, S::splat(ms[r])));
+                    }
+                    a = round::<S, F16>(S::fma(S::load(rows.add(r * hdp + c * lanes)), S::splat(vs[r]), a));
+                    S::store(ap.add(c * lanes), a);
+                }
+            }
+        }
+    }
+
+    /// One head's online-softmax factors for the tile's `nr` scores `s`, in position order as
+    /// ggml: on a new maximum `ms = e^(M−s)` (and `vs = 1`), else `vs = e^(s−M)` (and `ms = 1`);
+    /// `S = fma(S, ms, vs)`. The maxima are a scan; the `expf`s are one vector call.
+    #[inline(always)]
+    unsafe fn softmax_factors<S: Simd>(s: &[f32], nr: usize, m: &mut f32, l: &mut f32, ms: &mut [f32; TILE], vs: &mut [f32; TILE]) {
+        let mut arg = [0f32; TILE];
+        let mut new_max = [false; TILE];
+        let mut mh = *m;
+        for r in 0..nr {
+            if s[r] > mh {
+                (arg[r], new_max[r]) = (mh - s[r], true);
+                mh = s[r];
+            } else {
+                arg[r] = s[r] - mh;
+            }
+        }
+        *m = mh;
+        let mut e = [0f32; TILE];
+        let mut i = 0;
+        while i < TILE {
+            // SAFETY: TILE is a multiple of LANES.
+            unsafe { S::store(e.as_mut_ptr().add(i), S::expf_glibc(S::load(arg.as_ptr().add(i)))) };
+            i += S::LANES;
+        }
+        let mut lh = *l;
+        for r in 0..nr {
+            (ms[r], vs[r]) = if new_max[r] { (e[r], 1.0) } else { (1.0, e[r]) };
+            lh = lh.mul_add(ms[r], vs[r]);
+        }
+        *l = lh;
+    }
+
+    /// Heads whose accumulators [`accumulate_v_group`] keeps in registers (with up to 4 vectors
+    /// each).
+    pub(super) const MAX_GROUP_IN_REGISTERS: usize = 4;
+
+    /// [`accumulate_v`] for the group's `g` heads at once (`acc` rows `hdp` apart), the heads
+    /// interleaved per value row so their dependency chains overlap; NC is 1..=4.
+    #[inline(always)]
+    unsafe fn accumulate_v_group<S: Simd, const NC: usize, const F16: bool>(
+        acc: *mut f32,
+        rows: *const f32,
+        hdp: usize,
+        g: usize,
+        nr: usize,
+        ms: &[[f32; TILE]; MAX_GROUP_IN_REGISTERS],
+        vs: &[[f32; TILE]; MAX_GROUP_IN_REGISTERS],
+    ) {
+        let lanes = S::LANES;
+        let mut av = [[S::splat(0.0); 4]; MAX_GROUP_IN_REGISTERS];
+        for (h, a) in av.iter_mut().enumerate().take(g) {
+            for (c, a) in a.iter_mut().enumerate().take(NC) {
+                *a = S::load(acc.add(h * hdp + c * lanes));
+            }
+        }
+        for r in 0..nr {
+            let v = rows.add(r * hdp);
+            let mut vr = [S::splat(0.0); 4];
+            for (c, x) in vr.iter_mut().enumerate().take(NC) {
+                *x = S::load(v.add(c * lanes));
+            }
+            for (h, a) in av.iter_mut().enumerate().take(g) {
+                if ms[h][r] != 1.0 {
+                    let vms = S::splat(ms[h][r]);
+                    for a in a.iter_mut().take(NC) {
+                        *a = round::<S, F16>(S::mul(*a, vms));
+                    }
+                }
+                let vvs = S::splat(vs[h][r]);
+                for (a, x) in a.iter_mut().zip(&vr).take(NC) {
+                    *a = round::<S, F16>(S::fma(*x, vvs, *a));
+                }
+            }
+        }
+        for (h, a) in av.iter().enumerate().take(g) {
+            for (c, a) in a.iter().enumerate().take(NC) {
+                S::store(acc.add(h * hdp + c * lanes), *a);
+            }
+        }
+    }
+
+    /// Rounded to f16 against an f16 cache (a function, not a closure: closures are compiled
+    /// without the caller's target features).
+    #[inline(always)]
+    unsafe fn round<S: Simd, const F16: bool>(x: S::V) -> S::V {
+        if F16 {
+            S::round_f16(x)
+        } else {
+            x
         }
     }
 
@@ -602,13 +708,14 @@ mod kernel {
         run[g..].fill(0.0);
     }
 
-    /// `out[h] = acc[h] / sum[h]` for the group's heads.
+    /// `out[h] = acc[h] · (1 / sum[h])` for the group's heads (ggml multiplies by the inverse).
     #[inline(always)]
     fn finish(g: usize, hd: usize, hdp: usize, run: &[f32], out: &mut [f32]) {
         let (l, acc) = (&run[g..2 * g], &run[2 * g..]);
         for h in 0..g {
+            let inv = if l[h] == 0.0 { 0.0 } else { 1.0 / l[h] };
             for (o, a) in out[h * hd..(h + 1) * hd].iter_mut().zip(&acc[h * hdp..]) {
-                *o = a / l[h];
+                *o = a * inv;
             }
         }
     }
@@ -619,7 +726,7 @@ mod kernel {
         match op {
             Op::Pair { pair, out } => {
                 let (t, kvh, pos) = token_of(job, pair);
-                load_q(job, t, kvh, b.q);
+                load_q::<S, T>(job, t, kvh, b.q);
                 let run = std::mem::take(&mut b.run);
                 let part = std::mem::take(&mut b.part);
                 reset(g, run);
@@ -634,7 +741,7 @@ mod kernel {
             }
             Op::Chunk { pair, chunk, part } => {
                 let (t, kvh, _) = token_of(job, pair);
-                load_q(job, t, kvh, b.q);
+                load_q::<S, T>(job, t, kvh, b.q);
                 // SAFETY: the module's contract.
                 unsafe { chunk_partial::<S, T, NC>(job, t, kvh, chunk, &mut b, part) };
             }
@@ -650,47 +757,71 @@ mod kernel {
     }
 }
 
-/// The oracle: one (token, head) pair per task, a per-row online softmax, scalar code.
+/// ggml's `ggml_vec_dot_f16` for any length: [`ggml_dot_row`] over the leading multiple of 64
+/// elements, then the rest added one by one in `f64` (ggml's `ggml_float`), rounded to `f32` once.
+pub(crate) fn ggml_dot(q: &[f32], k: &[f32]) -> f32 {
+    let np = q.len() / 64 * 64;
+    let mut sum = if np > 0 { ggml_dot_row(&q[..np], &k[..np], np / 64) as f64 } else { 0.0 };
+    for (a, b) in q[np..].iter().zip(&k[np..]) {
+        sum += (a * b) as f64;
+    }
+    sum as f32
+}
+
+/// The oracle: one (token, head) pair per task, plain scalar code with the kernel's arithmetic
+/// (ggml's, see the module docs): per chunk a sequential online softmax, chunks merged in order.
 fn reference<T: KvElem>(pool: &WorkerPool, kv: &LayerKv<T>, cache: &CpuKvCache, q: &[f32], heads: usize, batch: &AttentionBatch<'_, CpuBackend>, out: &mut [f32]) {
     let l = &cache.layout;
     let hd = l.head_dim;
     let group = heads / l.kv_heads;
     let kv_row = l.kv_heads * hd;
     let scale = 1.0 / (hd as f32).sqrt();
+    let round = |x: f32| if T::IS_F16 { half::f16::from_f32(x).to_f32() } else { x };
+    // The value accumulator: f16 in the first chunk against an f16 cache (module docs).
+    let round_acc = |x: f32, chunk: usize| if chunk == 0 { round(x) } else { x };
+    let exp_diff = |a: f32, b: f32| if a == f32::NEG_INFINITY { 0.0 } else { expf_glibc(a - b) };
     pool.for_each_chunk_mut(out, hd, &|task, o| {
         let (t, h) = (task / heads, task % heads);
         let seq = batch.token_seq[t] as usize;
         let pos = batch.positions[t] as usize;
         let table = &batch.block_tables[seq * batch.max_blocks_per_seq..];
-        // Against an f16 cache the query is rounded to f16, as in the SIMD kernels (ggml's f16 dot).
+        // Against an f16 cache the query is rounded to f16, as ggml converts it to the K type.
         let mut q16 = [0f32; MAX_HEAD_DIM];
         let qh = &mut q16[..hd];
         qh.copy_from_slice(&q[(t * heads + h) * hd..][..hd]);
-        if T::IS_F16 {
-            qh.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
-        }
+        qh.iter_mut().for_each(|v| *v = round(*v));
         let qh = &*qh;
         let kv_off = (h / group) * hd;
-        let mut acc = [0f32; MAX_HEAD_DIM];
-        let acc = &mut acc[..hd];
-        let (mut max, mut sum) = (f32::NEG_INFINITY, 0f32);
-        for p in 0..=pos {
-            let slot = table[p / l.block_size] as usize * l.block_size + p % l.block_size;
-            let base = slot * kv_row + kv_off;
-            let k = &kv.k[base..base + hd];
-            let s = qh.iter().zip(k).map(|(a, b)| a * b.to_f32()).sum::<f32>() * scale;
-            if s > max {
-                let correction = (max - s).exp();
-                sum *= correction;
-                acc.iter_mut().for_each(|a| *a *= correction);
-                max = s;
+        let (mut k, mut v) = ([0f32; MAX_HEAD_DIM], [0f32; MAX_HEAD_DIM]);
+        // The running state over chunks, and one chunk's partial.
+        let (mut run_m, mut run_l, mut run_acc) = (f32::NEG_INFINITY, 0f32, [0f32; MAX_HEAD_DIM]);
+        for chunk in 0..pos / CHUNK + 1 {
+            let (mut m, mut sum, mut acc) = (f32::NEG_INFINITY, 0f32, [0f32; MAX_HEAD_DIM]);
+            for p in chunk * CHUNK..((chunk + 1) * CHUNK).min(pos + 1) {
+                let slot = table[p / l.block_size] as usize * l.block_size + p % l.block_size;
+                let base = slot * kv_row + kv_off;
+                k[..hd].iter_mut().zip(&kv.k[base..base + hd]).for_each(|(d, s)| *d = s.to_f32());
+                v[..hd].iter_mut().zip(&kv.v[base..base + hd]).for_each(|(d, s)| *d = s.to_f32());
+                let s = ggml_dot(qh, &k[..hd]) * scale;
+                let (ms, vs) = if s > m {
+                    let ms = expf_glibc(m - s);
+                    m = s;
+                    acc[..hd].iter_mut().for_each(|a| *a = round_acc(*a * ms, chunk));
+                    (ms, 1.0)
+                } else {
+                    (1.0, expf_glibc(s - m))
+                };
+                acc[..hd].iter_mut().zip(&v[..hd]).for_each(|(a, v)| *a = round_acc(v.mul_add(vs, *a), chunk));
+                sum = sum.mul_add(ms, vs);
             }
-            let w = (s - max).exp();
-            sum += w;
-            let v = &kv.v[base..base + hd];
-            acc.iter_mut().zip(v).for_each(|(a, b)| *a += w * b.to_f32());
+            let new_max = run_m.max(m);
+            let (cr, cp) = (exp_diff(run_m, new_max), exp_diff(m, new_max));
+            run_l = run_l * cr + sum * cp;
+            run_acc[..hd].iter_mut().zip(&acc[..hd]).for_each(|(r, a)| *r = a.mul_add(cp, *r * cr));
+            run_m = new_max;
         }
-        o.iter_mut().zip(acc.iter()).for_each(|(o, a)| *o = a / sum);
+        let inv = if run_l == 0.0 { 0.0 } else { 1.0 / run_l };
+        o.iter_mut().zip(&run_acc[..hd]).for_each(|(o, a)| *o = a * inv);
     });
 }
 
@@ -702,9 +833,6 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
     use rill_backend::{KvDType, KvLayout};
 
-    /// SIMD vs reference: `|simd - ref| <= ATTN_TOL * (1 + |ref|)` (outputs are averages of V
-    /// rows of magnitude <= 1, so this is a relative tolerance on the output scale).
-    const ATTN_TOL: f32 = 1e-4;
 
     /// A cache whose every slot holds random K/V, a shuffled block table per sequence.
     struct Fixture {
@@ -757,6 +885,7 @@ mod tests {
         (0..len).map(|_| rng.random_range(-scale..scale)).collect()
     }
 
+    /// SIMD vs reference: the same arithmetic (ggml's), so the same bits.
     #[test]
     fn simd_matches_reference() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
@@ -780,7 +909,7 @@ mod tests {
                                 let got = run(isa, pool, &f, &tokens, &q, heads);
                                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                                     assert!(
-                                        (g - w).abs() <= ATTN_TOL * (1.0 + w.abs()),
+                                        g.to_bits() == w.to_bits(),
                                         "{isa:?} {dtype:?} hd {head_dim} {heads}/{kv_heads} heads, {} threads, q×{q_scale}: \
                                          element {i} (token {:?}) {g} vs {w}",
                                         pool.threads(),
@@ -792,6 +921,51 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// One (token, head) of ggml's one-chunk flash attention written out plainly: f16 query,
+    /// `ggml_vec_dot_f16`'s order, `expf` (glibc's, which the kernel clones), an f16 value
+    /// accumulator, `acc · (1/S)`.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn follows_ggml_flash_attention() {
+        use half::f16;
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let (hd, pos) = (64, 40);
+        let f = fixture(&mut rng, KvDType::F16, 1, hd, 1, 64);
+        let q = random_q(&mut rng, hd, 2.0);
+        let pool = WorkerPool::new(1).unwrap();
+        let (k, v) = match &f.cache.store {
+            KvStore::F16(layers) => (&layers[1].k, &layers[1].v),
+            KvStore::F32(_) => unreachable!(),
+        };
+        let q16: Vec<f32> = q.iter().map(|x| f16::from_f32(*x).to_f32()).collect();
+        let (mut m, mut s_sum, mut acc) = (f32::NEG_INFINITY, 0f32, vec![f16::ZERO; hd]);
+        for p in 0..=pos {
+            let slot = f.tables[p / 16] as usize * 16 + p % 16;
+            let (kr, vr) = (&k[slot * hd..][..hd], &v[slot * hd..][..hd]);
+            // ggml_vec_dot_f16, AVX-512: 4 × 16 lanes, (a₀+a₂)+(a₁+a₃), then reduce_add.
+            let prod: Vec<f32> = (0..hd).map(|i| q16[i] * kr[i].to_f32()).collect();
+            let x: Vec<f32> = (0..16).map(|l| (prod[l] + prod[32 + l]) + (prod[16 + l] + prod[48 + l])).collect();
+            let h: Vec<f32> = (0..8).map(|l| x[l + 8] + x[l]).collect();
+            let t: Vec<f32> = (0..4).map(|l| h[l + 4] + h[l]).collect();
+            let s = ((t[2] + t[0]) + (t[3] + t[1])) * (1.0 / 8.0);
+            let (mut ms, mut vs) = (1.0f32, 1.0f32);
+            if s > m {
+                ms = (m - s).exp();
+                m = s;
+                acc.iter_mut().for_each(|a| *a = f16::from_f32(a.to_f32() * ms));
+            } else {
+                vs = (s - m).exp();
+            }
+            acc.iter_mut().zip(vr).for_each(|(a, v)| *a = f16::from_f32(v.to_f32().mul_add(vs, a.to_f32())));
+            s_sum = s_sum.mul_add(ms, vs);
+        }
+        let want: Vec<f32> = acc.iter().map(|a| a.to_f32() * (1.0 / s_sum)).collect();
+        for &isa in Isa::supported() {
+            let got = run(isa, &pool, &f, &[(0, pos as u32)], &q, 1);
+            assert_eq!(got, want, "{isa:?}");
         }
     }
 

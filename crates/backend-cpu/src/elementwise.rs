@@ -3,10 +3,14 @@
 //! RMSNorm and SiLU·up have a scalar reference twin and SIMD versions (the `Simd` trait of
 //! `attention`, same ISA choice). Bias and RoPE are plain loops: bias vectorizes on its own and
 //! RoPE's cost is its `sin_cos` per position and pair.
+//!
+//! All of them compute ggml's CPU arithmetic bit for bit (llama.cpp is rill's reference): RMSNorm
+//! sums squares in `f64`, SiLU uses ggml's vector `expf`, RoPE multiplies its angles up and fuses
+//! the rotation's first products (see each function).
 
 use rill_backend::{BackendError, BackendResult, RopeParams};
 
-use crate::simd::{Portable, Simd};
+use crate::simd::{expf_ggml_scalar, Portable, Simd};
 use crate::attention::Isa;
 use crate::{check_len, WorkerPool};
 
@@ -53,10 +57,18 @@ pub fn rms_norm_with(isa: Isa, pool: &WorkerPool, x: &[f32], weight: &[f32], eps
     Ok(())
 }
 
-/// The oracle.
+/// ggml's `1/√(mean(x²) + eps)`: the squares (rounded to f32) summed one by one in `f64`
+/// (`ggml_float`), the mean rounded to f32. A sequential sum, so every ISA gets the same bits.
+#[inline(always)]
+fn rms_scale(x: &[f32], eps: f32) -> f32 {
+    let sum = x.iter().fold(0f64, |s, v| s + (v * v) as f64);
+    let mean = (sum / x.len() as f64) as f32;
+    1.0 / (mean + eps).sqrt()
+}
+
+/// The oracle: `(x · scale) · w`, as ggml's RMS_NORM then MUL.
 fn rms_norm_row_reference(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
-    let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
-    let scale = 1.0 / (mean_sq + eps).sqrt();
+    let scale = rms_scale(x, eps);
     for ((o, v), w) in out.iter_mut().zip(x).zip(weight) {
         *o = v * scale * w;
     }
@@ -68,26 +80,10 @@ fn rms_norm_row_reference(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) 
 unsafe fn rms_norm_row<S: Simd>(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let (n, l) = (x.len(), S::LANES);
     let full = n / l * l;
+    let scale = rms_scale(x, eps);
     // SAFETY: every vector access is below `full <= n`.
     unsafe {
         let (xp, wp, op) = (x.as_ptr(), weight.as_ptr(), out.as_mut_ptr());
-        let mut acc = [S::splat(0.0); 4];
-        let mut i = 0;
-        while i + 4 * l <= full {
-            for (j, a) in acc.iter_mut().enumerate() {
-                let v = S::load(xp.add(i + j * l));
-                *a = S::fma(v, v, *a);
-            }
-            i += 4 * l;
-        }
-        while i < full {
-            let v = S::load(xp.add(i));
-            acc[0] = S::fma(v, v, acc[0]);
-            i += l;
-        }
-        let sum = S::hsum(S::add(S::add(acc[0], acc[1]), S::add(acc[2], acc[3])));
-        let sum = x[full..].iter().fold(sum, |s, v| s + v * v);
-        let scale = 1.0 / (sum / n as f32 + eps).sqrt();
         let vs = S::splat(scale);
         let mut i = 0;
         while i < full {
@@ -109,6 +105,11 @@ pub fn add_bias(x: &mut [f32], bias: &[f32], rows: usize, dim: usize) -> Backend
     Ok(())
 }
 
+/// RoPE with ggml's arithmetic (`ggml_rope_cache_init`, `rotate_pairs`) when the frequencies
+/// are a plain geometric series `inv_freq[i] = r^i` (no scaling, no per-pair factors): the angle
+/// of pair `i` is `p·r·r·…·r` (multiplied up in f32, not `p·r^i`), and the rotation fuses the
+/// first product, `x₀·cos − x₁·sin` as `fma(x₀, cos, −x₁·sin)` and `x₀·sin + x₁·cos` as
+/// `fma(x₀, sin, x₁·cos)`. Other frequency tables rotate by `p·inv_freq[i]` the same way.
 pub fn rope(x: &mut [f32], positions: &[u32], rows: usize, heads: usize, head_dim: usize, rope: &RopeParams) -> BackendResult<()> {
     check_len("rope", "x", x.len(), rows * heads * head_dim)?;
     check_len("rope", "positions", positions.len(), rows)?;
@@ -119,25 +120,72 @@ pub fn rope(x: &mut [f32], positions: &[u32], rows: usize, heads: usize, head_di
             detail: format!("rot_dim {} with head_dim {head_dim} and {} frequencies", rope.rot_dim, rope.inv_freq.len()),
         });
     }
-    for (row, &pos) in x[..rows * heads * head_dim].chunks_mut(heads * head_dim).zip(positions) {
+    let x = &mut x[..rows * heads * head_dim];
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports FMA, checked just above.
+        unsafe { rope_rows_fma(x, positions, heads, head_dim, rope) };
+        return Ok(());
+    }
+    rope_rows(x, positions, heads, head_dim, rope);
+    Ok(())
+}
+
+/// [`rope_rows`] compiled with hardware FMA (else `mul_add` is a libm call).
+///
+/// # Safety
+/// The CPU supports FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn rope_rows_fma(x: &mut [f32], positions: &[u32], heads: usize, head_dim: usize, rope: &RopeParams) {
+    rope_rows(x, positions, heads, head_dim, rope)
+}
+
+/// The rows of [`rope`], its arguments checked.
+#[inline(always)]
+fn rope_rows(x: &mut [f32], positions: &[u32], heads: usize, head_dim: usize, rope: &RopeParams) {
+    let pairs = rope.rot_dim / 2;
+    let inv_freq = &rope.inv_freq[..pairs];
+    let ratio = geometric_ratio(inv_freq);
+    for (row, &pos) in x.chunks_mut(heads * head_dim).zip(positions) {
         // The angles depend only on the position: compute them once for all heads.
         let mut cos = [0f32; MAX_ROPE_PAIRS];
         let mut sin = [0f32; MAX_ROPE_PAIRS];
+        let mut theta = pos as f32;
         for i in 0..pairs {
-            let (s, c) = (pos as f32 * rope.inv_freq[i]).sin_cos();
-            cos[i] = c;
-            sin[i] = s;
+            let angle = match ratio {
+                Some(_) => theta,
+                None => pos as f32 * inv_freq[i],
+            };
+            (sin[i], cos[i]) = angle.sin_cos();
+            theta *= ratio.unwrap_or(1.0);
         }
         for head in row.chunks_mut(head_dim) {
             for i in 0..pairs {
                 let (a, b) = if rope.neox { (i, i + pairs) } else { (2 * i, 2 * i + 1) };
                 let (x0, x1) = (head[a], head[b]);
-                head[a] = x0 * cos[i] - x1 * sin[i];
-                head[b] = x0 * sin[i] + x1 * cos[i];
+                head[a] = x0.mul_add(cos[i], -(x1 * sin[i]));
+                head[b] = x0.mul_add(sin[i], x1 * cos[i]);
             }
         }
     }
-    Ok(())
+}
+
+/// `Some(r)` when `inv_freq` is `[1, r, r², …]` as ggml multiplies it up (within float
+/// rounding: `r` is `base^(-2/d)`, the others `base^(-2i/d)` computed directly).
+fn geometric_ratio(inv_freq: &[f32]) -> Option<f32> {
+    if inv_freq.len() < 2 || inv_freq[0] != 1.0 {
+        return None;
+    }
+    let r = inv_freq[1];
+    let mut p = 1.0f32;
+    for &f in inv_freq {
+        if (f - p).abs() > 1e-4 * p {
+            return None;
+        }
+        p *= r;
+    }
+    Some(r)
 }
 
 pub fn silu_mul(gate: &[f32], up: &[f32], len: usize, out: &mut [f32]) -> BackendResult<()> {
@@ -165,10 +213,10 @@ pub fn silu_mul_with(isa: Isa, gate: &[f32], up: &[f32], len: usize, out: &mut [
     Ok(())
 }
 
-/// The oracle.
+/// The oracle: ggml's SwiGLU, `x / (1 + e^−x) · g` with its vector `expf` ([`expf_ggml_scalar`]).
 fn silu_mul_reference(gate: &[f32], up: &[f32], out: &mut [f32]) {
     for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
-        *o = g / (1.0 + (-g).exp()) * u;
+        *o = g / (1.0 + expf_ggml_scalar(0.0 - g)) * u;
     }
 }
 
@@ -183,7 +231,7 @@ unsafe fn silu_mul_simd<S: Simd>(gate: &[f32], up: &[f32], out: &mut [f32]) {
         // SAFETY: the caller passes LANES readable/writable elements.
         unsafe {
             let g = S::load(g);
-            let silu = S::div(g, S::add(S::splat(1.0), S::exp(S::sub(S::splat(0.0), g))));
+            let silu = S::div(g, S::add(S::splat(1.0), S::expf_ggml(S::sub(S::splat(0.0), g))));
             S::store(o, S::mul(silu, S::load(u)));
         }
     }
@@ -271,12 +319,49 @@ mod tests {
         assert_eq!((x[1], x[3]), (5.0, 7.0), "zero frequency leaves the pair alone");
     }
 
-    /// SIMD vs reference: `|simd - ref| <= ELEMENTWISE_TOL * (1 + |ref|)`.
-    const ELEMENTWISE_TOL: f32 = 1e-5;
-
+    /// SIMD vs reference: the same arithmetic (ggml's), so the same bits.
     fn close(got: &[f32], want: &[f32], what: &str) {
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!((g - w).abs() <= ELEMENTWISE_TOL * (1.0 + w.abs()), "{what}: element {i}: {g} vs {w}");
+            assert_eq!(g.to_bits(), w.to_bits(), "{what}: element {i}: {g} vs {w}");
+        }
+    }
+
+    /// ggml's RMS_NORM: squares summed in f64, one at a time.
+    #[test]
+    fn rms_norm_sums_in_f64() {
+        let x: Vec<f32> = (0..576).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.37 + 1e-3 * i as f32).collect();
+        let mut sum = 0f64;
+        for v in &x {
+            sum += (v * v) as f64;
+        }
+        let scale = 1.0f32 / ((sum / 576.0) as f32 + 1e-5).sqrt();
+        let mut out = vec![0.0; 576];
+        rms_norm(&WorkerPool::new(1).unwrap(), &x, &[1.0; 576], 1e-5, 1, 576, &mut out).unwrap();
+        for (o, v) in out.iter().zip(&x) {
+            assert_eq!(o.to_bits(), (v * scale).to_bits());
+        }
+    }
+
+    /// ggml's angles for a plain frequency series: `p·r·r·…` multiplied up in f32, and the
+    /// rotation `fma(x₀, cos, −x₁·sin)`, `fma(x₀, sin, x₁·cos)`.
+    #[test]
+    fn rope_multiplies_angles_up_as_ggml() {
+        let (d, base) = (64usize, 100000f32);
+        let inv_freq: Vec<f32> = (0..d / 2).map(|i| base.powf(-2.0 * i as f32 / d as f32)).collect();
+        let rope = RopeParams { rot_dim: d, inv_freq, neox: false };
+        let x0: Vec<f32> = (0..d).map(|i| (i as f32 * 0.731).sin() * 3.0).collect();
+        for pos in [0u32, 1, 7, 100, 4000] {
+            let mut x = x0.clone();
+            super::rope(&mut x, &[pos], 1, 1, d, &rope).unwrap();
+            let r = base.powf(-2.0 / d as f32);
+            let mut theta = pos as f32;
+            for i in 0..d / 2 {
+                let (s, c) = (theta.sin(), theta.cos());
+                let (a, b) = (x0[2 * i], x0[2 * i + 1]);
+                assert_eq!(x[2 * i].to_bits(), a.mul_add(c, -(b * s)).to_bits(), "pos {pos} pair {i}");
+                assert_eq!(x[2 * i + 1].to_bits(), a.mul_add(s, b * c).to_bits(), "pos {pos} pair {i}");
+                theta *= r;
+            }
         }
     }
 

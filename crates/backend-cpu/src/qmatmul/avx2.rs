@@ -3,6 +3,8 @@
 //! (unsigned × signed bytes into 16-bit pairs, then into 32-bit lanes), 4 weight rows per
 //! activation row so each activation block is loaded once for four rows.
 //!
+//! The float arithmetic is the portable kernel's (ggml's own x86 kernel), bit for bit.
+//!
 //! `vpmaddubsw` saturates at ±32767, so signed weights (Q4_0 after subtracting 8, Q8_0) use
 //! ggml's sign trick: `|w|` (unsigned, ≤ 128) times `x` with `w`'s sign, at most 2·128·127.
 
@@ -137,12 +139,12 @@ unsafe fn micro<F: BlockFormat, const ROWS: usize>(w: *const u8, row_bytes: usiz
             let dot = _mm256_cvtepi32_ps(F::dot(p, xq));
             acc[i] = _mm256_fmadd_ps(dot, _mm256_set1_ps(d * xd), acc[i]);
             if F::HAS_MIN {
-                mins[i] += m * xs;
+                mins[i] = m.mul_add(xs, mins[i]);
             }
         }
     }
     for i in 0..ROWS {
-        *out.add(i) = hsum(acc[i]) + mins[i];
+        *out.add(i) = if F::HAS_MIN { hsum(acc[i]) + mins[i] } else { hsum(acc[i]) };
     }
 }
 

@@ -2,7 +2,9 @@
 //! every weight block is dotted against them in integers, on the widest kernel this CPU has.
 //! This is how ggml runs quantized weights on a CPU, and the int8 activations are part of the
 //! numerics: results match a float reference only within the activations' rounding (see the
-//! parity tests), while the kernels match each other up to the order of float additions.
+//! parity tests). For Q4_0, Q4_1 and Q8_0 every kernel also adds its float terms in the order
+//! of ggml's x86 `ggml_vec_dot_*` (see `portable`), so all of them give llama.cpp's bits; the
+//! k-quant kernels match each other up to the order of float additions.
 //!
 //! Kernels, chosen at runtime: AVX-512 VNNI for Q4_0/Q4_1/Q8_0/Q4_K/Q6_K, AVX2 for
 //! Q4_0/Q4_1/Q8_0, and portable integer code for everything (Q5_K always runs there).

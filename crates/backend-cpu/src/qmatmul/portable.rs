@@ -1,7 +1,13 @@
 //! The portable integer kernels: one weight row against one quantized activation row, block by
-//! block, in plain Rust. They define what every SIMD kernel must compute (integer sums per block
-//! are exact, so a SIMD twin differs only in the order its float terms are added) and they run
-//! wherever no SIMD kernel exists.
+//! block, in plain Rust. They define what every SIMD kernel must compute and they run wherever no
+//! SIMD kernel exists.
+//!
+//! Q4_0, Q4_1 and Q8_0 add their float terms exactly as ggml's x86 `ggml_vec_dot_*_q8_*` do
+//! (llama.cpp's CPU numerics, which the golden test compares against): per block, 8 lanes of
+//! 4-product integer sums, each lane `acc = fma(d_w·d_x, lane, acc)`; Q4_1's offsets in a
+//! separate scalar `summs = fma(m, s, summs)`; the row's sum `hsum8(acc) + summs` with ggml's
+//! `hsum_float_8` tree. The SIMD kernels compute the same bits. The k-quants sum their
+//! sub-block terms in order (SIMD twins differ only in the order of float additions).
 
 use rill_backend::quant::{scale_min_k4, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ6K, BlockQ8_0, QuantBlock, QK_K};
 use rill_backend::DType;
@@ -11,9 +17,9 @@ use super::activations::{Q8Row, QK};
 /// `Σ w·x` for a whole row of `dtype` weights; `dtype` must be one of [`super::is_integer_dtype`].
 pub fn dot_row(dtype: DType, w: &[u8], x: Q8Row<'_>) -> f32 {
     match dtype {
-        DType::Q4_0 => sum_blocks::<BlockQ4_0>(w, x, dot_q4_0),
-        DType::Q4_1 => sum_blocks::<BlockQ4_1>(w, x, dot_q4_1),
-        DType::Q8_0 => sum_blocks::<BlockQ8_0>(w, x, dot_q8_0),
+        DType::Q4_0 => ggml_blocks::<BlockQ4_0>(w, x, false, lanes_q4_0),
+        DType::Q4_1 => ggml_blocks::<BlockQ4_1>(w, x, true, lanes_q4_1),
+        DType::Q8_0 => ggml_blocks::<BlockQ8_0>(w, x, false, lanes_q8_0),
         DType::Q4K => sum_blocks::<BlockQ4K>(w, x, dot_q4_k),
         DType::Q5K => sum_blocks::<BlockQ5K>(w, x, dot_q5_k),
         DType::Q6K => sum_blocks::<BlockQ6K>(w, x, dot_q6_k),
@@ -54,18 +60,59 @@ fn nibbles(qs: &[u8; 16]) -> [u8; QK] {
     std::array::from_fn(|i| if i < 16 { qs[i] & 0x0F } else { qs[i - 16] >> 4 })
 }
 
-fn dot_q4_0(b: &BlockQ4_0, x: Q8Row<'_>) -> f32 {
-    let sum = idot(&nibbles(&b.qs), x.qs) - 8 * isum(x.qs);
-    b.d.to_f32() * x.d[0] * sum as f32
+/// What one 32-element block contributes in ggml's order: its weight scale `d`, its min `m`
+/// (Q4_1; 0 otherwise) and the 8 lane sums `Σ_{t<4} w[4j+t]·x[4j+t]` of its integer codes.
+type Lanes = (f32, f32, [i32; 8]);
+
+/// ggml's `hsum_float_8`: `(a₀+a₄ + a₂+a₆) + (a₁+a₅ + a₃+a₇)`.
+#[inline(always)]
+pub fn hsum8(a: &[f32; 8]) -> f32 {
+    let t: [f32; 4] = std::array::from_fn(|k| a[k + 4] + a[k]);
+    (t[0] + t[2]) + (t[1] + t[3])
 }
 
-fn dot_q4_1(b: &BlockQ4_1, x: Q8Row<'_>) -> f32 {
-    b.d.to_f32() * x.d[0] * idot(&nibbles(&b.qs), x.qs) as f32 + b.m.to_f32() * x.s[0]
+/// A whole row of 32-element blocks, accumulated as ggml's x86 kernels do (module docs).
+#[inline(always)]
+fn ggml_blocks<B: QuantBlock>(w: &[u8], x: Q8Row<'_>, has_min: bool, lanes: impl Fn(&B, &[i8]) -> Lanes) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut summs = 0f32;
+    let mut block = |i: usize, b: &B| {
+        let (d, m, l) = lanes(b, &x.qs[i * QK..(i + 1) * QK]);
+        let dd = d * x.d[i];
+        for (a, &v) in acc.iter_mut().zip(&l) {
+            *a = dd.mul_add(v as f32, *a);
+        }
+        summs = m.mul_add(x.s[i], summs);
+    };
+    match rill_backend::quant::try_view_blocks::<B>(w) {
+        Some(blocks) => blocks.iter().enumerate().for_each(|(i, b)| block(i, b)),
+        None => w.chunks_exact(size_of::<B>()).enumerate().for_each(|(i, bytes)| block(i, &bytemuck::pod_read_unaligned::<B>(bytes))),
+    }
+    if has_min {
+        hsum8(&acc) + summs
+    } else {
+        hsum8(&acc)
+    }
 }
 
-fn dot_q8_0(b: &BlockQ8_0, x: Q8Row<'_>) -> f32 {
-    let sum: i32 = b.qs.iter().zip(x.qs).map(|(&a, &c)| a as i32 * c as i32).sum();
-    b.d.to_f32() * x.d[0] * sum as f32
+/// Lane sums of 4 products each, over weights `q` (already as signed values) and codes `x`.
+#[inline(always)]
+fn lane_sums(q: impl Fn(usize) -> i32, x: &[i8]) -> [i32; 8] {
+    std::array::from_fn(|j| (4 * j..4 * j + 4).map(|e| q(e) * x[e] as i32).sum())
+}
+
+fn lanes_q4_0(b: &BlockQ4_0, x: &[i8]) -> Lanes {
+    let q = nibbles(&b.qs);
+    (b.d.to_f32(), 0.0, lane_sums(|e| q[e] as i32 - 8, x))
+}
+
+fn lanes_q4_1(b: &BlockQ4_1, x: &[i8]) -> Lanes {
+    let q = nibbles(&b.qs);
+    (b.d.to_f32(), b.m.to_f32(), lane_sums(|e| q[e] as i32, x))
+}
+
+fn lanes_q8_0(b: &BlockQ8_0, x: &[i8]) -> Lanes {
+    (b.d.to_f32(), 0.0, lane_sums(|e| b.qs[e] as i32, x))
 }
 
 /// Q4_K and Q5_K: sub-block `j` is `d·sc[j]·q − dmin·m[j]`, so its dot is

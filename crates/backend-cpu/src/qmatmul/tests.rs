@@ -1,6 +1,7 @@
 //! Parity: every kernel on every instruction set this CPU has, against the portable integer
-//! kernel (same integer sums, so only float rounding may differ) and against the float
-//! reference `quant::dot_row` (within the error the 8-bit activations are allowed).
+//! kernel (Q4_0/Q4_1/Q8_0: the same bits, ggml's order of float operations; k-quants: the same
+//! integer sums, so only float rounding may differ) and against the float reference
+//! `quant::dot_row` (within the error the 8-bit activations are allowed).
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -62,7 +63,7 @@ fn every_kernel_matches_the_portable_kernel_and_the_float_reference() {
         // Odd block counts (a lone last block), one block, and the default model's widths.
         let widths: Vec<usize> = if block == 32 { vec![32, 96, 576, 1536] } else { vec![256, 768] };
         for cols in widths {
-            for (w_rows, rows) in [(1, 1), (4, 1), (5, 3), (9, 7), (16, 4), (3, 2)] {
+            for (w_rows, rows) in [(1, 1), (4, 1), (5, 3), (9, 7), (16, 4), (3, 2), (2, 5), (7, 4)] {
                 let c = case(&mut rng, dtype, w_rows, rows, cols);
                 acts.quantize(&c.x, rows, cols);
                 let portable = run(Isa::Portable, &c, &acts);
@@ -91,7 +92,13 @@ fn every_kernel_matches_the_portable_kernel_and_the_float_reference() {
                     for r in 0..rows {
                         for i in 0..w_rows {
                             let (a, b) = (got[r][i], portable[r][i]);
-                            // Only the order of float additions differs.
+                            if matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0) {
+                                // ggml's order of float operations on every ISA: the same bits.
+                                assert_eq!(a.to_bits(), b.to_bits(), "{} {dtype} {cols}x{w_rows}x{rows} [{r}][{i}]: {a} vs {b}", isa.name());
+                                checked += 1;
+                                continue;
+                            }
+                            // k-quants: only the order of float additions differs.
                             let scale: f32 = c.w_f32[i * cols..(i + 1) * cols]
                                 .iter()
                                 .zip(&c.x[r * cols..(r + 1) * cols])
@@ -134,5 +141,43 @@ fn each_row_is_bit_identical_alone_and_in_a_batch() {
                 assert_eq!(bits(&one[0]), bits(together_r), "{} {dtype} row {r}", isa.name());
             }
         }
+    }
+}
+
+/// ggml's `ggml_vec_dot_q4_1_q8_1` on a hand-made block: lanes of 4 products, one fma per block
+/// and lane, `summs` fused, `hsum_float_8` at the end. Spelled out independently of the kernels.
+#[test]
+fn q4_1_follows_ggml_order_of_operations() {
+    use half::f16;
+    use rill_backend::quant::BlockQ4_1;
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let cols = 3 * QK;
+    let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-3.0f32..3.0)).collect();
+    let blocks: Vec<BlockQ4_1> = (0..3)
+        .map(|_| BlockQ4_1 {
+            d: f16::from_f32(rng.random_range(0.001f32..0.1)),
+            m: f16::from_f32(rng.random_range(-0.5f32..0.5)),
+            qs: std::array::from_fn(|_| rng.random()),
+        })
+        .collect();
+    let w: Vec<u8> = bytemuck::cast_slice(&blocks).to_vec();
+    let mut acts = Q8Activations::default();
+    acts.quantize(&x, 1, cols);
+    let xr = acts.row(0);
+    let (mut acc, mut summs) = ([0f32; 8], 0f32);
+    for (b, blk) in blocks.iter().enumerate() {
+        let q = |e: usize| (if e < 16 { blk.qs[e] & 15 } else { blk.qs[e - 16] >> 4 }) as i32;
+        let d = blk.d.to_f32() * xr.d[b];
+        for (j, a) in acc.iter_mut().enumerate() {
+            let lane: i32 = (4 * j..4 * j + 4).map(|e| q(e) * xr.qs[b * QK + e] as i32).sum();
+            *a = d.mul_add(lane as f32, *a);
+        }
+        summs = blk.m.to_f32().mul_add(xr.s[b], summs);
+    }
+    let t: [f32; 4] = std::array::from_fn(|k| acc[k + 4] + acc[k]);
+    let want = ((t[0] + t[2]) + (t[1] + t[3])) + summs;
+    for isa in Isa::available() {
+        let c = Case { dtype: DType::Q4_1, w: w.clone(), w_f32: vec![], x: x.clone(), w_rows: 1, rows: 1 };
+        assert_eq!(run(isa, &c, &acts)[0][0].to_bits(), want.to_bits(), "{}", isa.name());
     }
 }
