@@ -63,7 +63,9 @@ struct RopeArgs {
     int32_t head_dim;
     int32_t pairs;             // rot_dim / 2
     int32_t neox;
-    int32_t pad_;
+    // 1: inv_freq is [1, r, r², …] and angles are multiplied up, p·r·r·…·r, as ggml and the CPU
+    // twin do (RopeParams::geometric_ratio); 0: p·inv_freq[i].
+    int32_t geometric;
     // The frequency table travels by value: nothing to upload or keep on the device, and a
     // captured graph holds its own copy.
     float inv_freq[MAX_ROPE_PAIRS];

@@ -38,8 +38,17 @@ extern "C" __global__ void __launch_bounds__(EW_THREADS) rope(const RopeArgs a) 
     __shared__ float cs[MAX_ROPE_PAIRS], sn[MAX_ROPE_PAIRS];
     const float pos = static_cast<float>(__ldg(a.positions + blockIdx.x));
     for (int i = threadIdx.x; i < a.pairs; i += EW_THREADS) {
+        float angle;
+        if (a.geometric) {
+            // ggml's rope cache (and the CPU twin): theta starts at p and is multiplied by r
+            // once per pair, rounding each time; p·r^i would differ in the last bits.
+            angle = pos;
+            for (int k = 0; k < i; ++k) angle = __fmul_rn(angle, a.inv_freq[1]);
+        } else {
+            angle = __fmul_rn(pos, a.inv_freq[i]);
+        }
         float s, c;
-        sincosf(__fmul_rn(pos, a.inv_freq[i]), &s, &c);
+        sincosf(angle, &s, &c);
         cs[i] = c;
         sn[i] = s;
     }
@@ -51,8 +60,9 @@ extern "C" __global__ void __launch_bounds__(EW_THREADS) rope(const RopeArgs a) 
         const int ia = a.neox ? i : 2 * i;
         const int ib = a.neox ? i + a.pairs : 2 * i + 1;
         const float x0 = head[ia], x1 = head[ib];
-        head[ia] = __fsub_rn(__fmul_rn(x0, cs[i]), __fmul_rn(x1, sn[i]));
-        head[ib] = __fadd_rn(__fmul_rn(x0, sn[i]), __fmul_rn(x1, cs[i]));
+        // As the CPU (ggml's rotate_pairs): the first product fused, x0·c − x1·s = fma(x0, c, −x1·s).
+        head[ia] = fmaf(x0, cs[i], -__fmul_rn(x1, sn[i]));
+        head[ib] = fmaf(x0, sn[i], __fmul_rn(x1, cs[i]));
     }
 }
 

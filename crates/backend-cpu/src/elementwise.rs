@@ -146,7 +146,7 @@ unsafe fn rope_rows_fma(x: &mut [f32], positions: &[u32], heads: usize, head_dim
 fn rope_rows(x: &mut [f32], positions: &[u32], heads: usize, head_dim: usize, rope: &RopeParams) {
     let pairs = rope.rot_dim / 2;
     let inv_freq = &rope.inv_freq[..pairs];
-    let ratio = geometric_ratio(inv_freq);
+    let ratio = rope.geometric_ratio();
     for (row, &pos) in x.chunks_mut(heads * head_dim).zip(positions) {
         // The angles depend only on the position: compute them once for all heads.
         let mut cos = [0f32; MAX_ROPE_PAIRS];
@@ -169,23 +169,6 @@ fn rope_rows(x: &mut [f32], positions: &[u32], heads: usize, head_dim: usize, ro
             }
         }
     }
-}
-
-/// `Some(r)` when `inv_freq` is `[1, r, r², …]` as ggml multiplies it up (within float
-/// rounding: `r` is `base^(-2/d)`, the others `base^(-2i/d)` computed directly).
-fn geometric_ratio(inv_freq: &[f32]) -> Option<f32> {
-    if inv_freq.len() < 2 || inv_freq[0] != 1.0 {
-        return None;
-    }
-    let r = inv_freq[1];
-    let mut p = 1.0f32;
-    for &f in inv_freq {
-        if (f - p).abs() > 1e-4 * p {
-            return None;
-        }
-        p *= r;
-    }
-    Some(r)
 }
 
 pub fn silu_mul(gate: &[f32], up: &[f32], len: usize, out: &mut [f32]) -> BackendResult<()> {

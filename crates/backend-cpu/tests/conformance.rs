@@ -26,7 +26,7 @@ fn fast_cpu_kernels_conform_to_the_reference() {
 enum Fault {
     /// The last element of every matmul output is left unwritten (NaN from the poisoning).
     MatmulTail,
-    /// Attention output scaled by 1.01: a small but real numerical error.
+    /// Attention output scaled by 1.03: a small but real numerical error (3 %).
     AttentionScale,
     /// Sampling walks the kept tokens from the far end (`1 - uniform`): same distribution,
     /// different tokens.
@@ -100,7 +100,7 @@ impl Backend for Faulty {
         };
         self.0.attention(cache, layer, q, heads, &inner, out)?;
         if self.1 == Fault::AttentionScale {
-            out.iter_mut().for_each(|v| *v *= 1.01);
+            out.iter_mut().for_each(|v| *v *= 1.03);
         }
         Ok(())
     }
@@ -136,11 +136,61 @@ fn the_harness_catches_unwritten_outputs_and_small_errors() {
     let scaled = run(&reference, &Faulty(CpuBackend::reference(1).unwrap(), Fault::AttentionScale), 4);
     let failed: Vec<&Check> = scaled.iter().filter(|c| !c.passed()).collect();
     assert_eq!(failed.len(), 9, "{:#?}", failures(&scaled));
-    assert!(failed.iter().all(|c| c.op == "attention" && (c.rel_err - 0.01).abs() < 1e-4));
+    assert!(failed.iter().all(|c| c.op == "attention" && (c.rel_err - 0.03).abs() < 1e-4));
 
     // Greedy rows still agree; most sampled rows do not.
     let mirrored = run(&reference, &Faulty(CpuBackend::reference(1).unwrap(), Fault::SampleMirrored), 5);
     let failed: Vec<&Check> = mirrored.iter().filter(|c| !c.passed()).collect();
     assert_eq!(failed.len(), 2, "{:#?}", failures(&mirrored));
     assert!(failed.iter().all(|c| c.op == "sample" && c.rel_err > 0.2 && c.rel_err < 0.8), "{:#?}", failures(&mirrored));
+}
+
+/// How far the CPU's attention (ggml's f16 value accumulator over the first 256 positions) is
+/// from exact math on the same f16 cache: the error a backend accumulating in f32 (the GPU)
+/// shows against the CPU twin, which `conformance::tolerance::ATTENTION` must allow.
+#[test]
+fn cpu_attention_is_close_to_exact_math() {
+    use half::f16;
+    let (heads, kv_heads, hd, block_size) = (8, 2, 64, 16);
+    let backend = CpuBackend::reference(1).unwrap();
+    let mut worst = 0f64;
+    for len in [17usize, 255, 300, 1100] {
+        let layout = KvLayout { layers: 1, num_blocks: len.div_ceil(block_size), block_size, kv_heads, head_dim: hd, dtype: rill_backend::KvDType::F16 };
+        let mut state = 0x2545_f491_4f6c_dd1du64 ^ len as u64;
+        let mut rnd = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        };
+        let kv_len = len * kv_heads * hd;
+        let (k, v): (Vec<f32>, Vec<f32>) = ((0..kv_len).map(|_| 2.0 * rnd()).collect(), (0..kv_len).map(|_| 2.0 * rnd()).collect());
+        let q: Vec<f32> = (0..heads * hd).map(|_| 2.0 * rnd()).collect();
+        let mut cache = backend.alloc_kv_cache(layout).unwrap();
+        let slots: Vec<u32> = (0..len as u32).collect();
+        backend.write_kv(&mut cache, 0, &k, &v, &slots, len).unwrap();
+        let table: Vec<u32> = (0..layout.num_blocks as u32).collect();
+        let (pos, seq, slot) = (vec![len as u32 - 1], vec![0u32], vec![len as u32 - 1]);
+        let batch = AttentionBatch { num_tokens: 1, num_seqs: 1, positions: &pos, token_seq: &seq, slots: &slot, block_tables: &table, max_blocks_per_seq: table.len() };
+        let mut out = vec![0f32; heads * hd];
+        backend.attention(&cache, 0, &q, heads, &batch, &mut out).unwrap();
+        // Exact: f16-rounded q, K, V in f64.
+        let r = |x: f32| f16::from_f32(x).to_f64();
+        let mut exact = vec![0f64; heads * hd];
+        for h in 0..heads {
+            let g = h / (heads / kv_heads);
+            let scores: Vec<f64> = (0..len).map(|p| (0..hd).map(|d| r(q[h * hd + d]) * r(k[(p * kv_heads + g) * hd + d])).sum::<f64>() / (hd as f64).sqrt()).collect();
+            let m = scores.iter().cloned().fold(f64::MIN, f64::max);
+            let w: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+            let total: f64 = w.iter().sum();
+            for d in 0..hd {
+                exact[h * hd + d] = (0..len).map(|p| w[p] * r(v[(p * kv_heads + g) * hd + d])).sum::<f64>() / total;
+            }
+        }
+        let exact32: Vec<f32> = exact.iter().map(|&x| x as f32).collect();
+        let err = rill_backend::conformance::rel_err(&exact32, &out);
+        eprintln!("context {len}: rel err {err:.2e}");
+        worst = worst.max(err);
+    }
+    assert!(worst <= rill_backend::conformance::tolerance::ATTENTION / 2.0, "CPU attention is {worst:.2e} from exact math");
 }

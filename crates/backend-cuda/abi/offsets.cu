@@ -20,7 +20,7 @@ int main() {
     SIZE(RmsNormArgs) F(RmsNormArgs, x) F(RmsNormArgs, weight) F(RmsNormArgs, out) F(RmsNormArgs, rows)
     F(RmsNormArgs, dim) F(RmsNormArgs, eps)
     SIZE(RopeArgs) F(RopeArgs, x) F(RopeArgs, positions) F(RopeArgs, rows) F(RopeArgs, heads) F(RopeArgs, head_dim)
-    F(RopeArgs, pairs) F(RopeArgs, neox) F(RopeArgs, inv_freq)
+    F(RopeArgs, pairs) F(RopeArgs, neox) F(RopeArgs, geometric) F(RopeArgs, inv_freq)
     SIZE(SiluMulArgs) F(SiluMulArgs, gate) F(SiluMulArgs, up) F(SiluMulArgs, out) F(SiluMulArgs, n)
     SIZE(AddArgs) F(AddArgs, x) F(AddArgs, y) F(AddArgs, n)
     SIZE(AddBiasArgs) F(AddBiasArgs, x) F(AddBiasArgs, bias) F(AddBiasArgs, n) F(AddBiasArgs, dim)

@@ -138,7 +138,8 @@ pub struct RopeArgs {
     pub head_dim: i32,
     pub pairs: i32,
     pub neox: i32,
-    pub pad: i32,
+    /// 1: angles multiplied up from `inv_freq[1]` (`RopeParams::geometric_ratio`).
+    pub geometric: i32,
     pub inv_freq: [f32; MAX_ROPE_PAIRS],
 }
 
@@ -332,7 +333,7 @@ mod tests {
             EmbedArgs { w, tokens, out, n }
             ConvertArgs { x, out, n }
             RmsNormArgs { x, weight, out, rows, dim, eps }
-            RopeArgs { x, positions, rows, heads, head_dim, pairs, neox, inv_freq }
+            RopeArgs { x, positions, rows, heads, head_dim, pairs, neox, geometric, inv_freq }
             SiluMulArgs { gate, up, out, n }
             AddArgs { x, y, n }
             AddBiasArgs { x, bias, n, dim }

@@ -50,7 +50,7 @@ impl CudaBackend {
             head_dim: to_i32("rope", "head_dim", head_dim)?,
             pairs: pairs as i32,
             neox: rope.neox as i32,
-            pad: 0,
+            geometric: rope.geometric_ratio().is_some() as i32,
             inv_freq,
         };
         to_i32("rope", "row size", rows * heads * head_dim)?;

@@ -1,7 +1,8 @@
 //! GPU smoke tests: every op against the CPU backend's reference mode on small random inputs,
 //! plus a graph capture/replay. Each test prints "skipped: no CUDA device" and passes on a
 //! machine without one. Tolerances: embedding exact; GEMV (<= 32 rows), elementwise 1e-5 and
-//! attention 1e-4 relative; cuBLAS bf16 (> 32 rows) 1.5e-2 of sum |w x|; sampled token ids
+//! attention 1e-2 (the CPU twin keeps ggml's f16 value accumulator over the first 256
+//! positions, ~2.5e-3 from exact math; the GPU accumulates in f32); cuBLAS bf16 (> 32 rows) 1.5e-2 of sum |w x|; sampled token ids
 //! exact (on logits without near-ties).
 
 use rill_backend::{quant, AttentionBatch, Backend, DType, DeviceSampling, KvDType, KvLayout, MatrixSource, RopeParams, SharedBytes};
@@ -256,7 +257,7 @@ fn attention_case(g: &CudaBackend, cpu: &CpuBackend, rng: &mut Rng, c: &Case, to
     let mut out = g.alloc(n * c.heads * c.hd).unwrap();
     g.attention(&kg, 1, &to_gpu(g, &q), c.heads, &gb, &mut out).unwrap();
     let what = format!("{:?} {}/{} heads hd {}, {n} tokens", c.dtype, c.heads, c.kv_heads, c.hd);
-    close(&from_gpu(g, &out, n * c.heads * c.hd), &want, 1e-4, &what);
+    close(&from_gpu(g, &out, n * c.heads * c.hd), &want, 1e-2, &what);
 }
 
 #[test]

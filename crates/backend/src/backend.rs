@@ -73,6 +73,28 @@ pub struct RopeParams {
     pub neox: bool,
 }
 
+impl RopeParams {
+    /// `Some(r)` when the first `rot_dim / 2` frequencies are `[1, r, r², …]` (within float
+    /// rounding: `r` is `base^(-2/d)`, the table's entries `base^(-2i/d)` computed directly).
+    /// Kernels then build the angles as ggml does, `p·r·r·…·r` multiplied up in f32, rather than
+    /// `p·inv_freq[i]`: the CPU twin does it to match llama.cpp bit for bit, so every backend must.
+    pub fn geometric_ratio(&self) -> Option<f32> {
+        let inv_freq = &self.inv_freq[..(self.rot_dim / 2).min(self.inv_freq.len())];
+        if inv_freq.len() < 2 || inv_freq[0] != 1.0 {
+            return None;
+        }
+        let r = inv_freq[1];
+        let mut p = 1.0f32;
+        for &f in inv_freq {
+            if (f - p).abs() > 1e-4 * p {
+                return None;
+            }
+            p *= r;
+        }
+        Some(r)
+    }
+}
+
 /// Per-step batch indices on the device. Tokens of one sequence are contiguous and in position
 /// order; every token attends to positions `0..=positions[t]` of its own sequence.
 pub struct AttentionBatch<'a, B: Backend + ?Sized> {

@@ -18,8 +18,11 @@ pub mod tolerance {
     /// round activations to 8-bit blocks (CPU integer kernels, ~3e-3 on random data) or weights
     /// and activations to bf16 (GPU tensor-core path, ~4e-3).
     pub const MATMUL: f64 = 1e-2;
-    /// Attention over an f16 or f32 cache: softmax sums in another order and split merging.
-    pub const ATTENTION: f64 = 2e-3;
+    /// Attention over an f16 or f32 cache. The CPU twin keeps ggml's f16 value accumulator over
+    /// the first 256 positions (to match llama.cpp bit for bit), which alone is up to 2.5e-3
+    /// from exact math (`cpu_attention_is_close_to_exact_math` in backend-cpu); a backend that
+    /// accumulates in f32 is that far from the twin, plus summation order and split merging.
+    pub const ATTENTION: f64 = 1e-2;
     /// Sampled token ids (`rel_err` is the fraction of rows whose token differs): exact. The
     /// logits are distinct by construction, far apart next to an ulp of `exp`, so the only
     /// arithmetic backends may differ in cannot move a decision.
