@@ -63,7 +63,7 @@ def main():
             else:
                 p.uniform_(0.8, 1.2)
     model = model.to(torch.bfloat16)
-    model.save_pretrained(args.out, safe_serialization=True)
+    model.save_pretrained(args.out)  # safetensors (the default since transformers 4.35)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = False
