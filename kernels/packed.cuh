@@ -96,8 +96,8 @@ struct Fmt<FMT_Q8_0> {
 };
 
 // ---- Float rows, 32 elements per unit, zero-padded to whole units.
-template <>
-struct Fmt<FMT_F16> {
+// F16 and BF16 load a unit the same way (64 bytes, four 16-byte loads); only decoding differs.
+struct HalfRows {
     struct Raw { uint4 v[4]; };
     static __device__ __forceinline__ Raw load(const PackedMatrix& m, int row, int u) {
         Raw r;
@@ -107,6 +107,10 @@ struct Fmt<FMT_F16> {
         return r;
     }
     static __device__ __forceinline__ void runs(int u, int& x0, int& x1) { x0 = 32 * u; x1 = x0 + 16; }
+};
+
+template <>
+struct Fmt<FMT_F16> : HalfRows {
     template <int RUN>
     static __device__ __forceinline__ void decode(const Raw& r, int, float* q, float& s, float& o) {
 #pragma unroll
@@ -121,16 +125,7 @@ struct Fmt<FMT_F16> {
 };
 
 template <>
-struct Fmt<FMT_BF16> {
-    struct Raw { uint4 v[4]; };
-    static __device__ __forceinline__ Raw load(const PackedMatrix& m, int row, int u) {
-        Raw r;
-        const uint8_t* p = q_row(m, row) + 64 * u;
-#pragma unroll
-        for (int i = 0; i < 4; ++i) r.v[i] = ld16(p + 16 * i);
-        return r;
-    }
-    static __device__ __forceinline__ void runs(int u, int& x0, int& x1) { x0 = 32 * u; x1 = x0 + 16; }
+struct Fmt<FMT_BF16> : HalfRows {
     template <int RUN>
     static __device__ __forceinline__ void decode(const Raw& r, int, float* q, float& s, float& o) {
 #pragma unroll
