@@ -80,8 +80,7 @@ impl<B: Backend> ModelRunner<B> {
             .zip(&self.host_rows)
             .map(|((sampler, row), &host)| {
                 if host {
-                    let s = sampler.sample(row);
-                    SampledToken { token: s.token, logprob: s.logprob, top_logprobs: s.top }
+                    host_token(sampler, row)
                 } else {
                     device_token(0)
                 }
@@ -95,6 +94,12 @@ impl<B: Backend> ModelRunner<B> {
         }
         Ok(out)
     }
+}
+
+/// A row sampled on the host from its logits.
+fn host_token(sampler: &mut Sampler, row: &[f32]) -> SampledToken {
+    let s = sampler.sample(row);
+    SampledToken { token: s.token, logprob: s.logprob, top_logprobs: s.top }
 }
 
 impl<B: Backend> Executor for ModelRunner<B> {
@@ -113,10 +118,7 @@ impl<B: Backend> Executor for ModelRunner<B> {
         Ok(samplers
             .iter_mut()
             .zip(logits.chunks_exact(vocab))
-            .map(|(sampler, row)| {
-                let s = sampler.sample(row);
-                SampledToken { token: s.token, logprob: s.logprob, top_logprobs: s.top }
-            })
+            .map(|(sampler, row)| host_token(sampler, row))
             .collect())
     }
 

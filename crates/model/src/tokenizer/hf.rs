@@ -11,7 +11,7 @@ use tokenizers::models::ModelWrapper;
 
 use super::special::SpecialMatcher;
 use super::vocab::{TokenType, Vocab, VocabKind};
-use super::{pieces, Tokenizer, TokenizerError, END_OF_GENERATION_TEXTS};
+use super::{end_of_generation_ids, pieces, Tokenizer, TokenizerError};
 
 /// The special-token facts that live outside `tokenizer.json` (in `tokenizer_config.json`,
 /// `generation_config.json` and `config.json`).
@@ -94,14 +94,7 @@ impl Tokenizer {
             .and_then(|e| e.get_ids().first().copied())
             .is_some_and(|id| pieces[id as usize].first() == Some(&b' '));
 
-        let mut end_of_generation: Vec<u32> = special.eos.into_iter().chain(special.extra_eos.iter().copied()).collect();
-        for (id, text) in vocab.tokens.iter().enumerate() {
-            if END_OF_GENERATION_TEXTS.contains(&text.as_str()) {
-                end_of_generation.push(id as u32);
-            }
-        }
-        end_of_generation.sort_unstable();
-        end_of_generation.dedup();
+        let end_of_generation = end_of_generation_ids(special.eos.into_iter().chain(special.extra_eos.iter().copied()), &vocab.tokens);
         Ok(Tokenizer {
             kind,
             inner,

@@ -51,6 +51,16 @@ const END_OF_GENERATION_TEXTS: &[&str] = &[
     "<end_of_utterance>",
 ];
 
+/// The ids that end generation: `known` (EOS/EOT/EOM from the metadata) plus every token whose
+/// text is a known end-of-turn marker, sorted and deduplicated.
+fn end_of_generation_ids(known: impl IntoIterator<Item = u32>, tokens: &[String]) -> Vec<u32> {
+    let mut ids: Vec<u32> = known.into_iter().collect();
+    ids.extend(tokens.iter().enumerate().filter(|(_, t)| END_OF_GENERATION_TEXTS.contains(&t.as_str())).map(|(id, _)| id as u32));
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
 /// A GGUF model's tokenizer. Cheap to share (`Send + Sync`); all methods take `&self`.
 pub struct Tokenizer {
     kind: VocabKind,
@@ -131,15 +141,7 @@ impl Tokenizer {
         };
         let add_bos = vocab.add_bos.unwrap_or(add_bos_default) && vocab.bos.is_some();
         let add_eos = vocab.add_eos.unwrap_or(false) && vocab.eos.is_some();
-        let mut end_of_generation: Vec<u32> =
-            [vocab.eos, vocab.eot, vocab.eom].into_iter().flatten().collect();
-        for (id, text) in vocab.tokens.iter().enumerate() {
-            if END_OF_GENERATION_TEXTS.contains(&text.as_str()) {
-                end_of_generation.push(id as u32);
-            }
-        }
-        end_of_generation.sort_unstable();
-        end_of_generation.dedup();
+        let end_of_generation = end_of_generation_ids([vocab.eos, vocab.eot, vocab.eom].into_iter().flatten(), &vocab.tokens);
         Ok(Tokenizer {
             kind: vocab.kind,
             inner,
