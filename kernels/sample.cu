@@ -33,44 +33,33 @@ __device__ __forceinline__ float clean(float x) { return isnan(x) ? -INFINITY : 
 // previous reduction) and ends with every warp folding the same 32 partials the same way, so
 // every thread holds the identical result. The float sum is common.cuh's xor butterfly, twice:
 // the CPU twin's `block_sum`.
-__device__ __forceinline__ float block_sum(float v, float* sh) {
-    v = warp_sum(v);
+template <typename T, typename WarpOp>
+__device__ __forceinline__ T block_reduce(T v, T* sh, WarpOp warp) {
+    v = warp(v);
     __syncthreads();
     if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
     __syncthreads();
-    return warp_sum(sh[threadIdx.x & 31]);
+    return warp(sh[threadIdx.x & 31]);
+}
+
+__device__ __forceinline__ float block_sum(float v, float* sh) {
+    return block_reduce(v, sh, [](float x) { return warp_sum(x); });
 }
 
 __device__ __forceinline__ float block_max(float v, float* sh) {
-    v = warp_max(v);
-    __syncthreads();
-    if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
-    __syncthreads();
-    return warp_max(sh[threadIdx.x & 31]);
+    return block_reduce(v, sh, [](float x) { return warp_max(x); });
 }
 
 __device__ __forceinline__ int block_min(int v, int* sh) {
-    v = __reduce_min_sync(FULL_MASK, v);
-    __syncthreads();
-    if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
-    __syncthreads();
-    return __reduce_min_sync(FULL_MASK, sh[threadIdx.x & 31]);
+    return block_reduce(v, sh, [](int x) { return __reduce_min_sync(FULL_MASK, x); });
 }
 
 __device__ __forceinline__ int block_max_int(int v, int* sh) {
-    v = __reduce_max_sync(FULL_MASK, v);
-    __syncthreads();
-    if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
-    __syncthreads();
-    return __reduce_max_sync(FULL_MASK, sh[threadIdx.x & 31]);
+    return block_reduce(v, sh, [](int x) { return __reduce_max_sync(FULL_MASK, x); });
 }
 
 __device__ __forceinline__ unsigned block_count(unsigned v, int* sh) {
-    v = __reduce_add_sync(FULL_MASK, v);
-    __syncthreads();
-    if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = static_cast<int>(v);
-    __syncthreads();
-    return __reduce_add_sync(FULL_MASK, static_cast<unsigned>(sh[threadIdx.x & 31]));
+    return block_reduce(v, reinterpret_cast<unsigned*>(sh), [](unsigned x) { return __reduce_add_sync(FULL_MASK, x); });
 }
 
 // Inclusive scan across a warp: at offset o, lane l >= o adds lane l - o's previous value (the
