@@ -19,7 +19,7 @@ pub struct ModelRunner<B: Backend> {
     eos_token_ids: Vec<u32>,
     /// Sample eligible steps with `Backend::sample` (default: `samples_on_device()`).
     device_sampling: bool,
-    /// Per-row parameters of a device-sampled step (a placeholder for host rows), reused.
+    /// Per-row parameters of a device-sampled step (rows the host samples carry GREEDY, unused), reused.
     device_params: Vec<DeviceSampling>,
     /// Rows of the step sampled on the host, reused.
     host_rows: Vec<bool>,

@@ -47,9 +47,9 @@ pub struct ModelArgs {
     /// weights are seeded random, the tokenizer byte-level).
     #[arg(long, value_enum, default_value_t = LoadFormatArg::Auto)]
     pub load_format: LoadFormatArg,
-    /// Element type of the matrices of a dummy model.
-    #[arg(long, value_enum, default_value_t = DummyDTypeArg::Bf16)]
-    pub dummy_dtype: DummyDTypeArg,
+    /// Element type of a dummy model's matrices: f32, f16, bf16, q4_0, q4_1, q8_0, q4_k or q6_k.
+    #[arg(long, value_parser = rill_model::dummy::parse_dtype, default_value = "bf16")]
+    pub dummy_dtype: DType,
     /// Seed of a dummy model's weights.
     #[arg(long, default_value_t = 0)]
     pub dummy_seed: u64,
@@ -87,38 +87,6 @@ impl From<LoadFormatArg> for LoadFormat {
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DummyDTypeArg {
-    F32,
-    F16,
-    Bf16,
-    #[value(name = "q4_0")]
-    Q4_0,
-    #[value(name = "q4_1")]
-    Q4_1,
-    #[value(name = "q8_0")]
-    Q8_0,
-    #[value(name = "q4_k")]
-    Q4K,
-    #[value(name = "q6_k")]
-    Q6K,
-}
-
-impl From<DummyDTypeArg> for DType {
-    fn from(d: DummyDTypeArg) -> DType {
-        match d {
-            DummyDTypeArg::F32 => DType::F32,
-            DummyDTypeArg::F16 => DType::F16,
-            DummyDTypeArg::Bf16 => DType::BF16,
-            DummyDTypeArg::Q4_0 => DType::Q4_0,
-            DummyDTypeArg::Q4_1 => DType::Q4_1,
-            DummyDTypeArg::Q8_0 => DType::Q8_0,
-            DummyDTypeArg::Q4K => DType::Q4K,
-            DummyDTypeArg::Q6K => DType::Q6K,
-        }
-    }
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KvDTypeArg {
     F16,
     F32,
@@ -144,7 +112,7 @@ impl ModelArgs {
 
     /// What `--model PATH` names under `--load-format` (with `dummy`, PATH is the config).
     pub fn model_source(&self, path: &Path) -> ModelSource {
-        ModelSource::from_format(self.load_format.into(), path, self.dummy_dtype.into(), self.dummy_seed)
+        ModelSource::from_format(self.load_format.into(), path, self.dummy_dtype, self.dummy_seed)
     }
 
     /// Loads `path` on the CPU, with a progress bar when loading takes over a second.
