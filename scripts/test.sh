@@ -6,6 +6,18 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
+# Some machine images ship /dev/null as a regular file: whatever is "discarded" piles up in it, and
+# cargo's rustc probe (which reads /dev/null as its stdin) then fails to parse that junk. Restore
+# the device when we may; otherwise empty the file before each cargo step.
+if [ ! -c /dev/null ]; then
+  echo "scripts/test.sh: /dev/null is not a character device; restoring it" >&2
+  rm -f /dev/null && mknod -m 666 /dev/null c 1 3 || echo "scripts/test.sh: could not; emptying it before each cargo step" >&2
+fi
+cargo() {
+  [ -c /dev/null ] || : >/dev/null
+  command cargo "$@"
+}
+
 scripts/fetch-model.sh >/dev/null
 # The CUDA backend builds everywhere (nvcc from NVIDIA's pip wheels, nothing CUDA at link time);
 # its kernels must compile without register spills. Without a GPU its tests check the clean
