@@ -22,7 +22,28 @@ pub struct Q8Activations {
     qs: Vec<i8>,
     d: Vec<f32>,
     s: Vec<f32>,
+    /// The same rows regrouped for the AVX-512 many-rows kernel (see [`Q8Quad`]); empty when
+    /// that kernel cannot run or there are fewer than [`QUAD_FROM_ROWS`] rows.
+    paired: Vec<i8>,
+    quad_d: Vec<f32>,
+    quad_s: Vec<f32>,
 }
+
+/// Four activation rows regrouped so that one 512-bit register holds a block of two rows: per
+/// 32-element block, `pairs[k]` (k = 0, 1) holds rows `2k` and `2k + 1` of the quad with their
+/// codes interleaved in groups of 4 (`x₀[0..4] x₁[0..4] x₀[4..8] x₁[4..8] …`, 64 bytes), so a
+/// `vpdpbusd` against a weight block whose 4-code groups are doubled gives row `2k`'s 8 ggml
+/// lanes in the even and row `2k + 1`'s in the odd 32-bit lanes; `d` and `s` hold the four rows'
+/// scales and sums side by side (`[d₀ d₁ d₂ d₃]` per block). A quad past the last row repeats it.
+#[derive(Clone, Copy)]
+pub struct Q8Quad<'a> {
+    pub pairs: [&'a [i8]; 2],
+    pub d: &'a [f32],
+    pub s: &'a [f32],
+}
+
+/// Rows from which [`Q8Activations`] also builds the quads (the AVX-512 kernel's threshold).
+pub const QUAD_FROM_ROWS: usize = 4;
 
 /// One quantized row: `cols` codes and `cols / QK` scales and sums.
 #[derive(Clone, Copy)]
@@ -38,6 +59,7 @@ impl Q8Activations {
     pub fn quantize(&mut self, x: &[f32], rows: usize, cols: usize) {
         self.resize(x, rows, cols);
         quantize_rows(&x[..rows * cols], &mut self.qs, &mut self.d, &mut self.s);
+        self.build_quads(None);
     }
 
     /// As [`Q8Activations::quantize`], with the rows split across `pool` in tasks of
@@ -63,6 +85,73 @@ impl Q8Activations {
             };
             quantize_rows(&x[lo * cols..hi * cols], qs, d, s);
         });
+        self.build_quads(Some(pool));
+    }
+
+    /// Fills `paired`, `quad_d` and `quad_s` from the quantized rows when the many-rows kernel
+    /// can use them (on `pool` in tasks of [`ROWS_PER_TASK`] rows when given).
+    fn build_quads(&mut self, pool: Option<&WorkerPool>) {
+        let quads = self.quads();
+        if quads == 0 {
+            return;
+        }
+        let (cols, bpr, rows) = (self.cols, self.cols / QK, self.rows);
+        self.paired.resize(quads * 4 * cols, 0);
+        self.quad_d.resize(quads * 4 * bpr, 0.0);
+        self.quad_s.resize(quads * 4 * bpr, 0.0);
+        let (qs, d, s) = (&self.qs[..], &self.d[..], &self.s[..]);
+        let (paired, qd, qsum) = (DisjointPtr(self.paired.as_mut_ptr()), DisjointPtr(self.quad_d.as_mut_ptr()), DisjointPtr(self.quad_s.as_mut_ptr()));
+        let per_task = ROWS_PER_TASK / 4;
+        let task = |t: usize| {
+            for q in t * per_task..((t + 1) * per_task).min(quads) {
+                let row = |j: usize| (4 * q + j).min(rows - 1);
+                // SAFETY: quad `q` owns elements q·4·cols.. and q·4·bpr.. of the buffers resized
+                // above; tasks cover disjoint quads.
+                let (pq, dq, sq) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(paired.get().add(q * 4 * cols), 4 * cols),
+                        std::slice::from_raw_parts_mut(qd.get().add(q * 4 * bpr), 4 * bpr),
+                        std::slice::from_raw_parts_mut(qsum.get().add(q * 4 * bpr), 4 * bpr),
+                    )
+                };
+                for k in 0..2 {
+                    let (a, b) = (&qs[row(2 * k) * cols..][..cols], &qs[row(2 * k + 1) * cols..][..cols]);
+                    let dst = &mut pq[k * 2 * cols..(k + 1) * 2 * cols];
+                    for (g, out) in dst.chunks_exact_mut(8).enumerate() {
+                        out[..4].copy_from_slice(&a[4 * g..4 * g + 4]);
+                        out[4..].copy_from_slice(&b[4 * g..4 * g + 4]);
+                    }
+                }
+                for b in 0..bpr {
+                    for j in 0..4 {
+                        dq[4 * b + j] = d[row(j) * bpr + b];
+                        sq[4 * b + j] = s[row(j) * bpr + b];
+                    }
+                }
+            }
+        };
+        let tasks = quads.div_ceil(per_task);
+        match pool {
+            Some(pool) if tasks > 1 && pool.threads() > 1 => pool.for_each(tasks, &task),
+            _ => (0..tasks).for_each(task),
+        }
+    }
+
+    /// How many quads [`Q8Activations::quad`] has: 0 below [`QUAD_FROM_ROWS`] rows or without
+    /// the AVX-512 VNNI kernels.
+    pub fn quads(&self) -> usize {
+        if self.rows >= QUAD_FROM_ROWS && quads_wanted() {
+            self.rows.div_ceil(4)
+        } else {
+            0
+        }
+    }
+
+    /// Rows `4q..4q + 4` (the last row repeated past the end), regrouped; `q < self.quads()`.
+    pub fn quad(&self, q: usize) -> Q8Quad<'_> {
+        let (c, b) = (self.cols, self.cols / QK);
+        let p = &self.paired[q * 4 * c..(q + 1) * 4 * c];
+        Q8Quad { pairs: [&p[..2 * c], &p[2 * c..]], d: &self.quad_d[q * 4 * b..(q + 1) * 4 * b], s: &self.quad_s[q * 4 * b..(q + 1) * 4 * b] }
     }
 
     fn resize(&mut self, x: &[f32], rows: usize, cols: usize) {
@@ -89,8 +178,14 @@ impl Q8Activations {
     }
 }
 
-/// Rows quantized per parallel task.
+/// Rows quantized per parallel task (a multiple of 4: a task builds whole quads).
 const ROWS_PER_TASK: usize = 16;
+
+/// Whether this CPU runs the AVX-512 VNNI kernels, the quads' only reader.
+fn quads_wanted() -> bool {
+    static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WANTED.get_or_init(|| super::Isa::available().contains(&super::Isa::Avx512Vnni))
+}
 
 fn quantize_rows(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]

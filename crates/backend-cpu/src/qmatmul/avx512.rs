@@ -151,30 +151,14 @@ impl<F: BlockFormat> Source for Streaming<F> {
     }
 }
 
-/// Weight rows unpacked to the vectors the kernel consumes, per block: codes and lane scales of
-/// the two row pairs, and the 4 rows' mins as floats.
+/// One group of [`MR`] weight rows unpacked for the many-rows kernel, per block: each row's
+/// codes with every 4-code group doubled (`w[0..4] w[0..4] w[4..8] w[4..8] …`, to meet a
+/// `Q8Quad` pair), and the rows' scales and mins as `[v₀ ×4, v₁ ×4, v₂ ×4, v₃ ×4]`.
 #[derive(Default)]
 struct Unpacked {
     codes: Vec<__m512i>,
     scales: Vec<__m512>,
-    mins: Vec<f32>,
-}
-
-struct UnpackedSource {
-    codes: *const __m512i,
-    scales: *const __m512,
-    mins: *const f32,
-}
-
-impl Source for UnpackedSource {
-    #[inline(always)]
-    unsafe fn pair(&self, k: usize, b: usize) -> (__m512i, __m512, __m128) {
-        (*self.codes.add(2 * b + k), *self.scales.add(2 * b + k), _mm_setzero_ps())
-    }
-    #[inline(always)]
-    unsafe fn mins(&self, b: usize, _: __m128, _: __m128) -> __m128 {
-        _mm_loadu_ps(self.mins.add(4 * b))
-    }
+    mins: Vec<__m512>,
 }
 
 thread_local! {
@@ -204,15 +188,12 @@ pub unsafe fn tile(dtype: DType, w: &[u8], w_rows: usize, acts: &Q8Activations, 
 /// Rows of weights handled together: the register tile's height.
 const MR: usize = 4;
 
-/// Activation rows from which weights are unpacked once per group rather than streamed.
-const UNPACK_FROM_ROWS: usize = 4;
-
 #[inline(always)]
 unsafe fn tile_format<F: BlockFormat>(w: &[u8], w_rows: usize, acts: &Q8Activations, out: *mut f32, stride: usize) {
     let row_bytes = acts.cols() / QK * F::BLOCK_BYTES;
     debug_assert!(w.len() >= w_rows * row_bytes);
-    if acts.rows() >= UNPACK_FROM_ROWS {
-        UNPACKED.with(|un| unpacked_body::<F>(&mut un.borrow_mut(), w, w_rows, acts, out, stride));
+    if acts.quads() > 0 {
+        UNPACKED.with(|un| quad_body::<F>(&mut un.borrow_mut(), w, w_rows, acts, out, stride));
         return;
     }
     let mut i = 0;
@@ -233,45 +214,107 @@ unsafe fn tile_format<F: BlockFormat>(w: &[u8], w_rows: usize, acts: &Q8Activati
     }
 }
 
-/// Many activation rows (prefill, large batches): each group of [`MR`] weight rows is unpacked
-/// once into per-thread scratch (a few KiB, stays in L1) and every activation row group runs
-/// against the unpacked vectors.
+/// Many activation rows (prefill, large batches; `QUAD_FROM_ROWS` or more): each group of
+/// [`MR`] weight rows is unpacked once into per-thread scratch (a few KiB, stays in L1), then
+/// runs against every `Q8Quad` of activation rows.
+///
+/// Why quads: the float work per block is one `fma(d_w·d_x, lane, acc)` per weight row and
+/// activation row, and `d_w·d_x` takes one 16-lane multiply for all 4 × 4 pairs of the block
+/// (stored, then each row's two values broadcast back by a load), where a register holding two
+/// weight rows against one activation row would spend a whole multiply on two products.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn unpacked_body<F: BlockFormat>(un: &mut Unpacked, w: &[u8], w_rows: usize, acts: &Q8Activations, out: *mut f32, stride: usize) {
+unsafe fn quad_body<F: BlockFormat>(un: &mut Unpacked, w: &[u8], w_rows: usize, acts: &Q8Activations, out: *mut f32, stride: usize) {
     let blocks = acts.cols() / QK;
     let row_bytes = blocks * F::BLOCK_BYTES;
-    un.codes.resize(2 * blocks, _mm512_setzero_si512());
-    un.scales.resize(2 * blocks, _mm512_setzero_ps());
-    un.mins.resize(4 * blocks, 0.0);
+    un.codes.resize(MR * blocks, _mm512_setzero_si512());
+    un.scales.resize(blocks, _mm512_setzero_ps());
+    un.mins.resize(blocks, _mm512_setzero_ps());
+    // Each 32-bit lane g of a row's 8 becomes lanes 2g and 2g + 1 (the low row, the high row).
+    let doubled = [_mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0), _mm512_set_epi32(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8)];
+    let quads = acts.quads();
     let mut i = 0;
     while i < w_rows {
         let mr = (w_rows - i).min(MR);
         let stream = Streaming::<F>::new(w.as_ptr().add(i * row_bytes), row_bytes, mr);
         for b in 0..blocks {
             let mut dm = [_mm_setzero_ps(); 2];
-            for (k, dm) in dm.iter_mut().enumerate() {
-                let (q, d, raw) = stream.pair(k, b);
-                un.codes[2 * b + k] = q;
-                un.scales[2 * b + k] = d;
-                *dm = raw;
+            let mut d = [_mm512_setzero_ps(); 2];
+            for k in 0..2 {
+                let (q, dk, raw) = stream.pair(k, b);
+                // `q` holds row 2k's codes in its low and row 2k + 1's in its high 256 bits.
+                un.codes[MR * b + 2 * k] = _mm512_permutexvar_epi32(doubled[0], q);
+                un.codes[MR * b + 2 * k + 1] = _mm512_permutexvar_epi32(doubled[1], q);
+                d[k] = dk;
+                dm[k] = raw;
             }
+            // [d₀ ×8, d₁ ×8] and [d₂ ×8, d₃ ×8] → [d₀ ×4, d₁ ×4, d₂ ×4, d₃ ×4].
+            un.scales[b] = _mm512_shuffle_f32x4::<0b10_00_10_00>(d[0], d[1]);
             if F::HAS_MIN {
-                _mm_storeu_ps(un.mins.as_mut_ptr().add(4 * b), stream.mins(b, dm[0], dm[1]));
+                let m = stream.mins(b, dm[0], dm[1]);
+                un.mins[b] = _mm512_permutexvar_ps(_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0), _mm512_castps128_ps512(m));
             }
         }
-        let src = UnpackedSource { codes: un.codes.as_ptr(), scales: un.scales.as_ptr(), mins: un.mins.as_ptr() };
-        let mut r = 0;
-        while r < acts.rows() {
-            let nr = (acts.rows() - r).min(if F::OFFSET == 0 { 4 } else { 3 });
-            match nr {
-                4 => micro::<F, _, 4>(&src, mr, acts, r, out, stride, i),
-                3 => micro::<F, _, 3>(&src, mr, acts, r, out, stride, i),
-                2 => micro::<F, _, 2>(&src, mr, acts, r, out, stride, i),
-                _ => micro::<F, _, 1>(&src, mr, acts, r, out, stride, i),
-            }
-            r += nr;
+        for q in 0..quads {
+            quad_micro::<F>(un, mr, acts, q, out, stride, i);
         }
         i += mr;
+    }
+}
+
+/// The group's `mr` (≤ 4) unpacked weight rows × the 4 activation rows of quad `q`, every block.
+#[inline(always)]
+unsafe fn quad_micro<F: BlockFormat>(un: &Unpacked, mr: usize, acts: &Q8Activations, q: usize, out: *mut f32, stride: usize, i0: usize) {
+    let blocks = acts.cols() / QK;
+    let x = acts.quad(q);
+    // Rows 2 and 3 only when the group has them (a group of 1..3 rows repeats its last row).
+    let live = if mr > 2 { 4 } else { 2 };
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let mut summs = _mm512_setzero_ps();
+    let mut products = [0f32; 16];
+    for b in 0..blocks {
+        let xq = [_mm512_loadu_si512(x.pairs[0].as_ptr().add(b * 2 * QK).cast()), _mm512_loadu_si512(x.pairs[1].as_ptr().add(b * 2 * QK).cast())];
+        let mut corr = [_mm512_setzero_si512(); 2];
+        if F::OFFSET != 0 {
+            for k in 0..2 {
+                corr[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(F::OFFSET as i8), xq[k]);
+            }
+        }
+        // products[4i + j] = d_w(i) · d_x(j): ggml's `d0 · d1`, one rounding.
+        let xd = _mm512_broadcast_f32x4(_mm_loadu_ps(x.d.as_ptr().add(4 * b)));
+        _mm512_storeu_ps(products.as_mut_ptr(), _mm512_mul_ps(un.scales[b], xd));
+        if F::HAS_MIN {
+            summs = _mm512_fmadd_ps(un.mins[b], _mm512_broadcast_f32x4(_mm_loadu_ps(x.s.as_ptr().add(4 * b))), summs);
+        }
+        for (r, acc_r) in acc.iter_mut().enumerate().take(live) {
+            let codes = un.codes[MR * b + r];
+            for k in 0..2 {
+                let mut dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), codes, xq[k]);
+                if F::OFFSET != 0 {
+                    dot = _mm512_sub_epi32(dot, corr[k]);
+                }
+                // [d_w(r)·d_x(2k), d_w(r)·d_x(2k + 1)] in the even and odd lanes.
+                let d = _mm512_castpd_ps(_mm512_set1_pd(products.as_ptr().add(4 * r + 2 * k).cast::<f64>().read_unaligned()));
+                acc_r[k] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(dot), acc_r[k]);
+            }
+        }
+    }
+    let mut m = [0f32; 16];
+    _mm512_storeu_ps(m.as_mut_ptr(), summs);
+    // Even lanes to the low 256 bits, odd lanes to the high, each in order.
+    let split = _mm512_set_epi32(15, 13, 11, 9, 7, 5, 3, 1, 14, 12, 10, 8, 6, 4, 2, 0);
+    let real = acts.rows() - 4 * q;
+    for (r, acc_r) in acc.iter().enumerate().take(mr) {
+        for (k, &a) in acc_r.iter().enumerate() {
+            let lanes = _mm512_permutexvar_ps(split, a);
+            let halves = [_mm512_castps512_ps256(lanes), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(lanes)))];
+            for (h, &half) in halves.iter().enumerate() {
+                let j = 2 * k + h;
+                if j < real {
+                    let sum = hsum8(half);
+                    *out.add((4 * q + j) * stride + i0 + r) = if F::HAS_MIN { sum + m[4 * r + j] } else { sum };
+                }
+            }
+        }
     }
 }
 
