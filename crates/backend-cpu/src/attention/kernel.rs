@@ -1,0 +1,386 @@
+//! The tiled kernel, generic over the vector ISA `S` and the row width `NC` (vectors per
+//! padded row; 0: read it from the job). Everything is `#[inline(always)]` so it compiles
+//! inside the `#[target_feature]` entry points, with the row loops unrolled when `NC` is
+//! known.
+//!
+//! Safety contract of every function: `S` is supported by the CPU, the `Job`'s indices were
+//! validated by `paged_attention_with` (block ids, positions, buffer lengths), and `NC` is 0
+//! or `hdp / LANES`.
+
+use crate::simd::{expf_glibc, Simd};
+use super::{ggml_dot, Bufs, Job, Op, CHUNK, TILE};
+use crate::kv_cache::KvElem;
+
+/// `exp(a - b)`, with `exp(-inf - b) = 0` even for `b = -inf` (an empty state).
+#[inline(always)]
+fn exp_diff(a: f32, b: f32) -> f32 {
+    if a == f32::NEG_INFINITY {
+        0.0
+    } else {
+        expf_glibc(a - b)
+    }
+}
+
+/// Vectors per padded row.
+#[inline(always)]
+fn width<S: Simd, const NC: usize>(hdp: usize) -> usize {
+    if NC > 0 {
+        NC
+    } else {
+        hdp / S::LANES
+    }
+}
+
+/// Converts `src[..hd]` into `dst[..hd]` (f32); `dst[hd..]` stays as it is (zero padding).
+#[inline(always)]
+unsafe fn load_row<S: Simd, T: KvElem, const NC: usize>(src: &[T], dst: &mut [f32]) {
+    let hd = src.len();
+    if T::IS_F16 && S::NATIVE_F16 && NC > 0 && hd == NC * S::LANES {
+        // SAFETY: `T::IS_F16` says the element type is exactly `f16`; `NC * LANES` elements
+        // are read from `src` and written to `dst` (which holds at least `hd`).
+        unsafe {
+            let (s, d) = (src.as_ptr() as *const half::f16, dst.as_mut_ptr());
+            for c in 0..NC {
+                S::store(d.add(c * S::LANES), S::load_f16(s.add(c * S::LANES)));
+            }
+        }
+    } else if T::IS_F16 {
+        // SAFETY: `T::IS_F16` says the element type is exactly `f16`.
+        let src = unsafe { std::slice::from_raw_parts(src.as_ptr() as *const half::f16, hd) };
+        // SAFETY: the function's contract (the CPU supports `S`).
+        unsafe { S::convert_f16(src, &mut dst[..hd]) };
+    } else {
+        dst[..hd].iter_mut().zip(src).for_each(|(d, s)| *d = s.to_f32());
+    }
+}
+
+/// The (token, KV head) of `pair` and its token's position.
+#[inline(always)]
+fn token_of<T>(job: &Job<'_, T>, pair: usize) -> (usize, usize, usize) {
+    let (t, kvh) = (pair / job.kv_heads, pair % job.kv_heads);
+    (t, kvh, job.positions[t] as usize)
+}
+
+/// Loads the group's query rows into `q` (zero-padded). Against an f16 cache the query is
+/// rounded to f16 first, as ggml converts it to the K type before its dot.
+#[inline(always)]
+unsafe fn load_q<S: Simd, T: KvElem>(job: &Job<'_, T>, t: usize, kvh: usize, q: &mut [f32]) {
+    let (hd, hdp) = (job.hd, job.hdp);
+    for h in 0..job.group {
+        let src = &job.q[(t * job.heads + kvh * job.group + h) * hd..][..hd];
+        let dst = &mut q[h * hdp..(h + 1) * hdp];
+        dst[..hd].copy_from_slice(src);
+        dst[hd..].fill(0.0);
+        if T::IS_F16 {
+            for c in dst.chunks_exact_mut(S::LANES) {
+                // SAFETY: `c` holds LANES elements (hdp is a multiple of LANES).
+                unsafe { S::store(c.as_mut_ptr(), S::round_f16(S::load(c.as_ptr()))) };
+            }
+        }
+    }
+}
+
+/// One chunk's partial `(max, sum, acc)` of the pair whose query rows are in `b.q`, with
+/// ggml's arithmetic (see the module docs): scores by [`Simd::ggml_dot16`] then `· scale`;
+/// per row in order `ms = e^(M−s)` on a new maximum (the accumulator scaled and rounded),
+/// else `vs = e^(s−M)`; `acc = round(fma(v, vs, acc))`; `S = fma(S, ms, vs)`.
+#[inline(always)]
+unsafe fn chunk_partial<S: Simd, T: KvElem, const NC: usize>(job: &Job<'_, T>, t: usize, kvh: usize, chunk: usize, b: &mut Bufs<'_>, part: &mut [f32]) {
+    let (g, hd, hdp) = (job.group, job.hd, job.hdp);
+    let pos = job.positions[t] as usize;
+    let seq = job.token_seq[t] as usize;
+    let table = &job.block_tables[seq * job.max_blocks..][..job.max_blocks];
+    let kv_row = job.kv_heads * hd;
+    let (m, rest) = part.split_at_mut(g);
+    let (l, acc) = rest.split_at_mut(g);
+    m.fill(f32::NEG_INFINITY);
+    l.fill(0.0);
+    acc.fill(0.0);
+    for row in b.rows.chunks_exact_mut(hdp) {
+        row[hd..].fill(0.0);
+    }
+    let (start, end) = (chunk * CHUNK, ((chunk + 1) * CHUNK).min(pos + 1));
+    let f16_acc = T::IS_F16 && chunk == 0;
+    let mut base = [0usize; TILE];
+    let (mut blk, mut off) = (start / job.block_size, start % job.block_size);
+    let mut p0 = start;
+    while p0 < end {
+        let nr = TILE.min(end - p0);
+        for base in &mut base[..nr] {
+            *base = (table[blk] as usize * job.block_size + off) * kv_row + kvh * hd;
+            off += 1;
+            if off == job.block_size {
+                (blk, off) = (blk + 1, 0);
+            }
+        }
+        // Scores of the tile's rows for every head of the group. Rows past `nr` hold stale
+        // (finite) data; their scores are computed and ignored.
+        for (&base, row) in base[..nr].iter().zip(b.rows.chunks_exact_mut(hdp)) {
+            // SAFETY: the function's contract.
+            unsafe { load_row::<S, T, NC>(&job.k[base..base + hd], row) };
+        }
+        for h in 0..g {
+            let qh = &b.q[h * hdp..h * hdp + hd];
+            let s = &mut b.s[h * TILE..(h + 1) * TILE];
+            if hd.is_multiple_of(64) {
+                // SAFETY: `q` holds g * hdp and `rows` TILE * hdp elements, hd <= hdp;
+                // `s` holds TILE = 16 elements.
+                unsafe { S::ggml_dot16(qh.as_ptr(), b.rows.as_ptr(), hdp, hd / 64, s.as_mut_ptr()) };
+            } else {
+                for (r, s) in s[..nr].iter_mut().enumerate() {
+                    *s = ggml_dot(qh, &b.rows[r * hdp..r * hdp + hd]);
+                }
+            }
+            s[..nr].iter_mut().for_each(|s| *s *= job.scale);
+        }
+        for (&base, row) in base[..nr].iter().zip(b.rows.chunks_exact_mut(hdp)) {
+            // SAFETY: the function's contract.
+            unsafe { load_row::<S, T, NC>(&job.v[base..base + hd], row) };
+        }
+        // The online softmax, one row at a time in position order: first each row's
+        // factors (`ms` rescales the accumulator on a new maximum, `vs` weighs the row),
+        // then the value rows.
+        let (mut ms, mut vs) = ([[1f32; TILE]; MAX_GROUP_IN_REGISTERS], [[1f32; TILE]; MAX_GROUP_IN_REGISTERS]);
+        for h in 0..g {
+            let (ms, vs) = (&mut ms[h % MAX_GROUP_IN_REGISTERS], &mut vs[h % MAX_GROUP_IN_REGISTERS]);
+            // SAFETY: the module's contract.
+            unsafe { softmax_factors::<S>(&b.s[h * TILE..(h + 1) * TILE], nr, &mut m[h], &mut l[h], ms, vs) };
+            if g > MAX_GROUP_IN_REGISTERS || NC == 0 || NC > 4 {
+                let a = acc.as_mut_ptr().add(h * hdp);
+                // SAFETY: `acc` holds g * hdp, `rows` TILE * hdp elements; `nc` vectors
+                // of LANES make up hdp.
+                unsafe {
+                    if f16_acc {
+                        accumulate_v::<S, NC, true>(a, b.rows.as_ptr(), hdp, nr, ms, vs)
+                    } else {
+                        accumulate_v::<S, NC, false>(a, b.rows.as_ptr(), hdp, nr, ms, vs)
+                    }
+                };
+            }
+        }
+        if g <= MAX_GROUP_IN_REGISTERS && NC > 0 && NC <= 4 {
+            // SAFETY: as above.
+            unsafe {
+                if f16_acc {
+                    accumulate_v_group::<S, NC, true>(acc.as_mut_ptr(), b.rows.as_ptr(), hdp, g, nr, &ms, &vs)
+                } else {
+                    accumulate_v_group::<S, NC, false>(acc.as_mut_ptr(), b.rows.as_ptr(), hdp, g, nr, &ms, &vs)
+                }
+            };
+        }
+        p0 += nr;
+    }
+}
+
+/// `acc = round(acc · ms[r])` where `ms[r] != 1`, then `acc = round(fma(v[r], vs[r], acc))`,
+/// for the `nr` value rows at `rows` (`hdp` apart) in order; `round` to f16 when `F16`
+/// (ggml's f16 accumulator: the first chunk against an f16 cache). Up to 8 vectors stay in
+/// registers over the rows.
+#[inline(always)]
+unsafe fn accumulate_v<S: Simd, const NC: usize, const F16: bool>(ap: *mut f32, rows: *const f32, hdp: usize, nr: usize, ms: &[f32; TILE], vs: &[f32; TILE]) {
+    let lanes = S::LANES;
+    if NC > 0 && NC <= 8 {
+        let mut av = [S::splat(0.0); 8];
+        for (c, a) in av.iter_mut().enumerate().take(NC) {
+            *a = S::load(ap.add(c * lanes));
+        }
+        for r in 0..nr {
+            if ms[r] != 1.0 {
+                let vms = S::splat(ms[r]);
+                for a in av.iter_mut().take(NC) {
+                    *a = round::<S, F16>(S::mul(*a, vms));
+                }
+            }
+            let (vvs, v) = (S::splat(vs[r]), rows.add(r * hdp));
+            for (c, a) in av.iter_mut().enumerate().take(NC) {
+                *a = round::<S, F16>(S::fma(S::load(v.add(c * lanes)), vvs, *a));
+            }
+        }
+        for (c, a) in av.iter().enumerate().take(NC) {
+            S::store(ap.add(c * lanes), *a);
+        }
+    } else {
+        let nc = width::<S, NC>(hdp);
+        for r in 0..nr {
+            for c in 0..nc {
+                let mut a = S::load(ap.add(c * lanes));
+                if ms[r] != 1.0 {
+                    a = round::<S, F16>(S::mul(a, S::splat(ms[r])));
+                }
+                a = round::<S, F16>(S::fma(S::load(rows.add(r * hdp + c * lanes)), S::splat(vs[r]), a));
+                S::store(ap.add(c * lanes), a);
+            }
+        }
+    }
+}
+
+/// One head's online-softmax factors for the tile's `nr` scores `s`, in position order as
+/// ggml: on a new maximum `ms = e^(M−s)` (and `vs = 1`), else `vs = e^(s−M)` (and `ms = 1`);
+/// `S = fma(S, ms, vs)`. The maxima are a scan; the `expf`s are one vector call.
+#[inline(always)]
+unsafe fn softmax_factors<S: Simd>(s: &[f32], nr: usize, m: &mut f32, l: &mut f32, ms: &mut [f32; TILE], vs: &mut [f32; TILE]) {
+    let mut arg = [0f32; TILE];
+    let mut new_max = [false; TILE];
+    let mut mh = *m;
+    for r in 0..nr {
+        if s[r] > mh {
+            (arg[r], new_max[r]) = (mh - s[r], true);
+            mh = s[r];
+        } else {
+            arg[r] = s[r] - mh;
+        }
+    }
+    *m = mh;
+    let mut e = [0f32; TILE];
+    let mut i = 0;
+    while i < TILE {
+        // SAFETY: TILE is a multiple of LANES.
+        unsafe { S::store(e.as_mut_ptr().add(i), S::expf_glibc(S::load(arg.as_ptr().add(i)))) };
+        i += S::LANES;
+    }
+    let mut lh = *l;
+    for r in 0..nr {
+        (ms[r], vs[r]) = if new_max[r] { (e[r], 1.0) } else { (1.0, e[r]) };
+        lh = lh.mul_add(ms[r], vs[r]);
+    }
+    *l = lh;
+}
+
+/// Heads whose accumulators [`accumulate_v_group`] keeps in registers (with up to 4 vectors
+/// each).
+pub(super) const MAX_GROUP_IN_REGISTERS: usize = 4;
+
+/// [`accumulate_v`] for the group's `g` heads at once (`acc` rows `hdp` apart), the heads
+/// interleaved per value row so their dependency chains overlap; NC is 1..=4.
+#[inline(always)]
+unsafe fn accumulate_v_group<S: Simd, const NC: usize, const F16: bool>(
+    acc: *mut f32,
+    rows: *const f32,
+    hdp: usize,
+    g: usize,
+    nr: usize,
+    ms: &[[f32; TILE]; MAX_GROUP_IN_REGISTERS],
+    vs: &[[f32; TILE]; MAX_GROUP_IN_REGISTERS],
+) {
+    let lanes = S::LANES;
+    let mut av = [[S::splat(0.0); 4]; MAX_GROUP_IN_REGISTERS];
+    for (h, a) in av.iter_mut().enumerate().take(g) {
+        for (c, a) in a.iter_mut().enumerate().take(NC) {
+            *a = S::load(acc.add(h * hdp + c * lanes));
+        }
+    }
+    for r in 0..nr {
+        let v = rows.add(r * hdp);
+        let mut vr = [S::splat(0.0); 4];
+        for (c, x) in vr.iter_mut().enumerate().take(NC) {
+            *x = S::load(v.add(c * lanes));
+        }
+        for (h, a) in av.iter_mut().enumerate().take(g) {
+            if ms[h][r] != 1.0 {
+                let vms = S::splat(ms[h][r]);
+                for a in a.iter_mut().take(NC) {
+                    *a = round::<S, F16>(S::mul(*a, vms));
+                }
+            }
+            let vvs = S::splat(vs[h][r]);
+            for (a, x) in a.iter_mut().zip(&vr).take(NC) {
+                *a = round::<S, F16>(S::fma(*x, vvs, *a));
+            }
+        }
+    }
+    for (h, a) in av.iter().enumerate().take(g) {
+        for (c, a) in a.iter().enumerate().take(NC) {
+            S::store(acc.add(h * hdp + c * lanes), *a);
+        }
+    }
+}
+
+/// Rounded to f16 against an f16 cache (a function, not a closure: closures are compiled
+/// without the caller's target features).
+#[inline(always)]
+unsafe fn round<S: Simd, const F16: bool>(x: S::V) -> S::V {
+    if F16 {
+        S::round_f16(x)
+    } else {
+        x
+    }
+}
+
+/// Merges partial `part` into the running state `run` (both `[g] max, [g] sum, [g, hdp]`).
+#[inline(always)]
+unsafe fn merge<S: Simd, const NC: usize>(g: usize, hdp: usize, run: &mut [f32], part: &[f32]) {
+    let nc = width::<S, NC>(hdp);
+    let (rm, rest) = run.split_at_mut(g);
+    let (rl, ra) = rest.split_at_mut(g);
+    let (pm, rest) = part.split_at(g);
+    let (pl, pa) = rest.split_at(g);
+    for h in 0..g {
+        let new_max = rm[h].max(pm[h]);
+        let (cr, cp) = (exp_diff(rm[h], new_max), exp_diff(pm[h], new_max));
+        rl[h] = rl[h] * cr + pl[h] * cp;
+        // SAFETY: both accumulators hold g * hdp elements.
+        unsafe {
+            let (d, s) = (ra.as_mut_ptr().add(h * hdp), pa.as_ptr().add(h * hdp));
+            let (va, vb) = (S::splat(cr), S::splat(cp));
+            for i in 0..nc {
+                let x = S::mul(S::load(d.add(i * S::LANES)), va);
+                S::store(d.add(i * S::LANES), S::fma(S::load(s.add(i * S::LANES)), vb, x));
+            }
+        }
+        rm[h] = new_max;
+    }
+}
+
+#[inline(always)]
+fn reset(g: usize, run: &mut [f32]) {
+    run[..g].fill(f32::NEG_INFINITY);
+    run[g..].fill(0.0);
+}
+
+/// `out[h] = acc[h] · (1 / sum[h])` for the group's heads (ggml multiplies by the inverse).
+#[inline(always)]
+fn finish(g: usize, hd: usize, hdp: usize, run: &[f32], out: &mut [f32]) {
+    let (l, acc) = (&run[g..2 * g], &run[2 * g..]);
+    for h in 0..g {
+        let inv = if l[h] == 0.0 { 0.0 } else { 1.0 / l[h] };
+        for (o, a) in out[h * hd..(h + 1) * hd].iter_mut().zip(&acc[h * hdp..]) {
+            *o = a * inv;
+        }
+    }
+}
+
+#[inline(always)]
+pub unsafe fn run<S: Simd, T: KvElem, const NC: usize>(job: &Job<'_, T>, op: Op<'_>, mut b: Bufs<'_>) {
+    let (g, hdp) = (job.group, job.hdp);
+    match op {
+        Op::Pair { pair, out } => {
+            let (t, kvh, pos) = token_of(job, pair);
+            load_q::<S, T>(job, t, kvh, b.q);
+            let run = std::mem::take(&mut b.run);
+            let part = std::mem::take(&mut b.part);
+            reset(g, run);
+            for chunk in 0..pos / CHUNK + 1 {
+                // SAFETY: the module's contract.
+                unsafe {
+                    chunk_partial::<S, T, NC>(job, t, kvh, chunk, &mut b, part);
+                    merge::<S, NC>(g, hdp, run, part);
+                }
+            }
+            finish(g, job.hd, hdp, run, out);
+        }
+        Op::Chunk { pair, chunk, part } => {
+            let (t, kvh, _) = token_of(job, pair);
+            load_q::<S, T>(job, t, kvh, b.q);
+            // SAFETY: the module's contract.
+            unsafe { chunk_partial::<S, T, NC>(job, t, kvh, chunk, &mut b, part) };
+        }
+        Op::Merge { parts, out } => {
+            reset(g, b.run);
+            for part in parts.chunks_exact(job.partial_len()) {
+                // SAFETY: the module's contract.
+                unsafe { merge::<S, NC>(g, hdp, b.run, part) };
+            }
+            finish(g, job.hd, hdp, b.run, out);
+        }
+    }
+}
