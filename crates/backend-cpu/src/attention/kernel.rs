@@ -101,17 +101,19 @@ unsafe fn chunk_partial<S: Simd, T: KvElem, const NC: usize>(job: &Job<'_, T>, t
     }
     let (start, end) = (chunk * CHUNK, ((chunk + 1) * CHUNK).min(pos + 1));
     let f16_acc = T::IS_F16 && chunk == 0;
-    let mut base = [0usize; TILE];
-    let (mut blk, mut off) = (start / job.block_size, start % job.block_size);
+    // Element offsets of the tile's K/V rows; the next tile's are computed one tile ahead and
+    // prefetched: the rows sit in paged blocks, where the hardware prefetcher loses the stride.
+    let (mut base, mut next) = ([0usize; TILE], [0usize; TILE]);
+    let mut cursor = (start / job.block_size, start % job.block_size);
+    let mut nr = TILE.min(end - start);
+    tile_bases(table, job.block_size, kv_row, kvh * hd, &mut cursor, &mut base[..nr]);
     let mut p0 = start;
     while p0 < end {
-        let nr = TILE.min(end - p0);
-        for base in &mut base[..nr] {
-            *base = (table[blk] as usize * job.block_size + off) * kv_row + kvh * hd;
-            off += 1;
-            if off == job.block_size {
-                (blk, off) = (blk + 1, 0);
-            }
+        let next_nr = TILE.min(end - (p0 + nr));
+        tile_bases(table, job.block_size, kv_row, kvh * hd, &mut cursor, &mut next[..next_nr]);
+        for &n in &next[..next_nr] {
+            prefetch_row(&job.k[n..n + hd]);
+            prefetch_row(&job.v[n..n + hd]);
         }
         // Scores of the tile's rows for every head of the group. Rows past `nr` hold stale
         // (finite) data; their scores are computed and ignored.
@@ -169,7 +171,37 @@ unsafe fn chunk_partial<S: Simd, T: KvElem, const NC: usize>(job: &Job<'_, T>, t
             };
         }
         p0 += nr;
+        (base, nr) = (next, next_nr);
     }
+}
+
+/// Fills `dst` with the element offsets of consecutive positions' rows for the KV head at
+/// `head_off`, from the block-table cursor `(block, offset)`, which it advances.
+#[inline(always)]
+fn tile_bases(table: &[u32], block_size: usize, kv_row: usize, head_off: usize, cursor: &mut (usize, usize), dst: &mut [usize]) {
+    let (blk, off) = cursor;
+    for d in dst {
+        *d = (table[*blk] as usize * block_size + *off) * kv_row + head_off;
+        *off += 1;
+        if *off == block_size {
+            (*blk, *off) = (*blk + 1, 0);
+        }
+    }
+}
+
+/// Asks for the cache lines of `row` ahead of use.
+#[inline(always)]
+fn prefetch_row<T>(row: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let p = row.as_ptr().cast::<i8>();
+        for line in (0..std::mem::size_of_val(row)).step_by(64) {
+            // SAFETY: a prefetch never faults, and the address is inside `row`.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.add(line)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
 }
 
 /// `acc = round(acc · ms[r])` where `ms[r] != 1`, then `acc = round(fma(v[r], vs[r], acc))`,
