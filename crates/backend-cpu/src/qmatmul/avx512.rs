@@ -151,6 +151,15 @@ impl<F: BlockFormat> Source for Streaming<F> {
     }
 }
 
+/// 1.5·2²³: for an integer `|v| < 2²²`, the f32 whose bits are `MAGIC_BITS + v` is exactly
+/// `MAGIC + v`, so `(MAGIC_BITS + v as bits) − MAGIC` is `v as f32` exactly, computed by an integer
+/// add folded into `vpdpbusd`'s accumulator and a float subtract, off the multiply pipes a
+/// `vcvtdq2ps` would share with `vpdpbusd` and the fma; the offset correction folds into the
+/// same start value. A lane's dot (4 products of a code ≤ 255 and |x| ≤ 128, less the
+/// correction) stays below 2¹⁸ in magnitude.
+const MAGIC: f32 = 12_582_912.0;
+const MAGIC_BITS: i32 = 0x4B40_0000;
+
 /// One group of [`MR`] weight rows unpacked for the many-rows kernel, per block: each row's
 /// codes with every 4-code group doubled (`w[0..4] w[0..4] w[4..8] w[4..8] …`, to meet a
 /// `Q8Quad` pair), and the rows' scales and mins as `[v₀ ×4, v₁ ×4, v₂ ×4, v₃ ×4]`.
@@ -273,10 +282,12 @@ unsafe fn quad_micro<F: BlockFormat>(un: &Unpacked, mr: usize, acts: &Q8Activati
     let mut products = [0f32; 16];
     for b in 0..blocks {
         let xq = [_mm512_loadu_si512(x.pairs[0].as_ptr().add(b * 2 * QK).cast()), _mm512_loadu_si512(x.pairs[1].as_ptr().add(b * 2 * QK).cast())];
-        let mut corr = [_mm512_setzero_si512(); 2];
+        // Each dot starts from MAGIC (minus the offset correction), so its float value is one
+        // `vsubps` away; see [`MAGIC`].
+        let mut start = [_mm512_set1_epi32(MAGIC_BITS); 2];
         if F::OFFSET != 0 {
-            for k in 0..2 {
-                corr[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(F::OFFSET as i8), xq[k]);
+            for (k, start) in start.iter_mut().enumerate() {
+                *start = _mm512_sub_epi32(*start, _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(F::OFFSET as i8), xq[k]));
             }
         }
         // products[4i + j] = d_w(i) · d_x(j): ggml's `d0 · d1`, one rounding.
@@ -288,13 +299,10 @@ unsafe fn quad_micro<F: BlockFormat>(un: &Unpacked, mr: usize, acts: &Q8Activati
         for (r, acc_r) in acc.iter_mut().enumerate().take(live) {
             let codes = un.codes[MR * b + r];
             for k in 0..2 {
-                let mut dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), codes, xq[k]);
-                if F::OFFSET != 0 {
-                    dot = _mm512_sub_epi32(dot, corr[k]);
-                }
+                let dot = _mm512_sub_ps(_mm512_castsi512_ps(_mm512_dpbusd_epi32(start[k], codes, xq[k])), _mm512_set1_ps(MAGIC));
                 // [d_w(r)·d_x(2k), d_w(r)·d_x(2k + 1)] in the even and odd lanes.
                 let d = _mm512_castpd_ps(_mm512_set1_pd(products.as_ptr().add(4 * r + 2 * k).cast::<f64>().read_unaligned()));
-                acc_r[k] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(dot), acc_r[k]);
+                acc_r[k] = _mm512_fmadd_ps(d, dot, acc_r[k]);
             }
         }
     }
