@@ -56,7 +56,7 @@ fn batched(c: &mut Criterion) {
     g.sample_size(20);
     for (name, dtype, m, k) in SHAPES.into_iter().take(3) {
         let w = matrix(dtype, m, k);
-        for rows in [16, 128] {
+        for rows in [16, 128, 512] {
             let x = activations(rows, k);
             let mut out = vec![0f32; rows * m];
             g.throughput(Throughput::Elements(2 * (m * k * rows) as u64));
