@@ -354,14 +354,15 @@ unsafe fn micro<F: BlockFormat, S: Source, const NR: usize>(
     let mut summs = [_mm_setzero_ps(); NR];
     for b in 0..blocks {
         let mut xq = [_mm512_setzero_si512(); NR];
-        let mut corr = [_mm512_setzero_si512(); NR];
+        // Each dot starts from MAGIC less the offset correction (see [`MAGIC`]).
+        let mut start = [_mm512_set1_epi32(MAGIC_BITS); NR];
         let mut xd = [_mm512_setzero_ps(); NR];
         // Plain loops, not closures: a closure is compiled without the caller's target features.
         for j in 0..NR {
             xq[j] = _mm512_broadcast_i64x4(_mm256_loadu_si256(xs[j].qs.as_ptr().add(b * QK).cast()));
             xd[j] = _mm512_set1_ps(*xs[j].d.get_unchecked(b));
             if F::OFFSET != 0 {
-                corr[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(F::OFFSET as i8), xq[j]);
+                start[j] = _mm512_sub_epi32(start[j], _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(F::OFFSET as i8), xq[j]));
             }
         }
         src.prefetch(b);
@@ -370,11 +371,8 @@ unsafe fn micro<F: BlockFormat, S: Source, const NR: usize>(
             let (q, wd, raw) = src.pair(k, b);
             dm[k] = raw;
             for j in 0..NR {
-                let mut dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, xq[j]);
-                if F::OFFSET != 0 {
-                    dot = _mm512_sub_epi32(dot, corr[j]);
-                }
-                acc_k[j] = _mm512_fmadd_ps(_mm512_mul_ps(wd, xd[j]), _mm512_cvtepi32_ps(dot), acc_k[j]);
+                let dot = _mm512_sub_ps(_mm512_castsi512_ps(_mm512_dpbusd_epi32(start[j], q, xq[j])), _mm512_set1_ps(MAGIC));
+                acc_k[j] = _mm512_fmadd_ps(_mm512_mul_ps(wd, xd[j]), dot, acc_k[j]);
             }
         }
         if F::HAS_MIN {
