@@ -80,7 +80,7 @@ fn tile_per_isa(c: &mut Criterion) {
         for r in 0..16 {
             quant::quantize_row(dtype, &src, &mut w[r * rb..(r + 1) * rb]).unwrap();
         }
-        for rows in [1, 64] {
+        for rows in [1, 4, 64] {
             let mut acts = Q8Activations::default();
             acts.quantize(&activations(rows, cols), rows, cols);
             let mut out = vec![0f32; rows * 16];
