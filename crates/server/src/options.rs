@@ -45,8 +45,8 @@ pub struct ModelArgs {
     /// How to read the model path: auto (a directory with config.json is a Hugging Face
     /// model, anything else GGUF), gguf, hf, or dummy (the path is a config.json-style file;
     /// weights are seeded random, the tokenizer byte-level).
-    #[arg(long, value_enum, default_value_t = LoadFormatArg::Auto)]
-    pub load_format: LoadFormatArg,
+    #[arg(long, value_parser = <LoadFormat as std::str::FromStr>::from_str, default_value = "auto")]
+    pub load_format: LoadFormat,
     /// Element type of a dummy model's matrices: f32, f16, bf16, q4_0, q4_1, q8_0, q4_k or q6_k.
     #[arg(long, value_parser = rill_model::dummy::parse_dtype, default_value = "bf16")]
     pub dummy_dtype: DType,
@@ -64,25 +64,6 @@ impl Default for ModelArgs {
             args: ModelArgs,
         }
         <Defaults as clap::Parser>::parse_from(["rill"]).args
-    }
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoadFormatArg {
-    Auto,
-    Gguf,
-    Hf,
-    Dummy,
-}
-
-impl From<LoadFormatArg> for LoadFormat {
-    fn from(f: LoadFormatArg) -> LoadFormat {
-        match f {
-            LoadFormatArg::Auto => LoadFormat::Auto,
-            LoadFormatArg::Gguf => LoadFormat::Gguf,
-            LoadFormatArg::Hf => LoadFormat::Hf,
-            LoadFormatArg::Dummy => LoadFormat::Dummy,
-        }
     }
 }
 
@@ -112,7 +93,7 @@ impl ModelArgs {
 
     /// What `--model PATH` names under `--load-format` (with `dummy`, PATH is the config).
     pub fn model_source(&self, path: &Path) -> ModelSource {
-        ModelSource::from_format(self.load_format.into(), path, self.dummy_dtype, self.dummy_seed)
+        ModelSource::from_format(self.load_format, path, self.dummy_dtype, self.dummy_seed)
     }
 
     /// Loads `path` on the CPU, with a progress bar when loading takes over a second.

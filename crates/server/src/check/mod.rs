@@ -22,9 +22,10 @@ use rill_backend_cpu::CpuBackend;
 use rill_engine::{GenerateRequest, SamplingParams, StreamEvent};
 use rill_model::generate::{generate, GenerateParams, GeneratedToken};
 use rill_model::runner::ModelRunner;
+use rill_model::source::LoadFormat;
 
 use crate::device::{with_backend, BackendJob};
-use crate::options::{LoadFormatArg, ModelArgs};
+use crate::options::ModelArgs;
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -59,8 +60,8 @@ pub struct CheckBackendArgs {
 
 pub fn run(mut args: CheckBackendArgs) -> CliResult {
     // The default model is a config for a dummy model.
-    if args.engine.load_format == LoadFormatArg::Auto && args.model.extension().is_some_and(|e| e == "json") {
-        args.engine.load_format = LoadFormatArg::Dummy;
+    if args.engine.load_format == LoadFormat::Auto && args.model.extension().is_some_and(|e| e == "json") {
+        args.engine.load_format = LoadFormat::Dummy;
     }
     let seed = args.seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1));
     println!("check-backend: device {}, seed {seed} (the CPU reference is the oracle; --device picks the backend checked)", args.engine.device);
