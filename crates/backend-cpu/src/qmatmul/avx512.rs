@@ -161,6 +161,8 @@ struct Unpacked {
     codes: Vec<__m512i>,
     scales: Vec<__m512>,
     mins: Vec<__m512>,
+    /// One quad's block scales `d_w(i)·d_x(j)` (lane 4i + j) per block, made before its dots.
+    products: Vec<__m512>,
 }
 
 thread_local! {
@@ -222,9 +224,9 @@ unsafe fn tile_format<F: BlockFormat>(w: &[u8], w_rows: usize, acts: &Q8Activati
 ///
 /// Why quads: the float work per block is one `fma(d_w·d_x, lane, acc)` per weight row and
 /// activation row, and `d_w·d_x` takes one 16-lane multiply for all 4 × 4 pairs of the block
-/// (each row's two values then broadcast to the even and odd lanes: by shuffles as compiled,
-/// which measured 11 % faster than forcing them through memory), where a register holding two
-/// weight rows against one activation row would spend a whole multiply on two products.
+/// (each row's two values then broadcast to the even and odd lanes by a load), where a register
+/// holding two weight rows against one activation row would spend a whole multiply on two
+/// products.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn quad_body<F: BlockFormat>(un: &mut Unpacked, w: &[u8], w_rows: usize, acts: &Q8Activations, out: *mut f32, stride: usize) {
     let blocks = acts.cols() / QK;
@@ -232,6 +234,7 @@ unsafe fn quad_body<F: BlockFormat>(un: &mut Unpacked, w: &[u8], w_rows: usize, 
     un.codes.resize(MR * blocks, _mm512_setzero_si512());
     un.scales.resize(blocks, _mm512_setzero_ps());
     un.mins.resize(blocks, _mm512_setzero_ps());
+    un.products.resize(blocks, _mm512_setzero_ps());
     // Each 32-bit lane g of a row's 8 becomes lanes 2g and 2g + 1 (the low row, the high row).
     let doubled = [_mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0), _mm512_set_epi32(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8)];
     let quads = acts.quads();
@@ -258,7 +261,7 @@ unsafe fn quad_body<F: BlockFormat>(un: &mut Unpacked, w: &[u8], w_rows: usize, 
             }
         }
         for q in 0..quads {
-            quad_micro::<F>(un, mr, acts, q, out, stride, i);
+            quad_micro::<F>(&un.codes, &un.scales, &un.mins, &mut un.products, mr, acts, q, out, stride, i);
         }
         i += mr;
     }
@@ -266,14 +269,32 @@ unsafe fn quad_body<F: BlockFormat>(un: &mut Unpacked, w: &[u8], w_rows: usize, 
 
 /// The group's `mr` (≤ 4) unpacked weight rows × the 4 activation rows of quad `q`, every block.
 #[inline(always)]
-unsafe fn quad_micro<F: BlockFormat>(un: &Unpacked, mr: usize, acts: &Q8Activations, q: usize, out: *mut f32, stride: usize, i0: usize) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn quad_micro<F: BlockFormat>(
+    codes: &[__m512i],
+    scales: &[__m512],
+    mins: &[__m512],
+    products: &mut [__m512],
+    mr: usize,
+    acts: &Q8Activations,
+    q: usize,
+    out: *mut f32,
+    stride: usize,
+    i0: usize,
+) {
     let blocks = acts.cols() / QK;
     let x = acts.quad(q);
+    // products[b] lane 4i + j = d_w(i) · d_x(j): ggml's `d0 · d1`, one rounding. Made in a pass
+    // of their own so the loop below broadcasts each pair from memory (a load) rather than by a
+    // shuffle, which would compete with `vpdpbusd` and the fma for a vector pipe.
+    for (b, p) in products.iter_mut().enumerate().take(blocks) {
+        *p = _mm512_mul_ps(scales[b], _mm512_broadcast_f32x4(_mm_loadu_ps(x.d.as_ptr().add(4 * b))));
+    }
+    let products = products.as_ptr().cast::<f64>();
     // Rows 2 and 3 only when the group has them (a group of 1..3 rows repeats its last row).
     let live = if mr > 2 { 4 } else { 2 };
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     let mut summs = _mm512_setzero_ps();
-    let mut products = [0f32; 16];
     for b in 0..blocks {
         let xq = [_mm512_loadu_si512(x.pairs[0].as_ptr().add(b * 2 * QK).cast()), _mm512_loadu_si512(x.pairs[1].as_ptr().add(b * 2 * QK).cast())];
         // Each dot starts from MAGIC (minus the offset correction), so its float value is one
@@ -284,18 +305,15 @@ unsafe fn quad_micro<F: BlockFormat>(un: &Unpacked, mr: usize, acts: &Q8Activati
                 *start = _mm512_sub_epi32(*start, _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(F::OFFSET as i8), xq[k]));
             }
         }
-        // products[4i + j] = d_w(i) · d_x(j): ggml's `d0 · d1`, one rounding.
-        let xd = _mm512_broadcast_f32x4(_mm_loadu_ps(x.d.as_ptr().add(4 * b)));
-        _mm512_storeu_ps(products.as_mut_ptr(), _mm512_mul_ps(un.scales[b], xd));
         if F::HAS_MIN {
-            summs = _mm512_fmadd_ps(un.mins[b], _mm512_broadcast_f32x4(_mm_loadu_ps(x.s.as_ptr().add(4 * b))), summs);
+            summs = _mm512_fmadd_ps(mins[b], _mm512_broadcast_f32x4(_mm_loadu_ps(x.s.as_ptr().add(4 * b))), summs);
         }
         for (r, acc_r) in acc.iter_mut().enumerate().take(live) {
-            let codes = un.codes[MR * b + r];
+            let codes = codes[MR * b + r];
             for k in 0..2 {
                 let dot = _mm512_sub_ps(_mm512_castsi512_ps(_mm512_dpbusd_epi32(start[k], codes, xq[k])), _mm512_set1_ps(MAGIC));
                 // [d_w(r)·d_x(2k), d_w(r)·d_x(2k + 1)] in the even and odd lanes.
-                let d = _mm512_castpd_ps(_mm512_set1_pd(products.as_ptr().add(4 * r + 2 * k).cast::<f64>().read_unaligned()));
+                let d = _mm512_castpd_ps(_mm512_set1_pd(*products.add(8 * b + 2 * r + k)));
                 acc_r[k] = _mm512_fmadd_ps(d, dot, acc_r[k]);
             }
         }
