@@ -99,6 +99,19 @@ impl CudaBackend {
         Ok(())
     }
 
+    /// Copies the first `dst.len()` of the `len` elements in `src` to the host. The copy is
+    /// asynchronous with respect to the kernels before it: waits for all of them (which also
+    /// surfaces any error they hit).
+    fn download<T: DeviceRepr>(&self, op: &'static str, src: &cudarc::driver::CudaSlice<T>, len: usize, dst: &mut [T]) -> BackendResult<()> {
+        self.not_capturing(op)?;
+        check_len(op, "source", len, dst.len())?;
+        if !dst.is_empty() {
+            let view = src.slice(..dst.len());
+            self.dev.stream.memcpy_dtoh(&view, dst).map_err(|e| BackendError::Device(format!("{op}: {e}")))?;
+        }
+        self.synchronize()
+    }
+
     /// Grows one scratch buffer; moving it invalidates every recorded graph.
     fn grow<T: DeviceRepr>(&self, pick: impl FnOnce(&mut Scratch) -> &mut Option<cudarc::driver::CudaSlice<T>>, need: usize, what: &str) -> BackendResult<()> {
         let mut st = self.state.borrow_mut();
@@ -166,15 +179,7 @@ impl Backend for CudaBackend {
     }
 
     fn read(&self, src: &CudaBuffer, dst: &mut [f32]) -> BackendResult<()> {
-        self.not_capturing("read")?;
-        check_len("read", "source", src.len, dst.len())?;
-        if !dst.is_empty() {
-            let view = src.data.slice(..dst.len());
-            self.dev.stream.memcpy_dtoh(&view, dst).map_err(|e| BackendError::Device(format!("read: {e}")))?;
-        }
-        // The copy is asynchronous with respect to the kernels before it: wait for all of them
-        // (this also surfaces any error they hit).
-        self.synchronize()
+        self.download("read", &src.data, src.len, dst)
     }
 
     fn upload_matrix(&self, source: MatrixSource) -> BackendResult<CudaMatrix> {
@@ -296,7 +301,7 @@ impl Backend for CudaBackend {
     }
 
     fn read_indices(&self, src: &CudaIndices, dst: &mut [u32]) -> BackendResult<()> {
-        self.read_index_data(src, dst)
+        self.download("read_indices", &src.data, src.len, dst)
     }
 }
 

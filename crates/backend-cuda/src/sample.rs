@@ -46,15 +46,4 @@ impl CudaBackend {
         to_i32("sample", "logits", rows * vocab)?;
         self.dev.launch(&self.dev.kernels.sample, (rows as u32, 1, 1), args::SAMPLE_THREADS, 0, &a, "sample")
     }
-
-    pub(crate) fn read_index_data(&self, src: &CudaIndices, dst: &mut [u32]) -> BackendResult<()> {
-        self.not_capturing("read_indices")?;
-        check_len("read_indices", "source", src.len, dst.len())?;
-        if !dst.is_empty() {
-            let view = src.data.slice(..dst.len());
-            self.dev.stream.memcpy_dtoh(&view, dst).map_err(|e| BackendError::Device(format!("read_indices: {e}")))?;
-        }
-        // Waits for the kernels that wrote `src` (and surfaces their errors).
-        self.synchronize()
-    }
 }
