@@ -75,6 +75,16 @@ pub fn expf_glibc(x: f32) -> f32 {
     (p.mul_add(r * r, y) * s) as f32
 }
 
+/// Overwrites `out[i]` (a vector path's `expf(xs[i])`) where glibc takes its special path.
+#[inline(always)]
+fn patch_expf_specials(out: &mut [f32], xs: &[f32]) {
+    for (o, &x) in out.iter_mut().zip(xs) {
+        if let Some(special) = expf_glibc_special(x) {
+            *o = special;
+        }
+    }
+}
+
 /// glibc's `expf` for `|x|` past about 80: `None` where its main path applies after all.
 #[inline(always)]
 fn expf_glibc_special(x: f32) -> Option<f32> {
@@ -380,11 +390,7 @@ mod x86 {
                 let mut xs = [0f32; 16];
                 _mm512_storeu_ps(out.as_mut_ptr(), y);
                 _mm512_storeu_ps(xs.as_mut_ptr(), x);
-                for (o, &x) in out.iter_mut().zip(&xs) {
-                    if let Some(special) = expf_glibc_special(x) {
-                        *o = special;
-                    }
-                }
+                patch_expf_specials(&mut out, &xs);
                 _mm512_loadu_ps(out.as_ptr())
             }
         }
@@ -560,11 +566,7 @@ mod x86 {
                 let mut xs = [0f32; 8];
                 _mm256_storeu_ps(out.as_mut_ptr(), y);
                 _mm256_storeu_ps(xs.as_mut_ptr(), x);
-                for (o, &x) in out.iter_mut().zip(&xs) {
-                    if let Some(special) = expf_glibc_special(x) {
-                        *o = special;
-                    }
-                }
+                patch_expf_specials(&mut out, &xs);
                 _mm256_loadu_ps(out.as_ptr())
             }
         }
