@@ -124,10 +124,11 @@ struct AttnArgs {
 };
 
 // sample.cu
-struct SampleRow {            // rill_backend::DeviceSampling, one per row
+struct SampleRow {            // rill_backend::DrawParams, one per row
     float temperature;
     uint32_t top_k;
     float top_p;
+    float min_p;
     float uniform;
 };
 struct SampleArgs {
@@ -151,5 +152,5 @@ static_assert(sizeof(AddBiasArgs) == 32, "mirrored in args.rs");
 static_assert(sizeof(GatherArgs) == 40, "mirrored in args.rs");
 static_assert(sizeof(WriteKvArgs) == 64, "mirrored in args.rs");
 static_assert(sizeof(AttnArgs) == 136, "mirrored in args.rs");
-static_assert(sizeof(SampleRow) == 16, "mirrored in args.rs");
+static_assert(sizeof(SampleRow) == 20, "mirrored in args.rs");
 static_assert(sizeof(SampleArgs) == 32, "mirrored in args.rs");

@@ -1,14 +1,15 @@
 // Sampling on the device: one token id per row of logits, so only ids cross to the host. The
-// rules are `rill_backend::DeviceSampling`'s; the CPU twin, crates/backend-cpu/src/sample.rs,
-// defines them and reproduces this kernel's arithmetic order (every sum below is f32, in the
-// order of this 1024-thread block), so the two agree bit for bit except where expf and the host's
-// exp differ by an ulp.
+// rule is the one truncate-and-draw of crates/backend/src/draw/ (`rill_backend::draw_token`),
+// which every sampling path runs and which reproduces this kernel's arithmetic order (every sum
+// below is f32, in the order of this 1024-thread block, see draw/block_order.rs), so the two
+// agree bit for bit except where expf and the host's exp differ by an ulp.
 //
 // Launch shape: grid.x = rows, block 1024 (one block per row). Per row, passes over the logits
 // (each recomputes the weights w = exp((l - max) / T) instead of storing them: no scratch):
 //   max (block reduction); greedy: the first index holding it (block min) and done;
 //   top-k: the k-th largest weight by bisection on its f32 bits (31 block-wide counts);
 //   top-p: the cut by bisection on the bits too (31 block-wide sums of the kept mass);
+//   min-p: the cut raised to min_p (the most likely weight is 1), one more sum when it moves;
 //   draw: a tiled prefix scan in index order, stopping at the first tile where the running sum
 //   passes u * mass (block min of the candidate index).
 // Every branch that reaches a __syncthreads depends only on block-uniform values (parameters or
@@ -164,6 +165,14 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_rows(const S
             }
         }
         t = lo;
+    }
+    // Min-p: weights below min_p of the most likely one's (which is 1) are dropped.
+    if (p.min_p > 0.0f) {
+        const uint32_t min_p_bits = __float_as_uint(fminf(p.min_p, 1.0f));
+        if (min_p_bits > t) {
+            t = min_p_bits;
+            mass = kept_mass(w, vocab, t, sh_f);
+        }
     }
 
     // Draw: the first kept token, in index order, whose running sum exceeds u * mass.

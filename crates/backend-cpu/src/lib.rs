@@ -12,7 +12,7 @@ mod sample;
 mod simd;
 
 use rill_backend::{
-    AttentionBatch, Backend, BackendError, BackendResult, DeviceSampling, KvLayout, MatrixSource, RopeParams,
+    AttentionBatch, Backend, BackendError, BackendResult, DrawParams, KvLayout, MatrixSource, RopeParams,
 };
 
 pub use kv_cache::CpuKvCache;
@@ -166,7 +166,7 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn sample(&self, logits: &Vec<f32>, rows: usize, vocab: usize, params: &[DeviceSampling], out: &mut Vec<u32>) -> BackendResult<()> {
+    fn sample(&self, logits: &Vec<f32>, rows: usize, vocab: usize, params: &[DrawParams], out: &mut Vec<u32>) -> BackendResult<()> {
         sample::sample_rows(logits, rows, vocab, params, out)
     }
 

@@ -3,7 +3,7 @@
 //! faults, so a pass means something when `rill check-backend` runs it on a GPU.
 
 use rill_backend::conformance::{run, Check};
-use rill_backend::{AttentionBatch, Backend, BackendResult, DeviceSampling, KvLayout, MatrixSource, RopeParams};
+use rill_backend::{AttentionBatch, Backend, BackendResult, DrawParams, KvLayout, MatrixSource, RopeParams};
 use rill_backend_cpu::{CpuBackend, CpuKvCache, CpuMatrix};
 
 fn failures(checks: &[Check]) -> Vec<String> {
@@ -113,9 +113,9 @@ impl Backend for Faulty {
     fn gather_rows(&self, x: &Vec<f32>, rows: &Vec<u32>, n: usize, dim: usize, out: &mut Vec<f32>) -> BackendResult<()> {
         self.0.gather_rows(x, rows, n, dim, out)
     }
-    fn sample(&self, logits: &Vec<f32>, rows: usize, vocab: usize, params: &[DeviceSampling], out: &mut Vec<u32>) -> BackendResult<()> {
+    fn sample(&self, logits: &Vec<f32>, rows: usize, vocab: usize, params: &[DrawParams], out: &mut Vec<u32>) -> BackendResult<()> {
         if self.1 == Fault::SampleMirrored {
-            let mirrored: Vec<DeviceSampling> = params.iter().map(|p| DeviceSampling { uniform: 1.0 - p.uniform, ..*p }).collect();
+            let mirrored: Vec<DrawParams> = params.iter().map(|p| DrawParams { uniform: 1.0 - p.uniform, ..*p }).collect();
             return self.0.sample(logits, rows, vocab, &mirrored, out);
         }
         self.0.sample(logits, rows, vocab, params, out)

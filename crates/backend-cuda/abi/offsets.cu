@@ -34,7 +34,7 @@ int main() {
     F(AttnArgs, head_dim) F(AttnArgs, block_size) F(AttnArgs, max_blocks) F(AttnArgs, num_blocks)
     F(AttnArgs, split_len) F(AttnArgs, splits) F(AttnArgs, head_chunks) F(AttnArgs, classify) F(AttnArgs, tq)
     F(AttnArgs, scale)
-    SIZE(SampleRow) F(SampleRow, temperature) F(SampleRow, top_k) F(SampleRow, top_p) F(SampleRow, uniform)
+    SIZE(SampleRow) F(SampleRow, temperature) F(SampleRow, top_k) F(SampleRow, top_p) F(SampleRow, min_p) F(SampleRow, uniform)
     SIZE(SampleArgs) F(SampleArgs, logits) F(SampleArgs, params) F(SampleArgs, out) F(SampleArgs, rows)
     F(SampleArgs, vocab)
     return 0;

@@ -247,13 +247,14 @@ pub const SAMPLE_THREADS: u32 = 1024;
 /// Rows of parameters the sample kernel's upload buffer holds from the start (it grows on demand).
 pub const SAMPLE_PARAM_ROWS: usize = 1024;
 
-/// `rill_backend::DeviceSampling` as the kernel reads it.
+/// `rill_backend::DrawParams` as the kernel reads it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SampleRow {
     pub temperature: f32,
     pub top_k: u32,
     pub top_p: f32,
+    pub min_p: f32,
     pub uniform: f32,
 }
 
@@ -310,7 +311,7 @@ mod tests {
         assert_eq!(size_of::<GatherArgs>(), 40);
         assert_eq!(size_of::<WriteKvArgs>(), 64);
         assert_eq!(size_of::<AttnArgs>(), 136);
-        assert_eq!(size_of::<SampleRow>(), 16);
+        assert_eq!(size_of::<SampleRow>(), 20);
         assert_eq!(size_of::<SampleArgs>(), 32);
     }
 
@@ -342,7 +343,7 @@ mod tests {
             AttnArgs { q, out, k_cache, v_cache, positions, token_seq, block_tables, part_acc, part_ml, num_tokens,
                 num_seqs, heads, kv_heads, group, head_dim, block_size, max_blocks, num_blocks, split_len, splits,
                 head_chunks, classify, tq, scale }
-            SampleRow { temperature, top_k, top_p, uniform }
+            SampleRow { temperature, top_k, top_p, min_p, uniform }
             SampleArgs { logits, params, out, rows, vocab }
         };
         let c = include_str!(concat!(env!("OUT_DIR"), "/abi_offsets.txt"));

@@ -32,7 +32,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use cudarc::driver::{CudaFunction, DeviceRepr, LaunchConfig, PushKernelArg};
-use rill_backend::{AttentionBatch, Backend, BackendError, BackendResult, DeviceSampling, KvDType, KvLayout, MatrixSource, RopeParams};
+use rill_backend::{AttentionBatch, Backend, BackendError, BackendResult, DrawParams, KvDType, KvLayout, MatrixSource, RopeParams};
 
 pub use attention::{plan as attention_plan, AttnPlan};
 pub use device::{probe, CudaDeviceInfo};
@@ -296,7 +296,7 @@ impl Backend for CudaBackend {
         true
     }
 
-    fn sample(&self, logits: &CudaBuffer, rows: usize, vocab: usize, params: &[DeviceSampling], out: &mut CudaIndices) -> BackendResult<()> {
+    fn sample(&self, logits: &CudaBuffer, rows: usize, vocab: usize, params: &[DrawParams], out: &mut CudaIndices) -> BackendResult<()> {
         self.op(self.sample_rows(logits, rows, vocab, params, out))
     }
 

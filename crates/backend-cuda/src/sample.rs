@@ -1,20 +1,20 @@
 //! `Backend::sample` (`kernels/sample.cu`, one 1024-thread block per row) and `read_indices`.
-//! CPU twin: `crates/backend-cpu/src/sample.rs`, which defines the rules and this kernel's
-//! arithmetic order.
+//! The rule and this kernel's arithmetic order are defined by `rill_backend::draw`, which every
+//! other sampling path (the host sampler, the CPU backend) runs.
 //!
 //! The parameters travel in a device buffer (one `SampleRow` per row) allocated with the backend
 //! for `SAMPLE_PARAM_ROWS` rows and grown here if a call needs more; no recorded graph points at
 //! it. Uploading them is a host-to-device copy, so `sample`, like `read`, is refused while a
 //! graph is being captured: the forward pass samples after replaying a recorded step.
 
-use rill_backend::{BackendError, BackendResult, DeviceSampling};
+use rill_backend::{BackendError, BackendResult, DrawParams};
 
 use crate::args::{self, SampleArgs, SampleRow};
 use crate::memory::{addr, check_len, ensure, to_i32, CudaBuffer, CudaIndices};
 use crate::CudaBackend;
 
 impl CudaBackend {
-    pub(crate) fn sample_rows(&self, logits: &CudaBuffer, rows: usize, vocab: usize, params: &[DeviceSampling], out: &mut CudaIndices) -> BackendResult<()> {
+    pub(crate) fn sample_rows(&self, logits: &CudaBuffer, rows: usize, vocab: usize, params: &[DrawParams], out: &mut CudaIndices) -> BackendResult<()> {
         self.not_capturing("sample")?;
         check_len("sample", "logits", logits.len, rows * vocab)?;
         check_len("sample", "params", params.len(), rows)?;
@@ -30,7 +30,7 @@ impl CudaBackend {
             let mut st = self.state.borrow_mut();
             let st = &mut *st;
             st.sample_host.clear();
-            st.sample_host.extend(params[..rows].iter().map(|p| SampleRow { temperature: p.temperature, top_k: p.top_k, top_p: p.top_p, uniform: p.uniform }));
+            st.sample_host.extend(params[..rows].iter().map(|p| SampleRow { temperature: p.temperature, top_k: p.top_k, top_p: p.top_p, min_p: p.min_p, uniform: p.uniform }));
             ensure(s, &mut st.sample_params, rows.max(args::SAMPLE_PARAM_ROWS), "sampling parameters")?;
             let dst = st.sample_params.as_mut().expect("ensured");
             let mut view = dst.slice_mut(..rows);

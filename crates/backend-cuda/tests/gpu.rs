@@ -5,7 +5,7 @@
 //! positions, ~2.5e-3 from exact math; the GPU accumulates in f32); cuBLAS bf16 (> 32 rows) 1.5e-2 of sum |w x|; sampled token ids
 //! exact (on logits without near-ties).
 
-use rill_backend::{quant, AttentionBatch, Backend, DType, DeviceSampling, KvDType, KvLayout, MatrixSource, RopeParams, SharedBytes};
+use rill_backend::{quant, AttentionBatch, Backend, DType, DrawParams, KvDType, KvLayout, MatrixSource, RopeParams, SharedBytes};
 use rill_backend_cpu::CpuBackend;
 use rill_backend_cuda::{probe, CudaBackend};
 
@@ -349,7 +349,7 @@ fn sample_matches_the_cpu_twin() {
                 }
             }
             logits.extend_from_slice(&row);
-            params.push(DeviceSampling { temperature, top_k, top_p, uniform: rng.f(0.0, 1.0) });
+            params.push(DrawParams { temperature, top_k, top_p, min_p: 0.0, uniform: rng.f(0.0, 1.0) });
         }
         let mut want = vec![0u32; rows];
         cpu.sample(&logits, rows, vocab, &params, &mut want).unwrap();
@@ -364,7 +364,7 @@ fn sample_matches_the_cpu_twin() {
     // More rows than the parameter buffer holds at first: it grows.
     let (rows, vocab) = (1500, 64);
     let logits: Vec<f32> = (0..rows * vocab).map(|i| ((i * 7919) % 1009) as f32 * 0.01).collect();
-    let params: Vec<DeviceSampling> = (0..rows).map(|r| DeviceSampling { temperature: 1.0, top_k: 0, top_p: 1.0, uniform: (r % 97) as f32 / 97.0 }).collect();
+    let params: Vec<DrawParams> = (0..rows).map(|r| DrawParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, uniform: (r % 97) as f32 / 97.0 }).collect();
     let mut want = vec![0u32; rows];
     cpu.sample(&logits, rows, vocab, &params, &mut want).unwrap();
     let mut out = g.alloc_indices(rows).unwrap();

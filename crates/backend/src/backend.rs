@@ -6,7 +6,7 @@
 //! (ggml's `[cols, rows]`), so `matmul` computes `out[r, o] = Σ_k x[r, k] · w[o, k]`. Every op
 //! takes explicit row counts so buffers can be allocated once for the largest step and reused.
 
-use crate::{BackendError, BackendResult, DType, SharedBytes};
+use crate::{BackendError, BackendResult, DType, DrawParams, SharedBytes};
 
 /// A weight matrix as stored in the model file, before it is handed to a backend.
 #[derive(Debug, Clone)]
@@ -109,60 +109,6 @@ pub struct AttentionBatch<'a, B: Backend + ?Sized> {
     /// `[num_seqs, max_blocks_per_seq]` physical block ids of each sequence.
     pub block_tables: &'a B::Indices,
     pub max_blocks_per_seq: usize,
-}
-
-/// Per-row parameters of [`Backend::sample`].
-///
-/// The semantics, which the CPU twin (`rill_backend_cpu`, `sample.rs`) defines and every backend
-/// reproduces, for one row `l[0..vocab]` of logits:
-///
-/// 1. **Cleaning.** A NaN logit counts as `-inf`. `m` is the largest logit.
-/// 2. **Greedy** when `temperature` is not `> 0` (zero, negative or NaN), when `1 / temperature`
-///    is not finite, or when `top_k == 1`: the token is the lowest index `i` with `l[i] == m`
-///    (the first maximum, as `rill_model::sampler::argmax`); 0 when every logit is `-inf`/NaN.
-/// 3. Otherwise, with `m == -inf` the token is 0. Each token's weight is, in `f32`,
-///    `w[i] = exp((l[i] - m) * (1 / temperature))`, and `w[i] = 0` for `l[i] == -inf`
-///    (when `m == +inf`: `w[i] = 1` for `l[i] == +inf`, else 0). So `w` lies in `[0, 1]` and
-///    the most likely token has `w == 1`.
-/// 4. **Top-k** (when `1 < top_k < vocab`): `t_k` is the `top_k`-th largest `w` (counting
-///    repeats); every token with `w >= t_k` stays, so tokens tied with the k-th all stay.
-///    Otherwise `t_k = 0`. `S_k = Σ_{w[i] >= t_k} w[i]`.
-/// 5. **Top-p** (when `top_p < 1`; NaN and `>= 1` are off): `t_p` is the largest value `t >= t_k`
-///    with `Σ_{w[i] >= t} w[i] >= top_p * S_k` (each sum and the product in `f32`), so the most
-///    likely tokens are kept down to the first that brings their mass to `top_p` of what top-k
-///    kept, ties at `t_p` all kept. `top_p <= 0` keeps only the most likely token(s).
-///    Otherwise `t_p = t_k`.
-/// 6. **Draw.** Kept tokens are those with `w[i] > 0` and `w[i] >= t_p`; `S` is their mass,
-///    `target = u * S` with `u = uniform` clamped to `[0, 1)` (NaN: 0). Walking the kept tokens
-///    in **index order** with a running sum `P`, the token is the first whose `P > target`, or
-///    the last kept one when rounding leaves none.
-///
-/// Sums are `f32`, accumulated in a fixed order that mirrors a 1024-thread block reduction
-/// (element `i` to partial `i % 1024` in index order, then 32-lane butterflies) and a 1024-wide
-/// tiled prefix scan, so a GPU kernel can reproduce them bit for bit; only `exp` may differ by an
-/// ulp between backends, which changes a decision only at a near-tie. Walking in index order
-/// (not by probability) is what lets the draw be a prefix scan instead of a sort; it is a
-/// different (equally distributed) mapping from `uniform` to tokens than the host `Sampler`'s.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DeviceSampling {
-    /// Softmax temperature; not `> 0` means greedy (the sampler passes 0 for its greedy requests).
-    pub temperature: f32,
-    /// Keep the `top_k` largest weights (ties kept); 0 (or `>= vocab`) is off, 1 is greedy.
-    pub top_k: u32,
-    /// Nucleus mass as a fraction of what top-k kept; `>= 1` (or NaN) is off.
-    pub top_p: f32,
-    /// One draw in `[0, 1)` from the sequence's own seeded generator.
-    pub uniform: f32,
-}
-
-impl DeviceSampling {
-    /// Argmax.
-    pub const GREEDY: DeviceSampling = DeviceSampling { temperature: 0.0, top_k: 0, top_p: 1.0, uniform: 0.0 };
-
-    /// Whether this row takes the argmax (rule 2 above).
-    pub fn is_greedy(&self) -> bool {
-        self.temperature.is_nan() || self.temperature <= 0.0 || !(1.0 / self.temperature).is_finite() || self.top_k == 1
-    }
 }
 
 pub trait Backend: Send + 'static {
@@ -302,13 +248,13 @@ pub trait Backend: Send + 'static {
         false
     }
     /// One token per row of `logits: [rows, vocab]` into `out[0..rows]`, chosen by `params[row]`
-    /// as [`DeviceSampling`] defines. Not recordable into a graph (the parameters are copied in).
+    /// by the one rule of [`crate::draw`]. Not recordable into a graph (the parameters are copied in).
     fn sample(
         &self,
         logits: &Self::Buffer,
         rows: usize,
         vocab: usize,
-        params: &[DeviceSampling],
+        params: &[DrawParams],
         out: &mut Self::Indices,
     ) -> BackendResult<()> {
         let _ = (logits, rows, vocab, params, out);

@@ -4,7 +4,7 @@
 //! fails the check. Generic over both backends: CI runs it CPU-vs-CPU (SIMD kernels against the
 //! reference twins) and `scripts/gpu-check.sh` runs it CUDA-vs-CPU through `rill check-backend`.
 
-use crate::{quant, AttentionBatch, Backend, BackendResult, DType, DeviceSampling, KvDType, KvLayout, MatrixSource, RopeParams, SharedBytes};
+use crate::{quant, AttentionBatch, Backend, BackendResult, DType, DrawParams, KvDType, KvLayout, MatrixSource, RopeParams, SharedBytes};
 
 /// Named tolerances on ‖candidate − reference‖ / ‖reference‖.
 pub mod tolerance {
@@ -406,28 +406,30 @@ impl<R: Backend, C: Backend> Harness<'_, R, C> {
     /// index), temperatures with top-k / top-p combinations, masked (`-inf`, NaN) tokens, fixed
     /// uniforms. Compares the chosen ids exactly.
     fn sample(&mut self, vocab: usize) {
-        // (temperature, top_k, top_p)
-        let settings: [(f32, u32, f32); 12] = [
-            (0.0, 0, 1.0),
-            (0.0, 0, 1.0),
-            (1.0, 0, 1.0),
-            (0.7, 0, 1.0),
-            (1.5, 0, 1.0),
-            (1.0, 40, 1.0),
-            (1.0, 0, 0.9),
-            (0.8, 50, 0.8),
-            (1.2, 1, 1.0),
-            (1.0, 0, 0.0),
-            (1.0, vocab as u32 - 1, 0.95),
-            (2.0, 5, 0.5),
+        // (temperature, top_k, top_p, min_p)
+        let settings: [(f32, u32, f32, f32); 14] = [
+            (0.0, 0, 1.0, 0.0),
+            (0.0, 0, 1.0, 0.0),
+            (1.0, 0, 1.0, 0.0),
+            (0.7, 0, 1.0, 0.0),
+            (1.5, 0, 1.0, 0.0),
+            (1.0, 40, 1.0, 0.0),
+            (1.0, 0, 0.9, 0.0),
+            (0.8, 50, 0.8, 0.0),
+            (1.2, 1, 1.0, 0.0),
+            (1.0, 0, 0.0, 0.0),
+            (1.0, vocab as u32 - 1, 0.95, 0.0),
+            (2.0, 5, 0.5, 0.0),
+            (1.0, 0, 1.0, 0.05),
+            (0.9, 30, 0.9, 0.2),
         ];
         let rows = 2 * settings.len();
-        let case = format!("{rows} rows of {vocab}: greedy, temperature, top-k, top-p");
+        let case = format!("{rows} rows of {vocab}: greedy, temperature, top-k, top-p, min-p");
         let outcome = (|| -> BackendResult<(Vec<u32>, Vec<u32>)> {
             let mut logits = Vec::with_capacity(rows * vocab);
             let mut params = Vec::with_capacity(rows);
             for r in 0..rows {
-                let (temperature, top_k, top_p) = settings[r % settings.len()];
+                let (temperature, top_k, top_p, min_p) = settings[r % settings.len()];
                 let spread = 4.0 + 20.0 * (self.rng.unit() + 1.0);
                 let mut row: Vec<f32> = (0..vocab).map(|j| spread * (j as f32 / vocab as f32 - 0.5)).collect();
                 for i in (1..vocab).rev() {
@@ -454,7 +456,7 @@ impl<R: Backend, C: Backend> Harness<'_, R, C> {
                 }
                 logits.extend_from_slice(&row);
                 let uniform = (self.rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
-                params.push(DeviceSampling { temperature, top_k, top_p, uniform });
+                params.push(DrawParams { temperature, top_k, top_p, min_p, uniform });
             }
             let l = self.buffer(&logits)?;
             let (mut out_r, mut out_c) = self.indices(&vec![u32::MAX; rows])?;

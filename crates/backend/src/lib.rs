@@ -5,11 +5,13 @@
 mod backend;
 pub mod bytes;
 pub mod conformance;
+pub mod draw;
 pub mod dtype;
 mod error;
 pub mod quant;
 
-pub use backend::{AttentionBatch, Backend, DeviceSampling, KvDType, KvLayout, MatrixSource, RopeParams};
+pub use backend::{AttentionBatch, Backend, KvDType, KvLayout, MatrixSource, RopeParams};
 pub use bytes::{ByteOwner, SharedBytes};
+pub use draw::{draw_token, DrawParams, DrawScratch, BELOW_ONE};
 pub use dtype::DType;
 pub use error::{BackendError, BackendResult};

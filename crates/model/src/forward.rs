@@ -5,7 +5,7 @@
 //! Every buffer is allocated once, for the largest step (`StepCapacity`); a step allocates
 //! nothing on the backend.
 
-use rill_backend::{AttentionBatch, Backend, BackendError, DeviceSampling, KvLayout, RopeParams};
+use rill_backend::{AttentionBatch, Backend, BackendError, DrawParams, KvLayout, RopeParams};
 use rill_engine::ForwardBatch;
 
 use crate::config::ModelConfig;
@@ -160,7 +160,7 @@ impl<B: Backend> Transformer<B> {
     /// Runs one step like [`Transformer::forward`], then chooses one token per logits row on the
     /// backend (`Backend::sample`, `params[i]` for row `i`) and reads back only the token ids.
     /// The sampling runs after a recorded step's replay, outside any capture.
-    pub fn forward_sample(&mut self, batch: &ForwardBatch, params: &[DeviceSampling]) -> Result<&[u32], ForwardError> {
+    pub fn forward_sample(&mut self, batch: &ForwardBatch, params: &[DrawParams]) -> Result<&[u32], ForwardError> {
         let rows = batch.logits_rows.len();
         if params.len() != rows {
             return Err(ForwardError::SamplingParams { params: params.len(), rows });
@@ -172,7 +172,7 @@ impl<B: Backend> Transformer<B> {
     /// Chooses one token per logits row of the last step (`forward` or `forward_sample`) on the
     /// backend, from the logits still there: a step can read its logits back for some rows and
     /// sample the others on the device.
-    pub fn sample_logits(&mut self, params: &[DeviceSampling]) -> Result<&[u32], ForwardError> {
+    pub fn sample_logits(&mut self, params: &[DrawParams]) -> Result<&[u32], ForwardError> {
         let rows = self.last_logits_rows;
         if params.len() != rows {
             return Err(ForwardError::SamplingParams { params: params.len(), rows });

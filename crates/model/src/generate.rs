@@ -112,7 +112,7 @@ pub fn generate<B: Backend>(
             break;
         }
         let logprob = sampled.logprob.expect("logprobs are requested");
-        on_token(&GeneratedToken { id, logprob, top: sampled.top });
+        on_token(&GeneratedToken { id, logprob, top: sampled.top_logprobs });
         stats.generated_tokens += 1;
         if pos + 1 >= capacity || stats.generated_tokens == params.max_tokens {
             break;

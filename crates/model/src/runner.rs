@@ -2,13 +2,14 @@
 //! a per-sequence `Sampler`. Only the rows that sample produce logits, and each row is sampled by
 //! its own sequence's seeded sampler, so a sequence's tokens do not depend on its batch.
 //!
-//! On a backend that samples on the device (a GPU), every row the device can serve exactly
-//! (`Sampler::device_eligible`: no logprobs, bias, penalties, min-p or min-tokens mask) is
-//! sampled there, so a sequence's tokens never depend on what shares its step: a step of only
-//! such rows reads back just the token ids; a mixed step reads the logits back for the host
-//! sampler's rows and samples the others on the device from the logits still there.
+//! On a backend that samples on the device (a GPU), every row whose logits processors are all
+//! inactive and that wants no logprobs (`Sampler::device_eligible`) is sampled there: a step of
+//! only such rows reads back just the token ids; a mixed step reads the logits back for the host
+//! sampler's rows and samples the others on the device from the logits still there. Both paths
+//! run the one rule of `rill_backend::draw` with the sequence's own uniforms, so a sequence's
+//! tokens depend neither on its path nor on what shares its step.
 
-use rill_backend::{Backend, DeviceSampling};
+use rill_backend::{Backend, DrawParams};
 use rill_engine::{Engine, Executor, ForwardBatch, SampledToken, SamplingParams, SchedulerConfig};
 
 use crate::forward::{ForwardError, Transformer};
@@ -20,7 +21,7 @@ pub struct ModelRunner<B: Backend> {
     /// Sample eligible steps with `Backend::sample` (default: `samples_on_device()`).
     device_sampling: bool,
     /// Per-row parameters of a device-sampled step (rows the host samples carry GREEDY, unused), reused.
-    device_params: Vec<DeviceSampling>,
+    device_params: Vec<DrawParams>,
     /// Rows of the step sampled on the host, reused.
     host_rows: Vec<bool>,
 }
@@ -66,7 +67,7 @@ impl<B: Backend> ModelRunner<B> {
             // Draws the uniform and counts the token for device rows; host rows get theirs below.
             let p = s.device_params();
             self.host_rows.push(p.is_none());
-            self.device_params.push(p.unwrap_or(DeviceSampling::GREEDY));
+            self.device_params.push(p.unwrap_or(DrawParams::GREEDY));
         }
         if !self.host_rows.contains(&true) {
             let tokens = self.transformer.forward_sample(batch, &self.device_params)?;
@@ -80,7 +81,7 @@ impl<B: Backend> ModelRunner<B> {
             .zip(&self.host_rows)
             .map(|((sampler, row), &host)| {
                 if host {
-                    host_token(sampler, row)
+                    sampler.sample(row)
                 } else {
                     device_token(0)
                 }
@@ -94,12 +95,6 @@ impl<B: Backend> ModelRunner<B> {
         }
         Ok(out)
     }
-}
-
-/// A row sampled on the host from its logits.
-fn host_token(sampler: &mut Sampler, row: &[f32]) -> SampledToken {
-    let s = sampler.sample(row);
-    SampledToken { token: s.token, logprob: s.logprob, top_logprobs: s.top }
 }
 
 impl<B: Backend> Executor for ModelRunner<B> {
@@ -118,7 +113,7 @@ impl<B: Backend> Executor for ModelRunner<B> {
         Ok(samplers
             .iter_mut()
             .zip(logits.chunks_exact(vocab))
-            .map(|(sampler, row)| host_token(sampler, row))
+            .map(|(sampler, row)| sampler.sample(row))
             .collect())
     }
 
@@ -191,8 +186,8 @@ mod tests {
         let mut sampler = Sampler::new(&truncated(), 42, &PROMPT, &[]);
         let want = generate(24, |b| sampler.sample(model.forward(b).unwrap()).token);
         assert_eq!(got, want);
-        // Which the device path would not have given (its draw walks tokens in index order).
-        assert_ne!(got, device_twin_tokens(&truncated(), 24));
+        // Which is what the device path gives: one rule, the same uniforms.
+        assert_eq!(got, device_twin_tokens(&truncated(), 24));
     }
 
     /// `forward` + the CPU twin of `Backend::sample`, with a sampler's own draws.
@@ -280,7 +275,7 @@ mod tests {
         for (s, t) in tables.iter().enumerate() {
             prefill.push_sequence(&PROMPT[..2 + s], 0, t, true).unwrap();
         }
-        let params = [DeviceSampling::GREEDY, DeviceSampling { temperature: 0.9, top_k: 20, top_p: 0.9, uniform: 0.37 }, DeviceSampling { temperature: 2.0, top_k: 0, top_p: 1.0, uniform: 0.81 }];
+        let params = [DrawParams::GREEDY, DrawParams { temperature: 0.9, top_k: 20, top_p: 0.9, min_p: 0.0, uniform: 0.37 }, DrawParams { temperature: 2.0, top_k: 0, top_p: 1.0, min_p: 0.05, uniform: 0.81 }];
         let first = model.forward_sample(&prefill, &params).unwrap().to_vec();
         // Three decode tokens pad to a bucket of 4; only the three real rows are sampled.
         let mut decode = ForwardBatch::new(BLOCK, TABLE);

@@ -238,15 +238,15 @@ fn logprobs_are_of_the_raw_distribution() {
         let sampled = s.sample(&LOGITS);
         let lp = sampled.logprob.expect("logprobs were asked for");
         assert!((lp as f64 - exact[sampled.token as usize]).abs() < 1e-5);
-        assert_eq!(sampled.top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 2, 5]);
-        for &(t, lp) in &sampled.top {
+        assert_eq!(sampled.top_logprobs.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 2, 5]);
+        for &(t, lp) in &sampled.top_logprobs {
             assert!((lp as f64 - exact[t as usize]).abs() < 1e-5);
         }
     }
     let none = sampler(&SamplingParams::default()).sample(&LOGITS);
-    assert_eq!((none.logprob, none.top.len()), (None, 0));
+    assert_eq!((none.logprob, none.top_logprobs.len()), (None, 0));
     let only_chosen = sampler(&SamplingParams { logprobs: Some(0), ..Default::default() }).sample(&LOGITS);
-    assert!(only_chosen.logprob.is_some() && only_chosen.top.is_empty());
+    assert!(only_chosen.logprob.is_some() && only_chosen.top_logprobs.is_empty());
 }
 
 #[test]
@@ -308,7 +308,7 @@ fn unvalidated_parameters_do_not_panic() {
 }
 
 /// A vocabulary-sized row checked against a plain full sort: top-k and top-p keep exactly the
-/// reference's set (the incremental sort must not drop or add tokens).
+/// reference's set.
 #[test]
 fn large_vocabulary_filters_match_a_full_sort() {
     let vocab = 50_000;
@@ -346,6 +346,7 @@ fn device_params_only_for_what_the_device_does_exactly() {
         SamplingParams::default(),
         SamplingParams { temperature: 0.7, top_k: 40, top_p: 0.9, seed: Some(3), ..Default::default() },
         SamplingParams { min_tokens: 3, ..Default::default() }, // nothing to mask: no stop ids, no EOS given
+        SamplingParams { min_p: 0.1, ..Default::default() },
     ];
     for p in &eligible {
         assert!(sampler(p).device_eligible(), "{p:?}");
@@ -357,7 +358,6 @@ fn device_params_only_for_what_the_device_does_exactly() {
         SamplingParams { repetition_penalty: 1.2, ..Default::default() },
         SamplingParams { presence_penalty: 0.5, ..Default::default() },
         SamplingParams { frequency_penalty: 0.5, ..Default::default() },
-        SamplingParams { min_p: 0.1, ..Default::default() },
     ];
     for p in &host_only {
         let mut s = sampler(p);
@@ -393,10 +393,65 @@ fn device_params_carry_the_request_and_the_seeded_draws() {
     // Greedy (and top_k = 1) draws nothing: argmax rows.
     for p in [greedy(), SamplingParams { top_k: 1, ..Default::default() }] {
         let mut s = sampler(&p);
-        assert_eq!(s.device_params(), Some(DeviceSampling::GREEDY));
+        assert_eq!(s.device_params(), Some(DrawParams::GREEDY));
         assert!(s.device_params().unwrap().is_greedy());
     }
     // Off filters stay off: top_p NaN or above 1, top_k 0 or -1.
     let off = sampler(&SamplingParams { top_k: -1, top_p: f32::NAN, ..Default::default() }).device_params().unwrap();
     assert_eq!((off.top_k, off.top_p), (0, 1.0));
+}
+
+/// Rows of a vocabulary-sized distribution, different each step.
+fn rows(steps: usize, vocab: usize) -> Vec<Vec<f32>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    (0..steps).map(|_| (0..vocab).map(|_| rng.random::<f32>() * 8.0).collect()).collect()
+}
+
+/// The device path, emulated: `device_params` then the rule on the raw row (what
+/// `Backend::sample` computes).
+fn device_tokens(params: &SamplingParams, rows: &[Vec<f32>]) -> Vec<u32> {
+    let mut s = sampler(params);
+    let mut scratch = DrawScratch::default();
+    rows.iter().map(|row| draw_token(row, &s.device_params().expect("eligible"), &mut scratch)).collect()
+}
+
+fn host_tokens(params: &SamplingParams, rows: &[Vec<f32>]) -> Vec<u32> {
+    let mut s = sampler(params);
+    rows.iter().map(|row| s.sample(row).token).collect()
+}
+
+#[test]
+fn one_rule_whichever_path_and_whether_or_not_logprobs_are_asked() {
+    let rows = rows(40, 3000);
+    for params in [
+        SamplingParams::default(),
+        SamplingParams { temperature: 0.8, top_k: 50, top_p: 0.9, ..Default::default() },
+        SamplingParams { temperature: 1.3, min_p: 0.05, ..Default::default() },
+        greedy(),
+    ] {
+        let device = device_tokens(&params, &rows);
+        assert_eq!(host_tokens(&params, &rows), device, "{params:?}");
+        assert_eq!(host_tokens(&SamplingParams { logprobs: Some(3), ..params.clone() }, &rows), device, "{params:?} with logprobs");
+        // A processor that changes nothing (a zero bias) moves the row to the host chain only.
+        let neutral = SamplingParams { logit_bias: vec![(7, 0.0)], ..params.clone() };
+        assert!(!sampler(&neutral).device_eligible());
+        assert_eq!(host_tokens(&neutral, &rows), device, "{params:?} with a neutral processor");
+        // And the draws are real draws: a hot request does not repeat one token.
+        if !params.is_greedy() {
+            assert!(device.iter().any(|&t| t != device[0]));
+        }
+    }
+}
+
+#[test]
+fn the_allowed_mask_narrows_the_draw() {
+    let rows = rows(20, 500);
+    let mut s = sampler(&SamplingParams::default());
+    s.allowed_tokens().allow_only(&[3, 17, 400]);
+    assert!(!s.device_eligible());
+    for row in &rows {
+        assert!([3, 17, 400].contains(&s.sample(row).token));
+    }
+    s.allowed_tokens().allow_all();
+    assert!(s.device_eligible());
 }
