@@ -13,7 +13,7 @@ use crate::executor::Executor;
 use crate::kv::SeqId;
 use crate::metrics::StepMetrics;
 use crate::scheduler::{Schedule, Scheduler, SchedulerConfig};
-use crate::{choice_seed, FinishReason, ForwardBatch, GenerateRequest, RequestId, SampledToken, StreamEvent, Usage};
+use crate::{choice_seed, EngineError, ExecuteError, FinishReason, ForwardBatch, GenerateRequest, RequestId, SampledToken, StreamEvent, Usage};
 
 enum Command {
     Submit { id: RequestId, request: GenerateRequest, events: UnboundedSender<StreamEvent> },
@@ -37,6 +37,49 @@ impl RequestStream {
     pub fn blocking_recv(&mut self) -> Option<StreamEvent> {
         self.events.blocking_recv()
     }
+
+    /// Waits for the whole request (outside an async runtime): every choice's tokens, finish
+    /// reason and usage, calling `on_token(index, token)` as each arrives. A failed request (or
+    /// an engine that stopped) is an error.
+    pub fn collect(mut self, mut on_token: impl FnMut(usize, &SampledToken)) -> Result<Vec<Collected>, EngineError> {
+        let mut choices: Vec<Collected> = Vec::new();
+        let choice = |choices: &mut Vec<Collected>, index: usize| -> usize {
+            if choices.len() <= index {
+                choices.resize_with(index + 1, Collected::default);
+            }
+            index
+        };
+        loop {
+            match self.events.blocking_recv() {
+                Some(StreamEvent::Token { index, token }) => {
+                    on_token(index, &token);
+                    let i = choice(&mut choices, index);
+                    choices[i].tokens.push(token);
+                }
+                Some(StreamEvent::Finished { index, reason, usage }) => {
+                    let i = choice(&mut choices, index);
+                    choices[i].finish = Some((reason, usage));
+                }
+                Some(StreamEvent::Failed(e)) => return Err(e),
+                None if !choices.is_empty() && choices.iter().all(|c| c.finish.is_some()) => return Ok(choices),
+                None => return Err(EngineError::ShutDown),
+            }
+        }
+    }
+}
+
+/// One choice of a request, as [`RequestStream::collect`] gathers it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Collected {
+    pub tokens: Vec<SampledToken>,
+    /// Set once the choice has ended.
+    pub finish: Option<(FinishReason, Usage)>,
+}
+
+impl Collected {
+    pub fn token_ids(&self) -> Vec<u32> {
+        self.tokens.iter().map(|t| t.token).collect()
+    }
 }
 
 /// A cheap, cloneable way to talk to the engine thread.
@@ -58,12 +101,6 @@ pub struct EngineStats {
     pub prefix_hit_tokens: AtomicU64,
     /// Set when the engine loop has exited.
     pub stopped: std::sync::atomic::AtomicBool,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("the engine has shut down")]
-    ShutDown,
 }
 
 impl EngineHandle {
@@ -217,7 +254,7 @@ impl<E: Executor> EngineCore<E> {
         }
         self.stats.stopped.store(true, Ordering::Relaxed);
         for (_, a) in self.active.drain() {
-            let _ = a.events.send(StreamEvent::Failed("the engine shut down".into()));
+            let _ = a.events.send(StreamEvent::Failed(EngineError::ShutDown));
         }
     }
 
@@ -245,13 +282,13 @@ impl<E: Executor> EngineCore<E> {
     fn admit(&mut self, id: RequestId, req: GenerateRequest, events: UnboundedSender<StreamEvent>) {
         let max_len = self.executor.max_model_len();
         if req.prompt.len() >= max_len {
-            let _ = events.send(StreamEvent::Failed(format!("prompt of {} tokens reaches the context length {max_len}", req.prompt.len())));
+            let _ = events.send(StreamEvent::Failed(EngineError::PromptTooLong { prompt: req.prompt.len(), max_model_len: max_len }));
             return;
         }
         let max_tokens = req.params.max_tokens.unwrap_or(usize::MAX).min(max_len - req.prompt.len());
         let n = req.params.n.clamp(1, crate::MAX_N);
         if let Err(e) = self.scheduler.add(seq_id(id, 0), req.prompt.clone(), max_tokens, req.priority) {
-            let _ = events.send(StreamEvent::Failed(e.to_string()));
+            let _ = events.send(StreamEvent::Failed(e.into()));
             return;
         }
         let mut stop_tokens = req.params.stop_token_ids.clone();
@@ -276,6 +313,7 @@ impl<E: Executor> EngineCore<E> {
             };
             self.active.insert(seq_id(id, index), active);
         }
+        self.publish_stats();
     }
 
     /// Once choice 0 of a request has computed its prompt, the other choices join the scheduler.
@@ -286,7 +324,7 @@ impl<E: Executor> EngineCore<E> {
             let a = self.active.get_mut(&seq).expect("listed above");
             let prompt = a.awaiting_first_choice.take().expect("listed above");
             if let Err(e) = self.scheduler.add(seq, prompt, a.max_tokens, a.priority) {
-                let _ = a.events.send(StreamEvent::Failed(e.to_string()));
+                let _ = a.events.send(StreamEvent::Failed(e.into()));
                 self.active.remove(&seq);
             }
         }
@@ -307,6 +345,9 @@ impl<E: Executor> EngineCore<E> {
         if schedule.seqs.is_empty() {
             return;
         }
+        // Admissions and preemptions take effect now: the gauges say so before this step's
+        // tokens reach any client.
+        self.publish_stats();
         for s in &schedule.seqs {
             if let Some(a) = self.active.get_mut(&s.id) {
                 if let Some(queued) = a.queued_since.take() {
@@ -333,8 +374,8 @@ impl<E: Executor> EngineCore<E> {
                     self.accept(id, token);
                 }
             }
-            Ok(tokens) => self.fail_step(&schedule, &format!("executor returned {} tokens for {} rows", tokens.len(), sampling.len())),
-            Err(e) => self.fail_step(&schedule, &e),
+            Ok(tokens) => self.fail_step(&schedule, ExecuteError::message(format!("executor returned {} tokens for {} rows", tokens.len(), sampling.len()))),
+            Err(e) => self.fail_step(&schedule, e),
         }
         self.metrics.record_step(self.batch.num_tokens(), started.elapsed());
         self.stats.steps.fetch_add(1, Ordering::Relaxed);
@@ -361,13 +402,13 @@ impl<E: Executor> EngineCore<E> {
 
     /// Fails every request with a choice in this step (all of its choices: a request fails as
     /// a whole).
-    fn fail_step(&mut self, schedule: &Schedule, error: &str) {
-        tracing::error!(error, "executor failed; failing this step's requests");
+    fn fail_step(&mut self, schedule: &Schedule, error: ExecuteError) {
+        tracing::error!(%error, "executor failed; failing this step's requests");
         let failed: Vec<RequestId> = schedule.seqs.iter().map(|s| request_of(s.id)).collect();
         let seqs: Vec<SeqId> = self.active.keys().copied().filter(|&s| failed.contains(&request_of(s))).collect();
         for seq in seqs {
             if let Some(a) = self.active.remove(&seq) {
-                let _ = a.events.send(StreamEvent::Failed(format!("execution failed: {error}")));
+                let _ = a.events.send(StreamEvent::Failed(error.clone().into()));
             }
             self.scheduler.remove(seq);
         }
@@ -388,13 +429,17 @@ impl<E: Executor> EngineCore<E> {
         self.scheduler.append_token(id, token.token);
     }
 
+    /// Ends a choice. The gauges drop it before its client hears of the end, so a client never
+    /// reads a finished request as running.
     fn finish(&mut self, id: SeqId, reason: FinishReason) {
-        if let Some(a) = self.active.remove(&id) {
-            let usage = Usage { prompt_tokens: a.prompt_len, completion_tokens: a.generated, cached_tokens: self.scheduler.cached_prompt_tokens(id) };
+        let cached_tokens = self.scheduler.cached_prompt_tokens(id);
+        self.scheduler.remove(id);
+        let ended = self.active.remove(&id);
+        self.publish_stats();
+        if let Some(a) = ended {
+            let usage = Usage { prompt_tokens: a.prompt_len, completion_tokens: a.generated, cached_tokens };
             let _ = a.events.send(StreamEvent::Finished { index: index_of(id), reason, usage });
         }
-        self.scheduler.remove(id);
-        self.publish_stats();
     }
 }
 

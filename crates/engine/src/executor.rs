@@ -3,7 +3,7 @@
 //! to leave the device; the engine keeps each sequence's sampler state (`SeqState`) and hands it
 //! back every step, so sampling is per sequence and never depends on batch composition.
 
-use crate::{ForwardBatch, SampledToken, SamplingParams};
+use crate::{ExecuteError, ForwardBatch, SampledToken, SamplingParams};
 
 pub trait Executor: Send + 'static {
     /// Per-sequence sampling state (seeded RNG, penalty counts).
@@ -14,7 +14,7 @@ pub trait Executor: Send + 'static {
 
     /// Runs one step and samples one token per entry of `batch.logits_rows`, using
     /// `samplers[i]` for row `i`.
-    fn execute(&mut self, batch: &ForwardBatch, samplers: &mut [&mut Self::SeqState]) -> Result<Vec<SampledToken>, String>;
+    fn execute(&mut self, batch: &ForwardBatch, samplers: &mut [&mut Self::SeqState]) -> Result<Vec<SampledToken>, ExecuteError>;
 
     /// Tokens that end generation unless `ignore_eos`.
     fn eos_token_ids(&self) -> &[u32];

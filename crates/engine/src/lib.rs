@@ -5,6 +5,7 @@
 
 mod batch;
 mod engine;
+mod error;
 mod executor;
 pub mod metrics;
 mod request;
@@ -13,7 +14,8 @@ pub mod kv;
 mod sampling_params;
 
 pub use batch::{BatchError, ForwardBatch};
-pub use engine::{Engine, EngineError, EngineHandle, EngineStats, RequestStream};
+pub use engine::{Collected, Engine, EngineHandle, EngineStats, RequestStream};
+pub use error::{EngineError, ExecuteError};
 pub use executor::Executor;
 pub use request::{FinishReason, GenerateRequest, RequestId, SampledToken, StreamEvent, Usage};
 pub use scheduler::{AdmissionError, Schedule, ScheduledSeq, Scheduler, SchedulerConfig};

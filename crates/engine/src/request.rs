@@ -1,6 +1,6 @@
 //! What goes into the engine and what comes back out, per request.
 
-use crate::SamplingParams;
+use crate::{EngineError, SamplingParams};
 
 pub type RequestId = u64;
 
@@ -47,5 +47,5 @@ pub struct Usage {
 pub enum StreamEvent {
     Token { index: usize, token: SampledToken },
     Finished { index: usize, reason: FinishReason, usage: Usage },
-    Failed(String),
+    Failed(EngineError),
 }

@@ -10,7 +10,7 @@
 //! tokens depend neither on its path nor on what shares its step.
 
 use rill_backend::{Backend, DrawParams};
-use rill_engine::{Engine, Executor, ForwardBatch, SampledToken, SamplingParams, SchedulerConfig};
+use rill_engine::{Engine, ExecuteError, Executor, ForwardBatch, SampledToken, SamplingParams, SchedulerConfig};
 
 use crate::forward::{ForwardError, Transformer};
 use crate::sampler::Sampler;
@@ -104,12 +104,12 @@ impl<B: Backend> Executor for ModelRunner<B> {
         Sampler::new(params, seed, prompt, &self.eos_token_ids)
     }
 
-    fn execute(&mut self, batch: &ForwardBatch, samplers: &mut [&mut Sampler]) -> Result<Vec<SampledToken>, String> {
+    fn execute(&mut self, batch: &ForwardBatch, samplers: &mut [&mut Sampler]) -> Result<Vec<SampledToken>, ExecuteError> {
         if self.device_sampling && samplers.iter().any(|s| s.device_eligible()) {
-            return self.execute_on_device(batch, samplers).map_err(|e| e.to_string());
+            return self.execute_on_device(batch, samplers).map_err(ExecuteError::new);
         }
         let vocab = self.transformer.config().vocab_size;
-        let logits = self.transformer.forward(batch).map_err(|e| e.to_string())?;
+        let logits = self.transformer.forward(batch).map_err(ExecuteError::new)?;
         Ok(samplers
             .iter_mut()
             .zip(logits.chunks_exact(vocab))

@@ -19,7 +19,7 @@ pub enum ChoiceUpdate {
     /// New text for choice `index`, with the tokens that produced it (for logprobs).
     Text { index: usize, text: String, tokens: Vec<SampledToken> },
     Finished { index: usize, reason: &'static str },
-    Failed(String),
+    Failed(rill_engine::EngineError),
 }
 
 struct Choice {

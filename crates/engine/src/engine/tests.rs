@@ -1,10 +1,10 @@
 //! The engine thread with a fake executor: event streams, aborts, failures, shutdown.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use super::*;
-use crate::SamplingParams;
+use crate::{AdmissionError, SamplingParams};
 
 const EOS: u32 = 0;
 
@@ -12,6 +12,8 @@ const EOS: u32 = 0;
 /// ending in 99); fails every step while `fail` is set.
 struct FakeExecutor {
     fail_steps: Arc<AtomicUsize>,
+    /// When set, each step announces itself (with its number of sequences) and waits for a permit.
+    gate: Option<(mpsc::Sender<usize>, mpsc::Receiver<()>)>,
 }
 
 impl Executor for FakeExecutor {
@@ -19,11 +21,15 @@ impl Executor for FakeExecutor {
 
     fn start_sequence(&mut self, _: &SamplingParams, _: u64, _: &[u32]) {}
 
-    fn execute(&mut self, batch: &ForwardBatch, samplers: &mut [&mut ()]) -> Result<Vec<SampledToken>, String> {
+    fn execute(&mut self, batch: &ForwardBatch, samplers: &mut [&mut ()]) -> Result<Vec<SampledToken>, ExecuteError> {
         assert_eq!(samplers.len(), batch.logits_rows.len());
+        if let Some((entered, permits)) = &self.gate {
+            let _ = entered.send(batch.num_seqs);
+            let _ = permits.recv();
+        }
         if self.fail_steps.load(Ordering::SeqCst) > 0 {
             self.fail_steps.fetch_sub(1, Ordering::SeqCst);
-            return Err("injected failure".into());
+            return Err(ExecuteError::message("injected failure"));
         }
         Ok(batch
             .logits_rows
@@ -48,7 +54,7 @@ impl Executor for FakeExecutor {
 fn engine(num_blocks: usize) -> (Engine, Arc<AtomicUsize>) {
     let fail = Arc::new(AtomicUsize::new(0));
     let cfg = SchedulerConfig { max_num_batched_tokens: 16, max_num_seqs: 4, block_size: 4, num_blocks };
-    (Engine::start(FakeExecutor { fail_steps: fail.clone() }, cfg, 0, "fake"), fail)
+    (Engine::start(FakeExecutor { fail_steps: fail.clone(), gate: None }, cfg, 0, "fake"), fail)
 }
 
 fn request(prompt: Vec<u32>, max_tokens: usize) -> GenerateRequest {
@@ -90,19 +96,106 @@ fn eos_stops_without_being_streamed() {
     assert!(matches!(end, StreamEvent::Finished { reason: FinishReason::Stop, usage: Usage { completion_tokens: 1, .. }, .. }));
 }
 
+/// An engine whose executor announces each step (with its number of sequences) and waits for
+/// a permit: tests choose what happens between steps.
+fn gated_engine(num_blocks: usize) -> (Engine, mpsc::Receiver<usize>, mpsc::Sender<()>) {
+    let (entered_tx, entered) = mpsc::channel();
+    let (permit, permits) = mpsc::channel();
+    let executor = FakeExecutor { fail_steps: Arc::new(AtomicUsize::new(0)), gate: Some((entered_tx, permits)) };
+    let cfg = SchedulerConfig { max_num_batched_tokens: 16, max_num_seqs: 4, block_size: 4, num_blocks };
+    (Engine::start(executor, cfg, 0, "gated"), entered, permit)
+}
+
+const STEP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[test]
 fn abort_and_dropped_receivers_end_requests() {
-    let (engine, _) = engine(64);
+    // 16 blocks of 4: exactly one context of 64 tokens.
+    let (engine, entered, permit) = gated_engine(16);
+    let permit = permit; // dropped before the engine, so a failed assertion cannot hang the join
     let h = engine.handle();
     let mut long = h.submit(request(vec![1], 60)).unwrap();
+    entered.recv_timeout(STEP_WAIT).unwrap();
     h.abort(long.id);
-    let (_, end) = collect(&mut long);
-    assert!(matches!(end, StreamEvent::Finished { reason: FinishReason::Abort, .. }));
-    drop(h.submit(request(vec![2], 60)).unwrap());
-    // The engine keeps serving, and the dropped request's blocks come back: a request needing
-    // the whole pool still runs.
+    permit.send(()).unwrap();
+    let (tokens, end) = collect(&mut long);
+    assert_eq!((tokens.len(), end.clone()), (1, StreamEvent::Finished { index: 0, reason: FinishReason::Abort, usage: Usage { prompt_tokens: 1, completion_tokens: 1, cached_tokens: 0 } }));
+
+    // A dropped receiver is noticed at the next step and its blocks come back at once, long
+    // before the 60 tokens it asked for could have been generated.
+    let mut dropped = h.submit(request(vec![2], 60)).unwrap();
+    entered.recv_timeout(STEP_WAIT).unwrap();
+    permit.send(()).unwrap();
+    assert!(matches!(dropped.blocking_recv(), Some(StreamEvent::Token { .. })));
+    entered.recv_timeout(STEP_WAIT).unwrap();
+    assert!(h.stats().kv_blocks_used.load(Ordering::SeqCst) > 0);
+    drop(dropped);
+    permit.send(()).unwrap();
+    // That step's token found no receiver: the request ends there, and the engine goes idle.
+    assert!(entered.recv_timeout(std::time::Duration::from_millis(300)).is_err(), "the engine kept stepping a dropped request");
+    assert_eq!(h.stats().kv_blocks_used.load(Ordering::SeqCst), 0);
+    assert_eq!(h.stats().running.load(Ordering::SeqCst), 0);
+
+    // The engine keeps serving: a request needing the whole pool runs without preempting.
+    let pump = std::thread::spawn(move || {
+        while entered.recv_timeout(STEP_WAIT).is_ok() {
+            if permit.send(()).is_err() {
+                break;
+            }
+        }
+    });
     let mut big = h.submit(request(vec![3; 8], 56)).unwrap();
-    assert!(matches!(collect(&mut big).1, StreamEvent::Finished { reason: FinishReason::Length, .. }));
+    assert!(matches!(collect(&mut big).1, StreamEvent::Finished { reason: FinishReason::Length, usage: Usage { completion_tokens: 56, .. }, .. }));
+    assert_eq!(h.stats().preemptions.load(Ordering::SeqCst), 0);
+    drop(engine);
+    pump.join().unwrap();
+}
+
+#[test]
+fn gauges_are_exact_whenever_a_client_can_read_them() {
+    // The executor waits for a permit each step, so the test reads the gauges at a known point:
+    // the engine blocked inside a step, every event of the steps before it sent. A request is
+    // counted (running or waiting) exactly until its client can see its `Finished`, and as
+    // running from the step that computes it.
+    // 4 sequences at a time in a pool of 8 blocks of 4: queueing and preemption both happen.
+    let (engine, entered, permit) = gated_engine(8);
+    // Dropped before the engine (a failed assertion must not leave its thread waiting).
+    let permit = permit;
+    let h = engine.handle();
+    // The first request's step holds the engine while the others are submitted, so from the
+    // next step on the engine has seen every submission.
+    let mut streams = vec![h.submit(request(vec![1, 2, 3], 5)).unwrap()];
+    entered.recv_timeout(std::time::Duration::from_secs(10)).expect("the first step starts");
+    streams.extend((1..10).map(|i| h.submit(request(vec![1 + i, 2, 3], 5 + i as usize)).unwrap()));
+    permit.send(()).unwrap();
+    let mut finished = vec![false; streams.len()];
+    let drain = |streams: &mut Vec<RequestStream>, finished: &mut Vec<bool>| {
+        for (s, done) in streams.iter_mut().zip(finished.iter_mut()) {
+            while let Ok(ev) = s.events.try_recv() {
+                *done |= matches!(ev, StreamEvent::Finished { .. });
+            }
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut steps = 0;
+    while finished.contains(&false) {
+        assert!(std::time::Instant::now() < deadline, "requests never finished");
+        let Ok(in_step) = entered.recv_timeout(std::time::Duration::from_millis(20)) else {
+            // No step in progress: the last requests may have just ended.
+            drain(&mut streams, &mut finished);
+            continue;
+        };
+        drain(&mut streams, &mut finished);
+        let live = finished.iter().filter(|&&f| !f).count() as u64;
+        let (running, waiting) = (h.stats().running.load(Ordering::SeqCst), h.stats().waiting.load(Ordering::SeqCst));
+        assert_eq!(running + waiting, live, "step {steps}: {running} running + {waiting} waiting");
+        // Every sequence of the step being computed counts as running already.
+        assert!((in_step as u64..=4).contains(&running), "step {steps}: {in_step} sequences computing, {running} running");
+        steps += 1;
+        permit.send(()).unwrap();
+    }
+    assert_eq!((h.stats().running.load(Ordering::SeqCst), h.stats().waiting.load(Ordering::SeqCst)), (0, 0));
+    assert!(h.stats().preemptions.load(Ordering::SeqCst) > 0, "the test should exercise preemption");
 }
 
 #[test]
@@ -111,7 +204,7 @@ fn executor_errors_fail_that_step_and_the_engine_keeps_serving() {
     let h = engine.handle();
     fail.store(1, Ordering::SeqCst);
     let mut a = h.submit(request(vec![1, 2], 3)).unwrap();
-    assert!(matches!(collect(&mut a).1, StreamEvent::Failed(m) if m.contains("injected")));
+    assert!(matches!(collect(&mut a).1, StreamEvent::Failed(EngineError::Execution(e)) if e.to_string() == "injected failure"));
     let mut b = h.submit(request(vec![1, 2], 3)).unwrap();
     assert_eq!(collect(&mut b).0, vec![3, 4, 5]);
 }
@@ -121,9 +214,9 @@ fn impossible_requests_fail_at_once() {
     let (engine, _) = engine(4);
     let h = engine.handle();
     let mut too_long = h.submit(request(vec![1; 64], 4)).unwrap();
-    assert!(matches!(collect(&mut too_long).1, StreamEvent::Failed(m) if m.contains("context length")));
+    assert!(matches!(collect(&mut too_long).1, StreamEvent::Failed(EngineError::PromptTooLong { prompt: 64, max_model_len: 64 })));
     let mut too_big = h.submit(request(vec![1; 10], 20)).unwrap();
-    assert!(matches!(collect(&mut too_big).1, StreamEvent::Failed(m) if m.contains("KV blocks")));
+    assert!(matches!(collect(&mut too_big).1, StreamEvent::Failed(EngineError::Admission(AdmissionError::NeverFits { .. }))));
 }
 
 #[test]

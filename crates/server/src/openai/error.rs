@@ -149,6 +149,24 @@ impl ApiError {
     }
 }
 
+/// Why the engine refused or failed a request, as the client sees it: the one place engine
+/// errors become HTTP errors.
+impl From<rill_engine::EngineError> for ApiError {
+    fn from(e: rill_engine::EngineError) -> ApiError {
+        use rill_engine::{AdmissionError, EngineError};
+        match e {
+            EngineError::PromptTooLong { prompt, max_model_len } => ApiError::context_length_exceeded(max_model_len, prompt, None),
+            EngineError::Admission(AdmissionError::NeverFits { prompt, max_new, .. }) => {
+                ApiError::new(400, INVALID_REQUEST, format!("The request needs room for {prompt} prompt and {max_new} completion tokens, more than this server's KV cache holds. Please reduce `max_tokens` or the prompt."))
+                    .with_param("max_tokens")
+                    .with_code("context_length_exceeded")
+            }
+            EngineError::ShutDown => ApiError::new(503, SERVER_ERROR, "The model is shutting down; please retry.").with_code("unavailable"),
+            e @ (EngineError::Admission(_) | EngineError::Execution(_)) => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
 impl From<rill_engine::SamplingError> for ApiError {
     fn from(e: rill_engine::SamplingError) -> ApiError {
         ApiError::invalid(e.param(), e.to_string())

@@ -65,7 +65,7 @@ pub async fn chat_completions(State(state): State<AppState>, JsonBody(req): Json
                         yield chunk(Some(delta(index, None, Some(text), lp, None)), None);
                     }
                     ChoiceUpdate::Finished { index, reason } => yield chunk(Some(delta(index, None, None, None, Some(reason))), None),
-                    ChoiceUpdate::Failed(message) => yield Chunk::Error(ApiError::internal(message)),
+                    ChoiceUpdate::Failed(e) => yield Chunk::Error(e.into()),
                 }
             }
         }

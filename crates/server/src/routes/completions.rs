@@ -80,7 +80,7 @@ pub async fn completions(State(state): State<AppState>, JsonBody(req): JsonBody<
                     ChoiceUpdate::Finished { index, reason } => {
                         yield chunk(vec![CompletionChoice { index, text: String::new(), logprobs: None, finish_reason: Some(reason) }], None);
                     }
-                    ChoiceUpdate::Failed(message) => yield Chunk::Error(ApiError::internal(message)),
+                    ChoiceUpdate::Failed(e) => yield Chunk::Error(e.into()),
                 }
             }
         }

@@ -64,7 +64,7 @@ pub async fn collect(mut run: Running, n: usize) -> Result<Collected, ApiError> 
                     out.tokens[index].extend(tokens);
                 }
                 ChoiceUpdate::Finished { index, reason } => out.finish_reasons[index] = reason,
-                ChoiceUpdate::Failed(message) => return Err(ApiError::internal(message)),
+                ChoiceUpdate::Failed(e) => return Err(e.into()),
             }
         }
     }
