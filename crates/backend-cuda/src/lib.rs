@@ -44,8 +44,27 @@ use memory::{alloc, alloc_zeros, check_len, ensure, Scratch};
 use packed::{Fmt, PackedLayout};
 
 pub struct CudaBackend {
-    dev: Device,
+    // `state` first: fields drop in declaration order, and its graphs and scratch use the
+    // device's context, modules and cuBLAS workspace (see `Drop`, which empties it anyway).
     state: RefCell<State>,
+    dev: Device,
+}
+
+impl Drop for CudaBackend {
+    /// Graphs and buffers go while the device they use is still there. cudarc destroys graphs and
+    /// frees buffers without making the context current, so bind it on whichever thread drops the
+    /// backend; end a capture left open (an op panicked mid-step) so the stream can be waited on;
+    /// then wait for a replay that may still be running before destroying its graph.
+    fn drop(&mut self) {
+        let st = self.state.get_mut();
+        let _ = self.dev.ctx.bind_to_thread();
+        if st.capturing.take().is_some() {
+            drop(self.dev.stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0)));
+        }
+        let _ = self.dev.stream.synchronize();
+        st.graphs.clear();
+        drop(std::mem::take(st));
+    }
 }
 
 /// What ops share and mutate through `&self`.
