@@ -353,6 +353,7 @@ mod tests {
     #[test]
     fn new_without_a_gpu_is_an_error_not_a_panic() {
         if probe(0).is_ok() {
+            println!("skipped: a CUDA device is present (tests/gpu.rs covers it)");
             return;
         }
         match CudaBackend::new(0) {
