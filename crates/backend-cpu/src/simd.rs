@@ -603,7 +603,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attention::Isa;
+    use crate::isa::SimdIsa;
 
     /// Runs `f` with the `Simd` of every ISA this CPU has.
     fn each_isa(mut f: impl FnMut(&str, &dyn Fn(&[f32]) -> Vec<f32>, &dyn Fn(&[f32], &[f32], usize) -> Vec<f32>)) {
@@ -643,11 +643,11 @@ mod tests {
             unsafe fn dot512(q: &[f32], r: &[f32], s: usize) -> Vec<f32> {
                 dot16::<Avx512>(q, r, s)
             }
-            if Isa::supported().contains(&Isa::Avx2) {
+            if SimdIsa::available().contains(&SimdIsa::Avx2) {
                 // SAFETY: supported, checked just above.
                 f("avx2", &|x| unsafe { expf2(x) }, &|q, r, s| unsafe { dot2(q, r, s) });
             }
-            if Isa::supported().contains(&Isa::Avx512) {
+            if SimdIsa::available().contains(&SimdIsa::Avx512) {
                 // SAFETY: supported, checked just above.
                 f("avx512", &|x| unsafe { expf512(x) }, &|q, r, s| unsafe { dot512(q, r, s) });
             }
@@ -722,11 +722,11 @@ mod tests {
             unsafe fn run512(x: &[f32]) -> Vec<f32> {
                 run::<Avx512>(x)
             }
-            if Isa::supported().contains(&Isa::Avx2) {
+            if SimdIsa::available().contains(&SimdIsa::Avx2) {
                 // SAFETY: supported, checked just above.
                 f("avx2", &|x| unsafe { run2(x) });
             }
-            if Isa::supported().contains(&Isa::Avx512) {
+            if SimdIsa::available().contains(&SimdIsa::Avx512) {
                 // SAFETY: supported, checked just above.
                 f("avx512", &|x| unsafe { run512(x) });
             }
