@@ -14,50 +14,11 @@ impl Simd for Avx2 {
     const LANES: usize = 8;
     const NATIVE_F16: bool = true;
     type V = __m256;
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn splat(x: f32) -> __m256 {
-        _mm256_set1_ps(x)
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn load(p: *const f32) -> __m256 {
-        unsafe { _mm256_loadu_ps(p) }
-    }
+    one_intrinsic_ops!("avx2,fma,f16c", __m256, splat: _mm256_set1_ps, load: _mm256_loadu_ps, store: _mm256_storeu_ps, add: _mm256_add_ps, sub: _mm256_sub_ps, mul: _mm256_mul_ps, div: _mm256_div_ps, fma: _mm256_fmadd_ps);
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn load_f16(p: *const f16) -> __m256 {
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn store(p: *mut f32, v: __m256) {
-        unsafe { _mm256_storeu_ps(p, v) }
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn add(a: __m256, b: __m256) -> __m256 {
-        _mm256_add_ps(a, b)
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn sub(a: __m256, b: __m256) -> __m256 {
-        _mm256_sub_ps(a, b)
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
-        _mm256_mul_ps(a, b)
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn div(a: __m256, b: __m256) -> __m256 {
-        _mm256_div_ps(a, b)
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
-        _mm256_fmadd_ps(a, b, c)
     }
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -121,12 +82,7 @@ impl Simd for Avx2 {
             if _mm256_movemask_ps(big) == 0 {
                 return y;
             }
-            let mut out = [0f32; 8];
-            let mut xs = [0f32; 8];
-            _mm256_storeu_ps(out.as_mut_ptr(), y);
-            _mm256_storeu_ps(xs.as_mut_ptr(), x);
-            patch_expf_specials(&mut out, &xs);
-            _mm256_loadu_ps(out.as_ptr())
+            patch_expf_specials::<Avx2>(y, x)
         }
     }
     #[inline]

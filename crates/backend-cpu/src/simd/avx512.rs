@@ -15,50 +15,11 @@ impl Simd for Avx512 {
     const LANES: usize = 16;
     const NATIVE_F16: bool = true;
     type V = __m512;
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn splat(x: f32) -> __m512 {
-        _mm512_set1_ps(x)
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn load(p: *const f32) -> __m512 {
-        unsafe { _mm512_loadu_ps(p) }
-    }
+    one_intrinsic_ops!("avx512f", __m512, splat: _mm512_set1_ps, load: _mm512_loadu_ps, store: _mm512_storeu_ps, add: _mm512_add_ps, sub: _mm512_sub_ps, mul: _mm512_mul_ps, div: _mm512_div_ps, fma: _mm512_fmadd_ps);
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn load_f16(p: *const f16) -> __m512 {
         unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) }
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn store(p: *mut f32, v: __m512) {
-        unsafe { _mm512_storeu_ps(p, v) }
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn add(a: __m512, b: __m512) -> __m512 {
-        _mm512_add_ps(a, b)
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn sub(a: __m512, b: __m512) -> __m512 {
-        _mm512_sub_ps(a, b)
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn mul(a: __m512, b: __m512) -> __m512 {
-        _mm512_mul_ps(a, b)
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn div(a: __m512, b: __m512) -> __m512 {
-        _mm512_div_ps(a, b)
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
-        _mm512_fmadd_ps(a, b, c)
     }
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -122,12 +83,7 @@ impl Simd for Avx512 {
             if big == 0 {
                 return y;
             }
-            let mut out = [0f32; 16];
-            let mut xs = [0f32; 16];
-            _mm512_storeu_ps(out.as_mut_ptr(), y);
-            _mm512_storeu_ps(xs.as_mut_ptr(), x);
-            patch_expf_specials(&mut out, &xs);
-            _mm512_loadu_ps(out.as_ptr())
+            patch_expf_specials::<Avx512>(y, x)
         }
     }
     #[inline]

@@ -8,6 +8,57 @@
 
 use half::f16;
 
+/// The `Simd` methods that are one intrinsic each, for the x86 vector type `$v` compiled with
+/// `#[target_feature(enable = $features)]`: the AVX2 and AVX-512 versions differ only in the
+/// intrinsics' names.
+#[cfg(target_arch = "x86_64")]
+macro_rules! one_intrinsic_ops {
+    ($features:literal, $v:ty, splat: $splat:ident, load: $load:ident, store: $store:ident, add: $add:ident, sub: $sub:ident, mul: $mul:ident, div: $div:ident, fma: $fma:ident) => {
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn splat(x: f32) -> $v {
+            $splat(x)
+        }
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn load(p: *const f32) -> $v {
+            // SAFETY: the caller guarantees `LANES` readable elements.
+            unsafe { $load(p) }
+        }
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn store(p: *mut f32, v: $v) {
+            // SAFETY: the caller guarantees `LANES` writable elements.
+            unsafe { $store(p, v) }
+        }
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn add(a: $v, b: $v) -> $v {
+            $add(a, b)
+        }
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn sub(a: $v, b: $v) -> $v {
+            $sub(a, b)
+        }
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn mul(a: $v, b: $v) -> $v {
+            $mul(a, b)
+        }
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn div(a: $v, b: $v) -> $v {
+            $div(a, b)
+        }
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn fma(a: $v, b: $v, c: $v) -> $v {
+            $fma(a, b, c)
+        }
+    };
+}
+
 mod portable;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -90,14 +141,26 @@ pub fn expf_glibc(x: f32) -> f32 {
     (p.mul_add(r * r, y) * s) as f32
 }
 
-/// Overwrites `out[i]` (a vector path's `expf(xs[i])`) where glibc takes its special path.
+/// `y`, a vector path's `expf(x)`, with glibc's special cases put in the lanes where it takes
+/// them: the rare slow path (some `|x|` past 88), lane by lane.
+///
+/// # Safety
+/// The CPU supports `S`.
 #[inline(always)]
-fn patch_expf_specials(out: &mut [f32], xs: &[f32]) {
-    for (o, &x) in out.iter_mut().zip(xs) {
+unsafe fn patch_expf_specials<S: Simd>(y: S::V, x: S::V) -> S::V {
+    let (mut out, mut xs) = ([0f32; 16], [0f32; 16]);
+    // SAFETY: both buffers hold 16 >= LANES elements.
+    unsafe {
+        S::store(out.as_mut_ptr(), y);
+        S::store(xs.as_mut_ptr(), x);
+    }
+    for (o, &x) in out.iter_mut().zip(&xs).take(S::LANES) {
         if let Some(special) = expf_glibc_special(x) {
             *o = special;
         }
     }
+    // SAFETY: as above.
+    unsafe { S::load(out.as_ptr()) }
 }
 
 /// glibc's `expf` for `|x|` past about 80: `None` where its main path applies after all.

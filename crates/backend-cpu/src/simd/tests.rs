@@ -3,18 +3,26 @@
 use super::*;
 use crate::isa::SimdIsa;
 
+/// `S::expf_glibc` (`GLIBC`) or `S::expf_ggml` of every element, a vector at a time.
+fn expf_lanes<S: Simd, const GLIBC: bool>(x: &[f32]) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for (i, c) in x.chunks(S::LANES).enumerate() {
+        let mut buf = [0f32; 16];
+        buf[..c.len()].copy_from_slice(c);
+        // SAFETY: callers check the ISA; `buf` holds 16 >= LANES elements.
+        unsafe {
+            let v = S::load(buf.as_ptr());
+            S::store(buf.as_mut_ptr(), if GLIBC { S::expf_glibc(v) } else { S::expf_ggml(v) });
+        }
+        out[i * S::LANES..i * S::LANES + c.len()].copy_from_slice(&buf[..c.len()]);
+    }
+    out
+}
+
 /// Runs `f` with the `Simd` of every ISA this CPU has.
 fn each_isa(mut f: impl FnMut(&str, &dyn Fn(&[f32]) -> Vec<f32>, &dyn Fn(&[f32], &[f32], usize) -> Vec<f32>)) {
     fn expf<S: Simd>(x: &[f32]) -> Vec<f32> {
-        let mut out = vec![0f32; x.len()];
-        for (i, c) in x.chunks(S::LANES).enumerate() {
-            let mut buf = [0f32; 16];
-            buf[..c.len()].copy_from_slice(c);
-            // SAFETY: callers check the ISA; `buf` holds 16 >= LANES elements.
-            unsafe { S::store(buf.as_mut_ptr(), S::expf_ggml(S::load(buf.as_ptr()))) };
-            out[i * S::LANES..i * S::LANES + c.len()].copy_from_slice(&buf[..c.len()]);
-        }
-        out
+        expf_lanes::<S, false>(x)
     }
     fn dot16<S: Simd>(q: &[f32], rows: &[f32], steps: usize) -> Vec<f32> {
         let mut out = vec![0f32; 16];
@@ -99,15 +107,7 @@ fn expf_glibc_matches_glibc_and_every_isa() {
 /// Runs `f` with [`Simd::expf_glibc`] of every ISA this CPU has.
 fn each_isa_glibc(mut f: impl FnMut(&str, &dyn Fn(&[f32]) -> Vec<f32>)) {
     fn run<S: Simd>(x: &[f32]) -> Vec<f32> {
-        let mut out = vec![0f32; x.len()];
-        for (i, c) in x.chunks(S::LANES).enumerate() {
-            let mut buf = [0f32; 16];
-            buf[..c.len()].copy_from_slice(c);
-            // SAFETY: callers check the ISA; `buf` holds 16 >= LANES elements.
-            unsafe { S::store(buf.as_mut_ptr(), S::expf_glibc(S::load(buf.as_ptr()))) };
-            out[i * S::LANES..i * S::LANES + c.len()].copy_from_slice(&buf[..c.len()]);
-        }
-        out
+        expf_lanes::<S, true>(x)
     }
     f("portable", &|x| run::<Portable>(x));
     #[cfg(target_arch = "x86_64")]
