@@ -7,6 +7,15 @@ fn counts(n: usize) -> Vec<AtomicU32> {
     (0..n).map(|_| AtomicU32::new(0)).collect()
 }
 
+/// Runs `tasks` tasks on `pool`: whether each ran exactly once.
+fn each_task_runs_once(pool: &WorkerPool, tasks: usize) -> bool {
+    let c = counts(tasks);
+    pool.for_each(tasks, &|t| {
+        c[t].fetch_add(1, Ordering::Relaxed);
+    });
+    c.iter().all(|x| x.load(Ordering::Relaxed) == 1)
+}
+
 #[test]
 fn pool_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
@@ -19,11 +28,7 @@ fn every_task_runs_exactly_once() {
         let pool = WorkerPool::new(threads).unwrap();
         assert_eq!(pool.threads(), threads);
         for tasks in [0, 1, 2, 3, 5, 7, 8, 9, 64, 1000, 10_007] {
-            let c = counts(tasks);
-            pool.for_each(tasks, &|t| {
-                c[t].fetch_add(1, Ordering::Relaxed);
-            });
-            assert!(c.iter().all(|x| x.load(Ordering::Relaxed) == 1), "threads {threads}, tasks {tasks}");
+            assert!(each_task_runs_once(&pool, tasks), "threads {threads}, tasks {tasks}");
         }
     }
 }
@@ -31,17 +36,9 @@ fn every_task_runs_exactly_once() {
 #[test]
 fn many_back_to_back_calls() {
     let pool = WorkerPool::new(4).unwrap();
-    let total = AtomicUsize::new(0);
     for call in 0..10_000 {
-        let tasks = call % 7;
-        let c = counts(tasks);
-        pool.for_each(tasks, &|t| {
-            c[t].fetch_add(1, Ordering::Relaxed);
-            total.fetch_add(1, Ordering::Relaxed);
-        });
-        assert!(c.iter().all(|x| x.load(Ordering::Relaxed) == 1), "call {call}");
+        assert!(each_task_runs_once(&pool, call % 7), "call {call}");
     }
-    assert_eq!(total.load(Ordering::Relaxed), (0..10_000).map(|c| c % 7).sum::<usize>());
 }
 
 #[test]
@@ -49,11 +46,7 @@ fn calls_after_the_workers_parked() {
     let pool = WorkerPool::new(3).unwrap();
     for _ in 0..5 {
         thread::sleep(Duration::from_millis(5)); // longer than the spin: workers park
-        let c = counts(10);
-        pool.for_each(10, &|t| {
-            c[t].fetch_add(1, Ordering::Relaxed);
-        });
-        assert!(c.iter().all(|x| x.load(Ordering::Relaxed) == 1));
+        assert!(each_task_runs_once(&pool, 10));
     }
 }
 
@@ -82,11 +75,7 @@ fn panic_propagates_and_pool_stays_usable() {
         }));
         let msg = r.expect_err("the panic reaches the caller");
         assert_eq!(msg.downcast_ref::<String>().map(String::as_str), Some(format!("task {bad} fails").as_str()));
-        let c = counts(100);
-        pool.for_each(100, &|t| {
-            c[t].fetch_add(1, Ordering::Relaxed);
-        });
-        assert!(c.iter().all(|x| x.load(Ordering::Relaxed) == 1));
+        assert!(each_task_runs_once(&pool, 100));
     }
     // Inline paths propagate too.
     assert!(panic::catch_unwind(AssertUnwindSafe(|| pool.for_each(1, &|_| panic!("one")))).is_err());
@@ -111,11 +100,7 @@ fn concurrent_callers_take_turns() {
         for _ in 0..3 {
             s.spawn(|| {
                 for _ in 0..500 {
-                    let c = counts(17);
-                    pool.for_each(17, &|t| {
-                        c[t].fetch_add(1, Ordering::Relaxed);
-                    });
-                    assert!(c.iter().all(|x| x.load(Ordering::Relaxed) == 1));
+                    assert!(each_task_runs_once(&pool, 17));
                 }
             });
         }
