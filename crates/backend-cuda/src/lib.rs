@@ -118,6 +118,17 @@ impl CudaBackend {
         Ok(())
     }
 
+    /// Copies `src` into the first `src.len()` of the `len` elements in `dst`.
+    fn upload<T: DeviceRepr>(&self, op: &'static str, src: &[T], dst: &mut cudarc::driver::CudaSlice<T>, len: usize) -> BackendResult<()> {
+        self.not_capturing(op)?;
+        check_len(op, "destination", len, src.len())?;
+        if src.is_empty() {
+            return Ok(());
+        }
+        let mut view = dst.slice_mut(..src.len());
+        self.dev.stream.memcpy_htod(src, &mut view).map_err(|e| BackendError::Device(format!("{op}: {e}")))
+    }
+
     /// Copies the first `dst.len()` of the `len` elements in `src` to the host. The copy is
     /// asynchronous with respect to the kernels before it: waits for all of them (which also
     /// surfaces any error they hit).
@@ -178,23 +189,11 @@ impl Backend for CudaBackend {
     }
 
     fn write(&self, dst: &mut CudaBuffer, src: &[f32]) -> BackendResult<()> {
-        self.not_capturing("write")?;
-        check_len("write", "destination", dst.len, src.len())?;
-        if src.is_empty() {
-            return Ok(());
-        }
-        let mut view = dst.data.slice_mut(..src.len());
-        self.dev.stream.memcpy_htod(src, &mut view).map_err(|e| BackendError::Device(format!("write: {e}")))
+        self.upload("write", src, &mut dst.data, dst.len)
     }
 
     fn write_indices(&self, dst: &mut CudaIndices, src: &[u32]) -> BackendResult<()> {
-        self.not_capturing("write_indices")?;
-        check_len("write_indices", "destination", dst.len, src.len())?;
-        if src.is_empty() {
-            return Ok(());
-        }
-        let mut view = dst.data.slice_mut(..src.len());
-        self.dev.stream.memcpy_htod(src, &mut view).map_err(|e| BackendError::Device(format!("write_indices: {e}")))
+        self.upload("write_indices", src, &mut dst.data, dst.len)
     }
 
     fn read(&self, src: &CudaBuffer, dst: &mut [f32]) -> BackendResult<()> {
