@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds what scripts/gpu-check.sh runs on a GPU machine that has no Rust: the release `rill`
 # with the `cuda` feature and the CUDA backend's GPU test binary, copied into
-# target/gpu-check-bin/ (carry that folder). Prints its path.
+# target/gpu-check-bin/ (carry that folder). Prints its path. The GPU tests are #[ignore]d;
+# gpu-check.sh runs the binary with --include-ignored.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"

@@ -4,7 +4,8 @@
 #   scripts/gpu-check-build.sh      # here: target/gpu-check-bin/{rill,backend-cuda-gpu-tests}
 #   scripts/gpu-check.sh            # there, from the repository root, target/gpu-check-bin carried
 # Steps, each on fresh random data (the seed is printed):
-#   0. the CUDA backend's own GPU tests (crates/backend-cuda/tests/gpu.rs), when carried;
+#   0. the CUDA backend's own GPU tests (crates/backend-cuda/tests/gpu.rs, ignored by a plain
+#      `cargo test`), when carried;
 #   1. every kernel against its CPU twin (rill check-backend: named tolerances, poisoned outputs)
 #      and end-to-end greedy-token parity CUDA vs CPU on seeded dummy models (Q4_0 and BF16);
 #   2. HF transformers as a second reference: a random LlamaForCausalLM saved as an HF directory,
@@ -57,7 +58,8 @@ run_check() { # name, args...
 
 if [ -x "$bin_dir/backend-cuda-gpu-tests" ]; then
   step "0. backend-cuda GPU tests"
-  if "$bin_dir/backend-cuda-gpu-tests" --test-threads=1 --nocapture >>"$log" 2>&1; then result["backend-cuda GPU tests"]=pass; else result["backend-cuda GPU tests"]=FAIL; fi
+  # They are #[ignore]d (they need a GPU): --include-ignored runs them here.
+  if "$bin_dir/backend-cuda-gpu-tests" --include-ignored --test-threads=1 --nocapture >>"$log" 2>&1; then result["backend-cuda GPU tests"]=pass; else result["backend-cuda GPU tests"]=FAIL; fi
   say "backend-cuda GPU tests: ${result["backend-cuda GPU tests"]}"
 fi
 

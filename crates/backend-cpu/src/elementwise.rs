@@ -1,7 +1,7 @@
 //! Row-wise and elementwise kernels: RMSNorm, bias, RoPE, SiLU·up.
 //!
-//! RMSNorm and SiLU·up have a scalar reference twin and SIMD versions (the `Simd` trait of
-//! `attention`, same ISA choice). Bias and RoPE are plain loops: bias vectorizes on its own and
+//! RMSNorm and SiLU·up have a scalar reference twin and SIMD versions (the `Simd` trait, the
+//! `SimdIsa` attention uses). Bias and RoPE are plain loops: bias vectorizes on its own and
 //! RoPE's cost is its `sin_cos` per position and pair.
 //!
 //! All of them compute ggml's CPU arithmetic bit for bit (llama.cpp is rill's reference): RMSNorm
@@ -11,7 +11,7 @@
 use rill_backend::{BackendError, BackendResult, RopeParams};
 
 use crate::simd::{expf_ggml_scalar, Portable, Simd};
-use crate::attention::Isa;
+use crate::isa::SimdIsa;
 use crate::{check_len, WorkerPool};
 
 /// Most rotary pairs per head we keep on the stack (head_dim ≤ 512).
@@ -21,20 +21,20 @@ const MAX_ROPE_PAIRS: usize = 256;
 const RMS_TASK_ELEMS: usize = 16 * 1024;
 
 pub fn rms_norm(pool: &WorkerPool, x: &[f32], weight: &[f32], eps: f32, rows: usize, dim: usize, out: &mut [f32]) -> BackendResult<()> {
-    rms_norm_with(Isa::detected(), pool, x, weight, eps, rows, dim, out)
+    rms_norm_with(SimdIsa::selected(), pool, x, weight, eps, rows, dim, out)
 }
 
 /// `rms_norm` on a chosen implementation. Every row goes through the same code, so a row's result
 /// does not depend on the batch around it.
 #[allow(clippy::too_many_arguments)]
-pub fn rms_norm_with(isa: Isa, pool: &WorkerPool, x: &[f32], weight: &[f32], eps: f32, rows: usize, dim: usize, out: &mut [f32]) -> BackendResult<()> {
+pub fn rms_norm_with(isa: SimdIsa, pool: &WorkerPool, x: &[f32], weight: &[f32], eps: f32, rows: usize, dim: usize, out: &mut [f32]) -> BackendResult<()> {
     check_len("rms_norm", "x", x.len(), rows * dim)?;
     check_len("rms_norm", "out", out.len(), rows * dim)?;
     check_len("rms_norm", "weight", weight.len(), dim)?;
     if rows == 0 || dim == 0 {
         return Ok(());
     }
-    assert!(Isa::supported().contains(&isa), "{isa:?} is not supported on this CPU");
+    assert!(SimdIsa::available().contains(&isa), "{isa:?} is not supported on this CPU");
     let rows_per_task = (RMS_TASK_ELEMS / dim).max(1);
     let weight = &weight[..dim];
     pool.for_each_chunk_mut(&mut out[..rows * dim], rows_per_task * dim, &|task, o| {
@@ -42,13 +42,13 @@ pub fn rms_norm_with(isa: Isa, pool: &WorkerPool, x: &[f32], weight: &[f32], eps
         for (r, o) in o.chunks_exact_mut(dim).enumerate() {
             let xr = &x[(first + r) * dim..(first + r + 1) * dim];
             match isa {
-                Isa::Reference => rms_norm_row_reference(xr, weight, eps, o),
+                SimdIsa::Reference => rms_norm_row_reference(xr, weight, eps, o),
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the ISA is supported (asserted above); the slices have equal lengths.
-                Isa::Avx512 => unsafe { x86::rms_norm_avx512(xr, weight, eps, o) },
+                SimdIsa::Avx512 => unsafe { x86::rms_norm_avx512(xr, weight, eps, o) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above.
-                Isa::Avx2 => unsafe { x86::rms_norm_avx2(xr, weight, eps, o) },
+                SimdIsa::Avx2 => unsafe { x86::rms_norm_avx2(xr, weight, eps, o) },
                 // SAFETY: the slices have equal lengths; no CPU feature needed.
                 _ => unsafe { rms_norm_row::<Portable>(xr, weight, eps, o) },
             }
@@ -122,7 +122,7 @@ pub fn rope(x: &mut [f32], positions: &[u32], rows: usize, heads: usize, head_di
     }
     let x = &mut x[..rows * heads * head_dim];
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("fma") {
+    if crate::isa::cpu().fma {
         // SAFETY: the CPU supports FMA, checked just above.
         unsafe { rope_rows_fma(x, positions, heads, head_dim, rope) };
         return Ok(());
@@ -172,24 +172,24 @@ fn rope_rows(x: &mut [f32], positions: &[u32], heads: usize, head_dim: usize, ro
 }
 
 pub fn silu_mul(gate: &[f32], up: &[f32], len: usize, out: &mut [f32]) -> BackendResult<()> {
-    silu_mul_with(Isa::detected(), gate, up, len, out)
+    silu_mul_with(SimdIsa::selected(), gate, up, len, out)
 }
 
 /// `silu_mul` on a chosen implementation: `out = gate / (1 + e^-gate) * up`.
-pub fn silu_mul_with(isa: Isa, gate: &[f32], up: &[f32], len: usize, out: &mut [f32]) -> BackendResult<()> {
+pub fn silu_mul_with(isa: SimdIsa, gate: &[f32], up: &[f32], len: usize, out: &mut [f32]) -> BackendResult<()> {
     check_len("silu_mul", "gate", gate.len(), len)?;
     check_len("silu_mul", "up", up.len(), len)?;
     check_len("silu_mul", "out", out.len(), len)?;
-    assert!(Isa::supported().contains(&isa), "{isa:?} is not supported on this CPU");
+    assert!(SimdIsa::available().contains(&isa), "{isa:?} is not supported on this CPU");
     let (gate, up, out) = (&gate[..len], &up[..len], &mut out[..len]);
     match isa {
-        Isa::Reference => silu_mul_reference(gate, up, out),
+        SimdIsa::Reference => silu_mul_reference(gate, up, out),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the ISA is supported (asserted above); the slices have equal lengths.
-        Isa::Avx512 => unsafe { x86::silu_mul_avx512(gate, up, out) },
+        SimdIsa::Avx512 => unsafe { x86::silu_mul_avx512(gate, up, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Isa::Avx2 => unsafe { x86::silu_mul_avx2(gate, up, out) },
+        SimdIsa::Avx2 => unsafe { x86::silu_mul_avx2(gate, up, out) },
         // SAFETY: the slices have equal lengths; no CPU feature needed.
         _ => unsafe { silu_mul_simd::<Portable>(gate, up, out) },
     }
@@ -358,13 +358,13 @@ mod tests {
             let x: Vec<f32> = (0..rows * dim).map(|_| rng.random_range(-4.0..4.0)).collect();
             let w: Vec<f32> = (0..dim).map(|_| rng.random_range(-2.0..2.0)).collect();
             let mut want = vec![0.0; rows * dim];
-            rms_norm_with(Isa::Reference, &pool, &x, &w, 1e-5, rows, dim, &mut want).unwrap();
+            rms_norm_with(SimdIsa::Reference, &pool, &x, &w, 1e-5, rows, dim, &mut want).unwrap();
             let mut gate = x.clone();
             gate[0] = 100.0;
             gate[rows * dim - 1] = -100.0;
             let mut silu_want = vec![0.0; rows * dim];
-            silu_mul_with(Isa::Reference, &gate, &x, rows * dim, &mut silu_want).unwrap();
-            for &isa in Isa::supported() {
+            silu_mul_with(SimdIsa::Reference, &gate, &x, rows * dim, &mut silu_want).unwrap();
+            for &isa in SimdIsa::available() {
                 let mut got = vec![0.0; rows * dim];
                 rms_norm_with(isa, &pool, &x, &w, 1e-5, rows, dim, &mut got).unwrap();
                 close(&got, &want, &format!("rms_norm {isa:?} dim {dim}"));

@@ -4,6 +4,7 @@
 
 mod attention;
 mod elementwise;
+mod isa;
 mod kv_cache;
 mod matmul;
 mod pool;
@@ -30,7 +31,7 @@ impl CpuBackend {
         let pool = WorkerPool::new(threads)
             .map_err(|e| BackendError::Device(format!("cannot start CPU thread pool: {e}")))?;
         // `RILL_CPU_ISA=reference` runs every kernel's reference twin, the matmul's included.
-        let reference = isa_request() == IsaRequest::Reference;
+        let reference = isa::request() == isa::Request::Reference;
         Ok(CpuBackend { pool, matmul_mode: if reference { MatmulMode::Float } else { MatmulMode::Integer } })
     }
 
@@ -47,29 +48,6 @@ impl CpuBackend {
     pub fn pool(&self) -> &WorkerPool {
         &self.pool
     }
-}
-
-/// What `RILL_CPU_ISA` asks of every CPU kernel (read once): `reference` (the plain twins, f32
-/// matmuls included), `portable`, `avx2`, `avx512`; unset or anything else, the widest the CPU has.
-/// Each kernel family maps it onto the instruction sets it has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum IsaRequest {
-    Reference,
-    Portable,
-    Avx2,
-    Avx512,
-    Best,
-}
-
-pub(crate) fn isa_request() -> IsaRequest {
-    static REQUEST: std::sync::OnceLock<IsaRequest> = std::sync::OnceLock::new();
-    *REQUEST.get_or_init(|| match std::env::var("RILL_CPU_ISA").as_deref() {
-        Ok("reference") => IsaRequest::Reference,
-        Ok("portable") => IsaRequest::Portable,
-        Ok("avx2") => IsaRequest::Avx2,
-        Ok("avx512") => IsaRequest::Avx512,
-        _ => IsaRequest::Best,
-    })
 }
 
 pub(crate) fn check_len(op: &'static str, what: &str, have: usize, need: usize) -> BackendResult<()> {

@@ -12,7 +12,8 @@ use std::cell::RefCell;
 use rill_backend::{quant, BackendError, BackendResult, DType, MatrixSource};
 
 use crate::pool::DisjointPtr;
-use crate::qmatmul::{self, Isa, Q8Activations};
+use crate::isa::QuantIsa;
+use crate::qmatmul::{self, Q8Activations};
 use crate::{check_len, WorkerPool};
 
 /// Output rows per parallel task: enough work to amortize claiming it, small enough to balance.
@@ -108,10 +109,10 @@ impl CpuMatrix {
 
     /// Output rows `lo..hi` for every activation row, into `out` (`stride` = `self.rows()`).
     #[allow(clippy::too_many_arguments)]
-    fn run_task(&self, mode: MatmulMode, isa: Isa, acts: &Q8Activations, x: &[f32], rows: usize, lo: usize, hi: usize, out: *mut f32) {
+    fn run_task(&self, mode: MatmulMode, isa: QuantIsa, acts: &Q8Activations, x: &[f32], rows: usize, lo: usize, hi: usize, out: *mut f32) {
         let m = self.rows();
         if self.is_integer() && mode == MatmulMode::Integer {
-            // SAFETY: `isa` comes from `Isa::selected`; the slice holds rows lo..hi; the caller
+            // SAFETY: `isa` comes from `QuantIsa::selected`; the slice holds rows lo..hi; the caller
             // guarantees `out` covers `rows * m` and that only this task writes columns lo..hi.
             unsafe { qmatmul::tile(isa, self.dtype(), self.rows_bytes(lo, hi), hi - lo, acts, out.add(lo), m) };
             return;
@@ -169,7 +170,7 @@ pub fn matmul_many<O: AsMut<[f32]>>(pool: &WorkerPool, mode: MatmulMode, x: &[f3
             acts.quantize_on(pool, x, rows, k);
         }
         let acts = &*acts;
-        let isa = Isa::selected();
+        let isa = QuantIsa::selected();
         let matrices: [Option<&CpuMatrix>; MAX_MATRICES] = std::array::from_fn(|j| jobs.get(j).map(|(w, _)| *w));
         pool.for_each(total, &|task| {
             let j = ends.iter().position(|&e| task < e).expect("task below the last end");
@@ -183,11 +184,11 @@ pub fn matmul_many<O: AsMut<[f32]>>(pool: &WorkerPool, mode: MatmulMode, x: &[f3
     Ok(())
 }
 
-/// `Σ a[i]·b[i]`, on the widest instruction set this CPU has (checked once, cached by std).
+/// `Σ a[i]·b[i]`, on the widest instruction set this CPU has (`crate::isa`).
 /// Every row of a batch goes through the same path, so results never depend on the batch.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if crate::isa::cpu().avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA, checked just above.
         return unsafe { dot_avx2(a, b) };
     }

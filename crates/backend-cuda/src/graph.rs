@@ -8,6 +8,13 @@
 //! capture marks it failed: `end_capture` still ends it (so the stream is usable) but discards the
 //! recording and returns `Ok`, leaving the op's own error as the one the caller reports;
 //! `replay(key)` then answers `Ok(false)` and the next step records again.
+//!
+//! Recording a key that already has a graph replaces it: the old graph is destroyed in
+//! `begin_capture`, before the stream starts capturing, because waiting for a replay of it that
+//! may still run is a synchronization, and synchronizing a capturing stream invalidates the
+//! capture. A failed re-recording therefore leaves the key empty rather than keeping the old
+//! graph: a caller re-records a key only when that graph no longer fits (its buffers moved), so
+//! replaying it after the failure would run on stale addresses.
 
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::CudaGraph;
@@ -28,6 +35,12 @@ impl CudaBackend {
         if let Some(current) = st.capturing {
             return Err(BackendError::Device(format!("begin_capture({key}): already capturing {current}")));
         }
+        if st.graphs.contains_key(&key) {
+            // Not reachable through the forward pass (it replays a key it has). A replay of the
+            // graph being replaced may still be running: wait for it now, while that is allowed.
+            let _ = self.dev.stream.synchronize();
+            st.graphs.remove(&key);
+        }
         self.dev
             .stream
             .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
@@ -45,12 +58,7 @@ impl CudaBackend {
             None => return Err(BackendError::Device(format!("end_capture({key}): no capture in progress"))),
         }
         st.capturing = None;
-        if st.graphs.contains_key(&key) {
-            // Not reachable through the forward pass (it replays a key it has), but a graph
-            // being replaced may still be running.
-            let _ = self.dev.stream.synchronize();
-            st.graphs.remove(&key);
-        }
+        // No synchronization from here until the capture has ended (see the module docs).
         let ended = self.dev.stream.end_capture(CUgraphInstantiate_flags(0));
         if std::mem::take(&mut st.capture_failed) {
             // Missing the failed op's kernels: never to be replayed. (A CUDA error here is the

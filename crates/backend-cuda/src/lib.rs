@@ -44,8 +44,27 @@ use memory::{alloc, alloc_zeros, check_len, ensure, Scratch};
 use packed::{Fmt, PackedLayout};
 
 pub struct CudaBackend {
-    dev: Device,
+    // `state` first: fields drop in declaration order, and its graphs and scratch use the
+    // device's context, modules and cuBLAS workspace (see `Drop`, which empties it anyway).
     state: RefCell<State>,
+    dev: Device,
+}
+
+impl Drop for CudaBackend {
+    /// Graphs and buffers go while the device they use is still there. cudarc destroys graphs and
+    /// frees buffers without making the context current, so bind it on whichever thread drops the
+    /// backend; end a capture left open (an op panicked mid-step) so the stream can be waited on;
+    /// then wait for a replay that may still be running before destroying its graph.
+    fn drop(&mut self) {
+        let st = self.state.get_mut();
+        let _ = self.dev.ctx.bind_to_thread();
+        if st.capturing.take().is_some() {
+            drop(self.dev.stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0)));
+        }
+        let _ = self.dev.stream.synchronize();
+        st.graphs.clear();
+        drop(std::mem::take(st));
+    }
 }
 
 /// What ops share and mutate through `&self`.
@@ -97,6 +116,17 @@ impl CudaBackend {
             return Err(BackendError::Device(format!("{op} is not allowed while capturing a CUDA graph")));
         }
         Ok(())
+    }
+
+    /// Copies `src` into the first `src.len()` of the `len` elements in `dst`.
+    fn upload<T: DeviceRepr>(&self, op: &'static str, src: &[T], dst: &mut cudarc::driver::CudaSlice<T>, len: usize) -> BackendResult<()> {
+        self.not_capturing(op)?;
+        check_len(op, "destination", len, src.len())?;
+        if src.is_empty() {
+            return Ok(());
+        }
+        let mut view = dst.slice_mut(..src.len());
+        self.dev.stream.memcpy_htod(src, &mut view).map_err(|e| BackendError::Device(format!("{op}: {e}")))
     }
 
     /// Copies the first `dst.len()` of the `len` elements in `src` to the host. The copy is
@@ -159,23 +189,11 @@ impl Backend for CudaBackend {
     }
 
     fn write(&self, dst: &mut CudaBuffer, src: &[f32]) -> BackendResult<()> {
-        self.not_capturing("write")?;
-        check_len("write", "destination", dst.len, src.len())?;
-        if src.is_empty() {
-            return Ok(());
-        }
-        let mut view = dst.data.slice_mut(..src.len());
-        self.dev.stream.memcpy_htod(src, &mut view).map_err(|e| BackendError::Device(format!("write: {e}")))
+        self.upload("write", src, &mut dst.data, dst.len)
     }
 
     fn write_indices(&self, dst: &mut CudaIndices, src: &[u32]) -> BackendResult<()> {
-        self.not_capturing("write_indices")?;
-        check_len("write_indices", "destination", dst.len, src.len())?;
-        if src.is_empty() {
-            return Ok(());
-        }
-        let mut view = dst.data.slice_mut(..src.len());
-        self.dev.stream.memcpy_htod(src, &mut view).map_err(|e| BackendError::Device(format!("write_indices: {e}")))
+        self.upload("write_indices", src, &mut dst.data, dst.len)
     }
 
     fn read(&self, src: &CudaBuffer, dst: &mut [f32]) -> BackendResult<()> {
@@ -334,6 +352,7 @@ mod tests {
     #[test]
     fn new_without_a_gpu_is_an_error_not_a_panic() {
         if probe(0).is_ok() {
+            println!("skipped: a CUDA device is present (tests/gpu.rs covers it)");
             return;
         }
         match CudaBackend::new(0) {

@@ -33,18 +33,18 @@
 //! in f32 (more accurate, and without the f16 round trip per row that makes the first chunk
 //! about 1.4× as costly).
 //!
-//! ISA selection: the best the CPU supports (`is_x86_feature_detected!`), or `RILL_CPU_ISA`
-//! (`reference`, `portable`, `avx2`, `avx512`) to ask for a lower one.
+//! The implementation is `SimdIsa::selected()` (`crate::isa`: the widest this CPU has, or the
+//! one `RILL_CPU_ISA` asks for).
 
 use std::cell::RefCell;
-use std::sync::OnceLock;
 
 use rill_backend::{AttentionBatch, BackendError, BackendResult};
 
 use crate::kv_cache::{CpuKvCache, KvElem, KvStore, LayerKv};
 use crate::simd::{expf_glibc, ggml_dot_row};
 use crate::pool::DisjointPtr;
-use crate::{check_len, CpuBackend, IsaRequest, WorkerPool};
+use crate::isa::SimdIsa;
+use crate::{check_len, CpuBackend, WorkerPool};
 
 /// Largest head dimension the reference kernel's stack accumulator holds.
 pub const MAX_HEAD_DIM: usize = 512;
@@ -56,60 +56,6 @@ const CHUNK: usize = 256;
 /// Below this many (token, KV head) pairs per thread, chunks become tasks of their own.
 const SPLIT_BELOW_TASKS_PER_THREAD: usize = 4;
 
-/// Which attention implementation runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Isa {
-    Reference,
-    Portable,
-    Avx2,
-    Avx512,
-}
-
-impl Isa {
-    /// Every implementation this CPU can run, reference first.
-    pub fn supported() -> &'static [Isa] {
-        static SUPPORTED: OnceLock<Vec<Isa>> = OnceLock::new();
-        SUPPORTED.get_or_init(|| {
-            #[allow(unused_mut)] // nothing is added off x86_64
-            let mut v = vec![Isa::Reference, Isa::Portable];
-            #[cfg(target_arch = "x86_64")]
-            {
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                    && std::arch::is_x86_feature_detected!("f16c")
-                {
-                    v.push(Isa::Avx2);
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    v.push(Isa::Avx512);
-                }
-            }
-            v
-        })
-    }
-
-    /// The best supported implementation, or the one `RILL_CPU_ISA` names if it is supported.
-    pub fn detected() -> Isa {
-        static ISA: OnceLock<Isa> = OnceLock::new();
-        *ISA.get_or_init(|| {
-            let supported = Isa::supported();
-            let best = *supported.last().expect("reference is always supported");
-            let wanted = match crate::isa_request() {
-                IsaRequest::Reference => Isa::Reference,
-                IsaRequest::Portable => Isa::Portable,
-                IsaRequest::Avx2 => Isa::Avx2,
-                IsaRequest::Avx512 => Isa::Avx512,
-                IsaRequest::Best => best,
-            };
-            if supported.contains(&wanted) {
-                wanted
-            } else {
-                best
-            }
-        })
-    }
-}
-
 pub fn paged_attention(
     pool: &WorkerPool,
     cache: &CpuKvCache,
@@ -119,13 +65,13 @@ pub fn paged_attention(
     batch: &AttentionBatch<'_, CpuBackend>,
     out: &mut [f32],
 ) -> BackendResult<()> {
-    paged_attention_with(Isa::detected(), pool, cache, layer, q, heads, batch, out)
+    paged_attention_with(SimdIsa::selected(), pool, cache, layer, q, heads, batch, out)
 }
 
-/// `paged_attention` on a chosen implementation (which must be in `Isa::supported()`).
+/// `paged_attention` on a chosen implementation (which must be in `SimdIsa::available()`).
 #[allow(clippy::too_many_arguments)]
 pub fn paged_attention_with(
-    isa: Isa,
+    isa: SimdIsa,
     pool: &WorkerPool,
     cache: &CpuKvCache,
     layer: usize,
@@ -134,7 +80,7 @@ pub fn paged_attention_with(
     batch: &AttentionBatch<'_, CpuBackend>,
     out: &mut [f32],
 ) -> BackendResult<()> {
-    assert!(Isa::supported().contains(&isa), "{isa:?} is not supported on this CPU");
+    assert!(SimdIsa::available().contains(&isa), "{isa:?} is not supported on this CPU");
     let l = &cache.layout;
     let (hd, kv_heads, n) = (l.head_dim, l.kv_heads, batch.num_tokens);
     if hd == 0 || hd > MAX_HEAD_DIM || kv_heads == 0 || !heads.is_multiple_of(kv_heads) || layer >= l.layers {
@@ -168,14 +114,14 @@ pub fn paged_attention_with(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn dispatch<T: KvElem>(isa: Isa, pool: &WorkerPool, kv: &LayerKv<T>, cache: &CpuKvCache, q: &[f32], heads: usize, batch: &AttentionBatch<'_, CpuBackend>, out: &mut [f32]) {
+fn dispatch<T: KvElem>(isa: SimdIsa, pool: &WorkerPool, kv: &LayerKv<T>, cache: &CpuKvCache, q: &[f32], heads: usize, batch: &AttentionBatch<'_, CpuBackend>, out: &mut [f32]) {
     let l = &cache.layout;
-    if isa == Isa::Reference {
+    if isa == SimdIsa::Reference {
         return reference(pool, kv, cache, q, heads, batch, out);
     }
     let group = heads / l.kv_heads;
     let lanes = match isa {
-        Isa::Avx512 => 16,
+        SimdIsa::Avx512 => 16,
         _ => 8,
     };
     let job = Job {
@@ -311,7 +257,7 @@ enum Op<'a> {
 }
 
 /// Runs `op` on `isa`, specialized for the common row widths (vectors per row).
-fn run_op<T: KvElem>(isa: Isa, job: &Job<'_, T>, op: Op<'_>, scratch: &mut Vec<f32>) {
+fn run_op<T: KvElem>(isa: SimdIsa, job: &Job<'_, T>, op: Op<'_>, scratch: &mut Vec<f32>) {
     let b = bufs(job, scratch);
     macro_rules! by_width {
         ($lanes:expr, $($f:tt)+) => {
@@ -330,9 +276,9 @@ fn run_op<T: KvElem>(isa: Isa, job: &Job<'_, T>, op: Op<'_>, scratch: &mut Vec<f
     }
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => by_width!(16, x86::run_avx512),
+        SimdIsa::Avx512 => by_width!(16, x86::run_avx512),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => by_width!(8, x86::run_avx2),
+        SimdIsa::Avx2 => by_width!(8, x86::run_avx2),
         _ => by_width!(8, run_portable),
     }
 }

@@ -34,7 +34,7 @@ fn fixture(rng: &mut ChaCha8Rng, dtype: KvDType, kv_heads: usize, head_dim: usiz
 }
 
 /// Runs attention for `(seq, pos)` tokens with `q`.
-fn run(isa: Isa, pool: &WorkerPool, f: &Fixture, tokens: &[(u32, u32)], q: &[f32], heads: usize) -> Vec<f32> {
+fn run(isa: SimdIsa, pool: &WorkerPool, f: &Fixture, tokens: &[(u32, u32)], q: &[f32], heads: usize) -> Vec<f32> {
     let positions: Vec<u32> = tokens.iter().map(|t| t.1).collect();
     let token_seq: Vec<u32> = tokens.iter().map(|t| t.0).collect();
     let slots = vec![0u32; tokens.len()];
@@ -61,8 +61,8 @@ fn random_q(rng: &mut ChaCha8Rng, len: usize, scale: f32) -> Vec<f32> {
 fn simd_matches_reference() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let pools = [WorkerPool::new(1).unwrap(), WorkerPool::new(3).unwrap()];
-    let isas = Isa::supported();
-    assert!(isas.contains(&Isa::Portable));
+    let isas = SimdIsa::available();
+    assert!(isas.contains(&SimdIsa::Portable));
     for dtype in [KvDType::F16, KvDType::F32] {
         for head_dim in [8, 24, 64, 72, 128] {
             for (heads, kv_heads) in [(1, 1), (4, 4), (9, 3), (8, 1), (6, 2)] {
@@ -74,7 +74,7 @@ fn simd_matches_reference() {
                 tokens.extend((240..270).map(|p| (2, p)));
                 for q_scale in [1.0, 8.0] {
                     let q = random_q(&mut rng, tokens.len() * heads * head_dim, q_scale);
-                    let want = run(Isa::Reference, &pools[0], &f, &tokens, &q, heads);
+                    let want = run(SimdIsa::Reference, &pools[0], &f, &tokens, &q, heads);
                     for &isa in &isas[1..] {
                         for pool in &pools {
                             let got = run(isa, pool, &f, &tokens, &q, heads);
@@ -134,7 +134,7 @@ fn follows_ggml_flash_attention() {
         s_sum = s_sum.mul_add(ms, vs);
     }
     let want: Vec<f32> = acc.iter().map(|a| a.to_f32() * (1.0 / s_sum)).collect();
-    for &isa in Isa::supported() {
+    for &isa in SimdIsa::available() {
         let got = run(isa, &pool, &f, &[(0, pos as u32)], &q, 1);
         assert_eq!(got, want, "{isa:?}");
     }
@@ -150,7 +150,7 @@ fn batch_invariant_bit_for_bit() {
     let tokens: Vec<(u32, u32)> = (0..40).map(|i| (i % 4, [3u32, 255, 256, 700, 1099][i as usize % 5].saturating_sub(i / 5))).collect();
     let q = random_q(&mut rng, tokens.len() * heads * hd, 2.0);
     let pools = [WorkerPool::new(1).unwrap(), WorkerPool::new(2).unwrap(), WorkerPool::new(5).unwrap()];
-    for &isa in Isa::supported() {
+    for &isa in SimdIsa::available() {
         let batched = run(isa, &pools[0], &f, &tokens, &q, heads);
         for pool in &pools {
             assert_eq!(run(isa, pool, &f, &tokens, &q, heads), batched, "{isa:?} {} threads, batch", pool.threads());
@@ -204,9 +204,9 @@ fn attention_timing() {
             let mut line = format!("{threads} threads, f16 KV, {heads}/{kv_heads} heads, hd {hd}, ");
             line += &if prefill > 0 { format!("prefill {prefill} tokens at ctx {ctx}:") } else { format!("decode {seqs} seq at ctx {ctx}:") };
             let only = std::env::var("RILL_TIMING_ISA").ok();
-            for isa in Isa::supported().iter().copied().filter(|i| only.as_ref().is_none_or(|o| format!("{i:?}").eq_ignore_ascii_case(o))) {
+            for isa in SimdIsa::available().iter().copied().filter(|i| only.as_ref().is_none_or(|o| format!("{i:?}").eq_ignore_ascii_case(o))) {
                 let work = tokens.iter().map(|t| t.1 as usize + 1).sum::<usize>();
-                let iters = (2_000_000 / work / if isa == Isa::Reference { 20 } else { 1 }).max(2);
+                let iters = (2_000_000 / work / if isa == SimdIsa::Reference { 20 } else { 1 }).max(2);
                 let mut best = f64::MAX;
                 for _ in 0..5 {
                     let t = std::time::Instant::now();

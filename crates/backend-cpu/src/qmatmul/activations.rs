@@ -184,17 +184,17 @@ const ROWS_PER_TASK: usize = 16;
 /// Whether this CPU runs the AVX-512 VNNI kernels, the quads' only reader.
 fn quads_wanted() -> bool {
     static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *WANTED.get_or_init(|| super::Isa::available().contains(&super::Isa::Avx512Vnni))
+    *WANTED.get_or_init(|| crate::isa::cpu().avx512_vnni())
 }
 
 fn quantize_rows(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") {
+    if crate::isa::cpu().avx512_bw() {
         // SAFETY: the CPU supports AVX-512 F and BW, checked just above.
         return unsafe { quantize_blocks_avx512(x, qs, d, s) };
     }
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if crate::isa::cpu().avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA, checked just above.
         return unsafe { quantize_blocks_avx2(x, qs, d, s) };
     }

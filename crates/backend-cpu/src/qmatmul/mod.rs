@@ -8,8 +8,8 @@
 //!
 //! Kernels, chosen at runtime: AVX-512 VNNI for Q4_0/Q4_1/Q8_0/Q4_K/Q6_K, AVX2 for
 //! Q4_0/Q4_1/Q8_0, and portable integer code for everything (Q5_K always runs there).
-//! `RILL_CPU_ISA=portable|avx2|avx512` forces a narrower set, for tests and benchmarks
-//! (`reference` also makes `CpuBackend::new` multiply in f32, see `MatmulMode`).
+//! `crate::isa` picks the set (`QuantIsa::selected`), which `RILL_CPU_ISA` can narrow, for tests
+//! and benchmarks (`reference` makes `CpuBackend::new` multiply in f32, see `MatmulMode`).
 
 mod activations;
 #[cfg(target_arch = "x86_64")]
@@ -20,66 +20,16 @@ mod avx512;
 mod avx512_kquants;
 mod portable;
 
-use std::sync::OnceLock;
-
 use rill_backend::DType;
 
-use crate::IsaRequest;
-
 pub use activations::{Q8Activations, Q8Row, QK};
+/// The kernel sets, chosen in `crate::isa`; `qmatmul::Isa` in the public API (the benches).
+pub use crate::isa::QuantIsa as Isa;
+use crate::isa::QuantIsa;
 
 /// Whether `dtype` weights take the integer path.
 pub fn is_integer_dtype(dtype: DType) -> bool {
     matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0 | DType::Q4K | DType::Q5K | DType::Q6K)
-}
-
-/// An instruction set the kernels can run on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Isa {
-    Portable,
-    Avx2,
-    Avx512Vnni,
-}
-
-impl Isa {
-    /// Every instruction set this CPU can run, narrowest first.
-    pub fn available() -> Vec<Isa> {
-        let mut all = vec![Isa::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-                && std::arch::is_x86_feature_detected!("f16c")
-            {
-                all.push(Isa::Avx2);
-                if ["avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512vnni"].iter().all(|f| detected(f)) {
-                    all.push(Isa::Avx512Vnni);
-                }
-            }
-        }
-        all
-    }
-
-    /// The widest available set, or the one `RILL_CPU_ISA` names if this CPU has it.
-    pub fn selected() -> Isa {
-        static SELECTED: OnceLock<Isa> = OnceLock::new();
-        *SELECTED.get_or_init(|| {
-            let best = *Isa::available().last().expect("portable is always available");
-            match crate::isa_request() {
-                IsaRequest::Reference | IsaRequest::Portable => Isa::Portable,
-                IsaRequest::Avx2 => best.min(Isa::Avx2),
-                IsaRequest::Avx512 | IsaRequest::Best => best,
-            }
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Isa::Portable => "portable",
-            Isa::Avx2 => "avx2",
-            Isa::Avx512Vnni => "avx512-vnni",
-        }
-    }
 }
 
 /// One f16 to f32 by F16C, for the x86 kernels (the `half` crate's conversion would not inline
@@ -94,35 +44,23 @@ unsafe fn f16_to_f32(bits: u16) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
 
-#[cfg(target_arch = "x86_64")]
-fn detected(feature: &str) -> bool {
-    match feature {
-        "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
-        "avx512bw" => std::arch::is_x86_feature_detected!("avx512bw"),
-        "avx512dq" => std::arch::is_x86_feature_detected!("avx512dq"),
-        "avx512vl" => std::arch::is_x86_feature_detected!("avx512vl"),
-        "avx512vnni" => std::arch::is_x86_feature_detected!("avx512vnni"),
-        _ => false,
-    }
-}
-
 /// `out[r·stride + i] = Σ w[i]·x[r]` for the `w_rows` rows of `dtype` weights in `w` (each
 /// `acts.cols()` long) and every row of `acts`.
 ///
 /// # Safety
-/// `isa` must be in [`Isa::available`]; `w` holds at least `w_rows` whole rows; `out` is valid
+/// `isa` must be in [`QuantIsa::available`]; `w` holds at least `w_rows` whole rows; `out` is valid
 /// for writes at `r·stride + i` for every `r < acts.rows()`, `i < w_rows`, and nothing else
 /// accesses those elements during the call.
-pub unsafe fn tile(isa: Isa, dtype: DType, w: &[u8], w_rows: usize, acts: &Q8Activations, out: *mut f32, stride: usize) {
+pub unsafe fn tile(isa: QuantIsa, dtype: DType, w: &[u8], w_rows: usize, acts: &Q8Activations, out: *mut f32, stride: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        if isa == Isa::Avx512Vnni && avx512::supports(dtype) {
+        if isa == QuantIsa::Avx512Vnni && avx512::supports(dtype) {
             return avx512::tile(dtype, w, w_rows, acts, out, stride);
         }
-        if isa == Isa::Avx512Vnni && avx512_kquants::supports(dtype) {
+        if isa == QuantIsa::Avx512Vnni && avx512_kquants::supports(dtype) {
             return avx512_kquants::tile(dtype, w, w_rows, acts, out, stride);
         }
-        if isa >= Isa::Avx2 && avx2::supports(dtype) {
+        if isa >= QuantIsa::Avx2 && avx2::supports(dtype) {
             return avx2::tile(dtype, w, w_rows, acts, out, stride);
         }
     }

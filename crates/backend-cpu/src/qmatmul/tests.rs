@@ -44,7 +44,7 @@ fn case(rng: &mut ChaCha8Rng, dtype: DType, w_rows: usize, rows: usize, cols: us
 }
 
 /// Runs the tile into a NaN-poisoned buffer with a stride and offset, returning `[rows][w_rows]`.
-fn run(isa: Isa, c: &Case, acts: &Q8Activations) -> Vec<Vec<f32>> {
+fn run(isa: QuantIsa, c: &Case, acts: &Q8Activations) -> Vec<Vec<f32>> {
     let (offset, stride) = (3, c.w_rows + 5);
     let mut out = vec![f32::NAN; offset + c.rows * stride];
     // SAFETY: `isa` is available, `w` holds `w_rows` rows, every index written is in `out`.
@@ -66,7 +66,7 @@ fn every_kernel_matches_the_portable_kernel_and_the_float_reference() {
             for (w_rows, rows) in [(1, 1), (4, 1), (5, 3), (9, 7), (16, 4), (3, 2), (2, 5), (7, 4), (6, 13), (16, 64)] {
                 let c = case(&mut rng, dtype, w_rows, rows, cols);
                 acts.quantize(&c.x, rows, cols);
-                let portable = run(Isa::Portable, &c, &acts);
+                let portable = run(QuantIsa::Portable, &c, &acts);
                 for r in 0..rows {
                     let xr = &c.x[r * cols..(r + 1) * cols];
                     for i in 0..w_rows {
@@ -87,7 +87,7 @@ fn every_kernel_matches_the_portable_kernel_and_the_float_reference() {
                         assert!((got - exact).abs() <= bound, "{dtype} {cols} row {r} out {i}: {got} vs {exact} (bound {bound})");
                     }
                 }
-                for isa in Isa::available() {
+                for isa in QuantIsa::available() {
                     let got = run(isa, &c, &acts);
                     for r in 0..rows {
                         for i in 0..w_rows {
@@ -118,7 +118,7 @@ fn every_kernel_matches_the_portable_kernel_and_the_float_reference() {
 
 #[test]
 fn selected_isa_is_available() {
-    assert!(Isa::available().contains(&Isa::selected()));
+    assert!(QuantIsa::available().contains(&QuantIsa::selected()));
 }
 
 /// A row's result must not depend on which other rows share the call (batch invariance): the
@@ -131,7 +131,7 @@ fn each_row_is_bit_identical_alone_and_in_a_batch() {
         let cols = if dtype.block_len() == 32 { 96 * 6 + 32 } else { 512 };
         let c = case(&mut rng, dtype, 9, 7, cols);
         batch.quantize(&c.x, 7, cols);
-        for isa in Isa::available() {
+        for isa in QuantIsa::available() {
             let together = run(isa, &c, &batch);
             for (r, together_r) in together.iter().enumerate() {
                 alone.quantize(&c.x[r * cols..(r + 1) * cols], 1, cols);
@@ -176,7 +176,7 @@ fn q4_1_follows_ggml_order_of_operations() {
     }
     let t: [f32; 4] = std::array::from_fn(|k| acc[k + 4] + acc[k]);
     let want = ((t[0] + t[2]) + (t[1] + t[3])) + summs;
-    for isa in Isa::available() {
+    for isa in QuantIsa::available() {
         let c = Case { dtype: DType::Q4_1, w: w.clone(), w_f32: vec![], x: x.clone(), w_rows: 1, rows: 1 };
         assert_eq!(run(isa, &c, &acts)[0][0].to_bits(), want.to_bits(), "{}", isa.name());
     }
