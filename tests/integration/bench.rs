@@ -8,7 +8,7 @@ use rill_model::forward::StepCapacity;
 use rill_model::loader::{KvBudget, LoadOptions};
 use rill_model::runner::ModelRunner;
 use rill_server::app::{router, AppState, ServedModel};
-use rill_server::bench::{run_bench, BenchConfig};
+use rill_bench::{run_bench, BenchConfig};
 
 use crate::common;
 

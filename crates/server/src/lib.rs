@@ -3,7 +3,6 @@
 
 pub mod admin;
 pub mod app;
-pub mod bench;
 pub mod bench_engine;
 pub mod check;
 pub mod choices;
