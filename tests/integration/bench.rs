@@ -7,7 +7,8 @@ use std::time::Duration;
 use rill_model::forward::StepCapacity;
 use rill_model::loader::{KvBudget, LoadOptions};
 use rill_model::runner::ModelRunner;
-use rill_server::app::{router, AppState, ServedModel};
+use rill_server::app::{AppState, ServedModel};
+use rill_server::routes::router;
 use rill_bench::{run_bench, BenchConfig};
 
 use crate::common;

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use rill_model::forward::StepCapacity;
 use rill_model::loader::{KvBudget, LoadOptions};
 use rill_model::runner::ModelRunner;
-use rill_server::app::{router, AppState, ServedModel};
+use rill_server::app::{AppState, ServedModel};
+use rill_server::routes::router;
 use serde_json::{json, Value};
 
 use crate::common;
@@ -24,7 +25,7 @@ struct Server {
 /// One Prometheus recorder for the whole test binary (it is process-wide).
 fn recorder() -> metrics_exporter_prometheus::PrometheusHandle {
     static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
-    HANDLE.get_or_init(|| rill_server::serve::metrics_recorder().unwrap()).clone()
+    HANDLE.get_or_init(|| rill_server::prometheus::metrics_recorder().unwrap()).clone()
 }
 
 fn start() -> Server {

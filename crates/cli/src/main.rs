@@ -2,7 +2,12 @@
 //! runs prompts from the command line through the same loading path; `rill bench` load-tests any
 //! OpenAI-compatible server.
 
-use rill_server::{bench_engine, check, generate, serve};
+mod bench_engine;
+mod check;
+mod config_file;
+mod generate;
+mod options;
+mod serve;
 
 use std::process::ExitCode;
 
