@@ -6,23 +6,14 @@ use std::time::Duration;
 
 use rill_model::forward::StepCapacity;
 use rill_model::loader::{KvBudget, LoadOptions};
-use rill_model::runner::ModelRunner;
-use rill_server::app::{AppState, ServedModel};
-use rill_server::routes::router;
 use rill_bench::{run_bench, BenchConfig};
 
-use crate::common;
-use crate::http::Server;
+use crate::http::serve_default_model;
 
 #[test]
 fn bench_against_rill_counts_every_token_and_orders_its_percentiles() {
     let opts = LoadOptions { kv_budget: KvBudget::Tokens(4096), capacity: StepCapacity { max_tokens: 256, max_seqs: 8 }, ..LoadOptions::default() };
-    let model = common::default_model_with(&opts);
-    let max_len = model.transformer.config().context_length;
-    let engine = ModelRunner::new(model.transformer, model.tokenizer.eos_token_ids().to_vec()).start("bench");
-    let state = AppState::default();
-    state.add(ServedModel::with_queue("bench".into(), engine, model.tokenizer, model.chat_template, max_len, rill_server::app::DEFAULT_MAX_QUEUE));
-    let server = Server::start(router(state));
+    let server = serve_default_model("bench", &opts);
     let base_url = format!("{}/v1", server.base);
 
     // No --model: the name comes from GET /v1/models.

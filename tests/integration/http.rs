@@ -1,6 +1,12 @@
 //! Routers served on loopback listeners for the HTTP tests, and a small blocking client.
 
+use rill_model::loader::LoadOptions;
+use rill_model::runner::ModelRunner;
+use rill_server::app::{AppState, ServedModel, DEFAULT_MAX_QUEUE};
+use rill_server::routes::router;
 use serde_json::Value;
+
+use crate::common;
 
 pub struct Server {
     /// `http://127.0.0.1:PORT` of the first router.
@@ -12,6 +18,16 @@ pub struct Server {
 pub fn recorder() -> metrics_exporter_prometheus::PrometheusHandle {
     static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
     HANDLE.get_or_init(|| rill_server::prometheus::metrics_recorder().unwrap()).clone()
+}
+
+/// The default model, named `name`, served alone with engine options `opts`.
+pub fn serve_default_model(name: &str, opts: &LoadOptions) -> Server {
+    let model = common::default_model_with(opts);
+    let max_len = model.transformer.config().context_length;
+    let engine = ModelRunner::new(model.transformer, model.tokenizer.eos_token_ids().to_vec()).start(name);
+    let state = AppState::default();
+    state.add(ServedModel::with_queue(name.into(), engine, model.tokenizer, model.chat_template, max_len, DEFAULT_MAX_QUEUE));
+    Server::start(router(state))
 }
 
 impl Server {

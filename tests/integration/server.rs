@@ -8,14 +8,12 @@ use std::time::{Duration, Instant};
 
 use rill_model::forward::StepCapacity;
 use rill_model::loader::{KvBudget, LoadOptions};
-use rill_model::runner::ModelRunner;
-use rill_server::app::{AppState, ServedModel, DEFAULT_MAX_QUEUE};
+use rill_server::app::{AppState, DEFAULT_MAX_QUEUE};
 use rill_server::routes::router;
 use serde_json::{json, Value};
 
-use crate::common;
 use crate::fake::{self, script_text, SCRIPT};
-use crate::http::{chunks, recorder, Server};
+use crate::http::{chunks, recorder, serve_default_model, Server};
 
 const MODEL: &str = "fake";
 
@@ -277,12 +275,7 @@ fn a_full_queue_answers_503_with_retry_after() {
 #[test]
 fn real_model_chat_stream_starts_with_the_role_and_equals_non_stream() {
     let opts = LoadOptions { kv_budget: KvBudget::Tokens(8192), capacity: StepCapacity { max_tokens: 256, max_seqs: 16 }, ..LoadOptions::default() };
-    let model = common::default_model_with(&opts);
-    let max_len = model.transformer.config().context_length;
-    let engine = ModelRunner::new(model.transformer, model.tokenizer.eos_token_ids().to_vec()).start("smollm2");
-    let state = AppState::default();
-    state.add(ServedModel::with_queue("smollm2".into(), engine, model.tokenizer, model.chat_template, max_len, DEFAULT_MAX_QUEUE));
-    let s = Server::start(router(state));
+    let s = serve_default_model("smollm2", &opts);
     let body = json!({"model": "smollm2", "messages": [{"role": "user", "content": "What is the capital of Japan?"}], "max_tokens": 24, "temperature": 0});
     let (status, full) = s.post("/v1/chat/completions", body.clone());
     assert_eq!(status, 200, "{full}");
