@@ -13,9 +13,9 @@ use rill_model::loader::{KvBudget, LoadedModel};
 use rill_model::tokenizer::{IncrementalDecoder, Tokenizer};
 
 use rill_backend::Backend;
+use rill_server::load::{LoadedJob, StartedModel};
 
 use crate::options::ModelArgs;
-use rill_server::load::{LoadedJob, StartedModel};
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-
 use rill_server::admin::{AdminState, ModelState};
-use crate::config_file::ConfigFile;
 use rill_server::app::{AppState, ServedModel};
 use rill_server::routes::router;
+
+use crate::config_file::ConfigFile;
 use crate::options::ModelArgs;
 
 #[derive(Args)]
