@@ -89,7 +89,7 @@ llama_bin="$("$root/scripts/llama-cpp-build.sh")"
 [ -x "$llama_bin/llama-server" ] || die "llama-server not found in $llama_bin"
 if [ "$SKIP_BUILD" != "1" ]; then
   say "building target/release/rill"
-  cargo build --release --locked -p rill-server >&2
+  cargo build --release --locked -p rill-cli >&2
 fi
 rill="$root/target/release/rill"
 [ -x "$rill" ] || die "$rill not found (build it, or unset SKIP_BUILD)"

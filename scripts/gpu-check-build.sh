@@ -7,7 +7,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 scripts/install-cuda-toolchain.sh >/dev/null
-cargo build --release --locked -p rill-server --features cuda >&2
+cargo build --release --locked -p rill-cli --features cuda >&2
 tests="$(cargo test --release --locked -p rill-backend-cuda --test gpu --no-run --message-format=json 2>/dev/null |
   python3 -c 'import json,sys
 for l in sys.stdin:

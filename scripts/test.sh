@@ -26,12 +26,12 @@ scripts/install-cuda-toolchain.sh >/dev/null
 scripts/check-cuda-kernels.sh
 cargo build --workspace --all-targets --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo clippy --locked -p rill-server --features cuda --all-targets -- -D warnings
+cargo clippy --locked -p rill-cli -p rill-server --features cuda --all-targets -- -D warnings
 cargo test --workspace --all-targets --locked
 
 # The official OpenAI SDK against `rill serve` (release build: the model runs at full speed),
 # built with CUDA support as shipped; without a GPU `--device cuda` must fail cleanly.
-cargo build --release --locked -p rill-server --features cuda
+cargo build --release --locked -p rill-cli --features cuda
 if no_gpu="$(target/release/rill generate --device cuda --model models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt hi 2>&1)"; then
   echo "rill generate --device cuda succeeded: this machine has a GPU, skipping the no-GPU check"
 else

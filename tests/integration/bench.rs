@@ -6,24 +6,15 @@ use std::time::Duration;
 
 use rill_model::forward::StepCapacity;
 use rill_model::loader::{KvBudget, LoadOptions};
-use rill_model::runner::ModelRunner;
-use rill_server::app::{router, AppState, ServedModel};
-use rill_server::bench::{run_bench, BenchConfig};
+use rill_bench::{run_bench, BenchConfig};
 
-use crate::common;
+use crate::http::serve_default_model;
 
 #[test]
 fn bench_against_rill_counts_every_token_and_orders_its_percentiles() {
     let opts = LoadOptions { kv_budget: KvBudget::Tokens(4096), capacity: StepCapacity { max_tokens: 256, max_seqs: 8 }, ..LoadOptions::default() };
-    let model = common::default_model_with(&opts);
-    let max_len = model.transformer.config().context_length;
-    let engine = ModelRunner::new(model.transformer, model.tokenizer.eos_token_ids().to_vec()).start("bench");
-    let state = AppState::default();
-    state.add(ServedModel::with_queue("bench".into(), engine, model.tokenizer, model.chat_template, max_len, rill_server::app::DEFAULT_MAX_QUEUE));
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
-    runtime.spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+    let server = serve_default_model("bench", &opts);
+    let base_url = format!("{}/v1", server.base);
 
     // No --model: the name comes from GET /v1/models.
     let cfg = BenchConfig {
@@ -36,7 +27,7 @@ fn bench_against_rill_counts_every_token_and_orders_its_percentiles() {
         seed: 3,
         ..BenchConfig::default()
     };
-    let report = runtime.block_on(run_bench(&cfg)).unwrap();
+    let report = server.runtime.block_on(run_bench(&cfg)).unwrap();
     assert_eq!(report.parameters.model, "bench");
     assert_eq!(report.parameters.prompt_calibration, "tokenize");
     assert_eq!(report.levels.len(), 2);

@@ -56,7 +56,7 @@ fn load_reference(path: &Path) -> LoadedModel<CpuBackend> {
 
 /// The default model exported once per test process (and kept under the target dir across
 /// runs, keyed by the source model's size and the export layout).
-fn exported(dtype: DType, shards: usize) -> PathBuf {
+pub fn exported(dtype: DType, shards: usize) -> PathBuf {
     static LOCK: Mutex<()> = Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let gguf = rill::testing::default_model_path();

@@ -7,5 +7,8 @@ mod batching;
 mod golden;
 mod hf_models;
 mod server;
+mod admin;
+mod fake;
+mod http;
 mod bench;
 mod padded_decode;

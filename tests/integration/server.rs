@@ -1,85 +1,40 @@
-//! The HTTP server on a real loopback listener with the default model: SSE framing, streaming
-//! equals non-streaming, usage, stop strings across token boundaries, errors, and a client
-//! disconnect freeing its KV blocks.
+//! The HTTP server on a real loopback listener: SSE framing, streaming equals non-streaming,
+//! usage, stop strings across token boundaries, `n`, logprobs, errors, metrics, a full queue and
+//! a client disconnect freeing its KV blocks — on the fake executor (`fake.rs`), whose output
+//! is known in advance. One test runs a chat through the real default model and its template.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rill_model::forward::StepCapacity;
 use rill_model::loader::{KvBudget, LoadOptions};
-use rill_model::runner::ModelRunner;
-use rill_server::app::{router, AppState, ServedModel};
+use rill_server::app::{AppState, DEFAULT_MAX_QUEUE};
+use rill_server::routes::router;
 use serde_json::{json, Value};
 
-use crate::common;
+use crate::fake::{self, script_text, SCRIPT};
+use crate::http::{chunks, recorder, serve_default_model, Server};
 
-const MODEL: &str = "smollm2";
+const MODEL: &str = "fake";
 
-struct Server {
-    base: String,
-    state: AppState,
-    runtime: tokio::runtime::Runtime,
-}
-
-/// One Prometheus recorder for the whole test binary (it is process-wide).
-fn recorder() -> metrics_exporter_prometheus::PrometheusHandle {
-    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
-    HANDLE.get_or_init(|| rill_server::serve::metrics_recorder().unwrap()).clone()
+/// The server with the fake model (and the process's metrics recorder).
+fn start_fake(max_queue: usize, step_delay: Duration) -> (Server, AppState) {
+    let state = AppState { metrics: Some(recorder()), ..AppState::default() };
+    state.add(fake::served_model(MODEL, max_queue, step_delay));
+    (Server::start(router(state.clone())), state)
 }
 
 fn start() -> Server {
-    start_with_queue(rill_server::app::DEFAULT_MAX_QUEUE)
+    start_fake(DEFAULT_MAX_QUEUE, Duration::ZERO).0
 }
 
-fn start_with_queue(max_queue: usize) -> Server {
-    let metrics = recorder();
-    let opts = LoadOptions { kv_budget: KvBudget::Tokens(8192), capacity: StepCapacity { max_tokens: 256, max_seqs: 16 }, ..LoadOptions::default() };
-    let model = common::default_model_with(&opts);
-    let max_len = model.transformer.config().context_length;
-    let engine = ModelRunner::new(model.transformer, model.tokenizer.eos_token_ids().to_vec()).start(MODEL);
-    let state = AppState { metrics: Some(metrics), ..AppState::default() };
-    state.add(ServedModel::with_queue(MODEL.into(), engine, model.tokenizer, model.chat_template, max_len, max_queue));
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = router(state.clone());
-    runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Server { base, state, runtime }
-}
-
-impl Server {
-    fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.runtime.block_on(async {
-            let resp = reqwest::Client::new().post(format!("{}{path}", self.base)).json(&body).send().await.unwrap();
-            (resp.status().as_u16(), resp.json().await.unwrap())
-        })
+/// The text of each choice of a streamed completion, by index.
+fn streamed_texts(cs: &[Value], n: usize) -> Vec<String> {
+    let mut texts = vec![String::new(); n];
+    for c in cs.iter().filter_map(|c| c["choices"].get(0)) {
+        texts[c["index"].as_u64().unwrap() as usize].push_str(c["text"].as_str().unwrap());
     }
-
-    fn post_raw(&self, path: &str, body: String) -> (u16, Value) {
-        self.runtime.block_on(async {
-            let resp = reqwest::Client::new().post(format!("{}{path}", self.base)).header("content-type", "application/json").body(body).send().await.unwrap();
-            (resp.status().as_u16(), resp.json().await.unwrap())
-        })
-    }
-
-    /// The `data:` payloads of an SSE response, checking the framing on the way.
-    fn stream(&self, path: &str, body: Value) -> Vec<String> {
-        self.runtime.block_on(async {
-            let resp = reqwest::Client::new().post(format!("{}{path}", self.base)).json(&body).send().await.unwrap();
-            assert_eq!(resp.status(), 200);
-            assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
-            let text = resp.text().await.unwrap();
-            assert!(text.ends_with("data: [DONE]\n\n"), "stream must end with [DONE]: {text:?}");
-            text.split("\n\n")
-                .filter(|e| !e.is_empty() && !e.starts_with(':'))
-                .map(|e| e.strip_prefix("data: ").unwrap_or_else(|| panic!("bad SSE event {e:?}")).to_string())
-                .collect()
-        })
-    }
-}
-
-fn chunks(events: &[String]) -> Vec<Value> {
-    events.iter().filter(|e| *e != "[DONE]").map(|e| serde_json::from_str(e).unwrap()).collect()
+    texts
 }
 
 #[test]
@@ -88,56 +43,130 @@ fn completions_stream_equals_non_stream_with_usage() {
     let body = json!({"model": MODEL, "prompt": "The capital of France is", "max_tokens": 16, "temperature": 0});
     let (status, full) = s.post("/v1/completions", body.clone());
     assert_eq!(status, 200, "{full}");
-    let text = full["choices"][0]["text"].as_str().unwrap().to_string();
-    assert_eq!(full["usage"]["prompt_tokens"], 5);
-    assert_eq!(full["usage"]["total_tokens"].as_u64(), Some(5 + full["usage"]["completion_tokens"].as_u64().unwrap()));
+    assert_eq!(full["object"], "text_completion");
+    assert_eq!(full["choices"][0]["text"], script_text(16, 0));
+    assert_eq!(full["choices"][0]["finish_reason"], "length");
+    // One token per byte, plus BOS.
+    assert_eq!(full["usage"], json!({"prompt_tokens": 25, "completion_tokens": 16, "total_tokens": 41, "prompt_tokens_details": {"cached_tokens": 0}}));
 
     let mut streamed = body.clone();
     streamed["stream"] = json!(true);
     streamed["stream_options"] = json!({"include_usage": true});
     let cs = chunks(&s.stream("/v1/completions", streamed));
-    let joined: String = cs.iter().filter_map(|c| c["choices"].get(0)).map(|c| c["text"].as_str().unwrap()).collect();
-    assert_eq!(joined, text);
+    assert_eq!(streamed_texts(&cs, 1), [script_text(16, 0)]);
+    assert!(cs.iter().all(|c| c["object"] == "text_completion" && c["id"] == cs[0]["id"]));
     let last = cs.last().unwrap();
     assert_eq!(last["choices"].as_array().unwrap().len(), 0, "the usage chunk has no choices");
-    assert_eq!(last["usage"], full["usage"]);
-    assert!(cs.iter().any(|c| c["choices"].get(0).is_some_and(|c| c["finish_reason"] == full["choices"][0]["finish_reason"])));
+    assert_eq!(last["usage"]["completion_tokens"], 16);
+    assert_eq!(cs[cs.len() - 2]["choices"][0]["finish_reason"], "length");
+    assert!(cs[..cs.len() - 2].iter().all(|c| c["choices"][0]["finish_reason"].is_null()));
+    // Without include_usage no chunk carries usage.
+    let mut plain = body;
+    plain["stream"] = json!(true);
+    assert!(chunks(&s.stream("/v1/completions", plain)).iter().all(|c| c.get("usage").is_none()));
 }
 
 #[test]
-fn chat_stream_starts_with_the_role_and_equals_non_stream() {
+fn chat_renders_the_template_and_streams_the_role_first() {
     let s = start();
-    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "What is the capital of Japan?"}], "max_tokens": 24, "temperature": 0});
+    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8});
     let (status, full) = s.post("/v1/chat/completions", body.clone());
     assert_eq!(status, 200, "{full}");
     assert_eq!(full["object"], "chat.completion");
-    let content = full["choices"][0]["message"]["content"].as_str().unwrap().to_string();
-    assert!(!content.is_empty());
+    assert_eq!(full["choices"][0]["message"], json!({"role": "assistant", "content": script_text(8, 0)}));
+    // `<user>hi\n<assistant>`, one token per byte, no BOS (the template writes its own).
+    assert_eq!(full["usage"]["prompt_tokens"], 20);
     let mut streamed = body;
     streamed["stream"] = json!(true);
     let cs = chunks(&s.stream("/v1/chat/completions", streamed));
-    assert_eq!(cs[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(cs[0]["choices"][0]["delta"], json!({"role": "assistant", "content": ""}));
     let joined: String = cs.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
-    assert_eq!(joined, content);
+    assert_eq!(joined, script_text(8, 0));
     assert!(cs.iter().all(|c| c["object"] == "chat.completion.chunk"));
+    assert_eq!(cs.last().unwrap()["choices"][0], json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": "length"}));
 }
 
 #[test]
 fn stop_strings_match_across_tokens_and_are_not_returned() {
     let s = start();
-    let base = json!({"model": MODEL, "prompt": "The capital of France is", "max_tokens": 16, "temperature": 0});
-    let full = s.post("/v1/completions", base.clone()).1["choices"][0]["text"].as_str().unwrap().to_string();
-    // A stop string spanning a token boundary: the last character of one token and the first
-    // of the next.
-    let at = full.find(".\n").expect("the greedy continuation has a sentence end");
-    let mut with_stop = base;
-    with_stop["stop"] = json!([".\n"]);
-    let (_, out) = s.post("/v1/completions", with_stop.clone());
-    assert_eq!(out["choices"][0]["text"], full[..at]);
-    assert_eq!(out["choices"][0]["finish_reason"], "stop");
-    with_stop["stream"] = json!(true);
-    let joined: String = chunks(&s.stream("/v1/completions", with_stop)).iter().filter_map(|c| c["choices"].get(0)).map(|c| c["text"].as_str().unwrap().to_string()).collect();
-    assert_eq!(joined, full[..at]);
+    let cases = [
+        (json!(".\n"), "Paris is the capital of France"),
+        // The earliest match wins, whichever stop string it is.
+        (json!(["Seine", ".\n"]), "Paris is the capital of France"),
+        (json!(["France.\nIt"]), "Paris is the capital of "),
+        (json!("s the"), "Paris i"),
+    ];
+    for (stop, expected) in cases {
+        let body = json!({"model": MODEL, "prompt": "Where?", "max_tokens": 40, "stop": stop});
+        let (_, out) = s.post("/v1/completions", body.clone());
+        assert_eq!((out["choices"][0]["text"].as_str(), out["choices"][0]["finish_reason"].as_str()), (Some(expected), Some("stop")), "{stop}");
+        let mut streamed = body;
+        streamed["stream"] = json!(true);
+        assert_eq!(streamed_texts(&chunks(&s.stream("/v1/completions", streamed)), 1), [expected], "{stop}");
+    }
+    // End-of-sequence is a stop too, and is not part of the text.
+    let (_, out) = s.post("/v1/completions", json!({"model": MODEL, "prompt": "Where?", "max_tokens": 100}));
+    assert_eq!((out["choices"][0]["text"].as_str(), out["choices"][0]["finish_reason"].as_str()), (Some(SCRIPT), Some("stop")));
+    assert_eq!(out["usage"]["completion_tokens"], SCRIPT.len() + 1, "the EOS token is counted");
+}
+
+#[test]
+fn n_choices_are_seeded_streamed_by_index_and_counted_in_usage() {
+    let s = start();
+    let body = json!({"model": MODEL, "prompt": "Hi", "max_tokens": 6, "n": 3, "seed": 11, "ignore_eos": true});
+    let expected: Vec<String> = (0..3).map(|i| script_text(6, fake::sampled_offset(rill_engine::choice_seed(11, i)))).collect();
+    let (status, full) = s.post("/v1/completions", body.clone());
+    assert_eq!(status, 200, "{full}");
+    let texts: Vec<&str> = full["choices"].as_array().unwrap().iter().enumerate().map(|(i, c)| {
+        assert_eq!((c["index"].as_u64(), c["finish_reason"].as_str()), (Some(i as u64), Some("length")));
+        c["text"].as_str().unwrap()
+    }).collect();
+    assert_eq!(texts, expected);
+    assert_eq!(full["usage"]["completion_tokens"], 18);
+    let mut streamed = body;
+    streamed["stream"] = json!(true);
+    assert_eq!(streamed_texts(&chunks(&s.stream("/v1/completions", streamed)), 3), expected);
+}
+
+#[test]
+fn logprobs_have_one_entry_per_token_in_both_shapes() {
+    let s = start();
+    let (_, out) = s.post("/v1/completions", json!({"model": MODEL, "prompt": "Hi", "max_tokens": 4, "logprobs": 2}));
+    let lp = &out["choices"][0]["logprobs"];
+    assert_eq!(out["choices"][0]["text"], "Pari", "{out}");
+    assert_eq!(lp["tokens"], json!(["P", "a", "r", "i"]));
+    assert_eq!(lp["token_logprobs"], json!([-0.5, -0.5, -0.5, -0.5]));
+    assert_eq!(lp["text_offset"], json!([0, 1, 2, 3]));
+    assert_eq!(lp["top_logprobs"][0], json!({"P": -0.5, "Q": -1.5}));
+    let (_, out) = s.post("/v1/chat/completions", json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "logprobs": true, "top_logprobs": 1}));
+    let content = &out["choices"][0]["logprobs"]["content"];
+    assert_eq!(content[0], json!({"token": "P", "logprob": -0.5, "bytes": [80], "top_logprobs": [{"token": "P", "logprob": -0.5, "bytes": [80]}]}));
+    assert_eq!(content.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn echo_repeats_the_prompt_before_the_completion() {
+    let s = start();
+    let (_, out) = s.post("/v1/completions", json!({"model": MODEL, "prompt": "Hi", "max_tokens": 4, "echo": true}));
+    assert_eq!(out["choices"][0]["text"], "<s>HiPari", "BOS included: {out}");
+    let cs = chunks(&s.stream("/v1/completions", json!({"model": MODEL, "prompt": "Hi", "max_tokens": 4, "echo": true, "stream": true})));
+    assert_eq!(streamed_texts(&cs, 1), ["<s>HiPari"]);
+    assert_eq!(cs[0]["choices"][0]["text"], "<s>Hi", "the prompt comes first, in a chunk of its own");
+}
+
+#[test]
+fn models_and_tokenize_answer_for_the_served_model() {
+    let s = start();
+    let (status, models) = s.get("/v1/models");
+    let models: Value = serde_json::from_str(&models).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(models["object"], "list");
+    assert_eq!((models["data"][0]["id"].as_str(), models["data"][0]["max_model_len"].as_u64()), (Some(MODEL), Some(fake::MAX_MODEL_LEN as u64)));
+    assert_eq!(s.get("/v1/models/nope").0, 404);
+    let (status, out) = s.post("/tokenize", json!({"prompt": "hi"}));
+    assert_eq!((status, &out["tokens"]), (200, &json!([256, 104, 105])));
+    let (_, out) = s.post("/detokenize", json!({"tokens": [104, 105]}));
+    assert_eq!(out["prompt"], "hi");
 }
 
 #[test]
@@ -145,12 +174,12 @@ fn errors_are_openai_shaped_with_the_right_status() {
     let s = start();
     let cases = [
         ("{not json", 400, None),
-        (r#"{"model":"smollm2","prompt":"hi","max_tokens":"many"}"#, 400, Some("max_tokens")),
+        (r#"{"model":"fake","prompt":"hi","max_tokens":"many"}"#, 400, Some("max_tokens")),
         (r#"{"model":"nope","prompt":"hi"}"#, 404, Some("model")),
-        (r#"{"model":"smollm2","prompt":""}"#, 400, Some("prompt")),
-        (r#"{"model":"smollm2","prompt":"hi","max_tokens":100000}"#, 400, Some("prompt")),
-        (r#"{"model":"smollm2","prompt":"hi","top_p":7}"#, 400, Some("top_p")),
-        (r#"{"model":"smollm2","prompt":"hi","n":100000}"#, 400, Some("n")),
+        (r#"{"model":"fake","prompt":""}"#, 400, Some("prompt")),
+        (r#"{"model":"fake","prompt":"hi","max_tokens":100000}"#, 400, Some("prompt")),
+        (r#"{"model":"fake","prompt":"hi","top_p":7}"#, 400, Some("top_p")),
+        (r#"{"model":"fake","prompt":"hi","n":100000}"#, 400, Some("n")),
     ];
     for (body, status, param) in cases {
         let (got, err) = s.post_raw("/v1/completions", body.to_string());
@@ -172,8 +201,7 @@ fn errors_are_openai_shaped_with_the_right_status() {
         let (status, err) = s.post("/v1/chat/completions", body);
         assert_eq!((status, err["error"]["param"].as_str()), (400, Some(param)), "{err}");
     }
-    let status = s.runtime.block_on(async { reqwest::get(format!("{}/v1/completions", s.base)).await.unwrap().status().as_u16() });
-    assert_eq!(status, 405);
+    assert_eq!(s.get("/v1/completions").0, 405);
     let (status, err) = s.post("/v1/completions", json!({"model": MODEL, "prompt": "x".repeat(5 << 20)}));
     assert_eq!((status, err["error"].is_object()), (413, true));
     let (status, _) = s.post("/v1/nowhere", json!({}));
@@ -184,8 +212,10 @@ fn errors_are_openai_shaped_with_the_right_status() {
 
 #[test]
 fn a_disconnected_stream_frees_its_kv_blocks() {
-    let s = start();
-    let model = s.state.model(Some(MODEL)).unwrap();
+    // 2000 tokens at a millisecond a step take seconds: the request is still running when the
+    // client leaves.
+    let (s, state) = start_fake(DEFAULT_MAX_QUEUE, Duration::from_millis(1));
+    let model = state.model(Some(MODEL)).unwrap();
     let stats = model.handle.stats();
     s.runtime.block_on(async {
         let body = json!({"model": MODEL, "prompt": "Once upon a time", "max_tokens": 2000, "stream": true, "ignore_eos": true});
@@ -213,16 +243,17 @@ fn a_disconnected_stream_frees_its_kv_blocks() {
 fn metrics_export_request_and_engine_series() {
     let s = start();
     assert_eq!(s.post("/v1/completions", json!({"model": MODEL, "prompt": "Hi", "max_tokens": 3})).0, 200);
-    let text = s.runtime.block_on(async { reqwest::get(format!("{}/metrics", s.base)).await.unwrap().text().await.unwrap() });
+    let (status, text) = s.get("/metrics");
+    assert_eq!(status, 200);
     for series in [
-        "vllm:num_requests_waiting{model_name=\"smollm2\"}",
-        "vllm:num_requests_running{model_name=\"smollm2\"}",
-        "vllm:kv_cache_usage_perc{model_name=\"smollm2\"}",
-        "rill_requests_total{model=\"smollm2\",outcome=\"length\"}",
-        "rill_request_ttft_seconds_bucket{model=\"smollm2\"",
-        "rill_request_e2e_seconds_count{model=\"smollm2\"}",
-        "rill_generation_tokens_total{model=\"smollm2\"}",
-        "rill_engine_step_seconds_bucket{model=\"smollm2\"",
+        "vllm:num_requests_waiting{model_name=\"fake\"}",
+        "vllm:num_requests_running{model_name=\"fake\"}",
+        "vllm:kv_cache_usage_perc{model_name=\"fake\"}",
+        "rill_requests_total{model=\"fake\",outcome=\"length\"}",
+        "rill_request_ttft_seconds_bucket{model=\"fake\"",
+        "rill_request_e2e_seconds_count{model=\"fake\"}",
+        "rill_generation_tokens_total{model=\"fake\"}",
+        "rill_engine_step_seconds_bucket{model=\"fake\"",
     ] {
         assert!(text.contains(series), "/metrics lacks {series}:\n{text}");
     }
@@ -230,7 +261,7 @@ fn metrics_export_request_and_engine_series() {
 
 #[test]
 fn a_full_queue_answers_503_with_retry_after() {
-    let s = start_with_queue(0);
+    let (s, _) = start_fake(0, Duration::ZERO);
     s.runtime.block_on(async {
         let resp = reqwest::Client::new().post(format!("{}/v1/completions", s.base)).json(&json!({"model": MODEL, "prompt": "Hi"})).send().await.unwrap();
         assert_eq!(resp.status(), 503);
@@ -238,4 +269,23 @@ fn a_full_queue_answers_503_with_retry_after() {
         let err: Value = resp.json().await.unwrap();
         assert!(err["error"]["message"].is_string());
     });
+}
+
+/// The real model through its own chat template: streamed text equals the answer.
+#[test]
+fn real_model_chat_stream_starts_with_the_role_and_equals_non_stream() {
+    let opts = LoadOptions { kv_budget: KvBudget::Tokens(8192), capacity: StepCapacity { max_tokens: 256, max_seqs: 16 }, ..LoadOptions::default() };
+    let s = serve_default_model("smollm2", &opts);
+    let body = json!({"model": "smollm2", "messages": [{"role": "user", "content": "What is the capital of Japan?"}], "max_tokens": 24, "temperature": 0});
+    let (status, full) = s.post("/v1/chat/completions", body.clone());
+    assert_eq!(status, 200, "{full}");
+    assert_eq!(full["object"], "chat.completion");
+    let content = full["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    assert!(!content.is_empty());
+    let mut streamed = body;
+    streamed["stream"] = json!(true);
+    let cs = chunks(&s.stream("/v1/chat/completions", streamed));
+    assert_eq!(cs[0]["choices"][0]["delta"]["role"], "assistant");
+    let joined: String = cs.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(joined, content);
 }

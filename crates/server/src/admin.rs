@@ -2,7 +2,8 @@
 //! Loading happens in the background (202, then `ready` or `failed`); unloading stops routing
 //! new requests to the model at once, lets in-flight ones finish (bounded by the drain timeout),
 //! then drops the model, which joins its engine thread and frees its weights and KV cache.
-//! Paths are resolved under the models root only.
+//! Paths are resolved under the models root only; a path is read as `rill serve --model` reads
+//! it (GGUF file, Hugging Face directory, or with `load_format: "dummy"` a config).
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -17,8 +18,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::{AppState, ServedModel};
+use crate::load::{check_source, LoadSettings};
 use crate::openai::error::ApiError;
-use crate::options::ModelArgs;
 use crate::routes::json_body::JsonBody;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -36,7 +37,7 @@ pub struct AdminState {
     pub states: Arc<DashMap<String, ModelState>>,
     pub models_root: PathBuf,
     /// Engine options for models loaded through the API (their fields override some).
-    pub defaults: ModelArgs,
+    pub defaults: LoadSettings,
     pub max_queue: usize,
     pub drain_timeout: Duration,
 }
@@ -48,6 +49,10 @@ pub struct LoadRequest {
     kv_cache_tokens: Option<usize>,
     max_num_seqs: Option<usize>,
     max_num_batched_tokens: Option<usize>,
+    /// `auto` (default), `gguf`, `hf` or `dummy`, as `--load-format`.
+    load_format: Option<String>,
+    dummy_dtype: Option<String>,
+    dummy_seed: Option<u64>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -96,10 +101,10 @@ pub fn resolve_under(root: &Path, rel: &str) -> Result<PathBuf, ApiError> {
     if rel.is_empty() || p.is_absolute() || p.components().any(|c| !matches!(c, Component::Normal(_))) {
         return Err(ApiError::invalid("path", "path must be relative to the models root, without '..'"));
     }
-    let unavailable = || ApiError::invalid("path", format!("no model file {rel:?} under the models root"));
+    let unavailable = || ApiError::invalid("path", format!("no model {rel:?} under the models root"));
     let root = root.canonicalize().map_err(|_| unavailable())?;
     let full = root.join(p).canonicalize().map_err(|_| unavailable())?;
-    if !full.starts_with(&root) || !full.is_file() {
+    if !full.starts_with(&root) || !(full.is_file() || full.is_dir()) {
         return Err(unavailable());
     }
     Ok(full)
@@ -110,8 +115,9 @@ async fn load(State(s): State<AdminState>, JsonBody(req): JsonBody<LoadRequest>)
         return Err(ApiError::invalid("name", "name must be 1-128 characters of letters, digits, '.', '_' or '-'"));
     }
     let path = resolve_under(&s.models_root, &req.path)?;
-    // The header is parsed now, so a malformed file is a 400 with the reader's error.
-    rill_model::gguf::GgufFile::open(&path).map_err(|e| ApiError::invalid("path", e.to_string()))?;
+    let settings = req.settings(&s.defaults)?;
+    // The header or config is parsed now, so a malformed model is a 400 with the reader's error.
+    check_source(&settings.model_source(&path)).map_err(|e| ApiError::invalid("path", e))?;
     match s.states.entry(req.name.clone()) {
         dashmap::Entry::Occupied(e) if !matches!(e.get(), ModelState::Failed(_)) => {
             return Err(ApiError::new(409, "invalid_request_error", format!("model {:?} already exists", req.name)).with_param("name"));
@@ -120,12 +126,8 @@ async fn load(State(s): State<AdminState>, JsonBody(req): JsonBody<LoadRequest>)
             entry.insert(ModelState::Loading);
         }
     }
-    let mut args = s.defaults.clone();
-    args.kv_cache_tokens = req.kv_cache_tokens.or(args.kv_cache_tokens);
-    args.max_num_seqs = req.max_num_seqs.unwrap_or(args.max_num_seqs);
-    args.max_num_batched_tokens = req.max_num_batched_tokens.unwrap_or(args.max_num_batched_tokens);
     let (name, state) = (req.name.clone(), s.clone());
-    tokio::task::spawn_blocking(move || match ServedModel::load(&name, &path, &args, state.max_queue) {
+    tokio::task::spawn_blocking(move || match ServedModel::load(&name, &path, &settings, state.max_queue) {
         Ok(model) => {
             state.app.add(model);
             state.states.insert(name, ModelState::Ready);
@@ -136,6 +138,27 @@ async fn load(State(s): State<AdminState>, JsonBody(req): JsonBody<LoadRequest>)
         }
     });
     Ok((StatusCode::ACCEPTED, Json(json!({"name": req.name, "state": "loading"}))))
+}
+
+impl LoadRequest {
+    /// `defaults` with this request's fields applied on top.
+    fn settings(&self, defaults: &LoadSettings) -> Result<LoadSettings, ApiError> {
+        let mut s = defaults.clone();
+        if let Some(format) = &self.load_format {
+            s.load_format = format.parse().map_err(|e: String| ApiError::invalid("load_format", e))?;
+        }
+        if let Some(dtype) = &self.dummy_dtype {
+            s.dummy_dtype = rill_model::dummy::parse_dtype(dtype).map_err(|e| ApiError::invalid("dummy_dtype", e))?;
+        }
+        s.dummy_seed = self.dummy_seed.unwrap_or(s.dummy_seed);
+        if let Some(tokens) = self.kv_cache_tokens {
+            s.options.kv_budget = rill_model::loader::KvBudget::Tokens(tokens);
+        }
+        let capacity = &mut s.options.capacity;
+        capacity.max_seqs = self.max_num_seqs.unwrap_or(capacity.max_seqs);
+        capacity.max_tokens = self.max_num_batched_tokens.unwrap_or(capacity.max_tokens);
+        Ok(s)
+    }
 }
 
 async fn unload(State(s): State<AdminState>, UrlPath(name): UrlPath<String>) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -180,7 +203,9 @@ mod tests {
         #[cfg(unix)]
         let _ = std::os::unix::fs::symlink(&outside, root.join("escape.gguf"));
         assert!(resolve_under(&root, "sub/m.gguf").is_ok());
-        for bad in ["", "/etc/passwd", "../x", "sub/../sub/m.gguf", "./sub/m.gguf", "missing.gguf", "escape.gguf", "sub"] {
+        // A directory may be a Hugging Face model.
+        assert!(resolve_under(&root, "sub").is_ok());
+        for bad in ["", "/etc/passwd", "../x", "sub/../sub/m.gguf", "./sub/m.gguf", "missing.gguf", "escape.gguf", "."] {
             assert!(resolve_under(&root, bad).is_err(), "{bad:?} must be refused");
         }
         // A missing file and a symlink out of the root look the same to the client.

@@ -1,21 +1,15 @@
-//! The served models and the HTTP router. Each model has its own engine thread; handlers talk
-//! to it only through its `EngineHandle` and per-request streams.
+//! The served models: the state every handler reads. Each model has its own engine thread;
+//! handlers talk to it only through its `EngineHandle` and per-request streams.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
-use axum::Router;
 use dashmap::DashMap;
 use rill_engine::{Engine, EngineHandle};
 use rill_model::chat_template::ChatTemplate;
 use rill_model::tokenizer::Tokenizer;
 
-use crate::routes;
-
-/// Largest request body accepted (prompts of a full context fit easily).
-pub const MAX_BODY_BYTES: usize = 4 << 20;
+use crate::load::{source_bytes, LoadSettings, StartedModel};
 
 /// Default bound on a model's waiting queue.
 pub const DEFAULT_MAX_QUEUE: usize = 1024;
@@ -46,10 +40,10 @@ pub struct ModelInfo {
 }
 
 impl ServedModel {
-    /// Loads `path` on `args`' device with its engine options and starts its engine thread.
-    pub fn load(name: &str, path: &std::path::Path, args: &crate::options::ModelArgs, max_queue: usize) -> Result<ServedModel, String> {
-        let crate::options::StartedModel { engine, tokenizer, chat_template, max_model_len, kv_cache_tokens, kv_cache_bytes } = args.start_engine(path, name).map_err(|e| e.to_string())?;
-        let info = ModelInfo { path: path.to_path_buf(), file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0), kv_cache_tokens, kv_cache_bytes };
+    /// Loads `path` as `settings` say and starts its engine thread.
+    pub fn load(name: &str, path: &std::path::Path, settings: &LoadSettings, max_queue: usize) -> Result<ServedModel, String> {
+        let StartedModel { engine, tokenizer, chat_template, max_model_len, kv_cache_tokens, kv_cache_bytes } = settings.start_engine(path, name).map_err(|e| e.to_string())?;
+        let info = ModelInfo { path: path.to_path_buf(), file_bytes: source_bytes(&settings.model_source(path)), kv_cache_tokens, kv_cache_bytes };
         warm_up(&engine, &tokenizer)?;
         let mut model = ServedModel::with_queue(name.to_string(), engine, tokenizer, chat_template, max_model_len, max_queue);
         model.info = info;
@@ -118,21 +112,4 @@ impl AppState {
             _ => None,
         }
     }
-}
-
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(routes::health::health))
-        .route("/ready", get(routes::health::ready))
-        .route("/metrics", get(routes::health::metrics))
-        .route("/v1/models", get(routes::models::list))
-        .route("/v1/models/{id}", get(routes::models::get_one))
-        .route("/tokenize", post(routes::tokenize::tokenize))
-        .route("/detokenize", post(routes::tokenize::detokenize))
-        .route("/v1/completions", post(routes::completions::completions))
-        .route("/v1/chat/completions", post(routes::chat::chat_completions))
-        .fallback(routes::not_found)
-        .method_not_allowed_fallback(routes::method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
 }

@@ -50,7 +50,7 @@ pub trait BackendJob {
 /// Why a device cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
-    #[error("{device}: this rill was built without CUDA support; rebuild with `cargo build --release -p rill-server --features cuda` (scripts/install-cuda-toolchain.sh installs nvcc)")]
+    #[error("{device}: this rill was built without CUDA support; rebuild with `cargo build --release -p rill-cli --features cuda` (scripts/install-cuda-toolchain.sh installs nvcc)")]
     NotBuilt { device: Device },
     #[error("{device} is not available: {reason}")]
     Unavailable { device: Device, reason: String },

@@ -1,16 +1,15 @@
-//! The rill server: the OpenAI-compatible HTTP layer (`app`, `routes`, `openai`), the choice
-//! text pipeline (`choices`), and the commands of the `rill` binary (`serve`, `generate`, `bench`).
+//! The rill server as a library: the OpenAI-compatible HTTP layer (`routes`, `openai`), the
+//! choice text pipeline (`choices`), the served models (`app`), the admin API (`admin`), the
+//! Prometheus export (`prometheus`), and loading a model on a device (`load`, `device`), which
+//! the admin API and the `rill` command line share.
 
 pub mod admin;
 pub mod app;
-pub mod bench;
-pub mod bench_engine;
-pub mod check;
 pub mod choices;
-pub mod config_file;
 pub mod device;
-pub mod generate;
+pub mod load;
 pub mod openai;
-pub mod options;
+pub mod prometheus;
 pub mod routes;
-pub mod serve;
+
+pub use load::LoadSettings;

@@ -7,8 +7,11 @@
 //! `model_not_found`), server-side ones are `server_error`. SDKs pick their exception class from
 //! the HTTP status, so the status carries the distinction.
 
+#[cfg(test)]
 use serde::de::DeserializeOwned;
-use serde_json::{json, Map, Value};
+#[cfg(test)]
+use serde_json::Map;
+use serde_json::{json, Value};
 
 pub const INVALID_REQUEST: &str = "invalid_request_error";
 pub const SERVER_ERROR: &str = "server_error";
@@ -91,10 +94,6 @@ impl ApiError {
         ApiError::new(405, INVALID_REQUEST, "Method not allowed for this endpoint.")
     }
 
-    pub fn unauthorized() -> ApiError {
-        ApiError::new(401, INVALID_REQUEST, "Invalid or missing API key.").with_code("invalid_api_key")
-    }
-
     pub fn unsupported_media() -> ApiError {
         ApiError::new(415, INVALID_REQUEST, "Expected a request with `Content-Type: application/json`.")
             .with_code("unsupported_media_type")
@@ -123,7 +122,8 @@ impl ApiError {
 
     /// 400 from a serde_json error while deserializing a request. `path` names the field when
     /// the caller knows it; otherwise a field named in serde's own message (`missing field
-    /// `model``) is used.
+    /// `model``) is used. Test-only, with `parse_json`.
+    #[cfg(test)]
     pub fn from_json_error(err: &serde_json::Error, path: Option<&str>) -> ApiError {
         let detail = err.to_string();
         let param = path.map(str::to_owned).or_else(|| backticked_field(&detail));
@@ -187,7 +187,9 @@ fn backticked_field(message: &str) -> Option<String> {
 /// Parses a request body. Request types have every top-level field optional, so one field
 /// alone always deserializes unless its value is wrong: that is how the field at fault is found
 /// (down to an array element, `messages[3]`) without a path-tracking deserializer. serde's
-/// own messages for values read from a `Value` do not name the field.
+/// own messages for values read from a `Value` do not name the field. The server parses bodies
+/// with `routes::json_body::JsonBody`; the unit tests parse with this, without a server.
+#[cfg(test)]
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::from_json_error(&e, None))?;
     let Value::Object(fields) = &value else {
@@ -197,6 +199,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 /// The first top-level field (or element of an array field) that fails on its own.
+#[cfg(test)]
 fn locate<T: DeserializeOwned>(fields: &Map<String, Value>) -> Option<String> {
     let fails = |key: &str, v: &Value| T::deserialize(&json!({ key: v })).is_err();
     let (key, value) = fields.iter().find(|(k, v)| fails(k, v))?;

@@ -24,7 +24,6 @@ fn constructors_set_status_type_and_code() {
         (ApiError::not_found_model("gpt-9"), 404, "invalid_request_error", Some("model_not_found")),
         (ApiError::not_found("no such route"), 404, "invalid_request_error", None),
         (ApiError::method_not_allowed(), 405, "invalid_request_error", None),
-        (ApiError::unauthorized(), 401, "invalid_request_error", Some("invalid_api_key")),
         (ApiError::unsupported_media(), 415, "invalid_request_error", Some("unsupported_media_type")),
         (ApiError::too_large(), 413, "invalid_request_error", Some("request_too_large")),
         (ApiError::overloaded(3), 503, "server_error", Some("overloaded")),

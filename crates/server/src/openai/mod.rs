@@ -3,10 +3,6 @@
 //! (`stop`). No I/O here, so every rule is unit-tested without a server or a model; the HTTP
 //! layer (`routes`) parses, calls these, tokenizes and talks to the engine.
 
-// The HTTP layer is being wired up alongside; until every item is used from it, unused ones
-// would warn.
-#![allow(dead_code)]
-
 pub mod error;
 pub mod stop;
 pub mod types;

@@ -30,11 +30,6 @@ impl StopMatcher {
         StopMatcher { stops, held: String::new(), stopped: false }
     }
 
-    /// Whether a stop string has been seen; after that every `push` returns nothing.
-    pub fn stopped(&self) -> bool {
-        self.stopped
-    }
-
     /// Feeds the next piece of text; returns what can be shown now.
     pub fn push(&mut self, text: &str) -> StopOutput {
         if self.stopped {
@@ -100,7 +95,6 @@ mod tests {
             let o = m.push(p);
             out.push_str(&o.emit);
             if o.stopped {
-                assert!(m.stopped());
                 assert_eq!(m.push("more text"), StopOutput { emit: String::new(), stopped: true });
                 assert_eq!(m.finish(), "");
                 return (out, true);

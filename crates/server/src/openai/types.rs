@@ -271,10 +271,6 @@ impl TopLogprobs {
         }
         TopLogprobs(out)
     }
-
-    pub fn entries(&self) -> &[(String, f32)] {
-        &self.0
-    }
 }
 
 impl Serialize for TopLogprobs {

@@ -1,5 +1,6 @@
-//! HTTP handlers. Each one parses at the boundary (JSON → validated request → token ids), talks
-//! to an engine through its handle, and answers errors in OpenAI's shape.
+//! HTTP handlers and the router that maps paths to them. Each handler parses at the boundary
+//! (JSON → validated request → token ids), talks to an engine through its handle, and answers
+//! errors in OpenAI's shape.
 
 pub mod chat;
 pub mod completions;
@@ -9,11 +10,35 @@ pub mod json_body;
 pub mod models;
 pub mod tokenize;
 
+use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 
+use crate::app::AppState;
 use crate::openai::error::ApiError;
+
+/// Largest request body accepted (prompts of a full context fit easily).
+pub const MAX_BODY_BYTES: usize = 4 << 20;
+
+/// The OpenAI-compatible API (and health, metrics, tokenize) over the served models.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{id}", get(models::get_one))
+        .route("/tokenize", post(tokenize::tokenize))
+        .route("/detokenize", post(tokenize::detokenize))
+        .route("/v1/completions", post(completions::completions))
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

@@ -2,22 +2,22 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use serde_json::{json, Value};
 
 use crate::app::{AppState, ServedModel};
 use crate::openai::error::ApiError;
+use crate::openai::types::{ModelList, ModelObject};
 
-fn model_object(m: &ServedModel) -> Value {
-    json!({"id": m.name, "object": "model", "created": m.created, "owned_by": "rill", "max_model_len": m.max_model_len})
+fn model_object(m: &ServedModel) -> ModelObject {
+    ModelObject::new(m.name.clone(), m.created, "rill".into(), Some(m.max_model_len))
 }
 
-pub async fn list(State(state): State<AppState>) -> Json<Value> {
-    let mut data: Vec<Value> = state.models.iter().map(|m| model_object(&m)).collect();
-    data.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-    Json(json!({"object": "list", "data": data}))
+pub async fn list(State(state): State<AppState>) -> Json<ModelList> {
+    let mut data: Vec<ModelObject> = state.models.iter().map(|m| model_object(&m)).collect();
+    data.sort_by(|a, b| a.id.cmp(&b.id));
+    Json(ModelList::new(data))
 }
 
-pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ModelObject>, ApiError> {
     let m = state.models.get(&id).ok_or_else(|| ApiError::not_found_model(&id))?;
     Ok(Json(model_object(&m)))
 }

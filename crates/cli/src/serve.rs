@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use rill_server::admin::{AdminState, ModelState};
+use rill_server::app::{AppState, ServedModel};
+use rill_server::routes::router;
 
-use crate::admin::{AdminState, ModelState};
 use crate::config_file::ConfigFile;
-use crate::app::{router, AppState, ServedModel};
 use crate::options::ModelArgs;
 
 #[derive(Args)]
@@ -40,7 +41,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 30)]
     drain_timeout: u64,
     /// Waiting requests per model beyond which new ones get 503 with Retry-After.
-    #[arg(long, default_value_t = crate::app::DEFAULT_MAX_QUEUE)]
+    #[arg(long, default_value_t = rill_server::app::DEFAULT_MAX_QUEUE)]
     max_queue: usize,
 }
 
@@ -117,13 +118,13 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         None => plan_from_flags(args),
     };
     // The recorder must exist before the engines register their metric handles.
-    let metrics = metrics_recorder()?;
+    let metrics = rill_server::prometheus::metrics_recorder()?;
     let state = AppState { metrics: Some(metrics), ..AppState::default() };
     let admin = AdminState {
         app: state.clone(),
         states: Default::default(),
         models_root: plan.models_root.clone(),
-        defaults: plan.defaults.clone(),
+        defaults: plan.defaults.settings(),
         max_queue: plan.max_queue,
         drain_timeout: Duration::from_secs(plan.drain_timeout),
     };
@@ -131,7 +132,7 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         if state.models.contains_key(name) {
             return Err(format!("two models are named {name:?}").into());
         }
-        let model = ServedModel::load(name, path, engine, plan.max_queue).map_err(|e| format!("{}: {e}", path.display()))?;
+        let model = ServedModel::load(name, path, &engine.settings(), plan.max_queue).map_err(|e| format!("{}: {e}", path.display()))?;
         tracing::info!(model = %name, kv_tokens = model.info.kv_cache_tokens, "model loaded");
         state.add(model);
         admin.states.insert(name.clone(), ModelState::Ready);
@@ -145,7 +146,7 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         let admin_listener = tokio::net::TcpListener::bind(admin_addr).await.map_err(|e| format!("cannot listen on {admin_addr}: {e}"))?;
         let names: Vec<String> = state.models.iter().map(|m| m.name.clone()).collect();
         eprintln!("rill: serving {} on http://{} (admin API on http://{})", names.join(", "), listener.local_addr()?, admin_listener.local_addr()?);
-        let admin_server = axum::serve(admin_listener, crate::admin::router(admin)).with_graceful_shutdown(shutdown_signal());
+        let admin_server = axum::serve(admin_listener, rill_server::admin::router(admin)).with_graceful_shutdown(shutdown_signal());
         let draining = state.draining.clone();
         let api_server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
             shutdown_signal().await;
@@ -156,20 +157,6 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         b?;
         Ok::<_, Box<dyn std::error::Error>>(())
     })
-}
-
-/// Seconds buckets for latency histograms (1 ms to 2 min), token-count buckets for step sizes.
-const SECONDS_BUCKETS: [f64; 16] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
-const TOKEN_BUCKETS: [f64; 12] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0];
-
-/// Installs the process-wide Prometheus recorder that `/metrics` renders.
-pub fn metrics_recorder() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
-    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
-        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_tokens".into()), &TOKEN_BUCKETS))
-        .and_then(|b| b.install_recorder())
-        .map_err(|e| format!("cannot install the metrics recorder: {e}"))
 }
 
 async fn shutdown_signal() {

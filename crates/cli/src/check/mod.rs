@@ -24,7 +24,7 @@ use rill_model::generate::{generate, GenerateParams, GeneratedToken};
 use rill_model::runner::ModelRunner;
 use rill_model::source::LoadFormat;
 
-use crate::device::{with_backend, BackendJob};
+use rill_server::device::{with_backend, BackendJob};
 use crate::options::ModelArgs;
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
@@ -96,8 +96,8 @@ impl BackendJob for CheckJob<'_> {
             return Ok(failures);
         }
         println!("== end to end: {} ({:?}), {} prompts x {} greedy tokens", args.model.display(), args.engine.load_format, args.prompts, args.tokens);
-        let mut reference_model = args.engine.load_on(&args.model, reference)?;
-        let mut candidate_model = args.engine.load_on(&args.model, candidate)?;
+        let mut reference_model = args.engine.settings().load_on(&args.model, reference)?;
+        let mut candidate_model = args.engine.settings().load_on(&args.model, candidate)?;
         let vocab = reference_model.transformer.config().vocab_size;
         let prompts = random_prompts(self.seed, args.prompts, vocab);
         let params = GenerateParams { max_tokens: args.tokens, temperature: 0.0, seed: 0, stop_tokens: vec![], top_logprobs: 5 };

@@ -13,8 +13,9 @@ use rill_model::loader::{KvBudget, LoadedModel};
 use rill_model::tokenizer::{IncrementalDecoder, Tokenizer};
 
 use rill_backend::Backend;
+use rill_server::load::{LoadedJob, StartedModel};
 
-use crate::options::{LoadedJob, ModelArgs, StartedModel};
+use crate::options::ModelArgs;
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -67,7 +68,7 @@ pub fn run(mut args: GenerateArgs) -> CliResult {
     if args.engine.kv_cache_tokens.is_none() && args.engine.kv_cache_bytes.is_none() {
         args.engine.kv_cache_tokens = Some(8192);
     }
-    args.engine.with_loaded(&args.model, SingleJob { args: &args })?
+    args.engine.settings().with_loaded(&args.model, SingleJob { args: &args })?
 }
 
 /// One prompt streamed to stdout, on whichever backend the model was loaded.
@@ -144,7 +145,7 @@ fn run_batch(args: &GenerateArgs) -> CliResult {
     if args.engine.kv_cache_tokens.is_none() && args.engine.kv_cache_bytes.is_none() {
         eprintln!("KV cache: {:?} (set --kv-cache-tokens or --kv-cache-bytes to choose)", KvBudget::Auto);
     }
-    let StartedModel { engine, tokenizer, chat_template, .. } = args.engine.start_engine(&args.model, "generate")?;
+    let StartedModel { engine, tokenizer, chat_template, .. } = args.engine.settings().start_engine(&args.model, "generate")?;
     let prompts = lines
         .iter()
         .map(|l| {

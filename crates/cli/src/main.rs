@@ -2,7 +2,12 @@
 //! runs prompts from the command line through the same loading path; `rill bench` load-tests any
 //! OpenAI-compatible server.
 
-use rill_server::{bench, bench_engine, check, generate, serve};
+mod bench_engine;
+mod check;
+mod config_file;
+mod generate;
+mod options;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -22,7 +27,7 @@ enum Command {
     /// Serve the OpenAI-compatible HTTP API.
     Serve(serve::ServeArgs),
     /// Load-test any OpenAI-compatible server (rill, llama.cpp's llama-server, ...) over HTTP.
-    Bench(bench::BenchArgs),
+    Bench(rill_bench::BenchArgs),
     /// Check a backend against the CPU reference: every kernel on random inputs, then greedy
     /// tokens of a model end to end (and optionally logits against a reference file).
     CheckBackend(check::CheckBackendArgs),
@@ -40,7 +45,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Serve(args) => serve::run(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => rill_bench::run(args),
         Command::CheckBackend(args) => check::run(args),
         Command::BenchEngine(args) => bench_engine::run(args),
     };

@@ -13,7 +13,7 @@ use rill_backend::Backend;
 use rill_engine::ForwardBatch;
 use rill_model::Transformer;
 
-use crate::device::{with_backend, BackendJob};
+use rill_server::device::{with_backend, BackendJob};
 use crate::options::ModelArgs;
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
@@ -100,7 +100,7 @@ impl BackendJob for Job<'_> {
         let args = self.args;
         let device = backend.name().to_string();
         let loading = Instant::now();
-        let mut model = args.engine.load_on(&args.model, backend)?.transformer;
+        let mut model = args.engine.settings().load_on(&args.model, backend)?.transformer;
         eprintln!("bench-engine: loaded {} on {device} in {:.1} s", args.model.display(), loading.elapsed().as_secs_f64());
         let weight_bytes = model.decode_weight_bytes();
         let mut prefills = Vec::new();
