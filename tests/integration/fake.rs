@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use rill_engine::{Engine, Executor, ForwardBatch, SampledToken, SamplingParams, SchedulerConfig};
+use rill_engine::{Engine, ExecuteError, Executor, ForwardBatch, SampledToken, SamplingParams, SchedulerConfig};
 use rill_model::chat_template::ChatTemplate;
 use rill_model::dummy::{byte_tokenizer, DUMMY_EOS};
 use rill_server::app::ServedModel;
@@ -64,7 +64,7 @@ impl Executor for FakeExecutor {
         FakeSeq { prompt_len: prompt.len(), offset, logprobs: params.logprobs }
     }
 
-    fn execute(&mut self, batch: &ForwardBatch, samplers: &mut [&mut FakeSeq]) -> Result<Vec<SampledToken>, String> {
+    fn execute(&mut self, batch: &ForwardBatch, samplers: &mut [&mut FakeSeq]) -> Result<Vec<SampledToken>, ExecuteError> {
         std::thread::sleep(self.step_delay);
         let sample = |(&row, seq): (&u32, &&mut FakeSeq)| {
             // The token sampled after position `pos` is the request's `pos + 1 - prompt_len`-th.
