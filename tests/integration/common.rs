@@ -26,3 +26,16 @@ pub fn default_engine(opts: &LoadOptions) -> (rill_engine::Engine, rill_model::t
     let engine = rill_model::runner::ModelRunner::new(model.transformer, eos).start("default");
     (engine, model.tokenizer)
 }
+
+/// A transformer behind an engine thread: tests generate through the path users get.
+pub fn engine_of<B: rill_backend::Backend>(transformer: rill_model::Transformer<B>, eos_token_ids: &[u32], name: &str) -> rill_engine::Engine {
+    rill_model::runner::ModelRunner::new(transformer, eos_token_ids.to_vec()).start(name)
+}
+
+/// `n` greedy tokens of `prompt` through `engine` (end-of-sequence does not stop them), each
+/// with its logprob and `top` alternatives.
+pub fn greedy_tokens(engine: &rill_engine::Engine, prompt: &[u32], n: usize, top: usize) -> Vec<rill_engine::SampledToken> {
+    let params = rill_engine::SamplingParams { temperature: 0.0, max_tokens: Some(n), ignore_eos: true, logprobs: Some(top), ..Default::default() };
+    let stream = engine.handle().submit(rill_engine::GenerateRequest { prompt: prompt.to_vec(), params, priority: 0 }).expect("the engine runs");
+    stream.collect(|_, _| {}).expect("generation succeeds").remove(0).tokens
+}

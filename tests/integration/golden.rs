@@ -19,7 +19,6 @@
 //! (`CpuBackend::reference`: f32 matmuls) against true math instead.
 
 use rill_model::chat_template::ChatMessage;
-use rill_model::generate::{generate, GenerateParams, GeneratedToken};
 use serde::Deserialize;
 
 use crate::common;
@@ -61,10 +60,10 @@ fn load_json<T: serde::de::DeserializeOwned>(name: &str) -> T {
     serde_json::from_str(&std::fs::read_to_string(&path).expect("golden fixture")).expect("valid fixture")
 }
 
-fn prompt_text(model: &rill_model::loader::LoadedModel<rill_backend_cpu::CpuBackend>, case: &Case) -> String {
+fn prompt_text(template: Option<&rill_model::chat_template::ChatTemplate>, case: &Case) -> String {
     if case.chat {
         let messages = [ChatMessage { role: "user".into(), content: case.text.clone() }];
-        model.chat_template.as_ref().expect("chat template").render(&messages, true).unwrap()
+        template.expect("chat template").render(&messages, true).unwrap()
     } else {
         case.text.clone()
     }
@@ -74,14 +73,13 @@ fn prompt_text(model: &rill_model::loader::LoadedModel<rill_backend_cpu::CpuBack
 fn next_token_logprobs_match_exact_math() {
     let fixture: Fixture = load_json("smollm2-135m-q4_1.json");
     let exact: ExactFixture = load_json("smollm2-135m-q4_1.exact.json");
-    let mut model = common::default_model_reference();
+    let model = common::default_model_reference();
+    let engine = common::engine_of(model.transformer, model.tokenizer.eos_token_ids(), "golden-exact");
     let mut worst = 0f32;
     for case in &fixture.cases {
         let expected = &exact.top_logprobs[&case.name];
-        let params = GenerateParams { max_tokens: 1, temperature: 0.0, seed: 0, stop_tokens: vec![], top_logprobs: expected.len() };
-        let mut ours = Vec::new();
-        generate(&mut model.transformer, &case.prompt_tokens, &params, |t| ours.push(t.clone())).unwrap();
-        let top = &ours[0].top;
+        let ours = common::greedy_tokens(&engine, &case.prompt_tokens, 1, expected.len());
+        let top = &ours[0].top_logprobs;
         let ids = |v: &[(u32, f32)]| v.iter().map(|t| t.0).collect::<Vec<_>>();
         assert_eq!(ids(top), ids(expected), "{}: top-{} tokens differ from exact math", case.name, expected.len());
         for (mine, theirs) in top.iter().zip(expected) {
@@ -95,29 +93,28 @@ fn next_token_logprobs_match_exact_math() {
 #[test]
 fn greedy_tokens_match_llama_cpp() {
     let fixture: Fixture = load_json("smollm2-135m-q4_1.json");
-    let mut model = common::default_model();
+    let model = common::default_model();
+    let engine = common::engine_of(model.transformer, model.tokenizer.eos_token_ids(), "golden");
     let mut exact = 0;
     let mut report = Vec::new();
     let mut failures = Vec::new();
     for case in &fixture.cases {
-        let prompt = model.tokenizer.encode(&prompt_text(&model, case), true).unwrap();
+        let prompt = model.tokenizer.encode(&prompt_text(model.chat_template.as_ref(), case), true).unwrap();
         assert_eq!(prompt, case.prompt_tokens, "{}: prompt tokens differ from llama.cpp's", case.name);
 
         let n = case.tokens.len().min(COMPARED_TOKENS);
-        let params = GenerateParams { max_tokens: n, temperature: 0.0, seed: 0, stop_tokens: vec![], top_logprobs: TOP_K };
-        let mut ours: Vec<GeneratedToken> = Vec::new();
-        generate(&mut model.transformer, &prompt, &params, |t| ours.push(t.clone())).unwrap();
+        let ours = common::greedy_tokens(&engine, &prompt, n, TOP_K);
         assert_eq!(ours.len(), n, "{}: generated {} tokens", case.name, ours.len());
 
-        let matched = ours.iter().zip(&case.tokens).take_while(|(a, b)| a.id == **b).count();
-        let max_logprob_diff = (0..matched).map(|i| (ours[i].logprob - case.logprobs[i]).abs()).fold(0f32, f32::max);
+        let matched = ours.iter().zip(&case.tokens).take_while(|(a, b)| a.token == **b).count();
+        let max_logprob_diff = (0..matched).map(|i| (ours[i].logprob.expect("asked for") - case.logprobs[i]).abs()).fold(0f32, f32::max);
         let near_tie = if matched == n {
             exact += 1;
             true
         } else {
             let (mine, theirs) = (&ours[matched], case.tokens[matched]);
-            let in_their_top = case.top_logprobs[matched].iter().any(|&(id, _)| id == mine.id);
-            let in_our_top = mine.top.iter().any(|&(id, _)| id == theirs);
+            let in_their_top = case.top_logprobs[matched].iter().any(|&(id, _)| id == mine.token);
+            let in_our_top = mine.top_logprobs.iter().any(|&(id, _)| id == theirs);
             in_their_top && in_our_top
         };
         report.push(format!("{}: {matched}/{n} tokens match, max |Δlogprob| {max_logprob_diff:.4} (llama.cpp's own noise {:.4}), divergence is a near-tie: {near_tie}", case.name, case.reference_self_noise_nats));

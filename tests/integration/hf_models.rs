@@ -7,6 +7,7 @@
 //! rotates NeoX pairs of un-permuted rows where GGUF rotates adjacent pairs of permuted ones:
 //! if either the permutation or the NeoX flag were wrong, the logits would be far apart.
 
+use crate::common;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -14,7 +15,6 @@ use rill_backend::{DType, KvDType};
 use rill_backend_cpu::CpuBackend;
 use rill_engine::ForwardBatch;
 use rill_model::chat_template::ChatMessage;
-use rill_model::generate::{generate, GenerateParams};
 use rill_model::hf::export::{export_gguf, ExportOptions};
 use rill_model::hf::HfError;
 use rill_model::loader::{load, load_source, KvBudget, LoadError, LoadOptions, LoadedModel};
@@ -89,11 +89,13 @@ fn last_logits(model: &mut Transformer<CpuBackend>, prompt: &[u32]) -> Vec<f32> 
     model.forward(&batch).unwrap().to_vec()
 }
 
-fn greedy(model: &mut Transformer<CpuBackend>, prompt: &[u32], n: usize) -> Vec<u32> {
-    let params = GenerateParams { max_tokens: n, temperature: 0.0, seed: 0, stop_tokens: Vec::new(), top_logprobs: 0 };
-    let mut out = Vec::new();
-    generate(model, prompt, &params, |t| out.push(t.id)).unwrap();
-    out
+/// `n` greedy token ids through the engine.
+fn greedy(engine: &rill_engine::Engine, prompt: &[u32], n: usize) -> Vec<u32> {
+    common::greedy_tokens(engine, prompt, n, 0).iter().map(|t| t.token).collect()
+}
+
+fn engine(model: LoadedModel<CpuBackend>) -> rill_engine::Engine {
+    common::engine_of(model.transformer, model.tokenizer.eos_token_ids(), "hf-test")
 }
 
 /// Everything but the name (HF: the export's `_name_or_path`, the same) and the rotary layout.
@@ -120,7 +122,11 @@ fn f32_export_matches_gguf_logits_greedy_tokens_and_tokenizer() {
         let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
         assert!(a.iter().chain(&b).all(|x| x.is_finite()));
         worst = worst.max(diff);
-        assert_eq!(greedy(&mut gguf.transformer, &ids, GREEDY_TOKENS), greedy(&mut hf.transformer, &ids, GREEDY_TOKENS), "{text:?}");
+    }
+    let (gguf_engine, hf_engine) = (common::engine_of(gguf.transformer, gguf.tokenizer.eos_token_ids(), "gguf"), common::engine_of(hf.transformer, hf.tokenizer.eos_token_ids(), "hf"));
+    for text in PROMPTS {
+        let ids = gguf.tokenizer.encode(text, true).unwrap();
+        assert_eq!(greedy(&gguf_engine, &ids, GREEDY_TOKENS), greedy(&hf_engine, &ids, GREEDY_TOKENS), "{text:?}");
     }
     eprintln!("GGUF vs HF F32 export: max |logit difference| {worst:e}");
     assert!(worst <= GGUF_VS_HF_LOGIT_TOLERANCE, "max |logit difference| {worst} > {GGUF_VS_HF_LOGIT_TOLERANCE}");
@@ -176,12 +182,13 @@ fn f32_export_matches_gguf_logits_greedy_tokens_and_tokenizer() {
 fn sharded_bf16_export_gives_the_same_first_greedy_tokens() {
     let dir = exported(DType::BF16, 3);
     assert!(dir.join("model.safetensors.index.json").is_file() && !dir.join("model.safetensors").exists());
-    let mut gguf = load_reference(&rill::testing::default_model_path());
-    let mut hf = load_reference(&dir);
+    let gguf_model = load_reference(&rill::testing::default_model_path());
+    let gguf = common::engine_of(gguf_model.transformer, gguf_model.tokenizer.eos_token_ids(), "gguf");
+    let hf = engine(load_reference(&dir));
     let mut agreeing = 0;
     for text in PROMPTS {
-        let ids = gguf.tokenizer.encode(text, true).unwrap();
-        let (a, b) = (greedy(&mut gguf.transformer, &ids, BF16_COMPARED_TOKENS), greedy(&mut hf.transformer, &ids, BF16_COMPARED_TOKENS));
+        let ids = gguf_model.tokenizer.encode(text, true).unwrap();
+        let (a, b) = (greedy(&gguf, &ids, BF16_COMPARED_TOKENS), greedy(&hf, &ids, BF16_COMPARED_TOKENS));
         eprintln!("{text:?}: gguf {a:?} bf16 {b:?}");
         agreeing += usize::from(a == b);
     }
@@ -209,16 +216,14 @@ fn dummy_tiny_llama_generates_finite_varied_deterministic_tokens_in_every_dtype(
         let spread = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) - logits.iter().fold(f32::INFINITY, |m, &x| m.min(x));
         assert!(spread > 1.0, "{dtype}: flat logits ({spread})");
 
-        let tokens = greedy(&mut model.transformer, &prompt, 32);
+        let tokens = greedy(&common::engine_of(model.transformer, model.tokenizer.eos_token_ids(), "dummy"), &prompt, 32);
         assert_eq!(tokens.len(), 32);
         let distinct: std::collections::BTreeSet<u32> = tokens.iter().copied().collect();
         assert!(distinct.len() > 1, "{dtype}: one token repeated: {tokens:?}");
         let _ = model.tokenizer.decode(&tokens, false);
         // The same seed gives the same tokens; another seed other ones.
-        let mut again = dummy("tiny-llama.json", dtype, 42);
-        assert_eq!(greedy(&mut again.transformer, &prompt, 32), tokens, "{dtype}");
-        let mut other = dummy("tiny-llama.json", dtype, 43);
-        assert_ne!(greedy(&mut other.transformer, &prompt, 32), tokens, "{dtype}");
+        assert_eq!(greedy(&engine(dummy("tiny-llama.json", dtype, 42)), &prompt, 32), tokens, "{dtype}");
+        assert_ne!(greedy(&engine(dummy("tiny-llama.json", dtype, 43)), &prompt, 32), tokens, "{dtype}");
         eprintln!("{dtype}: {} distinct of 32: {tokens:?}", distinct.len());
     }
 }

@@ -6,14 +6,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
-use rill_engine::{GenerateRequest, SamplingParams, StreamEvent};
+use rill_engine::{GenerateRequest, SamplingParams};
 use rill_model::chat_template::{ChatMessage, ChatTemplate};
-use rill_model::generate::{generate, GenerateParams};
-use rill_model::loader::{KvBudget, LoadedModel};
+use rill_model::loader::KvBudget;
 use rill_model::tokenizer::{IncrementalDecoder, Tokenizer};
 
-use rill_backend::Backend;
-use rill_server::load::{LoadedJob, StartedModel};
+use rill_server::load::StartedModel;
 
 use crate::options::ModelArgs;
 
@@ -68,54 +66,54 @@ pub fn run(mut args: GenerateArgs) -> CliResult {
     if args.engine.kv_cache_tokens.is_none() && args.engine.kv_cache_bytes.is_none() {
         args.engine.kv_cache_tokens = Some(8192);
     }
-    args.engine.settings().with_loaded(&args.model, SingleJob { args: &args })?
+    generate_one(&args)
 }
 
-/// One prompt streamed to stdout, on whichever backend the model was loaded.
-struct SingleJob<'a> {
-    args: &'a GenerateArgs,
-}
-
-impl LoadedJob for SingleJob<'_> {
-    type Output = CliResult;
-
-    fn run<B: Backend>(self, model: LoadedModel<B>) -> CliResult {
-        generate_one(self.args, model)
-    }
-}
-
-fn generate_one<B: Backend>(args: &GenerateArgs, model: LoadedModel<B>) -> CliResult {
-    let LoadedModel { mut transformer, tokenizer, chat_template } = model;
+/// One prompt through the engine (the path the server uses), streamed to stdout as it comes.
+fn generate_one(args: &GenerateArgs) -> CliResult {
+    let StartedModel { engine, tokenizer, chat_template, .. } = args.engine.settings().start_engine(&args.model, "generate")?;
     let text = match (&args.prompt, &args.chat) {
         (Some(p), _) => p.clone(),
         (None, Some(user)) => render_chat(chat_template.as_ref(), args.system.as_deref(), user)?,
         (None, None) => unreachable!("checked above"),
     };
     let prompt = tokenizer.encode(&text, true)?;
-    let params = GenerateParams {
-        max_tokens: args.max_tokens,
-        temperature: args.temperature,
-        seed: args.seed,
-        stop_tokens: if args.ignore_eos { Vec::new() } else { tokenizer.eos_token_ids().to_vec() },
-        top_logprobs: 0,
-    };
+    let started = Instant::now();
+    let stream = engine.handle().submit(GenerateRequest { prompt: prompt.clone(), params: sampling_params(args), priority: 0 })?;
 
     let mut out = std::io::stdout().lock();
     let mut decoder = IncrementalDecoder::new(&tokenizer, true);
-    let stats = generate(&mut transformer, &prompt, &params, |tok| {
-        let piece = decoder.push(tok.id);
+    let mut first_token_at = None;
+    let choices = stream.collect(|_, tok| {
+        first_token_at.get_or_insert_with(Instant::now);
+        let piece = decoder.push(tok.token);
         // A closed stdout (e.g. `| head`) must not abort generation with a panic.
         let _ = out.write_all(piece.as_bytes()).and_then(|_| out.flush());
     })?;
     let _ = writeln!(out, "{}", decoder.flush()).and_then(|_| out.flush());
+    let generated = choices.first().map_or(0, |c| c.tokens.len());
+    // The first token comes out of the prefill step; the decode rate is over the ones after it.
+    let first = first_token_at.unwrap_or_else(Instant::now);
+    let (prefill, decode) = ((first - started).as_secs_f64().max(1e-9), first.elapsed().as_secs_f64().max(1e-9));
     eprintln!(
-        "prompt: {} tokens, {:.1} tok/s | generated: {} tokens, {:.1} tok/s",
-        stats.prompt_tokens,
-        stats.prefill_tokens_per_sec(),
-        stats.generated_tokens,
-        stats.decode_tokens_per_sec()
+        "prompt: {} tokens, {:.1} tok/s | generated: {generated} tokens, {:.1} tok/s",
+        prompt.len(),
+        prompt.len() as f64 / prefill,
+        generated.saturating_sub(1) as f64 / decode
     );
+    engine.shutdown();
     Ok(())
+}
+
+/// The request `--temperature`, `--seed`, `--max-tokens` and `--ignore-eos` describe.
+fn sampling_params(args: &GenerateArgs) -> SamplingParams {
+    SamplingParams {
+        temperature: args.temperature,
+        seed: Some(args.seed),
+        max_tokens: Some(args.max_tokens),
+        ignore_eos: args.ignore_eos,
+        ..SamplingParams::default()
+    }
 }
 
 /// The chat template applied to one user message (the template writes any BOS itself, and
@@ -154,22 +152,16 @@ fn run_batch(args: &GenerateArgs) -> CliResult {
         })
         .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
     let handle = engine.handle();
-    let params = SamplingParams {
-        temperature: args.temperature,
-        seed: Some(args.seed),
-        max_tokens: Some(args.max_tokens),
-        ignore_eos: args.ignore_eos,
-        ..SamplingParams::default()
-    };
+    let params = sampling_params(args);
 
     let started = Instant::now();
-    let mut streams = prompts
+    let streams = prompts
         .iter()
         .map(|p| handle.submit(GenerateRequest { prompt: p.clone(), params: params.clone(), priority: 0 }))
         .collect::<Result<Vec<_>, _>>()?;
     let (mut prompt_tokens, mut generated) = (0, 0);
     let mut out = std::io::stdout().lock();
-    for (i, stream) in streams.iter_mut().enumerate() {
+    for (i, stream) in streams.into_iter().enumerate() {
         let text = collect_text(&tokenizer, stream)?;
         let (p, g) = (text.1.prompt_tokens, text.1.completion_tokens);
         prompt_tokens += p;
@@ -187,18 +179,12 @@ fn run_batch(args: &GenerateArgs) -> CliResult {
     Ok(())
 }
 
-fn collect_text(tokenizer: &Tokenizer, stream: &mut rill_engine::RequestStream) -> Result<(String, rill_engine::Usage), Box<dyn std::error::Error>> {
+fn collect_text(tokenizer: &Tokenizer, stream: rill_engine::RequestStream) -> Result<(String, rill_engine::Usage), Box<dyn std::error::Error>> {
+    let id = stream.id;
+    let choices = stream.collect(|_, _| {}).map_err(|e| format!("request {id} failed: {e}"))?;
+    let choice = choices.into_iter().next().ok_or("the request produced no choice")?;
     let mut decoder = IncrementalDecoder::new(tokenizer, true);
-    let mut text = String::new();
-    loop {
-        match stream.blocking_recv() {
-            Some(StreamEvent::Token { token: t, .. }) => text.push_str(&decoder.push(t.token)),
-            Some(StreamEvent::Finished { usage, .. }) => {
-                text.push_str(&decoder.flush());
-                return Ok((text, usage));
-            }
-            Some(StreamEvent::Failed(e)) => return Err(format!("request {} failed: {e}", stream.id).into()),
-            None => return Err("the engine stopped".into()),
-        }
-    }
+    let mut text: String = choice.tokens.iter().map(|t| decoder.push(t.token)).collect();
+    text.push_str(&decoder.flush());
+    Ok((text, choice.finish.map(|(_, usage)| usage).unwrap_or_default()))
 }

@@ -6,7 +6,6 @@ pub mod chat_template;
 pub mod config;
 pub mod dummy;
 pub mod forward;
-pub mod generate;
 pub mod gguf;
 pub mod hf;
 pub mod loader;

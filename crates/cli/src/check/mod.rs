@@ -19,8 +19,7 @@ use clap::Args;
 use rill_backend::conformance;
 use rill_backend::Backend;
 use rill_backend_cpu::CpuBackend;
-use rill_engine::{GenerateRequest, SamplingParams, StreamEvent};
-use rill_model::generate::{generate, GenerateParams, GeneratedToken};
+use rill_engine::{GenerateRequest, SampledToken, SamplingParams};
 use rill_model::runner::ModelRunner;
 use rill_model::source::LoadFormat;
 
@@ -96,25 +95,25 @@ impl BackendJob for CheckJob<'_> {
             return Ok(failures);
         }
         println!("== end to end: {} ({:?}), {} prompts x {} greedy tokens", args.model.display(), args.engine.load_format, args.prompts, args.tokens);
-        let mut reference_model = args.engine.settings().load_on(&args.model, reference)?;
+        let reference_model = args.engine.settings().load_on(&args.model, reference)?;
         let mut candidate_model = args.engine.settings().load_on(&args.model, candidate)?;
         let vocab = reference_model.transformer.config().vocab_size;
         let prompts = random_prompts(self.seed, args.prompts, vocab);
-        let params = GenerateParams { max_tokens: args.tokens, temperature: 0.0, seed: 0, stop_tokens: vec![], top_logprobs: 5 };
-        let mut expected = Vec::new();
-        for (i, prompt) in prompts.iter().enumerate() {
-            let want = run_alone(&mut reference_model.transformer, prompt, &params)?;
-            let got = run_alone(&mut candidate_model.transformer, prompt, &params)?;
-            failures += report(&format!("prompt {i} ({} tokens) alone", prompt.len()), &want, &got);
-            expected.push(want);
-        }
         if let Some(path) = &args.logits_reference {
             println!("== logits against {}", path.display());
             failures += logits::check_file(&mut candidate_model.transformer, path)?;
         }
-        let eos = candidate_model.tokenizer.eos_token_ids().to_vec();
-        let engine = ModelRunner::new(candidate_model.transformer, eos).start("check-backend");
-        let batched = run_batched(&engine, &prompts, args.tokens)?;
+        // Both models through the engine, the path users get: each prompt alone, then the
+        // candidate with every prompt at once (decode steps recorded as graphs on CUDA).
+        let (reference, candidate) = (start(reference_model, "check-backend-reference"), start(candidate_model, "check-backend"));
+        let mut expected = Vec::new();
+        for (i, prompt) in prompts.iter().enumerate() {
+            let want = run_batched(&reference, std::slice::from_ref(prompt), args.tokens)?.remove(0);
+            let got = run_batched(&candidate, std::slice::from_ref(prompt), args.tokens)?.remove(0);
+            failures += report(&format!("prompt {i} ({} tokens) alone", prompt.len()), &want, &got);
+            expected.push(want);
+        }
+        let batched = run_batched(&candidate, &prompts, args.tokens)?;
         for (i, (want, got)) in expected.iter().zip(&batched).enumerate() {
             failures += report(&format!("prompt {i} in a batch of {}", prompts.len()), want, got);
         }
@@ -135,37 +134,30 @@ fn random_prompts(seed: u64, count: usize, vocab: usize) -> Vec<Vec<u32>> {
     (0..count).map(|i| (0..LENGTHS[i % LENGTHS.len()]).map(|_| (next() % vocab as u64) as u32).collect()).collect()
 }
 
-fn run_alone<B: Backend>(model: &mut rill_model::Transformer<B>, prompt: &[u32], params: &GenerateParams) -> Result<Vec<GeneratedToken>, Box<dyn std::error::Error>> {
-    let mut out = Vec::new();
-    generate(model, prompt, params, |t| out.push(t.clone()))?;
-    Ok(out)
+/// A loaded model's engine.
+fn start<B: Backend>(model: rill_model::loader::LoadedModel<B>, name: &str) -> rill_engine::Engine {
+    let eos = model.tokenizer.eos_token_ids().to_vec();
+    ModelRunner::new(model.transformer, eos).start(name)
 }
 
-/// All prompts submitted at once through the engine; tokens with their top-5 alternatives.
-fn run_batched(engine: &rill_engine::Engine, prompts: &[Vec<u32>], tokens: usize) -> Result<Vec<Vec<GeneratedToken>>, Box<dyn std::error::Error>> {
+/// All prompts submitted at once through the engine; greedy tokens with their top-5
+/// alternatives.
+fn run_batched(engine: &rill_engine::Engine, prompts: &[Vec<u32>], tokens: usize) -> Result<Vec<Vec<SampledToken>>, Box<dyn std::error::Error>> {
     let params = SamplingParams { temperature: 0.0, max_tokens: Some(tokens), logprobs: Some(5), ignore_eos: true, ..Default::default() };
-    let mut streams = Vec::new();
-    for prompt in prompts {
-        streams.push(engine.handle().submit(GenerateRequest { prompt: prompt.clone(), params: params.clone(), priority: 0 })?);
-    }
+    let streams = prompts
+        .iter()
+        .map(|prompt| engine.handle().submit(GenerateRequest { prompt: prompt.clone(), params: params.clone(), priority: 0 }))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut results = Vec::new();
-    for mut stream in streams {
-        let mut out = Vec::new();
-        loop {
-            match stream.blocking_recv() {
-                Some(StreamEvent::Token { token, .. }) => out.push(GeneratedToken { id: token.token, logprob: token.logprob.unwrap_or(f32::NAN), top: token.top_logprobs }),
-                Some(StreamEvent::Finished { .. }) => break,
-                Some(StreamEvent::Failed(e)) => return Err(format!("batched generation failed: {e}").into()),
-                None => return Err("the engine stopped".into()),
-            }
-        }
-        results.push(out);
+    for stream in streams {
+        let choice = stream.collect(|_, _| {})?.into_iter().next().ok_or("a request produced no choice")?;
+        results.push(choice.tokens);
     }
     Ok(results)
 }
 
 /// Prints one comparison line; 1 if it failed.
-fn report(what: &str, want: &[GeneratedToken], got: &[GeneratedToken]) -> usize {
+fn report(what: &str, want: &[SampledToken], got: &[SampledToken]) -> usize {
     let p = parity::compare(want, got);
     let verdict = if p.passed() { "ok  " } else { "FAIL" };
     let tie = if p.matched < p.compared { if p.near_tie { " (then a near-tie)" } else { " (then a token outside the other's top 5)" } } else { "" };

@@ -2,7 +2,7 @@
 //! one; where they first differ, each side's token must be among the other side's top
 //! alternatives (vLLM's rule for near-ties), and comparison stops there.
 
-use rill_model::generate::GeneratedToken;
+use rill_engine::SampledToken;
 
 /// How one prompt's two generations compare.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,12 +24,12 @@ impl SequenceParity {
 }
 
 /// Compares `candidate` against `reference` (each with its top alternatives recorded).
-pub fn compare(reference: &[GeneratedToken], candidate: &[GeneratedToken]) -> SequenceParity {
+pub fn compare(reference: &[SampledToken], candidate: &[SampledToken]) -> SequenceParity {
     let compared = reference.len().min(candidate.len());
-    let matched = reference.iter().zip(candidate).take_while(|(r, c)| r.id == c.id).count();
-    let max_logprob_diff = reference.iter().zip(candidate).take(matched).map(|(r, c)| (r.logprob - c.logprob).abs()).fold(0.0, f32::max);
+    let matched = reference.iter().zip(candidate).take_while(|(r, c)| r.token == c.token).count();
+    let max_logprob_diff = reference.iter().zip(candidate).take(matched).map(|(r, c)| (r.logprob.unwrap_or(f32::NAN) - c.logprob.unwrap_or(f32::NAN)).abs()).fold(0.0, f32::max);
     let near_tie = match (reference.get(matched), candidate.get(matched)) {
-        (Some(r), Some(c)) if matched < compared => in_top(c.id, &r.top) && in_top(r.id, &c.top),
+        (Some(r), Some(c)) if matched < compared => in_top(c.token, &r.top_logprobs) && in_top(r.token, &c.top_logprobs),
         _ => true,
     };
     SequenceParity { matched, compared, near_tie, max_logprob_diff }
@@ -43,8 +43,8 @@ fn in_top(id: u32, top: &[(u32, f32)]) -> bool {
 mod tests {
     use super::*;
 
-    fn tok(id: u32, top: &[u32]) -> GeneratedToken {
-        GeneratedToken { id, logprob: -0.5 - id as f32 * 0.01, top: top.iter().map(|&t| (t, -1.0)).collect() }
+    fn tok(id: u32, top: &[u32]) -> SampledToken {
+        SampledToken { token: id, logprob: Some(-0.5 - id as f32 * 0.01), top_logprobs: top.iter().map(|&t| (t, -1.0)).collect() }
     }
 
     #[test]
@@ -76,10 +76,10 @@ mod tests {
 
     #[test]
     fn logprob_differences_count_only_matched_positions() {
-        let r = vec![tok(1, &[1]), GeneratedToken { id: 2, logprob: -3.0, top: vec![(2, -3.0)] }];
+        let r = vec![tok(1, &[1]), SampledToken { token: 2, logprob: Some(-3.0), top_logprobs: vec![(2, -3.0)] }];
         let mut c = r.clone();
-        c[0].logprob -= 0.25;
-        c[1].id = 4;
+        c[0].logprob = c[0].logprob.map(|l| l - 0.25);
+        c[1].token = 4;
         let p = compare(&r, &c);
         assert_eq!(p.matched, 1);
         assert!((p.max_logprob_diff - 0.25).abs() < 1e-6);
