@@ -12,3 +12,4 @@ mod fake;
 mod http;
 mod bench;
 mod padded_decode;
+mod seeded_sampling;
