@@ -1,10 +1,12 @@
-//! `rill check-backend`: is a backend computing the same function as the CPU oracle? Three
+//! `rill check-backend`: is a backend computing the same function as the CPU oracle? Four
 //! checks, each on fresh random data (the seed is printed so a failure can be replayed):
 //! 1. every `Backend` op against `CpuBackend::reference` (`rill_backend::conformance`);
 //! 2. end to end: greedy tokens of one model on the device and on the oracle, each prompt alone
 //!    and all prompts batched through the engine (decode steps recorded as graphs on CUDA),
 //!    compared with vLLM's near-tie rule;
-//! 3. optionally, logits of every position against a file another implementation wrote (HF
+//! 3. seeded sampling: the same tokens with `logprobs` on (the host path) and off (the device
+//!    path where the backend samples on the device);
+//! 4. optionally, logits of every position against a file another implementation wrote (HF
 //!    `transformers` in `scripts/gpu-check.sh`).
 //!
 //! The command is generic over the backend, so CI runs it CPU-vs-CPU and a GPU machine runs it
@@ -117,6 +119,7 @@ impl BackendJob for CheckJob<'_> {
         for (i, (want, got)) in expected.iter().zip(&batched).enumerate() {
             failures += report(&format!("prompt {i} in a batch of {}", prompts.len()), want, got);
         }
+        failures += seeded_sampling(&candidate, &prompts, args.tokens)?;
         Ok(failures)
     }
 }
@@ -154,6 +157,29 @@ fn run_batched(engine: &rill_engine::Engine, prompts: &[Vec<u32>], tokens: usize
         results.push(choice.tokens);
     }
     Ok(results)
+}
+
+/// One sampling rule: seeded sampled requests get the same tokens without `logprobs` (rows the
+/// device samples, where the backend samples on the device) and with them (rows read back and
+/// sampled on the host).
+fn seeded_sampling(engine: &rill_engine::Engine, prompts: &[Vec<u32>], tokens: usize) -> Result<usize, Box<dyn std::error::Error>> {
+    let mut failures = 0;
+    for (temperature, top_k, top_p, min_p) in [(1.0, 0, 1.0, 0.0), (0.8, 40, 0.9, 0.0), (1.2, 0, 1.0, 0.05)] {
+        let params = SamplingParams { temperature, top_k, top_p, min_p, seed: Some(7), max_tokens: Some(tokens), ignore_eos: true, ..Default::default() };
+        let run = |params: &SamplingParams| -> Result<Vec<Vec<u32>>, Box<dyn std::error::Error>> {
+            let streams = prompts
+                .iter()
+                .map(|prompt| engine.handle().submit(GenerateRequest { prompt: prompt.clone(), params: params.clone(), priority: 0 }))
+                .collect::<Result<Vec<_>, _>>()?;
+            streams.into_iter().map(|s| Ok(s.collect(|_, _| {})?.remove(0).token_ids())).collect()
+        };
+        let (plain, with_logprobs) = (run(&params)?, run(&SamplingParams { logprobs: Some(1), ..params.clone() })?);
+        let differ = plain.iter().zip(&with_logprobs).filter(|(a, b)| a != b).count();
+        let verdict = if differ == 0 { "ok  " } else { "FAIL" };
+        println!("{verdict} seeded sampling T {temperature} top-k {top_k} top-p {top_p} min-p {min_p}: {differ} of {} prompts differ with logprobs on", prompts.len());
+        failures += usize::from(differ > 0);
+    }
+    Ok(failures)
 }
 
 /// Prints one comparison line; 1 if it failed.
