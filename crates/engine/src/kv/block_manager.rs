@@ -1,6 +1,6 @@
 //! `BlockManager`: per-sequence block tables on top of the `BlockPool`, with prefix-cache lookup
 //! on allocation and publication of blocks as their KV gets computed. The scheduler is its only
-//! caller; the executor sees block tables and, after a fork, one `BlockCopy`.
+//! caller; the executor sees only block tables.
 
 use std::collections::HashMap;
 
@@ -14,15 +14,6 @@ pub struct PrefixHit {
     /// Leading prompt tokens whose KV is already in the sequence's blocks: a multiple of the block
     /// size, always less than the prompt length. The sequence starts with `num_computed` = this.
     pub cached_tokens: usize,
-}
-
-/// KV the executor must copy before the forked sequence's next step: the first `num_tokens` slots
-/// of block `src` into block `dst` (all layers, K and V).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlockCopy {
-    pub src: u32,
-    pub dst: u32,
-    pub num_tokens: usize,
 }
 
 /// Cumulative counters (the engine records deltas once per step).
@@ -217,43 +208,6 @@ impl BlockManager {
         Ok(published)
     }
 
-    /// Makes `child` a continuation of `parent`'s first `num_computed` tokens (for `n > 1`
-    /// sampling right after the prompt). The child shares the parent's full blocks by ref count;
-    /// a partly filled tail block is not shared, since both would append into it: the child gets
-    /// a fresh block and the returned copy, which the executor must perform before the child's
-    /// next step. Forking at a block boundary copies nothing. All or nothing.
-    pub fn fork(&mut self, parent: SeqId, child: SeqId, num_computed: usize) -> Result<Option<BlockCopy>, KvError> {
-        if child == parent || self.seqs.contains_key(&child) {
-            return Err(KvError::SequenceExists(child));
-        }
-        let p = self.seqs.get(&parent).ok_or(KvError::UnknownSequence(parent))?;
-        let capacity = p.table.len() * self.block_size;
-        if num_computed > capacity {
-            return Err(KvError::BeyondBlocks { seq: parent, tokens: num_computed, capacity });
-        }
-        let (full, partial) = (num_computed / self.block_size, num_computed % self.block_size);
-        let available = self.pool.available();
-        if partial > 0 && available == 0 {
-            return Err(KvError::OutOfBlocks { needed: 1, available });
-        }
-        let mut table = p.table[..full].to_vec();
-        let hashes = p.hashes[..p.hashes.len().min(full)].to_vec();
-        let src = p.table.get(full).copied();
-        for &b in &table {
-            self.pool.retain(b);
-        }
-        let copy = match (partial, src) {
-            (1.., Some(src)) => {
-                let dst = self.pool.allocate().expect("capacity checked above");
-                table.push(dst);
-                Some(BlockCopy { src, dst, num_tokens: partial })
-            }
-            _ => None,
-        };
-        self.seqs.insert(child, SeqBlocks { table, hashes });
-        Ok(copy)
-    }
-
     /// Releases `seq`'s blocks, tail first: published ones stay cached (evictable) until needed.
     pub fn free(&mut self, seq: SeqId) -> Result<(), KvError> {
         let s = self.seqs.remove(&seq).ok_or(KvError::UnknownSequence(seq))?;
@@ -261,12 +215,6 @@ impl BlockManager {
             self.pool.release(b);
         }
         Ok(())
-    }
-
-    /// Drops every idle prefix-cache entry (e.g. after swapping weights under the same salt).
-    /// Entries in use stay. Returns how many blocks were dropped.
-    pub fn reset_prefix_cache(&mut self) -> usize {
-        self.pool.clear_evictable()
     }
 
     /// Verifies the whole state: every block is exactly one of free, evictable or referenced; ref

@@ -163,21 +163,6 @@ impl BlockPool {
         true
     }
 
-    /// Drops every idle cache entry (the blocks become free). Entries in use stay.
-    pub fn clear_evictable(&mut self) -> usize {
-        let mut n = 0;
-        while let Some(b) = self.evictable.pop_front() {
-            let m = &mut self.meta[b as usize];
-            if let Some(h) = m.hash.take() {
-                self.cached.remove(&h);
-            }
-            m.parent = None;
-            self.free.push(b);
-            n += 1;
-        }
-        n
-    }
-
     /// Checks the pool against `refs[b]` (how many block tables hold block `b`).
     pub fn check(&self, refs: &[u32], salt: u64) -> Result<(), String> {
         let n = self.num_blocks();

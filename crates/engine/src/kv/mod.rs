@@ -29,7 +29,7 @@ mod randomized_test;
 #[cfg(test)]
 mod scripted_test;
 
-pub use block_manager::{BlockCopy, BlockManager, KvStats, PrefixHit};
+pub use block_manager::{BlockManager, KvStats, PrefixHit};
 pub use prefix_hash::{block_hash, BlockHash};
 
 /// The engine's id for a sequence (one per sampled continuation).
@@ -43,6 +43,4 @@ pub enum KvError {
     UnknownSequence(SeqId),
     #[error("sequence {0} already holds KV blocks")]
     SequenceExists(SeqId),
-    #[error("sequence {seq}: {tokens} tokens requested but its blocks hold only {capacity}")]
-    BeyondBlocks { seq: SeqId, tokens: usize, capacity: usize },
 }

@@ -152,7 +152,7 @@ impl Sim {
         let op = self.rng.below(100);
         let crowded = self.live.len() > 12;
         match op {
-            0..=14 if !crowded => {
+            0..=14 | 75..=82 if !crowded => {
                 let base = self.rng.below(self.prefixes.len() + 1);
                 let mut tokens = match self.prefixes.get(base) {
                     Some(p) => p[..self.rng.below(p.len() + 1)].to_vec(),
@@ -195,35 +195,6 @@ impl Sim {
                 }
                 "reserve"
             }
-            75..=82 if !crowded => {
-                let Some(parent) = self.random_live() else { return "fork (none live)" };
-                let p = &self.live[&parent];
-                let at = self.rng.below(p.computed + 1);
-                let child_tokens = p.tokens[..at].to_vec();
-                let child = self.next_id;
-                self.next_id += 1;
-                match self.m.fork(parent, child, at) {
-                    Ok(copy) => {
-                        if let Some(BlockCopy { src, dst, num_tokens }) = copy {
-                            let bs = self.m.block_size();
-                            assert!(num_tokens > 0 && num_tokens < bs && at % bs == num_tokens);
-                            assert_eq!(self.m.ref_count(dst), Some(1));
-                            let (s, d) = (src as usize * bs, dst as usize * bs);
-                            self.kv.copy_within(s..s + num_tokens, d);
-                            self.count("fork with copy");
-                        } else {
-                            self.count("fork at boundary");
-                        }
-                        self.live.insert(child, Live::new(child_tokens, at));
-                        "fork"
-                    }
-                    Err(KvError::OutOfBlocks { .. }) => {
-                        self.count("fork: out of blocks");
-                        "fork (out of blocks)"
-                    }
-                    Err(e) => panic!("fork: {e}"),
-                }
-            }
             83..=88 => {
                 let Some(id) = self.random_live() else { return "finish (none live)" };
                 self.live.remove(&id);
@@ -238,11 +209,7 @@ impl Sim {
                 self.waiting.push(live.tokens);
                 "preempt"
             }
-            96..=98 => self.misuse(),
-            _ => {
-                self.m.reset_prefix_cache();
-                "reset prefix cache"
-            }
+            _ => self.misuse(),
         }
     }
 
@@ -253,12 +220,8 @@ impl Sim {
         assert_eq!(self.m.free(unknown), Err(KvError::UnknownSequence(unknown)));
         assert_eq!(self.m.append_slots(unknown, 3), Err(KvError::UnknownSequence(unknown)));
         assert_eq!(self.m.publish_full_blocks(unknown, &[1, 2, 3]), Err(KvError::UnknownSequence(unknown)));
-        assert_eq!(self.m.fork(unknown, unknown + 1, 0), Err(KvError::UnknownSequence(unknown)));
         if let Some(id) = self.random_live() {
             assert_eq!(self.m.allocate_prompt(id, &[1, 2, 3]), Err(KvError::SequenceExists(id)));
-            assert_eq!(self.m.fork(id, id, 0), Err(KvError::SequenceExists(id)));
-            let capacity = self.m.block_table(id).unwrap().len() * self.m.block_size();
-            assert_eq!(self.m.fork(id, unknown, capacity + 1), Err(KvError::BeyondBlocks { seq: id, tokens: capacity + 1, capacity }));
         }
         assert_eq!(self.m.num_free_blocks(), free);
         "misuse"
@@ -298,11 +261,8 @@ fn run(num_blocks: usize, block_size: usize, seed: u64, ops: usize) {
 
     let stats = sim.m.stats();
     eprintln!("seed {seed}: {:?} {stats:?}", sim.counts);
-    for what in ["prefix hit", "prefix miss", "allocate: out of blocks", "append: out of blocks", "fork at boundary"] {
+    for what in ["prefix hit", "prefix miss", "allocate: out of blocks", "append: out of blocks"] {
         assert!(sim.counts.get(what).copied().unwrap_or(0) >= 10, "seed {seed}: too few `{what}`: {:?}", sim.counts);
-    }
-    if block_size > 1 {
-        assert!(sim.counts.get("fork with copy").copied().unwrap_or(0) >= 10, "seed {seed}: {:?}", sim.counts);
     }
     assert!(stats.evicted_blocks >= 10 && stats.hit_tokens > 0, "seed {seed}: {stats:?}");
 }
