@@ -43,23 +43,13 @@ impl RequestStream {
     /// an engine that stopped) is an error.
     pub fn collect(mut self, mut on_token: impl FnMut(usize, &SampledToken)) -> Result<Vec<Collected>, EngineError> {
         let mut choices: Vec<Collected> = Vec::new();
-        let choice = |choices: &mut Vec<Collected>, index: usize| -> usize {
-            if choices.len() <= index {
-                choices.resize_with(index + 1, Collected::default);
-            }
-            index
-        };
         loop {
             match self.events.blocking_recv() {
                 Some(StreamEvent::Token { index, token }) => {
                     on_token(index, &token);
-                    let i = choice(&mut choices, index);
-                    choices[i].tokens.push(token);
+                    Collected::at(&mut choices, index).tokens.push(token);
                 }
-                Some(StreamEvent::Finished { index, reason, usage }) => {
-                    let i = choice(&mut choices, index);
-                    choices[i].finish = Some((reason, usage));
-                }
+                Some(StreamEvent::Finished { index, reason, usage }) => Collected::at(&mut choices, index).finish = Some((reason, usage)),
                 Some(StreamEvent::Failed(e)) => return Err(e),
                 None if !choices.is_empty() && choices.iter().all(|c| c.finish.is_some()) => return Ok(choices),
                 None => return Err(EngineError::ShutDown),
@@ -77,6 +67,14 @@ pub struct Collected {
 }
 
 impl Collected {
+    /// Choice `index` of `choices`, growing the list to hold it.
+    fn at(choices: &mut Vec<Collected>, index: usize) -> &mut Collected {
+        if choices.len() <= index {
+            choices.resize_with(index + 1, Collected::default);
+        }
+        &mut choices[index]
+    }
+
     pub fn token_ids(&self) -> Vec<u32> {
         self.tokens.iter().map(|t| t.token).collect()
     }
