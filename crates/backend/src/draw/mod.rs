@@ -146,16 +146,21 @@ pub fn draw_token(logits: &[f32], p: &DrawParams, scratch: &mut DrawScratch) -> 
     if k > 1 && k < vocab {
         t = kth_largest_bits(w, k, &mut scratch.bits);
     }
-    let mut total = block_sum(vocab, |i| if w[i].to_bits() >= t { w[i] } else { 0.0 });
+    let mut total = kept_mass(w, t);
     if p.top_p < 1.0 {
         (t, total) = top_p_cut(w, t, total, p.top_p, &mut scratch.candidates);
     }
     let min_p = p.min_p_bits();
     if min_p > t {
         t = min_p;
-        total = block_sum(vocab, |i| if w[i].to_bits() >= t { w[i] } else { 0.0 });
+        total = kept_mass(w, t);
     }
     block_order::draw(w, t, p.clamped_uniform() * total)
+}
+
+/// The mass of the weights whose bits are at least `t`, in the kernel's order (its `kept_mass`).
+fn kept_mass(w: &[f32], t: u32) -> f32 {
+    block_sum(w.len(), |i| if w[i].to_bits() >= t { w[i] } else { 0.0 })
 }
 
 /// The `k`-th largest weight's bits: the largest bit pattern with at least `k` weights at or
@@ -178,9 +183,12 @@ fn top_p_cut(w: &[f32], t: u32, total: f32, top_p: f32, candidates: &mut Vec<(u3
     let meets = |s: f32| s > 0.0 && s >= goal;
     // Tokens below `floor` hold at most half of the (1 - p) share of the mass together.
     let floor = ((0.5 * (1.0 - f64::from(top_p).clamp(0.0, 1.0)) * f64::from(total) / w.len() as f64) as f32).to_bits();
-    let mut lo = t;
-    if floor > t && meets(block_sum(w.len(), |i| if w[i].to_bits() >= floor { w[i] } else { 0.0 })) {
-        lo = floor;
+    let (mut lo, mut total_at_lo) = (t, total);
+    if floor > t {
+        let at_floor = kept_mass(w, floor);
+        if meets(at_floor) {
+            (lo, total_at_lo) = (floor, at_floor);
+        }
     }
     candidates.clear();
     candidates.extend(w.iter().enumerate().filter(|(_, x)| x.to_bits() >= lo).map(|(i, &x)| (i as u32, x)));
@@ -195,7 +203,6 @@ fn top_p_cut(w: &[f32], t: u32, total: f32, top_p: f32, candidates: &mut Vec<(u3
         sums.total()
     };
     let mut hi = INF_BITS;
-    let mut total_at_lo = if lo == t { total } else { mass(lo) };
     while hi - lo > 1 {
         let mid = lo + (hi - lo) / 2;
         let s = mass(mid);

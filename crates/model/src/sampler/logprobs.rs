@@ -1,19 +1,7 @@
 //! Log-probabilities of the model's raw distribution (`log_softmax` of the unmodified logits, as
-//! OpenAI and vLLM's default "raw" mode report them) and the greedy pick. A NaN logit counts as
+//! OpenAI and vLLM's default "raw" mode report them). A NaN logit counts as
 //! impossible (`-inf`); a `+inf` logit as the largest finite float, so nothing here panics or
 //! returns NaN.
-
-/// Index of the largest logit; the lowest index wins ties (as llama.cpp's greedy sampler). NaN
-/// logits are skipped; a row of only NaN gives 0.
-pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best: Option<(usize, f32)> = None;
-    for (i, &l) in logits.iter().enumerate() {
-        if !l.is_nan() && best.is_none_or(|(_, b)| l > b) {
-            best = Some((i, l));
-        }
-    }
-    best.map_or(0, |(i, _)| i as u32)
-}
 
 /// `log softmax(logits)[token]`; `-inf` for a token with no probability (or outside the row).
 pub fn logprob(logits: &[f32], token: u32) -> f32 {
@@ -85,15 +73,6 @@ mod tests {
     fn log_softmax(logits: &[f32]) -> Vec<f64> {
         let total: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
         logits.iter().map(|&l| l as f64 - total.ln()).collect()
-    }
-
-    #[test]
-    fn argmax_takes_the_first_maximum_and_skips_nan() {
-        assert_eq!(argmax(&[1.0, 3.0, 3.0, -1.0]), 1);
-        assert_eq!(argmax(&[f32::NAN, 1.0, f32::NAN, 2.0]), 3);
-        assert_eq!(argmax(&[f32::NAN, f32::NAN]), 0);
-        assert_eq!(argmax(&[f32::NEG_INFINITY, f32::NEG_INFINITY]), 0);
-        assert_eq!(argmax(&[]), 0);
     }
 
     #[test]

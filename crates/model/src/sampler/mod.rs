@@ -29,7 +29,7 @@ use rill_backend::{draw_token, DrawParams, DrawScratch, BELOW_ONE};
 pub use rill_engine::GREEDY_TEMPERATURE;
 use rill_engine::{SampledToken, SamplingParams};
 
-pub use logprobs::{argmax, logprob, top_logprobs};
+pub use logprobs::{logprob, top_logprobs};
 pub use processors::AllowedTokens;
 use processors::Processors;
 
@@ -118,9 +118,8 @@ impl Sampler {
         if !self.device_eligible() {
             return None;
         }
-        let rule = self.next_rule();
         // No processor is active, so none has anything to count.
-        Some(rule)
+        Some(self.next_rule())
     }
 
     /// The sequence's per-step allowed-token mask (structured outputs fill it).
