@@ -404,11 +404,15 @@ impl<E: Executor> EngineCore<E> {
         tracing::error!(%error, "executor failed; failing this step's requests");
         let failed: Vec<RequestId> = schedule.seqs.iter().map(|s| request_of(s.id)).collect();
         let seqs: Vec<SeqId> = self.active.keys().copied().filter(|&s| failed.contains(&request_of(s))).collect();
+        let mut ended = Vec::new();
         for seq in seqs {
-            if let Some(a) = self.active.remove(&seq) {
-                let _ = a.events.send(StreamEvent::Failed(error.clone().into()));
-            }
+            ended.extend(self.active.remove(&seq));
             self.scheduler.remove(seq);
+        }
+        // As in `finish`: the gauges drop the failed requests before their clients hear of it.
+        self.publish_stats();
+        for a in ended {
+            let _ = a.events.send(StreamEvent::Failed(error.clone().into()));
         }
     }
 
