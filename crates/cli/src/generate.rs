@@ -78,8 +78,9 @@ fn generate_one(args: &GenerateArgs) -> CliResult {
         (None, None) => unreachable!("checked above"),
     };
     let prompt = tokenizer.encode(&text, true)?;
+    let prompt_tokens = prompt.len();
     let started = Instant::now();
-    let stream = engine.handle().submit(GenerateRequest { prompt: prompt.clone(), params: sampling_params(args), priority: 0 })?;
+    let stream = engine.handle().submit(GenerateRequest { prompt, params: sampling_params(args), priority: 0 })?;
 
     let mut out = std::io::stdout().lock();
     let mut decoder = IncrementalDecoder::new(&tokenizer, true);
@@ -97,8 +98,8 @@ fn generate_one(args: &GenerateArgs) -> CliResult {
     let (prefill, decode) = ((first - started).as_secs_f64().max(1e-9), first.elapsed().as_secs_f64().max(1e-9));
     eprintln!(
         "prompt: {} tokens, {:.1} tok/s | generated: {generated} tokens, {:.1} tok/s",
-        prompt.len(),
-        prompt.len() as f64 / prefill,
+        prompt_tokens,
+        prompt_tokens as f64 / prefill,
         generated.saturating_sub(1) as f64 / decode
     );
     engine.shutdown();

@@ -108,14 +108,15 @@ impl BackendJob for CheckJob<'_> {
         // Both models through the engine, the path users get: each prompt alone, then the
         // candidate with every prompt at once (decode steps recorded as graphs on CUDA).
         let (reference, candidate) = (start(reference_model, "check-backend-reference"), start(candidate_model, "check-backend"));
+        let greedy = SamplingParams { temperature: 0.0, max_tokens: Some(args.tokens), logprobs: Some(5), ignore_eos: true, ..Default::default() };
         let mut expected = Vec::new();
         for (i, prompt) in prompts.iter().enumerate() {
-            let want = run_batched(&reference, std::slice::from_ref(prompt), args.tokens)?.remove(0);
-            let got = run_batched(&candidate, std::slice::from_ref(prompt), args.tokens)?.remove(0);
+            let want = run_batched(&reference, std::slice::from_ref(prompt), &greedy)?.remove(0);
+            let got = run_batched(&candidate, std::slice::from_ref(prompt), &greedy)?.remove(0);
             failures += report(&format!("prompt {i} ({} tokens) alone", prompt.len()), &want, &got);
             expected.push(want);
         }
-        let batched = run_batched(&candidate, &prompts, args.tokens)?;
+        let batched = run_batched(&candidate, &prompts, &greedy)?;
         for (i, (want, got)) in expected.iter().zip(&batched).enumerate() {
             failures += report(&format!("prompt {i} in a batch of {}", prompts.len()), want, got);
         }
@@ -143,10 +144,8 @@ fn start<B: Backend>(model: rill_model::loader::LoadedModel<B>, name: &str) -> r
     ModelRunner::new(model.transformer, eos).start(name)
 }
 
-/// All prompts submitted at once through the engine; greedy tokens with their top-5
-/// alternatives.
-fn run_batched(engine: &rill_engine::Engine, prompts: &[Vec<u32>], tokens: usize) -> Result<Vec<Vec<SampledToken>>, Box<dyn std::error::Error>> {
-    let params = SamplingParams { temperature: 0.0, max_tokens: Some(tokens), logprobs: Some(5), ignore_eos: true, ..Default::default() };
+/// All prompts submitted at once through the engine with `params`; each one's tokens.
+fn run_batched(engine: &rill_engine::Engine, prompts: &[Vec<u32>], params: &SamplingParams) -> Result<Vec<Vec<SampledToken>>, Box<dyn std::error::Error>> {
     let streams = prompts
         .iter()
         .map(|prompt| engine.handle().submit(GenerateRequest { prompt: prompt.clone(), params: params.clone(), priority: 0 }))
@@ -166,15 +165,9 @@ fn seeded_sampling(engine: &rill_engine::Engine, prompts: &[Vec<u32>], tokens: u
     let mut failures = 0;
     for (temperature, top_k, top_p, min_p) in [(1.0, 0, 1.0, 0.0), (0.8, 40, 0.9, 0.0), (1.2, 0, 1.0, 0.05)] {
         let params = SamplingParams { temperature, top_k, top_p, min_p, seed: Some(7), max_tokens: Some(tokens), ignore_eos: true, ..Default::default() };
-        let run = |params: &SamplingParams| -> Result<Vec<Vec<u32>>, Box<dyn std::error::Error>> {
-            let streams = prompts
-                .iter()
-                .map(|prompt| engine.handle().submit(GenerateRequest { prompt: prompt.clone(), params: params.clone(), priority: 0 }))
-                .collect::<Result<Vec<_>, _>>()?;
-            streams.into_iter().map(|s| Ok(s.collect(|_, _| {})?.remove(0).token_ids())).collect()
-        };
-        let (plain, with_logprobs) = (run(&params)?, run(&SamplingParams { logprobs: Some(1), ..params.clone() })?);
-        let differ = plain.iter().zip(&with_logprobs).filter(|(a, b)| a != b).count();
+        let (plain, with_logprobs) = (run_batched(engine, prompts, &params)?, run_batched(engine, prompts, &SamplingParams { logprobs: Some(1), ..params.clone() })?);
+        let ids = |tokens: &[SampledToken]| tokens.iter().map(|t| t.token).collect::<Vec<_>>();
+        let differ = plain.iter().zip(&with_logprobs).filter(|(a, b)| ids(a) != ids(b)).count();
         let verdict = if differ == 0 { "ok  " } else { "FAIL" };
         println!("{verdict} seeded sampling T {temperature} top-k {top_k} top-p {top_p} min-p {min_p}: {differ} of {} prompts differ with logprobs on", prompts.len());
         failures += usize::from(differ > 0);
