@@ -22,9 +22,7 @@ pub fn default_model_with(opts: &LoadOptions) -> LoadedModel<CpuBackend> {
 /// The default model behind an engine thread; also returns the tokenizer.
 pub fn default_engine(opts: &LoadOptions) -> (rill_engine::Engine, rill_model::tokenizer::Tokenizer) {
     let model = default_model_with(opts);
-    let eos = model.tokenizer.eos_token_ids().to_vec();
-    let engine = rill_model::runner::ModelRunner::new(model.transformer, eos).start("default");
-    (engine, model.tokenizer)
+    (engine_of(model.transformer, model.tokenizer.eos_token_ids(), "default"), model.tokenizer)
 }
 
 /// A transformer behind an engine thread: tests generate through the path users get.
