@@ -48,6 +48,19 @@ __device__ __forceinline__ void load8(const float* p, float* f) {
     f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
 }
 
+// The 8-element chunk `chunk` of one K row and one V row at cache offset `off`; zeros for a slot
+// past the end (off < 0).
+template <typename KV>
+__device__ __forceinline__ void load_kv8(const KV* kc, const KV* vc, long long off, int chunk, float* kf, float* vf) {
+    if (off >= 0) {
+        load8(kc + off + 8 * chunk, kf);
+        load8(vc + off + 8 * chunk, vf);
+    } else {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) kf[i] = vf[i] = 0.0f;
+    }
+}
+
 // Whether token t's sequence has other tokens in this batch (they are contiguous).
 __device__ __forceinline__ bool multi_token(const AttnArgs& a, int t) {
     const uint32_t s = __ldg(a.token_seq + t);
@@ -116,13 +129,7 @@ __device__ __forceinline__ void attn_decode(const AttnArgs& a) {
         const int p = pbase + lane / LPR;
         long long off = p < end ? kv_offset(a, table, p, kvh) : -1;
         float kf[8], vf[8];
-        if (off >= 0) {
-            load8(kc + off + 8 * sub, kf);
-            load8(vc + off + 8 * sub, vf);
-        } else {
-#pragma unroll
-            for (int i = 0; i < 8; ++i) kf[i] = vf[i] = 0.0f;
-        }
+        load_kv8(kc, vc, off, sub, kf, vf);
 #pragma unroll
         for (int g = 0; g < G; ++g) {
             const float4 qa = *reinterpret_cast<const float4*>(&q_s[g][8 * sub]);
@@ -272,13 +279,7 @@ __device__ __forceinline__ void attn_prefill(const AttnArgs& a) {
                     const int p = kt0 + c;
                     const long long off = p < kv_len ? kv_offset(a, table, p, kvh) : -1;
                     float kf[8], vf[8];
-                    if (off >= 0) {
-                        load8(kc + off + 8 * ch, kf);
-                        load8(vc + off + 8 * ch, vf);
-                    } else {
-#pragma unroll
-                        for (int e = 0; e < 8; ++e) kf[e] = vf[e] = 0.0f;
-                    }
+                    load_kv8(kc, vc, off, ch, kf, vf);
                     if (ch == 0) kv_ok[c] = off >= 0;
                     float4* kd = reinterpret_cast<float4*>(k_s + c * QS + 8 * ch);
                     float4* vd = reinterpret_cast<float4*>(v_s + c * HD + 8 * ch);

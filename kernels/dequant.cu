@@ -18,31 +18,43 @@
 
 __device__ __forceinline__ uint16_t to_bf16(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
 
-template <int FMT>
-__device__ __forceinline__ void dequant_bf16(const DequantArgs& a) {
-    using F = Fmt<FMT>;
+// This thread's (row, unit) of `rows` rows of `units` units; false past the end.
+__device__ __forceinline__ bool row_unit(long long rows, int units, int& row, int& u) {
     const long long idx = static_cast<long long>(blockIdx.x) * DQ_THREADS + threadIdx.x;
-    if (idx >= static_cast<long long>(a.nrows) * a.w.units) return;
-    const int r = static_cast<int>(idx / a.w.units), u = static_cast<int>(idx % a.w.units);
-    const typename F::Raw raw = F::load(a.w, a.row0 + r, u);
+    if (idx >= rows * units) return false;
+    row = static_cast<int>(idx / units);
+    u = static_cast<int>(idx % units);
+    return true;
+}
+
+// Calls put(column, weight) for the 32 weights of unit `u`, both runs.
+template <typename F, typename Put>
+__device__ __forceinline__ void for_each_weight(const typename F::Raw& raw, int u, Put put) {
     int x0, x1;
     F::runs(u, x0, x1);
     float q[16], s, o;
-    uint16_t* dst = a.out + static_cast<size_t>(r) * a.ld;
     F::template decode<0>(raw, u, q, s, o);
 #pragma unroll
-    for (int i = 0; i < 16; ++i) dst[x0 + i] = to_bf16(unit_weight(s, q[i], o));
+    for (int i = 0; i < 16; ++i) put(x0 + i, unit_weight(s, q[i], o));
     F::template decode<1>(raw, u, q, s, o);
 #pragma unroll
-    for (int i = 0; i < 16; ++i) dst[x1 + i] = to_bf16(unit_weight(s, q[i], o));
+    for (int i = 0; i < 16; ++i) put(x1 + i, unit_weight(s, q[i], o));
+}
+
+template <int FMT>
+__device__ __forceinline__ void dequant_bf16(const DequantArgs& a) {
+    using F = Fmt<FMT>;
+    int r, u;
+    if (!row_unit(a.nrows, a.w.units, r, u)) return;
+    uint16_t* dst = a.out + static_cast<size_t>(r) * a.ld;
+    for_each_weight<F>(F::load(a.w, a.row0 + r, u), u, [&](int x, float w) { dst[x] = to_bf16(w); });
 }
 
 template <int FMT>
 __device__ __forceinline__ void embed(const EmbedArgs& a) {
     using F = Fmt<FMT>;
-    const long long idx = static_cast<long long>(blockIdx.x) * DQ_THREADS + threadIdx.x;
-    if (idx >= static_cast<long long>(a.n) * a.w.units) return;
-    const int t = static_cast<int>(idx / a.w.units), u = static_cast<int>(idx % a.w.units);
+    int t, u;
+    if (!row_unit(a.n, a.w.units, t, u)) return;
     const uint32_t tok = __ldg(a.tokens + t);
     int x0, x1;
     F::runs(u, x0, x1);
@@ -56,16 +68,9 @@ __device__ __forceinline__ void embed(const EmbedArgs& a) {
         }
         return;
     }
-    const typename F::Raw raw = F::load(a.w, static_cast<int>(tok), u);
-    float q[16], s, o;
-    F::template decode<0>(raw, u, q, s, o);
-#pragma unroll
-    for (int i = 0; i < 16; ++i)
-        if (x0 + i < a.w.cols) dst[x0 + i] = unit_weight(s, q[i], o);
-    F::template decode<1>(raw, u, q, s, o);
-#pragma unroll
-    for (int i = 0; i < 16; ++i)
-        if (x1 + i < a.w.cols) dst[x1 + i] = unit_weight(s, q[i], o);
+    for_each_weight<F>(F::load(a.w, static_cast<int>(tok), u), u, [&](int x, float w) {
+        if (x < a.w.cols) dst[x] = w;
+    });
 }
 
 #define DQ_KERNELS(name, FMT)                                                                        \

@@ -31,49 +31,51 @@ __device__ __forceinline__ uint32_t nibbles(uint32_t w) {
     return RUN == 0 ? (w & 0x0F0F0F0Fu) : ((w >> 4) & 0x0F0F0F0Fu);
 }
 
-// ---- Q4_0: 16 bytes of qs per block, byte j = elements j (low) and j + 16 (high); w = d (q - 8).
-template <>
-struct Fmt<FMT_Q4_0> {
-    struct Raw { uint4 qs; uint32_t d; };
+// Formats whose unit is one 32-element block, run 0 its first 16 elements.
+struct Blocks32 {
+    static __device__ __forceinline__ void runs(int u, int& x0, int& x1) { x0 = 32 * u; x1 = x0 + 16; }
+};
+
+// 16 bytes of nibble codes per block, byte j = elements j (low) and j + 16 (high), and one scale
+// word of type `S` per block in the scales plane.
+template <typename S>
+struct NibbleBlocks : Blocks32 {
+    struct Raw { uint4 qs; uint32_t sc; };
     static __device__ __forceinline__ Raw load(const PackedMatrix& m, int row, int u) {
         Raw r;
         r.qs = ld16(q_row(m, row) + 16 * u);
-        r.d = __ldg(reinterpret_cast<const unsigned short*>(s_row(m, row)) + u);
+        r.sc = __ldg(reinterpret_cast<const S*>(s_row(m, row)) + u);
         return r;
     }
-    static __device__ __forceinline__ void runs(int u, int& x0, int& x1) { x0 = 32 * u; x1 = x0 + 16; }
+};
+
+// ---- Q4_0: w = d (q - 8), d an f16.
+template <>
+struct Fmt<FMT_Q4_0> : NibbleBlocks<unsigned short> {
     template <int RUN>
     static __device__ __forceinline__ void decode(const Raw& r, int, float* q, float& s, float& o) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) bytes4(nibbles<RUN>(word_of(r.qs, i)), 8.0f, q + 4 * i);
-        s = f16_bits_to_f32(r.d);
+        s = f16_bits_to_f32(r.sc);
         o = 0.0f;
     }
 };
 
-// ---- Q4_1: as Q4_0 with w = d q + m; the scales plane holds (d, m) as one word.
+// ---- Q4_1: w = d q + m; the scales plane holds (d, m) as one word.
 template <>
-struct Fmt<FMT_Q4_1> {
-    struct Raw { uint4 qs; uint32_t dm; };
-    static __device__ __forceinline__ Raw load(const PackedMatrix& m, int row, int u) {
-        Raw r;
-        r.qs = ld16(q_row(m, row) + 16 * u);
-        r.dm = __ldg(reinterpret_cast<const unsigned int*>(s_row(m, row)) + u);
-        return r;
-    }
-    static __device__ __forceinline__ void runs(int u, int& x0, int& x1) { x0 = 32 * u; x1 = x0 + 16; }
+struct Fmt<FMT_Q4_1> : NibbleBlocks<unsigned int> {
     template <int RUN>
     static __device__ __forceinline__ void decode(const Raw& r, int, float* q, float& s, float& o) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) bytes4(nibbles<RUN>(word_of(r.qs, i)), 0.0f, q + 4 * i);
-        s = f16_bits_to_f32(r.dm);
-        o = f16_bits_to_f32(r.dm >> 16);
+        s = f16_bits_to_f32(r.sc);
+        o = f16_bits_to_f32(r.sc >> 16);
     }
 };
 
 // ---- Q8_0: 32 bytes of signed qs per block (run 0 = bytes 0..15); w = d q.
 template <>
-struct Fmt<FMT_Q8_0> {
+struct Fmt<FMT_Q8_0> : Blocks32 {
     struct Raw { uint4 a, b; uint32_t d; };
     static __device__ __forceinline__ Raw load(const PackedMatrix& m, int row, int u) {
         Raw r;
@@ -83,7 +85,6 @@ struct Fmt<FMT_Q8_0> {
         r.d = __ldg(reinterpret_cast<const unsigned short*>(s_row(m, row)) + u);
         return r;
     }
-    static __device__ __forceinline__ void runs(int u, int& x0, int& x1) { x0 = 32 * u; x1 = x0 + 16; }
     template <int RUN>
     static __device__ __forceinline__ void decode(const Raw& r, int, float* q, float& s, float& o) {
         const uint4 v = RUN == 0 ? r.a : r.b;
@@ -97,7 +98,7 @@ struct Fmt<FMT_Q8_0> {
 
 // ---- Float rows, 32 elements per unit, zero-padded to whole units.
 // F16 and BF16 load a unit the same way (64 bytes, four 16-byte loads); only decoding differs.
-struct HalfRows {
+struct HalfRows : Blocks32 {
     struct Raw { uint4 v[4]; };
     static __device__ __forceinline__ Raw load(const PackedMatrix& m, int row, int u) {
         Raw r;
@@ -106,7 +107,6 @@ struct HalfRows {
         for (int i = 0; i < 4; ++i) r.v[i] = ld16(p + 16 * i);
         return r;
     }
-    static __device__ __forceinline__ void runs(int u, int& x0, int& x1) { x0 = 32 * u; x1 = x0 + 16; }
 };
 
 template <>
@@ -140,7 +140,7 @@ struct Fmt<FMT_BF16> : HalfRows {
 };
 
 template <>
-struct Fmt<FMT_F32> {
+struct Fmt<FMT_F32> : Blocks32 {
     struct Raw { uint4 v[8]; };
     static __device__ __forceinline__ Raw load(const PackedMatrix& m, int row, int u) {
         Raw r;
@@ -149,7 +149,6 @@ struct Fmt<FMT_F32> {
         for (int i = 0; i < 8; ++i) r.v[i] = ld16(p + 16 * i);
         return r;
     }
-    static __device__ __forceinline__ void runs(int u, int& x0, int& x1) { x0 = 32 * u; x1 = x0 + 16; }
     template <int RUN>
     static __device__ __forceinline__ void decode(const Raw& r, int, float* q, float& s, float& o) {
 #pragma unroll
@@ -158,6 +157,16 @@ struct Fmt<FMT_F32> {
         o = 0.0f;
     }
 };
+
+// The affine map of sub-block `sub` of a Q4_K/Q5_K super-block from its 16-byte header
+// (d, dmin, 12 bytes of 6-bit scales and mins). ggml: d1 = d * sc, m1 = dmin * m, w = d1 * q - m1
+// (same roundings as the CPU twin).
+__device__ __forceinline__ void k_scale_min(const uint4& hdr, int sub, float& s, float& o) {
+    int sc, mn;
+    scale_min_k4(sub, hdr.y, hdr.z, hdr.w, sc, mn);
+    s = __fmul_rn(f16_bits_to_f32(hdr.x), static_cast<float>(sc));
+    o = -__fmul_rn(f16_bits_to_f32(hdr.x >> 16), static_cast<float>(mn));
+}
 
 // ---- Q4_K: raw ggml blocks. Unit j = u % 8 of super-block u / 8 is p = j / 2 (the 32-byte qs
 // chunk), h = j % 2 (its half): 16 bytes whose low nibbles are elements 64p + 16h + (0..16) of
@@ -183,11 +192,7 @@ struct Fmt<FMT_Q4_K> {
         const int p = (u & 7) >> 1;
 #pragma unroll
         for (int i = 0; i < 4; ++i) bytes4(nibbles<RUN>(word_of(r.qs, i)), 0.0f, q + 4 * i);
-        int sc, mn;
-        scale_min_k4(2 * p + RUN, r.hdr.y, r.hdr.z, r.hdr.w, sc, mn);
-        // ggml: d1 = d * sc, m1 = dmin * m, w = d1 * q - m1 (same roundings as the CPU twin).
-        s = __fmul_rn(f16_bits_to_f32(r.hdr.x), static_cast<float>(sc));
-        o = -__fmul_rn(f16_bits_to_f32(r.hdr.x >> 16), static_cast<float>(mn));
+        k_scale_min(r.hdr, 2 * p + RUN, s, o);
     }
 };
 
@@ -214,10 +219,7 @@ struct Fmt<FMT_Q5_K> {
             const uint32_t hi = ((word_of(r.qh, i) >> shift) & 0x01010101u) << 4;
             bytes4(nibbles<RUN>(word_of(r.qs, i)) | hi, 0.0f, q + 4 * i);
         }
-        int sc, mn;
-        scale_min_k4(2 * p + RUN, r.hdr.y, r.hdr.z, r.hdr.w, sc, mn);
-        s = __fmul_rn(f16_bits_to_f32(r.hdr.x), static_cast<float>(sc));
-        o = -__fmul_rn(f16_bits_to_f32(r.hdr.x >> 16), static_cast<float>(mn));
+        k_scale_min(r.hdr, 2 * p + RUN, s, o);
     }
 };
 

@@ -18,7 +18,8 @@
 # LLAMA_NP [16] (llama.cpp slots; a load level above it restarts llama-server with one slot per
 # stream), LEVEL_TIMEOUT [900] (seconds per scenario), RILL_PORT [18080], RILL_ADMIN_PORT
 # [18081], LLAMA_PORT [18090], RESULTS [target/bench-vs-llamacpp], MODEL [the default model],
-# SKIP_BUILD [0: build target/release/rill], RILL_ARGS / LLAMA_ARGS (extra server flags).
+# SKIP_BUILD [0: build target/release/rill], RILL_BIN [target/release/rill: another build, e.g.
+# an older commit's, to compare; implies SKIP_BUILD], RILL_ARGS / LLAMA_ARGS (extra server flags).
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -43,7 +44,8 @@ RILL_PORT="${RILL_PORT:-18080}"
 RILL_ADMIN_PORT="${RILL_ADMIN_PORT:-18081}"
 LLAMA_PORT="${LLAMA_PORT:-18090}"
 RESULTS="${RESULTS:-$root/target/bench-vs-llamacpp}"
-SKIP_BUILD="${SKIP_BUILD:-0}"
+RILL_BIN="${RILL_BIN:-}"
+SKIP_BUILD="${SKIP_BUILD:-$([ -n "$RILL_BIN" ] && echo 1 || echo 0)}"
 RILL_ARGS="${RILL_ARGS:-}"
 LLAMA_ARGS="${LLAMA_ARGS:-}"
 
@@ -91,7 +93,7 @@ if [ "$SKIP_BUILD" != "1" ]; then
   say "building target/release/rill"
   cargo build --release --locked -p rill-cli >&2
 fi
-rill="$root/target/release/rill"
+rill="${RILL_BIN:-$root/target/release/rill}"
 [ -x "$rill" ] || die "$rill not found (build it, or unset SKIP_BUILD)"
 
 for p in "$RILL_PORT" "$RILL_ADMIN_PORT" "$LLAMA_PORT"; do

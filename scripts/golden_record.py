@@ -12,6 +12,7 @@ flash attention off), and only prompts whose first COMPARED tokens agree between
 kept: prompts whose greedy path is stable under llama.cpp's own numerical noise.
 """
 import json
+import os
 import sys
 import urllib.request
 
@@ -20,34 +21,12 @@ N_PROBS = 5
 
 COMPARED = 32
 
-RAW = [
-    "The capital of France is",
-    "def fibonacci(n):\n",
-    "Once upon a time, in a small village by the sea,",
-    "1, 2, 3, 4, 5,",
-    "The three primary colors are",
-    "import numpy as np\n\n",
-    "Water boils at",
-    "The largest planet in our solar system is",
-    "Monday, Tuesday, Wednesday,",
-    "<html>\n<head>\n",
-    "In 1492, Christopher Columbus",
-    "The chemical symbol for gold is",
-]
-CHAT = [
-    "Tell me about the history of Rome.",
-    "Write a haiku about the ocean.",
-    "Explain photosynthesis in one sentence.",
-    "Describe how a bicycle works.",
-    "How do I reverse a string in Python?",
-    "What is the capital of Japan?",
-    "Give me three tips for better sleep.",
-    "What is 12 times 12?",
-    "Write a short poem about autumn leaves.",
-    "Who wrote Romeo and Juliet?",
-    "What are the colors of the rainbow?",
-    "Explain what a black hole is.",
-]
+# Shared with the batching tests; the golden set is the first RAW_RECORDED raw prompts.
+RAW_RECORDED = 12
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "prompts.json")) as f:
+    _PROMPTS = json.load(f)
+RAW = _PROMPTS["raw"][:RAW_RECORDED]
+CHAT = _PROMPTS["chat"]
 
 
 def post(base, path, body):

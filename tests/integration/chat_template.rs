@@ -7,10 +7,7 @@ use rill_model::gguf::GgufFile;
 use rill_model::tokenizer::Tokenizer;
 use serde::Deserialize;
 
-#[derive(Deserialize)]
-struct Fixture {
-    cases: Vec<Case>,
-}
+type Fixture = crate::common::Cases<Case>;
 
 #[derive(Deserialize)]
 struct Case {
@@ -21,9 +18,7 @@ struct Case {
 
 fn load() -> (GgufFile, Fixture) {
     let gguf = GgufFile::open(&rill::testing::default_model_path()).expect("open default model");
-    let path = rill::testing::repo_root().join("tests/fixtures/chat_template.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    (gguf, serde_json::from_str(&text).expect("parse chat_template.json"))
+    (gguf, crate::common::fixture("chat_template.json"))
 }
 
 #[test]

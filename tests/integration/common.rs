@@ -1,4 +1,7 @@
-//! Loading the default model once per test.
+//! Loading the default model once per test, and the shared fixtures.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use rill_backend_cpu::CpuBackend;
 use rill_model::loader::{load, KvBudget, LoadOptions, LoadedModel};
@@ -36,4 +39,26 @@ pub fn greedy_tokens(engine: &rill_engine::Engine, prompt: &[u32], n: usize, top
     let params = rill_engine::SamplingParams { temperature: 0.0, max_tokens: Some(n), ignore_eos: true, logprobs: Some(top), ..Default::default() };
     let stream = engine.handle().submit(rill_engine::GenerateRequest { prompt: prompt.to_vec(), params, priority: 0 }).expect("the engine runs");
     stream.collect(|_, _| {}).expect("generation succeeds").remove(0).tokens
+}
+
+/// A JSON file under `tests/fixtures`, parsed.
+pub fn fixture<T: DeserializeOwned>(name: &str) -> T {
+    let path = rill::testing::repo_root().join("tests/fixtures").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The fixtures recorded from llama.cpp: `{"cases": [...]}`.
+#[derive(Deserialize)]
+pub struct Cases<T> {
+    pub cases: Vec<T>,
+}
+
+/// The raw prompts of `prompts.json` (the golden recording takes its prompts from there too).
+pub fn prompts() -> Vec<String> {
+    #[derive(Deserialize)]
+    struct Prompts {
+        raw: Vec<String>,
+    }
+    fixture::<Prompts>("prompts.json").raw
 }

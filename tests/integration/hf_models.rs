@@ -133,15 +133,10 @@ fn f32_export_matches_gguf_logits_greedy_tokens_and_tokenizer() {
 
     // Tokenizer: every fixture string, with and without special-token parsing; decoding; ids.
     #[derive(Deserialize)]
-    struct Fixture {
-        cases: Vec<Case>,
-    }
-    #[derive(Deserialize)]
     struct Case {
         text: String,
     }
-    let path = rill::testing::repo_root().join("tests/fixtures/tokenize.json");
-    let fixture: Fixture = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let fixture: common::Cases<Case> = common::fixture("tokenize.json");
     let (gt, ht) = (&gguf.tokenizer, &hf.tokenizer);
     for case in &fixture.cases {
         for parse_special in [true, false] {
@@ -160,16 +155,11 @@ fn f32_export_matches_gguf_logits_greedy_tokens_and_tokenizer() {
 
     // Chat template: llama.cpp's fixture conversations render the same.
     #[derive(Deserialize)]
-    struct Chats {
-        cases: Vec<Chat>,
-    }
-    #[derive(Deserialize)]
     struct Chat {
         messages: Vec<ChatMessage>,
         add_generation_prompt: bool,
     }
-    let path = rill::testing::repo_root().join("tests/fixtures/chat_template.json");
-    let chats: Chats = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let chats: common::Cases<Chat> = common::fixture("chat_template.json");
     let (gtpl, htpl) = (gguf.chat_template.as_ref().unwrap(), hf.chat_template.as_ref().unwrap());
     assert_eq!((htpl.bos_token(), htpl.eos_token()), (gtpl.bos_token(), gtpl.eos_token()));
     for chat in &chats.cases {

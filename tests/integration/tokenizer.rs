@@ -11,10 +11,7 @@ use rill_model::gguf::GgufFile;
 use rill_model::tokenizer::{IncrementalDecoder, Tokenizer, VocabKind};
 use serde::Deserialize;
 
-#[derive(Deserialize)]
-struct Fixture {
-    cases: Vec<Case>,
-}
+type Fixture = crate::common::Cases<Case>;
 
 #[derive(Deserialize)]
 struct Case {
@@ -37,12 +34,7 @@ fn tokenizer() -> &'static Tokenizer {
 
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
-        let path = rill::testing::repo_root().join("tests/fixtures/tokenize.json");
-        let text =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        serde_json::from_str(&text).expect("parse tokenize.json")
-    })
+    FIXTURE.get_or_init(|| crate::common::fixture("tokenize.json"))
 }
 
 #[test]

@@ -130,7 +130,7 @@ impl Backend for CpuBackend {
     }
 
     fn attention(&self, cache: &CpuKvCache, layer: usize, q: &Vec<f32>, heads: usize, batch: &AttentionBatch<'_, Self>, out: &mut Vec<f32>) -> BackendResult<()> {
-        attention::paged_attention(&self.pool, cache, layer, q, heads, batch, out)
+        attention::paged_attention(isa::SimdIsa::selected(), &self.pool, cache, layer, q, heads, batch, out)
     }
 
     fn silu_mul(&self, gate: &Vec<f32>, up: &Vec<f32>, len: usize, out: &mut Vec<f32>) -> BackendResult<()> {

@@ -19,17 +19,8 @@ use crate::config::{Architecture, ModelConfig};
 use crate::tokenizer::{pieces, TokenType, Tokenizer, TokenizerError, Vocab, VocabKind};
 use crate::weights::{LayerWeight, TensorSource, Weight, WeightsError};
 
-/// The dtypes dummy matrices can be generated in, by their CLI names.
-pub const DUMMY_DTYPES: [(&str, DType); 8] = [
-    ("f32", DType::F32),
-    ("f16", DType::F16),
-    ("bf16", DType::BF16),
-    ("q4_0", DType::Q4_0),
-    ("q4_1", DType::Q4_1),
-    ("q8_0", DType::Q8_0),
-    ("q4_k", DType::Q4K),
-    ("q6_k", DType::Q6K),
-];
+/// The dtypes dummy matrices can be generated in; their CLI names are GGUF's, lower-cased.
+pub const DUMMY_DTYPES: [DType; 8] = [DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4K, DType::Q6K];
 
 /// Rows generated from one random stream (and the unit of parallel work).
 pub const ROWS_PER_CHUNK: usize = 16;
@@ -40,16 +31,10 @@ pub const DUMMY_EOS: u32 = 257;
 
 /// `f32|f16|bf16|q4_0|q4_1|q8_0|q4_k|q6_k` (any case) → the dtype.
 pub fn parse_dtype(name: &str) -> Result<DType, String> {
-    let lower = name.to_ascii_lowercase();
-    DUMMY_DTYPES.iter().find(|(n, _)| *n == lower).map(|&(_, d)| d).ok_or_else(|| {
-        let names: Vec<&str> = DUMMY_DTYPES.iter().map(|(n, _)| *n).collect();
+    DUMMY_DTYPES.iter().copied().find(|d| d.name().eq_ignore_ascii_case(name)).ok_or_else(|| {
+        let names: Vec<String> = DUMMY_DTYPES.iter().map(|d| d.name().to_ascii_lowercase()).collect();
         format!("unknown dummy dtype {name:?} (one of: {})", names.join(", "))
     })
-}
-
-/// The CLI name of a dummy dtype.
-pub fn dtype_name(dtype: DType) -> Option<&'static str> {
-    DUMMY_DTYPES.iter().find(|(_, d)| *d == dtype).map(|&(n, _)| n)
 }
 
 /// Random weights for `cfg`, matrices in `dtype`.
@@ -62,7 +47,7 @@ pub struct DummyWeights {
 
 impl DummyWeights {
     pub fn new(cfg: ModelConfig, dtype: DType, seed: u64) -> Result<DummyWeights, String> {
-        if dtype_name(dtype).is_none() {
+        if !DUMMY_DTYPES.contains(&dtype) {
             return Err(format!("dummy weights cannot be {dtype}"));
         }
         Ok(DummyWeights { cfg, dtype, seed })
@@ -194,22 +179,8 @@ pub fn byte_tokenizer(vocab_size: usize) -> Result<Tokenizer, TokenizerError> {
         tokens.push(format!("<unused{i}>"));
         types.push(TokenType::Unused);
     }
-    Tokenizer::from_vocab(Vocab {
-        kind: VocabKind::BytePairBpe,
-        pre: "gpt-2".into(),
-        tokens,
-        types,
-        scores: Vec::new(),
-        merges: Vec::new(),
-        bos: Some(DUMMY_BOS),
-        eos: Some(DUMMY_EOS),
-        eot: None,
-        eom: None,
-        unk: None,
-        add_bos: Some(true),
-        add_eos: Some(false),
-        add_space_prefix: None,
-    })
+    let (bos, eos, add_bos, add_eos) = (Some(DUMMY_BOS), Some(DUMMY_EOS), Some(true), Some(false));
+    Tokenizer::from_vocab(Vocab { pre: "gpt-2".into(), bos, eos, add_bos, add_eos, ..Vocab::new(VocabKind::BytePairBpe, tokens, types) })
 }
 
 #[cfg(test)]
@@ -228,9 +199,8 @@ mod tests {
         assert_eq!(parse_dtype("bf16"), Ok(DType::BF16));
         assert_eq!(parse_dtype("Q4_K"), Ok(DType::Q4K));
         assert_eq!(parse_dtype("q6_k"), Ok(DType::Q6K));
-        for (name, dtype) in DUMMY_DTYPES {
-            assert_eq!(parse_dtype(name), Ok(dtype));
-            assert_eq!(dtype_name(dtype), Some(name));
+        for dtype in DUMMY_DTYPES {
+            assert_eq!(parse_dtype(&dtype.name().to_ascii_lowercase()), Ok(dtype));
         }
         let err = parse_dtype("q5_k").unwrap_err();
         assert!(err.contains("q4_k") && err.contains("q5_k"), "{err}");
@@ -242,7 +212,7 @@ mod tests {
         let cfg = tiny_config();
         let w = Weight::Layer(1, LayerWeight::Down);
         let (rows, cols) = w.dims(&cfg);
-        for (_, dtype) in DUMMY_DTYPES {
+        for dtype in DUMMY_DTYPES {
             let a = DummyWeights::new(cfg.clone(), dtype, 7).unwrap().matrix_bytes(w, rows, cols).unwrap();
             let b = DummyWeights::new(cfg.clone(), dtype, 7).unwrap().matrix_bytes(w, rows, cols).unwrap();
             let c = DummyWeights::new(cfg.clone(), dtype, 8).unwrap().matrix_bytes(w, rows, cols).unwrap();

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use rill_backend::DType;
 
-use crate::dummy;
 use crate::hf::CONFIG_FILE;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +91,7 @@ impl ModelSource {
             ModelSource::Gguf(p) => format!("gguf:{}", p.display()),
             ModelSource::HfDir(p) => format!("hf:{}", p.display()),
             ModelSource::Dummy { config, dtype, seed } => {
-                format!("dummy:{} ({}, seed {seed})", config.display(), dummy::dtype_name(*dtype).unwrap_or(dtype.name()))
+                format!("dummy:{} ({}, seed {seed})", config.display(), dtype.name().to_ascii_lowercase())
             }
         }
     }

@@ -107,6 +107,25 @@ impl LayerWeight {
         LayerWeight::Up,
         LayerWeight::Down,
     ];
+
+    /// The name within a layer in GGUF (`blk.N.`) and in Hugging Face checkpoints
+    /// (`model.layers.N.`).
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            LayerWeight::AttnNorm => ("attn_norm.weight", "input_layernorm.weight"),
+            LayerWeight::Q => ("attn_q.weight", "self_attn.q_proj.weight"),
+            LayerWeight::K => ("attn_k.weight", "self_attn.k_proj.weight"),
+            LayerWeight::V => ("attn_v.weight", "self_attn.v_proj.weight"),
+            LayerWeight::QBias => ("attn_q.bias", "self_attn.q_proj.bias"),
+            LayerWeight::KBias => ("attn_k.bias", "self_attn.k_proj.bias"),
+            LayerWeight::VBias => ("attn_v.bias", "self_attn.v_proj.bias"),
+            LayerWeight::O => ("attn_output.weight", "self_attn.o_proj.weight"),
+            LayerWeight::FfnNorm => ("ffn_norm.weight", "post_attention_layernorm.weight"),
+            LayerWeight::Gate => ("ffn_gate.weight", "mlp.gate_proj.weight"),
+            LayerWeight::Up => ("ffn_up.weight", "mlp.up_proj.weight"),
+            LayerWeight::Down => ("ffn_down.weight", "mlp.down_proj.weight"),
+        }
+    }
 }
 
 impl Weight {
@@ -116,23 +135,7 @@ impl Weight {
             Weight::TokenEmbd => "token_embd.weight".into(),
             Weight::OutputNorm => "output_norm.weight".into(),
             Weight::Output => "output.weight".into(),
-            Weight::Layer(i, w) => {
-                let s = match w {
-                    LayerWeight::AttnNorm => "attn_norm.weight",
-                    LayerWeight::Q => "attn_q.weight",
-                    LayerWeight::K => "attn_k.weight",
-                    LayerWeight::V => "attn_v.weight",
-                    LayerWeight::QBias => "attn_q.bias",
-                    LayerWeight::KBias => "attn_k.bias",
-                    LayerWeight::VBias => "attn_v.bias",
-                    LayerWeight::O => "attn_output.weight",
-                    LayerWeight::FfnNorm => "ffn_norm.weight",
-                    LayerWeight::Gate => "ffn_gate.weight",
-                    LayerWeight::Up => "ffn_up.weight",
-                    LayerWeight::Down => "ffn_down.weight",
-                };
-                format!("blk.{i}.{s}")
-            }
+            Weight::Layer(i, w) => format!("blk.{i}.{}", w.names().0),
         }
     }
 
@@ -142,23 +145,7 @@ impl Weight {
             Weight::TokenEmbd => "model.embed_tokens.weight".into(),
             Weight::OutputNorm => "model.norm.weight".into(),
             Weight::Output => "lm_head.weight".into(),
-            Weight::Layer(i, w) => {
-                let s = match w {
-                    LayerWeight::AttnNorm => "input_layernorm.weight",
-                    LayerWeight::Q => "self_attn.q_proj.weight",
-                    LayerWeight::K => "self_attn.k_proj.weight",
-                    LayerWeight::V => "self_attn.v_proj.weight",
-                    LayerWeight::QBias => "self_attn.q_proj.bias",
-                    LayerWeight::KBias => "self_attn.k_proj.bias",
-                    LayerWeight::VBias => "self_attn.v_proj.bias",
-                    LayerWeight::O => "self_attn.o_proj.weight",
-                    LayerWeight::FfnNorm => "post_attention_layernorm.weight",
-                    LayerWeight::Gate => "mlp.gate_proj.weight",
-                    LayerWeight::Up => "mlp.up_proj.weight",
-                    LayerWeight::Down => "mlp.down_proj.weight",
-                };
-                format!("model.layers.{i}.{s}")
-            }
+            Weight::Layer(i, w) => format!("model.layers.{i}.{}", w.names().1),
         }
     }
 

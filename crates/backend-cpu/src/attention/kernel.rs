@@ -4,7 +4,7 @@
 //! known.
 //!
 //! Safety contract of every function: `S` is supported by the CPU, the `Job`'s indices were
-//! validated by `paged_attention_with` (block ids, positions, buffer lengths), and `NC` is 0
+//! validated by `paged_attention` (block ids, positions, buffer lengths), and `NC` is 0
 //! or `hdp / LANES`.
 
 use crate::simd::{expf_glibc, Simd};

@@ -56,21 +56,10 @@ const CHUNK: usize = 256;
 /// Below this many (token, KV head) pairs per thread, chunks become tasks of their own.
 const SPLIT_BELOW_TASKS_PER_THREAD: usize = 4;
 
-pub fn paged_attention(
-    pool: &WorkerPool,
-    cache: &CpuKvCache,
-    layer: usize,
-    q: &[f32],
-    heads: usize,
-    batch: &AttentionBatch<'_, CpuBackend>,
-    out: &mut [f32],
-) -> BackendResult<()> {
-    paged_attention_with(SimdIsa::selected(), pool, cache, layer, q, heads, batch, out)
-}
-
-/// `paged_attention` on a chosen implementation (which must be in `SimdIsa::available()`).
+/// Paged attention on a chosen implementation (which must be in `SimdIsa::available()`; the
+/// backend passes `SimdIsa::selected()`, tests every available one).
 #[allow(clippy::too_many_arguments)]
-pub fn paged_attention_with(
+pub fn paged_attention(
     isa: SimdIsa,
     pool: &WorkerPool,
     cache: &CpuKvCache,
@@ -261,7 +250,7 @@ fn run_op<T: KvElem>(isa: SimdIsa, job: &Job<'_, T>, op: Op<'_>, scratch: &mut V
     let b = bufs(job, scratch);
     macro_rules! by_width {
         ($lanes:expr, $($f:tt)+) => {
-            // SAFETY: `paged_attention_with` asserted the ISA is supported by this CPU and
+            // SAFETY: `paged_attention` asserted the ISA is supported by this CPU and
             // validated the job's indices; NC (when not 0) equals hdp / LANES.
             unsafe {
                 match job.hdp / $lanes {

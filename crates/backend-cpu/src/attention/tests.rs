@@ -48,7 +48,7 @@ fn run(isa: SimdIsa, pool: &WorkerPool, f: &Fixture, tokens: &[(u32, u32)], q: &
         max_blocks_per_seq: f.max_blocks,
     };
     let mut out = vec![f32::NAN; tokens.len() * heads * f.cache.layout.head_dim];
-    paged_attention_with(isa, pool, &f.cache, 1, q, heads, &batch, &mut out).unwrap();
+    paged_attention(isa, pool, &f.cache, 1, q, heads, &batch, &mut out).unwrap();
     out
 }
 
@@ -179,45 +179,6 @@ fn bad_shapes_are_errors() {
         max_blocks_per_seq: f.max_blocks,
     };
     let mut out = vec![0.0; 4 * 8];
-    assert!(paged_attention(&pool, &f.cache, 1, &[0.0; 32], 4, &batch, &mut out).is_err(), "position past the table");
-    assert!(paged_attention(&pool, &f.cache, 1, &[0.0; 24], 3, &batch, &mut out).is_err(), "3 heads over 2 KV heads");
-}
-
-/// Decode attention timing (for information):
-/// `cargo test -p rill-backend-cpu --release attention_timing -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn attention_timing() {
-    let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let (heads, kv_heads, hd) = (9, 3, 64);
-    let cores = crate::pool::physical_cores();
-    for threads in [1, cores] {
-        let pool = WorkerPool::new(threads).unwrap();
-        for (ctx, seqs, prefill) in [(1024, 1, 0), (4096, 1, 0), (1024, 8, 0), (512, 1, 512)] {
-            let f = fixture(&mut rng, KvDType::F16, kv_heads, hd, seqs, ctx);
-            let tokens: Vec<(u32, u32)> = if prefill > 0 {
-                (0..prefill).map(|p| (0, (ctx - prefill + p) as u32)).collect()
-            } else {
-                (0..seqs).map(|s| (s as u32, ctx as u32 - 1)).collect()
-            };
-            let q = random_q(&mut rng, tokens.len() * heads * hd, 1.0);
-            let mut line = format!("{threads} threads, f16 KV, {heads}/{kv_heads} heads, hd {hd}, ");
-            line += &if prefill > 0 { format!("prefill {prefill} tokens at ctx {ctx}:") } else { format!("decode {seqs} seq at ctx {ctx}:") };
-            let only = std::env::var("RILL_TIMING_ISA").ok();
-            for isa in SimdIsa::available().iter().copied().filter(|i| only.as_ref().is_none_or(|o| format!("{i:?}").eq_ignore_ascii_case(o))) {
-                let work = tokens.iter().map(|t| t.1 as usize + 1).sum::<usize>();
-                let iters = (2_000_000 / work / if isa == SimdIsa::Reference { 20 } else { 1 }).max(2);
-                let mut best = f64::MAX;
-                for _ in 0..5 {
-                    let t = std::time::Instant::now();
-                    for _ in 0..iters {
-                        std::hint::black_box(run(isa, &pool, &f, &tokens, &q, heads));
-                    }
-                    best = best.min(t.elapsed().as_secs_f64() / iters as f64);
-                }
-                line += &format!(" {isa:?} {:.1} us", best * 1e6);
-            }
-            println!("{line}");
-        }
-    }
+    assert!(paged_attention(SimdIsa::selected(), &pool, &f.cache, 1, &[0.0; 32], 4, &batch, &mut out).is_err(), "position past the table");
+    assert!(paged_attention(SimdIsa::selected(), &pool, &f.cache, 1, &[0.0; 24], 3, &batch, &mut out).is_err(), "3 heads over 2 KV heads");
 }

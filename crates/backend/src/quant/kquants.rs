@@ -127,26 +127,31 @@ fn quantize_scale_min(x: &[f32; QK_K], nmax: u8) -> ScaleMin {
     }
 }
 
+/// Q4_K and Q5_K weights: 64-element chunks whose low nibbles are sub-block `2p` and high
+/// nibbles sub-block `2p + 1`, each `d1 * q - m1`; Q5_K's fifth bit of chunk `p` is bit `2p`
+/// (low) and `2p + 1` (high) of `qh[l]`.
+fn dequantize_scale_min(d: f16, dmin: f16, scales: &[u8; 12], qs: &[u8; QK_K / 2], qh: Option<&[u8; 32]>, out: &mut [f32; QK_K]) {
+    let params = step_and_offset(d, dmin, scales);
+    let chunks = qs.chunks_exact(32).zip(out.chunks_exact_mut(64)).zip(params.chunks_exact(2));
+    for (pair, ((ql, y), p)) in chunks.enumerate() {
+        let ((d1, m1), (d2, m2)) = (p[0], p[1]);
+        let (lo, hi) = y.split_at_mut(32);
+        for (l, ((&q, a), b)) in ql.iter().zip(lo).zip(hi).enumerate() {
+            let h = qh.map_or(0, |qh| qh[l] >> (2 * pair));
+            let q1 = (q & 0x0F) | (h & 1) << 4;
+            let q2 = (q >> 4) | (h & 2) << 3;
+            *a = d1 * q1 as f32 - m1;
+            *b = d2 * q2 as f32 - m2;
+        }
+    }
+}
+
 impl QuantBlock for BlockQ4K {
     const DTYPE: DType = DType::Q4K;
     const LEN: usize = QK_K;
 
     fn dequantize(&self, out: &mut [f32]) {
-        let out: &mut [f32; QK_K] = block_out(out);
-        let params = step_and_offset(self.d, self.dmin, &self.scales);
-        let pairs = self
-            .qs
-            .chunks_exact(32)
-            .zip(out.chunks_exact_mut(64))
-            .zip(params.chunks_exact(2));
-        for ((qs, y), p) in pairs {
-            let ((d1, m1), (d2, m2)) = (p[0], p[1]);
-            let (lo, hi) = y.split_at_mut(32);
-            for ((&q, a), b) in qs.iter().zip(lo).zip(hi) {
-                *a = d1 * (q & 0x0F) as f32 - m1;
-                *b = d2 * (q >> 4) as f32 - m2;
-            }
-        }
+        dequantize_scale_min(self.d, self.dmin, &self.scales, &self.qs, None, block_out(out));
     }
 
     fn quantize(x: &[f32]) -> Self {
@@ -176,24 +181,7 @@ impl QuantBlock for BlockQ5K {
     const LEN: usize = QK_K;
 
     fn dequantize(&self, out: &mut [f32]) {
-        let out: &mut [f32; QK_K] = block_out(out);
-        let params = step_and_offset(self.d, self.dmin, &self.scales);
-        let pairs = self
-            .qs
-            .chunks_exact(32)
-            .zip(out.chunks_exact_mut(64))
-            .zip(params.chunks_exact(2));
-        for (pair, ((ql, y), p)) in pairs.enumerate() {
-            let ((d1, m1), (d2, m2)) = (p[0], p[1]);
-            let (u1, u2) = (1u8 << (2 * pair), 2u8 << (2 * pair));
-            let (lo, hi) = y.split_at_mut(32);
-            for (((&q, &h), a), b) in ql.iter().zip(&self.qh).zip(lo).zip(hi) {
-                let q1 = (q & 0x0F) + if h & u1 != 0 { 16 } else { 0 };
-                let q2 = (q >> 4) + if h & u2 != 0 { 16 } else { 0 };
-                *a = d1 * q1 as f32 - m1;
-                *b = d2 * q2 as f32 - m2;
-            }
-        }
+        dequantize_scale_min(self.d, self.dmin, &self.scales, &self.qs, Some(&self.qh), block_out(out));
     }
 
     fn quantize(x: &[f32]) -> Self {

@@ -68,22 +68,8 @@ impl Tokenizer {
         inner.with_normalizer(hf.get_normalizer().cloned()).map_err(|e| TokenizerError::Build(e.to_string()))?;
         inner.with_pre_tokenizer(hf.get_pre_tokenizer().cloned());
 
-        let vocab = Vocab {
-            kind,
-            pre: String::new(),
-            tokens,
-            types,
-            scores: Vec::new(),
-            merges: Vec::new(),
-            bos: special.bos,
-            eos: special.eos,
-            eot: None,
-            eom: None,
-            unk: None,
-            add_bos: Some(special.add_bos),
-            add_eos: Some(special.add_eos),
-            add_space_prefix: None,
-        };
+        let (add_bos, add_eos) = (Some(special.add_bos), Some(special.add_eos));
+        let vocab = Vocab { bos: special.bos, eos: special.eos, add_bos, add_eos, ..Vocab::new(kind, tokens, types) };
         let pieces = pieces::build_pieces(&vocab);
         // Pipelines that prepend a space (`▁`) to the text (Llama 2's normalizer, Metaspace,
         // ByteLevel with `add_prefix_space`) get it removed again at the start of decoding,

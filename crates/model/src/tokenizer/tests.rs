@@ -26,23 +26,8 @@ fn tiny_bpe_with(add_bos: Option<bool>) -> Tokenizer {
         types.push(ty);
     }
     let merges = ["t h", "th e", "h i"].map(String::from).to_vec();
-    Tokenizer::from_vocab(Vocab {
-        kind: VocabKind::BytePairBpe,
-        pre: "gpt-2".into(),
-        tokens,
-        types,
-        scores: Vec::new(),
-        merges,
-        bos: Some(262),
-        eos: Some(259),
-        eot: None,
-        eom: None,
-        unk: None,
-        add_bos,
-        add_eos: None,
-        add_space_prefix: None,
-    })
-    .expect("tiny BPE vocabulary builds")
+    let vocab = Vocab { pre: "gpt-2".into(), merges, bos: Some(262), eos: Some(259), add_bos, ..Vocab::new(VocabKind::BytePairBpe, tokens, types) };
+    Tokenizer::from_vocab(vocab).expect("tiny BPE vocabulary builds")
 }
 
 /// SentencePiece: `<unk>`, `<s>`, `</s>`, the 256 byte tokens, then scored pieces.
@@ -62,23 +47,8 @@ pub(crate) fn tiny_spm() -> Tokenizer {
         types.push(TokenType::Normal);
         scores.push(score);
     }
-    Tokenizer::from_vocab(Vocab {
-        kind: VocabKind::SentencePiece,
-        pre: "default".into(),
-        tokens,
-        types,
-        scores,
-        merges: Vec::new(),
-        bos: Some(1),
-        eos: Some(2),
-        eot: None,
-        eom: None,
-        unk: Some(0),
-        add_bos: None,
-        add_eos: None,
-        add_space_prefix: None,
-    })
-    .expect("tiny SentencePiece vocabulary builds")
+    let vocab = Vocab { pre: "default".into(), scores, bos: Some(1), eos: Some(2), unk: Some(0), ..Vocab::new(VocabKind::SentencePiece, tokens, types) };
+    Tokenizer::from_vocab(vocab).expect("tiny SentencePiece vocabulary builds")
 }
 
 fn id(tok: &Tokenizer, text: &str) -> u32 {
@@ -144,22 +114,10 @@ fn sentencepiece_merges_by_score_with_space_prefix_and_byte_fallback() {
 #[test]
 fn sentencepiece_merge_order_follows_scores() {
     let tok = tiny_spm();
-    let vocab_merges = super::pipeline::spm_merges(&Vocab {
-        kind: VocabKind::SentencePiece,
-        pre: String::new(),
-        tokens: ["▁", "a", "b", "ab", "▁a", "▁ab"].map(String::from).to_vec(),
-        types: vec![TokenType::Normal; 6],
-        scores: vec![-3.0, -4.0, -4.0, -1.5, -2.0, -1.0],
-        merges: Vec::new(),
-        bos: None,
-        eos: None,
-        eot: None,
-        eom: None,
-        unk: None,
-        add_bos: None,
-        add_eos: None,
-        add_space_prefix: None,
-    });
+    let pieces = ["▁", "a", "b", "ab", "▁a", "▁ab"].map(String::from).to_vec();
+    let scores = vec![-3.0, -4.0, -4.0, -1.5, -2.0, -1.0];
+    let vocab = Vocab { scores, ..Vocab::new(VocabKind::SentencePiece, pieces, vec![TokenType::Normal; 6]) };
+    let vocab_merges = super::pipeline::spm_merges(&vocab);
     let pairs: Vec<(&str, &str)> =
         vocab_merges.iter().map(|(l, r)| (l.as_str(), r.as_str())).collect();
     assert_eq!(pairs, [("▁", "ab"), ("▁a", "b"), ("a", "b"), ("▁", "a")]);
@@ -168,22 +126,7 @@ fn sentencepiece_merge_order_follows_scores() {
 
 #[test]
 fn unsupported_configurations_fail_clearly() {
-    let mut vocab = Vocab {
-        kind: VocabKind::BytePairBpe,
-        pre: "mystery-pre".into(),
-        tokens: vec!["a".into()],
-        types: vec![TokenType::Normal],
-        scores: Vec::new(),
-        merges: Vec::new(),
-        bos: None,
-        eos: None,
-        eot: None,
-        eom: None,
-        unk: None,
-        add_bos: None,
-        add_eos: None,
-        add_space_prefix: None,
-    };
+    let mut vocab = Vocab { pre: "mystery-pre".into(), ..Vocab::new(VocabKind::BytePairBpe, vec!["a".into()], vec![TokenType::Normal]) };
     let err = Tokenizer::from_vocab(vocab.clone()).unwrap_err();
     assert!(
         matches!(err, TokenizerError::UnknownPreTokenizer(ref p) if p == "mystery-pre"),

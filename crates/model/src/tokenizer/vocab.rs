@@ -70,6 +70,13 @@ pub struct Vocab {
 }
 
 impl Vocab {
+    /// A vocabulary of these tokens with no scores, merges, special ids or flags (the rest is
+    /// set with struct-update syntax).
+    pub fn new(kind: VocabKind, tokens: Vec<String>, types: Vec<TokenType>) -> Vocab {
+        let (bos, eos, eot, eom, unk, add_bos, add_eos, add_space_prefix) = Default::default();
+        Vocab { kind, pre: String::new(), tokens, types, scores: Vec::new(), merges: Vec::new(), bos, eos, eot, eom, unk, add_bos, add_eos, add_space_prefix }
+    }
+
     pub fn from_gguf(gguf: &GgufFile) -> Result<Vocab, TokenizerError> {
         let model = gguf
             .get_str("tokenizer.ggml.model")?

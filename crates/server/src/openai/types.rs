@@ -20,27 +20,11 @@ pub struct CompletionRequest {
     pub model: Option<String>,
     pub prompt: Option<Prompt>,
     pub max_tokens: Option<usize>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub top_k: Option<i32>,
-    pub min_p: Option<f32>,
-    pub n: Option<usize>,
-    pub stream: Option<bool>,
-    pub stream_options: Option<StreamOptions>,
-    pub stop: Option<Stop>,
-    pub presence_penalty: Option<f32>,
-    pub frequency_penalty: Option<f32>,
-    pub repetition_penalty: Option<f32>,
-    /// Token id (as a string: JSON keys are strings) → bias in [-100, 100].
-    pub logit_bias: Option<HashMap<String, f32>>,
+    #[serde(flatten)]
+    pub generation: GenerationFields,
     /// Completions' own shape: how many alternatives per token (0..=5), not a flag.
     pub logprobs: Option<usize>,
     pub echo: Option<bool>,
-    pub seed: Option<i64>,
-    pub ignore_eos: Option<bool>,
-    pub user: Option<String>,
-    pub min_tokens: Option<usize>,
-    pub stop_token_ids: Option<Vec<u32>>,
     /// Not supported; parsed so that asking for it is an error, not silently ignored.
     pub suffix: Option<String>,
     /// Supported only as equal to `n` (no server-side reranking).
@@ -54,6 +38,20 @@ pub struct ChatCompletionRequest {
     /// Deprecated by OpenAI in favour of `max_completion_tokens`, which wins when both are set.
     pub max_tokens: Option<usize>,
     pub max_completion_tokens: Option<usize>,
+    #[serde(flatten)]
+    pub generation: GenerationFields,
+    /// Chat's own shape: a flag, with the count in `top_logprobs` (0..=20).
+    pub logprobs: Option<bool>,
+    pub top_logprobs: Option<usize>,
+    /// Not supported; parsed so that asking for them is an error, not silently ignored.
+    pub tools: Option<Vec<Value>>,
+    pub response_format: Option<ResponseFormat>,
+}
+
+/// The sampling, stopping and streaming fields every generation endpoint shares, spelled the
+/// same in each (flattened into the request).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct GenerationFields {
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
     pub top_k: Option<i32>,
@@ -65,18 +63,13 @@ pub struct ChatCompletionRequest {
     pub presence_penalty: Option<f32>,
     pub frequency_penalty: Option<f32>,
     pub repetition_penalty: Option<f32>,
+    /// Token id (as a string: JSON keys are strings) → bias in [-100, 100].
     pub logit_bias: Option<HashMap<String, f32>>,
-    /// Chat's own shape: a flag, with the count in `top_logprobs` (0..=20).
-    pub logprobs: Option<bool>,
-    pub top_logprobs: Option<usize>,
     pub seed: Option<i64>,
     pub ignore_eos: Option<bool>,
     pub user: Option<String>,
     pub min_tokens: Option<usize>,
     pub stop_token_ids: Option<Vec<u32>>,
-    /// Not supported; parsed so that asking for them is an error, not silently ignored.
-    pub tools: Option<Vec<Value>>,
-    pub response_format: Option<ResponseFormat>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -208,24 +201,55 @@ impl Usage {
     }
 }
 
-/// `text_completion`: the whole response, and also each streamed chunk (same object type in
-/// OpenAI's API). `usage` is omitted from chunks except the final one of a stream with
-/// `include_usage`, which has no choices.
+/// The envelope every response and stream chunk shares: `id`, `object`, `created`, `model`, the
+/// choices, and `usage` (`U` is `Usage` where it is always sent, `Option<Usage>` where only the
+/// last chunk of a stream with `include_usage` carries it). The choice type names the object.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CompletionResponse {
+#[serde(bound(serialize = "C: Serialize, U: Serialize + UsageField"))]
+pub struct Envelope<C, U> {
     pub id: String,
     pub object: &'static str,
     pub created: u64,
     pub model: String,
-    pub choices: Vec<CompletionChoice>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
+    pub choices: Vec<C>,
+    #[serde(skip_serializing_if = "UsageField::is_absent")]
+    pub usage: U,
 }
 
-impl CompletionResponse {
-    pub fn new(id: String, created: u64, model: String, choices: Vec<CompletionChoice>, usage: Option<Usage>) -> Self {
-        CompletionResponse { id, object: "text_completion", created, model, choices, usage }
+/// A choice type, and the `object` of the envelope that carries it.
+pub trait EnvelopeChoice {
+    const OBJECT: &'static str;
+}
+
+/// `usage` as an envelope holds it: always there, or only in some chunks.
+pub trait UsageField {
+    fn is_absent(&self) -> bool;
+}
+
+impl UsageField for Usage {
+    fn is_absent(&self) -> bool {
+        false
     }
+}
+
+impl UsageField for Option<Usage> {
+    fn is_absent(&self) -> bool {
+        self.is_none()
+    }
+}
+
+impl<C: EnvelopeChoice, U> Envelope<C, U> {
+    pub fn new(id: String, created: u64, model: String, choices: Vec<C>, usage: U) -> Self {
+        Envelope { id, object: C::OBJECT, created, model, choices, usage }
+    }
+}
+
+/// `text_completion`: the whole response, and also each streamed chunk (same object type in
+/// OpenAI's API).
+pub type CompletionResponse = Envelope<CompletionChoice, Option<Usage>>;
+
+impl EnvelopeChoice for CompletionChoice {
+    const OBJECT: &'static str = "text_completion";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -279,20 +303,10 @@ impl Serialize for TopLogprobs {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ChatCompletionResponse {
-    pub id: String,
-    pub object: &'static str,
-    pub created: u64,
-    pub model: String,
-    pub choices: Vec<ChatChoice>,
-    pub usage: Usage,
-}
+pub type ChatCompletionResponse = Envelope<ChatChoice, Usage>;
 
-impl ChatCompletionResponse {
-    pub fn new(id: String, created: u64, model: String, choices: Vec<ChatChoice>, usage: Usage) -> Self {
-        ChatCompletionResponse { id, object: "chat.completion", created, model, choices, usage }
-    }
+impl EnvelopeChoice for ChatChoice {
+    const OBJECT: &'static str = "chat.completion";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -318,21 +332,10 @@ impl AssistantMessage {
 /// `chat.completion.chunk`. The first chunk of each choice carries `delta.role`; the last has
 /// an empty delta and the `finish_reason`; with `include_usage` a final chunk has no choices
 /// and the usage.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ChatCompletionChunk {
-    pub id: String,
-    pub object: &'static str,
-    pub created: u64,
-    pub model: String,
-    pub choices: Vec<ChatChunkChoice>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
-}
+pub type ChatCompletionChunk = Envelope<ChatChunkChoice, Option<Usage>>;
 
-impl ChatCompletionChunk {
-    pub fn new(id: String, created: u64, model: String, choices: Vec<ChatChunkChoice>, usage: Option<Usage>) -> Self {
-        ChatCompletionChunk { id, object: "chat.completion.chunk", created, model, choices, usage }
-    }
+impl EnvelopeChoice for ChatChunkChoice {
+    const OBJECT: &'static str = "chat.completion.chunk";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

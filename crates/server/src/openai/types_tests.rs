@@ -28,8 +28,8 @@ fn openai_docs_completion_example() {
     }));
     assert_eq!(req.model.as_deref(), Some("gpt-3.5-turbo-instruct"));
     assert_eq!(req.prompt, Some(Prompt::Text("Say this is a test".into())));
-    assert_eq!((req.max_tokens, req.temperature), (Some(7), Some(0.0)));
-    assert_eq!(req.stream, None);
+    assert_eq!((req.max_tokens, req.generation.temperature), (Some(7), Some(0.0)));
+    assert_eq!(req.generation.stream, None);
 }
 
 #[test]
@@ -43,13 +43,13 @@ fn every_completion_field_parses() {
         "some_future_field": {"nested": [1]}
     }));
     assert_eq!(req.prompt, Some(Prompt::Tokens(vec![1, 2, 3])));
-    assert_eq!((req.top_k, req.min_p, req.n), (Some(40), Some(0.05), Some(2)));
-    assert_eq!(req.stream_options, Some(StreamOptions { include_usage: Some(true) }));
-    assert_eq!(req.stop, Some(Stop::Many(vec!["\n".into(), "###".into()])));
-    assert_eq!(req.logit_bias.as_ref().map(|m| m["50256"]), Some(-100.0));
-    assert_eq!((req.logprobs, req.echo, req.seed), (Some(3), Some(true), Some(-42)));
-    assert_eq!((req.ignore_eos, req.min_tokens, req.best_of), (Some(true), Some(2), Some(2)));
-    assert_eq!(req.user.as_deref(), Some("u-1"));
+    assert_eq!((req.generation.top_k, req.generation.min_p, req.generation.n), (Some(40), Some(0.05), Some(2)));
+    assert_eq!(req.generation.stream_options, Some(StreamOptions { include_usage: Some(true) }));
+    assert_eq!(req.generation.stop, Some(Stop::Many(vec!["\n".into(), "###".into()])));
+    assert_eq!(req.generation.logit_bias.as_ref().map(|m| m["50256"]), Some(-100.0));
+    assert_eq!((req.logprobs, req.echo, req.generation.seed), (Some(3), Some(true), Some(-42)));
+    assert_eq!((req.generation.ignore_eos, req.generation.min_tokens, req.best_of), (Some(true), Some(2), Some(2)));
+    assert_eq!(req.generation.user.as_deref(), Some("u-1"));
 }
 
 #[test]
@@ -62,7 +62,7 @@ fn prompt_and_stop_shapes() {
     assert_eq!(prompt(json!([[1, 2]])), Some(Prompt::TokenBatch(vec![vec![1, 2]])));
     assert_eq!(prompt(json!([])), Some(Prompt::Texts(vec![])));
     assert_eq!(prompt(json!(null)), None);
-    let stop = |v: Value| completion(json!({ "stop": v })).stop;
+    let stop = |v: Value| completion(json!({ "stop": v })).generation.stop;
     assert_eq!(stop(json!("\n")), Some(Stop::One("\n".into())));
     assert_eq!(stop(json!(["a", "b"])), Some(Stop::Many(vec!["a".into(), "b".into()])));
     assert_eq!(stop(json!(null)), None);

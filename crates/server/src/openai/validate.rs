@@ -12,7 +12,7 @@ use rill_engine::SamplingParams;
 use rill_model::chat_template::ChatMessage as TemplateMessage;
 
 use super::error::ApiError;
-use super::types::{ChatCompletionRequest, ChatMessage, CompletionRequest, ContentPart, MessageContent, Prompt, Stop, StreamOptions};
+use super::types::{ChatCompletionRequest, ChatMessage, CompletionRequest, ContentPart, GenerationFields, MessageContent, Prompt, Stop};
 
 /// vLLM allows any number of stop strings; OpenAI 4. Matching cost grows with count × length.
 pub const MAX_STOP_STRINGS: usize = 16;
@@ -110,7 +110,7 @@ pub fn validate_completion(req: CompletionRequest, limits: &ModelLimits) -> Resu
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::invalid("suffix", "suffix is not supported"));
     }
-    let n = req.n.unwrap_or(1);
+    let n = req.generation.n.unwrap_or(1);
     if let Some(best_of) = req.best_of.filter(|&b| b != n) {
         let msg = format!("best_of must equal n (no server-side reranking); got best_of {best_of}, n {n}");
         return Err(ApiError::invalid("best_of", msg));
@@ -122,27 +122,7 @@ pub fn validate_completion(req: CompletionRequest, limits: &ModelLimits) -> Resu
     if echo && req.logprobs.is_some() {
         return Err(ApiError::invalid("echo", "echo together with logprobs is not supported (no prompt logprobs)"));
     }
-    let common = Common {
-        n,
-        temperature: req.temperature,
-        top_p: req.top_p,
-        top_k: req.top_k,
-        min_p: req.min_p,
-        presence_penalty: req.presence_penalty,
-        frequency_penalty: req.frequency_penalty,
-        repetition_penalty: req.repetition_penalty,
-        logit_bias: req.logit_bias,
-        seed: req.seed,
-        ignore_eos: req.ignore_eos,
-        min_tokens: req.min_tokens,
-        stop: req.stop,
-        stop_token_ids: req.stop_token_ids,
-        stream: req.stream,
-        stream_options: req.stream_options,
-        max_tokens: req.max_tokens.map(|m| ("max_tokens", m)),
-        logprobs: req.logprobs,
-    };
-    let g = common.validate(limits)?;
+    let g = generation(req.generation, req.max_tokens.map(|m| ("max_tokens", m)), req.logprobs, limits)?;
     Ok(ValidatedCompletion {
         model: req.model,
         prompt,
@@ -175,27 +155,7 @@ pub fn validate_chat(req: ChatCompletionRequest, limits: &ModelLimits) -> Result
         (Some(m), _) => Some(("max_completion_tokens", m)),
         (None, m) => m.map(|m| ("max_tokens", m)),
     };
-    let common = Common {
-        n: req.n.unwrap_or(1),
-        temperature: req.temperature,
-        top_p: req.top_p,
-        top_k: req.top_k,
-        min_p: req.min_p,
-        presence_penalty: req.presence_penalty,
-        frequency_penalty: req.frequency_penalty,
-        repetition_penalty: req.repetition_penalty,
-        logit_bias: req.logit_bias,
-        seed: req.seed,
-        ignore_eos: req.ignore_eos,
-        min_tokens: req.min_tokens,
-        stop: req.stop,
-        stop_token_ids: req.stop_token_ids,
-        stream: req.stream,
-        stream_options: req.stream_options,
-        max_tokens,
-        logprobs: logprobs.then(|| req.top_logprobs.unwrap_or(0)),
-    };
-    let g = common.validate(limits)?;
+    let g = generation(req.generation, max_tokens, logprobs.then(|| req.top_logprobs.unwrap_or(0)), limits)?;
     Ok(ValidatedChat {
         model: req.model,
         messages,
@@ -206,29 +166,6 @@ pub fn validate_chat(req: ChatCompletionRequest, limits: &ModelLimits) -> Result
     })
 }
 
-/// The fields both endpoints share, taken out of either request.
-struct Common {
-    n: usize,
-    temperature: Option<f32>,
-    top_p: Option<f32>,
-    top_k: Option<i32>,
-    min_p: Option<f32>,
-    presence_penalty: Option<f32>,
-    frequency_penalty: Option<f32>,
-    repetition_penalty: Option<f32>,
-    logit_bias: Option<HashMap<String, f32>>,
-    seed: Option<i64>,
-    ignore_eos: Option<bool>,
-    min_tokens: Option<usize>,
-    stop: Option<Stop>,
-    stop_token_ids: Option<Vec<u32>>,
-    stream: Option<bool>,
-    stream_options: Option<StreamOptions>,
-    /// The value and which field it came from (chat has two names for it).
-    max_tokens: Option<(&'static str, usize)>,
-    logprobs: Option<usize>,
-}
-
 struct Generation {
     params: SamplingParams,
     stop: Vec<String>,
@@ -236,46 +173,48 @@ struct Generation {
     include_usage: bool,
 }
 
-impl Common {
-    fn validate(self, limits: &ModelLimits) -> Result<Generation, ApiError> {
-        if self.n > limits.max_n {
-            return Err(ApiError::invalid("n", format!("n must be at most {}, got {}", limits.max_n, self.n)));
-        }
-        if let Some((param, 0)) = self.max_tokens {
-            return Err(ApiError::invalid(param, format!("{param} must be at least 1, got 0")));
-        }
-        let stream = self.stream.unwrap_or(false);
-        if self.stream_options.is_some() && !stream {
-            return Err(ApiError::invalid("stream_options", "stream_options is only allowed when stream is true"));
-        }
-        let include_usage = stream && self.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
-        let stop_token_ids = self.stop_token_ids.unwrap_or_default();
-        if stop_token_ids.len() > MAX_STOP_TOKEN_IDS {
-            return Err(ApiError::invalid("stop_token_ids", format!("at most {MAX_STOP_TOKEN_IDS} stop_token_ids are allowed")));
-        }
-        let defaults = SamplingParams::default();
-        let params = SamplingParams {
-            n: self.n,
-            temperature: self.temperature.unwrap_or(defaults.temperature),
-            top_k: self.top_k.unwrap_or(defaults.top_k),
-            top_p: self.top_p.unwrap_or(defaults.top_p),
-            min_p: self.min_p.unwrap_or(defaults.min_p),
-            presence_penalty: self.presence_penalty.unwrap_or(defaults.presence_penalty),
-            frequency_penalty: self.frequency_penalty.unwrap_or(defaults.frequency_penalty),
-            repetition_penalty: self.repetition_penalty.unwrap_or(defaults.repetition_penalty),
-            logit_bias: logit_bias(self.logit_bias.unwrap_or_default())?,
-            // Negative seeds (OpenAI allows any int64) map one-to-one onto u64.
-            seed: self.seed.map(|s| s as u64),
-            max_tokens: self.max_tokens.map(|(_, m)| m),
-            min_tokens: self.min_tokens.unwrap_or(0),
-            stop_token_ids,
-            ignore_eos: self.ignore_eos.unwrap_or(false),
-            logprobs: self.logprobs,
-        };
-        params.validate(limits.vocab_size)?;
-        let stop = stop_strings(self.stop)?;
-        Ok(Generation { params, stop, stream, include_usage })
+/// The shared fields checked and turned into engine parameters, with the two an endpoint spells
+/// its own way: `max_tokens` (and which field it came from: chat has two names for it) and the
+/// number of logprobs alternatives.
+fn generation(f: GenerationFields, max_tokens: Option<(&'static str, usize)>, logprobs: Option<usize>, limits: &ModelLimits) -> Result<Generation, ApiError> {
+    let n = f.n.unwrap_or(1);
+    if n > limits.max_n {
+        return Err(ApiError::invalid("n", format!("n must be at most {}, got {n}", limits.max_n)));
     }
+    if let Some((param, 0)) = max_tokens {
+        return Err(ApiError::invalid(param, format!("{param} must be at least 1, got 0")));
+    }
+    let stream = f.stream.unwrap_or(false);
+    if f.stream_options.is_some() && !stream {
+        return Err(ApiError::invalid("stream_options", "stream_options is only allowed when stream is true"));
+    }
+    let include_usage = stream && f.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
+    let stop_token_ids = f.stop_token_ids.unwrap_or_default();
+    if stop_token_ids.len() > MAX_STOP_TOKEN_IDS {
+        return Err(ApiError::invalid("stop_token_ids", format!("at most {MAX_STOP_TOKEN_IDS} stop_token_ids are allowed")));
+    }
+    let defaults = SamplingParams::default();
+    let params = SamplingParams {
+        n,
+        temperature: f.temperature.unwrap_or(defaults.temperature),
+        top_k: f.top_k.unwrap_or(defaults.top_k),
+        top_p: f.top_p.unwrap_or(defaults.top_p),
+        min_p: f.min_p.unwrap_or(defaults.min_p),
+        presence_penalty: f.presence_penalty.unwrap_or(defaults.presence_penalty),
+        frequency_penalty: f.frequency_penalty.unwrap_or(defaults.frequency_penalty),
+        repetition_penalty: f.repetition_penalty.unwrap_or(defaults.repetition_penalty),
+        logit_bias: logit_bias(f.logit_bias.unwrap_or_default())?,
+        // Negative seeds (OpenAI allows any int64) map one-to-one onto u64.
+        seed: f.seed.map(|s| s as u64),
+        max_tokens: max_tokens.map(|(_, m)| m),
+        min_tokens: f.min_tokens.unwrap_or(0),
+        stop_token_ids,
+        ignore_eos: f.ignore_eos.unwrap_or(false),
+        logprobs,
+    };
+    params.validate(limits.vocab_size)?;
+    let stop = stop_strings(f.stop)?;
+    Ok(Generation { params, stop, stream, include_usage })
 }
 
 /// `{"50256": -100}` → sorted `(token, bias)` pairs (ranges are checked by `SamplingParams`).

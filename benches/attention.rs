@@ -1,0 +1,82 @@
+//! CPU paged attention at decode and prefill shapes (SmolLM2-135M's 9 query / 3 KV heads of 64,
+//! f16 KV cache), through the backend's own entry point: the instruction set is the one the
+//! backend selects (`RILL_CPU_ISA=portable|avx2|avx512|reference` to compare others).
+//!
+//! `cargo bench --bench attention` (all threads; `RILL_BENCH_THREADS=1` for one core).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use rill_backend::{AttentionBatch, Backend, KvDType, KvLayout};
+use rill_backend_cpu::{CpuBackend, CpuKvCache};
+
+const HEADS: usize = 9;
+const KV_HEADS: usize = 3;
+const HEAD_DIM: usize = 64;
+const BLOCK: usize = 16;
+
+/// A one-layer cache holding `seqs` sequences of `ctx` positions of varied K/V, each sequence's
+/// blocks interleaved with the others' (as a busy server's are).
+struct Fixture {
+    backend: CpuBackend,
+    cache: CpuKvCache,
+    tables: Vec<u32>,
+    blocks_per_seq: usize,
+    seqs: usize,
+}
+
+fn fixture(seqs: usize, ctx: usize) -> Fixture {
+    let threads = std::env::var("RILL_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let backend = CpuBackend::new(threads).unwrap();
+    let blocks_per_seq = ctx.div_ceil(BLOCK);
+    let num_blocks = seqs * blocks_per_seq;
+    let layout = KvLayout { layers: 1, num_blocks, block_size: BLOCK, kv_heads: KV_HEADS, head_dim: HEAD_DIM, dtype: KvDType::F16 };
+    let mut cache = backend.alloc_kv_cache(layout).unwrap();
+    let (slots, row) = (num_blocks * BLOCK, KV_HEADS * HEAD_DIM);
+    let k: Vec<f32> = (0..slots * row).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 2.0).collect();
+    let v: Vec<f32> = (0..slots * row).map(|i| ((i * 31 % 977) as f32 / 977.0 - 0.5) * 2.0).collect();
+    let all: Vec<u32> = (0..slots as u32).collect();
+    backend.write_kv(&mut cache, 0, &k, &v, &all, slots).unwrap();
+    // Sequence s owns blocks s, s + seqs, s + 2 seqs, ...
+    let tables = (0..seqs).flat_map(|s| (0..blocks_per_seq).map(move |b| (b * seqs + s) as u32)).collect();
+    Fixture { backend, cache, tables, blocks_per_seq, seqs }
+}
+
+/// Attention for `tokens` = (sequence, position) pairs.
+fn attend(f: &Fixture, tokens: &[(u32, u32)], q: &Vec<f32>, out: &mut Vec<f32>) {
+    let positions: Vec<u32> = tokens.iter().map(|t| t.1).collect();
+    let token_seq: Vec<u32> = tokens.iter().map(|t| t.0).collect();
+    let slots = vec![0u32; tokens.len()];
+    let batch = AttentionBatch::<CpuBackend> {
+        num_tokens: tokens.len(),
+        num_seqs: f.seqs,
+        positions: &positions,
+        token_seq: &token_seq,
+        slots: &slots,
+        block_tables: &f.tables,
+        max_blocks_per_seq: f.blocks_per_seq,
+    };
+    f.backend.attention(&f.cache, 0, q, HEADS, &batch, out).unwrap();
+}
+
+fn attention(c: &mut Criterion) {
+    let mut g = c.benchmark_group("attention");
+    // (label, sequences, context, prefill tokens at the end of the context; 0 = one decode token per sequence)
+    for (label, seqs, ctx, prefill) in [("decode", 1, 1024, 0), ("decode", 1, 4096, 0), ("decode", 8, 1024, 0), ("prefill", 1, 512, 512)] {
+        let f = fixture(seqs, ctx);
+        let tokens: Vec<(u32, u32)> = if prefill > 0 {
+            (0..prefill).map(|p| (0, (ctx - prefill + p) as u32)).collect()
+        } else {
+            (0..seqs).map(|s| (s as u32, ctx as u32 - 1)).collect()
+        };
+        let q: Vec<f32> = (0..tokens.len() * HEADS * HEAD_DIM).map(|i| ((i * 17 % 101) as f32 / 101.0 - 0.5) * 2.0).collect();
+        let mut out = vec![0.0; q.len()];
+        // Key positions read: the unit of work.
+        let keys: u64 = tokens.iter().map(|t| t.1 as u64 + 1).sum();
+        g.throughput(Throughput::Elements(keys));
+        let id = BenchmarkId::new(label, format!("{seqs} seq x ctx {ctx}{}", if prefill > 0 { format!(", {prefill} tokens") } else { String::new() }));
+        g.bench_function(id, |b| b.iter(|| attend(&f, &tokens, &q, &mut out)));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, attention);
+criterion_main!(benches);
