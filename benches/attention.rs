@@ -5,7 +5,7 @@
 //! `cargo bench --bench attention` (all threads; `RILL_BENCH_THREADS=1` for one core).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use rill_backend::{AttentionBatch, Backend, KvDType, KvLayout};
+use rill_backend::{AttentionBatch, AttentionParams, Backend, KvDType, KvLayout};
 use rill_backend_cpu::{CpuBackend, CpuKvCache};
 
 const HEADS: usize = 9;
@@ -41,7 +41,7 @@ fn fixture(seqs: usize, ctx: usize) -> Fixture {
 }
 
 /// Attention for `tokens` = (sequence, position) pairs.
-fn attend(f: &Fixture, tokens: &[(u32, u32)], q: &Vec<f32>, out: &mut Vec<f32>) {
+fn attend(f: &Fixture, tokens: &[(u32, u32)], params: &AttentionParams, q: &Vec<f32>, out: &mut Vec<f32>) {
     let positions: Vec<u32> = tokens.iter().map(|t| t.1).collect();
     let token_seq: Vec<u32> = tokens.iter().map(|t| t.0).collect();
     let slots = vec![0u32; tokens.len()];
@@ -54,13 +54,24 @@ fn attend(f: &Fixture, tokens: &[(u32, u32)], q: &Vec<f32>, out: &mut Vec<f32>) 
         block_tables: &f.tables,
         max_blocks_per_seq: f.blocks_per_seq,
     };
-    f.backend.attention(&f.cache, 0, q, HEADS, &batch, out).unwrap();
+    f.backend.attention(&f.cache, 0, q, HEADS, params, &batch, out).unwrap();
 }
 
 fn attention(c: &mut Criterion) {
     let mut g = c.benchmark_group("attention");
-    // (label, sequences, context, prefill tokens at the end of the context; 0 = one decode token per sequence)
-    for (label, seqs, ctx, prefill) in [("decode", 1, 1024, 0), ("decode", 1, 4096, 0), ("decode", 8, 1024, 0), ("prefill", 1, 512, 512)] {
+    let causal = AttentionParams::causal(HEAD_DIM);
+    // A sliding window reads only its last keys however long the context.
+    let sliding = AttentionParams { window: 512, ..causal };
+    // (label, sequences, context, prefill tokens at the end of the context; 0 = one decode token
+    // per sequence, attention)
+    let cases = [
+        ("decode", 1, 1024, 0, causal),
+        ("decode", 1, 4096, 0, causal),
+        ("decode", 8, 1024, 0, causal),
+        ("prefill", 1, 512, 512, causal),
+        ("decode window 512", 1, 4096, 0, sliding),
+    ];
+    for (label, seqs, ctx, prefill, params) in cases {
         let f = fixture(seqs, ctx);
         let tokens: Vec<(u32, u32)> = if prefill > 0 {
             (0..prefill).map(|p| (0, (ctx - prefill + p) as u32)).collect()
@@ -70,10 +81,10 @@ fn attention(c: &mut Criterion) {
         let q: Vec<f32> = (0..tokens.len() * HEADS * HEAD_DIM).map(|i| ((i * 17 % 101) as f32 / 101.0 - 0.5) * 2.0).collect();
         let mut out = vec![0.0; q.len()];
         // Key positions read: the unit of work.
-        let keys: u64 = tokens.iter().map(|t| t.1 as u64 + 1).sum();
+        let keys: u64 = tokens.iter().map(|t| (t.1 as usize + 1 - params.first_position(t.1 as usize)) as u64).sum();
         g.throughput(Throughput::Elements(keys));
         let id = BenchmarkId::new(label, format!("{seqs} seq x ctx {ctx}{}", if prefill > 0 { format!(", {prefill} tokens") } else { String::new() }));
-        g.bench_function(id, |b| b.iter(|| attend(&f, &tokens, &q, &mut out)));
+        g.bench_function(id, |b| b.iter(|| attend(&f, &tokens, &params, &q, &mut out)));
     }
     g.finish();
 }

@@ -63,14 +63,19 @@ struct RopeArgs {
     int32_t head_dim;
     int32_t pairs;             // rot_dim / 2
     int32_t neox;
-    // 1: inv_freq is [1, r, r², …] and angles are multiplied up, p·r·r·…·r, as ggml and the CPU
-    // twin do (RopeParams::geometric_ratio); 0: p·inv_freq[i].
-    int32_t geometric;
-    // The frequency table travels by value: nothing to upload or keep on the device, and a
-    // captured graph holds its own copy.
-    float inv_freq[MAX_ROPE_PAIRS];
+    // rill_backend::RopeParams: angle_i = freq_scale · (θ_i / factor_i), θ multiplied up by
+    // theta_scale per pair as ggml does; cos and sin times mscale.
+    float theta_scale;
+    float freq_scale;
+    float mscale;
+    int32_t has_factors;
+    int32_t pad_;
+    // The factors travel by value: nothing to upload or keep on the device, and a captured
+    // graph holds its own copy.
+    float factors[MAX_ROPE_PAIRS];
 };
-struct SiluMulArgs { const float* gate; const float* up; float* out; int64_t n; };
+struct GluArgs { const float* gate; const float* up; float* out; int64_t n; };
+struct ScaleArgs { float* x; int64_t n; float factor; int32_t pad_; };
 struct AddArgs { float* x; const float* y; int64_t n; };
 struct AddBiasArgs { float* x; const float* bias; int64_t n; int32_t dim; int32_t pad_; };
 struct GatherArgs {
@@ -119,7 +124,9 @@ struct AttnArgs {
     int32_t head_chunks;           // ceil(group / G) (decode)
     int32_t classify;
     int32_t tq;                    // tokens per CTA (prefill)
-    float scale;                   // 1 / sqrt(hd)
+    float scale;                   // multiplies the query: the layer's scale, / softcap when capped
+    float softcap;                 // 0: none
+    int32_t window;                // sliding window in keys; 0: none
     int32_t pad_;
 };
 
@@ -145,12 +152,13 @@ static_assert(sizeof(DequantArgs) == 64, "mirrored in args.rs");
 static_assert(sizeof(EmbedArgs) == 64, "mirrored in args.rs");
 static_assert(sizeof(ConvertArgs) == 24, "mirrored in args.rs");
 static_assert(sizeof(RmsNormArgs) == 40, "mirrored in args.rs");
-static_assert(sizeof(RopeArgs) == 1064, "mirrored in args.rs");
-static_assert(sizeof(SiluMulArgs) == 32, "mirrored in args.rs");
+static_assert(sizeof(RopeArgs) == 1080, "mirrored in args.rs");
+static_assert(sizeof(GluArgs) == 32, "mirrored in args.rs");
+static_assert(sizeof(ScaleArgs) == 24, "mirrored in args.rs");
 static_assert(sizeof(AddArgs) == 24, "mirrored in args.rs");
 static_assert(sizeof(AddBiasArgs) == 32, "mirrored in args.rs");
 static_assert(sizeof(GatherArgs) == 40, "mirrored in args.rs");
 static_assert(sizeof(WriteKvArgs) == 64, "mirrored in args.rs");
-static_assert(sizeof(AttnArgs) == 136, "mirrored in args.rs");
+static_assert(sizeof(AttnArgs) == 144, "mirrored in args.rs");
 static_assert(sizeof(SampleRow) == 20, "mirrored in args.rs");
 static_assert(sizeof(SampleArgs) == 32, "mirrored in args.rs");

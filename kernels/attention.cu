@@ -1,7 +1,9 @@
 // Causal paged attention: q [n, heads, hd] against each token's own sequence in the KV cache
-// (positions 0..=pos through its block table), grouped-query aware, out [n, heads, hd].
-// CPU twin: crates/backend-cpu/src/attention.rs (scale 1/sqrt(hd); against an f16 cache the query
-// is rounded to f16 first). Expected agreement ~1e-5 relative (summation order and expf ulps).
+// (positions first..=pos through its block table, first = 0 or the start of a sliding window of
+// `window` keys), grouped-query aware, out [n, heads, hd]. Scores are q·k · scale, or with a soft
+// cap c, c · tanh(q·k · scale / c) (the query is pre-multiplied by scale / c on the host's word).
+// CPU twin: crates/backend-cpu/src/attention/ (against an f16 cache the query is rounded to f16
+// first). Expected agreement ~1e-5 relative (summation order and expf/tanhf ulps).
 //
 // Kernels (every grid depends only on sizes; positions, sequences and block tables are read here):
 //   attn_decode_<kv>_hd<HD>_g<G>   grid (n, kv_heads * head_chunks, splits), 128 threads.
@@ -69,6 +71,14 @@ __device__ __forceinline__ bool multi_token(const AttnArgs& a, int t) {
 
 // Whether token t's sequence and position lie inside the block tables (the CPU returns an error
 // otherwise; here the token's output is zero).
+// The first position the query at `pos` reads: 0, or the start of its sliding window.
+__device__ __forceinline__ int first_pos(const AttnArgs& a, uint32_t pos) {
+    return a.window > 0 ? max(0, static_cast<int>(pos) + 1 - a.window) : 0;
+}
+
+// A score of the pre-scaled query, soft-capped where the layer caps.
+__device__ __forceinline__ float cap_score(const AttnArgs& a, float s) { return a.softcap > 0.0f ? a.softcap * tanhf(s) : s; }
+
 __device__ __forceinline__ bool token_ok(const AttnArgs& a, uint32_t seq, uint32_t pos) {
     return seq < static_cast<uint32_t>(a.num_seqs) && pos / static_cast<uint32_t>(a.block_size) < static_cast<uint32_t>(a.max_blocks);
 }
@@ -97,9 +107,10 @@ __device__ __forceinline__ void attn_decode(const AttnArgs& a) {
     const int split = blockIdx.z;
     if (a.classify && multi_token(a, t)) return;  // the prefill kernel owns it (uniform per CTA)
     const uint32_t pos = __ldg(a.positions + t), seq = __ldg(a.token_seq + t);
-    const int start = split * a.split_len;
-    const int end = token_ok(a, seq, pos) ? static_cast<int>(min(static_cast<long long>(start) + a.split_len,
-                                                                 static_cast<long long>(pos) + 1))
+    const int split_start = split * a.split_len;
+    const int start = max(split_start, first_pos(a, pos));
+    const int end = token_ok(a, seq, pos) ? max(start, static_cast<int>(min(static_cast<long long>(split_start) + a.split_len,
+                                                                            static_cast<long long>(pos) + 1)))
                                           : start;
 
     for (int i = threadIdx.x; i < G * HD; i += ATT_THREADS) {
@@ -138,6 +149,7 @@ __device__ __forceinline__ void attn_decode(const AttnArgs& a) {
                       qb.z * kf[6] + qb.w * kf[7];
 #pragma unroll
             for (int o = LPR / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xFFFFFFFFu, s, o);
+            s = cap_score(a, s);
             if (off >= 0 && g < gcount) {
                 const float mn = fmaxf(m[g], s);
                 const float corr = exp_diff(m[g], mn);
@@ -223,6 +235,7 @@ __device__ __forceinline__ void attn_prefill(const AttnArgs& a) {
     float* v_s = k_s + TK * QS;                     // [TK][HD]
     float* p_s = v_s + TK * HD;                     // [QROWS][PS]
     __shared__ uint32_t tok_seq[PF_MAX_ROWS], tok_pos[PF_MAX_ROWS];
+    __shared__ int tok_first[PF_MAX_ROWS];
     __shared__ int tok_own[PF_MAX_ROWS], tok_go[PF_MAX_ROWS], kv_ok[TK];
 
     const int tq = a.tq, group = a.group;
@@ -235,6 +248,7 @@ __device__ __forceinline__ void attn_prefill(const AttnArgs& a) {
         const bool own = !a.classify || multi_token(a, t);
         tok_seq[i] = seq;
         tok_pos[i] = pos;
+        tok_first[i] = first_pos(a, pos);
         tok_own[i] = own;
         tok_go[i] = own && token_ok(a, seq, pos);
     }
@@ -266,13 +280,17 @@ __device__ __forceinline__ void attn_prefill(const AttnArgs& a) {
     for (int seg = 0; seg < nt;) {
         int seg_end = seg + 1;
         while (seg_end < nt && tok_seq[seg_end] == tok_seq[seg]) ++seg_end;
-        // Keys needed: up to the last valid position of the run (invalid tokens stay masked).
-        int kv_len = 0;
+        // Keys needed: from the first position any valid token of the run reads (a sliding window
+        // starts past 0) up to the last (invalid tokens stay masked).
+        int kv_len = 0, kv_first = 0x7FFFFFFF;
         for (int i = seg; i < seg_end; ++i)
-            if (tok_go[i]) kv_len = max(kv_len, static_cast<int>(tok_pos[i]) + 1);
+            if (tok_go[i]) {
+                kv_len = max(kv_len, static_cast<int>(tok_pos[i]) + 1);
+                kv_first = min(kv_first, tok_first[i]);
+            }
         if (kv_len > 0) {
             const uint32_t* table = a.block_tables + static_cast<size_t>(tok_seq[seg]) * a.max_blocks;
-            for (int kt0 = 0; kt0 < kv_len; kt0 += TK) {
+            for (int kt0 = kv_first / TK * TK; kt0 < kv_len; kt0 += TK) {
                 __syncthreads();  // the previous tile is consumed
                 for (int i = threadIdx.x; i < TK * (HD / 8); i += ATT_THREADS) {
                     const int c = i / (HD / 8), ch = i % (HD / 8);
@@ -314,12 +332,13 @@ __device__ __forceinline__ void attn_prefill(const AttnArgs& a) {
                     const int r = ty + 16 * i, tl = r / group;
                     const bool row_on = r < nrows && tl >= seg && tl < seg_end && tok_go[tl];
                     const int rpos = row_on ? static_cast<int>(tok_pos[tl]) : -1;
+                    const int rfirst = row_on ? tok_first[tl] : 0;
                     float mx = -INFINITY;
 #pragma unroll
                     for (int j = 0; j < TK / 8; ++j) {
                         const int c = tx + 8 * j, p = kt0 + c;
-                        const bool on = row_on && p <= rpos && kv_ok[c];
-                        s[i][j] = on ? s[i][j] : -INFINITY;
+                        const bool on = row_on && p >= rfirst && p <= rpos && kv_ok[c];
+                        s[i][j] = on ? cap_score(a, s[i][j]) : -INFINITY;
                         mx = fmaxf(mx, s[i][j]);
                     }
                     mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, 1));
@@ -403,7 +422,7 @@ __device__ __forceinline__ void attn_generic(const AttnArgs& a) {
     const uint32_t* table = a.block_tables + static_cast<size_t>(min(seq, static_cast<uint32_t>(a.num_seqs - 1))) * a.max_blocks;
     const KV* kc = static_cast<const KV*>(a.k_cache);
     const KV* vc = static_cast<const KV*>(a.v_cache);
-    for (int p = 0; p < end; ++p) {  // uniform across the warp
+    for (int p = first_pos(a, pos); p < end; ++p) {  // uniform across the warp
         const long long off = kv_offset(a, table, p, kvh);
         if (off < 0) continue;
         float s = 0.0f;
@@ -412,7 +431,7 @@ __device__ __forceinline__ void attn_generic(const AttnArgs& a) {
             const int d = lane + 32 * i;
             if (d < hd) s = fmaf(q[i], static_cast<float>(kc[off + d]), s);
         }
-        s = warp_sum(s);
+        s = cap_score(a, warp_sum(s));
         const float mn = fmaxf(m, s);
         const float corr = exp_diff(m, mn), pw = expf(s - mn);
         l = l * corr + pw;

@@ -1,5 +1,5 @@
 // The small per-element kernels of the forward pass. CPU twins: crates/backend-cpu/src/
-// elementwise.rs (rms_norm, rope, silu_mul, add_bias), kv_cache.rs (write_kv) and lib.rs (add,
+// elementwise.rs (rms_norm, rope, silu_mul, add_bias, scale, softcap), gelu.rs (gelu_mul), kv_cache.rs (write_kv) and lib.rs (add,
 // gather_rows). Each keeps the CPU's expression order and roundings (explicit __fmul_rn/__fadd_rn
 // where nvcc would otherwise contract into an FMA); only rms_norm's sum of squares is summed in a
 // different order (~1e-6 relative), and sinf/cosf/expf may differ from the host libm by an ulp.
@@ -38,19 +38,16 @@ extern "C" __global__ void __launch_bounds__(EW_THREADS) rope(const RopeArgs a) 
     __shared__ float cs[MAX_ROPE_PAIRS], sn[MAX_ROPE_PAIRS];
     const float pos = static_cast<float>(__ldg(a.positions + blockIdx.x));
     for (int i = threadIdx.x; i < a.pairs; i += EW_THREADS) {
-        float angle;
-        if (a.geometric) {
-            // ggml's rope cache (and the CPU twin): theta starts at p and is multiplied by r
-            // once per pair, rounding each time; p·r^i would differ in the last bits.
-            angle = pos;
-            for (int k = 0; k < i; ++k) angle = __fmul_rn(angle, a.inv_freq[1]);
-        } else {
-            angle = __fmul_rn(pos, a.inv_freq[i]);
-        }
+        // ggml's rope cache (and the CPU twin, RopeParams::cos_sin): theta starts at p and is
+        // multiplied by theta_scale once per pair, rounding each time (p·r^i would differ in the
+        // last bits); then divided by the pair's factor and scaled.
+        float theta = pos;
+        for (int k = 0; k < i; ++k) theta = __fmul_rn(theta, a.theta_scale);
+        const float angle = __fmul_rn(a.freq_scale, a.has_factors ? __fdiv_rn(theta, a.factors[i]) : theta);
         float s, c;
         sincosf(angle, &s, &c);
-        cs[i] = c;
-        sn[i] = s;
+        cs[i] = __fmul_rn(c, a.mscale);
+        sn[i] = __fmul_rn(s, a.mscale);
     }
     __syncthreads();
     float* row = a.x + static_cast<size_t>(blockIdx.x) * a.heads * a.head_dim;
@@ -66,12 +63,32 @@ extern "C" __global__ void __launch_bounds__(EW_THREADS) rope(const RopeArgs a) 
     }
 }
 
-extern "C" __global__ void __launch_bounds__(EW_THREADS) silu_mul(const SiluMulArgs a) {
+extern "C" __global__ void __launch_bounds__(EW_THREADS) silu_mul(const GluArgs a) {
     GRID_STRIDE(i, a.n) {
         const float g = a.gate[i];
         // CPU: g / (1 + exp(-g)) * up.
         a.out[i] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), a.up[i]);
     }
+}
+
+// GeGLU as ggml's CUDA computes it (the exact tanh formula; the CPU looks GELU up in ggml's f16
+// table, so the two agree to f16 rounding).
+extern "C" __global__ void __launch_bounds__(EW_THREADS) gelu_mul(const GluArgs a) {
+    GRID_STRIDE(i, a.n) {
+        const float x = a.gate[i];
+        const float inner = 0.7978845608f * x * (1.0f + 0.044715f * x * x);
+        a.out[i] = 0.5f * x * (1.0f + tanhf(inner)) * a.up[i];
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(EW_THREADS) scale(const ScaleArgs a) {
+    GRID_STRIDE(i, a.n) { a.x[i] = __fmul_rn(a.x[i], a.factor); }
+}
+
+// CPU: x · (1 / c), tanh, · c.
+extern "C" __global__ void __launch_bounds__(EW_THREADS) softcap(const ScaleArgs a) {
+    const float inv = 1.0f / a.factor;
+    GRID_STRIDE(i, a.n) { a.x[i] = __fmul_rn(tanhf(__fmul_rn(a.x[i], inv)), a.factor); }
 }
 
 extern "C" __global__ void __launch_bounds__(EW_THREADS) add(const AddArgs a) {

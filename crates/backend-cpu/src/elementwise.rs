@@ -105,20 +105,16 @@ pub fn add_bias(x: &mut [f32], bias: &[f32], rows: usize, dim: usize) -> Backend
     Ok(())
 }
 
-/// RoPE with ggml's arithmetic (`ggml_rope_cache_init`, `rotate_pairs`) when the frequencies
-/// are a plain geometric series `inv_freq[i] = r^i` (no scaling, no per-pair factors): the angle
-/// of pair `i` is `p·r·r·…·r` (multiplied up in f32, not `p·r^i`), and the rotation fuses the
-/// first product, `x₀·cos − x₁·sin` as `fma(x₀, cos, −x₁·sin)` and `x₀·sin + x₁·cos` as
-/// `fma(x₀, sin, x₁·cos)`. Other frequency tables rotate by `p·inv_freq[i]` the same way.
+/// RoPE with ggml's arithmetic (`ggml_rope_cache_init`, `rotate_pairs`): the angles of
+/// [`RopeParams::cos_sin`] (multiplied up in f32, divided by the pair's factor, scaled), and the
+/// rotation with its first product fused, `x₀·cos − x₁·sin` as `fma(x₀, cos, −x₁·sin)` and
+/// `x₀·sin + x₁·cos` as `fma(x₀, sin, x₁·cos)`.
 pub fn rope(x: &mut [f32], positions: &[u32], rows: usize, heads: usize, head_dim: usize, rope: &RopeParams) -> BackendResult<()> {
     check_len("rope", "x", x.len(), rows * heads * head_dim)?;
     check_len("rope", "positions", positions.len(), rows)?;
-    let pairs = rope.rot_dim / 2;
-    if rope.rot_dim > head_dim || pairs > MAX_ROPE_PAIRS || rope.inv_freq.len() < pairs {
-        return Err(BackendError::Shape {
-            op: "rope",
-            detail: format!("rot_dim {} with head_dim {head_dim} and {} frequencies", rope.rot_dim, rope.inv_freq.len()),
-        });
+    rope.check(head_dim).map_err(|detail| BackendError::Shape { op: "rope", detail })?;
+    if rope.rot_dim / 2 > MAX_ROPE_PAIRS {
+        return Err(BackendError::Shape { op: "rope", detail: format!("rot_dim {} over {}", rope.rot_dim, 2 * MAX_ROPE_PAIRS) });
     }
     let x = &mut x[..rows * heads * head_dim];
     #[cfg(target_arch = "x86_64")]
@@ -145,21 +141,11 @@ unsafe fn rope_rows_fma(x: &mut [f32], positions: &[u32], heads: usize, head_dim
 #[inline(always)]
 fn rope_rows(x: &mut [f32], positions: &[u32], heads: usize, head_dim: usize, rope: &RopeParams) {
     let pairs = rope.rot_dim / 2;
-    let inv_freq = &rope.inv_freq[..pairs];
-    let ratio = rope.geometric_ratio();
     for (row, &pos) in x.chunks_mut(heads * head_dim).zip(positions) {
         // The angles depend only on the position: compute them once for all heads.
         let mut cos = [0f32; MAX_ROPE_PAIRS];
         let mut sin = [0f32; MAX_ROPE_PAIRS];
-        let mut theta = pos as f32;
-        for i in 0..pairs {
-            let angle = match ratio {
-                Some(_) => theta,
-                None => pos as f32 * inv_freq[i],
-            };
-            (sin[i], cos[i]) = angle.sin_cos();
-            theta *= ratio.unwrap_or(1.0);
-        }
+        rope.cos_sin(pos, &mut cos, &mut sin);
         for head in row.chunks_mut(head_dim) {
             for i in 0..pairs {
                 let (a, b) = if rope.neox { (i, i + pairs) } else { (2 * i, 2 * i + 1) };
@@ -169,6 +155,21 @@ fn rope_rows(x: &mut [f32], positions: &[u32], heads: usize, head_dim: usize, ro
             }
         }
     }
+}
+
+/// ggml's `scale`: `x *= factor`.
+pub fn scale(x: &mut [f32], factor: f32, len: usize) -> BackendResult<()> {
+    check_len("scale", "x", x.len(), len)?;
+    x[..len].iter_mut().for_each(|v| *v *= factor);
+    Ok(())
+}
+
+/// Gemma's final soft cap as llama.cpp builds it: `scale(1/c)`, `tanh`, `scale(c)`.
+pub fn softcap(x: &mut [f32], cap: f32, len: usize) -> BackendResult<()> {
+    check_len("softcap", "x", x.len(), len)?;
+    let inv = 1.0 / cap;
+    x[..len].iter_mut().for_each(|v| *v = (*v * inv).tanh() * cap);
+    Ok(())
 }
 
 pub fn silu_mul(gate: &[f32], up: &[f32], len: usize, out: &mut [f32]) -> BackendResult<()> {
@@ -286,7 +287,8 @@ mod tests {
 
     #[test]
     fn rope_rotates_pairs_by_position() {
-        let rope = RopeParams { rot_dim: 2, inv_freq: vec![1.0], neox: false };
+        // base 1: every pair turns one radian per position.
+        let rope = RopeParams::new(2, 1.0, false);
         let mut x = vec![1.0, 0.0, 1.0, 0.0];
         super::rope(&mut x, &[0, 1], 2, 1, 2, &rope).unwrap();
         assert_eq!(&x[..2], &[1.0, 0.0], "position 0 is the identity");
@@ -295,11 +297,11 @@ mod tests {
 
     #[test]
     fn neox_pairs_halves() {
-        let rope = RopeParams { rot_dim: 4, inv_freq: vec![1.0, 0.0], neox: true };
+        let rope = RopeParams { freq_factors: vec![1.0, f32::INFINITY], ..RopeParams::new(4, 1.0, true) };
         let mut x = vec![1.0, 5.0, 0.0, 7.0];
         super::rope(&mut x, &[1], 1, 1, 4, &rope).unwrap();
         assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[2] - 1f32.sin()).abs() < 1e-6);
-        assert_eq!((x[1], x[3]), (5.0, 7.0), "zero frequency leaves the pair alone");
+        assert_eq!((x[1], x[3]), (5.0, 7.0), "an infinite factor leaves the pair alone");
     }
 
     /// SIMD vs reference: the same arithmetic (ggml's), so the same bits.
@@ -330,8 +332,7 @@ mod tests {
     #[test]
     fn rope_multiplies_angles_up_as_ggml() {
         let (d, base) = (64usize, 100000f32);
-        let inv_freq: Vec<f32> = (0..d / 2).map(|i| base.powf(-2.0 * i as f32 / d as f32)).collect();
-        let rope = RopeParams { rot_dim: d, inv_freq, neox: false };
+        let rope = RopeParams::new(d, base, false);
         let x0: Vec<f32> = (0..d).map(|i| (i as f32 * 0.731).sin() * 3.0).collect();
         for pos in [0u32, 1, 7, 100, 4000] {
             let mut x = x0.clone();
@@ -345,6 +346,26 @@ mod tests {
                 assert_eq!(x[2 * i + 1].to_bits(), a.mul_add(s, b * c).to_bits(), "pos {pos} pair {i}");
                 theta *= r;
             }
+        }
+    }
+
+    /// Llama 3 / LongRoPE factors, linear scaling and LongRoPE's magnitude, in ggml's order:
+    /// `θ / factor`, then `· freq_scale`, then cos and sin `· mscale`.
+    #[test]
+    fn rope_factors_and_scales_as_ggml() {
+        let d = 8;
+        let rope = RopeParams { freq_scale: 0.25, freq_factors: vec![1.0, 2.5, 7.0, 40.0], mscale: 1.19, ..RopeParams::new(d, 10_000.0, true) };
+        let x0: Vec<f32> = (0..d).map(|i| 1.0 + i as f32).collect();
+        let mut x = x0.clone();
+        super::rope(&mut x, &[123], 1, 1, d, &rope).unwrap();
+        let mut theta = 123f32;
+        for i in 0..d / 2 {
+            let angle = 0.25 * (theta / rope.freq_factors[i]);
+            let (s, c) = (angle.sin() * 1.19, angle.cos() * 1.19);
+            let (a, b) = (x0[i], x0[i + d / 2]);
+            assert_eq!(x[i].to_bits(), a.mul_add(c, -(b * s)).to_bits(), "pair {i}");
+            assert_eq!(x[i + d / 2].to_bits(), a.mul_add(s, b * c).to_bits(), "pair {i}");
+            theta *= rope.theta_scale;
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod attention;
 mod elementwise;
+mod gelu;
 mod isa;
 mod kv_cache;
 mod matmul;
@@ -13,7 +14,7 @@ mod sample;
 mod simd;
 
 use rill_backend::{
-    AttentionBatch, Backend, BackendError, BackendResult, DrawParams, KvLayout, MatrixSource, RopeParams,
+    Activation, AttentionBatch, AttentionParams, Backend, BackendError, BackendResult, DrawParams, KvLayout, MatrixSource, RopeParams,
 };
 
 pub use kv_cache::CpuKvCache;
@@ -129,12 +130,23 @@ impl Backend for CpuBackend {
         cache.write(layer, k, v, slots, n)
     }
 
-    fn attention(&self, cache: &CpuKvCache, layer: usize, q: &Vec<f32>, heads: usize, batch: &AttentionBatch<'_, Self>, out: &mut Vec<f32>) -> BackendResult<()> {
-        attention::paged_attention(isa::SimdIsa::selected(), &self.pool, cache, layer, q, heads, batch, out)
+    fn attention(&self, cache: &CpuKvCache, layer: usize, q: &Vec<f32>, heads: usize, params: &AttentionParams, batch: &AttentionBatch<'_, Self>, out: &mut Vec<f32>) -> BackendResult<()> {
+        attention::paged_attention(isa::SimdIsa::selected(), &self.pool, cache, layer, q, heads, params, batch, out)
     }
 
-    fn silu_mul(&self, gate: &Vec<f32>, up: &Vec<f32>, len: usize, out: &mut Vec<f32>) -> BackendResult<()> {
-        elementwise::silu_mul(gate, up, len, out)
+    fn glu(&self, act: Activation, gate: &Vec<f32>, up: &Vec<f32>, len: usize, out: &mut Vec<f32>) -> BackendResult<()> {
+        match act {
+            Activation::Silu => elementwise::silu_mul(gate, up, len, out),
+            Activation::GeluTanh => gelu::gelu_mul(gate, up, len, out),
+        }
+    }
+
+    fn scale(&self, x: &mut Vec<f32>, factor: f32, len: usize) -> BackendResult<()> {
+        elementwise::scale(x, factor, len)
+    }
+
+    fn softcap(&self, x: &mut Vec<f32>, cap: f32, len: usize) -> BackendResult<()> {
+        elementwise::softcap(x, cap, len)
     }
 
     fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) -> BackendResult<()> {

@@ -138,18 +138,32 @@ pub struct RopeArgs {
     pub head_dim: i32,
     pub pairs: i32,
     pub neox: i32,
-    /// 1: angles multiplied up from `inv_freq[1]` (`RopeParams::geometric_ratio`).
-    pub geometric: i32,
-    pub inv_freq: [f32; MAX_ROPE_PAIRS],
+    pub theta_scale: f32,
+    pub freq_scale: f32,
+    pub mscale: f32,
+    pub has_factors: i32,
+    pub pad: i32,
+    pub factors: [f32; MAX_ROPE_PAIRS],
 }
 
+/// `out = act(gate) · up` (silu_mul, gelu_mul).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-pub struct SiluMulArgs {
+pub struct GluArgs {
     pub gate: u64,
     pub up: u64,
     pub out: u64,
     pub n: i64,
+}
+
+/// `x *= factor` (scale), `x = factor · tanh(x / factor)` (softcap).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScaleArgs {
+    pub x: u64,
+    pub n: i64,
+    pub factor: f32,
+    pub pad: i32,
 }
 
 #[repr(C)]
@@ -238,7 +252,12 @@ pub struct AttnArgs {
     pub head_chunks: i32,
     pub classify: i32,
     pub tq: i32,
+    /// Multiplies the query: the layer's scale, divided by the soft cap where there is one.
     pub scale: f32,
+    /// 0: none.
+    pub softcap: f32,
+    /// Sliding window in keys; 0: none.
+    pub window: i32,
     pub pad: i32,
 }
 
@@ -276,7 +295,8 @@ unsafe impl DeviceRepr for EmbedArgs {}
 unsafe impl DeviceRepr for ConvertArgs {}
 unsafe impl DeviceRepr for RmsNormArgs {}
 unsafe impl DeviceRepr for RopeArgs {}
-unsafe impl DeviceRepr for SiluMulArgs {}
+unsafe impl DeviceRepr for GluArgs {}
+unsafe impl DeviceRepr for ScaleArgs {}
 unsafe impl DeviceRepr for AddArgs {}
 unsafe impl DeviceRepr for AddBiasArgs {}
 unsafe impl DeviceRepr for GatherArgs {}
@@ -304,13 +324,14 @@ mod tests {
         assert_eq!(size_of::<EmbedArgs>(), 64);
         assert_eq!(size_of::<ConvertArgs>(), 24);
         assert_eq!(size_of::<RmsNormArgs>(), 40);
-        assert_eq!(size_of::<RopeArgs>(), 1064);
-        assert_eq!(size_of::<SiluMulArgs>(), 32);
+        assert_eq!(size_of::<RopeArgs>(), 1080);
+        assert_eq!(size_of::<GluArgs>(), 32);
+        assert_eq!(size_of::<ScaleArgs>(), 24);
         assert_eq!(size_of::<AddArgs>(), 24);
         assert_eq!(size_of::<AddBiasArgs>(), 32);
         assert_eq!(size_of::<GatherArgs>(), 40);
         assert_eq!(size_of::<WriteKvArgs>(), 64);
-        assert_eq!(size_of::<AttnArgs>(), 136);
+        assert_eq!(size_of::<AttnArgs>(), 144);
         assert_eq!(size_of::<SampleRow>(), 20);
         assert_eq!(size_of::<SampleArgs>(), 32);
     }
@@ -334,15 +355,16 @@ mod tests {
             EmbedArgs { w, tokens, out, n }
             ConvertArgs { x, out, n }
             RmsNormArgs { x, weight, out, rows, dim, eps }
-            RopeArgs { x, positions, rows, heads, head_dim, pairs, neox, geometric, inv_freq }
-            SiluMulArgs { gate, up, out, n }
+            RopeArgs { x, positions, rows, heads, head_dim, pairs, neox, theta_scale, freq_scale, mscale, has_factors, factors }
+            GluArgs { gate, up, out, n }
+            ScaleArgs { x, n, factor }
             AddArgs { x, y, n }
             AddBiasArgs { x, bias, n, dim }
             GatherArgs { x, rows, out, x_rows, n, dim }
             WriteKvArgs { k, v, slots, k_cache, v_cache, num_slots, n, row, f16 }
             AttnArgs { q, out, k_cache, v_cache, positions, token_seq, block_tables, part_acc, part_ml, num_tokens,
                 num_seqs, heads, kv_heads, group, head_dim, block_size, max_blocks, num_blocks, split_len, splits,
-                head_chunks, classify, tq, scale }
+                head_chunks, classify, tq, scale, softcap, window }
             SampleRow { temperature, top_k, top_p, min_p, uniform }
             SampleArgs { logits, params, out, rows, vocab }
         };

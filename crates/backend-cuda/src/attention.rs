@@ -10,7 +10,7 @@
 //!   tables can address (`max_blocks_per_seq * block_size`) and by the partials scratch;
 //! - head sizes without specialized kernels use the one-warp-per-head generic kernel.
 
-use rill_backend::{AttentionBatch, BackendError, BackendResult, KvDType};
+use rill_backend::{AttentionBatch, AttentionParams, BackendError, BackendResult, KvDType};
 
 use crate::args::{self, AttnArgs};
 use crate::memory::{addr, check_len, to_i32, CudaBuffer, CudaKvCache, PARTIAL_ROWS};
@@ -75,12 +75,14 @@ pub fn plan(
 }
 
 impl CudaBackend {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn paged_attention(
         &self,
         cache: &CudaKvCache,
         layer: usize,
         q: &CudaBuffer,
         heads: usize,
+        params: &AttentionParams,
         batch: &AttentionBatch<'_, Self>,
         out: &mut CudaBuffer,
     ) -> BackendResult<()> {
@@ -137,7 +139,10 @@ impl CudaBackend {
             head_chunks: p.head_chunks as i32,
             classify: p.prefill as i32,
             tq: p.tq as i32,
-            scale: 1.0 / (hd as f32).sqrt(),
+            // A capped score is c · tanh(q·k · scale / c): the kernels pre-scale the query by scale / c.
+            scale: if params.softcap > 0.0 { params.scale / params.softcap } else { params.scale },
+            softcap: params.softcap,
+            window: i32::try_from(params.window).map_err(|_| BackendError::Shape { op: "attention", detail: format!("window {}", params.window) })?,
             pad: 0,
         };
         let k = &self.dev.kernels;

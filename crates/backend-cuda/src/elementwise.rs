@@ -1,9 +1,9 @@
 //! The small ops (`kernels/elementwise.cu`): argument checks as the CPU backend makes them, then
 //! one launch each whose shape depends only on the sizes.
 
-use rill_backend::{BackendError, BackendResult, KvDType, RopeParams};
+use rill_backend::{Activation, BackendError, BackendResult, KvDType, RopeParams};
 
-use crate::args::{self, AddArgs, AddBiasArgs, GatherArgs, RmsNormArgs, RopeArgs, SiluMulArgs, WriteKvArgs};
+use crate::args::{self, AddArgs, AddBiasArgs, GatherArgs, GluArgs, RmsNormArgs, RopeArgs, ScaleArgs, WriteKvArgs};
 use crate::memory::{addr, check_len, to_i32, CudaBuffer, CudaIndices, CudaKvCache};
 use crate::CudaBackend;
 
@@ -32,16 +32,16 @@ impl CudaBackend {
         check_len("rope", "x", x.len, rows * heads * head_dim)?;
         check_len("rope", "positions", positions.len, rows)?;
         let pairs = rope.rot_dim / 2;
-        if rope.rot_dim > head_dim || pairs > args::MAX_ROPE_PAIRS || rope.inv_freq.len() < pairs {
-            let detail = format!("rot_dim {} with head_dim {head_dim} and {} frequencies", rope.rot_dim, rope.inv_freq.len());
-            return Err(BackendError::Shape { op: "rope", detail });
+        rope.check(head_dim).map_err(|detail| BackendError::Shape { op: "rope", detail })?;
+        if pairs > args::MAX_ROPE_PAIRS {
+            return Err(BackendError::Shape { op: "rope", detail: format!("rot_dim {} over {}", rope.rot_dim, 2 * args::MAX_ROPE_PAIRS) });
         }
         if rows == 0 || heads == 0 || pairs == 0 {
             return Ok(());
         }
         let s = &self.dev.stream;
-        let mut inv_freq = [0f32; args::MAX_ROPE_PAIRS];
-        inv_freq[..pairs].copy_from_slice(&rope.inv_freq[..pairs]);
+        let mut factors = [1f32; args::MAX_ROPE_PAIRS];
+        factors[..rope.freq_factors.len()].copy_from_slice(&rope.freq_factors);
         let a = RopeArgs {
             x: addr(&x.data, s),
             positions: addr(&positions.data, s),
@@ -50,23 +50,43 @@ impl CudaBackend {
             head_dim: to_i32("rope", "head_dim", head_dim)?,
             pairs: pairs as i32,
             neox: rope.neox as i32,
-            geometric: rope.geometric_ratio().is_some() as i32,
-            inv_freq,
+            theta_scale: rope.theta_scale,
+            freq_scale: rope.freq_scale,
+            mscale: rope.mscale,
+            has_factors: !rope.freq_factors.is_empty() as i32,
+            pad: 0,
+            factors,
         };
         to_i32("rope", "row size", rows * heads * head_dim)?;
         self.dev.launch(&self.dev.kernels.rope, (rows as u32, 1, 1), args::EW_THREADS, 0, &a, "rope")
     }
 
-    pub(crate) fn silu_mul_elems(&self, gate: &CudaBuffer, up: &CudaBuffer, len: usize, out: &mut CudaBuffer) -> BackendResult<()> {
-        check_len("silu_mul", "gate", gate.len, len)?;
-        check_len("silu_mul", "up", up.len, len)?;
-        check_len("silu_mul", "out", out.len, len)?;
+    pub(crate) fn glu_elems(&self, act: Activation, gate: &CudaBuffer, up: &CudaBuffer, len: usize, out: &mut CudaBuffer) -> BackendResult<()> {
+        check_len("glu", "gate", gate.len, len)?;
+        check_len("glu", "up", up.len, len)?;
+        check_len("glu", "out", out.len, len)?;
         if len == 0 {
             return Ok(());
         }
         let s = &self.dev.stream;
-        let a = SiluMulArgs { gate: addr(&gate.data, s), up: addr(&up.data, s), out: addr(&out.data, s), n: len as i64 };
-        self.dev.launch(&self.dev.kernels.silu_mul, (args::ew_blocks(len), 1, 1), args::EW_THREADS, 0, &a, "silu_mul")
+        let a = GluArgs { gate: addr(&gate.data, s), up: addr(&up.data, s), out: addr(&out.data, s), n: len as i64 };
+        let (kernel, name) = match act {
+            Activation::Silu => (&self.dev.kernels.silu_mul, "silu_mul"),
+            Activation::GeluTanh => (&self.dev.kernels.gelu_mul, "gelu_mul"),
+        };
+        self.dev.launch(kernel, (args::ew_blocks(len), 1, 1), args::EW_THREADS, 0, &a, name)
+    }
+
+    /// `x *= factor` (`scale`), or `x = factor · tanh(x / factor)` (`softcap`).
+    pub(crate) fn scale_elems(&self, x: &mut CudaBuffer, factor: f32, len: usize, softcap: bool) -> BackendResult<()> {
+        let name = if softcap { "softcap" } else { "scale" };
+        check_len(name, "x", x.len, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let a = ScaleArgs { x: addr(&x.data, &self.dev.stream), n: len as i64, factor, pad: 0 };
+        let kernel = if softcap { &self.dev.kernels.softcap } else { &self.dev.kernels.scale };
+        self.dev.launch(kernel, (args::ew_blocks(len), 1, 1), args::EW_THREADS, 0, &a, name)
     }
 
     pub(crate) fn add_elems(&self, x: &mut CudaBuffer, y: &CudaBuffer, len: usize) -> BackendResult<()> {

@@ -32,7 +32,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use cudarc::driver::{CudaFunction, DeviceRepr, LaunchConfig, PushKernelArg};
-use rill_backend::{AttentionBatch, Backend, BackendError, BackendResult, DrawParams, KvDType, KvLayout, MatrixSource, RopeParams};
+use rill_backend::{Activation, AttentionBatch, AttentionParams, Backend, BackendError, BackendResult, DrawParams, KvDType, KvLayout, MatrixSource, RopeParams};
 
 pub use attention::{plan as attention_plan, AttnPlan};
 pub use device::{probe, CudaDeviceInfo};
@@ -278,12 +278,20 @@ impl Backend for CudaBackend {
         self.op(self.store_kv(cache, layer, k, v, slots, n))
     }
 
-    fn attention(&self, cache: &CudaKvCache, layer: usize, q: &CudaBuffer, heads: usize, batch: &AttentionBatch<'_, Self>, out: &mut CudaBuffer) -> BackendResult<()> {
-        self.op(self.paged_attention(cache, layer, q, heads, batch, out))
+    fn attention(&self, cache: &CudaKvCache, layer: usize, q: &CudaBuffer, heads: usize, params: &AttentionParams, batch: &AttentionBatch<'_, Self>, out: &mut CudaBuffer) -> BackendResult<()> {
+        self.op(self.paged_attention(cache, layer, q, heads, params, batch, out))
     }
 
-    fn silu_mul(&self, gate: &CudaBuffer, up: &CudaBuffer, len: usize, out: &mut CudaBuffer) -> BackendResult<()> {
-        self.op(self.silu_mul_elems(gate, up, len, out))
+    fn glu(&self, act: Activation, gate: &CudaBuffer, up: &CudaBuffer, len: usize, out: &mut CudaBuffer) -> BackendResult<()> {
+        self.op(self.glu_elems(act, gate, up, len, out))
+    }
+
+    fn scale(&self, x: &mut CudaBuffer, factor: f32, len: usize) -> BackendResult<()> {
+        self.op(self.scale_elems(x, factor, len, false))
+    }
+
+    fn softcap(&self, x: &mut CudaBuffer, cap: f32, len: usize) -> BackendResult<()> {
+        self.op(self.scale_elems(x, cap, len, true))
     }
 
     fn add(&self, x: &mut CudaBuffer, y: &CudaBuffer, len: usize) -> BackendResult<()> {

@@ -47,7 +47,7 @@ pub fn generic_name(kv: usize) -> String {
     format!("attn_generic_{}", KV_NAMES[kv])
 }
 #[cfg(test)]
-const ELEMENTWISE: [&str; 7] = ["rms_norm", "rope", "silu_mul", "add", "add_bias", "gather_rows", "write_kv"];
+const ELEMENTWISE: [&str; 10] = ["rms_norm", "rope", "silu_mul", "gelu_mul", "scale", "softcap", "add", "add_bias", "gather_rows", "write_kv"];
 
 /// Every kernel the backend launches, by module.
 #[cfg(test)]
@@ -86,6 +86,9 @@ pub struct Kernels {
     pub rms_norm: CudaFunction,
     pub rope: CudaFunction,
     pub silu_mul: CudaFunction,
+    pub gelu_mul: CudaFunction,
+    pub scale: CudaFunction,
+    pub softcap: CudaFunction,
     pub add: CudaFunction,
     pub add_bias: CudaFunction,
     pub gather_rows: CudaFunction,
@@ -145,6 +148,9 @@ impl Kernels {
             rms_norm: get("elementwise", "rms_norm")?,
             rope: get("elementwise", "rope")?,
             silu_mul: get("elementwise", "silu_mul")?,
+            gelu_mul: get("elementwise", "gelu_mul")?,
+            scale: get("elementwise", "scale")?,
+            softcap: get("elementwise", "softcap")?,
             add: get("elementwise", "add")?,
             add_bias: get("elementwise", "add_bias")?,
             gather_rows: get("elementwise", "gather_rows")?,
@@ -230,7 +236,8 @@ mod tests {
                     "f32_to_bf16" => size_of::<args::ConvertArgs>(),
                     "rms_norm" => size_of::<args::RmsNormArgs>(),
                     "rope" => size_of::<args::RopeArgs>(),
-                    "silu_mul" => size_of::<args::SiluMulArgs>(),
+                    "silu_mul" | "gelu_mul" => size_of::<args::GluArgs>(),
+                    "scale" | "softcap" => size_of::<args::ScaleArgs>(),
                     "add" => size_of::<args::AddArgs>(),
                     "add_bias" => size_of::<args::AddBiasArgs>(),
                     "gather_rows" => size_of::<args::GatherArgs>(),
@@ -245,7 +252,7 @@ mod tests {
 
     #[test]
     fn ptx_entry_parser_reads_names_and_sizes() {
-        let ptx = ".visible .entry add(\n\t.param .align 8 .b8 add_param_0[24]\n)\n{\n}\n.visible .entry rope(\n\t.param .align 8 .b8 rope_param_0[1064]\n)";
-        assert_eq!(ptx_entries(ptx), vec![("add".to_string(), 24), ("rope".to_string(), 1064)]);
+        let ptx = ".visible .entry add(\n\t.param .align 8 .b8 add_param_0[24]\n)\n{\n}\n.visible .entry rope(\n\t.param .align 8 .b8 rope_param_0[1080]\n)";
+        assert_eq!(ptx_entries(ptx), vec![("add".to_string(), 24), ("rope".to_string(), 1080)]);
     }
 }

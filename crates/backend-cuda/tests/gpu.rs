@@ -7,7 +7,7 @@
 //! positions, ~2.5e-3 from exact math; the GPU accumulates in f32); cuBLAS bf16 (> 32 rows) 1.5e-2 of sum |w x|; sampled token ids
 //! exact (on logits without near-ties).
 
-use rill_backend::{quant, AttentionBatch, Backend, DType, DrawParams, KvDType, KvLayout, MatrixSource, RopeParams, SharedBytes};
+use rill_backend::{quant, Activation, AttentionBatch, AttentionParams, Backend, DType, DrawParams, KvDType, KvLayout, MatrixSource, RopeParams, SharedBytes};
 use rill_backend_cpu::CpuBackend;
 use rill_backend_cuda::{probe, CudaBackend};
 
@@ -168,10 +168,22 @@ fn elementwise_ops_match_the_cpu() {
     close(&from_gpu(&g, &out, rows * dim), &want, 1e-5, "rms_norm");
 
     let y = rng.vec(rows * dim, -1.0, 1.0);
-    let mut want = vec![0.0; rows * dim];
-    cpu.silu_mul(&x, &y, rows * dim, &mut want).unwrap();
-    g.silu_mul(&xg, &to_gpu(&g, &y), rows * dim, &mut out).unwrap();
-    close(&from_gpu(&g, &out, rows * dim), &want, 1e-5, "silu_mul");
+    // GELU: the CPU looks it up in ggml's f16 table, the GPU computes it: f16 rounding apart.
+    for (act, tol) in [(Activation::Silu, 1e-5), (Activation::GeluTanh, 2e-3)] {
+        let mut want = vec![0.0; rows * dim];
+        cpu.glu(act, &x, &y, rows * dim, &mut want).unwrap();
+        g.glu(act, &xg, &to_gpu(&g, &y), rows * dim, &mut out).unwrap();
+        close(&from_gpu(&g, &out, rows * dim), &want, tol, &format!("glu {act:?}"));
+    }
+
+    let (mut want, mut scaled) = (x.clone(), to_gpu(&g, &x));
+    cpu.scale(&mut want, 7.25, rows * dim).unwrap();
+    g.scale(&mut scaled, 7.25, rows * dim).unwrap();
+    assert_eq!(from_gpu(&g, &scaled, rows * dim), want, "scale");
+    let (mut want, mut capped) = (x.clone(), to_gpu(&g, &x));
+    cpu.softcap(&mut want, 2.5, rows * dim).unwrap();
+    g.softcap(&mut capped, 2.5, rows * dim).unwrap();
+    close(&from_gpu(&g, &capped, rows * dim), &want, 1e-5, "softcap");
 
     let mut want = x.clone();
     cpu.add(&mut want, &y, rows * dim).unwrap();
@@ -192,10 +204,13 @@ fn elementwise_ops_match_the_cpu() {
     g.gather_rows(&xg, &idx_gpu(&g, &sel), 3, dim, &mut out3).unwrap();
     assert_eq!(from_gpu(&g, &out3, 3 * dim), want, "gather_rows");
 
-    for (neox, rot_dim) in [(false, 64), (true, 64), (true, 32)] {
+    for (neox, rot_dim, scaled) in [(false, 64, false), (true, 64, false), (true, 32, false), (true, 64, true)] {
         let (heads, hd) = (3, 64);
-        let inv_freq: Vec<f32> = (0..rot_dim / 2).map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / rot_dim as f32)).collect();
-        let rope = RopeParams { rot_dim, inv_freq, neox };
+        let mut rope = RopeParams::new(rot_dim, 10_000.0, neox);
+        if scaled {
+            // LongRoPE-like factors, linear scaling and a magnitude correction.
+            rope = RopeParams { freq_scale: 0.5, freq_factors: (0..rot_dim / 2).map(|i| 1.0 + i as f32 * 0.25).collect(), mscale: 1.19, ..rope };
+        }
         let q = rng.vec(rows * heads * hd, -2.0, 2.0);
         let pos = vec![0u32, 1, 17, 4095, 30000];
         let mut want = q.clone();
@@ -215,7 +230,7 @@ struct Case {
 
 /// Random K/V written through write_kv on both backends, then attention for `tokens`
 /// (sequence, position) over shuffled block tables.
-fn attention_case(g: &CudaBackend, cpu: &CpuBackend, rng: &mut Rng, c: &Case, tokens: &[(u32, u32)], seqs: usize) {
+fn attention_case(g: &CudaBackend, cpu: &CpuBackend, rng: &mut Rng, c: &Case, params: &AttentionParams, tokens: &[(u32, u32)], seqs: usize) {
     let (bs, max_blocks) = (16, 40);
     let num_blocks = seqs * max_blocks + 3;
     let layout = KvLayout { layers: 2, num_blocks, block_size: bs, kv_heads: c.kv_heads, head_dim: c.hd, dtype: c.dtype };
@@ -247,7 +262,7 @@ fn attention_case(g: &CudaBackend, cpu: &CpuBackend, rng: &mut Rng, c: &Case, to
         max_blocks_per_seq: max_blocks,
     };
     let mut want = vec![0.0; n * c.heads * c.hd];
-    cpu.attention(&kc, 1, &q, c.heads, &batch, &mut want).unwrap();
+    cpu.attention(&kc, 1, &q, c.heads, params, &batch, &mut want).unwrap();
     let (pg, sg, zg, tg) = (idx_gpu(g, &positions), idx_gpu(g, &token_seq), idx_gpu(g, &zeros), idx_gpu(g, &tables));
     let gb = AttentionBatch::<CudaBackend> {
         num_tokens: n,
@@ -259,8 +274,8 @@ fn attention_case(g: &CudaBackend, cpu: &CpuBackend, rng: &mut Rng, c: &Case, to
         max_blocks_per_seq: max_blocks,
     };
     let mut out = g.alloc(n * c.heads * c.hd).unwrap();
-    g.attention(&kg, 1, &to_gpu(g, &q), c.heads, &gb, &mut out).unwrap();
-    let what = format!("{:?} {}/{} heads hd {}, {n} tokens", c.dtype, c.heads, c.kv_heads, c.hd);
+    g.attention(&kg, 1, &to_gpu(g, &q), c.heads, params, &gb, &mut out).unwrap();
+    let what = format!("{:?} {}/{} heads hd {}, {n} tokens, {params:?}", c.dtype, c.heads, c.kv_heads, c.hd);
     close(&from_gpu(g, &out, n * c.heads * c.hd), &want, 1e-2, &what);
 }
 
@@ -273,15 +288,20 @@ fn attention_matches_the_cpu() {
     for dtype in [KvDType::F16, KvDType::F32] {
         for (heads, kv_heads, hd) in [(4, 4, 64), (8, 2, 128), (9, 3, 64), (16, 1, 128), (2, 1, 256), (6, 2, 80)] {
             let c = Case { dtype, heads, kv_heads, hd };
-            // Decode: one token per sequence, positions around block and split edges.
-            let decode: Vec<(u32, u32)> = [0u32, 15, 16, 255, 256, 639].iter().enumerate().map(|(s, &p)| (s as u32, p)).collect();
-            attention_case(&g, &cpu, &mut rng, &c, &decode, 6);
-            // Mixed: a prompt chunk of sequence 1 (positions 100..170) between decode tokens.
-            let mut mixed = vec![(0u32, 300u32)];
-            mixed.extend((100..170).map(|p| (1u32, p)));
-            mixed.push((2, 5));
-            mixed.extend((0..3).map(|p| (3u32, p)));
-            attention_case(&g, &cpu, &mut rng, &c, &mixed, 4);
+            let causal = AttentionParams::causal(hd);
+            // Gemma 2's layers: a pre-scaled query, a soft cap, a sliding window.
+            let gemma = AttentionParams { scale: 1.0, softcap: 50.0, window: 40 };
+            for params in [causal, gemma, AttentionParams { window: 300, ..causal }] {
+                // Decode: one token per sequence, positions around block and split edges.
+                let decode: Vec<(u32, u32)> = [0u32, 15, 16, 255, 256, 639].iter().enumerate().map(|(s, &p)| (s as u32, p)).collect();
+                attention_case(&g, &cpu, &mut rng, &c, &params, &decode, 6);
+                // Mixed: a prompt chunk of sequence 1 (positions 100..170) between decode tokens.
+                let mut mixed = vec![(0u32, 300u32)];
+                mixed.extend((100..170).map(|p| (1u32, p)));
+                mixed.push((2, 5));
+                mixed.extend((0..3).map(|p| (3u32, p)));
+                attention_case(&g, &cpu, &mut rng, &c, &params, &mixed, 4);
+            }
         }
     }
 }

@@ -6,7 +6,7 @@
 //! (ggml's `[cols, rows]`), so `matmul` computes `out[r, o] = Σ_k x[r, k] · w[o, k]`. Every op
 //! takes explicit row counts so buffers can be allocated once for the largest step and reused.
 
-use crate::{BackendError, BackendResult, DType, DrawParams, SharedBytes};
+use crate::{Activation, AttentionParams, BackendError, BackendResult, DType, DrawParams, SharedBytes};
 
 /// A weight matrix as stored in the model file, before it is handed to a backend.
 #[derive(Debug, Clone)]
@@ -61,37 +61,56 @@ impl KvLayout {
     }
 }
 
-/// Rotary position embedding parameters.
+/// Rotary position embedding parameters, as ggml states them (`ggml_rope_ext` without YaRN).
+/// Pair `i` of a head at position `p` turns by `freq_scale · (θᵢ / factorᵢ)`, where
+/// `θ₀ = p` and `θᵢ₊₁ = θᵢ · theta_scale` multiplied up in f32 (not `p · theta_scaleⁱ`: the
+/// CPU twin does it to match llama.cpp bit for bit, so every backend must); cos and sin are
+/// then multiplied by `mscale`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RopeParams {
     /// Leading dimensions of each head that rotate (the rest pass through).
     pub rot_dim: usize,
-    /// `inv_freq[i] = 1 / (base^(2i / rot_dim) · factor_i)` for `i < rot_dim / 2`, with position
-    /// scaling (linear, llama3 frequency factors) already folded in.
-    pub inv_freq: Vec<f32>,
+    /// `base^(-2 / rot_dim)`.
+    pub theta_scale: f32,
+    /// Linear position scaling, `1 / factor` (1: none).
+    pub freq_scale: f32,
+    /// Per-pair divisors of the angle (Llama 3's `rope_freqs`, LongRoPE's factors), `rot_dim / 2`
+    /// of them; empty: none.
+    pub freq_factors: Vec<f32>,
     /// NeoX style rotates pairs `(i, i + rot_dim/2)`; normal (GGUF Llama) rotates `(2i, 2i+1)`.
     pub neox: bool,
+    /// Multiplies both `cos` and `sin` (llama.cpp's `attn_factor`: LongRoPE's magnitude
+    /// correction); 1 for plain rotary.
+    pub mscale: f32,
 }
 
 impl RopeParams {
-    /// `Some(r)` when the first `rot_dim / 2` frequencies are `[1, r, r², …]` (within float
-    /// rounding: `r` is `base^(-2/d)`, the table's entries `base^(-2i/d)` computed directly).
-    /// Kernels then build the angles as ggml does, `p·r·r·…·r` multiplied up in f32, rather than
-    /// `p·inv_freq[i]`: the CPU twin does it to match llama.cpp bit for bit, so every backend must.
-    pub fn geometric_ratio(&self) -> Option<f32> {
-        let inv_freq = &self.inv_freq[..(self.rot_dim / 2).min(self.inv_freq.len())];
-        if inv_freq.len() < 2 || inv_freq[0] != 1.0 {
-            return None;
+    /// Plain rotary of `rot_dim` dimensions at `base`.
+    pub fn new(rot_dim: usize, base: f32, neox: bool) -> RopeParams {
+        let theta_scale = base.powf(-2.0 / rot_dim as f32);
+        RopeParams { rot_dim, theta_scale, freq_scale: 1.0, freq_factors: Vec::new(), neox, mscale: 1.0 }
+    }
+
+    /// `(cos, sin)` of every pair at position `pos` into `cos[..rot_dim / 2]`, `sin[..]`, ggml's
+    /// operations in ggml's order.
+    pub fn cos_sin(&self, pos: u32, cos: &mut [f32], sin: &mut [f32]) {
+        let mut theta = pos as f32;
+        for i in 0..self.rot_dim / 2 {
+            let factor = self.freq_factors.get(i).copied().unwrap_or(1.0);
+            let (s, c) = (self.freq_scale * (theta / factor)).sin_cos();
+            (cos[i], sin[i]) = (c * self.mscale, s * self.mscale);
+            theta *= self.theta_scale;
         }
-        let r = inv_freq[1];
-        let mut p = 1.0f32;
-        for &f in inv_freq {
-            if (f - p).abs() > 1e-4 * p {
-                return None;
-            }
-            p *= r;
+    }
+
+    /// Whether the parameters are usable: whole pairs, one factor per pair (or none), finite.
+    pub fn check(&self, head_dim: usize) -> Result<(), String> {
+        let pairs = self.rot_dim / 2;
+        let finite = self.theta_scale.is_finite() && self.freq_scale.is_finite() && self.mscale.is_finite();
+        if self.rot_dim > head_dim || !self.rot_dim.is_multiple_of(2) || !(self.freq_factors.is_empty() || self.freq_factors.len() == pairs) || !finite {
+            return Err(format!("rot_dim {} with head_dim {head_dim}, {} frequency factors, {self:?}", self.rot_dim, self.freq_factors.len()));
         }
-        Some(r)
+        Ok(())
     }
 }
 
@@ -201,19 +220,23 @@ pub trait Backend: Send + 'static {
         n: usize,
     ) -> BackendResult<()>;
     /// Causal attention of `q: [num_tokens, heads, head_dim]` over each token's sequence in the
-    /// paged cache (positions `0..=pos`), grouped-query aware: `out: [num_tokens, heads, head_dim]`.
+    /// paged cache (positions `params.first_position(pos)..=pos`), grouped-query aware, scores
+    /// formed by `params`: `out: [num_tokens, heads, head_dim]`.
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         cache: &Self::KvCache,
         layer: usize,
         q: &Self::Buffer,
         heads: usize,
+        params: &AttentionParams,
         batch: &AttentionBatch<'_, Self>,
         out: &mut Self::Buffer,
     ) -> BackendResult<()>;
-    /// `out = silu(gate) · up` elementwise over `len`.
-    fn silu_mul(
+    /// `out = act(gate) · up` elementwise over `len` (the gated feed-forward).
+    fn glu(
         &self,
+        act: Activation,
         gate: &Self::Buffer,
         up: &Self::Buffer,
         len: usize,
@@ -221,6 +244,10 @@ pub trait Backend: Send + 'static {
     ) -> BackendResult<()>;
     /// `x += y` elementwise over `len` (the residual stream).
     fn add(&self, x: &mut Self::Buffer, y: &Self::Buffer, len: usize) -> BackendResult<()>;
+    /// `x *= factor` elementwise over `len` (Gemma's embedding scale, a query pre-scale).
+    fn scale(&self, x: &mut Self::Buffer, factor: f32, len: usize) -> BackendResult<()>;
+    /// `x = cap · tanh(x · (1 / cap))` elementwise over `len` (Gemma 2's final logit soft cap).
+    fn softcap(&self, x: &mut Self::Buffer, cap: f32, len: usize) -> BackendResult<()>;
     /// Whether this backend can record a step's kernels once and replay them (CUDA graphs). The
     /// forward pass then records decode steps per padded batch size, with every launch argument
     /// fixed for that size, and only uploads indices before each replay.

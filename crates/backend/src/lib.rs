@@ -8,6 +8,7 @@ pub mod conformance;
 pub mod draw;
 pub mod dtype;
 mod error;
+mod layer_ops;
 pub mod quant;
 
 pub use backend::{AttentionBatch, Backend, KvDType, KvLayout, MatrixSource, RopeParams};
@@ -15,3 +16,4 @@ pub use bytes::{ByteOwner, SharedBytes};
 pub use draw::{draw_token, DrawParams, DrawScratch, BELOW_ONE};
 pub use dtype::DType;
 pub use error::{BackendError, BackendResult};
+pub use layer_ops::{gelu_tanh, Activation, AttentionParams};

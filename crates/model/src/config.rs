@@ -1,27 +1,11 @@
 //! The model's shape, read from GGUF metadata (here) or a Hugging Face `config.json`
 //! (`hf::config`). Only what the forward pass needs, validated once so the hot path can trust it.
 
-use rill_backend::RopeParams;
+use rill_backend::{AttentionParams, RopeParams};
 
+pub use crate::family::Architecture;
+use crate::family::{Block, GgufKeys};
 use crate::gguf::{GgufError, GgufFile};
-
-/// Architectures the forward pass implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Architecture {
-    /// Llama 2/3, Mistral, SmolLM: RMSNorm, GQA, SwiGLU, rotary (GGUF's permuted "normal" form).
-    Llama,
-    /// Qwen2: the Llama block with q/k/v biases and NeoX rotary.
-    Qwen2,
-}
-
-impl Architecture {
-    pub fn name(self) -> &'static str {
-        match self {
-            Architecture::Llama => "llama",
-            Architecture::Qwen2 => "qwen2",
-        }
-    }
-}
 
 /// How positions are scaled before the rotary angles are taken.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,9 +18,31 @@ pub enum RopeScaling {
     /// Llama 3 as a Hugging Face config states it: the same per-frequency factors, computed
     /// from these parameters (as llama.cpp's converter computes `rope_freqs.weight`).
     Llama3 { factor: f32, low_freq_factor: f32, high_freq_factor: f32, original_context: usize },
+    /// Phi-3's LongRoPE: per-pair factors (the long set when the context outgrows the original
+    /// one, else the short set: `factors` from `config.json`, or `None` for a GGUF's
+    /// `rope_factors_long`/`_short` tensors) and a magnitude on cos and sin.
+    LongRope { long: bool, attn_factor: f32, factors: Option<Vec<f32>> },
 }
 
 impl RopeScaling {
+    /// The linear position scale, `1 / factor` (1 for the other scalings).
+    pub fn freq_scale(&self) -> f32 {
+        match self {
+            RopeScaling::Linear { factor } => 1.0 / factor,
+            _ => 1.0,
+        }
+    }
+
+    /// The name of the GGUF tensor holding this scaling's per-pair factors, if it has one.
+    pub fn factors_tensor(&self) -> Option<&'static str> {
+        match self {
+            RopeScaling::FrequencyFactors => Some("rope_freqs.weight"),
+            RopeScaling::LongRope { long: true, factors: None, .. } => Some("rope_factors_long.weight"),
+            RopeScaling::LongRope { long: false, factors: None, .. } => Some("rope_factors_short.weight"),
+            _ => None,
+        }
+    }
+
     /// Llama 3's per-frequency divisors for `inv_freq[i] = base^(-2i/rot_dim)`, `None` for the
     /// other scalings. Wavelengths shorter than `original_context / high_freq_factor` keep
     /// their frequency, longer than `original_context / low_freq_factor` are divided by
@@ -65,9 +71,26 @@ impl RopeScaling {
     }
 }
 
+/// One layer's attention: whether it slides (reads only the last `sliding_window` keys, rotated
+/// by the sliding layers' rotary) and whether it rotates at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerKind {
+    pub sliding: bool,
+    pub rope: bool,
+}
+
+/// The sliding layers' own rotary (Gemma).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlidingRope {
+    pub base: f32,
+    pub freq_scale: f32,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
     pub arch: Architecture,
+    /// The block variants of `arch` (`arch.block()`).
+    pub block: Block,
     pub name: String,
     pub layers: usize,
     pub hidden: usize,
@@ -83,18 +106,34 @@ pub struct ModelConfig {
     pub rope_scaling: RopeScaling,
     /// The output projection reuses the token embedding (no `output.weight` tensor).
     pub tied_embeddings: bool,
-    /// NeoX rotary pairs `(i, i + rot_dim/2)` instead of GGUF Llama's `(2i, 2i+1)`: Qwen2, and
-    /// every Hugging Face checkpoint (llama.cpp's converter permutes q/k rows for the latter).
+    /// NeoX rotary pairs `(i, i + rot_dim/2)` instead of GGUF Llama's `(2i, 2i+1)`: Qwen, Gemma,
+    /// Phi-3, and every Hugging Face checkpoint (llama.cpp's converter permutes q/k rows for
+    /// Llama-style ones).
     pub rope_neox: bool,
+    /// Per layer.
+    pub layer_kinds: Vec<LayerKind>,
+    /// Keys a sliding layer reads; 0 when no layer slides.
+    pub sliding_window: usize,
+    /// The sliding layers' rotary where it differs from the global one.
+    pub rope_sliding: Option<SlidingRope>,
+    /// The query is multiplied by this before attention, which then scales by 1 (Gemma);
+    /// `None`: attention scales by `1/√head_dim`.
+    pub query_scale: Option<f32>,
+    /// Gemma 2's attention soft cap; 0: none.
+    pub attn_softcap: f32,
+    /// Gemma's final logit soft cap; 0: none.
+    pub final_softcap: f32,
+    /// Embedding rows are multiplied by this (Gemma: √hidden); 1: not scaled.
+    pub embed_scale: f32,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
-    #[error("unsupported model architecture {0:?} (rill runs: llama, qwen2)")]
+    #[error("unsupported model architecture {0:?} (rill runs: {names})", names = Architecture::names())]
     UnsupportedArchitecture(String),
-    #[error("unsupported model architecture {0:?} (rill runs: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)")]
+    #[error("unsupported model architecture {0:?} (rill runs: {names})", names = Architecture::hf_class_names())]
     UnsupportedHfArchitecture(String),
     #[error("GGUF metadata lacks {0}")]
     Missing(String),
@@ -110,76 +149,111 @@ pub const MAX_HEAD_DIM: usize = 256;
 impl ModelConfig {
     pub fn from_gguf(f: &GgufFile) -> Result<ModelConfig, ConfigError> {
         let arch_name = f.get_str("general.architecture")?.ok_or_else(|| ConfigError::Missing("general.architecture".into()))?;
-        let arch = match arch_name {
-            "llama" => Architecture::Llama,
-            "qwen2" => Architecture::Qwen2,
-            other => return Err(ConfigError::UnsupportedArchitecture(other.to_string())),
-        };
-        let key = |k: &str| format!("{arch_name}.{k}");
-        let required = |k: &str| -> Result<usize, ConfigError> {
-            let v = f.get_u64(&key(k))?.ok_or_else(|| ConfigError::Missing(key(k)))?;
-            usize::try_from(v).map_err(|_| ConfigError::Invalid(format!("{} = {v}", key(k))))
-        };
-        let optional = |k: &str| -> Result<Option<usize>, ConfigError> {
-            Ok(f.get_u64(&key(k))?.map(|v| v as usize))
-        };
-
-        let hidden = required("embedding_length")?;
-        let heads = required("attention.head_count")?;
-        let kv_heads = optional("attention.head_count_kv")?.unwrap_or(heads);
+        let arch = Architecture::from_name(arch_name).ok_or_else(|| ConfigError::UnsupportedArchitecture(arch_name.to_string()))?;
+        let k = GgufKeys::new(f, arch_name);
+        let hidden = k.required("embedding_length")?;
+        let heads = k.required("attention.head_count")?;
+        let kv_heads = k.usize("attention.head_count_kv")?.unwrap_or(heads);
         if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
             return Err(ConfigError::Invalid(format!("{heads} attention heads over {kv_heads} KV heads")));
         }
-        let head_dim = match optional("attention.key_length")? {
+        let head_dim = match k.usize("attention.key_length")? {
             Some(d) => d,
             None if hidden % heads == 0 => hidden / heads,
             None => return Err(ConfigError::Invalid(format!("hidden size {hidden} not divisible by {heads} heads"))),
         };
-        if let Some(v) = optional("attention.value_length")? {
+        if let Some(v) = k.usize("attention.value_length")? {
             if v != head_dim {
                 return Err(ConfigError::Invalid(format!("value head dim {v} differs from key head dim {head_dim}")));
             }
         }
-        let rope_dim = optional("rope.dimension_count")?.unwrap_or(head_dim);
-        let vocab_size = match optional("vocab_size")? {
+        let vocab_size = match k.usize("vocab_size")? {
             Some(v) => v,
-            None => f.get_array("tokenizer.ggml.tokens")?.map(|a| a.len()).ok_or_else(|| ConfigError::Missing(key("vocab_size")))?,
+            None => f.get_array("tokenizer.ggml.tokens")?.map(|a| a.len()).ok_or_else(|| ConfigError::Missing(format!("{arch_name}.vocab_size")))?,
         };
-        let rope_scaling = match f.get_str(&key("rope.scaling.type"))? {
+        let rope_scaling = match k.str("rope.scaling.type")? {
             None | Some("none") => {
                 if f.tensor_info("rope_freqs.weight").is_some() { RopeScaling::FrequencyFactors } else { RopeScaling::None }
             }
-            Some("linear") => {
-                let factor = f.get_f64(&key("rope.scaling.factor"))?.unwrap_or(1.0) as f32;
-                if !(factor.is_finite() && factor > 0.0) {
-                    return Err(ConfigError::Invalid(format!("rope scaling factor {factor}")));
-                }
-                RopeScaling::Linear { factor }
-            }
+            Some("linear") => match k.f32("rope.scaling.factor")? {
+                None => RopeScaling::None,
+                Some(factor) if factor.is_finite() && factor > 0.0 => RopeScaling::Linear { factor },
+                Some(factor) => return Err(ConfigError::Invalid(format!("rope scaling factor {factor}"))),
+            },
             Some(other) => return Err(ConfigError::Invalid(format!("rope scaling {other:?} is not supported (none, linear)"))),
         };
-        let norm_eps = f.get_f64(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5) as f32;
-        let rope_base = f.get_f64(&key("rope.freq_base"))?.unwrap_or(10_000.0) as f32;
-        let cfg = ModelConfig {
-            arch,
+        let layers = k.required("block_count")?;
+        let mut cfg = ModelConfig {
             name: f.get_str("general.name")?.unwrap_or(arch_name).to_string(),
-            layers: required("block_count")?,
+            layers,
             hidden,
-            ffn_hidden: required("feed_forward_length")?,
+            ffn_hidden: k.required("feed_forward_length")?,
             heads,
             kv_heads,
             head_dim,
             vocab_size,
-            context_length: required("context_length")?,
-            norm_eps,
-            rope_base,
-            rope_dim,
+            context_length: k.required("context_length")?,
+            norm_eps: k.f32("attention.layer_norm_rms_epsilon")?.unwrap_or(1e-5),
+            rope_base: k.f32("rope.freq_base")?.unwrap_or(10_000.0),
+            rope_dim: k.usize("rope.dimension_count")?.unwrap_or(head_dim),
             rope_scaling,
             tied_embeddings: f.tensor_info("output.weight").is_none(),
-            rope_neox: arch == Architecture::Qwen2,
+            rope_neox: arch.block().gguf_rope_neox,
+            ..ModelConfig::plain(arch, layers)
         };
+        arch.read_gguf(&k, &mut cfg)?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// A config of `arch` with `layers` plain layers (rotary, no window) and every size zero:
+    /// the base the readers fill in.
+    pub fn plain(arch: Architecture, layers: usize) -> ModelConfig {
+        ModelConfig {
+            arch,
+            block: arch.block(),
+            name: String::new(),
+            layers,
+            hidden: 0,
+            ffn_hidden: 0,
+            heads: 0,
+            kv_heads: 0,
+            head_dim: 0,
+            vocab_size: 0,
+            context_length: 0,
+            norm_eps: 1e-5,
+            rope_base: 10_000.0,
+            rope_dim: 0,
+            rope_scaling: RopeScaling::None,
+            tied_embeddings: false,
+            rope_neox: true,
+            layer_kinds: vec![LayerKind { sliding: false, rope: true }; layers],
+            sliding_window: 0,
+            rope_sliding: None,
+            query_scale: None,
+            attn_softcap: 0.0,
+            final_softcap: 0.0,
+            embed_scale: 1.0,
+        }
+    }
+
+    /// Slides the layers `sliding(il)` picks over windows of `window` keys.
+    pub fn set_sliding(&mut self, window: usize, sliding: impl Fn(usize) -> bool) -> Result<(), ConfigError> {
+        if window == 0 || window > u32::MAX as usize {
+            return Err(ConfigError::Invalid(format!("sliding window of {window} keys")));
+        }
+        self.sliding_window = window;
+        for (il, kind) in self.layer_kinds.iter_mut().enumerate() {
+            kind.sliding = sliding(il);
+        }
+        Ok(())
+    }
+
+    /// How layer `il` forms and masks its attention scores.
+    pub fn attention_params(&self, il: usize) -> AttentionParams {
+        let window = if self.layer_kinds[il].sliding { self.sliding_window as u32 } else { 0 };
+        let scale = if self.query_scale.is_some() { 1.0 } else { 1.0 / (self.head_dim as f32).sqrt() };
+        AttentionParams { scale, softcap: self.attn_softcap, window }
     }
 
     /// The checks every source of a config shares: heads divide evenly, head and rotary dims
@@ -205,6 +279,13 @@ impl ModelConfig {
         if self.vocab_size > u32::MAX as usize {
             return Err(ConfigError::Invalid(format!("vocabulary of {} tokens", self.vocab_size)));
         }
+        if self.layer_kinds.len() != self.layers {
+            return Err(ConfigError::Invalid(format!("{} layer kinds for {} layers", self.layer_kinds.len(), self.layers)));
+        }
+        let caps = [self.attn_softcap, self.final_softcap, self.embed_scale, self.query_scale.unwrap_or(1.0)];
+        if caps.iter().any(|c| !c.is_finite() || *c < 0.0) {
+            return Err(ConfigError::Invalid(format!("soft caps and scales {caps:?}")));
+        }
         Ok(())
     }
 
@@ -216,23 +297,22 @@ impl ModelConfig {
         self.kv_heads * self.head_dim
     }
 
-    /// Rotary parameters; `freq_factors` are Llama 3's per-frequency divisors when present
-    /// (GGUF's `rope_freqs.weight`; `RopeScaling::Llama3` computes its own).
-    pub fn rope_params(&self, freq_factors: Option<&[f32]>) -> RopeParams {
+    /// The rotary of the global layers (`sliding = false`) or the sliding ones; `file_factors`
+    /// are the per-pair factors the weights carry (GGUF's `rope_freqs`, `rope_factors_*`).
+    pub fn rope_params(&self, sliding: bool, file_factors: Option<&[f32]>) -> RopeParams {
+        let rope = RopeParams::new(self.rope_dim, self.rope_base, self.rope_neox);
+        if let (true, Some(s)) = (sliding, self.rope_sliding) {
+            return RopeParams { freq_scale: s.freq_scale, ..RopeParams::new(self.rope_dim, s.base, self.rope_neox) };
+        }
         let computed = self.rope_scaling.llama3_factors(self.rope_base, self.rope_dim);
-        let freq_factors = computed.as_deref().or(freq_factors);
-        let pairs = self.rope_dim / 2;
-        let position_scale = match self.rope_scaling {
-            RopeScaling::Linear { factor } => 1.0 / factor,
+        let freq_factors = match &self.rope_scaling {
+            RopeScaling::LongRope { factors: Some(f), .. } => Some(f.clone()),
+            _ => computed.or_else(|| file_factors.map(<[f32]>::to_vec)),
+        };
+        let mscale = match self.rope_scaling {
+            RopeScaling::LongRope { attn_factor, .. } => attn_factor,
             _ => 1.0,
         };
-        let inv_freq = (0..pairs)
-            .map(|i| {
-                let base = self.rope_base.powf(-2.0 * i as f32 / self.rope_dim as f32);
-                let factor = freq_factors.and_then(|f| f.get(i)).copied().unwrap_or(1.0);
-                base * position_scale / factor
-            })
-            .collect();
-        RopeParams { rot_dim: self.rope_dim, inv_freq, neox: self.rope_neox }
+        RopeParams { freq_scale: self.rope_scaling.freq_scale(), freq_factors: freq_factors.unwrap_or_default(), mscale, ..rope }
     }
 }

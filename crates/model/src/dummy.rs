@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rill_backend::{quant, DType, MatrixSource, SharedBytes};
 
-use crate::config::{Architecture, ModelConfig};
+use crate::config::ModelConfig;
 use crate::tokenizer::{pieces, TokenType, Tokenizer, TokenizerError, Vocab, VocabKind};
 use crate::weights::{LayerWeight, TensorSource, Weight, WeightsError};
 
@@ -103,7 +103,7 @@ impl DummyWeights {
         let mut rng = stream(self.seed, weight_id(w), 0);
         let (center, spread) = match w {
             Weight::OutputNorm => (4.0, 0.2),
-            Weight::Layer(_, LayerWeight::AttnNorm | LayerWeight::FfnNorm) => (1.0, 0.05),
+            w if w.is_norm() => (1.0, 0.05),
             _ => (0.0, 0.02),
         };
         (0..len).map(|_| center + rng.random_range(-spread..spread)).collect()
@@ -112,7 +112,7 @@ impl DummyWeights {
 
 /// Dummy weights have no file names; this one is for messages.
 fn name(w: Weight) -> String {
-    format!("dummy:{}", w.hf_name())
+    format!("dummy:{}", w.hf_name(false))
 }
 
 /// A stable number per weight (the stream is keyed by it).
@@ -123,7 +123,7 @@ fn weight_id(w: Weight) -> u64 {
         Weight::Output => 2,
         Weight::Layer(i, lw) => {
             let k = LayerWeight::ALL.iter().position(|&x| x == lw).expect("every layer weight is listed") as u64;
-            16 + i as u64 * 16 + k
+            32 + i as u64 * 32 + k
         }
     }
 }
@@ -148,7 +148,7 @@ impl TensorSource for DummyWeights {
     fn contains(&self, w: Weight) -> bool {
         match w {
             Weight::Output => !self.cfg.tied_embeddings,
-            Weight::Layer(_, LayerWeight::QBias | LayerWeight::KBias | LayerWeight::VBias) => self.cfg.arch == Architecture::Qwen2,
+            Weight::Layer(_, LayerWeight::QBias | LayerWeight::KBias | LayerWeight::VBias) => self.cfg.block.qkv_bias,
             _ => true,
         }
     }

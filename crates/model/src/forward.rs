@@ -1,11 +1,14 @@
-//! The Llama-family forward pass, written once over `Backend`, on a ragged batch: any mix of
-//! sequences and positions in one call (prompt chunks and decode tokens alike), K/V stored in a
-//! paged cache through block tables, logits computed only for the rows that sample.
+//! The forward pass, written once over `Backend` for every family: the Llama block with the
+//! variants a family's `Block` and config turn on (q/k norms, post-norms, GeGLU, sliding
+//! windows, soft caps, scaled embeddings), no branch on the family itself. It runs on a ragged
+//! batch: any mix of sequences and positions in one call (prompt chunks and decode tokens
+//! alike), K/V stored in a paged cache through block tables, logits computed only for the rows
+//! that sample.
 //!
 //! Every buffer is allocated once, for the largest step (`StepCapacity`); a step allocates
 //! nothing on the backend.
 
-use rill_backend::{AttentionBatch, Backend, BackendError, DrawParams, KvLayout, RopeParams};
+use rill_backend::{AttentionBatch, AttentionParams, Backend, BackendError, DrawParams, KvLayout, RopeParams};
 use rill_engine::ForwardBatch;
 
 use crate::config::ModelConfig;
@@ -41,6 +44,8 @@ struct Activations<B: Backend> {
     normed: B::Buffer,  // [T, d]
     q: B::Buffer,       // [T, heads * head_dim]
     k: B::Buffer,       // [T, kv_heads * head_dim]
+    /// q and k before their per-head norms, for families that have them.
+    qk_raw: Option<(B::Buffer, B::Buffer)>,
     v: B::Buffer,       // [T, kv_heads * head_dim]
     attn: B::Buffer,    // [T, heads * head_dim]
     proj: B::Buffer,    // [T, d] output of attn_output / ffn_down
@@ -63,7 +68,10 @@ pub struct Transformer<B: Backend> {
     backend: B,
     cfg: ModelConfig,
     weights: ModelWeights<B>,
-    rope: RopeParams,
+    /// The global layers' rotary, then the sliding layers'.
+    ropes: [RopeParams; 2],
+    /// Per layer.
+    attention: Vec<AttentionParams>,
     kv: B::KvCache,
     kv_layout: KvLayout,
     cap: StepCapacity,
@@ -94,6 +102,7 @@ impl<B: Backend> Transformer<B> {
             normed: b.alloc(t * d)?,
             q: b.alloc(t * qd)?,
             k: b.alloc(t * kvd)?,
+            qk_raw: if cfg.block.qk_norm { Some((b.alloc(t * qd)?, b.alloc(t * kvd)?)) } else { None },
             v: b.alloc(t * kvd)?,
             attn: b.alloc(t * qd)?,
             proj: b.alloc(t * d)?,
@@ -115,9 +124,11 @@ impl<B: Backend> Transformer<B> {
         // One extra block past those the scheduler hands out takes the K/V of the padding rows
         // of a padded decode step.
         let kv = b.alloc_kv_cache(KvLayout { num_blocks: kv_layout.num_blocks + 1, ..kv_layout })?;
-        let rope = cfg.rope_params(weights.rope_freqs.as_deref());
+        let ropes = [false, true].map(|sliding| cfg.rope_params(sliding, weights.rope_freqs.as_deref()));
+        let attention = (0..cfg.layers).map(|il| cfg.attention_params(il)).collect();
         let (host_logits, host_sampled) = (vec![0.0; s * vocab], vec![0; s]);
-        Ok(Transformer { backend, cfg, weights, rope, kv, kv_layout, cap, act, host_logits, host_sampled, last_logits_rows: 0, graphs, pad_decode: graphs, padded: ForwardBatch::default() })
+        let padded = ForwardBatch::default();
+        Ok(Transformer { backend, cfg, weights, ropes, attention, kv, kv_layout, cap, act, host_logits, host_sampled, last_logits_rows: 0, graphs, pad_decode: graphs, padded })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -278,27 +289,46 @@ impl<B: Backend> Transformer<B> {
             max_blocks_per_seq,
         };
         b.embed(&w.token_embd, &a.tokens, n, &mut a.hidden)?;
+        if cfg.embed_scale != 1.0 {
+            b.scale(&mut a.hidden, cfg.embed_scale, n * d)?;
+        }
         for (i, l) in w.layers.iter().enumerate() {
+            let kind = cfg.layer_kinds[i];
             // Attention block.
             b.rms_norm(&a.hidden, &l.attn_norm, cfg.norm_eps, n, d, &mut a.normed)?;
-            b.matmul_many(&a.normed, n, &mut [(&l.wq, &mut a.q), (&l.wk, &mut a.k), (&l.wv, &mut a.v)])?;
+            // Families with per-head q/k norms project into side buffers, normed into q and k.
+            let (q_out, k_out) = match &mut a.qk_raw {
+                Some((q_raw, k_raw)) => (q_raw, k_raw),
+                None => (&mut a.q, &mut a.k),
+            };
+            b.matmul_many(&a.normed, n, &mut [(&l.wq, &mut *q_out), (&l.wk, &mut *k_out), (&l.wv, &mut a.v)])?;
             if let (Some(bq), Some(bk), Some(bv)) = (&l.bq, &l.bk, &l.bv) {
-                b.add_bias(&mut a.q, bq, n, qd)?;
-                b.add_bias(&mut a.k, bk, n, kvd)?;
+                b.add_bias(q_out, bq, n, qd)?;
+                b.add_bias(k_out, bk, n, kvd)?;
                 b.add_bias(&mut a.v, bv, n, kvd)?;
             }
-            b.rope(&mut a.q, attn_batch.positions, n, cfg.heads, cfg.head_dim, &self.rope)?;
-            b.rope(&mut a.k, attn_batch.positions, n, cfg.kv_heads, cfg.head_dim, &self.rope)?;
+            if let (Some((q_raw, k_raw)), Some(qn), Some(kn)) = (&a.qk_raw, &l.q_norm, &l.k_norm) {
+                b.rms_norm(q_raw, qn, cfg.norm_eps, n * cfg.heads, cfg.head_dim, &mut a.q)?;
+                b.rms_norm(k_raw, kn, cfg.norm_eps, n * cfg.kv_heads, cfg.head_dim, &mut a.k)?;
+            }
+            if kind.rope {
+                let rope = &self.ropes[kind.sliding as usize];
+                b.rope(&mut a.q, attn_batch.positions, n, cfg.heads, cfg.head_dim, rope)?;
+                b.rope(&mut a.k, attn_batch.positions, n, cfg.kv_heads, cfg.head_dim, rope)?;
+            }
+            if let Some(qs) = cfg.query_scale {
+                b.scale(&mut a.q, qs, n * qd)?;
+            }
             b.write_kv(&mut self.kv, i, &a.k, &a.v, attn_batch.slots, n)?;
-            b.attention(&self.kv, i, &a.q, cfg.heads, &attn_batch, &mut a.attn)?;
+            b.attention(&self.kv, i, &a.q, cfg.heads, &self.attention[i], &attn_batch, &mut a.attn)?;
             b.matmul(&a.attn, &l.wo, n, &mut a.proj)?;
-            b.add(&mut a.hidden, &a.proj, n * d)?;
-            // Feed-forward block (SwiGLU).
+            residual(b, &mut a.hidden, &a.proj, l.post_attn_norm.as_ref(), cfg.norm_eps, n, d, &mut a.normed)?;
+            // Feed-forward block (gated: SwiGLU or GeGLU).
             b.rms_norm(&a.hidden, &l.ffn_norm, cfg.norm_eps, n, d, &mut a.normed)?;
             b.matmul_many(&a.normed, n, &mut [(&l.w_gate, &mut a.gate), (&l.w_up, &mut a.up)])?;
-            b.silu_mul(&a.gate, &a.up, n * ff, &mut a.act)?;
+            b.glu(cfg.block.activation, &a.gate, &a.up, n * ff, &mut a.act)?;
             b.matmul(&a.act, &l.w_down, n, &mut a.proj)?;
-            b.add(&mut a.hidden, &a.proj, n * d)?;
+            residual(b, &mut a.hidden, &a.proj, l.post_ffn_norm.as_ref(), cfg.norm_eps, n, d, &mut a.normed)?;
         }
         if n_logits == 0 {
             return Ok(());
@@ -307,6 +337,9 @@ impl<B: Backend> Transformer<B> {
         b.gather_rows(&a.hidden, &a.logits_rows, n_logits, d, &mut a.sel)?;
         b.rms_norm(&a.sel, &w.output_norm, cfg.norm_eps, n_logits, d, &mut a.sel_norm)?;
         b.matmul(&a.sel_norm, w.output_matrix(), n_logits, &mut a.logits)?;
+        if cfg.final_softcap > 0.0 {
+            b.softcap(&mut a.logits, cfg.final_softcap, n_logits * cfg.vocab_size)?;
+        }
         Ok(())
     }
 
@@ -319,5 +352,18 @@ impl<B: Backend> Transformer<B> {
         b.write_indices(&mut a.block_tables, &batch.block_tables)?;
         b.write_indices(&mut a.logits_rows, &batch.logits_rows)?;
         Ok(())
+    }
+}
+
+/// `hidden += out`, or `hidden += rms_norm(out) · post_norm` where the family norms a block's
+/// output before adding it (Gemma); `scratch` takes the normed rows.
+#[allow(clippy::too_many_arguments)]
+fn residual<B: Backend>(b: &B, hidden: &mut B::Buffer, out: &B::Buffer, post_norm: Option<&B::Buffer>, eps: f32, n: usize, d: usize, scratch: &mut B::Buffer) -> Result<(), BackendError> {
+    match post_norm {
+        Some(w) => {
+            b.rms_norm(out, w, eps, n, d, scratch)?;
+            b.add(hidden, scratch, n * d)
+        }
+        None => b.add(hidden, out, n * d),
     }
 }

@@ -5,6 +5,7 @@
 pub mod chat_template;
 pub mod config;
 pub mod dummy;
+pub mod family;
 pub mod forward;
 pub mod gguf;
 pub mod hf;
@@ -15,7 +16,8 @@ pub mod source;
 pub mod tokenizer;
 pub mod weights;
 
-pub use config::{Architecture, ConfigError, ModelConfig};
+pub use config::{ConfigError, ModelConfig};
+pub use family::{Architecture, Block};
 pub use source::{LoadFormat, ModelSource};
 pub use forward::{ForwardError, StepCapacity, Transformer};
 pub use weights::{ModelWeights, TensorSource, Weight, WeightsError};

@@ -6,7 +6,7 @@
 
 use rill_backend::{quant, Backend, BackendError, MatrixSource};
 
-use crate::config::{Architecture, ModelConfig};
+use crate::config::ModelConfig;
 use crate::gguf::{GgufError, GgufFile, TensorInfo};
 
 pub struct LayerWeights<B: Backend> {
@@ -18,11 +18,18 @@ pub struct LayerWeights<B: Backend> {
     pub bq: Option<B::Buffer>,
     pub bk: Option<B::Buffer>,
     pub bv: Option<B::Buffer>,
+    /// Per-head q/k RMSNorm weights, `[head_dim]` (Qwen3, Gemma 3).
+    pub q_norm: Option<B::Buffer>,
+    pub k_norm: Option<B::Buffer>,
     pub wo: B::Matrix,
+    /// Norm of the attention output before the residual add (Gemma).
+    pub post_attn_norm: Option<B::Buffer>,
     pub ffn_norm: B::Buffer,
     pub w_gate: B::Matrix,
     pub w_up: B::Matrix,
     pub w_down: B::Matrix,
+    /// Norm of the feed-forward output before the residual add (Gemma).
+    pub post_ffn_norm: Option<B::Buffer>,
 }
 
 pub struct ModelWeights<B: Backend> {
@@ -31,7 +38,8 @@ pub struct ModelWeights<B: Backend> {
     pub output_norm: B::Buffer,
     /// `None` when the embedding is tied: the output projection is `token_embd`.
     pub output: Option<B::Matrix>,
-    /// Llama 3 rope frequency factors (GGUF's `rope_freqs.weight`).
+    /// Per-pair rotary factors stored with the weights (GGUF's `rope_freqs.weight`, Phi-3's
+    /// `rope_factors_long/short.weight`).
     pub rope_freqs: Option<Vec<f32>>,
     /// What the matrices every step multiplies (all layers' and the output projection) hold.
     pub step_matrices: MatrixSize,
@@ -90,10 +98,18 @@ pub enum LayerWeight {
     Gate,
     Up,
     Down,
+    QNorm,
+    KNorm,
+    PostAttnNorm,
+    PostFfnNorm,
+    /// Phi-3: q, k and v rows in one matrix.
+    Qkv,
+    /// Phi-3: gate rows then up rows in one matrix.
+    GateUp,
 }
 
 impl LayerWeight {
-    pub const ALL: [LayerWeight; 12] = [
+    pub const ALL: [LayerWeight; 18] = [
         LayerWeight::AttnNorm,
         LayerWeight::Q,
         LayerWeight::K,
@@ -106,11 +122,18 @@ impl LayerWeight {
         LayerWeight::Gate,
         LayerWeight::Up,
         LayerWeight::Down,
+        LayerWeight::QNorm,
+        LayerWeight::KNorm,
+        LayerWeight::PostAttnNorm,
+        LayerWeight::PostFfnNorm,
+        LayerWeight::Qkv,
+        LayerWeight::GateUp,
     ];
 
     /// The name within a layer in GGUF (`blk.N.`) and in Hugging Face checkpoints
-    /// (`model.layers.N.`).
-    fn names(self) -> (&'static str, &'static str) {
+    /// (`model.layers.N.`). Gemma's checkpoints call the pre-FFN norm what the others call the
+    /// post-attention one (`post_norms`: the family has both).
+    fn names(self, post_norms: bool) -> (&'static str, &'static str) {
         match self {
             LayerWeight::AttnNorm => ("attn_norm.weight", "input_layernorm.weight"),
             LayerWeight::Q => ("attn_q.weight", "self_attn.q_proj.weight"),
@@ -120,11 +143,23 @@ impl LayerWeight {
             LayerWeight::KBias => ("attn_k.bias", "self_attn.k_proj.bias"),
             LayerWeight::VBias => ("attn_v.bias", "self_attn.v_proj.bias"),
             LayerWeight::O => ("attn_output.weight", "self_attn.o_proj.weight"),
+            LayerWeight::FfnNorm if post_norms => ("ffn_norm.weight", "pre_feedforward_layernorm.weight"),
             LayerWeight::FfnNorm => ("ffn_norm.weight", "post_attention_layernorm.weight"),
             LayerWeight::Gate => ("ffn_gate.weight", "mlp.gate_proj.weight"),
             LayerWeight::Up => ("ffn_up.weight", "mlp.up_proj.weight"),
             LayerWeight::Down => ("ffn_down.weight", "mlp.down_proj.weight"),
+            LayerWeight::QNorm => ("attn_q_norm.weight", "self_attn.q_norm.weight"),
+            LayerWeight::KNorm => ("attn_k_norm.weight", "self_attn.k_norm.weight"),
+            LayerWeight::PostAttnNorm => ("post_attention_norm.weight", "post_attention_layernorm.weight"),
+            LayerWeight::PostFfnNorm => ("post_ffw_norm.weight", "post_feedforward_layernorm.weight"),
+            LayerWeight::Qkv => ("attn_qkv.weight", "self_attn.qkv_proj.weight"),
+            LayerWeight::GateUp => ("ffn_up.weight", "mlp.gate_up_proj.weight"),
         }
+    }
+
+    /// A norm weight (Gemma's Hugging Face checkpoints store them offset by -1).
+    pub fn is_norm(self) -> bool {
+        matches!(self, LayerWeight::AttnNorm | LayerWeight::FfnNorm | LayerWeight::QNorm | LayerWeight::KNorm | LayerWeight::PostAttnNorm | LayerWeight::PostFfnNorm)
     }
 }
 
@@ -135,17 +170,26 @@ impl Weight {
             Weight::TokenEmbd => "token_embd.weight".into(),
             Weight::OutputNorm => "output_norm.weight".into(),
             Weight::Output => "output.weight".into(),
-            Weight::Layer(i, w) => format!("blk.{i}.{}", w.names().0),
+            Weight::Layer(i, w) => format!("blk.{i}.{}", w.names(false).0),
         }
     }
 
-    /// The Hugging Face `transformers` name (Llama, Mistral, Qwen2).
-    pub fn hf_name(self) -> String {
+    /// The Hugging Face `transformers` name, in a family with or without post-norms.
+    pub fn hf_name(self, post_norms: bool) -> String {
         match self {
             Weight::TokenEmbd => "model.embed_tokens.weight".into(),
             Weight::OutputNorm => "model.norm.weight".into(),
             Weight::Output => "lm_head.weight".into(),
-            Weight::Layer(i, w) => format!("model.layers.{i}.{}", w.names().1),
+            Weight::Layer(i, w) => format!("model.layers.{i}.{}", w.names(post_norms).1),
+        }
+    }
+
+    /// A norm weight.
+    pub fn is_norm(self) -> bool {
+        match self {
+            Weight::OutputNorm => true,
+            Weight::Layer(_, w) => w.is_norm(),
+            _ => false,
         }
     }
 
@@ -154,42 +198,60 @@ impl Weight {
         match self {
             Weight::TokenEmbd | Weight::Output => true,
             Weight::OutputNorm => false,
-            Weight::Layer(_, w) => matches!(
-                w,
-                LayerWeight::Q | LayerWeight::K | LayerWeight::V | LayerWeight::O | LayerWeight::Gate | LayerWeight::Up | LayerWeight::Down
-            ),
+            Weight::Layer(_, w) => {
+                use LayerWeight as L;
+                matches!(w, L::Q | L::K | L::V | L::O | L::Gate | L::Up | L::Down | L::Qkv | L::GateUp)
+            }
         }
     }
 
     /// `(rows, cols)` of a matrix, or `(len, 1)` of a vector, for `cfg`.
     pub fn dims(self, cfg: &ModelConfig) -> (usize, usize) {
-        let (d, q, kv, ff, vocab) = (cfg.hidden, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_hidden, cfg.vocab_size);
+        let (d, q, kv, ff, vocab, hd) = (cfg.hidden, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_hidden, cfg.vocab_size, cfg.head_dim);
         match self {
             Weight::TokenEmbd | Weight::Output => (vocab, d),
             Weight::OutputNorm => (d, 1),
             Weight::Layer(_, w) => match w {
-                LayerWeight::AttnNorm | LayerWeight::FfnNorm => (d, 1),
+                LayerWeight::AttnNorm | LayerWeight::FfnNorm | LayerWeight::PostAttnNorm | LayerWeight::PostFfnNorm => (d, 1),
+                LayerWeight::QNorm | LayerWeight::KNorm => (hd, 1),
                 LayerWeight::Q => (q, d),
                 LayerWeight::K | LayerWeight::V => (kv, d),
+                LayerWeight::Qkv => (q + 2 * kv, d),
                 LayerWeight::QBias => (q, 1),
                 LayerWeight::KBias | LayerWeight::VBias => (kv, 1),
                 LayerWeight::O => (d, q),
                 LayerWeight::Gate | LayerWeight::Up => (ff, d),
+                LayerWeight::GateUp => (2 * ff, d),
                 LayerWeight::Down => (d, ff),
             },
         }
     }
 
-    /// Every weight `cfg` may load, in load order; biases and the output projection are
-    /// optional (see [`TensorSource::contains`]).
+    /// Every weight `cfg` loads, in load order; biases and the output projection are loaded
+    /// where the source has them (see [`TensorSource::contains`]).
     pub fn all(cfg: &ModelConfig) -> Vec<Weight> {
         let mut out = vec![Weight::TokenEmbd];
         for i in 0..cfg.layers {
-            out.extend(LayerWeight::ALL.iter().map(|&w| Weight::Layer(i, w)));
+            out.extend(LayerWeight::ALL.iter().filter(|&&w| layer_has(cfg, w)).map(|&w| Weight::Layer(i, w)));
         }
         out.push(Weight::OutputNorm);
-        out.push(Weight::Output);
+        if !cfg.tied_embeddings {
+            out.push(Weight::Output);
+        }
         out
+    }
+}
+
+/// Whether the layers of `cfg`'s family have weight `w` (biases only where the file does too).
+fn layer_has(cfg: &ModelConfig, w: LayerWeight) -> bool {
+    let b = &cfg.block;
+    match w {
+        LayerWeight::Q | LayerWeight::K | LayerWeight::V | LayerWeight::Gate | LayerWeight::Up => !b.fused,
+        LayerWeight::Qkv | LayerWeight::GateUp => b.fused,
+        LayerWeight::QBias | LayerWeight::KBias | LayerWeight::VBias => b.qkv_bias,
+        LayerWeight::QNorm | LayerWeight::KNorm => b.qk_norm,
+        LayerWeight::PostAttnNorm | LayerWeight::PostFfnNorm => b.post_norms,
+        LayerWeight::AttnNorm | LayerWeight::O | LayerWeight::FfnNorm | LayerWeight::Down => true,
     }
 }
 
@@ -203,9 +265,15 @@ pub trait TensorSource {
     fn matrix(&self, w: Weight, rows: usize, cols: usize) -> Result<MatrixSource, WeightsError>;
     /// `w` as `len` f32 values.
     fn vector(&self, w: Weight, len: usize) -> Result<Vec<f32>, WeightsError>;
-    /// Per-frequency rope factors stored with the weights (GGUF's `rope_freqs.weight`).
-    fn rope_freqs(&self, _len: usize) -> Result<Option<Vec<f32>>, WeightsError> {
+    /// Per-pair rotary factors stored as the tensor `name` (GGUF's `rope_freqs.weight`,
+    /// `rope_factors_long.weight`, ...).
+    fn rope_factors(&self, _name: &str, _len: usize) -> Result<Option<Vec<f32>>, WeightsError> {
         Ok(None)
+    }
+    /// Whether norm weights are stored as checkpoints store them, without the offset some
+    /// families add (`Block::hf_norm_offset`; llama.cpp's converter bakes it into GGUFs).
+    fn norms_without_offset(&self) -> bool {
+        false
     }
 }
 
@@ -250,9 +318,9 @@ impl TensorSource for GgufTensors<'_> {
         self.host_vector(&w.gguf_name(), len)
     }
 
-    fn rope_freqs(&self, len: usize) -> Result<Option<Vec<f32>>, WeightsError> {
-        match self.0.tensor_info("rope_freqs.weight") {
-            Some(_) => self.host_vector("rope_freqs.weight", len).map(Some),
+    fn rope_factors(&self, name: &str, len: usize) -> Result<Option<Vec<f32>>, WeightsError> {
+        match self.0.tensor_info(name) {
+            Some(_) => self.host_vector(name, len).map(Some),
             None => Ok(None),
         }
     }
@@ -290,9 +358,35 @@ impl<B: Backend, S: TensorSource + ?Sized> Loader<'_, B, S> {
         Ok(m)
     }
 
+    /// A fused matrix cut into its parts of `rows[i]` rows each (rows of every type are whole
+    /// blocks, so each part is a byte range of the file).
+    fn split_matrix<const N: usize>(&mut self, w: Weight, rows: [usize; N]) -> Result<[B::Matrix; N], WeightsError> {
+        let (total, cols) = w.dims(self.cfg);
+        let source = self.source.matrix(w, total, cols)?;
+        let convert = |problem: String| WeightsError::Convert { name: source.name.clone(), problem };
+        let row_bytes = source.dtype.row_bytes(cols).ok_or_else(|| convert(format!("{cols} columns are not whole {} blocks", source.dtype)))?;
+        self.step_matrices.bytes += source.bytes.len();
+        self.step_matrices.elements += total * cols;
+        let mut parts = Vec::with_capacity(N);
+        let mut first = 0;
+        for r in rows {
+            let bytes = source.bytes.slice(first * row_bytes, r * row_bytes).ok_or_else(|| convert(format!("rows {first}..{}", first + r)))?;
+            let name = format!("{}[{first}..{}]", source.name, first + r);
+            let part = MatrixSource { name: name.clone(), dtype: source.dtype, rows: r, cols, bytes };
+            parts.push(self.backend.upload_matrix(part).map_err(|source| WeightsError::Backend { name, source })?);
+            first += r;
+        }
+        self.tick();
+        Ok(parts.try_into().unwrap_or_else(|_| unreachable!("N parts")))
+    }
+
     fn vector(&mut self, w: Weight) -> Result<B::Buffer, WeightsError> {
         let (len, _) = w.dims(self.cfg);
-        let host = self.source.vector(w, len)?;
+        let mut host = self.source.vector(w, len)?;
+        if w.is_norm() && self.source.norms_without_offset() {
+            let offset = self.cfg.block.hf_norm_offset;
+            host.iter_mut().for_each(|v| *v += offset);
+        }
         let backend_err = |source| WeightsError::Backend { name: self.source.name(w), source };
         let mut buf = self.backend.alloc(len).map_err(backend_err)?;
         self.backend.write(&mut buf, &host).map_err(backend_err)?;
@@ -300,13 +394,12 @@ impl<B: Backend, S: TensorSource + ?Sized> Loader<'_, B, S> {
         Ok(buf)
     }
 
-    /// q/k/v biases: only Qwen2 has them, and only when the source does.
-    fn bias(&mut self, w: Weight) -> Result<Option<B::Buffer>, WeightsError> {
-        if self.cfg.arch == Architecture::Qwen2 && self.source.contains(w) {
-            self.vector(w).map(Some)
-        } else {
-            Ok(None)
-        }
+    /// A weight the family may have, loaded where it does (and for biases, where the source
+    /// does too).
+    fn optional(&mut self, w: Weight) -> Result<Option<B::Buffer>, WeightsError> {
+        let Weight::Layer(_, lw) = w else { unreachable!("layer weights only") };
+        let wanted = layer_has(self.cfg, lw) && (!matches!(lw, LayerWeight::QBias | LayerWeight::KBias | LayerWeight::VBias) || self.source.contains(w));
+        if wanted { self.vector(w).map(Some) } else { Ok(None) }
     }
 }
 
@@ -321,35 +414,40 @@ impl<B: Backend> ModelWeights<B> {
     pub fn load_from<S: TensorSource + ?Sized>(source: &S, cfg: &ModelConfig, backend: &B, progress: &mut dyn FnMut(usize, usize)) -> Result<Self, WeightsError> {
         let total = Weight::all(cfg)
             .into_iter()
-            .filter(|&w| match w {
-                Weight::Output => !cfg.tied_embeddings,
-                Weight::Layer(_, LayerWeight::QBias | LayerWeight::KBias | LayerWeight::VBias) => cfg.arch == Architecture::Qwen2 && source.contains(w),
-                _ => true,
-            })
+            .filter(|&w| !matches!(w, Weight::Layer(_, LayerWeight::QBias | LayerWeight::KBias | LayerWeight::VBias)) || source.contains(w))
             .count();
         let mut l = Loader { source, backend, cfg, progress, loaded: 0, total, step_matrices: MatrixSize::default(), token_embd: MatrixSize::default() };
         let token_embd = l.matrix(Weight::TokenEmbd)?;
+        let (q, kv, ff) = (cfg.q_dim(), cfg.kv_dim(), cfg.ffn_hidden);
         let mut layers = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
             let w = |lw| Weight::Layer(i, lw);
-            layers.push(LayerWeights {
-                attn_norm: l.vector(w(LayerWeight::AttnNorm))?,
-                wq: l.matrix(w(LayerWeight::Q))?,
-                wk: l.matrix(w(LayerWeight::K))?,
-                wv: l.matrix(w(LayerWeight::V))?,
-                bq: l.bias(w(LayerWeight::QBias))?,
-                bk: l.bias(w(LayerWeight::KBias))?,
-                bv: l.bias(w(LayerWeight::VBias))?,
-                wo: l.matrix(w(LayerWeight::O))?,
-                ffn_norm: l.vector(w(LayerWeight::FfnNorm))?,
-                w_gate: l.matrix(w(LayerWeight::Gate))?,
-                w_up: l.matrix(w(LayerWeight::Up))?,
-                w_down: l.matrix(w(LayerWeight::Down))?,
-            });
+            let attn_norm = l.vector(w(LayerWeight::AttnNorm))?;
+            let [wq, wk, wv] = if cfg.block.fused {
+                l.split_matrix(w(LayerWeight::Qkv), [q, kv, kv])?
+            } else {
+                [l.matrix(w(LayerWeight::Q))?, l.matrix(w(LayerWeight::K))?, l.matrix(w(LayerWeight::V))?]
+            };
+            let (bq, bk, bv) = (l.optional(w(LayerWeight::QBias))?, l.optional(w(LayerWeight::KBias))?, l.optional(w(LayerWeight::VBias))?);
+            let (q_norm, k_norm) = (l.optional(w(LayerWeight::QNorm))?, l.optional(w(LayerWeight::KNorm))?);
+            let wo = l.matrix(w(LayerWeight::O))?;
+            let post_attn_norm = l.optional(w(LayerWeight::PostAttnNorm))?;
+            let ffn_norm = l.vector(w(LayerWeight::FfnNorm))?;
+            let [w_gate, w_up] = if cfg.block.fused {
+                l.split_matrix(w(LayerWeight::GateUp), [ff, ff])?
+            } else {
+                [l.matrix(w(LayerWeight::Gate))?, l.matrix(w(LayerWeight::Up))?]
+            };
+            let w_down = l.matrix(w(LayerWeight::Down))?;
+            let post_ffn_norm = l.optional(w(LayerWeight::PostFfnNorm))?;
+            layers.push(LayerWeights { attn_norm, wq, wk, wv, bq, bk, bv, q_norm, k_norm, wo, post_attn_norm, ffn_norm, w_gate, w_up, w_down, post_ffn_norm });
         }
         let output_norm = l.vector(Weight::OutputNorm)?;
         let output = if cfg.tied_embeddings { None } else { Some(l.matrix(Weight::Output)?) };
-        let rope_freqs = source.rope_freqs(cfg.rope_dim / 2)?;
+        let rope_freqs = match cfg.rope_scaling.factors_tensor() {
+            Some(name) => source.rope_factors(name, cfg.rope_dim / 2)?,
+            None => None,
+        };
         let mut step_matrices = l.step_matrices;
         if cfg.tied_embeddings {
             step_matrices.bytes += l.token_embd.bytes;

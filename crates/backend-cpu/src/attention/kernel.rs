@@ -99,7 +99,10 @@ unsafe fn chunk_partial<S: Simd, T: KvElem, const NC: usize>(job: &Job<'_, T>, t
     for row in b.rows.chunks_exact_mut(hdp) {
         row[hd..].fill(0.0);
     }
-    let (start, end) = (chunk * CHUNK, ((chunk + 1) * CHUNK).min(pos + 1));
+    let (start, end) = ((chunk * CHUNK).max(job.params.first_position(pos)), ((chunk + 1) * CHUNK).min(pos + 1));
+    if start >= end {
+        return;
+    }
     let f16_acc = T::IS_F16 && chunk == 0;
     // Element offsets of the tile's K/V rows; the next tile's are computed one tile ahead and
     // prefetched: the rows sit in paged blocks, where the hardware prefetcher loses the stride.
@@ -133,7 +136,7 @@ unsafe fn chunk_partial<S: Simd, T: KvElem, const NC: usize>(job: &Job<'_, T>, t
                     *s = ggml_dot(qh, &b.rows[r * hdp..r * hdp + hd]);
                 }
             }
-            s[..nr].iter_mut().for_each(|s| *s *= job.scale);
+            s[..nr].iter_mut().for_each(|s| *s = job.params.apply(*s));
         }
         for (&base, row) in base[..nr].iter().zip(b.rows.chunks_exact_mut(hdp)) {
             // SAFETY: the function's contract.
@@ -386,12 +389,12 @@ pub unsafe fn run<S: Simd, T: KvElem, const NC: usize>(job: &Job<'_, T>, op: Op<
     let (g, hdp) = (job.group, job.hdp);
     match op {
         Op::Pair { pair, out } => {
-            let (t, kvh, pos) = token_of(job, pair);
+            let (t, kvh, _) = token_of(job, pair);
             load_q::<S, T>(job, t, kvh, b.q);
             let run = std::mem::take(&mut b.run);
             let part = std::mem::take(&mut b.part);
             reset(g, run);
-            for chunk in 0..pos / CHUNK + 1 {
+            for chunk in job.chunks(t) {
                 // SAFETY: the module's contract.
                 unsafe {
                     chunk_partial::<S, T, NC>(job, t, kvh, chunk, &mut b, part);

@@ -38,7 +38,7 @@
 
 use std::cell::RefCell;
 
-use rill_backend::{AttentionBatch, BackendError, BackendResult};
+use rill_backend::{AttentionBatch, AttentionParams, BackendError, BackendResult};
 
 use crate::kv_cache::{CpuKvCache, KvElem, KvStore, LayerKv};
 use crate::simd::{expf_glibc, ggml_dot_row};
@@ -66,6 +66,7 @@ pub fn paged_attention(
     layer: usize,
     q: &[f32],
     heads: usize,
+    params: &AttentionParams,
     batch: &AttentionBatch<'_, CpuBackend>,
     out: &mut [f32],
 ) -> BackendResult<()> {
@@ -89,24 +90,25 @@ pub fn paged_attention(
             let detail = format!("token {t}: sequence {seq} of {}, position {pos}", batch.num_seqs);
             return Err(BackendError::Shape { op: "attention", detail });
         }
-        let table = &batch.block_tables[seq * batch.max_blocks_per_seq..][..blocks_needed];
+        let first_block = params.first_position(pos) / l.block_size;
+        let table = &batch.block_tables[seq * batch.max_blocks_per_seq..][first_block..blocks_needed];
         if let Some(b) = table.iter().find(|&&b| b as usize >= l.num_blocks) {
             return Err(BackendError::Shape { op: "attention", detail: format!("block {b} of {}", l.num_blocks) });
         }
     }
     let out = &mut out[..n * heads * hd];
     match &cache.store {
-        KvStore::F16(layers) => dispatch(isa, pool, &layers[layer], cache, q, heads, batch, out),
-        KvStore::F32(layers) => dispatch(isa, pool, &layers[layer], cache, q, heads, batch, out),
+        KvStore::F16(layers) => dispatch(isa, pool, &layers[layer], cache, q, heads, params, batch, out),
+        KvStore::F32(layers) => dispatch(isa, pool, &layers[layer], cache, q, heads, params, batch, out),
     }
     Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
-fn dispatch<T: KvElem>(isa: SimdIsa, pool: &WorkerPool, kv: &LayerKv<T>, cache: &CpuKvCache, q: &[f32], heads: usize, batch: &AttentionBatch<'_, CpuBackend>, out: &mut [f32]) {
+fn dispatch<T: KvElem>(isa: SimdIsa, pool: &WorkerPool, kv: &LayerKv<T>, cache: &CpuKvCache, q: &[f32], heads: usize, params: &AttentionParams, batch: &AttentionBatch<'_, CpuBackend>, out: &mut [f32]) {
     let l = &cache.layout;
     if isa == SimdIsa::Reference {
-        return reference(pool, kv, cache, q, heads, batch, out);
+        return reference(pool, kv, cache, q, heads, params, batch, out);
     }
     let group = heads / l.kv_heads;
     let lanes = match isa {
@@ -127,7 +129,7 @@ fn dispatch<T: KvElem>(isa: SimdIsa, pool: &WorkerPool, kv: &LayerKv<T>, cache: 
         group,
         hd: l.head_dim,
         hdp: l.head_dim.next_multiple_of(lanes),
-        scale: 1.0 / (l.head_dim as f32).sqrt(),
+        params: *params,
     };
     let n = batch.num_tokens;
     let pairs = n * l.kv_heads;
@@ -146,7 +148,7 @@ fn dispatch<T: KvElem>(isa: SimdIsa, pool: &WorkerPool, kv: &LayerKv<T>, cache: 
             pool.for_each(pairs * max_chunks, &|task| {
                 let (pair, c) = (task / max_chunks, task % max_chunks);
                 let t = pair / job.kv_heads;
-                if c * CHUNK > job.positions[t] as usize {
+                if !job.chunks(t).contains(&c) {
                     return;
                 }
                 // SAFETY: each task owns the distinct partial slot `task`, inside `need`.
@@ -155,10 +157,10 @@ fn dispatch<T: KvElem>(isa: SimdIsa, pool: &WorkerPool, kv: &LayerKv<T>, cache: 
             });
             let parts = &*parts;
             pool.for_each_chunk_mut(out, span, &|pair, o| {
-                let t = pair / job.kv_heads;
-                let chunks = job.positions[t] as usize / CHUNK + 1;
+                let chunks = job.chunks(pair / job.kv_heads);
                 let base = pair * max_chunks * part_len;
-                with_scratch(|s| run_op(isa, &job, Op::Merge { parts: &parts[base..base + chunks * part_len], out: o }, s));
+                let parts = &parts[base + chunks.start * part_len..base + chunks.end * part_len];
+                with_scratch(|s| run_op(isa, &job, Op::Merge { parts, out: o }, s));
             });
         });
     } else {
@@ -185,10 +187,16 @@ struct Job<'a, T> {
     hd: usize,
     /// `hd` rounded up to the vector width; buffers are zero-padded to it.
     hdp: usize,
-    scale: f32,
+    params: AttentionParams,
 }
 
 impl<T> Job<'_, T> {
+    /// The chunks token `t` reads: those holding its window of positions.
+    fn chunks(&self, t: usize) -> std::ops::Range<usize> {
+        let pos = self.positions[t] as usize;
+        self.params.first_position(pos) / CHUNK..pos / CHUNK + 1
+    }
+
     /// A partial result: `[group]` max, `[group]` sum, `[group, hdp]` acc.
     fn partial_len(&self) -> usize {
         self.group * (self.hdp + 2)
@@ -319,12 +327,12 @@ pub(crate) fn ggml_dot(q: &[f32], k: &[f32]) -> f32 {
 
 /// The oracle: one (token, head) pair per task, plain scalar code with the kernel's arithmetic
 /// (ggml's, see the module docs): per chunk a sequential online softmax, chunks merged in order.
-fn reference<T: KvElem>(pool: &WorkerPool, kv: &LayerKv<T>, cache: &CpuKvCache, q: &[f32], heads: usize, batch: &AttentionBatch<'_, CpuBackend>, out: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+fn reference<T: KvElem>(pool: &WorkerPool, kv: &LayerKv<T>, cache: &CpuKvCache, q: &[f32], heads: usize, params: &AttentionParams, batch: &AttentionBatch<'_, CpuBackend>, out: &mut [f32]) {
     let l = &cache.layout;
     let hd = l.head_dim;
     let group = heads / l.kv_heads;
     let kv_row = l.kv_heads * hd;
-    let scale = 1.0 / (hd as f32).sqrt();
     let round = |x: f32| if T::IS_F16 { half::f16::from_f32(x).to_f32() } else { x };
     // The value accumulator: f16 in the first chunk against an f16 cache (module docs).
     let round_acc = |x: f32, chunk: usize| if chunk == 0 { round(x) } else { x };
@@ -344,14 +352,15 @@ fn reference<T: KvElem>(pool: &WorkerPool, kv: &LayerKv<T>, cache: &CpuKvCache, 
         let (mut k, mut v) = ([0f32; MAX_HEAD_DIM], [0f32; MAX_HEAD_DIM]);
         // The running state over chunks, and one chunk's partial.
         let (mut run_m, mut run_l, mut run_acc) = (f32::NEG_INFINITY, 0f32, [0f32; MAX_HEAD_DIM]);
-        for chunk in 0..pos / CHUNK + 1 {
+        let first = params.first_position(pos);
+        for chunk in first / CHUNK..pos / CHUNK + 1 {
             let (mut m, mut sum, mut acc) = (f32::NEG_INFINITY, 0f32, [0f32; MAX_HEAD_DIM]);
-            for p in chunk * CHUNK..((chunk + 1) * CHUNK).min(pos + 1) {
+            for p in (chunk * CHUNK).max(first)..((chunk + 1) * CHUNK).min(pos + 1) {
                 let slot = table[p / l.block_size] as usize * l.block_size + p % l.block_size;
                 let base = slot * kv_row + kv_off;
                 k[..hd].iter_mut().zip(&kv.k[base..base + hd]).for_each(|(d, s)| *d = s.to_f32());
                 v[..hd].iter_mut().zip(&kv.v[base..base + hd]).for_each(|(d, s)| *d = s.to_f32());
-                let s = ggml_dot(qh, &k[..hd]) * scale;
+                let s = params.apply(ggml_dot(qh, &k[..hd]));
                 let (ms, vs) = if s > m {
                     let ms = expf_glibc(m - s);
                     m = s;

@@ -34,7 +34,7 @@ fn fixture(rng: &mut ChaCha8Rng, dtype: KvDType, kv_heads: usize, head_dim: usiz
 }
 
 /// Runs attention for `(seq, pos)` tokens with `q`.
-fn run(isa: SimdIsa, pool: &WorkerPool, f: &Fixture, tokens: &[(u32, u32)], q: &[f32], heads: usize) -> Vec<f32> {
+fn run(isa: SimdIsa, pool: &WorkerPool, f: &Fixture, tokens: &[(u32, u32)], q: &[f32], heads: usize, params: &AttentionParams) -> Vec<f32> {
     let positions: Vec<u32> = tokens.iter().map(|t| t.1).collect();
     let token_seq: Vec<u32> = tokens.iter().map(|t| t.0).collect();
     let slots = vec![0u32; tokens.len()];
@@ -48,7 +48,7 @@ fn run(isa: SimdIsa, pool: &WorkerPool, f: &Fixture, tokens: &[(u32, u32)], q: &
         max_blocks_per_seq: f.max_blocks,
     };
     let mut out = vec![f32::NAN; tokens.len() * heads * f.cache.layout.head_dim];
-    paged_attention(isa, pool, &f.cache, 1, q, heads, &batch, &mut out).unwrap();
+    paged_attention(isa, pool, &f.cache, 1, q, heads, params, &batch, &mut out).unwrap();
     out
 }
 
@@ -72,16 +72,20 @@ fn simd_matches_reference() {
                 // chunk of sequence 2 crossing position 256.
                 let mut tokens: Vec<(u32, u32)> = [0, 15, 16, 17, 255, 256, 257, 599].iter().map(|&p| (p % 2, p)).collect();
                 tokens.extend((240..270).map(|p| (2, p)));
-                for q_scale in [1.0, 8.0] {
+                let causal = AttentionParams::causal(head_dim);
+                // Gemma 2's scores (soft-capped, a window inside the first chunk) and a window
+                // starting mid-block.
+                let variants = [(1.0, causal), (8.0, causal), (8.0, AttentionParams { scale: 1.0, softcap: 30.0, window: 100 }), (1.0, AttentionParams { window: 17, ..causal })];
+                for (q_scale, params) in variants {
                     let q = random_q(&mut rng, tokens.len() * heads * head_dim, q_scale);
-                    let want = run(SimdIsa::Reference, &pools[0], &f, &tokens, &q, heads);
+                    let want = run(SimdIsa::Reference, &pools[0], &f, &tokens, &q, heads, &params);
                     for &isa in &isas[1..] {
                         for pool in &pools {
-                            let got = run(isa, pool, &f, &tokens, &q, heads);
+                            let got = run(isa, pool, &f, &tokens, &q, heads, &params);
                             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                                 assert!(
                                     g.to_bits() == w.to_bits(),
-                                    "{isa:?} {dtype:?} hd {head_dim} {heads}/{kv_heads} heads, {} threads, q×{q_scale}: \
+                                    "{isa:?} {dtype:?} hd {head_dim} {heads}/{kv_heads} heads, {} threads, q×{q_scale}, {params:?}: \
                                      element {i} (token {:?}) {g} vs {w}",
                                     pool.threads(),
                                     tokens[i / (heads * head_dim)]
@@ -135,13 +139,14 @@ fn follows_ggml_flash_attention() {
     }
     let want: Vec<f32> = acc.iter().map(|a| a.to_f32() * (1.0 / s_sum)).collect();
     for &isa in SimdIsa::available() {
-        let got = run(isa, &pool, &f, &[(0, pos as u32)], &q, 1);
+        let got = run(isa, &pool, &f, &[(0, pos as u32)], &q, 1, &AttentionParams::causal(hd));
         assert_eq!(got, want, "{isa:?}");
     }
 }
 
 /// A token's output is bit-identical alone or in a batch, with any thread count (chunks as
-/// tasks or chunks in order), in decode or inside a prefill chunk.
+/// tasks or chunks in order), in decode or inside a prefill chunk, with or without a sliding
+/// window (which skips whole chunks).
 #[test]
 fn batch_invariant_bit_for_bit() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
@@ -150,14 +155,16 @@ fn batch_invariant_bit_for_bit() {
     let tokens: Vec<(u32, u32)> = (0..40).map(|i| (i % 4, [3u32, 255, 256, 700, 1099][i as usize % 5].saturating_sub(i / 5))).collect();
     let q = random_q(&mut rng, tokens.len() * heads * hd, 2.0);
     let pools = [WorkerPool::new(1).unwrap(), WorkerPool::new(2).unwrap(), WorkerPool::new(5).unwrap()];
-    for &isa in SimdIsa::available() {
-        let batched = run(isa, &pools[0], &f, &tokens, &q, heads);
-        for pool in &pools {
-            assert_eq!(run(isa, pool, &f, &tokens, &q, heads), batched, "{isa:?} {} threads, batch", pool.threads());
-            for (i, &tok) in tokens.iter().enumerate().step_by(7) {
-                let span = heads * hd;
-                let alone = run(isa, pool, &f, &[tok], &q[i * span..(i + 1) * span], heads);
-                assert_eq!(alone, batched[i * span..(i + 1) * span], "{isa:?} {} threads, token {i} alone", pool.threads());
+    for params in [AttentionParams::causal(hd), AttentionParams { window: 300, ..AttentionParams::causal(hd) }] {
+        for &isa in SimdIsa::available() {
+            let batched = run(isa, &pools[0], &f, &tokens, &q, heads, &params);
+            for pool in &pools {
+                assert_eq!(run(isa, pool, &f, &tokens, &q, heads, &params), batched, "{isa:?} {} threads, batch, {params:?}", pool.threads());
+                for (i, &tok) in tokens.iter().enumerate().step_by(7) {
+                    let span = heads * hd;
+                    let alone = run(isa, pool, &f, &[tok], &q[i * span..(i + 1) * span], heads, &params);
+                    assert_eq!(alone, batched[i * span..(i + 1) * span], "{isa:?} {} threads, token {i} alone, {params:?}", pool.threads());
+                }
             }
         }
     }
@@ -179,6 +186,6 @@ fn bad_shapes_are_errors() {
         max_blocks_per_seq: f.max_blocks,
     };
     let mut out = vec![0.0; 4 * 8];
-    assert!(paged_attention(SimdIsa::selected(), &pool, &f.cache, 1, &[0.0; 32], 4, &batch, &mut out).is_err(), "position past the table");
-    assert!(paged_attention(SimdIsa::selected(), &pool, &f.cache, 1, &[0.0; 24], 3, &batch, &mut out).is_err(), "3 heads over 2 KV heads");
+    assert!(paged_attention(SimdIsa::selected(), &pool, &f.cache, 1, &[0.0; 32], 4, &AttentionParams::causal(8), &batch, &mut out).is_err(), "position past the table");
+    assert!(paged_attention(SimdIsa::selected(), &pool, &f.cache, 1, &[0.0; 24], 3, &AttentionParams::causal(8), &batch, &mut out).is_err(), "3 heads over 2 KV heads");
 }

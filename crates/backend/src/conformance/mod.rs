@@ -4,14 +4,18 @@
 //! fails the check. Generic over both backends: CI runs it CPU-vs-CPU (SIMD kernels against the
 //! reference twins) and `scripts/gpu-check.sh` runs it CUDA-vs-CPU through `rill check-backend`.
 
-use crate::{quant, AttentionBatch, Backend, BackendResult, DType, KvDType, KvLayout, MatrixSource, RopeParams, SharedBytes};
+use crate::{quant, Activation, AttentionParams, Backend, BackendResult, DType, KvDType, MatrixSource, RopeParams, SharedBytes};
 
+mod attention;
 mod sample;
 
 /// Named tolerances on ‖candidate − reference‖ / ‖reference‖.
 pub mod tolerance {
     /// Elementwise ops: the same f32 arithmetic, at most an FMA's rounding apart.
     pub const ELEMENTWISE: f64 = 1e-6;
+    /// GeGLU: the CPU looks GELU up in ggml's table of f16 inputs and outputs (as llama.cpp's
+    /// CPU does); a backend computing it in f32 differs by that rounding (~2e-4 relative).
+    pub const GELU: f64 = 2e-3;
     /// RMSNorm and RoPE: reductions in another order, library sin/cos.
     pub const NORM_ROPE: f64 = 1e-5;
     /// Dequantized rows (embedding gather): exact up to an FMA in `d·q + m`.
@@ -95,8 +99,11 @@ pub fn run<R: Backend, C: Backend>(reference: &R, candidate: &C, seed: u64) -> V
     h.matmul_many(DType::Q4_1, 3);
     h.matmul_many(DType::Q8_0, 17);
     for (kv_dtype, head_dim) in [(KvDType::F16, 64), (KvDType::F16, 128), (KvDType::F32, 64)] {
-        h.attention(kv_dtype, head_dim);
+        h.attention(kv_dtype, head_dim, AttentionParams::causal(head_dim));
     }
+    // Gemma's layers: a pre-scaled query (scale 1), Gemma 2's soft cap, a sliding window.
+    h.attention(KvDType::F16, 256, AttentionParams { scale: 1.0, softcap: 50.0, window: 64 });
+    h.attention(KvDType::F16, 128, AttentionParams { window: 200, ..AttentionParams::causal(128) });
     if candidate.graphs_supported() {
         h.graph_replay();
     }
@@ -216,12 +223,26 @@ impl<R: Backend, C: Backend> Harness<'_, R, C> {
             h.c.add(&mut out.c, &y.c, len)?;
             Ok(out)
         });
-        self.check("silu_mul", format!("len {len}"), tolerance::ELEMENTWISE, |h| {
-            let (g, u) = (h.random(len, 8.0)?, h.random(len, 2.0)?);
-            let mut out = h.poisoned(len)?;
-            h.r.silu_mul(&g.r, &u.r, len, &mut out.r)?;
-            h.c.silu_mul(&g.c, &u.c, len, &mut out.c)?;
-            Ok(out)
+        for (act, tol) in [(Activation::Silu, tolerance::ELEMENTWISE), (Activation::GeluTanh, tolerance::GELU)] {
+            self.check("glu", format!("{act:?} len {len}"), tol, |h| {
+                let (g, u) = (h.random(len, 12.0)?, h.random(len, 2.0)?);
+                let mut out = h.poisoned(len)?;
+                h.r.glu(act, &g.r, &u.r, len, &mut out.r)?;
+                h.c.glu(act, &g.c, &u.c, len, &mut out.c)?;
+                Ok(out)
+            });
+        }
+        self.check("scale", format!("len {len}"), tolerance::ELEMENTWISE, |h| {
+            let mut x = h.random(len, 3.0)?;
+            h.r.scale(&mut x.r, 23.9, len)?;
+            h.c.scale(&mut x.c, 23.9, len)?;
+            Ok(x)
+        });
+        self.check("softcap", format!("len {len}"), tolerance::NORM_ROPE, |h| {
+            let mut x = h.random(len, 80.0)?;
+            h.r.softcap(&mut x.r, 30.0, len)?;
+            h.c.softcap(&mut x.c, 30.0, len)?;
+            Ok(x)
         });
         let (rows, dim) = (5, 576);
         self.check("add_bias", format!("{rows}x{dim}"), tolerance::ELEMENTWISE, |h| {
@@ -252,12 +273,17 @@ impl<R: Backend, C: Backend> Harness<'_, R, C> {
     }
 
     fn rope(&mut self) {
-        for (neox, head_dim, rot_dim) in [(false, 64, 64), (true, 64, 64), (true, 128, 128), (false, 128, 64)] {
+        for (neox, head_dim, rot_dim, scaled) in [(false, 64, 64, false), (true, 64, 64, false), (true, 128, 128, false), (false, 128, 64, false), (true, 96, 64, true)] {
             let (rows, heads) = (6, 4);
-            let base = 10_000f32;
-            let inv_freq = (0..rot_dim / 2).map(|i| 1.0 / base.powf(2.0 * i as f32 / rot_dim as f32)).collect();
-            let rope = RopeParams { rot_dim, inv_freq, neox };
-            self.check("rope", format!("{} head_dim {head_dim} rot {rot_dim}", if neox { "neox" } else { "normal" }), tolerance::NORM_ROPE, |h| {
+            let mut rope = RopeParams::new(rot_dim, 10_000.0, neox);
+            if scaled {
+                // LongRoPE: per-pair factors and a magnitude correction; linear scaling.
+                let freq_factors = (0..rot_dim / 2).map(|i| 1.0 + 0.3 * i as f32).collect();
+                rope = RopeParams { freq_scale: 0.25, freq_factors, mscale: 1.19, ..rope };
+            }
+            let kind = if neox { "neox" } else { "normal" };
+            let extra = if scaled { ", factors, linear 4, mscale" } else { "" };
+            self.check("rope", format!("{kind} head_dim {head_dim} rot {rot_dim}{extra}"), tolerance::NORM_ROPE, |h| {
                 let positions: Vec<u32> = (0..rows).map(|_| h.rng.below(8192) as u32).collect();
                 let (pr, pc) = h.indices(&positions)?;
                 let mut x = h.random(rows * heads * head_dim, 2.0)?;
@@ -331,79 +357,7 @@ impl<R: Backend, C: Backend> Harness<'_, R, C> {
         });
     }
 
-    /// Sequences of several lengths in a shuffled paged cache, written with `write_kv`, then
-    /// three attention batches: mixed prefill chunks and decode tokens, decode only, and one
-    /// long prefill chunk.
-    fn attention(&mut self, kv_dtype: KvDType, head_dim: usize) {
-        let (kv_heads, heads, block_size, layer) = (2, 8, 16, 1);
-        let lens = [1usize, 17, 300, 1100];
-        let max_blocks = lens.iter().map(|l| l.div_ceil(block_size)).max().unwrap_or(1);
-        let layout = KvLayout { layers: 2, num_blocks: 160, block_size, kv_heads, head_dim, dtype: kv_dtype };
-        // Shuffled physical blocks, handed out to the sequences in turn.
-        let mut free: Vec<u32> = (0..layout.num_blocks as u32).collect();
-        for i in (1..free.len()).rev() {
-            free.swap(i, self.rng.below(i + 1));
-        }
-        let mut tables = vec![0u32; lens.len() * max_blocks];
-        let mut next = free.into_iter();
-        for (s, &len) in lens.iter().enumerate() {
-            for b in 0..len.div_ceil(block_size) {
-                tables[s * max_blocks + b] = next.next().expect("enough blocks");
-            }
-        }
-        let slot = |s: usize, pos: usize| tables[s * max_blocks + pos / block_size] * block_size as u32 + (pos % block_size) as u32;
-        let batches: [Vec<(usize, std::ops::Range<usize>)>; 3] = [
-            vec![(0, 0..1), (1, 10..17), (2, 299..300), (3, 1000..1100)],
-            lens.iter().enumerate().map(|(s, &l)| (s, l - 1..l)).collect(),
-            vec![(3, 0..512)],
-        ];
-        let kvd = kv_heads * head_dim;
-        let case = |name: &str| format!("{name} {kv_dtype:?} kv, head_dim {head_dim}");
-        let names = ["mixed", "decode", "prefill 512"];
-        let setup = (|| -> BackendResult<_> {
-            let (mut cr, mut cc) = (self.r.alloc_kv_cache(layout)?, self.c.alloc_kv_cache(layout)?);
-            let all: Vec<(usize, usize)> = lens.iter().enumerate().flat_map(|(s, &l)| (0..l).map(move |p| (s, p))).collect();
-            let slots: Vec<u32> = all.iter().map(|&(s, p)| slot(s, p)).collect();
-            let (k, v) = (self.random(all.len() * kvd, 2.0)?, self.random(all.len() * kvd, 2.0)?);
-            let (sr, sc) = self.indices(&slots)?;
-            for l in 0..layout.layers {
-                self.r.write_kv(&mut cr, l, &k.r, &v.r, &sr, all.len())?;
-                self.c.write_kv(&mut cc, l, &k.c, &v.c, &sc, all.len())?;
-            }
-            Ok((cr, cc))
-        })();
-        let (cache_r, cache_c) = match setup {
-            Ok(caches) => caches,
-            Err(e) => {
-                self.checks.push(Check { op: "write_kv", case: case("setup"), rel_err: f64::INFINITY, tolerance: tolerance::ATTENTION, error: Some(e.to_string()) });
-                return;
-            }
-        };
-        for (batch, name) in batches.iter().zip(names) {
-            self.check("attention", case(name), tolerance::ATTENTION, |h| {
-                let (mut positions, mut token_seq, mut slots, mut seq_tables) = (vec![], vec![], vec![], vec![]);
-                for (i, (s, range)) in batch.iter().enumerate() {
-                    for p in range.clone() {
-                        positions.push(p as u32);
-                        token_seq.push(i as u32);
-                        slots.push(slot(*s, p));
-                    }
-                    seq_tables.extend_from_slice(&tables[s * max_blocks..(s + 1) * max_blocks]);
-                }
-                let n = positions.len();
-                let q = h.random(n * heads * head_dim, 2.0)?;
-                let (pos, seqs, sl, tb) = (h.indices(&positions)?, h.indices(&token_seq)?, h.indices(&slots)?, h.indices(&seq_tables)?);
-                let mut out = h.poisoned(n * heads * head_dim)?;
-                let rb = AttentionBatch { num_tokens: n, num_seqs: batch.len(), positions: &pos.0, token_seq: &seqs.0, slots: &sl.0, block_tables: &tb.0, max_blocks_per_seq: max_blocks };
-                h.r.attention(&cache_r, layer, &q.r, heads, &rb, &mut out.r)?;
-                let cb = AttentionBatch { num_tokens: n, num_seqs: batch.len(), positions: &pos.1, token_seq: &seqs.1, slots: &sl.1, block_tables: &tb.1, max_blocks_per_seq: max_blocks };
-                h.c.attention(&cache_c, layer, &q.c, heads, &cb, &mut out.c)?;
-                Ok(out)
-            });
-        }
-    }
-
-    /// Records rms_norm → matmul → silu_mul once, then replays it on new inputs written into
+    /// Records rms_norm → matmul → SiLU·up once, then replays it on new inputs written into
     /// the same buffers: the replay must compute on the new data.
     fn graph_replay(&mut self) {
         let (rows, dim, ff) = (4, 256, 320);
@@ -419,7 +373,7 @@ impl<R: Backend, C: Backend> Harness<'_, R, C> {
                 h.c.rms_norm(&x.c, &norm_w.c, 1e-5, rows, dim, &mut normed.c)?;
                 h.c.matmul(&normed.c, &gate_w.1, rows, &mut gate.c)?;
                 h.c.matmul(&normed.c, &up_w.1, rows, &mut up.c)?;
-                h.c.silu_mul(&gate.c, &up.c, rows * ff, &mut out.c)
+                h.c.glu(Activation::Silu, &gate.c, &up.c, rows * ff, &mut out.c)
             })();
             h.c.end_capture(key)?;
             recorded?;
@@ -433,7 +387,7 @@ impl<R: Backend, C: Backend> Harness<'_, R, C> {
             h.r.rms_norm(&x.r, &norm_w.r, 1e-5, rows, dim, &mut normed.r)?;
             h.r.matmul(&normed.r, &gate_w.0, rows, &mut gate.r)?;
             h.r.matmul(&normed.r, &up_w.0, rows, &mut up.r)?;
-            h.r.silu_mul(&gate.r, &up.r, rows * ff, &mut out.r)?;
+            h.r.glu(Activation::Silu, &gate.r, &up.r, rows * ff, &mut out.r)?;
             Ok(out)
         });
     }

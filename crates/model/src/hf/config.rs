@@ -1,10 +1,10 @@
 //! The JSON files of a Hugging Face model directory, parsed into plain structs: `config.json`
 //! (→ [`ModelConfig`]), `tokenizer_config.json` and `generation_config.json`.
 //!
-//! Missing optional fields take `transformers`' defaults for `LlamaConfig` (which Mistral's
-//! and Qwen2's share where it matters to us); fields the forward pass cannot honour
-//! (attention/MLP biases on Llama, rope scalings other than linear and llama3) are errors
-//! rather than silently wrong output.
+//! Missing optional fields take `transformers`' defaults for `LlamaConfig` (which the other
+//! families share where it matters to us); what only a family has is read by its module in
+//! `family`. Fields the forward pass cannot honour (MLP biases, unknown rope scalings) are
+//! errors rather than silently wrong output.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -38,6 +38,22 @@ pub struct HfConfig {
     pub mlp_bias: Option<bool>,
     pub sliding_window: Option<usize>,
     pub use_sliding_window: Option<bool>,
+    /// Gemma: every `sliding_window_pattern`-th layer is global (older configs), or one
+    /// `"sliding_attention"` / `"full_attention"` per layer (newer ones).
+    pub sliding_window_pattern: Option<usize>,
+    pub layer_types: Option<Vec<String>>,
+    /// Gemma 3: the sliding layers' rotary base.
+    pub rope_local_base_freq: Option<f64>,
+    /// Gemma: the query is scaled by `query_pre_attn_scalar^-1/2`.
+    pub query_pre_attn_scalar: Option<f64>,
+    pub attn_logit_softcapping: Option<f64>,
+    pub final_logit_softcapping: Option<f64>,
+    /// Phi-3: rotary on this fraction of each head; LongRoPE's original context.
+    pub partial_rotary_factor: Option<f64>,
+    pub original_max_position_embeddings: Option<usize>,
+    /// SmolLM3: per layer, 1 = rotary, 0 = none; or every `no_rope_layer_interval`-th without.
+    pub no_rope_layers: Option<Vec<u8>>,
+    pub no_rope_layer_interval: Option<usize>,
     pub bos_token_id: Option<TokenIds>,
     pub eos_token_id: Option<TokenIds>,
 }
@@ -82,11 +98,7 @@ impl HfConfig {
             (_, Some(t)) => t.as_str(),
             _ => return Err(ConfigError::MissingHfField("architectures")),
         };
-        match name {
-            "LlamaForCausalLM" | "MistralForCausalLM" | "llama" | "mistral" => Ok(Architecture::Llama),
-            "Qwen2ForCausalLM" | "qwen2" => Ok(Architecture::Qwen2),
-            other => Err(ConfigError::UnsupportedHfArchitecture(other.to_string())),
-        }
+        Architecture::from_hf_name(name).ok_or_else(|| ConfigError::UnsupportedHfArchitecture(name.to_string()))
     }
 
     /// The model shape; `name` is used when the config names no model.
@@ -104,44 +116,29 @@ impl HfConfig {
             None if hidden % heads == 0 => hidden / heads,
             None => return Err(ConfigError::Invalid(format!("hidden size {hidden} not divisible by {heads} heads"))),
         };
-        if arch == Architecture::Llama && self.attention_bias == Some(true) {
-            return Err(ConfigError::Invalid("attention_bias = true is not supported for Llama/Mistral".into()));
-        }
         if self.mlp_bias == Some(true) {
             return Err(ConfigError::Invalid("mlp_bias = true is not supported".into()));
-        }
-        let mut context_length = self.max_position_embeddings.unwrap_or(DEFAULT_MAX_POSITIONS);
-        // Sliding-window attention is not implemented: within the window it is plain causal
-        // attention, so the context is cut to the window rather than computed wrongly past it.
-        let sliding = match arch {
-            Architecture::Qwen2 => self.use_sliding_window.unwrap_or(false),
-            Architecture::Llama => self.use_sliding_window.unwrap_or(true),
-        };
-        if let (true, Some(window)) = (sliding, self.sliding_window) {
-            if window > 0 && window < context_length {
-                tracing::warn!(window, context_length, "sliding-window attention is not implemented; context cut to the window");
-                context_length = window;
-            }
         }
         let params = self.rope_parameters.as_ref().filter(|v| v.is_object());
         let params_theta = params.and_then(|p| p.get("rope_theta")).and_then(Value::as_f64);
         let rope_base = self.rope_theta.or(params_theta).unwrap_or(DEFAULT_ROPE_THETA) as f32;
+        // Phi-3's LongRoPE is its family's to read.
         let rope_scaling = match (&self.rope_scaling, params) {
+            _ if arch == Architecture::Phi3 => RopeScaling::None,
             (Some(v), _) if !v.is_null() => parse_rope_scaling(Some(v))?,
             (_, Some(p)) => parse_rope_scaling(Some(p))?,
             _ => RopeScaling::None,
         };
-        let cfg = ModelConfig {
-            arch,
+        let layers = req(self.num_hidden_layers, "num_hidden_layers")?;
+        let mut cfg = ModelConfig {
             name: self.name_or_path.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| name.to_string()),
-            layers: req(self.num_hidden_layers, "num_hidden_layers")?,
             hidden,
             ffn_hidden: req(self.intermediate_size, "intermediate_size")?,
             heads,
             kv_heads,
             head_dim,
             vocab_size: req(self.vocab_size, "vocab_size")?,
-            context_length,
+            context_length: self.max_position_embeddings.unwrap_or(DEFAULT_MAX_POSITIONS),
             norm_eps: self.rms_norm_eps.unwrap_or(DEFAULT_RMS_NORM_EPS) as f32,
             rope_base,
             rope_dim: head_dim,
@@ -149,7 +146,9 @@ impl HfConfig {
             tied_embeddings: self.tie_word_embeddings.unwrap_or(false),
             // Hugging Face checkpoints rotate with `rotate_half`: pairs (i, i + dim/2).
             rope_neox: true,
+            ..ModelConfig::plain(arch, layers)
         };
+        arch.read_hf(self, &mut cfg)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -306,13 +305,15 @@ mod tests {
     }
 
     #[test]
-    fn mistral_maps_to_llama_and_its_window_caps_the_context() {
+    fn mistral_maps_to_llama_and_its_window_slides_every_layer() {
         let text = r#"{"architectures": ["MistralForCausalLM"], "hidden_size": 4096, "intermediate_size": 14336,
             "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
             "max_position_embeddings": 32768, "sliding_window": 4096, "vocab_size": 32000}"#;
         let cfg = HfConfig::parse(text).unwrap().to_model_config("m").unwrap();
         assert_eq!(cfg.arch, Architecture::Llama);
-        assert_eq!(cfg.context_length, 4096);
+        assert_eq!((cfg.context_length, cfg.sliding_window), (32768, 4096));
+        assert!(cfg.layer_kinds.iter().all(|k| k.sliding && k.rope));
+        assert_eq!(cfg.attention_params(0).window, 4096);
     }
 
     #[test]
@@ -387,10 +388,10 @@ mod tests {
             ..HfConfig::parse(LLAMA3_8B).unwrap()
         };
         let cfg = cfg.to_model_config("x").unwrap();
-        let rope = cfg.rope_params(None);
+        let rope = cfg.rope_params(false, None);
         assert!(rope.neox);
-        let expected = 500_000f32.powf(-126.0 / 128.0);
-        assert!((rope.inv_freq[63] * 8.0 - expected).abs() < expected * 1e-5);
+        assert_eq!((rope.freq_factors[0], rope.freq_factors[63]), (1.0, 8.0));
+        assert_eq!(rope.theta_scale, 500_000f32.powf(-2.0 / 128.0));
     }
 
     #[test]

@@ -131,7 +131,7 @@ pub fn export_gguf(gguf_path: &Path, out: &Path, opts: ExportOptions) -> Result<
         let mut bytes = vec![0u8; opts.dtype.row_bytes(values.len()).expect("float types have no blocks")];
         quant::quantize_row(opts.dtype, &values, &mut bytes).map_err(err)?;
         let shape = if w.is_matrix() { vec![rows, cols] } else { vec![rows] };
-        tensors.push(Tensor { name: w.hf_name(), shape, bytes });
+        tensors.push(Tensor { name: w.hf_name(cfg.block.post_norms), shape, bytes });
     }
     write_safetensors(out, &tensors, st_dtype, opts.shards.max(1))?;
     write_json(&out.join(CONFIG_FILE), &config_json(&cfg, &tokenizer, opts.dtype)?)?;
@@ -169,11 +169,12 @@ fn config_json(cfg: &ModelConfig, tokenizer: &Tokenizer, dtype: DType) -> Result
             "rope_type": "llama3", "factor": factor, "low_freq_factor": low_freq_factor,
             "high_freq_factor": high_freq_factor, "original_max_position_embeddings": original_context,
         }),
-        RopeScaling::FrequencyFactors => return Err(err("rope frequency factors stored as a tensor have no config.json form")),
+        RopeScaling::FrequencyFactors | RopeScaling::LongRope { .. } => return Err(err("rope frequency factors stored as a tensor have no config.json form")),
     };
     let (arch, model_type) = match cfg.arch {
         Architecture::Llama => ("LlamaForCausalLM", "llama"),
         Architecture::Qwen2 => ("Qwen2ForCausalLM", "qwen2"),
+        other => return Err(err(format!("exporting {} is not supported (llama, qwen2)", other.name()))),
     };
     Ok(json!({
         "_name_or_path": cfg.name,
@@ -272,10 +273,9 @@ mod tests {
         // the HF rows with NeoX pairs: the same vectors, only in permuted order.
         let x: Vec<f32> = (0..cols).map(|i| 1.0 - i as f32 * 0.3).collect();
         let project = |w: &[f32]| -> Vec<f32> { w.chunks(cols).map(|r| r.iter().zip(&x).map(|(a, b)| a * b).sum()).collect() };
-        let inv_freq: Vec<f32> = (0..head_dim / 2).map(|i| 10_000f32.powf(-2.0 * i as f32 / head_dim as f32)).collect();
         let cpu = CpuBackend::new(1).unwrap();
         let rope = |v: Vec<f32>, neox: bool| {
-            let params = RopeParams { rot_dim: head_dim, inv_freq: inv_freq.clone(), neox };
+            let params = RopeParams::new(head_dim, 10_000.0, neox);
             let (mut buf, mut pos) = (cpu.alloc(v.len()).unwrap(), cpu.alloc_indices(1).unwrap());
             cpu.write(&mut buf, &v).unwrap();
             cpu.write_indices(&mut pos, &[7]).unwrap();

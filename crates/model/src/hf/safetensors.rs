@@ -38,6 +38,9 @@ struct Entry {
 pub struct SafetensorsSet {
     files: Vec<ByteOwner>,
     tensors: HashMap<String, Entry>,
+    /// The family has post-attention and post-FFN norms, which changes what
+    /// `post_attention_layernorm` means (see `Weight::hf_name`).
+    post_norms: bool,
 }
 
 impl std::fmt::Debug for SafetensorsSet {
@@ -52,12 +55,17 @@ struct Index {
 }
 
 impl SafetensorsSet {
+    /// Names the weights as a family with (or without) post-norms does.
+    pub fn with_post_norms(self, post_norms: bool) -> SafetensorsSet {
+        SafetensorsSet { post_norms, ..self }
+    }
+
     /// Opens `dir/model.safetensors`, or else the shards named by
     /// `dir/model.safetensors.index.json`.
     pub fn open_dir(dir: &Path) -> Result<SafetensorsSet, HfError> {
         let single = dir.join(SINGLE_FILE);
         if single.is_file() {
-            let mut set = SafetensorsSet { files: Vec::new(), tensors: HashMap::new() };
+            let mut set = SafetensorsSet { files: Vec::new(), tensors: HashMap::new(), post_norms: false };
             set.add(&single, map_file(&single)?)?;
             return Ok(set);
         }
@@ -68,7 +76,7 @@ impl SafetensorsSet {
         let text = super::read_text(&index_path)?;
         let index: Index = serde_json::from_str(&text).map_err(|e| HfError::Json { path: index_path.clone(), message: e.to_string() })?;
         let shards: BTreeSet<&str> = index.weight_map.values().map(String::as_str).collect();
-        let mut set = SafetensorsSet { files: Vec::new(), tensors: HashMap::new() };
+        let mut set = SafetensorsSet { files: Vec::new(), tensors: HashMap::new(), post_norms: false };
         let mut shard_of = HashMap::new();
         for shard in shards {
             // Shard names come from the index: plain file names inside `dir` only.
@@ -90,7 +98,7 @@ impl SafetensorsSet {
 
     /// One safetensors image held in memory (tests).
     pub fn from_bytes(bytes: Vec<u8>) -> Result<SafetensorsSet, HfError> {
-        let mut set = SafetensorsSet { files: Vec::new(), tensors: HashMap::new() };
+        let mut set = SafetensorsSet { files: Vec::new(), tensors: HashMap::new(), post_norms: false };
         set.add(Path::new("<memory>"), Arc::new(bytes))?;
         Ok(set)
     }
@@ -199,23 +207,27 @@ fn parse_header(path: &Path, buf: &[u8]) -> Result<Vec<(String, Entry)>, HfError
 
 impl TensorSource for SafetensorsSet {
     fn name(&self, w: Weight) -> String {
-        w.hf_name()
+        w.hf_name(self.post_norms)
     }
 
     fn contains(&self, w: Weight) -> bool {
-        self.contains(&w.hf_name())
+        self.contains(&w.hf_name(self.post_norms))
+    }
+
+    fn norms_without_offset(&self) -> bool {
+        true
     }
 
     /// Hugging Face stores a linear layer's weight as `[out_features, in_features]`: our
     /// `(rows, cols)` as it is.
     fn matrix(&self, w: Weight, rows: usize, cols: usize) -> Result<MatrixSource, WeightsError> {
-        let name = w.hf_name();
+        let name = w.hf_name(self.post_norms);
         let (dtype, bytes) = self.checked(&name, &[rows, cols])?;
         Ok(MatrixSource { name, dtype, rows, cols, bytes })
     }
 
     fn vector(&self, w: Weight, len: usize) -> Result<Vec<f32>, WeightsError> {
-        let name = w.hf_name();
+        let name = w.hf_name(self.post_norms);
         let (dtype, bytes) = self.checked(&name, &[len])?;
         let mut out = vec![0.0; len];
         quant::dequantize_row(dtype, &bytes, &mut out).map_err(|e| WeightsError::Convert { name, problem: e.to_string() })?;
@@ -258,8 +270,8 @@ mod tests {
         let q = Weight::Layer(0, LayerWeight::Q);
         let norm = Weight::Layer(0, LayerWeight::AttnNorm);
         let bytes = image(&[
-            (&q.hf_name(), Dtype::F32, vec![2, 3], f32_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])),
-            (&norm.hf_name(), Dtype::BF16, vec![2], vec![0x80, 0x3f, 0x00, 0x40]),
+            (&q.hf_name(false), Dtype::F32, vec![2, 3], f32_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])),
+            (&norm.hf_name(false), Dtype::BF16, vec![2], vec![0x80, 0x3f, 0x00, 0x40]),
             ("model.layers.0.mlp.up_proj.weight", Dtype::I64, vec![1], vec![0; 8]),
         ]);
         let set = SafetensorsSet::from_bytes(bytes).unwrap();

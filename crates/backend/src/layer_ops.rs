@@ -1,0 +1,105 @@
+//! The per-layer parameters of the ops whose arithmetic differs between model families: how
+//! attention scores are scaled, capped and windowed, and which activation gates the
+//! feed-forward block. A family states them once (the model crate's `family` module); every
+//! backend implements each variant.
+
+/// How one layer's attention scores are formed and masked, as llama.cpp forms them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionParams {
+    /// Multiplies `q·k` (llama.cpp's `kq_scale`): `1/√head_dim`, or 1 where the family scales
+    /// the query beforehand (Gemma, Phi-3).
+    pub scale: f32,
+    /// Gemma 2's soft cap `c`: a score `s` becomes `c · tanh(s · (scale / c))`; 0 = none.
+    pub softcap: f32,
+    /// A sliding window of this many keys: the query at position `p` reads positions
+    /// `p + 1 - window ..= p`; 0 = every position `0..=p` (plain causal attention).
+    pub window: u32,
+}
+
+impl AttentionParams {
+    /// Plain causal attention scaled by `1/√head_dim`.
+    pub fn causal(head_dim: usize) -> AttentionParams {
+        AttentionParams { scale: 1.0 / (head_dim as f32).sqrt(), softcap: 0.0, window: 0 }
+    }
+
+    /// The first position the query at `pos` reads.
+    pub fn first_position(&self, pos: usize) -> usize {
+        match self.window {
+            0 => 0,
+            w => (pos + 1).saturating_sub(w as usize),
+        }
+    }
+
+    /// `score` (a raw `q·k`) scaled and capped, with ggml's operations: `s · scale`, or with a
+    /// cap `c · tanh(s · (scale / c))` (`scale / c` rounded once, as ggml divides its scale).
+    pub fn apply(&self, score: f32) -> f32 {
+        if self.softcap > 0.0 {
+            self.softcap * (score * (self.scale / self.softcap)).tanh()
+        } else {
+            score * self.scale
+        }
+    }
+}
+
+/// The activation on the gate of a gated feed-forward block: `out = act(gate) · up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activation {
+    /// SwiGLU: `silu(x) = x / (1 + e^-x)` (Llama, Qwen, Phi-3, SmolLM).
+    #[default]
+    Silu,
+    /// GeGLU with GELU's tanh approximation (Gemma):
+    /// `0.5 x (1 + tanh(√(2/π) x (1 + 0.044715 x²)))`.
+    GeluTanh,
+}
+
+/// `√(2/π)` as ggml writes it.
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+const GELU_COEF_A: f32 = 0.044715;
+
+impl Activation {
+    /// The activation of one value, in f32 as ggml's CUDA kernels compute it (the CPU backends'
+    /// reference; see `gelu_tanh` for llama.cpp's CPU table).
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::Silu => x / (1.0 + (-x).exp()),
+            Activation::GeluTanh => gelu_tanh(x),
+        }
+    }
+}
+
+/// GELU, tanh approximation: `0.5 x (1 + tanh(√(2/π) x (1 + 0.044715 x²)))`, ggml's operation
+/// order.
+pub fn gelu_tanh(x: f32) -> f32 {
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_bounds_the_first_position() {
+        let full = AttentionParams::causal(64);
+        assert_eq!((full.first_position(0), full.first_position(999)), (0, 0));
+        let swa = AttentionParams { window: 4, ..full };
+        // Four keys including the query's own position.
+        assert_eq!([0, 3, 4, 10].map(|p| swa.first_position(p)), [0, 0, 1, 7]);
+    }
+
+    #[test]
+    fn softcap_bounds_scores_and_is_identity_near_zero() {
+        let p = AttentionParams { scale: 1.0, softcap: 50.0, window: 0 };
+        assert!((p.apply(1e4) - 50.0).abs() < 1e-4 && (p.apply(-1e4) + 50.0).abs() < 1e-4);
+        assert!((p.apply(0.5) - 0.5).abs() < 1e-4);
+        assert_eq!(AttentionParams::causal(4).apply(3.0), 1.5);
+    }
+
+    #[test]
+    fn gelu_tanh_matches_known_values() {
+        // torch.nn.functional.gelu(x, approximate="tanh") in float64, rounded.
+        for (x, want) in [(-3.0, -0.003_637_392), (-1.0, -0.158_808), (0.0, 0.0), (0.5, 0.345_714), (1.0, 0.841_192), (3.0, 2.996_363)] {
+            assert!((gelu_tanh(x) - want).abs() < 2e-6, "gelu({x}) = {} want {want}", gelu_tanh(x));
+        }
+        assert!((Activation::Silu.apply(1.0) - 0.731_058_6).abs() < 1e-6);
+    }
+}
