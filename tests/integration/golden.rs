@@ -33,21 +33,51 @@ const LOGPROB_TOLERANCE_NATS: f32 = 0.01;
 /// with an f32 accumulator, 0.0039 before queries were rounded).
 const EXACT_TOLERANCE_NATS: f32 = 0.015;
 
+/// A recording of llama.cpp's greedy output (`scripts/golden_record.py`).
 #[derive(Deserialize)]
-struct Fixture {
-    cases: Vec<Case>,
+pub struct Fixture {
+    pub model: String,
+    pub cases: Vec<Case>,
 }
 
 #[derive(Deserialize)]
-struct Case {
-    name: String,
-    chat: bool,
-    text: String,
-    prompt_tokens: Vec<u32>,
-    tokens: Vec<u32>,
-    logprobs: Vec<f32>,
-    top_logprobs: Vec<Vec<(u32, f32)>>,
-    reference_self_noise_nats: f32,
+pub struct Case {
+    pub name: String,
+    pub chat: bool,
+    pub text: String,
+    pub prompt_tokens: Vec<u32>,
+    pub tokens: Vec<u32>,
+    pub logprobs: Vec<f32>,
+    pub top_logprobs: Vec<Vec<(u32, f32)>>,
+    pub reference_self_noise_nats: f32,
+}
+
+/// How rill's greedy tokens for one case compare with llama.cpp's.
+pub struct Comparison {
+    /// Leading tokens equal to llama.cpp's, of `compared`.
+    pub matched: usize,
+    pub compared: usize,
+    /// The largest logprob difference over the matched tokens.
+    pub max_logprob_diff: f32,
+    /// Where the two part (if they do), each side's token is in the other's top 5.
+    pub near_tie: bool,
+}
+
+/// Generates up to `compared` greedy tokens of `case` through `engine` and compares them with
+/// llama.cpp's: vLLM's rule for near-ties at the first divergence.
+pub fn compare(engine: &rill_engine::Engine, case: &Case, compared: usize) -> Comparison {
+    let n = case.tokens.len().min(compared);
+    let ours = common::greedy_tokens(engine, &case.prompt_tokens, n, TOP_K);
+    assert_eq!(ours.len(), n, "{}: generated {} tokens", case.name, ours.len());
+    let matched = ours.iter().zip(&case.tokens).take_while(|(a, b)| a.token == **b).count();
+    let max_logprob_diff = (0..matched).map(|i| (ours[i].logprob.expect("asked for") - case.logprobs[i]).abs()).fold(0f32, f32::max);
+    let near_tie = matched == n || {
+        let (mine, theirs) = (&ours[matched], case.tokens[matched]);
+        let in_their_top = case.top_logprobs[matched].iter().any(|&(id, _)| id == mine.token);
+        let in_our_top = mine.top_logprobs.iter().any(|&(id, _)| id == theirs);
+        in_their_top && in_our_top
+    };
+    Comparison { matched, compared: n, max_logprob_diff, near_tie }
 }
 
 #[derive(Deserialize)]
@@ -55,7 +85,7 @@ struct ExactFixture {
     top_logprobs: std::collections::HashMap<String, Vec<(u32, f32)>>,
 }
 
-fn load_json<T: serde::de::DeserializeOwned>(name: &str) -> T {
+pub fn load_json<T: serde::de::DeserializeOwned>(name: &str) -> T {
     let path = rill::testing::repo_root().join("tests/golden").join(name);
     serde_json::from_str(&std::fs::read_to_string(&path).expect("golden fixture")).expect("valid fixture")
 }
@@ -102,21 +132,9 @@ fn greedy_tokens_match_llama_cpp() {
         let prompt = model.tokenizer.encode(&prompt_text(model.chat_template.as_ref(), case), true).unwrap();
         assert_eq!(prompt, case.prompt_tokens, "{}: prompt tokens differ from llama.cpp's", case.name);
 
-        let n = case.tokens.len().min(COMPARED_TOKENS);
-        let ours = common::greedy_tokens(&engine, &prompt, n, TOP_K);
-        assert_eq!(ours.len(), n, "{}: generated {} tokens", case.name, ours.len());
-
-        let matched = ours.iter().zip(&case.tokens).take_while(|(a, b)| a.token == **b).count();
-        let max_logprob_diff = (0..matched).map(|i| (ours[i].logprob.expect("asked for") - case.logprobs[i]).abs()).fold(0f32, f32::max);
-        let near_tie = if matched == n {
-            exact += 1;
-            true
-        } else {
-            let (mine, theirs) = (&ours[matched], case.tokens[matched]);
-            let in_their_top = case.top_logprobs[matched].iter().any(|&(id, _)| id == mine.token);
-            let in_our_top = mine.top_logprobs.iter().any(|&(id, _)| id == theirs);
-            in_their_top && in_our_top
-        };
+        let c = compare(&engine, case, COMPARED_TOKENS);
+        let (matched, n, max_logprob_diff, near_tie) = (c.matched, c.compared, c.max_logprob_diff, c.near_tie);
+        exact += (matched == n) as usize;
         report.push(format!("{}: {matched}/{n} tokens match, max |Δlogprob| {max_logprob_diff:.4} (llama.cpp's own noise {:.4}), divergence is a near-tie: {near_tie}", case.name, case.reference_self_noise_nats));
         failures.extend((!near_tie).then(|| format!("{}: diverged at token {matched} outside each other's top {TOP_K}", case.name)));
         failures.extend((max_logprob_diff > LOGPROB_TOLERANCE_NATS).then(|| format!("{}: logprob differs by {max_logprob_diff} nats", case.name)));

@@ -5,6 +5,7 @@ mod tokenizer;
 mod common;
 mod batching;
 mod golden;
+mod families;
 mod hf_models;
 mod server;
 mod admin;
