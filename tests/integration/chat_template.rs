@@ -62,3 +62,51 @@ fn rendered_prompt_tokenizes_with_chat_markers_as_single_tokens() {
     assert_eq!(im_start, 3, "system, user and assistant headers: {ids:?}");
     assert_eq!(tokenizer.decode(&ids, false), prompt);
 }
+
+/// The formats rill falls back to for files without a template, against llama.cpp's built-in
+/// C++ formatting of the same name (`tests/fixtures/chat_formats.json`,
+/// `scripts/gen-chat-format-fixtures.py`).
+#[test]
+fn fallback_formats_render_as_llama_cpp_builtins() {
+    use rill_model::family::chat_format::{ChatFormat, ALL};
+
+    #[derive(Deserialize)]
+    struct Render {
+        format: String,
+        messages: Vec<ChatMessage>,
+        prompt: String,
+    }
+    let fixture: crate::common::Cases<Render> = crate::common::fixture("chat_formats.json");
+    for format in ALL {
+        assert!(fixture.cases.iter().any(|c| c.format == format.name), "no fixture for {}", format.name);
+    }
+    for case in &fixture.cases {
+        let format = ChatFormat::named(&case.format).unwrap_or_else(|| panic!("unknown format {}", case.format));
+        let template = ChatTemplate::new(format.source(), "", "").expect("compiles");
+        assert_eq!(template.render(&case.messages, true).unwrap(), case.prompt, "{} {:?}", case.format, case.messages);
+    }
+}
+
+/// A file without a template gets its family's format where the vocabulary has the family's
+/// markers, and ChatML otherwise; `--chat-template` replaces any template.
+#[test]
+fn files_without_a_template_get_their_family_format() {
+    use rill_model::family::chat_format::ChatFormat;
+    use rill_model::loader::{load, KvBudget, LoadOptions};
+
+    let root = rill::testing::repo_root().join("tests/fixtures/models");
+    let expected = [("qwen3", "chatml"), ("smollm3", "chatml"), ("gemma2", "gemma"), ("gemma3", "gemma"), ("phi3", "phi3"), ("llama", "llama3"), ("mistral", "llama2")];
+    for (family, format) in expected {
+        let gguf = GgufFile::open(&root.join(format!("{family}.Q8_0.gguf"))).unwrap();
+        let (cfg, tokenizer) = (rill_model::ModelConfig::from_gguf(&gguf).unwrap(), Tokenizer::from_gguf(&gguf).unwrap());
+        assert_eq!(ChatFormat::for_model(cfg.arch, &tokenizer).name, format, "{family}");
+    }
+    // The default model's vocabulary has ChatML's markers but a Llama architecture: ChatML.
+    let gguf = GgufFile::open(&rill::testing::default_model_path()).unwrap();
+    assert_eq!(ChatFormat::for_model(rill_model::Architecture::Llama, &Tokenizer::from_gguf(&gguf).unwrap()).name, "chatml");
+
+    let messages = [ChatMessage::new("user", "Hi")];
+    let custom = LoadOptions { kv_budget: KvBudget::Tokens(64), chat_template: Some("{% for m in messages %}<<{{ m.content }}>>{% endfor %}".into()), ..LoadOptions::default() };
+    let model = load(&root.join("qwen3.Q8_0.gguf"), rill_backend_cpu::CpuBackend::new(1).unwrap(), &custom, &mut |_, _| {}).unwrap();
+    assert_eq!(model.chat_template.unwrap().render(&messages, true).unwrap(), "<<Hi>>");
+}

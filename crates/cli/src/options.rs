@@ -45,6 +45,15 @@ pub struct ModelArgs {
     /// Seed of a dummy model's weights.
     #[arg(long, default_value_t = 0)]
     pub dummy_seed: u64,
+    /// A Jinja chat template file to use instead of the model's own (by default the file's
+    /// template, else the family's known format).
+    #[arg(long, value_name = "FILE", value_parser = read_template)]
+    pub chat_template: Option<String>,
+}
+
+/// The text of a `--chat-template` file.
+fn read_template(path: &str) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))
 }
 
 impl Default for ModelArgs {
@@ -80,6 +89,7 @@ impl ModelArgs {
                 KvDTypeArg::F32 => KvDType::F32,
             },
             capacity: StepCapacity { max_tokens: self.max_num_batched_tokens, max_seqs: self.max_num_seqs },
+            chat_template: self.chat_template.clone(),
             ..LoadOptions::default()
         };
         LoadSettings { device: self.device, threads: self.threads, options, load_format: self.load_format, dummy_dtype: self.dummy_dtype, dummy_seed: self.dummy_seed }

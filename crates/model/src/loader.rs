@@ -6,7 +6,8 @@ use std::path::Path;
 use rill_backend::{Backend, BackendError, KvDType, KvLayout};
 
 use crate::chat_template::{ChatTemplate, ChatTemplateError};
-use crate::config::{ConfigError, ModelConfig};
+use crate::config::{Architecture, ConfigError, ModelConfig};
+use crate::family::chat_format::{self, ChatFormat};
 use crate::dummy::{self, DummyWeights};
 use crate::forward::{StepCapacity, Transformer};
 use crate::gguf::{GgufError, GgufFile};
@@ -55,6 +56,8 @@ pub struct LoadOptions {
     pub block_size: usize,
     pub kv_dtype: KvDType,
     pub capacity: StepCapacity,
+    /// A chat template (Jinja source) to use instead of the file's (`--chat-template`).
+    pub chat_template: Option<String>,
 }
 
 impl Default for LoadOptions {
@@ -64,6 +67,7 @@ impl Default for LoadOptions {
             block_size: 16,
             kv_dtype: KvDType::F16,
             capacity: StepCapacity { max_tokens: 512, max_seqs: 64 },
+            chat_template: None,
         }
     }
 }
@@ -134,8 +138,25 @@ pub fn load_source<B: Backend>(source: &ModelSource, backend: B, opts: &LoadOpti
             (cfg, weights, tokenizer, None)
         }
     };
+    let dummy = matches!(source, ModelSource::Dummy { .. });
+    let chat_template = choose_chat_template(opts.chat_template.as_deref(), chat_template, dummy, cfg.arch, &tokenizer)?;
     let transformer = assemble(backend, cfg, weights, opts)?;
     Ok(LoadedModel { transformer, tokenizer, chat_template })
+}
+
+/// The template chat requests render with: the one the operator gave, else the file's, else the
+/// family's known format (llama.cpp's ChatML where the vocabulary lacks the family's markers).
+/// A dummy model (a byte tokenizer) has none.
+fn choose_chat_template(operator: Option<&str>, file: Option<ChatTemplate>, dummy: bool, arch: Architecture, tokenizer: &Tokenizer) -> Result<Option<ChatTemplate>, LoadError> {
+    if let Some(source) = operator {
+        return Ok(Some(chat_format::compile_template(source, tokenizer)?));
+    }
+    if file.is_some() || dummy {
+        return Ok(file);
+    }
+    let format = ChatFormat::for_model(arch, tokenizer);
+    tracing::info!(format = format.name, "the model file carries no chat template; chat requests use the {} format", format.name);
+    Ok(Some(format.compile(tokenizer)?))
 }
 
 /// Sizes the KV cache for `opts` and builds the transformer around the loaded weights.

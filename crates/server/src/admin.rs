@@ -53,6 +53,8 @@ pub struct LoadRequest {
     load_format: Option<String>,
     dummy_dtype: Option<String>,
     dummy_seed: Option<u64>,
+    /// A Jinja chat template to use instead of the model's own.
+    chat_template: Option<String>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -151,6 +153,9 @@ impl LoadRequest {
             s.dummy_dtype = rill_model::dummy::parse_dtype(dtype).map_err(|e| ApiError::invalid("dummy_dtype", e))?;
         }
         s.dummy_seed = self.dummy_seed.unwrap_or(s.dummy_seed);
+        if let Some(template) = &self.chat_template {
+            s.options.chat_template = Some(template.clone());
+        }
         if let Some(tokens) = self.kv_cache_tokens {
             s.options.kv_budget = rill_model::loader::KvBudget::Tokens(tokens);
         }

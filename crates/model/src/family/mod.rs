@@ -5,6 +5,7 @@
 //! module (`gemma`, `phi3`, ...). What every family shares (sizes, heads, rotary base) is read
 //! by `config` and `hf::config`.
 
+pub mod chat_format;
 mod gemma;
 mod keys;
 mod llama;
