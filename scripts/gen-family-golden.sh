@@ -6,6 +6,9 @@
 #
 #   scripts/gen-family-golden.sh                 # every model
 #   scripts/gen-family-golden.sh qwen3.Q8_0.gguf # some
+#   HF_DIR=gemma2 scripts/gen-family-golden.sh /tmp/gemma2.f16.gguf
+#       # the Hugging Face directory tests/fixtures/hf/gemma2, through the f16 GGUF llama.cpp's
+#       # converter made of it (golden hf-gemma2.json)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="$("$root/scripts/llama-cpp-build.sh")"
@@ -19,10 +22,14 @@ servers=()
 stop() { for p in "${servers[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; servers=(); }
 trap stop EXIT
 for m in "${models[@]}"; do
-  path="$root/tests/fixtures/models/$m"
+  case "$m" in
+    /*) path="$m" ;;
+    *) path="$root/tests/fixtures/models/$m" ;;
+  esac
+  if [ -n "${HF_DIR:-}" ]; then field="hf/$HF_DIR" out="hf-$HF_DIR"; else field="models/$(basename "$m")" out="$(basename "${m%.gguf}")"; fi
   for spec in "$port:on" "$check_port:off"; do
     p="${spec%%:*}" fa="${spec##*:}"
-    args=(-m "$path" --host 127.0.0.1 --port "$p" -np 1 -c 2048 -t "${RILL_GOLDEN_THREADS:-1}" --no-webui)
+    args=(-m "$path" --host 127.0.0.1 --port "$p" -np 1 -c 0 -t "${RILL_GOLDEN_THREADS:-1}" --no-webui)
     [ "$fa" = off ] && args+=(-fa off)
     "$bin/llama-server" "${args[@]}" >"$root/.cache/family-golden-$fa.log" 2>&1 &
     servers+=($!)
@@ -34,6 +41,6 @@ for m in "${models[@]}"; do
     done
   done
   python3 "$root/scripts/family_golden_record.py" "http://127.0.0.1:$port" "http://127.0.0.1:$check_port" \
-    "$path" "$root/tests/golden/families/${m%.gguf}.json"
+    "$path" "$field" "$root/tests/golden/families/$out.json"
   stop
 done
