@@ -31,12 +31,12 @@ pub struct GenerateArgs {
     #[arg(long, group = "input")]
     chat: Option<String>,
     /// A file with one prompt per line, all run concurrently through the engine (raw text, or
-    /// user messages with --chat-template).
+    /// user messages with --lines-as-chat).
     #[arg(long, group = "input")]
     prompts_file: Option<PathBuf>,
     /// With --prompts-file: render each line through the chat template.
     #[arg(long, requires = "prompts_file")]
-    chat_template: bool,
+    lines_as_chat: bool,
     /// Optional system message for chat prompts.
     #[arg(long)]
     system: Option<String>,
@@ -148,7 +148,7 @@ fn run_batch(args: &GenerateArgs) -> CliResult {
     let prompts = lines
         .iter()
         .map(|l| {
-            let text = if args.chat_template { render_chat(chat_template.as_ref(), args.system.as_deref(), l)? } else { l.clone() };
+            let text = if args.lines_as_chat { render_chat(chat_template.as_ref(), args.system.as_deref(), l)? } else { l.clone() };
             Ok(tokenizer.encode(&text, true)?)
         })
         .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
