@@ -42,18 +42,10 @@ fn fixture(seqs: usize, ctx: usize) -> Fixture {
 
 /// Attention for `tokens` = (sequence, position) pairs.
 fn attend(f: &Fixture, tokens: &[(u32, u32)], params: &AttentionParams, q: &Vec<f32>, out: &mut Vec<f32>) {
-    let positions: Vec<u32> = tokens.iter().map(|t| t.1).collect();
-    let token_seq: Vec<u32> = tokens.iter().map(|t| t.0).collect();
-    let slots = vec![0u32; tokens.len()];
-    let batch = AttentionBatch::<CpuBackend> {
-        num_tokens: tokens.len(),
-        num_seqs: f.seqs,
-        positions: &positions,
-        token_seq: &token_seq,
-        slots: &slots,
-        block_tables: &f.tables,
-        max_blocks_per_seq: f.blocks_per_seq,
-    };
+    let (token_seq, positions): (Vec<u32>, Vec<u32>) = tokens.iter().copied().unzip();
+    let (num_tokens, slots) = (tokens.len(), vec![0u32; tokens.len()]);
+    let (block_tables, max_blocks_per_seq) = (&f.tables, f.blocks_per_seq);
+    let batch = AttentionBatch::<CpuBackend> { num_tokens, num_seqs: f.seqs, positions: &positions, token_seq: &token_seq, slots: &slots, block_tables, max_blocks_per_seq };
     f.backend.attention(&f.cache, 0, q, HEADS, params, &batch, out).unwrap();
 }
 

@@ -155,93 +155,29 @@ pub trait Backend: Send + 'static {
 
     // Kernels.
     /// `out[t] = table[tokens[t]]` (dequantized): `[n, table.cols]`.
-    fn embed(
-        &self,
-        table: &Self::Matrix,
-        tokens: &Self::Indices,
-        n: usize,
-        out: &mut Self::Buffer,
-    ) -> BackendResult<()>;
+    fn embed(&self, table: &Self::Matrix, tokens: &Self::Indices, n: usize, out: &mut Self::Buffer) -> BackendResult<()>;
     /// `out[r] = x[r] / rms(x[r]) · weight` over `rows` rows of `dim`.
-    fn rms_norm(
-        &self,
-        x: &Self::Buffer,
-        weight: &Self::Buffer,
-        eps: f32,
-        rows: usize,
-        dim: usize,
-        out: &mut Self::Buffer,
-    ) -> BackendResult<()>;
+    fn rms_norm(&self, x: &Self::Buffer, weight: &Self::Buffer, eps: f32, rows: usize, dim: usize, out: &mut Self::Buffer) -> BackendResult<()>;
     /// `out[rows, w.rows] = x[rows, w.cols] · wᵀ`.
-    fn matmul(
-        &self,
-        x: &Self::Buffer,
-        w: &Self::Matrix,
-        rows: usize,
-        out: &mut Self::Buffer,
-    ) -> BackendResult<()>;
+    fn matmul(&self, x: &Self::Buffer, w: &Self::Matrix, rows: usize, out: &mut Self::Buffer) -> BackendResult<()>;
     /// `out_j = x · w_jᵀ` for several matrices of the same width reading the same input (q/k/v,
     /// gate/up), so a backend can prepare the input once and run them as one launch.
-    fn matmul_many(
-        &self,
-        x: &Self::Buffer,
-        rows: usize,
-        jobs: &mut [(&Self::Matrix, &mut Self::Buffer)],
-    ) -> BackendResult<()> {
-        jobs.iter_mut()
-            .try_for_each(|(w, out)| self.matmul(x, w, rows, out))
+    fn matmul_many(&self, x: &Self::Buffer, rows: usize, jobs: &mut [(&Self::Matrix, &mut Self::Buffer)]) -> BackendResult<()> {
+        jobs.iter_mut().try_for_each(|(w, out)| self.matmul(x, w, rows, out))
     }
     /// `x[r] += bias` over `rows` rows of `dim`.
-    fn add_bias(
-        &self,
-        x: &mut Self::Buffer,
-        bias: &Self::Buffer,
-        rows: usize,
-        dim: usize,
-    ) -> BackendResult<()>;
+    fn add_bias(&self, x: &mut Self::Buffer, bias: &Self::Buffer, rows: usize, dim: usize) -> BackendResult<()>;
     /// Rotates each of `heads` heads of `head_dim` in `x: [rows, heads, head_dim]` in place.
-    fn rope(
-        &self,
-        x: &mut Self::Buffer,
-        positions: &Self::Indices,
-        rows: usize,
-        heads: usize,
-        head_dim: usize,
-        rope: &RopeParams,
-    ) -> BackendResult<()>;
+    fn rope(&self, x: &mut Self::Buffer, positions: &Self::Indices, rows: usize, heads: usize, head_dim: usize, rope: &RopeParams) -> BackendResult<()>;
     /// Stores `k, v: [n, kv_heads, head_dim]` of `layer` at `slots[t]`.
-    fn write_kv(
-        &self,
-        cache: &mut Self::KvCache,
-        layer: usize,
-        k: &Self::Buffer,
-        v: &Self::Buffer,
-        slots: &Self::Indices,
-        n: usize,
-    ) -> BackendResult<()>;
+    fn write_kv(&self, cache: &mut Self::KvCache, layer: usize, k: &Self::Buffer, v: &Self::Buffer, slots: &Self::Indices, n: usize) -> BackendResult<()>;
     /// Causal attention of `q: [num_tokens, heads, head_dim]` over each token's sequence in the
     /// paged cache (positions `params.first_position(pos)..=pos`), grouped-query aware, scores
     /// formed by `params`: `out: [num_tokens, heads, head_dim]`.
     #[allow(clippy::too_many_arguments)]
-    fn attention(
-        &self,
-        cache: &Self::KvCache,
-        layer: usize,
-        q: &Self::Buffer,
-        heads: usize,
-        params: &AttentionParams,
-        batch: &AttentionBatch<'_, Self>,
-        out: &mut Self::Buffer,
-    ) -> BackendResult<()>;
+    fn attention(&self, cache: &Self::KvCache, layer: usize, q: &Self::Buffer, heads: usize, params: &AttentionParams, batch: &AttentionBatch<'_, Self>, out: &mut Self::Buffer) -> BackendResult<()>;
     /// `out = act(gate) · up` elementwise over `len` (the gated feed-forward).
-    fn glu(
-        &self,
-        act: Activation,
-        gate: &Self::Buffer,
-        up: &Self::Buffer,
-        len: usize,
-        out: &mut Self::Buffer,
-    ) -> BackendResult<()>;
+    fn glu(&self, act: Activation, gate: &Self::Buffer, up: &Self::Buffer, len: usize, out: &mut Self::Buffer) -> BackendResult<()>;
     /// `x += y` elementwise over `len` (the residual stream).
     fn add(&self, x: &mut Self::Buffer, y: &Self::Buffer, len: usize) -> BackendResult<()>;
     /// `x *= factor` elementwise over `len` (Gemma's embedding scale, a query pre-scale).
@@ -276,26 +212,12 @@ pub trait Backend: Send + 'static {
     }
     /// One token per row of `logits: [rows, vocab]` into `out[0..rows]`, chosen by `params[row]`
     /// by the one rule of [`crate::draw`]. Not recordable into a graph (the parameters are copied in).
-    fn sample(
-        &self,
-        logits: &Self::Buffer,
-        rows: usize,
-        vocab: usize,
-        params: &[DrawParams],
-        out: &mut Self::Indices,
-    ) -> BackendResult<()> {
+    fn sample(&self, logits: &Self::Buffer, rows: usize, vocab: usize, params: &[DrawParams], out: &mut Self::Indices) -> BackendResult<()> {
         let _ = (logits, rows, vocab, params, out);
         Err(BackendError::Unsupported { backend: self.name(), what: "sampling".into() })
     }
     /// Reads the first `dst.len()` indices of `src` (waits for the device).
     fn read_indices(&self, src: &Self::Indices, dst: &mut [u32]) -> BackendResult<()>;
     /// `out[i] = x[rows[i]]` for `n` rows of `dim`.
-    fn gather_rows(
-        &self,
-        x: &Self::Buffer,
-        rows: &Self::Indices,
-        n: usize,
-        dim: usize,
-        out: &mut Self::Buffer,
-    ) -> BackendResult<()>;
+    fn gather_rows(&self, x: &Self::Buffer, rows: &Self::Indices, n: usize, dim: usize, out: &mut Self::Buffer) -> BackendResult<()>;
 }

@@ -74,18 +74,12 @@ impl Default for LoadOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error(transparent)]
-    Gguf(#[from] GgufError),
-    #[error(transparent)]
-    Hf(#[from] HfError),
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Tokenizer(#[from] TokenizerError),
-    #[error(transparent)]
-    ChatTemplate(#[from] ChatTemplateError),
-    #[error(transparent)]
-    Weights(#[from] WeightsError),
+    #[error(transparent)] Gguf(#[from] GgufError),
+    #[error(transparent)] Hf(#[from] HfError),
+    #[error(transparent)] Config(#[from] ConfigError),
+    #[error(transparent)] Tokenizer(#[from] TokenizerError),
+    #[error(transparent)] ChatTemplate(#[from] ChatTemplateError),
+    #[error(transparent)] Weights(#[from] WeightsError),
     #[error("cannot allocate model buffers: {0}")]
     Backend(#[from] BackendError),
     #[error("invalid load options: {0}")]

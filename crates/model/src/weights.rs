@@ -84,76 +84,59 @@ pub enum Weight {
     Layer(usize, LayerWeight),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LayerWeight {
-    AttnNorm,
-    Q,
-    K,
-    V,
-    QBias,
-    KBias,
-    VBias,
-    O,
-    FfnNorm,
-    Gate,
-    Up,
-    Down,
-    QNorm,
-    KNorm,
-    PostAttnNorm,
-    PostFfnNorm,
+/// Declares the per-layer weights with their names in GGUF (`blk.N.`) and in Hugging Face
+/// checkpoints (`model.layers.N.`), in load order: one table, so a weight's names live in one
+/// line.
+macro_rules! layer_weights {
+    ($($(#[$doc:meta])* $variant:ident => $gguf:literal, $hf:literal;)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum LayerWeight {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl LayerWeight {
+            pub const ALL: &[LayerWeight] = &[$(LayerWeight::$variant),*];
+
+            fn table(self) -> (&'static str, &'static str) {
+                match self {
+                    $(LayerWeight::$variant => ($gguf, $hf),)*
+                }
+            }
+        }
+    };
+}
+
+layer_weights! {
+    AttnNorm => "attn_norm.weight", "input_layernorm.weight";
+    Q => "attn_q.weight", "self_attn.q_proj.weight";
+    K => "attn_k.weight", "self_attn.k_proj.weight";
+    V => "attn_v.weight", "self_attn.v_proj.weight";
+    QBias => "attn_q.bias", "self_attn.q_proj.bias";
+    KBias => "attn_k.bias", "self_attn.k_proj.bias";
+    VBias => "attn_v.bias", "self_attn.v_proj.bias";
+    O => "attn_output.weight", "self_attn.o_proj.weight";
+    FfnNorm => "ffn_norm.weight", "post_attention_layernorm.weight";
+    Gate => "ffn_gate.weight", "mlp.gate_proj.weight";
+    Up => "ffn_up.weight", "mlp.up_proj.weight";
+    Down => "ffn_down.weight", "mlp.down_proj.weight";
+    QNorm => "attn_q_norm.weight", "self_attn.q_norm.weight";
+    KNorm => "attn_k_norm.weight", "self_attn.k_norm.weight";
+    PostAttnNorm => "post_attention_norm.weight", "post_attention_layernorm.weight";
+    PostFfnNorm => "post_ffw_norm.weight", "post_feedforward_layernorm.weight";
     /// Phi-3: q, k and v rows in one matrix.
-    Qkv,
+    Qkv => "attn_qkv.weight", "self_attn.qkv_proj.weight";
     /// Phi-3: gate rows then up rows in one matrix.
-    GateUp,
+    GateUp => "ffn_up.weight", "mlp.gate_up_proj.weight";
 }
 
 impl LayerWeight {
-    pub const ALL: [LayerWeight; 18] = [
-        LayerWeight::AttnNorm,
-        LayerWeight::Q,
-        LayerWeight::K,
-        LayerWeight::V,
-        LayerWeight::QBias,
-        LayerWeight::KBias,
-        LayerWeight::VBias,
-        LayerWeight::O,
-        LayerWeight::FfnNorm,
-        LayerWeight::Gate,
-        LayerWeight::Up,
-        LayerWeight::Down,
-        LayerWeight::QNorm,
-        LayerWeight::KNorm,
-        LayerWeight::PostAttnNorm,
-        LayerWeight::PostFfnNorm,
-        LayerWeight::Qkv,
-        LayerWeight::GateUp,
-    ];
-
-    /// The name within a layer in GGUF (`blk.N.`) and in Hugging Face checkpoints
-    /// (`model.layers.N.`). Gemma's checkpoints call the pre-FFN norm what the others call the
-    /// post-attention one (`post_norms`: the family has both).
+    /// The name within a layer in GGUF and in Hugging Face checkpoints. Gemma's checkpoints
+    /// call the pre-FFN norm what the others call the post-attention one (`post_norms`: the
+    /// family has both).
     fn names(self, post_norms: bool) -> (&'static str, &'static str) {
         match self {
-            LayerWeight::AttnNorm => ("attn_norm.weight", "input_layernorm.weight"),
-            LayerWeight::Q => ("attn_q.weight", "self_attn.q_proj.weight"),
-            LayerWeight::K => ("attn_k.weight", "self_attn.k_proj.weight"),
-            LayerWeight::V => ("attn_v.weight", "self_attn.v_proj.weight"),
-            LayerWeight::QBias => ("attn_q.bias", "self_attn.q_proj.bias"),
-            LayerWeight::KBias => ("attn_k.bias", "self_attn.k_proj.bias"),
-            LayerWeight::VBias => ("attn_v.bias", "self_attn.v_proj.bias"),
-            LayerWeight::O => ("attn_output.weight", "self_attn.o_proj.weight"),
             LayerWeight::FfnNorm if post_norms => ("ffn_norm.weight", "pre_feedforward_layernorm.weight"),
-            LayerWeight::FfnNorm => ("ffn_norm.weight", "post_attention_layernorm.weight"),
-            LayerWeight::Gate => ("ffn_gate.weight", "mlp.gate_proj.weight"),
-            LayerWeight::Up => ("ffn_up.weight", "mlp.up_proj.weight"),
-            LayerWeight::Down => ("ffn_down.weight", "mlp.down_proj.weight"),
-            LayerWeight::QNorm => ("attn_q_norm.weight", "self_attn.q_norm.weight"),
-            LayerWeight::KNorm => ("attn_k_norm.weight", "self_attn.k_norm.weight"),
-            LayerWeight::PostAttnNorm => ("post_attention_norm.weight", "post_attention_layernorm.weight"),
-            LayerWeight::PostFfnNorm => ("post_ffw_norm.weight", "post_feedforward_layernorm.weight"),
-            LayerWeight::Qkv => ("attn_qkv.weight", "self_attn.qkv_proj.weight"),
-            LayerWeight::GateUp => ("ffn_up.weight", "mlp.gate_up_proj.weight"),
+            w => w.table(),
         }
     }
 

@@ -112,16 +112,26 @@ fn clean(x: f32) -> f32 {
     }
 }
 
+/// `Ok(token)` where the rule needs no draw (a row of -inf/NaN: token 0; greedy: the first
+/// largest logit), else `Err(max)`, the largest logit the draw's weights are relative to.
+fn decided(logits: &[f32], p: &DrawParams) -> Result<u32, f32> {
+    let m = logits.iter().copied().map(clean).fold(f32::NEG_INFINITY, f32::max);
+    if m == f32::NEG_INFINITY {
+        return Ok(0);
+    }
+    if p.is_greedy() {
+        return Ok(logits.iter().position(|&x| clean(x) == m).unwrap_or(0) as u32);
+    }
+    Err(m)
+}
+
 /// The token the rule chooses from `logits` (one row).
 pub fn draw_token(logits: &[f32], p: &DrawParams, scratch: &mut DrawScratch) -> u32 {
     let vocab = logits.len();
-    let m = logits.iter().copied().map(clean).fold(f32::NEG_INFINITY, f32::max);
-    if m == f32::NEG_INFINITY {
-        return 0;
-    }
-    if p.is_greedy() {
-        return logits.iter().position(|&x| clean(x) == m).unwrap_or(0) as u32;
-    }
+    let m = match decided(logits, p) {
+        Ok(token) => return token,
+        Err(max) => max,
+    };
     let inv_t = 1.0 / p.temperature;
     let w = &mut scratch.weights;
     w.clear();

@@ -206,13 +206,10 @@ fn min_p_keeps_tokens_within_a_fraction_of_the_top() {
 /// every sum over the whole row.
 fn kernel_transcription(l: &[f32], p: &DrawParams) -> u32 {
     let vocab = l.len();
-    let m = l.iter().copied().map(clean).fold(f32::NEG_INFINITY, f32::max);
-    if m == f32::NEG_INFINITY {
-        return 0;
-    }
-    if p.is_greedy() {
-        return l.iter().position(|&x| clean(x) == m).unwrap_or(0) as u32;
-    }
+    let m = match decided(l, p) {
+        Ok(token) => return token,
+        Err(max) => max,
+    };
     let inv_t = 1.0 / p.temperature;
     let w: Vec<f32> = l
         .iter()

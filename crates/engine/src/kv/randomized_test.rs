@@ -6,22 +6,21 @@
 
 use std::collections::BTreeMap;
 
+use rand::{Rng as _, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
 use super::*;
 
-/// splitmix64: tiny, seeded, good enough to drive a test.
-struct Rng(u64);
+/// A seeded stream of choices.
+struct Rng(ChaCha8Rng);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+    fn new(seed: u64) -> Rng {
+        Rng(ChaCha8Rng::seed_from_u64(seed))
     }
 
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        self.0.random_range(0..n.max(1))
     }
 
     fn token(&mut self) -> u32 {
@@ -68,7 +67,7 @@ struct Sim {
 
 impl Sim {
     fn new(num_blocks: usize, block_size: usize, seed: u64) -> Sim {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let prefixes = (0..3).map(|_| (0..3 * block_size + 2).map(|_| 10 + rng.below(50) as u32).collect()).collect();
         Sim {
             m: BlockManager::new(num_blocks, block_size, seed),

@@ -127,22 +127,17 @@ impl GgufFile {
 
     /// An array of strings (vocabularies, merges).
     pub fn get_str_array(&self, key: &str) -> Result<Option<Vec<&str>>, GgufError> {
-        let Some(items) = self.get_array(key)? else { return Ok(None) };
-        items
-            .iter()
-            .map(|v| v.as_str().ok_or_else(|| type_error(key, "an array of strings", v)))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+        self.array_of(key, "an array of strings", MetaValue::as_str)
     }
 
     /// An array of integers (token types).
     pub fn get_int_array(&self, key: &str) -> Result<Option<Vec<i64>>, GgufError> {
+        self.array_of(key, "an array of integers", MetaValue::as_i64)
+    }
+
+    fn array_of<'a, T>(&'a self, key: &str, expected: &str, convert: impl Fn(&'a MetaValue) -> Option<T>) -> Result<Option<Vec<T>>, GgufError> {
         let Some(items) = self.get_array(key)? else { return Ok(None) };
-        items
-            .iter()
-            .map(|v| v.as_i64().ok_or_else(|| type_error(key, "an array of integers", v)))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+        items.iter().map(|v| convert(v).ok_or_else(|| type_error(key, expected, v))).collect::<Result<Vec<_>, _>>().map(Some)
     }
 
     fn typed<'a, T>(
@@ -160,11 +155,8 @@ impl GgufFile {
 
 impl std::fmt::Debug for GgufFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GgufFile")
-            .field("version", &self.version)
-            .field("metadata_keys", &self.key_order.len())
-            .field("tensors", &self.tensors.len())
-            .finish()
+        let (keys, tensors) = (self.key_order.len(), self.tensors.len());
+        f.debug_struct("GgufFile").field("version", &self.version).field("metadata_keys", &keys).field("tensors", &tensors).finish()
     }
 }
 

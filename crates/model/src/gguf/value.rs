@@ -24,21 +24,23 @@ impl MetaValue {
             MetaValue::U16(v) => Some(v.into()),
             MetaValue::U32(v) => Some(v.into()),
             MetaValue::U64(v) => Some(v),
-            MetaValue::I8(v) => u64::try_from(v).ok(),
-            MetaValue::I16(v) => u64::try_from(v).ok(),
-            MetaValue::I32(v) => u64::try_from(v).ok(),
-            MetaValue::I64(v) => u64::try_from(v).ok(),
-            _ => None,
+            _ => self.signed().and_then(|v| u64::try_from(v).ok()),
         }
     }
 
+    /// Any integer type that fits `i64`.
     pub fn as_i64(&self) -> Option<i64> {
+        self.signed().or_else(|| self.as_u64().and_then(|v| i64::try_from(v).ok()))
+    }
+
+    /// The signed integer types, widened.
+    fn signed(&self) -> Option<i64> {
         match *self {
             MetaValue::I8(v) => Some(v.into()),
             MetaValue::I16(v) => Some(v.into()),
             MetaValue::I32(v) => Some(v.into()),
             MetaValue::I64(v) => Some(v),
-            _ => self.as_u64().and_then(|v| i64::try_from(v).ok()),
+            _ => None,
         }
     }
 
