@@ -88,7 +88,7 @@ impl Executor for FakeExecutor {
 
 /// A model named `name` on the fake executor, with room for several full contexts of KV.
 pub fn served_model(name: &str, max_queue: usize, step_delay: Duration) -> ServedModel {
-    let cfg = SchedulerConfig { max_num_batched_tokens: 256, max_num_seqs: 16, block_size: BLOCK_SIZE, num_blocks: 4 * MAX_MODEL_LEN / BLOCK_SIZE };
+    let cfg = SchedulerConfig { max_num_batched_tokens: 256, max_num_seqs: 16, block_size: BLOCK_SIZE, num_blocks: 4 * MAX_MODEL_LEN / BLOCK_SIZE, kv_window: None };
     let engine = Engine::start(FakeExecutor { step_delay }, cfg, 0, name);
     let tokenizer = byte_tokenizer(VOCAB_SIZE).expect("byte tokenizer");
     let template = ChatTemplate::new(CHAT_TEMPLATE, "<s>", "</s>").expect("chat template");

@@ -6,6 +6,7 @@ mod common;
 mod batching;
 mod golden;
 mod families;
+mod sliding_window;
 mod hf_models;
 mod server;
 mod admin;

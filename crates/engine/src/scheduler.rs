@@ -19,6 +19,10 @@ pub struct SchedulerConfig {
     pub max_num_seqs: usize,
     pub block_size: usize,
     pub num_blocks: usize,
+    /// Every layer reads only the last `kv_window` keys (a sliding window): blocks behind a
+    /// sequence's window are handed back as it advances, so a sequence holds about a window's
+    /// worth of blocks however long it grows. `None`: a layer may read the whole context.
+    pub kv_window: Option<usize>,
 }
 
 /// One sequence's share of a step: compute `tokens[start..start + len]`.
@@ -91,7 +95,11 @@ impl Scheduler {
         if self.seqs.contains_key(&id) {
             return Err(AdmissionError::Duplicate(id));
         }
-        let needed = self.blocks.blocks_for(prompt.len() + max_new);
+        let mut needed = self.blocks.blocks_for(prompt.len() + max_new);
+        if let Some(window) = self.cfg.kv_window {
+            // A prompt chunk is computed before the blocks behind it go.
+            needed = needed.min(self.blocks.blocks_for(window + prompt.len().max(self.cfg.max_num_batched_tokens)) + 1);
+        }
         if needed > self.cfg.num_blocks {
             return Err(AdmissionError::NeverFits { prompt: prompt.len(), max_new, needed, available: self.cfg.num_blocks });
         }
@@ -189,6 +197,10 @@ impl Scheduler {
         s.num_computed = seq.start + seq.len;
         // Publishing only fails for unknown sequences, which scheduled ones are not.
         let _ = self.blocks.publish_full_blocks(seq.id, &s.tokens[..s.num_computed]);
+        if let Some(window) = self.cfg.kv_window {
+            // The next token, at position `num_computed`, reads from here on.
+            let _ = self.blocks.release_before(seq.id, (s.num_computed + 1).saturating_sub(window));
+        }
     }
 
     /// Appends a sampled token; it is computed in a later step.

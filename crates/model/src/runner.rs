@@ -46,7 +46,10 @@ impl<B: Backend> ModelRunner<B> {
     /// The scheduler limits that match this runner's KV cache and step buffers.
     pub fn scheduler_config(&self) -> SchedulerConfig {
         let (kv, cap) = (self.transformer.kv_layout(), self.transformer.capacity());
-        SchedulerConfig { max_num_batched_tokens: cap.max_tokens, max_num_seqs: cap.max_seqs, block_size: kv.block_size, num_blocks: kv.num_blocks }
+        let cfg = self.transformer.config();
+        // Blocks behind the window are handed back only when no layer reads past it.
+        let kv_window = (cfg.sliding_window > 0 && cfg.layer_kinds.iter().all(|k| k.sliding)).then_some(cfg.sliding_window);
+        SchedulerConfig { max_num_batched_tokens: cap.max_tokens, max_num_seqs: cap.max_seqs, block_size: kv.block_size, num_blocks: kv.num_blocks, kv_window }
     }
 
     /// Starts an engine thread that owns this runner; metrics are labelled `model`. Each engine

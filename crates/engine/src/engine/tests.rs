@@ -53,7 +53,7 @@ impl Executor for FakeExecutor {
 
 fn engine(num_blocks: usize) -> (Engine, Arc<AtomicUsize>) {
     let fail = Arc::new(AtomicUsize::new(0));
-    let cfg = SchedulerConfig { max_num_batched_tokens: 16, max_num_seqs: 4, block_size: 4, num_blocks };
+    let cfg = SchedulerConfig { max_num_batched_tokens: 16, max_num_seqs: 4, block_size: 4, num_blocks, kv_window: None };
     (Engine::start(FakeExecutor { fail_steps: fail.clone(), gate: None }, cfg, 0, "fake"), fail)
 }
 
@@ -102,7 +102,7 @@ fn gated_engine(num_blocks: usize) -> (Engine, mpsc::Receiver<usize>, mpsc::Send
     let (entered_tx, entered) = mpsc::channel();
     let (permit, permits) = mpsc::channel();
     let executor = FakeExecutor { fail_steps: Arc::new(AtomicUsize::new(0)), gate: Some((entered_tx, permits)) };
-    let cfg = SchedulerConfig { max_num_batched_tokens: 16, max_num_seqs: 4, block_size: 4, num_blocks };
+    let cfg = SchedulerConfig { max_num_batched_tokens: 16, max_num_seqs: 4, block_size: 4, num_blocks, kv_window: None };
     (Engine::start(executor, cfg, 0, "gated"), entered, permit)
 }
 

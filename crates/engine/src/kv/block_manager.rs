@@ -8,6 +8,11 @@ use super::block_pool::BlockPool;
 use super::prefix_hash::{block_hash, BlockHash};
 use super::{KvError, SeqId};
 
+/// A table entry whose block was handed back because no layer reads it again (every layer's
+/// attention is a sliding window that has moved past it). Backends read no further back than
+/// a token's window, so they never look it up.
+pub const RELEASED: u32 = u32::MAX;
+
 /// What `allocate_prompt` found in the prefix cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PrefixHit {
@@ -211,10 +216,26 @@ impl BlockManager {
     /// Releases `seq`'s blocks, tail first: published ones stay cached (evictable) until needed.
     pub fn free(&mut self, seq: SeqId) -> Result<(), KvError> {
         let s = self.seqs.remove(&seq).ok_or(KvError::UnknownSequence(seq))?;
-        for &b in s.table.iter().rev() {
+        for &b in s.table.iter().rev().filter(|&&b| b != RELEASED) {
             self.pool.release(b);
         }
         Ok(())
+    }
+
+    /// Hands back `seq`'s blocks that lie wholly before position `first_read` and are published
+    /// (full and computed, so they stay in the prefix cache, evictable): with every layer's
+    /// attention windowed, no token of `seq` reads them again. Their entries become [`RELEASED`].
+    /// Returns how many were released.
+    pub fn release_before(&mut self, seq: SeqId, first_read: usize) -> Result<usize, KvError> {
+        let s = self.seqs.get_mut(&seq).ok_or(KvError::UnknownSequence(seq))?;
+        let upto = (first_read / self.block_size).min(s.hashes.len());
+        let mut released = 0;
+        for b in s.table[..upto].iter_mut().filter(|b| **b != RELEASED) {
+            self.pool.release(*b);
+            *b = RELEASED;
+            released += 1;
+        }
+        Ok(released)
     }
 
     /// Verifies the whole state: every block is exactly one of free, evictable or referenced; ref
@@ -224,7 +245,7 @@ impl BlockManager {
         let n = self.pool.num_blocks();
         let mut refs = vec![0u32; n];
         for (seq, s) in &self.seqs {
-            for &b in &s.table {
+            for &b in s.table.iter().filter(|&&b| b != RELEASED) {
                 let Some(r) = refs.get_mut(b as usize) else { return Err(format!("seq {seq}: block {b} out of range (0..{n})")) };
                 *r += 1;
             }

@@ -29,7 +29,7 @@ mod randomized_test;
 #[cfg(test)]
 mod scripted_test;
 
-pub use block_manager::{BlockManager, KvStats, PrefixHit};
+pub use block_manager::{BlockManager, KvStats, PrefixHit, RELEASED};
 pub use prefix_hash::{block_hash, BlockHash};
 
 /// The engine's id for a sequence (one per sampled continuation).

@@ -3,7 +3,7 @@
 use super::*;
 
 fn cfg(budget: usize, seqs: usize, num_blocks: usize) -> SchedulerConfig {
-    SchedulerConfig { max_num_batched_tokens: budget, max_num_seqs: seqs, block_size: 4, num_blocks }
+    SchedulerConfig { max_num_batched_tokens: budget, max_num_seqs: seqs, block_size: 4, num_blocks, kv_window: None }
 }
 
 /// Pretends to run a schedule: marks chunks computed and appends `next` for sampling rows.
@@ -130,4 +130,47 @@ fn identical_prompts_hit_the_prefix_cache() {
     let second = sched.seqs.iter().find(|x| x.id == 2).unwrap();
     assert_eq!((second.start, second.len), (8, 2), "two full blocks come from the cache");
     assert_eq!(s.cached_prompt_tokens(2), 8);
+}
+
+/// With every layer windowed, a sequence hands back the blocks behind its window as it grows:
+/// it holds about a window's worth however long it runs (more tokens than the pool holds), and
+/// the window's own blocks stay in its table.
+#[test]
+fn a_sliding_window_hands_back_the_blocks_behind_it() {
+    let window = 10;
+    let mut s = Scheduler::new(SchedulerConfig { kv_window: Some(window), ..cfg(8, 2, 12) }, 0);
+    // 100 tokens would need 25 blocks of 4: more than the pool holds, admitted all the same.
+    s.add(1, prompt(12, 1), 88, 0).unwrap();
+    let mut most_used = 0;
+    for step in 0..90 {
+        let sched = s.schedule();
+        assert!(sched.preempted.is_empty(), "step {step}: preempted {:?}", sched.preempted);
+        run_step(&mut s, &sched, 3 + step as u32 % 5);
+        most_used = most_used.max(s.num_used_blocks());
+        let first_read = (s.seqs[&1].num_computed + 1).saturating_sub(window);
+        let table = s.block_table(1);
+        assert!(table[first_read / 4..].iter().all(|&b| b != crate::kv::RELEASED), "step {step}: the window's blocks are gone: {table:?}");
+    }
+    assert!(most_used <= window.div_ceil(4) + 3, "held up to {most_used} blocks");
+    assert!(s.block_table(1).iter().filter(|&&b| b == crate::kv::RELEASED).count() > 15);
+    s.remove(1);
+    assert_eq!(s.num_used_blocks(), 0);
+    s.blocks().check_invariants().unwrap();
+}
+
+/// Blocks handed back behind a window are published: an identical prompt still hits them.
+#[test]
+fn blocks_behind_a_window_stay_in_the_prefix_cache() {
+    let mut s = Scheduler::new(SchedulerConfig { kv_window: Some(6), ..cfg(16, 2, 32) }, 0);
+    s.add(1, prompt(12, 1), 20, 0).unwrap();
+    for step in 0..12 {
+        let sched = s.schedule();
+        run_step(&mut s, &sched, 7 + step);
+    }
+    assert_eq!(s.block_table(1)[0], crate::kv::RELEASED, "the first prompt block is behind the window");
+    s.add(2, prompt(12, 1), 4, 0).unwrap();
+    let sched = s.schedule();
+    let second = sched.seqs.iter().find(|x| x.id == 2).unwrap();
+    assert_eq!(second.start, 8, "two full prompt blocks come from the cache");
+    s.blocks().check_invariants().unwrap();
 }
