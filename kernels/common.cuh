@@ -23,6 +23,8 @@
 
 struct block_q4_0 { uint16_t d; uint8_t qs[QK / 2]; };
 struct block_q4_1 { uint16_t d; uint16_t m; uint8_t qs[QK / 2]; };
+struct block_q5_0 { uint16_t d; uint8_t qh[4]; uint8_t qs[QK / 2]; };
+struct block_q5_1 { uint16_t d; uint16_t m; uint8_t qh[4]; uint8_t qs[QK / 2]; };
 struct block_q8_0 { uint16_t d; int8_t qs[QK]; };
 struct block_q8_1 { uint16_t d; uint16_t s; int8_t qs[QK]; };
 struct block_q4_K { uint16_t d; uint16_t dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qs[QK_K / 2]; };
@@ -33,6 +35,8 @@ struct block_q6_K { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK
 
 static_assert(sizeof(block_q4_0) == 18, "Q4_0 block size");
 static_assert(sizeof(block_q4_1) == 20, "Q4_1 block size");
+static_assert(sizeof(block_q5_0) == 22, "Q5_0 block size");
+static_assert(sizeof(block_q5_1) == 24, "Q5_1 block size");
 static_assert(sizeof(block_q8_0) == 34, "Q8_0 block size");
 static_assert(sizeof(block_q8_1) == 36, "Q8_1 block size");
 static_assert(sizeof(block_q4_K) == 144, "Q4_K block size");
@@ -40,6 +44,11 @@ static_assert(sizeof(block_q5_K) == 176, "Q5_K block size");
 static_assert(sizeof(block_q6_K) == 210, "Q6_K block size");
 static_assert(offsetof(block_q4_1, m) == 2, "Q4_1.m");
 static_assert(offsetof(block_q4_1, qs) == 4, "Q4_1.qs");
+static_assert(offsetof(block_q5_0, qh) == 2, "Q5_0.qh");
+static_assert(offsetof(block_q5_0, qs) == 6, "Q5_0.qs");
+static_assert(offsetof(block_q5_1, m) == 2, "Q5_1.m");
+static_assert(offsetof(block_q5_1, qh) == 4, "Q5_1.qh");
+static_assert(offsetof(block_q5_1, qs) == 8, "Q5_1.qs");
 static_assert(offsetof(block_q8_1, qs) == 4, "Q8_1.qs");
 static_assert(offsetof(block_q4_K, scales) == 4, "Q4_K.scales");
 static_assert(offsetof(block_q4_K, qs) == 16, "Q4_K.qs");
@@ -56,6 +65,8 @@ static_assert(offsetof(block_q6_K, d) == 208, "Q6_K.d");
 // row is 16-byte aligned), then a "scales" plane at byte `s_offset`, rows of `s_stride` bytes:
 //   F32/F16/BF16  rows zero-padded to a multiple of 32 elements; no scales plane.
 //   Q4_0 / Q4_1   16 bytes of `qs` per block; scales plane: f16 `d` (Q4_0) or f16 pair d,m (Q4_1).
+//   Q5_0 / Q5_1   as Q4_0 / Q4_1, and after a row's `qs` one 32-bit word of fifth bits per block,
+//                 transposed so bit 8k + m holds element 4m + k (ggml's bit 4m + k).
 //   Q8_0          32 bytes of `qs` per block; scales plane: f16 `d`.
 //   Q4_K / Q5_K   the ggml blocks unchanged (144 and 176 bytes are multiples of 16).
 //   Q6_K          ql|qh|scales (208 bytes) per block; scales plane: f16 `d`.
@@ -73,6 +84,8 @@ static_assert(offsetof(block_q6_K, d) == 208, "Q6_K.d");
 #define FMT_Q4_K 6
 #define FMT_Q5_K 7
 #define FMT_Q6_K 8
+#define FMT_Q5_0 9
+#define FMT_Q5_1 10
 
 #define Q6K_PACKED_BYTES 208
 static_assert(Q6K_PACKED_BYTES == sizeof(block_q6_K) - 2, "Q6_K packs everything but d");

@@ -73,6 +73,48 @@ struct Fmt<FMT_Q4_1> : NibbleBlocks<unsigned int> {
     }
 };
 
+// As NibbleBlocks, with the codes' fifth bits (Q5_0, Q5_1) after the row's 16-byte codes, one
+// word per block, transposed at upload (packed.rs) so that bit 8k + 4 RUN + i is element
+// 16 RUN + 4i + k: each word of a run's codes takes its four bits with one shift and mask.
+template <typename S>
+struct FiveBitBlocks : NibbleBlocks<S> {
+    struct Raw : NibbleBlocks<S>::Raw { uint32_t qh; };
+    static __device__ __forceinline__ Raw load(const PackedMatrix& m, int row, int u) {
+        Raw r;
+        static_cast<typename NibbleBlocks<S>::Raw&>(r) = NibbleBlocks<S>::load(m, row, u);
+        r.qh = __ldg(reinterpret_cast<const unsigned int*>(q_row(m, row) + 16 * m.units) + u);
+        return r;
+    }
+    // The run's 16 five-bit codes less `bias`, as exact floats.
+    template <int RUN>
+    static __device__ __forceinline__ void codes(const Raw& r, float bias, float* q) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) bytes4(nibbles<RUN>(word_of(r.qs, i)) | ((r.qh >> (4 * RUN + i)) & 0x01010101u) << 4, bias, q + 4 * i);
+    }
+};
+
+// ---- Q5_0: w = d (q - 16), d an f16.
+template <>
+struct Fmt<FMT_Q5_0> : FiveBitBlocks<unsigned short> {
+    template <int RUN>
+    static __device__ __forceinline__ void decode(const Raw& r, int, float* q, float& s, float& o) {
+        codes<RUN>(r, 16.0f, q);
+        s = f16_bits_to_f32(r.sc);
+        o = 0.0f;
+    }
+};
+
+// ---- Q5_1: w = d q + m; the scales plane holds (d, m) as one word.
+template <>
+struct Fmt<FMT_Q5_1> : FiveBitBlocks<unsigned int> {
+    template <int RUN>
+    static __device__ __forceinline__ void decode(const Raw& r, int, float* q, float& s, float& o) {
+        codes<RUN>(r, 0.0f, q);
+        s = f16_bits_to_f32(r.sc);
+        o = f16_bits_to_f32(r.sc >> 16);
+    }
+};
+
 // ---- Q8_0: 32 bytes of signed qs per block (run 0 = bytes 0..15); w = d q.
 template <>
 struct Fmt<FMT_Q8_0> : Blocks32 {

@@ -13,7 +13,7 @@
 // unit of each of the W rows per lane per step, 16-byte coalesced loads (a warp reads 512
 // contiguous bytes of every row), U units per lane in flight. Activations are staged per K chunk
 // in shared memory (swizzled so the lanes' 16-float runs hit distinct banks) together with the
-// sum of every 16-float run, which the affine weight offsets (Q4_1, k-quants) multiply. Each
+// sum of every 16-float run, which the affine weight offsets (Q4_1, Q5_1, k-quants) multiply. Each
 // loaded x value serves W weight rows. Codes are turned into exact floats (common.cuh), dotted
 // with x in f32, and scaled once per run: acc += s * sum(q x) + o * sum(x).
 #include "args.cuh"
@@ -33,7 +33,8 @@ __host__ __device__ constexpr int gemv_kc(int r) {
     return r == 1 ? 8192 : r == 2 ? 4096 : r == 3 ? 2560 : r == 4 ? 2048 : r == 5 ? 1536 : r == 6 ? 1280 : 1024;
 }
 // Units each lane loads before computing (memory-level parallelism vs registers: the float
-// types' units are 64-128 bytes, so past 2 input rows one at a time keeps them spill-free).
+// types' units are 64-128 bytes, so past 2 input rows one at a time keeps them spill-free; Q5 at
+// 4 takes ~160 registers for one input row, one CTA per SM, where 2 takes 75).
 __host__ __device__ constexpr int gemv_unroll(int fmt, int w, int r) {
     return w == 4 ? 1
          : (fmt == FMT_Q4_0 || fmt == FMT_Q4_1) ? 4
@@ -201,6 +202,8 @@ GEMV_ALL_R(f16, FMT_F16)
 GEMV_ALL_R(bf16, FMT_BF16)
 GEMV_ALL_R(q4_0, FMT_Q4_0)
 GEMV_ALL_R(q4_1, FMT_Q4_1)
+GEMV_ALL_R(q5_0, FMT_Q5_0)
+GEMV_ALL_R(q5_1, FMT_Q5_1)
 GEMV_ALL_R(q8_0, FMT_Q8_0)
 GEMV_ALL_R(q4_k, FMT_Q4_K)
 GEMV_ALL_R(q5_k, FMT_Q5_K)

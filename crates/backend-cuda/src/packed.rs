@@ -1,9 +1,11 @@
 //! The device layout of a weight matrix, written once at upload.
 //!
-//! ggml blocks are 18, 20, 34 or 210 bytes, so most of them cannot be read with the 16-byte loads
-//! a bandwidth-bound GEMV needs. `upload_matrix` therefore splits each row into a "quants" plane
-//! (16-byte aligned rows of codes) and a "scales" plane (the f16 `d`, `m`), and pads float rows to
-//! whole 32-element units. Q4_K and Q5_K blocks (144 and 176 bytes) are already aligned and stay
+//! ggml blocks are 18, 20, 22, 24, 34 or 210 bytes, so most of them cannot be read with the 16-byte
+//! loads a bandwidth-bound GEMV needs. `upload_matrix` therefore splits each row into a "quants"
+//! plane (16-byte aligned rows of codes) and a "scales" plane (the f16 `d`, `m`), and pads float
+//! rows to whole 32-element units. Q5_0/Q5_1 keep their codes' fifth bits after the row's 4-bit
+//! codes, one word per block, with the bits transposed ([`transpose_qh`]) so a kernel takes four
+//! of them with one shift and one mask. Q4_K and Q5_K blocks (144 and 176 bytes) are already aligned and stay
 //! as they are. The layout is described in `kernels/common.cuh` and read by `kernels/packed.cuh`;
 //! [`decode_unit`] is the Rust twin of that reader, tested here against
 //! `rill_backend::quant::dequantize_row`, so the unit mapping the kernels rely on is checked on
@@ -23,11 +25,13 @@ pub enum Fmt {
     Q4K = 6,
     Q5K = 7,
     Q6K = 8,
+    Q5_0 = 9,
+    Q5_1 = 10,
 }
 
 impl Fmt {
-    pub const ALL: [Fmt; 9] =
-        [Fmt::F32, Fmt::F16, Fmt::BF16, Fmt::Q4_0, Fmt::Q4_1, Fmt::Q8_0, Fmt::Q4K, Fmt::Q5K, Fmt::Q6K];
+    pub const ALL: [Fmt; 11] =
+        [Fmt::F32, Fmt::F16, Fmt::BF16, Fmt::Q4_0, Fmt::Q4_1, Fmt::Q8_0, Fmt::Q4K, Fmt::Q5K, Fmt::Q6K, Fmt::Q5_0, Fmt::Q5_1];
 
     pub fn of(dtype: DType) -> Option<Fmt> {
         Some(match dtype {
@@ -36,6 +40,8 @@ impl Fmt {
             DType::BF16 => Fmt::BF16,
             DType::Q4_0 => Fmt::Q4_0,
             DType::Q4_1 => Fmt::Q4_1,
+            DType::Q5_0 => Fmt::Q5_0,
+            DType::Q5_1 => Fmt::Q5_1,
             DType::Q8_0 => Fmt::Q8_0,
             DType::Q4K => Fmt::Q4K,
             DType::Q5K => Fmt::Q5K,
@@ -51,6 +57,8 @@ impl Fmt {
             Fmt::BF16 => DType::BF16,
             Fmt::Q4_0 => DType::Q4_0,
             Fmt::Q4_1 => DType::Q4_1,
+            Fmt::Q5_0 => DType::Q5_0,
+            Fmt::Q5_1 => DType::Q5_1,
             Fmt::Q8_0 => DType::Q8_0,
             Fmt::Q4K => DType::Q4K,
             Fmt::Q5K => DType::Q5K,
@@ -66,6 +74,8 @@ impl Fmt {
             Fmt::BF16 => "bf16",
             Fmt::Q4_0 => "q4_0",
             Fmt::Q4_1 => "q4_1",
+            Fmt::Q5_0 => "q5_0",
+            Fmt::Q5_1 => "q5_1",
             Fmt::Q8_0 => "q8_0",
             Fmt::Q4K => "q4_k",
             Fmt::Q5K => "q5_k",
@@ -114,6 +124,9 @@ impl PackedLayout {
             Fmt::F16 | Fmt::BF16 => (units * 64, 0),
             Fmt::Q4_0 => (units * 16, units * 2),
             Fmt::Q4_1 => (units * 16, units * 4),
+            // 16 bytes of codes and a word of fifth bits per block.
+            Fmt::Q5_0 => ((units * 20).next_multiple_of(16), units * 2),
+            Fmt::Q5_1 => ((units * 20).next_multiple_of(16), units * 4),
             Fmt::Q8_0 => (units * 32, units * 2),
             Fmt::Q4K => (blocks * 144, 0),
             Fmt::Q5K => (blocks * 176, 0),
@@ -147,6 +160,8 @@ pub fn pack(l: &PackedLayout, src: &[u8]) -> Vec<u8> {
             Fmt::Q4_0 => split_blocks(s, 18, 2, 16, q, sc),
             Fmt::Q4_1 => split_blocks(s, 20, 4, 16, q, sc),
             Fmt::Q8_0 => split_blocks(s, 34, 2, 32, q, sc),
+            Fmt::Q5_0 => split_q5_blocks(s, 22, 2, l.units, q, sc),
+            Fmt::Q5_1 => split_q5_blocks(s, 24, 4, l.units, q, sc),
             Fmt::Q6K => {
                 for (b, blk) in s.chunks_exact(210).enumerate() {
                     q[b * Q6K_PACKED_BYTES..(b + 1) * Q6K_PACKED_BYTES].copy_from_slice(&blk[..Q6K_PACKED_BYTES]);
@@ -164,6 +179,25 @@ fn split_blocks(src: &[u8], block: usize, head: usize, body: usize, q: &mut [u8]
         s[b * head..(b + 1) * head].copy_from_slice(&blk[..head]);
         q[b * body..(b + 1) * body].copy_from_slice(&blk[head..]);
     }
+}
+
+/// Q5 blocks of `block` bytes: `head` bytes of scales, the `qh` word, 16 bytes of codes. The codes
+/// go where Q4's would, the transposed `qh` words after all `blocks` of them.
+fn split_q5_blocks(src: &[u8], block: usize, head: usize, blocks: usize, q: &mut [u8], s: &mut [u8]) {
+    let (codes, fifth) = q.split_at_mut(16 * blocks);
+    for (b, blk) in src.chunks_exact(block).enumerate() {
+        s[b * head..(b + 1) * head].copy_from_slice(&blk[..head]);
+        let qh = u32::from_le_bytes(blk[head..head + 4].try_into().expect("4 bytes"));
+        fifth[4 * b..4 * b + 4].copy_from_slice(&transpose_qh(qh).to_le_bytes());
+        codes[16 * b..16 * (b + 1)].copy_from_slice(&blk[head + 4..]);
+    }
+}
+
+/// ggml's fifth bits (bit `e` for element `e`) with bit `4m + k` moved to `8k + m`: word `i` of
+/// run `r` (elements `16r + 4i + k`, one per byte `k`) then finds its four bits at `4r + i` of
+/// each byte, the positions `NibbleBlocks::decode` in packed.cuh shifts down.
+pub fn transpose_qh(qh: u32) -> u32 {
+    (0..32).fold(0, |t, e| t | ((qh >> e) & 1) << (8 * (e % 4) + e / 4))
 }
 
 /// The first column of unit `u`'s two 16-column runs (`Fmt::runs` in packed.cuh).
@@ -195,13 +229,20 @@ pub fn decode_unit(l: &PackedLayout, data: &[u8], row: usize, u: usize) -> [f32;
         Fmt::F32 => (0..32).for_each(|i| w[i] = f32::from_le_bytes(q[128 * u + 4 * i..][..4].try_into().unwrap())),
         Fmt::F16 => (0..32).for_each(|i| w[i] = f16(&q[64 * u + 2 * i..])),
         Fmt::BF16 => (0..32).for_each(|i| w[i] = half::bf16::from_le_bytes([q[64 * u + 2 * i], q[64 * u + 2 * i + 1]]).to_f32()),
-        Fmt::Q4_0 | Fmt::Q4_1 => {
-            let (d, m) = if l.fmt == Fmt::Q4_0 { (f16(&s[2 * u..]), 0.0) } else { (f16(&s[4 * u..]), f16(&s[4 * u + 2..])) };
-            let bias = if l.fmt == Fmt::Q4_0 { 8.0 } else { 0.0 };
-            for i in 0..16 {
-                let b = q[16 * u + i];
-                w[i] = weight(d, (b & 15) as f32 - bias, m);
-                w[16 + i] = weight(d, (b >> 4) as f32 - bias, m);
+        Fmt::Q4_0 | Fmt::Q4_1 | Fmt::Q5_0 | Fmt::Q5_1 => {
+            let min = matches!(l.fmt, Fmt::Q4_1 | Fmt::Q5_1);
+            let fifth = matches!(l.fmt, Fmt::Q5_0 | Fmt::Q5_1);
+            let (d, m) = if min { (f16(&s[4 * u..]), f16(&s[4 * u + 2..])) } else { (f16(&s[2 * u..]), 0.0) };
+            let bias = if min { 0.0 } else if fifth { 16.0 } else { 8.0 };
+            let qh = if fifth { u32::from_le_bytes(q[16 * l.units + 4 * u..][..4].try_into().unwrap()) } else { 0 };
+            for run in 0..2 {
+                for i in 0..16 {
+                    let b = q[16 * u + i];
+                    let hi = ((qh >> (8 * (i % 4) + 4 * run + i / 4)) & 1) << 4;
+                    let nibble = if run == 0 { b & 15 } else { b >> 4 };
+                    let code = nibble | hi as u8;
+                    w[16 * run + i] = weight(d, code as f32 - bias, m);
+                }
             }
         }
         Fmt::Q8_0 => {
@@ -304,6 +345,19 @@ mod tests {
         }
     }
 
+    /// Kernel tables are built in `ALL`'s order and indexed by `Fmt as usize`; the ids are the
+    /// `FMT_*` numbers of common.cuh.
+    #[test]
+    fn ids_index_all_and_match_the_kernels() {
+        let header = include_str!("../../../kernels/common.cuh");
+        for (i, fmt) in Fmt::ALL.into_iter().enumerate() {
+            assert_eq!(fmt as usize, i, "{fmt:?}");
+            assert_eq!(Fmt::of(fmt.dtype()), Some(fmt));
+            let define = format!("#define FMT_{} {i}\n", fmt.suffix().to_uppercase());
+            assert!(header.contains(&define), "common.cuh lacks {define:?}");
+        }
+    }
+
     #[test]
     fn every_unit_covers_distinct_columns() {
         for fmt in Fmt::ALL {
@@ -359,11 +413,28 @@ mod tests {
     fn layouts_refuse_partial_blocks_and_other_types() {
         assert!(PackedLayout::new(DType::Q4_0, 2, 48).is_none());
         assert!(PackedLayout::new(DType::Q6K, 2, 128).is_none());
-        assert!(PackedLayout::new(DType::Q5_0, 2, 64).is_none());
+        assert!(PackedLayout::new(DType::Q5_1, 2, 48).is_none());
+        assert!(PackedLayout::new(DType::Q3K, 2, 256).is_none());
         let l = PackedLayout::new(DType::F16, 3, 33).unwrap();
         assert_eq!((l.units, l.q_stride, l.cols_padded()), (2, 128, 64));
         let l = PackedLayout::new(DType::Q6K, 4, 512).unwrap();
         assert_eq!((l.q_stride, l.s_stride, l.s_offset), (416, 4, 1792));
         assert_eq!(l.total_bytes, 1792 + 16);
+        // 3 blocks: 48 bytes of codes and 12 of fifth bits, padded to 64.
+        let l = PackedLayout::new(DType::Q5_0, 2, 96).unwrap();
+        assert_eq!((l.q_stride, l.s_stride, l.s_offset), (64, 6, 256));
+    }
+
+    /// Each byte `k` of the transposed word holds elements `4m + k` at bit `m`, so the kernel's
+    /// `(t >> (4r + i)) & 0x01010101` is elements `16r + 4i .. 16r + 4i + 4`, one per byte.
+    #[test]
+    fn transposed_fifth_bits_serve_one_word_of_codes_per_shift() {
+        for e in 0..32 {
+            let t = transpose_qh(1 << e);
+            assert_eq!(t.count_ones(), 1, "element {e}");
+            let (run, i, k) = (e / 16, (e % 16) / 4, e % 4);
+            assert_eq!((t >> (4 * run + i)) & 0x0101_0101, 1 << (8 * k), "element {e}");
+        }
+        assert_eq!(transpose_qh(u32::MAX), u32::MAX);
     }
 }

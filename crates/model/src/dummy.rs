@@ -20,7 +20,8 @@ use crate::tokenizer::{pieces, TokenType, Tokenizer, TokenizerError, Vocab, Voca
 use crate::weights::{LayerWeight, TensorSource, Weight, WeightsError};
 
 /// The dtypes dummy matrices can be generated in; their CLI names are GGUF's, lower-cased.
-pub const DUMMY_DTYPES: [DType; 8] = [DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4K, DType::Q6K];
+pub const DUMMY_DTYPES: [DType; 10] =
+    [DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4K, DType::Q6K];
 
 /// Rows generated from one random stream (and the unit of parallel work).
 pub const ROWS_PER_CHUNK: usize = 16;
@@ -29,7 +30,7 @@ pub const ROWS_PER_CHUNK: usize = 16;
 pub const DUMMY_BOS: u32 = 256;
 pub const DUMMY_EOS: u32 = 257;
 
-/// `f32|f16|bf16|q4_0|q4_1|q8_0|q4_k|q6_k` (any case) → the dtype.
+/// `f32|f16|bf16|q4_0|q4_1|q5_0|q5_1|q8_0|q4_k|q6_k` (any case) → the dtype.
 pub fn parse_dtype(name: &str) -> Result<DType, String> {
     DUMMY_DTYPES.iter().copied().find(|d| d.name().eq_ignore_ascii_case(name)).ok_or_else(|| {
         let names: Vec<String> = DUMMY_DTYPES.iter().map(|d| d.name().to_ascii_lowercase()).collect();

@@ -3,7 +3,7 @@
 //! The format is ggml's Q8_0/Q8_1 pulled apart into arrays: per 32-element block a scale
 //! `d = amax / 127` (rounded to f16, as ggml stores it), the codes `q = round(x · 127 / amax)`
 //! (ties to even, as ggml's AVX quantizer), and `s = d · Σq` (rounded to f16: ggml's Q8_1 sum,
-//! which folds Q4_1's per-block offset into one multiply). Codes stay contiguous per row so a
+//! which folds the per-block offset of Q4_1 and Q5_1 into one multiply). Codes stay contiguous per row so a
 //! SIMD kernel loads two blocks' codes (64 bytes) at once.
 
 use half::f16;

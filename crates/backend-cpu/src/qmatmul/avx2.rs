@@ -1,12 +1,12 @@
-//! AVX2 kernels for Q4_0, Q4_1 and Q8_0 weights, for x86 CPUs without AVX-512 VNNI: one
+//! AVX2 kernels for Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 weights, for x86 CPUs without AVX-512 VNNI: one
 //! 32-element block per 256-bit register, the integer dot as `vpmaddubsw` + `vpmaddwd`
 //! (unsigned × signed bytes into 16-bit pairs, then into 32-bit lanes), 4 weight rows per
 //! activation row so each activation block is loaded once for four rows.
 //!
 //! The float arithmetic is the portable kernel's (ggml's own x86 kernel), bit for bit.
 //!
-//! `vpmaddubsw` saturates at ±32767, so signed weights (Q4_0 after subtracting 8, Q8_0) use
-//! ggml's sign trick: `|w|` (unsigned, ≤ 128) times `x` with `w`'s sign, at most 2·128·127.
+//! `vpmaddubsw` saturates at ±32767, so signed weights (Q4_0 and Q5_0 after subtracting 8 or 16,
+//! Q8_0) use ggml's sign trick: `|w|` (unsigned, ≤ 128) times `x` with `w`'s sign, at most 2·128·127.
 
 use std::arch::x86_64::*;
 
@@ -36,6 +36,16 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
     let v = _mm_loadu_si128(p.cast());
     let mask = _mm_set1_epi8(0x0F);
     _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16::<4>(v), mask), _mm_and_si128(v, mask))
+}
+
+/// The fifth bits of a Q5 block's 32 codes from its `qh` word at `p` (bit `e` for element `e`), as
+/// `0x10` in byte `e` where set: ggml's `bytes_from_bits_32`, masked to the bit.
+#[inline(always)]
+unsafe fn fifth_bits(p: *const u8) -> __m256i {
+    // Byte e takes byte e / 8 of the word, then keeps bit e % 8 of it.
+    let spread = _mm256_shuffle_epi8(_mm256_set1_epi32(p.cast::<i32>().read_unaligned()), _mm256_set_epi64x(0x0303_0303_0303_0303, 0x0202_0202_0202_0202, 0x0101_0101_0101_0101, 0));
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10))
 }
 
 #[inline(always)]
@@ -76,6 +86,35 @@ impl BlockFormat for Q4_1 {
     }
 }
 
+struct Q5_0;
+impl BlockFormat for Q5_0 {
+    const BLOCK_BYTES: usize = 22;
+    const HAS_MIN: bool = false;
+    #[inline(always)]
+    unsafe fn dot(p: *const u8, x: __m256i) -> __m256i {
+        let codes = _mm256_or_si256(nibbles(p.add(6)), fifth_bits(p.add(2)));
+        dot_signed(_mm256_sub_epi8(codes, _mm256_set1_epi8(16)), x)
+    }
+    #[inline(always)]
+    unsafe fn scales(p: *const u8) -> (f32, f32) {
+        (f16_at(p), 0.0)
+    }
+}
+
+struct Q5_1;
+impl BlockFormat for Q5_1 {
+    const BLOCK_BYTES: usize = 24;
+    const HAS_MIN: bool = true;
+    #[inline(always)]
+    unsafe fn dot(p: *const u8, x: __m256i) -> __m256i {
+        dot_unsigned(_mm256_or_si256(nibbles(p.add(8)), fifth_bits(p.add(4))), x)
+    }
+    #[inline(always)]
+    unsafe fn scales(p: *const u8) -> (f32, f32) {
+        (f16_at(p), f16_at(p.add(2)))
+    }
+}
+
 struct Q8_0;
 impl BlockFormat for Q8_0 {
     const BLOCK_BYTES: usize = 34;
@@ -91,7 +130,7 @@ impl BlockFormat for Q8_0 {
 }
 
 pub fn supports(dtype: DType) -> bool {
-    matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0)
+    matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0)
 }
 
 /// As [`super::avx512::tile`], for AVX2 machines.
@@ -103,6 +142,8 @@ pub unsafe fn tile(dtype: DType, w: &[u8], w_rows: usize, acts: &Q8Activations, 
     match dtype {
         DType::Q4_0 => tile_format::<Q4_0>(w, w_rows, acts, out, stride),
         DType::Q4_1 => tile_format::<Q4_1>(w, w_rows, acts, out, stride),
+        DType::Q5_0 => tile_format::<Q5_0>(w, w_rows, acts, out, stride),
+        DType::Q5_1 => tile_format::<Q5_1>(w, w_rows, acts, out, stride),
         DType::Q8_0 => tile_format::<Q8_0>(w, w_rows, acts, out, stride),
         other => unreachable!("no AVX2 kernel for {other}"),
     }

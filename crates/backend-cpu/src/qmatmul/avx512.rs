@@ -1,4 +1,4 @@
-//! AVX-512 VNNI kernels for Q4_0, Q4_1 and Q8_0 weights, `vpdpbusd` for the integer dot
+//! AVX-512 VNNI kernels for Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 weights, `vpdpbusd` for the integer dot
 //! (unsigned weight codes × signed activation codes, 4 products per 32-bit lane), two paths:
 //!
 //! - 1–3 activation rows (decode): weights streamed in place, one 32-element block of two weight
@@ -9,7 +9,7 @@
 //!
 //! The float arithmetic is the portable kernel's (ggml's x86 `ggml_vec_dot_*`), bit for bit: each
 //! (weight row, activation row)'s 8 lanes take one `fma(d_w·d_x, lane, acc)` per block in block
-//! order, Q4_1's offsets a scalar `fma(m, s, summs)` chain per output (side by side in a
+//! order, Q4_1's and Q5_1's offsets a scalar `fma(m, s, summs)` chain per output (side by side in a
 //! register), and the output is `hsum_float_8` of its 8 lanes plus `summs`.
 
 use std::arch::x86_64::*;
@@ -23,9 +23,9 @@ use super::activations::{Q8Activations, Q8Row, QK};
 trait BlockFormat {
     const BLOCK_BYTES: usize;
     /// Subtracted per element in integer: weights are stored as `code − OFFSET` (Q4_0: 8;
-    /// Q8_0: 128 after flipping the sign bit to make the codes unsigned); 0 for none.
+    /// Q5_0: 16; Q8_0: 128 after flipping the sign bit to make the codes unsigned); 0 for none.
     const OFFSET: u8;
-    /// Whether blocks carry an additive min after `d` (`w = d·q + m`, Q4_1).
+    /// Whether blocks carry an additive min after `d` (`w = d·q + m`, Q4_1 and Q5_1).
     const HAS_MIN: bool;
     /// The 32 unsigned codes of the block at `a` (lanes 0..8) and of the block at `b` (8..16),
     /// each in element order.
@@ -55,6 +55,15 @@ unsafe fn nibble_pair(a: *const u8, b: *const u8) -> __m512i {
     _mm512_shuffle_i64x2::<0b11_01_10_00>(z, z)
 }
 
+/// `nibble_pair` of two Q5 blocks with each code's fifth bit from the blocks' `qh` words at `ha`
+/// and `hb` (bit `e` for element `e`): one bit per byte of the 64 codes, so one masked add.
+#[inline(always)]
+unsafe fn five_bit_pair(a: *const u8, b: *const u8, ha: *const u8, hb: *const u8) -> __m512i {
+    let codes = nibble_pair(a, b);
+    let bits = ha.cast::<u32>().read_unaligned() as u64 | (hb.cast::<u32>().read_unaligned() as u64) << 32;
+    _mm512_mask_add_epi8(codes, bits, codes, _mm512_set1_epi8(16))
+}
+
 /// Two f16 values at `a` and `b` as `[a ×8, b ×8]`.
 #[inline(always)]
 unsafe fn f16_pair_lanes(a: *const u8, b: *const u8) -> __m512 {
@@ -82,6 +91,28 @@ impl BlockFormat for Q4_1 {
     #[inline(always)]
     unsafe fn codes(a: *const u8, b: *const u8) -> __m512i {
         nibble_pair(a.add(4), b.add(4))
+    }
+}
+
+struct Q5_0;
+impl BlockFormat for Q5_0 {
+    const BLOCK_BYTES: usize = 22;
+    const OFFSET: u8 = 16;
+    const HAS_MIN: bool = false;
+    #[inline(always)]
+    unsafe fn codes(a: *const u8, b: *const u8) -> __m512i {
+        five_bit_pair(a.add(6), b.add(6), a.add(2), b.add(2))
+    }
+}
+
+struct Q5_1;
+impl BlockFormat for Q5_1 {
+    const BLOCK_BYTES: usize = 24;
+    const OFFSET: u8 = 0;
+    const HAS_MIN: bool = true;
+    #[inline(always)]
+    unsafe fn codes(a: *const u8, b: *const u8) -> __m512i {
+        five_bit_pair(a.add(8), b.add(8), a.add(4), b.add(4))
     }
 }
 
@@ -116,7 +147,7 @@ impl<F: BlockFormat> Streaming<F> {
     }
 
     /// Codes and lane scales of rows `2k` and `2k + 1` at block `b`, and what
-    /// [`BlockFormat::scales`] gave besides (their mins, for Q4_1).
+    /// [`BlockFormat::scales`] gave besides (their mins, for Q4_1 and Q5_1).
     #[inline(always)]
     unsafe fn pair(&self, k: usize, b: usize) -> (__m512i, __m512, __m128) {
         let (a, c) = (self.rows[2 * k].add(b * F::BLOCK_BYTES), self.rows[2 * k + 1].add(b * F::BLOCK_BYTES));
@@ -136,7 +167,7 @@ impl<F: BlockFormat> Streaming<F> {
         }
     }
 
-    /// The mins of the group's 4 rows (Q4_1), from what `pair` gave besides for pairs 0 and 1.
+    /// The mins of the group's 4 rows (Q4_1, Q5_1), from what `pair` gave besides for pairs 0 and 1.
     #[inline(always)]
     unsafe fn mins(dm0: __m128, dm1: __m128) -> __m128 {
         // [d₀ m₀ d₁ m₁] and [d₂ m₂ d₃ m₃] → [m₀ m₁ m₂ m₃].
@@ -171,7 +202,7 @@ thread_local! {
 
 /// Whether this module has a kernel for `dtype`.
 pub fn supports(dtype: DType) -> bool {
-    matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0)
+    matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0)
 }
 
 /// `out[r·stride + i] = w[i] · x[r]` for the `w_rows` weight rows at `w` and every activation row.
@@ -184,6 +215,8 @@ pub unsafe fn tile(dtype: DType, w: &[u8], w_rows: usize, acts: &Q8Activations, 
     match dtype {
         DType::Q4_0 => tile_format::<Q4_0>(w, w_rows, acts, out, stride),
         DType::Q4_1 => tile_format::<Q4_1>(w, w_rows, acts, out, stride),
+        DType::Q5_0 => tile_format::<Q5_0>(w, w_rows, acts, out, stride),
+        DType::Q5_1 => tile_format::<Q5_1>(w, w_rows, acts, out, stride),
         DType::Q8_0 => tile_format::<Q8_0>(w, w_rows, acts, out, stride),
         other => unreachable!("no AVX-512 kernel for {other}"),
     }

@@ -2,12 +2,12 @@
 //! every weight block is dotted against them in integers, on the widest kernel this CPU has.
 //! This is how ggml runs quantized weights on a CPU, and the int8 activations are part of the
 //! numerics: results match a float reference only within the activations' rounding (see the
-//! parity tests). For Q4_0, Q4_1 and Q8_0 every kernel also adds its float terms in the order
-//! of ggml's x86 `ggml_vec_dot_*` (see `portable`), so all of them give llama.cpp's bits; the
-//! k-quant kernels match each other up to the order of float additions.
+//! parity tests). For Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 every kernel also adds its float terms in
+//! the order of ggml's x86 `ggml_vec_dot_*` (see `portable`), so all of them give llama.cpp's
+//! bits; the k-quant kernels match each other up to the order of float additions.
 //!
-//! Kernels, chosen at runtime: AVX-512 VNNI for Q4_0/Q4_1/Q8_0/Q4_K/Q6_K, AVX2 for
-//! Q4_0/Q4_1/Q8_0, and portable integer code for everything (Q5_K always runs there).
+//! Kernels, chosen at runtime: AVX-512 VNNI for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q6_K, AVX2 for
+//! Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, and portable integer code for everything (Q5_K always runs there).
 //! `crate::isa` picks the set (`QuantIsa::selected`), which `RILL_CPU_ISA` can narrow, for tests
 //! and benchmarks (`reference` makes `CpuBackend::new` multiply in f32, see `MatmulMode`).
 
@@ -29,7 +29,7 @@ use crate::isa::QuantIsa;
 
 /// Whether `dtype` weights take the integer path.
 pub fn is_integer_dtype(dtype: DType) -> bool {
-    matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0 | DType::Q4K | DType::Q5K | DType::Q6K)
+    matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0 | DType::Q4K | DType::Q5K | DType::Q6K)
 }
 
 /// One f16 to f32 by F16C, for the x86 kernels (the `half` crate's conversion would not inline

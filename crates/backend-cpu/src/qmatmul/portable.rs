@@ -2,14 +2,14 @@
 //! block, in plain Rust. They define what every SIMD kernel must compute and they run wherever no
 //! SIMD kernel exists.
 //!
-//! Q4_0, Q4_1 and Q8_0 add their float terms exactly as ggml's x86 `ggml_vec_dot_*_q8_*` do
-//! (llama.cpp's CPU numerics, which the golden test compares against): per block, 8 lanes of
-//! 4-product integer sums, each lane `acc = fma(d_w·d_x, lane, acc)`; Q4_1's offsets in a
-//! separate scalar `summs = fma(m, s, summs)`; the row's sum `hsum8(acc) + summs` with ggml's
+//! Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 add their float terms exactly as ggml's x86
+//! `ggml_vec_dot_*_q8_*` do (llama.cpp's CPU numerics, which the golden test compares against):
+//! per block, 8 lanes of 4-product integer sums, each lane `acc = fma(d_w·d_x, lane, acc)`; the
+//! offsets of Q4_1 and Q5_1 in a separate scalar `summs = fma(m, s, summs)`; the row's sum `hsum8(acc) + summs` with ggml's
 //! `hsum_float_8` tree. The SIMD kernels compute the same bits. The k-quants sum their
 //! sub-block terms in order (SIMD twins differ only in the order of float additions).
 
-use rill_backend::quant::{scale_min_k4, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ6K, BlockQ8_0, QuantBlock, QK_K};
+use rill_backend::quant::{five_bit_codes, scale_min_k4, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, QuantBlock, QK_K};
 use rill_backend::DType;
 
 use super::activations::{Q8Row, QK};
@@ -19,6 +19,8 @@ pub fn dot_row(dtype: DType, w: &[u8], x: Q8Row<'_>) -> f32 {
     match dtype {
         DType::Q4_0 => ggml_blocks::<BlockQ4_0>(w, x, false, lanes_q4_0),
         DType::Q4_1 => ggml_blocks::<BlockQ4_1>(w, x, true, lanes_q4_1),
+        DType::Q5_0 => ggml_blocks::<BlockQ5_0>(w, x, false, lanes_q5_0),
+        DType::Q5_1 => ggml_blocks::<BlockQ5_1>(w, x, true, lanes_q5_1),
         DType::Q8_0 => ggml_blocks::<BlockQ8_0>(w, x, false, lanes_q8_0),
         DType::Q4K => sum_blocks::<BlockQ4K>(w, x, dot_q4_k),
         DType::Q5K => sum_blocks::<BlockQ5K>(w, x, dot_q5_k),
@@ -61,7 +63,7 @@ fn nibbles(qs: &[u8; 16]) -> [u8; QK] {
 }
 
 /// What one 32-element block contributes in ggml's order: its weight scale `d`, its min `m`
-/// (Q4_1; 0 otherwise) and the 8 lane sums `Σ_{t<4} w[4j+t]·x[4j+t]` of its integer codes.
+/// (Q4_1, Q5_1; 0 otherwise) and the 8 lane sums `Σ_{t<4} w[4j+t]·x[4j+t]` of its integer codes.
 type Lanes = (f32, f32, [i32; 8]);
 
 /// ggml's `hsum_float_8`: `(a₀+a₄ + a₂+a₆) + (a₁+a₅ + a₃+a₇)`.
@@ -108,6 +110,16 @@ fn lanes_q4_0(b: &BlockQ4_0, x: &[i8]) -> Lanes {
 
 fn lanes_q4_1(b: &BlockQ4_1, x: &[i8]) -> Lanes {
     let q = nibbles(&b.qs);
+    (b.d.to_f32(), b.m.to_f32(), lane_sums(|e| q[e] as i32, x))
+}
+
+fn lanes_q5_0(b: &BlockQ5_0, x: &[i8]) -> Lanes {
+    let q = five_bit_codes(b.qh, &b.qs);
+    (b.d.to_f32(), 0.0, lane_sums(|e| q[e] as i32 - 16, x))
+}
+
+fn lanes_q5_1(b: &BlockQ5_1, x: &[i8]) -> Lanes {
+    let q = five_bit_codes(b.qh, &b.qs);
     (b.d.to_f32(), b.m.to_f32(), lane_sums(|e| q[e] as i32, x))
 }
 

@@ -1,5 +1,5 @@
 //! Parity: every kernel on every instruction set this CPU has, against the portable integer
-//! kernel (Q4_0/Q4_1/Q8_0: the same bits, ggml's order of float operations; k-quants: the same
+//! kernel (Q4_0/Q4_1/Q5_0/Q5_1/Q8_0: the same bits, ggml's order of float operations; k-quants: the same
 //! integer sums, so only float rounding may differ) and against the float reference
 //! `quant::dot_row` (within the error the 8-bit activations are allowed).
 
@@ -9,7 +9,9 @@ use rill_backend::{quant, DType};
 
 use super::*;
 
-const DTYPES: [DType; 6] = [DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4K, DType::Q5K, DType::Q6K];
+const DTYPES: [DType; 8] = [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4K, DType::Q5K, DType::Q6K];
+/// The 32-element formats every kernel computes in ggml's order of float operations.
+const GGML_EXACT: [DType; 5] = [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0];
 
 struct Case {
     dtype: DType,
@@ -25,7 +27,7 @@ fn case(rng: &mut ChaCha8Rng, dtype: DType, w_rows: usize, rows: usize, cols: us
     let mut w = vec![0u8; w_rows * row_bytes];
     let mut w_f32 = vec![0f32; w_rows * cols];
     for i in 0..w_rows {
-        // Per-row scale and a mean offset so Q4_1/K-quant mins matter.
+        // Per-row scale and a mean offset so the mins of Q4_1/Q5_1/K-quants matter.
         let scale = rng.random_range(0.01f32..2.0);
         let mean = rng.random_range(-0.5f32..0.5) * scale;
         let src: Vec<f32> = (0..cols).map(|_| mean + scale * rng.random_range(-1.0f32..1.0)).collect();
@@ -92,7 +94,7 @@ fn every_kernel_matches_the_portable_kernel_and_the_float_reference() {
                     for r in 0..rows {
                         for i in 0..w_rows {
                             let (a, b) = (got[r][i], portable[r][i]);
-                            if matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0) {
+                            if GGML_EXACT.contains(&dtype) {
                                 // ggml's order of float operations on every ISA: the same bits.
                                 assert_eq!(a.to_bits(), b.to_bits(), "{} {dtype} {cols}x{w_rows}x{rows} [{r}][{i}]: {a} vs {b}", isa.name());
                                 checked += 1;
@@ -179,5 +181,81 @@ fn q4_1_follows_ggml_order_of_operations() {
     for isa in QuantIsa::available() {
         let c = Case { dtype: DType::Q4_1, w: w.clone(), w_f32: vec![], x: x.clone(), w_rows: 1, rows: 1 };
         assert_eq!(run(isa, &c, &acts)[0][0].to_bits(), want.to_bits(), "{}", isa.name());
+    }
+}
+
+/// ggml's `ggml_vec_dot_q5_0_q8_0` and `ggml_vec_dot_q5_1_q8_1` on hand-made blocks (random
+/// fifth bits): Q5_0's codes less 16, Q5_1's offsets as Q4_1's, otherwise the same order.
+#[test]
+fn q5_follows_ggml_order_of_operations() {
+    use half::f16;
+    use rill_backend::quant::{BlockQ5_0, BlockQ5_1};
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let cols = 5 * QK;
+    let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-3.0f32..3.0)).collect();
+    let mut acts = Q8Activations::default();
+    acts.quantize(&x, 1, cols);
+    let xr = acts.row(0);
+    // (d, m, qh, qs) per block; Q5_0 ignores m.
+    let raw: Vec<(f16, f16, [u8; 4], [u8; 16])> = (0..5)
+        .map(|_| (f16::from_f32(rng.random_range(0.001f32..0.1)), f16::from_f32(rng.random_range(-0.5f32..0.5)), rng.random(), rng.random()))
+        .collect();
+    let want = |bias: i32, with_min: bool| {
+        let (mut acc, mut summs) = ([0f32; 8], 0f32);
+        for (b, (d, m, qh, qs)) in raw.iter().enumerate() {
+            let h = u32::from_le_bytes(*qh);
+            let q = |e: usize| (if e < 16 { qs[e] & 15 } else { qs[e - 16] >> 4 }) as i32 + 16 * ((h >> e) & 1) as i32 - bias;
+            let dd = d.to_f32() * xr.d[b];
+            for (j, a) in acc.iter_mut().enumerate() {
+                let lane: i32 = (4 * j..4 * j + 4).map(|e| q(e) * xr.qs[b * QK + e] as i32).sum();
+                *a = dd.mul_add(lane as f32, *a);
+            }
+            summs = m.to_f32().mul_add(xr.s[b], summs);
+        }
+        let t: [f32; 4] = std::array::from_fn(|k| acc[k + 4] + acc[k]);
+        let sum = (t[0] + t[2]) + (t[1] + t[3]);
+        if with_min { sum + summs } else { sum }
+    };
+    let q5_0: Vec<BlockQ5_0> = raw.iter().map(|&(d, _, qh, qs)| BlockQ5_0 { d, qh, qs }).collect();
+    let q5_1: Vec<BlockQ5_1> = raw.iter().map(|&(d, m, qh, qs)| BlockQ5_1 { d, m, qh, qs }).collect();
+    let cases = [(DType::Q5_0, bytemuck::cast_slice(&q5_0).to_vec(), want(16, false)), (DType::Q5_1, bytemuck::cast_slice(&q5_1).to_vec(), want(0, true))];
+    for (dtype, w, want) in cases {
+        for isa in QuantIsa::available() {
+            let c = Case { dtype, w: w.clone(), w_f32: vec![], x: x.clone(), w_rows: 1, rows: 1 };
+            assert_eq!(run(isa, &c, &acts)[0][0].to_bits(), want.to_bits(), "{} {dtype}", isa.name());
+        }
+    }
+}
+
+/// Q5_0 and Q5_1 against ggml itself: these bits are what llama.cpp's `quantize_row_q5_*_ref`,
+/// x86 `quantize_row_q8_*` and `ggml_vec_dot_q5_*_q8_*` give for the inputs below (llama.cpp
+/// 11434's `ggml-quants.c` and `ggml-cpu/arch/x86/quants.c`, gcc -O2 -march=native on an AVX-512
+/// VNNI CPU), for 4 activation rows × 2 weight rows. Every kernel, fed the rows together (the
+/// AVX-512 quad path) or one at a time, must give them.
+#[test]
+fn q5_dots_equal_ggml_bits() {
+    const C: usize = 96;
+    let w: Vec<f32> = (0..2 * C).map(|i| ((i * 7919 % 2003) as i32 - 1001) as f32 * 0.00137 + (i / C) as f32 * 0.25).collect();
+    let x: Vec<f32> = (0..4 * C).map(|i| ((i * 104729 % 1999) as i32 - 999) as f32 * 0.003).collect();
+    let ggml: [(DType, [u32; 8]); 2] = [
+        (DType::Q5_0, [0x41d711c4, 0xc17c8c53, 0xc10082fd, 0x41c1b9ce, 0x419cf291, 0xc17d3f67, 0xc0d4925e, 0x41818b32]),
+        (DType::Q5_1, [0x41d4ff55, 0xc174c24e, 0xc0fc17aa, 0x41c25473, 0x419c7949, 0xc173b9d5, 0xc0cd5a8a, 0x418211da]),
+    ];
+    let (mut all, mut one) = (Q8Activations::default(), Q8Activations::default());
+    all.quantize(&x, 4, C);
+    for (dtype, want) in ggml {
+        let mut q = vec![0u8; 2 * dtype.row_bytes(C).unwrap()];
+        quant::quantize_row(dtype, &w, &mut q).unwrap();
+        for isa in QuantIsa::available() {
+            let c = Case { dtype, w: q.clone(), w_f32: vec![], x: x.clone(), w_rows: 2, rows: 4 };
+            let together: Vec<u32> = run(isa, &c, &all).concat().iter().map(|v| v.to_bits()).collect();
+            assert_eq!(together, want, "{} {dtype}, 4 rows", isa.name());
+            for r in 0..4 {
+                one.quantize(&x[r * C..(r + 1) * C], 1, C);
+                let c = Case { dtype, w: q.clone(), w_f32: vec![], x: x[r * C..(r + 1) * C].to_vec(), w_rows: 2, rows: 1 };
+                let alone: Vec<u32> = run(isa, &c, &one)[0].iter().map(|v| v.to_bits()).collect();
+                assert_eq!(alone, want[2 * r..2 * r + 2], "{} {dtype}, row {r} alone", isa.name());
+            }
+        }
     }
 }

@@ -12,7 +12,7 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-/// Elements per block of the "simple" formats (Q4_0, Q4_1, Q8_0, Q8_1); ggml's `QK4_0` etc.
+/// Elements per block of the "simple" formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1); ggml's `QK4_0` etc.
 pub const QK: usize = 32;
 /// Elements per super-block of the k-quants; ggml's `QK_K`.
 pub const QK_K: usize = 256;
@@ -39,6 +39,26 @@ pub struct BlockQ4_0 {
 pub struct BlockQ4_1 {
     pub d: f16,
     pub m: f16,
+    pub qs: [u8; QK / 2],
+}
+
+/// 32 weights `w = d * (q - 16)` with 5-bit `q`: its low 4 bits in `qs` (nibble order as in
+/// [`BlockQ4_0`]), its fifth bit for element `j` in bit `j` of `qh` read as a little-endian `u32`.
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockQ5_0 {
+    pub d: f16,
+    pub qh: [u8; 4],
+    pub qs: [u8; QK / 2],
+}
+
+/// 32 weights `w = d * q + m` with 5-bit `q`, bits as in [`BlockQ5_0`].
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockQ5_1 {
+    pub d: f16,
+    pub m: f16,
+    pub qh: [u8; 4],
     pub qs: [u8; QK / 2],
 }
 
@@ -99,6 +119,8 @@ pub struct BlockQ6K {
 // is not a `const fn`, so the literals are checked here and against the table in the tests below.
 const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
 const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
+const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
+const _: () = assert!(std::mem::size_of::<BlockQ5_1>() == 24);
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
 const _: () = assert!(std::mem::size_of::<BlockQ8_1>() == 36);
 const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
@@ -115,6 +137,8 @@ mod tests {
     fn sizes_match_dtype_table() {
         assert_eq!(size_of::<BlockQ4_0>(), DType::Q4_0.block_bytes());
         assert_eq!(size_of::<BlockQ4_1>(), DType::Q4_1.block_bytes());
+        assert_eq!(size_of::<BlockQ5_0>(), DType::Q5_0.block_bytes());
+        assert_eq!(size_of::<BlockQ5_1>(), DType::Q5_1.block_bytes());
         assert_eq!(size_of::<BlockQ8_0>(), DType::Q8_0.block_bytes());
         assert_eq!(size_of::<BlockQ8_1>(), DType::Q8_1.block_bytes());
         assert_eq!(size_of::<BlockQ4K>(), DType::Q4K.block_bytes());
@@ -129,6 +153,8 @@ mod tests {
     #[test]
     fn blocks_need_only_f16_alignment() {
         assert_eq!(align_of::<BlockQ4_0>(), 2);
+        assert_eq!(align_of::<BlockQ5_0>(), 2);
+        assert_eq!(align_of::<BlockQ5_1>(), 2);
         assert_eq!(align_of::<BlockQ8_1>(), 2);
         assert_eq!(align_of::<BlockQ4K>(), 2);
         assert_eq!(align_of::<BlockQ6K>(), 2);
@@ -138,6 +164,11 @@ mod tests {
     fn field_offsets_match_ggml() {
         assert_eq!(offset_of!(BlockQ4_1, m), 2);
         assert_eq!(offset_of!(BlockQ4_1, qs), 4);
+        assert_eq!(offset_of!(BlockQ5_0, qh), 2);
+        assert_eq!(offset_of!(BlockQ5_0, qs), 6);
+        assert_eq!(offset_of!(BlockQ5_1, m), 2);
+        assert_eq!(offset_of!(BlockQ5_1, qh), 4);
+        assert_eq!(offset_of!(BlockQ5_1, qs), 8);
         assert_eq!(offset_of!(BlockQ8_1, qs), 4);
         assert_eq!(offset_of!(BlockQ4K, scales), 4);
         assert_eq!(offset_of!(BlockQ4K, qs), 16);

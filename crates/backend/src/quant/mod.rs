@@ -4,7 +4,7 @@
 //! This is the oracle that optimized kernels are tested against and the fallback a CPU matmul
 //! can always run, so it favors obviously-matching-ggml over fast: straightforward loops over
 //! blocks, no allocation, no unsafe. Dequantization follows ggml's `dequantize_row_*`
-//! expression by expression; the Q4_0/Q4_1/Q8_0/Q8_1 quantizers follow `quantize_row_*_ref`,
+//! expression by expression; the Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q8_1 quantizers follow `quantize_row_*_ref`,
 //! while the k-quant quantizers use a simpler scale search than ggml (see `kquants`), which is
 //! a valid encoding of the same format, only with a little more error.
 //!
@@ -15,16 +15,18 @@
 mod blocks;
 mod float;
 mod kquants;
+mod q5;
 mod q6k;
 mod simple;
 #[cfg(test)]
 mod testutil;
 
 pub use blocks::{
-    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8_1, K_SCALE_SIZE, QK,
-    QK_K,
+    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, BlockQ8_1,
+    K_SCALE_SIZE, QK, QK_K,
 };
 pub use kquants::{pack_scale_min_k4, scale_min_k4};
+pub use q5::five_bit_codes;
 
 use crate::dtype::DType;
 
@@ -72,6 +74,8 @@ pub fn is_supported(dtype: DType) -> bool {
             | DType::Q8_1
             | DType::Q4_0
             | DType::Q4_1
+            | DType::Q5_0
+            | DType::Q5_1
             | DType::Q4K
             | DType::Q5K
             | DType::Q6K
@@ -112,6 +116,8 @@ pub fn quantize_row(dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<(), Qua
         DType::BF16 => float::quantize_bf16(src, dst),
         DType::Q4_0 => quantize_blocks::<BlockQ4_0>(src, dst),
         DType::Q4_1 => quantize_blocks::<BlockQ4_1>(src, dst),
+        DType::Q5_0 => quantize_blocks::<BlockQ5_0>(src, dst),
+        DType::Q5_1 => quantize_blocks::<BlockQ5_1>(src, dst),
         DType::Q8_0 => quantize_blocks::<BlockQ8_0>(src, dst),
         DType::Q8_1 => quantize_blocks::<BlockQ8_1>(src, dst),
         DType::Q4K => quantize_blocks::<BlockQ4K>(src, dst),
@@ -166,6 +172,8 @@ fn dequantize_checked(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), Q
         DType::BF16 => float::dequantize_bf16(src, dst),
         DType::Q4_0 => dequantize_blocks::<BlockQ4_0>(src, dst),
         DType::Q4_1 => dequantize_blocks::<BlockQ4_1>(src, dst),
+        DType::Q5_0 => dequantize_blocks::<BlockQ5_0>(src, dst),
+        DType::Q5_1 => dequantize_blocks::<BlockQ5_1>(src, dst),
         DType::Q8_0 => dequantize_blocks::<BlockQ8_0>(src, dst),
         DType::Q8_1 => dequantize_blocks::<BlockQ8_1>(src, dst),
         DType::Q4K => dequantize_blocks::<BlockQ4K>(src, dst),
@@ -233,7 +241,7 @@ mod tests {
     use super::testutil::{aligned_buf, Rng};
     use super::*;
 
-    const SUPPORTED: [DType; 10] = [
+    const SUPPORTED: [DType; 12] = [
         DType::F32,
         DType::F16,
         DType::BF16,
@@ -241,6 +249,8 @@ mod tests {
         DType::Q8_1,
         DType::Q4_0,
         DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
         DType::Q4K,
         DType::Q5K,
         DType::Q6K,
@@ -258,14 +268,7 @@ mod tests {
         for t in SUPPORTED {
             assert!(is_supported(t), "{t}");
         }
-        for t in [
-            DType::Q5_0,
-            DType::Q5_1,
-            DType::Q2K,
-            DType::Q3K,
-            DType::Q8K,
-            DType::I32,
-        ] {
+        for t in [DType::Q2K, DType::Q3K, DType::Q8K, DType::I32] {
             assert!(!is_supported(t), "{t}");
         }
     }
@@ -388,7 +391,7 @@ mod tests {
     #[test]
     fn unsupported_types_are_errors() {
         let mut out = [0.0f32; 32];
-        for t in [DType::Q5_0, DType::Q3K, DType::I8, DType::F64] {
+        for t in [DType::Q2K, DType::Q3K, DType::I8, DType::F64] {
             let bytes = vec![0u8; t.row_bytes(256).unwrap()];
             assert_eq!(
                 dequantize_row(t, &bytes, &mut out),

@@ -15,7 +15,7 @@ use crate::dtype::DType;
 const HALF: usize = QK / 2;
 
 /// `1/d`, or 0 for an all-zero block so every code comes out as the zero point.
-fn inverse(d: f32) -> f32 {
+pub(super) fn inverse(d: f32) -> f32 {
     if d != 0.0 {
         1.0 / d
     } else {
