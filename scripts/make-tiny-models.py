@@ -244,18 +244,6 @@ FAMILIES: dict[str, dict] = {
         config=dict(num_hidden_layers=2, rope_theta=10000.0, rms_norm_eps=1e-5, hidden_act="silu",
                     original_max_position_embeddings=2048, sliding_window=None, tie_word_embeddings=False),
     ),
-    "phi3-longrope": dict(
-        tok="spm-phi3", legacy=True,
-        added=["<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"],
-        bos="<s>", eos="<|endoftext|>", pad="<|endoftext|>", unk="<unk>", add_bos=False,
-        eos_ids=["<|endoftext|>", "<|end|>", "<|assistant|>"],
-        template_file="microsoft-Phi-3.5-mini-instruct.jinja",
-        hf_class="Phi3ForCausalLM", config_class="Phi3Config",
-        config=dict(num_hidden_layers=2, rope_theta=10000.0, rms_norm_eps=1e-5, hidden_act="silu",
-                    max_position_embeddings=8192, original_max_position_embeddings=2048,
-                    sliding_window=None, tie_word_embeddings=False,
-                    rope_scaling="LONGROPE"),  # filled in by make_config (factors depend on head_dim)
-    ),
     "smollm3": dict(
         tok="bpe", regex=LLAMA3_REGEX, nfc=False, ignore_merges=True, pre="llama-bpe",
         specials=["<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>"],
@@ -267,6 +255,12 @@ FAMILIES: dict[str, dict] = {
                     tie_word_embeddings=True, no_rope_layer_interval=4, use_sliding_window=False),
     ),
 }
+# Phi-3 with LongRoPE: the same model, a longer context and long/short factors.
+FAMILIES["phi3-longrope"] = dict(
+    FAMILIES["phi3"],
+    config=dict(FAMILIES["phi3"]["config"], max_position_embeddings=8192,
+                rope_scaling="LONGROPE"),  # filled in by make_config (factors depend on head_dim)
+)
 NO_TEMPLATE = ["llama", "mistral"]  # one BPE and one SentencePiece family
 
 FIXED_DATE = "26 Jul 2024"
