@@ -42,8 +42,8 @@ def main():
         "//! next entry.\n\n"
         "use super::unicode::Category::{self, L, M, N, O, P, S};\n\n"
         f"/// Unicode White_Space as llama.cpp lists it.\n"
-        f"pub(super) const WHITESPACE: [u32; {len(whitespace)}] = [{', '.join(f'0x{c:X}' for c in whitespace)}];\n\n"
-        f"pub(super) const RANGES: [(u32, Category); {len(merged)}] = [\n"
+        f"pub(super) static WHITESPACE: [u32; {len(whitespace)}] = [{', '.join(f'0x{c:X}' for c in whitespace)}];\n\n"
+        f"pub(super) static RANGES: [(u32, Category); {len(merged)}] = [\n"
         + "\n".join("    " + r for r in rows)
         + "\n];\n"
     )

@@ -83,7 +83,7 @@ impl Tokenizer {
         let end_of_generation = end_of_generation_ids(special.eos.into_iter().chain(special.extra_eos.iter().copied()), &vocab.tokens);
         Ok(Tokenizer {
             kind,
-            encoder: Encoder::Hf(inner),
+            encoder: Encoder::Hf(Box::new(inner)),
             index: TokenIndex::default(),
             pieces,
             specials: SpecialMatcher::new(&vocab.tokens, &vocab.types, &[]),

@@ -85,11 +85,9 @@ enum Encoder {
         options: bpe::BpeOptions,
         /// gemma4: spaces are `▁` in the vocabulary.
         escape_spaces: bool,
-        /// GPT-2's byte → char map (used when `options.byte_encoded`).
-        byte_chars: [char; 256],
     },
     /// A Hugging Face `tokenizer.json` pipeline, run as it is (normalizer included).
-    Hf(tokenizers::Tokenizer),
+    Hf(Box<tokenizers::Tokenizer>),
 }
 
 /// A GGUF model's tokenizer. Cheap to share (`Send + Sync`); all methods take `&self`.
@@ -164,7 +162,7 @@ impl Tokenizer {
         let bpe = |spec: pretokenize::PreTokenizerSpec, byte_encoded: bool| -> Result<Encoder, TokenizerError> {
             let options = bpe::BpeOptions { ignore_merges: spec.ignore_merges, whole_newlines: !byte_encoded, byte_encoded };
             let (merges, splitter) = (bpe::Merges::new(&vocab.merges), split::Splitter::new(spec.regexes)?);
-            Ok(Encoder::Bpe { merges, splitter, options, escape_spaces: !byte_encoded, byte_chars: pieces::byte_to_char_table() })
+            Ok(Encoder::Bpe { merges, splitter, options, escape_spaces: !byte_encoded })
         };
         let (encoder, add_bos, add_space_prefix, bos) = match vocab.kind {
             VocabKind::BytePairBpe => {
@@ -251,7 +249,7 @@ impl Tokenizer {
                 let escaped = format!("{prefix}{raw}").replace(' ', "\u{2581}");
                 spm::encode(&escaped, scores, &self.index, ids)?;
             }
-            Encoder::Bpe { merges, splitter, options, escape_spaces, byte_chars } => {
+            Encoder::Bpe { merges, splitter, options, escape_spaces } => {
                 let escaped;
                 let text = if *escape_spaces {
                     escaped = raw.replace(' ', "\u{2581}");
@@ -263,7 +261,7 @@ impl Tokenizer {
                 for word in splitter.split(text)? {
                     let word = if options.byte_encoded {
                         mapped.clear();
-                        mapped.extend(word.bytes().map(|b| byte_chars[b as usize]));
+                        mapped.extend(word.bytes().map(|b| pieces::BYTE_TO_CHAR[b as usize]));
                         mapped.as_str()
                     } else {
                         word
