@@ -35,6 +35,13 @@ ORACLE = ROOT / ".cache" / "llama.cpp" / "tokenizer-oracle"
 SDIST_VOCABS = ["llama-spm", "phi-3", "baichuan", "gemma-4", "llama-bpe", "qwen2", "qwen35", "gpt-2", "gpt-neox",
                 "aquila", "starcoder", "refact", "command-r", "mpt", "falcon", "deepseek-llm", "deepseek-coder"]
 TINY_MODELS = ["gemma2", "gemma3", "llama", "mistral", "phi3", "qwen3", "smollm3"]
+# Pre-tokenizers no shipped vocabulary uses, checked on the llama-bpe vocabulary retagged with
+# their name (the test overrides `tokenizer.ggml.pre` the same way): every regex set and flag
+# combination llama.cpp has beyond the ones above.
+RETAG_BASE = "llama-bpe"
+RETAGS = ["default", "smaug-bpe", "chatglm-bpe", "glm4", "jais-2", "minicpm5", "deepseek-v3", "spark2_5", "youtu", "poro-chat",
+          "viking", "tekken", "chameleon", "gpt-4o", "granite-embed-multi-97m", "bailingmoe", "seed-coder", "ufakzeka", "laguna",
+          "exaone-moe"]
 
 # Texts llama.cpp forces to control tokens by name (end of generation), plus common markers.
 KNOWN_MARKERS = ["<s>", "</s>", "<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|eot_id|>", "<|end|>",
@@ -112,6 +119,46 @@ def read_gguf_tokens(path):
     return kv["tokenizer.ggml.tokens"], kv.get("tokenizer.ggml.token_type", []), kv
 
 
+def retag(src, dst, pre):
+    """Copies a tensor-less GGUF with `tokenizer.ggml.pre` set to `pre`."""
+    data = src.read_bytes()
+    magic, version, n_tensors, n_kv = struct.unpack_from("<4sIQQ", data, 0)
+    assert magic == b"GGUF" and n_tensors == 0, src
+    pos = 24
+    sizes = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+    def skip_value(t):
+        nonlocal pos
+        if t == 8:
+            pos += 8 + struct.unpack_from("<Q", data, pos)[0]
+        elif t == 9:
+            at, n = struct.unpack_from("<IQ", data, pos)
+            pos += 12
+            for _ in range(n):
+                skip_value(at)
+        else:
+            pos += sizes[t]
+
+    def string(text):
+        b = text.encode("utf-8")
+        return struct.pack("<Q", len(b)) + b
+
+    kvs = []
+    for _ in range(n_kv):
+        start = pos
+        key_len = struct.unpack_from("<Q", data, pos)[0]
+        key = data[pos + 8:pos + 8 + key_len].decode()
+        pos += 8 + key_len
+        t = struct.unpack_from("<I", data, pos)[0]
+        pos += 4
+        skip_value(t)
+        if key != "tokenizer.ggml.pre":
+            kvs.append(data[start:pos])
+    kvs.append(string("tokenizer.ggml.pre") + struct.pack("<I", 8) + string(pre))
+    body = struct.pack("<4sIQQ", magic, version, 0, len(kvs)) + b"".join(kvs)
+    dst.write_bytes(body + b"\0" * (-len(body) % 32))
+
+
 def extra_strings(path):
     """Strings built from this vocabulary's own special and user-defined tokens."""
     tokens, types, kv = read_gguf_tokens(path)
@@ -183,6 +230,23 @@ def main():
         }
         write_json(OUT / f"{name}.json", fixture)
         print(f"{name}: {len(texts)} strings, {len(fixture['ids_parse_special_false'])} differ without parse_special")
+    retagged = ORACLE.parent / "retagged"
+    retagged.mkdir(exist_ok=True)
+    for pre in RETAGS:
+        path = retagged / f"{RETAG_BASE}-as-{pre}.gguf"
+        retag(SDIST / "models" / f"ggml-vocab-{RETAG_BASE}.gguf", path, pre)
+        results = run_oracle(path, shared)
+        fixture = {
+            "vocab": f"sdist:models/ggml-vocab-{RETAG_BASE}.gguf",
+            "pre": pre,
+            "source": "llama.cpp 11434.0.0 llama_tokenize(add_special=1, parse_special=1 / 0) on the vocabulary with "
+                      "tokenizer.ggml.pre replaced",
+            "extra": [],
+            "ids": [r[0] for r in results],
+            "ids_parse_special_false": {str(i): r[1] for i, r in enumerate(results) if r[1] != r[0]},
+        }
+        write_json(OUT / f"{RETAG_BASE}-as-{pre}.json", fixture)
+        print(f"{RETAG_BASE} as {pre}: {len(shared)} strings")
 
 
 def write_json(path, value):

