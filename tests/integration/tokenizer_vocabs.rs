@@ -67,35 +67,42 @@ const NO_CLEAN_SPACES: &[&str] = &[
     "tiny-phi3", "tiny-qwen3",
 ];
 
+/// What one `clean_spaces` pass does at a byte: drop the space before it, skip the byte after.
+struct Edit {
+    drop_prev_space: bool,
+    skip_next: bool,
+}
+
+/// One pass of llama.cpp's `clean_spaces` over `bytes` (the first byte is always kept).
+fn clean_pass(bytes: Vec<u8>, edit: impl Fn(&[u8], usize) -> Edit) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let e = if i == 0 { Edit { drop_prev_space: false, skip_next: false } } else { edit(&bytes, i) };
+        if e.drop_prev_space {
+            out.pop();
+        }
+        out.push(bytes[i]);
+        i += 1 + usize::from(e.skip_next);
+    }
+    out
+}
+
 /// llama.cpp's `clean_spaces` (`llama_detokenize`): `" ?"` `" !"` `" ."` `" ,"` lose the
 /// space, `" ' "` becomes `"'"`, and `" 's"` `" 'm"` `" 're"` `" 've"` lose the space.
 fn clean_spaces(text: &str) -> String {
-    let pass = |bytes: Vec<u8>, keep: &dyn Fn(&[u8], usize) -> (bool, bool)| -> Vec<u8> {
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            let (drop_prev_space, skip_next) = if i == 0 { (false, false) } else { keep(&bytes, i) };
-            if drop_prev_space {
-                out.pop();
-            }
-            out.push(bytes[i]);
-            i += 1 + usize::from(skip_next);
-        }
-        out
-    };
-    let b = text.as_bytes().to_vec();
-    let b = pass(b, &|t, i| (t[i - 1] == b' ' && matches!(t[i], b'?' | b'!' | b'.' | b','), false));
-    let b = pass(b, &|t, i| {
+    let b = clean_pass(text.as_bytes().to_vec(), |t, i| Edit { drop_prev_space: t[i - 1] == b' ' && matches!(t[i], b'?' | b'!' | b'.' | b','), skip_next: false });
+    let b = clean_pass(b, |t, i| {
         let single = t[i] == b'\'' && i + 1 < t.len() && t[i - 1] == b' ' && t[i + 1] == b' ';
-        (single, single)
+        Edit { drop_prev_space: single, skip_next: single }
     });
-    let b = pass(b, &|t, i| {
+    let b = clean_pass(b, |t, i| {
         let after = |k: usize| t.get(i + k).copied();
         let contraction = t[i - 1] == b' '
             && t[i] == b'\''
             && (matches!(after(1), Some(b's' | b'm')) && i + 1 < t.len()
                 || i + 2 < t.len() && matches!((after(1), after(2)), (Some(b'r'), Some(b'e')) | (Some(b'v'), Some(b'e'))));
-        (contraction, false)
+        Edit { drop_prev_space: contraction, skip_next: false }
     });
     String::from_utf8_lossy(&b).into_owned()
 }
