@@ -130,3 +130,29 @@ fn tokenizer_and_decoder_can_be_shared_across_threads() {
     assert_send_sync::<Tokenizer>();
     assert_send_sync::<IncrementalDecoder<std::sync::Arc<Tokenizer>>>();
 }
+
+#[test]
+fn sentencepiece_ties_merge_leftmost_and_a_missing_byte_token_is_an_error() {
+    // All scores equal (as in GGUFs converted from tokenizer.json alone): leftmost pair first.
+    let tokens = ["<unk>", "<s>", "</s>", "▁", "a", "b", "c", "▁a", "ab", "bc"].map(String::from).to_vec();
+    let mut types = vec![TokenType::Unknown, TokenType::Control, TokenType::Control];
+    types.resize(tokens.len(), TokenType::Normal);
+    let scores = vec![-1.0; tokens.len()];
+    let tok = Tokenizer::from_vocab(Vocab { scores, bos: Some(1), eos: Some(2), ..Vocab::new(VocabKind::SentencePiece, tokens, types) }).unwrap();
+    assert_eq!(tok.encode("abc", false).unwrap(), vec![id(&tok, "▁a"), id(&tok, "bc")]);
+    // No `<0x78>` and no "x": llama.cpp aborts; rill reports it.
+    assert!(matches!(tok.encode("ax", false), Err(TokenizerError::NoByteToken(b'x'))));
+}
+
+#[test]
+fn bpe_whole_words_follow_the_pre_tokenizer_and_unknown_bytes_are_dropped() {
+    let bpe = |pre: &str| {
+        let tokens = ["a", "b", "c", "abc"].map(String::from).to_vec();
+        Tokenizer::from_vocab(Vocab { pre: pre.into(), ..Vocab::new(VocabKind::BytePairBpe, tokens, vec![TokenType::Normal; 4]) }).unwrap()
+    };
+    // "abc" has no merges: only llama3-family pre-tokenizers look the whole word up.
+    assert_eq!(bpe("llama-bpe").encode("abc", false).unwrap(), vec![3]);
+    assert_eq!(bpe("smaug-bpe").encode("abc", false).unwrap(), vec![0, 1, 2]);
+    // The bytes of "é" have no tokens: llama.cpp drops them silently.
+    assert_eq!(bpe("smaug-bpe").encode("aéb", false).unwrap(), vec![0, 1]);
+}
