@@ -68,9 +68,11 @@ const fn no_bos(s: PreTokenizerSpec) -> PreTokenizerSpec {
     PreTokenizerSpec { no_bos: true, ..s }
 }
 
-/// `(names, spec)`; the names are llama.cpp's spellings of `tokenizer.ggml.pre`. Left out:
-/// llama.cpp's own unfinished or non-regex splitters (kimi-k2, afmoe, tiny_aya, superbpe,
-/// whitespace, mmbert), which rill rejects rather than approximates.
+/// `(names, spec)`; the names are llama.cpp's spellings of `tokenizer.ggml.pre`. Left out, and
+/// rejected rather than approximated: the ones llama.cpp splits with hand-written or unfinished
+/// code (kimi-k2, afmoe, tiny_aya/cohere2moe, superbpe's zero-width splits, whitespace) and the
+/// raw-UTF-8 ones on a `gpt2` model (gemma4/granite-embed-multi-311m, sarvam-moe, mmbert);
+/// `gemma4` vocabularies (`tokenizer.ggml.model = gemma4`) are supported through [`GEMMA4`].
 const TABLE: &[(&[&str], PreTokenizerSpec)] = &[
     (&["", "default"], spec(DEFAULT_SET)),
     (&["llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", "jina-v5-nano"], add_bos(ignore_merges(spec(LLAMA3_SET)))),
