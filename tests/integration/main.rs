@@ -2,6 +2,7 @@
 
 mod chat_template;
 mod tokenizer;
+mod tokenizer_vocabs;
 mod common;
 mod batching;
 mod golden;

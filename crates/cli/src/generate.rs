@@ -83,7 +83,7 @@ fn generate_one(args: &GenerateArgs) -> CliResult {
     let stream = engine.handle().submit(GenerateRequest { prompt, params: sampling_params(args), priority: 0 })?;
 
     let mut out = std::io::stdout().lock();
-    let mut decoder = IncrementalDecoder::new(&tokenizer, true);
+    let mut decoder = IncrementalDecoder::continuing(&tokenizer, true);
     let mut first_token_at = None;
     let choices = stream.collect(|_, tok| {
         first_token_at.get_or_insert_with(Instant::now);

@@ -97,7 +97,7 @@ pub fn finish_reason(reason: FinishReason) -> &'static str {
 impl Choices {
     pub fn new(model: &str, n: usize, tokenizer: &Arc<Tokenizer>, stops: &[String], prompt_tokens: usize) -> Choices {
         let choices = (0..n)
-            .map(|_| Choice { decoder: IncrementalDecoder::new(tokenizer.clone(), true), stop: StopMatcher::new(stops.to_vec()), done: false, completion_tokens: 0 })
+            .map(|_| Choice { decoder: IncrementalDecoder::continuing(tokenizer.clone(), true), stop: StopMatcher::new(stops.to_vec()), done: false, completion_tokens: 0 })
             .collect();
         let metrics = RequestMetrics {
             model: model.to_string(),

@@ -22,7 +22,7 @@ use tokenizers::AddedToken;
 use crate::chat_template::CHAT_TEMPLATE_KEY;
 use crate::config::{Architecture, ModelConfig, RopeScaling};
 use crate::gguf::GgufFile;
-use crate::tokenizer::{TokenType, Tokenizer, VocabKind};
+use crate::tokenizer::{self, TokenType, Tokenizer, Vocab, VocabKind};
 use crate::weights::{LayerWeight, Weight};
 
 use super::safetensors::{INDEX_FILE, SINGLE_FILE};
@@ -202,7 +202,7 @@ fn config_json(cfg: &ModelConfig, tokenizer: &Tokenizer, dtype: DType) -> Result
 /// `tokenizer.json` is rill's own `tokenizers` pipeline with the control and user-defined
 /// tokens registered as added tokens (and GPT-2's byte-level decoder, for other readers).
 fn write_tokenizer(file: &GgufFile, tokenizer: &Tokenizer, out: &Path) -> Result<(), ExportError> {
-    let mut hf = tokenizer.hf_tokenizer().clone();
+    let mut hf = tokenizer::hf_byte_level_pipeline(&Vocab::from_gguf(file).map_err(err)?).map_err(err)?;
     let added: Vec<AddedToken> = (0..tokenizer.vocab_size() as u32)
         .filter_map(|id| {
             let special = match tokenizer.token_type(id)? {

@@ -1,7 +1,8 @@
 use crate::gguf::GgufError;
 
-/// Why a tokenizer could not be built from a model file. Encoding itself only fails on
-/// internal errors of the `tokenizers` crate, which are reported as [`TokenizerError::Encode`].
+/// Why a tokenizer could not be built from a model file, or (rarely) could not encode a text:
+/// a regex that gave up, an error of the `tokenizers` crate (Hugging Face pipelines), or a
+/// byte a SentencePiece vocabulary cannot spell.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
     #[error("reading tokenizer metadata: {0}")]
@@ -11,8 +12,8 @@ pub enum TokenizerError {
     MissingKey(&'static str),
 
     #[error(
-        "tokenizer model `{0}` is not supported (supported: `gpt2` byte-level BPE and `llama` \
-         SentencePiece)"
+        "tokenizer model `{0}` is not supported (supported: `gpt2` byte-level BPE, `llama` \
+         SentencePiece and `gemma4`)"
     )]
     UnsupportedModel(String),
 
@@ -30,4 +31,9 @@ pub enum TokenizerError {
 
     #[error("encoding text: {0}")]
     Encode(String),
+
+    /// A SentencePiece vocabulary without a token for this byte met a character it cannot
+    /// spell (llama.cpp aborts there).
+    #[error("the vocabulary has no token for byte 0x{0:02X} (no `<0x{0:02X}>` byte token)")]
+    NoByteToken(u8),
 }

@@ -11,7 +11,7 @@ use tokenizers::models::ModelWrapper;
 
 use super::special::SpecialMatcher;
 use super::vocab::{TokenType, Vocab, VocabKind};
-use super::{end_of_generation_ids, pieces, Tokenizer, TokenizerError};
+use super::{end_of_generation_ids, pieces, Encoder, TokenIndex, Tokenizer, TokenizerError};
 
 /// The special-token facts that live outside `tokenizer.json` (in `tokenizer_config.json`,
 /// `generation_config.json` and `config.json`).
@@ -83,16 +83,16 @@ impl Tokenizer {
         let end_of_generation = end_of_generation_ids(special.eos.into_iter().chain(special.extra_eos.iter().copied()), &vocab.tokens);
         Ok(Tokenizer {
             kind,
-            inner,
+            encoder: Encoder::Hf(Box::new(inner)),
+            index: TokenIndex::default(),
             pieces,
-            specials: SpecialMatcher::new(&vocab.tokens, &vocab.types),
+            specials: SpecialMatcher::new(&vocab.tokens, &vocab.types, &[]),
             bos: special.bos,
             eos: special.eos,
             end_of_generation,
             add_bos: special.add_bos && special.bos.is_some(),
             add_eos: special.add_eos && special.eos.is_some(),
             add_space_prefix: adds_prefix,
-            hf_pipeline: true,
             tokens: vocab.tokens,
             types: vocab.types,
         })

@@ -32,6 +32,14 @@ impl<T: AsRef<Tokenizer>> IncrementalDecoder<T> {
         }
     }
 
+    /// A decoder for tokens that continue a prompt (generated text): a SentencePiece word at
+    /// the start or after a special token keeps its leading space, as llama-server streams it
+    /// (`"The capital of France is"` + `▁Paris` is `" Paris"`). [`new`](Self::new) decodes a
+    /// whole encoded text instead, removing the space encoding prefixed.
+    pub fn continuing(tokenizer: T, skip_special: bool) -> Self {
+        IncrementalDecoder { state: DecodeState::continuing(), ..IncrementalDecoder::new(tokenizer, skip_special) }
+    }
+
     /// Feeds one token; returns the text it completes (often empty mid-character).
     pub fn push(&mut self, id: u32) -> String {
         self.tokenizer.as_ref().append_piece(
@@ -156,5 +164,9 @@ mod tests {
         assert_eq!(chunks.concat(), tok.decode(&ids, true));
         let with_bos = stream(&tok, &ids, false).concat();
         assert_eq!(with_bos, "<s>ab ab");
+        // Generated tokens continue a prompt: their leading spaces stay.
+        let mut generated = IncrementalDecoder::continuing(&tok, false);
+        let text: String = ids.iter().map(|&id| generated.push(id)).collect();
+        assert_eq!(text + &generated.flush(), "<s> ab ab");
     }
 }

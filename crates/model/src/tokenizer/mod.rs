@@ -1,28 +1,39 @@
 //! Text ↔ token ids for GGUF models, matching llama.cpp token for token.
 //!
 //! The GGUF file carries the vocabulary, merges or scores, token types and special ids, but
-//! only the *name* of the pre-tokenizer. We rebuild the tokenizer with the `tokenizers` crate
-//! (merge loop, regex splitting) and keep three pieces of llama.cpp behaviour ourselves,
-//! because that is what a GGUF model was validated against:
+//! only the *name* of the pre-tokenizer. rill reimplements llama.cpp's tokenizer for it rather
+//! than approximating it with Hugging Face `tokenizers`, because that is what a GGUF model was
+//! validated against, and the two differ in many small ways:
+//! - token types are corrected by name and phi-3's specials strip whitespace (`attributes.rs`);
 //! - special tokens are split out of the text first, longest first (`special.rs`);
-//! - SentencePiece gets a space prefix at the start and after every special token;
+//! - SentencePiece merges by score, leftmost on ties, with a space prefix at the start and
+//!   after every special token, and byte tokens for the rest (`spm.rs`);
+//! - BPE splits words with llama.cpp's regexes as llama.cpp runs them (its Unicode tables,
+//!   its collapsed-category trick: `split.rs`, `pretokenize.rs`), then merges by rank, with
+//!   whole-word lookup for the llama3 family (`bpe.rs`);
 //! - decoding goes through a per-token byte table (`pieces.rs`), so streaming output can
 //!   hold back half a UTF-8 character exactly (`incremental.rs`).
 //!
-//! Checked against llama.cpp: every id of `tests/fixtures/tokenize.json` on the default model,
-//! and (optionally, `RILL_LLAMA_VOCAB_DIR`) llama.cpp's own vectors for 13 vocabularies.
-//! Deliberate differences: decoding is the exact inverse of encoding, so llama.cpp's
-//! `clean_spaces` post-pass (" ," → ",", only some gpt2-style pre-tokenizers) is not applied;
-//! the per-model `lstrip`/`rstrip` token attributes llama.cpp hard-codes by model name (phi-3,
-//! jina) are not reproduced; WordPiece, Unigram and RWKV vocabularies are rejected.
+//! Checked against llama.cpp itself on 24 vocabularies (`tests/fixtures/tokenizers/`, recorded
+//! by `scripts/gen-tokenizer-vocab-fixtures.py`) and on the default model. Deliberate
+//! differences: decoding is the exact inverse of encoding, so llama.cpp's `clean_spaces`
+//! post-pass (" ," → ",") is not applied; WordPiece, Unigram and RWKV vocabularies are
+//! rejected. Tokenizers from a Hugging Face `tokenizer.json` (`hf.rs`) run its own pipeline.
 
+mod attributes;
+mod bpe;
 mod error;
 mod hf;
 mod incremental;
+mod index;
 pub(crate) mod pieces;
 mod pipeline;
 mod pretokenize;
 mod special;
+mod split;
+mod spm;
+mod unicode;
+mod unicode_categories;
 mod vocab;
 
 #[cfg(test)]
@@ -31,9 +42,11 @@ mod tests;
 pub use error::TokenizerError;
 pub use hf::HfSpecialTokens;
 pub use incremental::IncrementalDecoder;
+pub use pipeline::byte_level_bpe as hf_byte_level_pipeline;
 pub use vocab::{TokenType, Vocab, VocabKind};
 
 use crate::gguf::GgufFile;
+use index::TokenIndex;
 use special::{Fragment, SpecialMatcher};
 
 /// Token texts llama.cpp treats as "end of generation" whatever the metadata says (the
@@ -61,11 +74,29 @@ fn end_of_generation_ids(known: impl IntoIterator<Item = u32>, tokens: &[String]
     ids
 }
 
+/// How the text between special tokens becomes ids.
+enum Encoder {
+    SentencePiece {
+        scores: Vec<f32>,
+    },
+    Bpe {
+        merges: bpe::Merges,
+        splitter: split::Splitter,
+        options: bpe::BpeOptions,
+        /// gemma4: spaces are `▁` in the vocabulary.
+        escape_spaces: bool,
+    },
+    /// A Hugging Face `tokenizer.json` pipeline, run as it is (normalizer included).
+    Hf(Box<tokenizers::Tokenizer>),
+}
+
 /// A GGUF model's tokenizer. Cheap to share (`Send + Sync`); all methods take `&self`.
 pub struct Tokenizer {
     kind: VocabKind,
-    inner: tokenizers::Tokenizer,
+    encoder: Encoder,
+    index: TokenIndex,
     tokens: Vec<String>,
+    /// As llama.cpp uses them (after its corrections by name, see `attributes.rs`).
     types: Vec<TokenType>,
     /// The bytes each token decodes to (see `pieces.rs`).
     pieces: Vec<Box<[u8]>>,
@@ -75,13 +106,10 @@ pub struct Tokenizer {
     end_of_generation: Vec<u32>,
     add_bos: bool,
     add_eos: bool,
-    /// SentencePiece only: a space is prepended at the start and after special tokens (and
-    /// removed again when decoding). For `hf_pipeline` tokenizers the pipeline adds the space;
+    /// SentencePiece: a space is prepended at the start and after special tokens (and
+    /// removed again when decoding). For Hugging Face pipelines the pipeline adds the space;
     /// the flag then only says that decoding removes it.
     add_space_prefix: bool,
-    /// Built from a Hugging Face `tokenizer.json`: text between special tokens goes through
-    /// its whole pipeline (normalizer included) as it is.
-    hf_pipeline: bool,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -110,11 +138,18 @@ pub(crate) struct DecodeState {
     /// At the start of text or right after a special token: where SentencePiece encoding
     /// added a space that decoding must remove again.
     at_fragment_start: bool,
+    /// Whether that space is removed: decoding a whole encoded text, not tokens that continue
+    /// a prompt (generated text keeps its leading space, as llama-server streams it).
+    strip_space_prefix: bool,
 }
 
 impl DecodeState {
     pub(crate) fn new() -> DecodeState {
-        DecodeState { at_fragment_start: true }
+        DecodeState { at_fragment_start: true, strip_space_prefix: true }
+    }
+
+    pub(crate) fn continuing() -> DecodeState {
+        DecodeState { at_fragment_start: false, strip_space_prefix: false }
     }
 }
 
@@ -129,31 +164,44 @@ impl Tokenizer {
         if vocab.types.len() != vocab.tokens.len() {
             return Err(TokenizerError::Invalid("token types do not match the vocabulary".into()));
         }
-        // Defaults per model type as in llama.cpp's `llama_vocab::impl::load`; metadata wins.
-        let (inner, add_bos_default, add_space_prefix) = match vocab.kind {
+        // Defaults per model type as in llama.cpp's `llama_vocab::impl::load`; metadata wins,
+        // except that gemma4 always adds BOS and chatglm has none.
+        let bpe = |spec: pretokenize::PreTokenizerSpec, byte_encoded: bool| -> Result<Encoder, TokenizerError> {
+            let options = bpe::BpeOptions { ignore_merges: spec.ignore_merges, whole_newlines: !byte_encoded, byte_encoded };
+            let (merges, splitter) = (bpe::Merges::new(&vocab.merges), split::Splitter::new(spec.regexes)?);
+            Ok(Encoder::Bpe { merges, splitter, options, escape_spaces: !byte_encoded })
+        };
+        let (encoder, add_bos, add_space_prefix, bos) = match vocab.kind {
             VocabKind::BytePairBpe => {
                 let spec = pretokenize::spec_for(&vocab.pre)?;
-                (pipeline::byte_level_bpe(&vocab, &spec)?, spec.add_bos_default, false)
+                let bos = if spec.no_bos { None } else { vocab.bos };
+                (bpe(spec, true)?, vocab.add_bos.unwrap_or(spec.add_bos_default), false, bos)
             }
+            VocabKind::Gemma4 => (bpe(pretokenize::GEMMA4, false)?, true, false, vocab.bos),
             VocabKind::SentencePiece => {
-                (pipeline::sentencepiece(&vocab)?, true, vocab.add_space_prefix.unwrap_or(true))
+                if vocab.scores.len() != vocab.tokens.len() {
+                    return Err(TokenizerError::MissingKey("tokenizer.ggml.scores"));
+                }
+                let encoder = Encoder::SentencePiece { scores: vocab.scores.clone() };
+                (encoder, vocab.add_bos.unwrap_or(true), vocab.add_space_prefix.unwrap_or(true), vocab.bos)
             }
         };
-        let add_bos = vocab.add_bos.unwrap_or(add_bos_default) && vocab.bos.is_some();
         let add_eos = vocab.add_eos.unwrap_or(false) && vocab.eos.is_some();
         let end_of_generation = end_of_generation_ids([vocab.eos, vocab.eot, vocab.eom].into_iter().flatten(), &vocab.tokens);
+        let (types, strip) = attributes::llama_cpp_types(&vocab);
+        let vocab = Vocab { types, ..vocab };
         Ok(Tokenizer {
             kind: vocab.kind,
-            inner,
+            encoder,
+            index: TokenIndex::new(&vocab.tokens),
             pieces: pieces::build_pieces(&vocab),
-            specials: SpecialMatcher::new(&vocab.tokens, &vocab.types),
-            bos: vocab.bos,
+            specials: SpecialMatcher::new(&vocab.tokens, &vocab.types, &strip),
+            bos,
             eos: vocab.eos,
             end_of_generation,
-            add_bos,
+            add_bos: add_bos && bos.is_some(),
             add_eos,
             add_space_prefix,
-            hf_pipeline: false,
             tokens: vocab.tokens,
             types: vocab.types,
         })
@@ -197,23 +245,38 @@ impl Tokenizer {
         Ok(ids)
     }
 
-    fn encode_fragment(
-        &self,
-        raw: &str,
-        after_special: bool,
-        ids: &mut Vec<u32>,
-    ) -> Result<(), TokenizerError> {
-        let encoding = match self.kind {
-            _ if self.hf_pipeline => self.inner.encode_fast(raw, false),
-            VocabKind::BytePairBpe => self.inner.encode_fast(raw, false),
-            VocabKind::SentencePiece => {
+    fn encode_fragment(&self, raw: &str, after_special: bool, ids: &mut Vec<u32>) -> Result<(), TokenizerError> {
+        match &self.encoder {
+            Encoder::Hf(inner) => {
+                let encoding = inner.encode_fast(raw, false).map_err(|e| TokenizerError::Encode(e.to_string()))?;
+                ids.extend_from_slice(encoding.get_ids());
+            }
+            Encoder::SentencePiece { scores } => {
                 let prefix = if self.add_space_prefix && after_special { " " } else { "" };
                 let escaped = format!("{prefix}{raw}").replace(' ', "\u{2581}");
-                self.inner.encode_fast(escaped.as_str(), false)
+                spm::encode(&escaped, scores, &self.index, ids)?;
             }
-        };
-        let encoding = encoding.map_err(|e| TokenizerError::Encode(e.to_string()))?;
-        ids.extend_from_slice(encoding.get_ids());
+            Encoder::Bpe { merges, splitter, options, escape_spaces } => {
+                let escaped;
+                let text = if *escape_spaces {
+                    escaped = raw.replace(' ', "\u{2581}");
+                    escaped.as_str()
+                } else {
+                    raw
+                };
+                let mut mapped = String::new();
+                for word in splitter.split(text)? {
+                    let word = if options.byte_encoded {
+                        mapped.clear();
+                        mapped.extend(word.bytes().map(|b| pieces::BYTE_TO_CHAR[b as usize]));
+                        mapped.as_str()
+                    } else {
+                        word
+                    };
+                    bpe::encode_word(word, merges, &self.index, *options, ids);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -247,9 +310,7 @@ impl Tokenizer {
                 }
             }
             _ => {
-                let strip = self.add_space_prefix
-                    && state.at_fragment_start
-                    && piece.first() == Some(&b' ');
+                let strip = self.add_space_prefix && state.strip_space_prefix && state.at_fragment_start && piece.first() == Some(&b' ');
                 out.extend_from_slice(&piece[usize::from(strip)..]);
                 state.at_fragment_start = false;
             }
@@ -287,12 +348,6 @@ impl Tokenizer {
 
     pub fn kind(&self) -> VocabKind {
         self.kind
-    }
-
-    /// The `tokenizers` pipeline that encodes the text between special tokens (no added
-    /// tokens, no post-processor): what a `tokenizer.json` export starts from.
-    pub fn hf_tokenizer(&self) -> &tokenizers::Tokenizer {
-        &self.inner
     }
 
     pub fn bos_id(&self) -> Option<u32> {

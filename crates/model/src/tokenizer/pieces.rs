@@ -9,23 +9,30 @@ use super::vocab::{TokenType, Vocab, VocabKind};
 
 /// GPT-2's reversible byte → char map: printable Latin-1 bytes stand for themselves, the
 /// other 68 bytes are shifted to U+0100.. so that every byte is a visible vocabulary char.
-pub fn byte_to_char_table() -> [char; 256] {
+pub const fn byte_to_char_table() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut shifted = 0u32;
-    for (b, slot) in table.iter_mut().enumerate() {
-        let b = b as u32;
-        let printable =
-            (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+    let mut b = 0;
+    while b < 256 {
+        let v = b as u32;
+        let printable = (0x21 <= v && v <= 0x7E) || (0xA1 <= v && v <= 0xAC) || (0xAE <= v && v <= 0xFF);
         let cp = if printable {
-            b
+            v
         } else {
             shifted += 1;
             255 + shifted
         };
-        *slot = char::from_u32(cp).expect("below U+0200 is always a valid char");
+        table[b] = match char::from_u32(cp) {
+            Some(c) => c,
+            None => panic!("below U+0200 is always a valid char"),
+        };
+        b += 1;
     }
     table
 }
+
+/// [`byte_to_char_table`], computed once.
+pub static BYTE_TO_CHAR: [char; 256] = byte_to_char_table();
 
 /// The inverse of [`byte_to_char_table`], indexed by code point (all mapped chars are < U+0144).
 fn char_to_byte_table() -> Vec<Option<u8>> {
@@ -63,7 +70,7 @@ pub fn build_pieces(vocab: &Vocab) -> Vec<Box<[u8]>> {
                 TokenType::Byte => parse_byte_token(text).map(|b| vec![b]).unwrap_or_default(),
                 TokenType::Normal => match vocab.kind {
                     VocabKind::BytePairBpe => unmap_bytes(text, &inverse),
-                    VocabKind::SentencePiece => text.replace('\u{2581}', " ").into_bytes(),
+                    VocabKind::SentencePiece | VocabKind::Gemma4 => text.replace('\u{2581}', " ").into_bytes(),
                 },
                 TokenType::Unused | TokenType::Undefined => Vec::new(),
             };

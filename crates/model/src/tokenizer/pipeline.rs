@@ -1,10 +1,7 @@
-//! Building the `tokenizers` pipeline (model + pre-tokenizer) from a GGUF vocabulary.
-//!
-//! Only the merge loop and the regex splitting come from `tokenizers`; special tokens are
-//! split out beforehand (see `special.rs`) and SentencePiece whitespace is escaped by the
-//! caller, so the pipeline never sees added tokens, normalizers or post-processors.
-
-use std::collections::HashMap;
+//! A Hugging Face `tokenizers` pipeline (model + pre-tokenizer) for a byte-level BPE GGUF
+//! vocabulary: what the `tokenizer.json` of an exported model starts from. rill itself
+//! encodes GGUF vocabularies with its own llama.cpp-exact code (`bpe.rs`, `split.rs`); HF
+//! readers of the export get the same regexes and merges through `tokenizers`.
 
 use tokenizers::models::bpe::{Vocab as BpeVocab, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -13,8 +10,8 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::SplitDelimiterBehavior;
 
-use super::pretokenize::PreTokenizerSpec;
-use super::vocab::{TokenType, Vocab};
+use super::pretokenize;
+use super::vocab::Vocab;
 use super::TokenizerError;
 
 fn build_error(e: impl std::fmt::Display) -> TokenizerError {
@@ -27,10 +24,8 @@ fn vocab_map(vocab: &Vocab) -> BpeVocab {
 }
 
 /// Byte-level BPE: the pre-tokenizer regexes, then GPT-2 byte mapping, then merges.
-pub fn byte_level_bpe(
-    vocab: &Vocab,
-    spec: &PreTokenizerSpec,
-) -> Result<tokenizers::Tokenizer, TokenizerError> {
+pub fn byte_level_bpe(vocab: &Vocab) -> Result<tokenizers::Tokenizer, TokenizerError> {
+    let spec = pretokenize::spec_for(&vocab.pre)?;
     let map = vocab_map(vocab);
     let merges = bpe_merges(&vocab.merges, &map);
     let model = BPE::builder()
@@ -84,56 +79,6 @@ fn bpe_merges(lines: &[String], map: &BpeVocab) -> Vec<(String, String)> {
         );
     }
     merges
-}
-
-/// SentencePiece BPE: no pre-tokenizer (the caller escapes spaces to `▁`), merges derived
-/// from piece scores, `<0xNN>` byte fallback for characters outside the vocabulary.
-pub fn sentencepiece(vocab: &Vocab) -> Result<tokenizers::Tokenizer, TokenizerError> {
-    if vocab.scores.len() != vocab.tokens.len() {
-        return Err(TokenizerError::MissingKey("tokenizer.ggml.scores"));
-    }
-    let merges = spm_merges(vocab);
-    let byte_fallback = vocab.types.contains(&TokenType::Byte);
-    let mut builder =
-        BPE::builder().vocab_and_merges(vocab_map(vocab), merges).byte_fallback(byte_fallback);
-    if let Some(unk) = vocab.unk {
-        builder = builder.unk_token(vocab.tokens[unk as usize].clone());
-    }
-    let model = builder.build().map_err(build_error)?;
-    Ok(tokenizers::Tokenizer::new(model))
-}
-
-/// SentencePiece merges the adjacent pair whose concatenation is the highest-scoring piece.
-/// As BPE merges that is: every split of every normal piece into two normal pieces, ranked by
-/// the whole piece's score (the same derivation as `tokenizers`' SentencePiece converter:
-/// stable sort by score, ties in vocabulary order, splits by left then right id).
-pub fn spm_merges(vocab: &Vocab) -> Vec<(String, String)> {
-    let normal: HashMap<&str, u32> = vocab
-        .tokens
-        .iter()
-        .zip(&vocab.types)
-        .enumerate()
-        .filter(|(_, (_, ty))| **ty == TokenType::Normal)
-        .map(|(id, (t, _))| (t.as_str(), id as u32))
-        .collect();
-    let mut ranked: Vec<(f32, u32, u32)> = Vec::new();
-    for (id, (piece, ty)) in vocab.tokens.iter().zip(&vocab.types).enumerate() {
-        if *ty != TokenType::Normal {
-            continue;
-        }
-        let start = ranked.len();
-        for (at, _) in piece.char_indices().skip(1) {
-            if let (Some(&l), Some(&r)) = (normal.get(&piece[..at]), normal.get(&piece[at..])) {
-                ranked.push((vocab.scores[id], l, r));
-            }
-        }
-        ranked[start..].sort_by_key(|&(_, l, r)| (l, r));
-    }
-    ranked.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
-    ranked
-        .into_iter()
-        .map(|(_, l, r)| (vocab.tokens[l as usize].clone(), vocab.tokens[r as usize].clone()))
-        .collect()
 }
 
 #[cfg(test)]

@@ -112,19 +112,6 @@ fn sentencepiece_merges_by_score_with_space_prefix_and_byte_fallback() {
 }
 
 #[test]
-fn sentencepiece_merge_order_follows_scores() {
-    let tok = tiny_spm();
-    let pieces = ["▁", "a", "b", "ab", "▁a", "▁ab"].map(String::from).to_vec();
-    let scores = vec![-3.0, -4.0, -4.0, -1.5, -2.0, -1.0];
-    let vocab = Vocab { scores, ..Vocab::new(VocabKind::SentencePiece, pieces, vec![TokenType::Normal; 6]) };
-    let vocab_merges = super::pipeline::spm_merges(&vocab);
-    let pairs: Vec<(&str, &str)> =
-        vocab_merges.iter().map(|(l, r)| (l.as_str(), r.as_str())).collect();
-    assert_eq!(pairs, [("▁", "ab"), ("▁a", "b"), ("a", "b"), ("▁", "a")]);
-    assert_eq!(tok.kind(), VocabKind::SentencePiece);
-}
-
-#[test]
 fn unsupported_configurations_fail_clearly() {
     let mut vocab = Vocab { pre: "mystery-pre".into(), ..Vocab::new(VocabKind::BytePairBpe, vec!["a".into()], vec![TokenType::Normal]) };
     let err = Tokenizer::from_vocab(vocab.clone()).unwrap_err();
@@ -142,4 +129,30 @@ fn tokenizer_and_decoder_can_be_shared_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Tokenizer>();
     assert_send_sync::<IncrementalDecoder<std::sync::Arc<Tokenizer>>>();
+}
+
+#[test]
+fn sentencepiece_ties_merge_leftmost_and_a_missing_byte_token_is_an_error() {
+    // All scores equal (as in GGUFs converted from tokenizer.json alone): leftmost pair first.
+    let tokens = ["<unk>", "<s>", "</s>", "▁", "a", "b", "c", "▁a", "ab", "bc"].map(String::from).to_vec();
+    let mut types = vec![TokenType::Unknown, TokenType::Control, TokenType::Control];
+    types.resize(tokens.len(), TokenType::Normal);
+    let scores = vec![-1.0; tokens.len()];
+    let tok = Tokenizer::from_vocab(Vocab { scores, bos: Some(1), eos: Some(2), ..Vocab::new(VocabKind::SentencePiece, tokens, types) }).unwrap();
+    assert_eq!(tok.encode("abc", false).unwrap(), vec![id(&tok, "▁a"), id(&tok, "bc")]);
+    // No `<0x78>` and no "x": llama.cpp aborts; rill reports it.
+    assert!(matches!(tok.encode("ax", false), Err(TokenizerError::NoByteToken(b'x'))));
+}
+
+#[test]
+fn bpe_whole_words_follow_the_pre_tokenizer_and_unknown_bytes_are_dropped() {
+    let bpe = |pre: &str| {
+        let tokens = ["a", "b", "c", "abc"].map(String::from).to_vec();
+        Tokenizer::from_vocab(Vocab { pre: pre.into(), ..Vocab::new(VocabKind::BytePairBpe, tokens, vec![TokenType::Normal; 4]) }).unwrap()
+    };
+    // "abc" has no merges: only llama3-family pre-tokenizers look the whole word up.
+    assert_eq!(bpe("llama-bpe").encode("abc", false).unwrap(), vec![3]);
+    assert_eq!(bpe("smaug-bpe").encode("abc", false).unwrap(), vec![0, 1, 2]);
+    // The bytes of "é" have no tokens: llama.cpp drops them silently.
+    assert_eq!(bpe("smaug-bpe").encode("aéb", false).unwrap(), vec![0, 1]);
 }

@@ -15,6 +15,8 @@ pub enum VocabKind {
     BytePairBpe,
     /// `llama`: SentencePiece BPE with scores, `▁` for spaces and `<0xNN>` byte fallback.
     SentencePiece,
+    /// `gemma4`: BPE with merges over raw UTF-8, `▁` for spaces and `<0xNN>` byte fallback.
+    Gemma4,
 }
 
 /// `tokenizer.ggml.token_type`, as llama.cpp numbers it.
@@ -67,6 +69,10 @@ pub struct Vocab {
     pub add_bos: Option<bool>,
     pub add_eos: Option<bool>,
     pub add_space_prefix: Option<bool>,
+    /// `general.name` and `general.architecture`: llama.cpp keys a few token attributes on
+    /// them (phi-3's right-stripping specials).
+    pub general_name: String,
+    pub architecture: String,
 }
 
 impl Vocab {
@@ -74,7 +80,8 @@ impl Vocab {
     /// set with struct-update syntax).
     pub fn new(kind: VocabKind, tokens: Vec<String>, types: Vec<TokenType>) -> Vocab {
         let (bos, eos, eot, eom, unk, add_bos, add_eos, add_space_prefix) = Default::default();
-        Vocab { kind, pre: String::new(), tokens, types, scores: Vec::new(), merges: Vec::new(), bos, eos, eot, eom, unk, add_bos, add_eos, add_space_prefix }
+        let (pre, general_name, architecture) = Default::default();
+        Vocab { kind, pre, tokens, types, scores: Vec::new(), merges: Vec::new(), bos, eos, eot, eom, unk, add_bos, add_eos, add_space_prefix, general_name, architecture }
     }
 
     pub fn from_gguf(gguf: &GgufFile) -> Result<Vocab, TokenizerError> {
@@ -84,6 +91,7 @@ impl Vocab {
         let kind = match model {
             "gpt2" => VocabKind::BytePairBpe,
             "llama" => VocabKind::SentencePiece,
+            "gemma4" => VocabKind::Gemma4,
             other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
         };
         let tokens: Vec<String> = gguf
@@ -111,7 +119,7 @@ impl Vocab {
             None => Vec::new(),
         };
         let merges = match kind {
-            VocabKind::BytePairBpe => gguf
+            VocabKind::BytePairBpe | VocabKind::Gemma4 => gguf
                 .get_str_array("tokenizer.ggml.merges")?
                 .ok_or(TokenizerError::MissingKey("tokenizer.ggml.merges"))?
                 .into_iter()
@@ -119,22 +127,32 @@ impl Vocab {
                 .collect(),
             VocabKind::SentencePiece => Vec::new(),
         };
-        let id = |key: &str| -> Result<Option<u32>, TokenizerError> {
+        // llama.cpp's ids when a key is absent: SentencePiece <unk> <s> </s> = 0 1 2, GPT-2
+        // BPE <|endoftext|> = 11 for both BOS and EOS.
+        let (bos, eos, unk) = match kind {
+            VocabKind::SentencePiece => (Some(1), Some(2), Some(0)),
+            VocabKind::BytePairBpe => (Some(11), Some(11), None),
+            VocabKind::Gemma4 => (None, None, None),
+        };
+        let id_or = |key: &str, default: Option<u64>| -> Result<Option<u32>, TokenizerError> {
             // An id outside the vocabulary is ignored, as llama.cpp does, rather than failing
             // the whole model: some converters write placeholder ids.
-            Ok(gguf.get_u64(key)?.filter(|&id| id < n as u64).map(|id| id as u32))
+            Ok(gguf.get_u64(key)?.or(default).filter(|&id| id < n as u64).map(|id| id as u32))
         };
+        let id = |key: &str| id_or(key, None);
         Ok(Vocab {
             kind,
             pre: gguf.get_str("tokenizer.ggml.pre")?.unwrap_or_default().to_string(),
-            bos: id("tokenizer.ggml.bos_token_id")?,
-            eos: id("tokenizer.ggml.eos_token_id")?,
+            bos: id_or("tokenizer.ggml.bos_token_id", bos)?,
+            eos: id_or("tokenizer.ggml.eos_token_id", eos)?,
             eot: id("tokenizer.ggml.eot_token_id")?,
             eom: id("tokenizer.ggml.eom_token_id")?,
-            unk: id("tokenizer.ggml.unknown_token_id")?,
+            unk: id_or("tokenizer.ggml.unknown_token_id", unk)?,
             add_bos: gguf.get_bool("tokenizer.ggml.add_bos_token")?,
             add_eos: gguf.get_bool("tokenizer.ggml.add_eos_token")?,
             add_space_prefix: gguf.get_bool("tokenizer.ggml.add_space_prefix")?,
+            general_name: gguf.get_str("general.name")?.unwrap_or_default().to_string(),
+            architecture: gguf.get_str("general.architecture")?.unwrap_or_default().to_string(),
             tokens,
             types,
             scores,
