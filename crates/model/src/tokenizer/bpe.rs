@@ -8,6 +8,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
+use super::symbols::{self, Symbol};
 use super::TokenIndex;
 
 /// Merge ranks: `"left right"` lines, rank = line number, the first of duplicates wins.
@@ -54,14 +55,6 @@ pub(crate) struct BpeOptions {
     pub byte_encoded: bool,
 }
 
-#[derive(Clone, Copy)]
-struct Symbol {
-    start: usize,
-    len: usize,
-    prev: Option<usize>,
-    next: Option<usize>,
-}
-
 /// Appends the tokens of one pre-tokenized word.
 pub(crate) fn encode_word(word: &str, merges: &Merges, index: &TokenIndex, options: BpeOptions, out: &mut Vec<u32>) {
     if word.is_empty() {
@@ -73,11 +66,8 @@ pub(crate) fn encode_word(word: &str, merges: &Merges, index: &TokenIndex, optio
             return;
         }
     }
-    let mut symbols: Vec<Symbol> = Vec::with_capacity(word.len());
-    for (i, (start, c)) in word.char_indices().enumerate() {
-        let next = (start + c.len_utf8() < word.len()).then_some(i + 1);
-        symbols.push(Symbol { start, len: c.len_utf8(), prev: i.checked_sub(1), next });
-    }
+    let char_len = |at: usize| word[at..].chars().next().map_or(1, char::len_utf8);
+    let mut symbols = symbols::split(word, char_len);
     // (rank, left index) ascending, with the lengths the pair had when queued.
     let mut queue: BinaryHeap<Reverse<(u32, usize, usize, usize)>> = BinaryHeap::new();
     let text = |s: &Symbol| &word[s.start..s.start + s.len];
@@ -96,20 +86,13 @@ pub(crate) fn encode_word(word: &str, merges: &Merges, index: &TokenIndex, optio
         if symbols[left].len != left_len || symbols[right].len != right_len || right_len == 0 {
             continue;
         }
-        symbols[left].len += right_len;
-        symbols[right].len = 0;
-        symbols[left].next = symbols[right].next;
-        if let Some(next) = symbols[right].next {
-            symbols[next].prev = Some(left);
-        }
-        if let Some(prev) = symbols[left].prev {
+        if let Some(prev) = symbols::merge_next(&mut symbols, left) {
             push(&mut queue, &symbols, prev);
         }
         push(&mut queue, &symbols, left);
     }
-    let mut at = Some(0);
-    while let Some(i) = at {
-        let piece = text(&symbols[i]);
+    for symbol in symbols::in_order(&symbols) {
+        let piece = text(symbol);
         match index.get(piece) {
             Some(id) => out.push(id),
             None => {
@@ -126,6 +109,5 @@ pub(crate) fn encode_word(word: &str, merges: &Merges, index: &TokenIndex, optio
                 }
             }
         }
-        at = symbols[i].next;
     }
 }

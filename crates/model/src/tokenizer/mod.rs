@@ -32,6 +32,7 @@ mod pretokenize;
 mod special;
 mod split;
 mod spm;
+mod symbols;
 mod unicode;
 mod unicode_categories;
 mod vocab;

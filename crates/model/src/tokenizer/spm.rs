@@ -8,6 +8,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
+use super::symbols::{self, Symbol};
 use super::{TokenIndex, TokenizerError};
 
 struct Bigram {
@@ -39,14 +40,6 @@ impl Ord for Bigram {
     }
 }
 
-#[derive(Clone, Copy)]
-struct Symbol {
-    start: usize,
-    len: usize,
-    prev: Option<usize>,
-    next: Option<usize>,
-}
-
 /// Byte length of the UTF-8 sequence a lead byte starts, by llama.cpp's table (a stray
 /// continuation byte counts as one).
 fn utf8_len(lead: u8) -> usize {
@@ -61,15 +54,7 @@ fn utf8_len(lead: u8) -> usize {
 /// Appends the tokens of `text` (spaces already `▁`). Fails only when a byte has no token,
 /// where llama.cpp aborts.
 pub(crate) fn encode(text: &str, scores: &[f32], index: &TokenIndex, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
-    let bytes = text.as_bytes();
-    let mut symbols: Vec<Symbol> = Vec::with_capacity(bytes.len());
-    let mut offset = 0;
-    while offset < bytes.len() {
-        let len = utf8_len(bytes[offset]).min(bytes.len() - offset);
-        let i = symbols.len();
-        symbols.push(Symbol { start: offset, len, prev: i.checked_sub(1), next: (offset + len < bytes.len()).then_some(i + 1) });
-        offset += len;
-    }
+    let mut symbols = symbols::split(text, |at| utf8_len(text.as_bytes()[at]));
     if symbols.is_empty() {
         return Ok(());
     }
@@ -91,20 +76,13 @@ pub(crate) fn encode(text: &str, scores: &[f32], index: &TokenIndex, out: &mut V
         if symbols[left].len == 0 || symbols[right].len == 0 || symbols[left].len + symbols[right].len != bigram.size {
             continue;
         }
-        symbols[left].len += symbols[right].len;
-        symbols[right].len = 0;
-        symbols[left].next = symbols[right].next;
-        if let Some(next) = symbols[right].next {
-            symbols[next].prev = Some(left);
-        }
-        if let Some(prev) = symbols[left].prev {
+        if let Some(prev) = symbols::merge_next(&mut symbols, left) {
             push(&mut queue, &symbols, prev);
         }
         push(&mut queue, &symbols, left);
     }
-    let mut at = Some(0);
-    while let Some(i) = at {
-        let text = piece(&symbols[i]);
+    for symbol in symbols::in_order(&symbols) {
+        let text = piece(symbol);
         match index.get(text) {
             Some(id) => out.push(id),
             None => {
@@ -113,7 +91,6 @@ pub(crate) fn encode(text: &str, scores: &[f32], index: &TokenIndex, out: &mut V
                 }
             }
         }
-        at = symbols[i].next;
     }
     Ok(())
 }
