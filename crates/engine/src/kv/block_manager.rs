@@ -39,6 +39,8 @@ struct SeqBlocks {
     /// `hashes[i]`: chained hash of block `i`, for the leading blocks that are full and computed
     /// (published, or found already published by another copy).
     hashes: Vec<BlockHash>,
+    /// Leading entries handed back behind a sliding window ([`RELEASED`]).
+    released: usize,
 }
 
 pub struct BlockManager {
@@ -176,7 +178,7 @@ impl BlockManager {
         let cached_tokens = hashes.len() * self.block_size;
         self.queried_tokens += prompt.len() as u64;
         self.hit_tokens += cached_tokens as u64;
-        self.seqs.insert(seq, SeqBlocks { table, hashes });
+        self.seqs.insert(seq, SeqBlocks { table, hashes, released: 0 });
         Ok(PrefixHit { cached_tokens })
     }
 
@@ -216,7 +218,7 @@ impl BlockManager {
     /// Releases `seq`'s blocks, tail first: published ones stay cached (evictable) until needed.
     pub fn free(&mut self, seq: SeqId) -> Result<(), KvError> {
         let s = self.seqs.remove(&seq).ok_or(KvError::UnknownSequence(seq))?;
-        for &b in s.table.iter().rev().filter(|&&b| b != RELEASED) {
+        for &b in s.table[s.released..].iter().rev() {
             self.pool.release(b);
         }
         Ok(())
@@ -229,13 +231,13 @@ impl BlockManager {
     pub fn release_before(&mut self, seq: SeqId, first_read: usize) -> Result<usize, KvError> {
         let s = self.seqs.get_mut(&seq).ok_or(KvError::UnknownSequence(seq))?;
         let upto = (first_read / self.block_size).min(s.hashes.len());
-        let mut released = 0;
-        for b in s.table[..upto].iter_mut().filter(|b| **b != RELEASED) {
+        let newly = upto.saturating_sub(s.released);
+        for b in &mut s.table[s.released..upto.max(s.released)] {
             self.pool.release(*b);
             *b = RELEASED;
-            released += 1;
         }
-        Ok(released)
+        s.released = s.released.max(upto);
+        Ok(newly)
     }
 
     /// Verifies the whole state: every block is exactly one of free, evictable or referenced; ref
@@ -245,7 +247,10 @@ impl BlockManager {
         let n = self.pool.num_blocks();
         let mut refs = vec![0u32; n];
         for (seq, s) in &self.seqs {
-            for &b in s.table.iter().filter(|&&b| b != RELEASED) {
+            if s.table[..s.released].iter().any(|&b| b != RELEASED) {
+                return Err(format!("seq {seq}: a released entry holds a block"));
+            }
+            for &b in &s.table[s.released..] {
                 let Some(r) = refs.get_mut(b as usize) else { return Err(format!("seq {seq}: block {b} out of range (0..{n})")) };
                 *r += 1;
             }
