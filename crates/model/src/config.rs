@@ -89,8 +89,6 @@ pub struct SlidingRope {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
     pub arch: Architecture,
-    /// The block variants of `arch` (`arch.block()`).
-    pub block: Block,
     pub name: String,
     pub layers: usize,
     pub hidden: usize,
@@ -211,7 +209,6 @@ impl ModelConfig {
     pub fn plain(arch: Architecture, layers: usize) -> ModelConfig {
         ModelConfig {
             arch,
-            block: arch.block(),
             name: String::new(),
             layers,
             hidden: 0,
@@ -235,6 +232,11 @@ impl ModelConfig {
             final_softcap: 0.0,
             embed_scale: 1.0,
         }
+    }
+
+    /// The block variants of the family.
+    pub fn block(&self) -> Block {
+        self.arch.block()
     }
 
     /// Slides the layers `sliding(il)` picks over windows of `window` keys.

@@ -149,7 +149,7 @@ impl TensorSource for DummyWeights {
     fn contains(&self, w: Weight) -> bool {
         match w {
             Weight::Output => !self.cfg.tied_embeddings,
-            Weight::Layer(_, LayerWeight::QBias | LayerWeight::KBias | LayerWeight::VBias) => self.cfg.block.qkv_bias,
+            Weight::Layer(_, LayerWeight::QBias | LayerWeight::KBias | LayerWeight::VBias) => self.cfg.block().qkv_bias,
             _ => true,
         }
     }

@@ -102,7 +102,7 @@ impl<B: Backend> Transformer<B> {
             normed: b.alloc(t * d)?,
             q: b.alloc(t * qd)?,
             k: b.alloc(t * kvd)?,
-            qk_raw: if cfg.block.qk_norm { Some((b.alloc(t * qd)?, b.alloc(t * kvd)?)) } else { None },
+            qk_raw: if cfg.block().qk_norm { Some((b.alloc(t * qd)?, b.alloc(t * kvd)?)) } else { None },
             v: b.alloc(t * kvd)?,
             attn: b.alloc(t * qd)?,
             proj: b.alloc(t * d)?,
@@ -292,6 +292,7 @@ impl<B: Backend> Transformer<B> {
         if cfg.embed_scale != 1.0 {
             b.scale(&mut a.hidden, cfg.embed_scale, n * d)?;
         }
+        let activation = cfg.block().activation;
         for (i, l) in w.layers.iter().enumerate() {
             let kind = cfg.layer_kinds[i];
             // Attention block.
@@ -326,7 +327,7 @@ impl<B: Backend> Transformer<B> {
             // Feed-forward block (gated: SwiGLU or GeGLU).
             b.rms_norm(&a.hidden, &l.ffn_norm, cfg.norm_eps, n, d, &mut a.normed)?;
             b.matmul_many(&a.normed, n, &mut [(&l.w_gate, &mut a.gate), (&l.w_up, &mut a.up)])?;
-            b.glu(cfg.block.activation, &a.gate, &a.up, n * ff, &mut a.act)?;
+            b.glu(activation, &a.gate, &a.up, n * ff, &mut a.act)?;
             b.matmul(&a.act, &l.w_down, n, &mut a.proj)?;
             residual(b, &mut a.hidden, &a.proj, l.post_ffn_norm.as_ref(), cfg.norm_eps, n, d, &mut a.normed)?;
         }

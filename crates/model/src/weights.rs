@@ -227,7 +227,7 @@ impl Weight {
 
 /// Whether the layers of `cfg`'s family have weight `w` (biases only where the file does too).
 fn layer_has(cfg: &ModelConfig, w: LayerWeight) -> bool {
-    let b = &cfg.block;
+    let b = cfg.block();
     match w {
         LayerWeight::Q | LayerWeight::K | LayerWeight::V | LayerWeight::Gate | LayerWeight::Up => !b.fused,
         LayerWeight::Qkv | LayerWeight::GateUp => b.fused,
@@ -367,7 +367,7 @@ impl<B: Backend, S: TensorSource + ?Sized> Loader<'_, B, S> {
         let (len, _) = w.dims(self.cfg);
         let mut host = self.source.vector(w, len)?;
         if w.is_norm() && self.source.norms_without_offset() {
-            let offset = self.cfg.block.hf_norm_offset;
+            let offset = self.cfg.block().hf_norm_offset;
             host.iter_mut().for_each(|v| *v += offset);
         }
         let backend_err = |source| WeightsError::Backend { name: self.source.name(w), source };
@@ -406,7 +406,7 @@ impl<B: Backend> ModelWeights<B> {
         for i in 0..cfg.layers {
             let w = |lw| Weight::Layer(i, lw);
             let attn_norm = l.vector(w(LayerWeight::AttnNorm))?;
-            let [wq, wk, wv] = if cfg.block.fused {
+            let [wq, wk, wv] = if cfg.block().fused {
                 l.split_matrix(w(LayerWeight::Qkv), [q, kv, kv])?
             } else {
                 [l.matrix(w(LayerWeight::Q))?, l.matrix(w(LayerWeight::K))?, l.matrix(w(LayerWeight::V))?]
@@ -416,7 +416,7 @@ impl<B: Backend> ModelWeights<B> {
             let wo = l.matrix(w(LayerWeight::O))?;
             let post_attn_norm = l.optional(w(LayerWeight::PostAttnNorm))?;
             let ffn_norm = l.vector(w(LayerWeight::FfnNorm))?;
-            let [w_gate, w_up] = if cfg.block.fused {
+            let [w_gate, w_up] = if cfg.block().fused {
                 l.split_matrix(w(LayerWeight::GateUp), [ff, ff])?
             } else {
                 [l.matrix(w(LayerWeight::Gate))?, l.matrix(w(LayerWeight::Up))?]

@@ -131,7 +131,7 @@ pub fn export_gguf(gguf_path: &Path, out: &Path, opts: ExportOptions) -> Result<
         let mut bytes = vec![0u8; opts.dtype.row_bytes(values.len()).expect("float types have no blocks")];
         quant::quantize_row(opts.dtype, &values, &mut bytes).map_err(err)?;
         let shape = if w.is_matrix() { vec![rows, cols] } else { vec![rows] };
-        tensors.push(Tensor { name: w.hf_name(cfg.block.post_norms), shape, bytes });
+        tensors.push(Tensor { name: w.hf_name(cfg.block().post_norms), shape, bytes });
     }
     write_safetensors(out, &tensors, st_dtype, opts.shards.max(1))?;
     write_json(&out.join(CONFIG_FILE), &config_json(&cfg, &tokenizer, opts.dtype)?)?;

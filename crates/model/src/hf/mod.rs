@@ -58,7 +58,7 @@ impl HfModel {
         if tokenizer.vocab_size() > config.vocab_size {
             tracing::warn!(tokenizer = tokenizer.vocab_size(), model = config.vocab_size, "the tokenizer knows more tokens than the model embeds");
         }
-        let tensors = SafetensorsSet::open_dir(dir)?.with_post_norms(config.block.post_norms);
+        let tensors = SafetensorsSet::open_dir(dir)?.with_post_norms(config.block().post_norms);
         Ok(HfModel { config, tokenizer, chat_template, tensors })
     }
 }
