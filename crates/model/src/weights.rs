@@ -225,6 +225,11 @@ impl Weight {
     }
 }
 
+/// Whether a weight the family may have is loaded from `source`: biases only where it holds them.
+fn in_source<S: TensorSource + ?Sized>(source: &S, w: Weight) -> bool {
+    !matches!(w, Weight::Layer(_, LayerWeight::QBias | LayerWeight::KBias | LayerWeight::VBias)) || source.contains(w)
+}
+
 /// Whether the layers of `cfg`'s family have weight `w` (biases only where the file does too).
 fn layer_has(cfg: &ModelConfig, w: LayerWeight) -> bool {
     let b = cfg.block();
@@ -381,8 +386,7 @@ impl<B: Backend, S: TensorSource + ?Sized> Loader<'_, B, S> {
     /// does too).
     fn optional(&mut self, w: Weight) -> Result<Option<B::Buffer>, WeightsError> {
         let Weight::Layer(_, lw) = w else { unreachable!("layer weights only") };
-        let wanted = layer_has(self.cfg, lw) && (!matches!(lw, LayerWeight::QBias | LayerWeight::KBias | LayerWeight::VBias) || self.source.contains(w));
-        if wanted { self.vector(w).map(Some) } else { Ok(None) }
+        if layer_has(self.cfg, lw) && in_source(self.source, w) { self.vector(w).map(Some) } else { Ok(None) }
     }
 }
 
@@ -397,7 +401,7 @@ impl<B: Backend> ModelWeights<B> {
     pub fn load_from<S: TensorSource + ?Sized>(source: &S, cfg: &ModelConfig, backend: &B, progress: &mut dyn FnMut(usize, usize)) -> Result<Self, WeightsError> {
         let total = Weight::all(cfg)
             .into_iter()
-            .filter(|&w| !matches!(w, Weight::Layer(_, LayerWeight::QBias | LayerWeight::KBias | LayerWeight::VBias)) || source.contains(w))
+            .filter(|&w| in_source(source, w))
             .count();
         let mut l = Loader { source, backend, cfg, progress, loaded: 0, total, step_matrices: MatrixSize::default(), token_embd: MatrixSize::default() };
         let token_embd = l.matrix(Weight::TokenEmbd)?;
