@@ -13,7 +13,7 @@ use rill_backend::{quant, BackendError, BackendResult, DType, MatrixSource};
 
 use crate::pool::DisjointPtr;
 use crate::isa::QuantIsa;
-use crate::qmatmul::{self, Q8Activations};
+use crate::qmatmul::{self, Formats, Q8Activations};
 use crate::{check_len, WorkerPool};
 
 /// Output rows per parallel task: enough work to amortize claiming it, small enough to balance.
@@ -163,11 +163,14 @@ pub fn matmul_many<O: AsMut<[f32]>>(pool: &WorkerPool, mode: MatmulMode, x: &[f3
         ends[j] = total;
         outs[j] = DisjointPtr(out.as_mut_ptr());
     }
-    let any_integer = mode == MatmulMode::Integer && jobs.iter().any(|(w, _)| w.is_integer());
+    let formats = match mode {
+        MatmulMode::Integer => jobs.iter().fold(Formats::default(), |f, (w, _)| f.union(Formats::of(w.dtype()))),
+        MatmulMode::Float => Formats::default(),
+    };
     ACTIVATIONS.with(|acts| {
         let mut acts = acts.borrow_mut();
-        if any_integer {
-            acts.quantize_on(pool, x, rows, k);
+        if formats != Formats::default() {
+            acts.quantize_on(pool, x, rows, k, formats);
         }
         let acts = &*acts;
         let isa = QuantIsa::selected();

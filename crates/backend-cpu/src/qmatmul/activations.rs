@@ -7,7 +7,10 @@
 //! SIMD kernel loads two blocks' codes (64 bytes) at once.
 
 use half::f16;
+use rill_backend::quant::QK_K;
+use rill_backend::DType;
 
+use super::activations_k::{Q8KActivations, Q8KRow};
 use crate::pool::DisjointPtr;
 use crate::WorkerPool;
 
@@ -27,6 +30,32 @@ pub struct Q8Activations {
     paired: Vec<i8>,
     quad_d: Vec<f32>,
     quad_s: Vec<f32>,
+    /// The same rows as ggml's `block_q8_K`, for k-quant weights; built only when asked for.
+    super_blocks: Q8KActivations,
+}
+
+/// Which activation formats a matmul's weights read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Formats {
+    /// 32-element blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0).
+    pub blocks: bool,
+    /// 256-element super-blocks (Q4_K, Q5_K, Q6_K).
+    pub super_blocks: bool,
+}
+
+impl Formats {
+    /// What `dtype` weights read on the integer path (nothing for float weights).
+    pub fn of(dtype: DType) -> Formats {
+        match dtype {
+            DType::Q4K | DType::Q5K | DType::Q6K => Formats { blocks: false, super_blocks: true },
+            DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0 => Formats { blocks: true, super_blocks: false },
+            _ => Formats::default(),
+        }
+    }
+
+    pub fn union(self, other: Formats) -> Formats {
+        Formats { blocks: self.blocks || other.blocks, super_blocks: self.super_blocks || other.super_blocks }
+    }
 }
 
 /// Four activation rows regrouped so that one 512-bit register holds a block of two rows: per
@@ -54,19 +83,29 @@ pub struct Q8Row<'a> {
 }
 
 impl Q8Activations {
-    /// Quantizes `rows` rows of `cols` values (a multiple of [`QK`]); buffers grow once and are
-    /// reused, so a steady state allocates nothing.
+    /// Quantizes `rows` rows of `cols` values (a multiple of [`QK`]) into every format their
+    /// width allows; buffers grow once and are reused, so a steady state allocates nothing.
     pub fn quantize(&mut self, x: &[f32], rows: usize, cols: usize) {
-        self.resize(x, rows, cols);
-        quantize_rows(&x[..rows * cols], &mut self.qs, &mut self.d, &mut self.s);
-        self.build_quads(None);
+        self.quantize_blocks(x, rows, cols);
+        if cols.is_multiple_of(QK_K) {
+            self.super_blocks.quantize_on(None, x, rows, cols);
+        }
     }
 
-    /// As [`Q8Activations::quantize`], with the rows split across `pool` in tasks of
-    /// [`ROWS_PER_TASK`]; every block is quantized by the same code, so the result is identical.
-    pub fn quantize_on(&mut self, pool: &WorkerPool, x: &[f32], rows: usize, cols: usize) {
+    /// Quantizes into `formats` only, splitting the rows across `pool` (in tasks of
+    /// [`ROWS_PER_TASK`]) when there are enough; every block is quantized by the same code, so
+    /// the result is identical. Super-blocks need `cols` to be a multiple of 256.
+    pub fn quantize_on(&mut self, pool: &WorkerPool, x: &[f32], rows: usize, cols: usize, formats: Formats) {
+        if formats.super_blocks {
+            self.super_blocks.quantize_on(Some(pool), x, rows, cols);
+        }
+        if !formats.blocks {
+            // Keep the shape current, so `rows()`/`cols()` describe what was quantized last.
+            (self.rows, self.cols) = (rows, cols);
+            return;
+        }
         if rows < 2 * ROWS_PER_TASK || pool.threads() == 1 {
-            return self.quantize(x, rows, cols);
+            return self.quantize_blocks(x, rows, cols);
         }
         self.resize(x, rows, cols);
         let bpr = cols / QK;
@@ -86,6 +125,12 @@ impl Q8Activations {
             quantize_rows(&x[lo * cols..hi * cols], qs, d, s);
         });
         self.build_quads(Some(pool));
+    }
+
+    fn quantize_blocks(&mut self, x: &[f32], rows: usize, cols: usize) {
+        self.resize(x, rows, cols);
+        quantize_rows(&x[..rows * cols], &mut self.qs, &mut self.d, &mut self.s);
+        self.build_quads(None);
     }
 
     /// Fills `paired`, `quad_d` and `quad_s` from the quantized rows when the many-rows kernel
@@ -170,6 +215,12 @@ impl Q8Activations {
 
     pub fn cols(&self) -> usize {
         self.cols
+    }
+
+    /// Row `r` as ggml's `block_q8_K`s; only after a call that quantized super-blocks.
+    pub fn super_block_row(&self, r: usize) -> Q8KRow<'_> {
+        debug_assert!(self.super_blocks.rows() == self.rows && self.super_blocks.cols() == self.cols, "super-blocks not quantized for this call");
+        self.super_blocks.row(r)
     }
 
     pub fn row(&self, r: usize) -> Q8Row<'_> {
@@ -283,7 +334,7 @@ mod tests {
         let x: Vec<f32> = (0..100 * 64).map(|i| ((i * 7919 % 1009) as f32 - 500.0) * 0.01).collect();
         let (mut a, mut b) = (Q8Activations::default(), Q8Activations::default());
         a.quantize(&x, 100, 64);
-        b.quantize_on(&WorkerPool::new(3).unwrap(), &x, 100, 64);
+        b.quantize_on(&WorkerPool::new(3).unwrap(), &x, 100, 64, Formats { blocks: true, super_blocks: false });
         assert_eq!((&a.qs, &a.d, &a.s), (&b.qs, &b.d, &b.s));
     }
 

@@ -2,18 +2,22 @@
 //! every weight block is dotted against them in integers, on the widest kernel this CPU has.
 //! This is how ggml runs quantized weights on a CPU, and the int8 activations are part of the
 //! numerics: results match a float reference only within the activations' rounding (see the
-//! parity tests). For Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 every kernel also adds its float terms in
-//! the order of ggml's x86 `ggml_vec_dot_*` (see `portable`), so all of them give llama.cpp's
-//! bits; the k-quant kernels match each other up to the order of float additions.
+//! parity tests). The 32-element formats read [`Q8Row`]s (ggml's Q8_0/Q8_1), the k-quants
+//! [`Q8KRow`]s (ggml's Q8_K: one scale per 256, so a super-block's sub-blocks add up in
+//! integers). Every kernel adds its float terms in the order of ggml's x86 `ggml_vec_dot_*` (see
+//! `portable`), so all of them give llama.cpp's bits.
 //!
-//! Kernels, chosen at runtime: AVX-512 VNNI for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q6_K, AVX2 for
-//! Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, and portable integer code for everything (Q5_K always runs there).
+//! Kernels, chosen at runtime: AVX-512 VNNI and AVX2 for every integer type, and portable integer
+//! code that defines them and runs everywhere else.
 //! `crate::isa` picks the set (`QuantIsa::selected`), which `RILL_CPU_ISA` can narrow, for tests
 //! and benchmarks (`reference` makes `CpuBackend::new` multiply in f32, see `MatmulMode`).
 
 mod activations;
+mod activations_k;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx2_kquants;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
@@ -22,14 +26,15 @@ mod portable;
 
 use rill_backend::DType;
 
-pub use activations::{Q8Activations, Q8Row, QK};
+pub use activations::{Formats, Q8Activations, Q8Row, QK};
+pub use activations_k::{Q8KActivations, Q8KRow};
 /// The kernel sets, chosen in `crate::isa`; `qmatmul::Isa` in the public API (the benches).
 pub use crate::isa::QuantIsa as Isa;
 use crate::isa::QuantIsa;
 
 /// Whether `dtype` weights take the integer path.
 pub fn is_integer_dtype(dtype: DType) -> bool {
-    matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0 | DType::Q4K | DType::Q5K | DType::Q6K)
+    Formats::of(dtype) != Formats::default()
 }
 
 /// One f16 to f32 by F16C, for the x86 kernels (the `half` crate's conversion would not inline
@@ -63,13 +68,19 @@ pub unsafe fn tile(isa: QuantIsa, dtype: DType, w: &[u8], w_rows: usize, acts: &
         if isa >= QuantIsa::Avx2 && avx2::supports(dtype) {
             return avx2::tile(dtype, w, w_rows, acts, out, stride);
         }
+        if isa >= QuantIsa::Avx2 && avx2_kquants::supports(dtype) {
+            return avx2_kquants::tile(dtype, w, w_rows, acts, out, stride);
+        }
     }
     let _ = isa;
     let row_bytes = dtype.row_bytes(acts.cols()).expect("whole blocks, checked at upload");
     for i in 0..w_rows {
         let wr = &w[i * row_bytes..(i + 1) * row_bytes];
         for r in 0..acts.rows() {
-            *out.add(r * stride + i) = portable::dot_row(dtype, wr, acts.row(r));
+            *out.add(r * stride + i) = match Formats::of(dtype).super_blocks {
+                true => portable::dot_row_k(dtype, wr, acts.super_block_row(r)),
+                false => portable::dot_row(dtype, wr, acts.row(r)),
+            };
         }
     }
 }

@@ -9,10 +9,11 @@
 //! `hsum_float_8` tree. The SIMD kernels compute the same bits. The k-quants sum their
 //! sub-block terms in order (SIMD twins differ only in the order of float additions).
 
-use rill_backend::quant::{five_bit_codes, scale_min_k4, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, QuantBlock, QK_K};
+use rill_backend::quant::{five_bit_codes, scales_mins_k4, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, QuantBlock, QK_K};
 use rill_backend::DType;
 
 use super::activations::{Q8Row, QK};
+use super::activations_k::Q8KRow;
 
 /// `Σ w·x` for a whole row of `dtype` weights; `dtype` must be one of [`super::is_integer_dtype`].
 pub fn dot_row(dtype: DType, w: &[u8], x: Q8Row<'_>) -> f32 {
@@ -22,38 +23,8 @@ pub fn dot_row(dtype: DType, w: &[u8], x: Q8Row<'_>) -> f32 {
         DType::Q5_0 => ggml_blocks::<BlockQ5_0>(w, x, false, lanes_q5_0),
         DType::Q5_1 => ggml_blocks::<BlockQ5_1>(w, x, true, lanes_q5_1),
         DType::Q8_0 => ggml_blocks::<BlockQ8_0>(w, x, false, lanes_q8_0),
-        DType::Q4K => sum_blocks::<BlockQ4K>(w, x, dot_q4_k),
-        DType::Q5K => sum_blocks::<BlockQ5K>(w, x, dot_q5_k),
-        DType::Q6K => sum_blocks::<BlockQ6K>(w, x, dot_q6_k),
         other => unreachable!("{other} has no integer kernel"),
     }
-}
-
-/// Calls `dot` for each weight block with the activation blocks it covers (`B::LEN / QK` of
-/// them, starting at block `b`), viewing the weights in place when aligned.
-#[inline(always)]
-fn sum_blocks<B: QuantBlock>(w: &[u8], x: Q8Row<'_>, dot: impl Fn(&B, Q8Row<'_>) -> f32) -> f32 {
-    let per = B::LEN / QK;
-    let sub = |i: usize| Q8Row { qs: &x.qs[i * B::LEN..(i + 1) * B::LEN], d: &x.d[i * per..(i + 1) * per], s: &x.s[i * per..(i + 1) * per] };
-    match rill_backend::quant::try_view_blocks::<B>(w) {
-        Some(blocks) => blocks.iter().enumerate().map(|(i, b)| dot(b, sub(i))).sum(),
-        None => w
-            .chunks_exact(size_of::<B>())
-            .enumerate()
-            .map(|(i, bytes)| dot(&bytemuck::pod_read_unaligned::<B>(bytes), sub(i)))
-            .sum(),
-    }
-}
-
-/// `Σ q·x` over 32 unsigned codes.
-#[inline(always)]
-fn idot(q: &[u8], x: &[i8]) -> i32 {
-    q.iter().zip(x).map(|(&a, &b)| a as i32 * b as i32).sum()
-}
-
-#[inline(always)]
-fn isum(x: &[i8]) -> i32 {
-    x.iter().map(|&v| v as i32).sum()
 }
 
 /// Nibbles in element order: byte `j` holds element `j` (low) and `j + 16` (high).
@@ -127,21 +98,85 @@ fn lanes_q8_0(b: &BlockQ8_0, x: &[i8]) -> Lanes {
     (b.d.to_f32(), 0.0, lane_sums(|e| b.qs[e] as i32, x))
 }
 
-/// Q4_K and Q5_K: sub-block `j` is `d·sc[j]·q − dmin·m[j]`, so its dot is
-/// `d·sc[j]·dₓ·Σq·x − dmin·m[j]·dₓ·Σx`.
-#[inline(always)]
-fn dot_k_sub_blocks(d: f32, dmin: f32, scales: &[u8; 12], codes: &[u8; QK_K], x: Q8Row<'_>) -> f32 {
-    let mut acc = 0.0f32;
-    for j in 0..QK_K / QK {
-        let (sc, m) = scale_min_k4(j, scales);
-        let xq = &x.qs[j * QK..(j + 1) * QK];
-        let q = idot(&codes[j * QK..(j + 1) * QK], xq);
-        acc += x.d[j] * (d * sc as f32 * q as f32 - dmin * m as f32 * isum(xq) as f32);
+/// The k-quants against ggml's `block_q8_K` rows, in the order of ggml's x86 (AVX2)
+/// `ggml_vec_dot_q{4,5,6}_K_q8_K`: per super-block, 8 integer lanes (lane `l` sums, over the
+/// eight 32-element chunks, the chunk's bytes `4l..4l+4` times their sub-block scale), one
+/// `acc[l] = fma(d_w·d_x, lane, acc[l])`, and `hsum8(acc)` at the end; the mins of Q4_K and
+/// Q5_K come from the activations' 16-element sums, Q6_K's `−32` offset likewise.
+pub fn dot_row_k(dtype: DType, w: &[u8], x: Q8KRow<'_>) -> f32 {
+    match dtype {
+        DType::Q4K => k_blocks::<BlockQ4K>(w, x, dot_q4_k),
+        DType::Q5K => k_blocks::<BlockQ5K>(w, x, dot_q5_k),
+        DType::Q6K => k_blocks::<BlockQ6K>(w, x, dot_q6_k),
+        other => unreachable!("{other} is not a k-quant"),
     }
-    acc
 }
 
-fn dot_q4_k(b: &BlockQ4K, x: Q8Row<'_>) -> f32 {
+/// What a super-block adds to a row: 8 lanes of `acc` and, for Q4_K and Q5_K, the min terms.
+#[derive(Default)]
+struct KAcc {
+    acc: [f32; 8],
+    /// Q4_K: ggml's `acc_m`, four lanes of `fma(−d_x·dmin, Σ pairs of m·Σx, ·)`.
+    mins4: [f32; 4],
+    /// Q5_K: ggml's scalar `summs`.
+    mins1: f32,
+}
+
+#[inline(always)]
+fn k_blocks<B: QuantBlock>(w: &[u8], x: Q8KRow<'_>, dot: impl Fn(&B, Q8KRow<'_>, &mut KAcc)) -> f32 {
+    let mut a = KAcc::default();
+    match rill_backend::quant::try_view_blocks::<B>(w) {
+        Some(blocks) => blocks.iter().enumerate().for_each(|(i, b)| dot(b, x.super_block(i), &mut a)),
+        None => w.chunks_exact(size_of::<B>()).enumerate().for_each(|(i, bytes)| dot(&bytemuck::pod_read_unaligned::<B>(bytes), x.super_block(i), &mut a)),
+    }
+    let m = &a.mins4;
+    hsum8(&a.acc) + ((m[0] + m[2]) + (m[1] + m[3])) + a.mins1
+}
+
+/// Lane `l` of a super-block: `Σ_k scale(k, l) · Σ_{t<4} code[32k + 4l + t] · x[32k + 4l + t]`.
+/// Each chunk's 8 lane products come first (a shape the compiler vectorizes), then the scales.
+#[inline(always)]
+fn k_lanes(codes: &[u8; QK_K], x: &[i8], scale: impl Fn(usize, usize) -> i32) -> [i32; 8] {
+    let mut lanes = [0i32; 8];
+    for (k, (c, xq)) in codes.chunks_exact(32).zip(x.chunks_exact(32)).enumerate() {
+        let mut products = [0i32; 32];
+        for (p, (&a, &b)) in products.iter_mut().zip(c.iter().zip(xq)) {
+            *p = a as i32 * b as i32;
+        }
+        for (l, lane) in lanes.iter_mut().enumerate() {
+            *lane += scale(k, l) * products[4 * l..4 * l + 4].iter().sum::<i32>();
+        }
+    }
+    lanes
+}
+
+/// The activations' sums per 32 elements, from the sums per 16.
+#[inline(always)]
+fn sums32(x: &Q8KRow<'_>) -> [i32; 8] {
+    std::array::from_fn(|k| x.bsums[2 * k] as i32 + x.bsums[2 * k + 1] as i32)
+}
+
+/// Q4_K and Q5_K after their codes are in element order: the scale of chunk `k` is `sc[k]`.
+#[inline(always)]
+fn dot_k_sub_blocks(d: f32, dmin: f32, scales: &[u8; 12], codes: &[u8; QK_K], x: Q8KRow<'_>, a: &mut KAcc, fold_mins: bool) {
+    let sm = scales_mins_k4(scales);
+    let (d, dmin) = (x.d[0] * d, -x.d[0] * dmin);
+    let lanes = k_lanes(codes, x.qs, |k, _| sm[k] as i32);
+    for (acc, lane) in a.acc.iter_mut().zip(lanes) {
+        *acc = d.mul_add(lane as f32, *acc);
+    }
+    let s = sums32(&x);
+    let pairs: [i32; 4] = std::array::from_fn(|i| sm[8 + 2 * i] as i32 * s[2 * i] + sm[8 + 2 * i + 1] as i32 * s[2 * i + 1]);
+    if fold_mins {
+        a.mins1 = dmin.mul_add(((pairs[0] + pairs[1]) + (pairs[2] + pairs[3])) as f32, a.mins1);
+    } else {
+        for (m, p) in a.mins4.iter_mut().zip(pairs) {
+            *m = dmin.mul_add(p as f32, *m);
+        }
+    }
+}
+
+fn dot_q4_k(b: &BlockQ4K, x: Q8KRow<'_>, a: &mut KAcc) {
     let mut codes = [0u8; QK_K];
     for (p, qs) in b.qs.chunks_exact(32).enumerate() {
         for (l, &q) in qs.iter().enumerate() {
@@ -149,10 +184,10 @@ fn dot_q4_k(b: &BlockQ4K, x: Q8Row<'_>) -> f32 {
             codes[64 * p + 32 + l] = q >> 4;
         }
     }
-    dot_k_sub_blocks(b.d.to_f32(), b.dmin.to_f32(), &b.scales, &codes, x)
+    dot_k_sub_blocks(b.d.to_f32(), b.dmin.to_f32(), &b.scales, &codes, x, a, false)
 }
 
-fn dot_q5_k(b: &BlockQ5K, x: Q8Row<'_>) -> f32 {
+fn dot_q5_k(b: &BlockQ5K, x: Q8KRow<'_>, a: &mut KAcc) {
     let mut codes = [0u8; QK_K];
     for (p, qs) in b.qs.chunks_exact(32).enumerate() {
         for (l, &q) in qs.iter().enumerate() {
@@ -161,28 +196,26 @@ fn dot_q5_k(b: &BlockQ5K, x: Q8Row<'_>) -> f32 {
             codes[64 * p + 32 + l] = (q >> 4) | ((h & 2) << 3);
         }
     }
-    dot_k_sub_blocks(b.d.to_f32(), b.dmin.to_f32(), &b.scales, &codes, x)
+    dot_k_sub_blocks(b.d.to_f32(), b.dmin.to_f32(), &b.scales, &codes, x, a, true)
 }
 
-/// Q6_K: 16-element sub-blocks `d·sc[j]·(q − 32)`; two of them share one activation block.
-fn dot_q6_k(b: &BlockQ6K, x: Q8Row<'_>) -> f32 {
-    let mut codes = [0i8; QK_K];
+/// Q6_K: 16-element sub-blocks `d·sc[j]·(q − 32)`; lane `l` of chunk `k` lies in sub-block
+/// `2k + l/4`. The unsigned codes are dotted and `32·Σ sc·Σx` taken off per lane afterwards.
+fn dot_q6_k(b: &BlockQ6K, x: Q8KRow<'_>, a: &mut KAcc) {
+    let mut codes = [0u8; QK_K];
     for h in 0..2 {
         let (ql, qh, y) = (&b.ql[64 * h..64 * h + 64], &b.qh[32 * h..32 * h + 32], &mut codes[128 * h..128 * h + 128]);
         for l in 0..32 {
-            y[l] = ((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) as i8 - 32;
-            y[l + 32] = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
-            y[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
-            y[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+            y[l] = (ql[l] & 0x0F) | ((qh[l] & 3) << 4);
+            y[l + 32] = (ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4);
+            y[l + 64] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+            y[l + 96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
         }
     }
-    let mut acc = 0.0f32;
-    for j in 0..QK_K / QK {
-        let half = |i: usize| -> i32 {
-            let (q, xq) = (&codes[16 * i..16 * i + 16], &x.qs[16 * i..16 * i + 16]);
-            b.scales[i] as i32 * q.iter().zip(xq).map(|(&a, &c)| a as i32 * c as i32).sum::<i32>()
-        };
-        acc += x.d[j] * (half(2 * j) + half(2 * j + 1)) as f32;
+    let lanes = k_lanes(&codes, x.qs, |k, l| b.scales[2 * k + l / 4] as i32);
+    let d = x.d[0] * b.d.to_f32();
+    for (l, (acc, lane)) in a.acc.iter_mut().zip(lanes).enumerate() {
+        let offset = 32 * (x.bsums[2 * l] as i32 * b.scales[2 * l] as i32 + x.bsums[2 * l + 1] as i32 * b.scales[2 * l + 1] as i32);
+        *acc = d.mul_add((lane - offset) as f32, *acc);
     }
-    b.d.to_f32() * acc
 }

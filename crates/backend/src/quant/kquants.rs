@@ -32,6 +32,27 @@ pub fn scale_min_k4(j: usize, q: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
     }
 }
 
+/// All eight (scale, min) pairs at once, unpacked as ggml's x86 k-quant dot products do (its
+/// `utmp` words): bytes 0..8 are the scales, bytes 8..16 the mins, each equal to
+/// [`scale_min_k4`]'s.
+#[inline(always)]
+pub fn scales_mins_k4(q: &[u8; K_SCALE_SIZE]) -> [u8; 16] {
+    const LOW6: u32 = 0x3f3f3f3f;
+    const LOW4: u32 = 0x0f0f0f0f;
+    const LOW2: u32 = 0x03030303;
+    let word = |i: usize| u32::from_le_bytes([q[4 * i], q[4 * i + 1], q[4 * i + 2], q[4 * i + 3]]);
+    let (u0, u1, u2) = (word(0), word(1), word(2));
+    let scales_lo = u0 & LOW6;
+    let scales_hi = (u2 & LOW4) | (((u0 >> 6) & LOW2) << 4);
+    let mins_lo = u1 & LOW6;
+    let mins_hi = ((u2 >> 4) & LOW4) | (((u1 >> 6) & LOW2) << 4);
+    let mut out = [0u8; 16];
+    for (i, w) in [scales_lo, scales_hi, mins_lo, mins_hi].into_iter().enumerate() {
+        out[4 * i..4 * i + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    out
+}
+
 /// Inverse of [`scale_min_k4`] for all eight sub-blocks; values above 63 lose their top bits.
 pub fn pack_scale_min_k4(sc: &[u8; SUBS], m: &[u8; SUBS]) -> [u8; K_SCALE_SIZE] {
     let mut q = [0u8; K_SCALE_SIZE];
@@ -257,6 +278,21 @@ mod tests {
             pack_scale_min_k4(&sc.try_into().unwrap(), &m.try_into().unwrap()),
             SCALES
         );
+    }
+
+    #[test]
+    fn all_scales_and_mins_at_once_equal_one_at_a_time() {
+        let all = scales_mins_k4(&SCALES);
+        for (j, want) in DECODED.iter().enumerate() {
+            assert_eq!((all[j], all[8 + j]), *want, "sub-block {j}");
+        }
+        for seed in 0..64u32 {
+            let q: [u8; 12] = std::array::from_fn(|i| (seed.wrapping_mul(2654435761).rotate_left(i as u32 * 5) >> 7) as u8);
+            let all = scales_mins_k4(&q);
+            for j in 0..SUBS {
+                assert_eq!((all[j], all[8 + j]), scale_min_k4(j, &q), "seed {seed} sub-block {j}");
+            }
+        }
     }
 
     #[test]

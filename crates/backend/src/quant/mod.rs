@@ -25,7 +25,7 @@ pub use blocks::{
     BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, BlockQ8_1,
     K_SCALE_SIZE, QK, QK_K,
 };
-pub use kquants::{pack_scale_min_k4, scale_min_k4};
+pub use kquants::{pack_scale_min_k4, scale_min_k4, scales_mins_k4};
 pub use q5::five_bit_codes;
 
 use crate::dtype::DType;

@@ -1,0 +1,185 @@
+//! Activations quantized for the k-quant weights (Q4_K, Q5_K, Q6_K): ggml's `block_q8_K`, one
+//! f32 scale per 256-element super-block and the sums of every 16 codes. With a single scale per
+//! super-block a weight super-block's sub-block dots add up in integers, and the float work is one
+//! multiply-add per super-block: the reason ggml pairs the k-quants with this format.
+//!
+//! The numerics are ggml's `quantize_row_q8_K_ref` (what llama.cpp's x86 CPU backend runs): `max`
+//! is the first element of largest magnitude, `iscale = −127 / max`, `q = min(127,
+//! round_ties_even(iscale·x))`, `d = 1 / iscale`.
+
+use rill_backend::quant::QK_K;
+
+use crate::pool::DisjointPtr;
+use crate::WorkerPool;
+
+/// Codes summed per entry of `bsums` (ggml's `QK_K / 16`).
+pub const BSUM_LEN: usize = 16;
+
+#[derive(Default)]
+pub struct Q8KActivations {
+    rows: usize,
+    cols: usize,
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    bsums: Vec<i16>,
+}
+
+/// One row: `cols` codes, a scale per 256 and a sum per 16 codes.
+#[derive(Clone, Copy)]
+pub struct Q8KRow<'a> {
+    pub qs: &'a [i8],
+    pub d: &'a [f32],
+    pub bsums: &'a [i16],
+}
+
+impl Q8KRow<'_> {
+    /// Super-block `b` alone.
+    pub fn super_block(&self, b: usize) -> Q8KRow<'_> {
+        let per = QK_K / BSUM_LEN;
+        Q8KRow { qs: &self.qs[b * QK_K..(b + 1) * QK_K], d: &self.d[b..b + 1], bsums: &self.bsums[b * per..(b + 1) * per] }
+    }
+}
+
+/// Rows quantized per parallel task.
+const ROWS_PER_TASK: usize = 16;
+
+impl Q8KActivations {
+    /// Quantizes `rows` rows of `cols` values (a multiple of 256), on `pool` when there are many
+    /// rows; every super-block is quantized by the same code, so the split never shows.
+    pub fn quantize_on(&mut self, pool: Option<&WorkerPool>, x: &[f32], rows: usize, cols: usize) {
+        debug_assert!(cols.is_multiple_of(QK_K) && x.len() >= rows * cols);
+        let blocks = rows * cols / QK_K;
+        (self.rows, self.cols) = (rows, cols);
+        self.qs.resize(rows * cols, 0);
+        self.d.resize(blocks, 0.0);
+        self.bsums.resize(blocks * QK_K / BSUM_LEN, 0);
+        let pool = pool.filter(|p| p.threads() > 1 && rows >= 2 * ROWS_PER_TASK);
+        let Some(pool) = pool else {
+            return quantize_rows(&x[..rows * cols], &mut self.qs, &mut self.d, &mut self.bsums);
+        };
+        let (bpr, spr) = (cols / QK_K, cols / BSUM_LEN);
+        let (qs, d, bs) = (DisjointPtr(self.qs.as_mut_ptr()), DisjointPtr(self.d.as_mut_ptr()), DisjointPtr(self.bsums.as_mut_ptr()));
+        pool.for_each(rows.div_ceil(ROWS_PER_TASK), &|task| {
+            let (lo, hi) = (task * ROWS_PER_TASK, ((task + 1) * ROWS_PER_TASK).min(rows));
+            let n = hi - lo;
+            // SAFETY: task ranges are disjoint and inside the buffers resized above, which
+            // outlive the pool call.
+            let (qs, d, bs) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(qs.get().add(lo * cols), n * cols),
+                    std::slice::from_raw_parts_mut(d.get().add(lo * bpr), n * bpr),
+                    std::slice::from_raw_parts_mut(bs.get().add(lo * spr), n * spr),
+                )
+            };
+            quantize_rows(&x[lo * cols..hi * cols], qs, d, bs);
+        });
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    pub fn row(&self, r: usize) -> Q8KRow<'_> {
+        let (c, b, s) = (self.cols, self.cols / QK_K, self.cols / BSUM_LEN);
+        Q8KRow { qs: &self.qs[r * c..(r + 1) * c], d: &self.d[r * b..(r + 1) * b], bsums: &self.bsums[r * s..(r + 1) * s] }
+    }
+}
+
+fn quantize_rows(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa::cpu().avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+        return unsafe { quantize_rows_avx2(x, qs, d, bsums) };
+    }
+    quantize_super_blocks(x, qs, d, bsums);
+}
+
+/// The same code compiled for AVX2, where rounding is one instruction instead of a libm call.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_rows_avx2(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
+    quantize_super_blocks(x, qs, d, bsums)
+}
+
+#[inline(always)]
+fn quantize_super_blocks(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
+    let blocks = x.chunks_exact(QK_K).zip(qs.chunks_exact_mut(QK_K)).zip(d.iter_mut().zip(bsums.chunks_exact_mut(QK_K / BSUM_LEN)));
+    for ((xb, qb), (d, sums)) in blocks {
+        *d = quantize_super_block(xb.try_into().expect("QK_K chunk"), qb.try_into().expect("QK_K chunk"));
+        for (sum, q) in sums.iter_mut().zip(qb.chunks_exact(BSUM_LEN)) {
+            *sum = q.iter().map(|&v| v as i16).sum();
+        }
+    }
+}
+
+/// One super-block: writes the codes and returns `d`. Written so the compiler vectorizes the
+/// magnitude scan and the rounding.
+#[inline(always)]
+fn quantize_super_block(x: &[f32; QK_K], q: &mut [i8; QK_K]) -> f32 {
+    let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    if amax == 0.0 {
+        q.fill(0);
+        return 0.0;
+    }
+    // ggml keeps the first element of largest magnitude, with its sign.
+    let max = *x.iter().find(|v| v.abs() == amax).expect("amax is some element's magnitude");
+    let iscale = -127.0 / max;
+    for (qi, &xi) in q.iter_mut().zip(x) {
+        *qi = ((iscale * xi).round_ties_even() as i32).min(127) as i8;
+    }
+    1.0 / iscale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ggml's `quantize_row_q8_K_ref` spelled out: the sign of `max` flips the codes' sign.
+    #[test]
+    fn codes_scale_and_sums_follow_ggml() {
+        let mut x = [0.0f32; QK_K];
+        x[0] = 50.0;
+        x[1] = -127.0; // the largest magnitude, negative: iscale = 1
+        x[2] = 0.5; // ties to even: 0
+        x[3] = 1.5; // 2
+        x[17] = 127.0; // as large, but later: not `max`
+        let mut a = Q8KActivations::default();
+        a.quantize_on(None, &x, 1, QK_K);
+        let r = a.row(0);
+        assert_eq!(&r.qs[..4], &[50, -127, 0, 2]);
+        assert_eq!(r.qs[17], 127);
+        assert_eq!(r.d[0], 1.0);
+        assert_eq!((r.bsums[0], r.bsums[1]), (50 - 127 + 2, 127));
+    }
+
+    #[test]
+    fn zero_block_is_all_zero_and_parallel_is_identical() {
+        let mut x: Vec<f32> = (0..64 * 512).map(|i| ((i * 7919 % 1009) as f32 - 500.0) * 0.01).collect();
+        x[512..768].fill(0.0);
+        let (mut a, mut b) = (Q8KActivations::default(), Q8KActivations::default());
+        a.quantize_on(None, &x, 64, 512);
+        b.quantize_on(Some(&WorkerPool::new(3).unwrap()), &x, 64, 512);
+        assert_eq!((&a.qs, &a.d, &a.bsums), (&b.qs, &b.d, &b.bsums));
+        let r = a.row(1);
+        assert_eq!(r.d[0], 0.0);
+        assert!(r.qs[..QK_K].iter().all(|&q| q == 0) && r.bsums[..16].iter().all(|&s| s == 0));
+    }
+
+    #[test]
+    fn reconstruction_error_is_half_a_step() {
+        let x: Vec<f32> = (0..1024).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013 * if i % 97 == 0 { 9.0 } else { 1.0 }).collect();
+        let mut a = Q8KActivations::default();
+        a.quantize_on(None, &x, 2, 512);
+        for r in 0..2 {
+            let row = a.row(r);
+            for (i, &v) in x[r * 512..(r + 1) * 512].iter().enumerate() {
+                let d = row.d[i / QK_K].abs();
+                assert!((row.qs[i] as f32 * row.d[i / QK_K] - v).abs() <= 0.5 * d * (1.0 + 1e-5), "{i}");
+            }
+        }
+    }
+}

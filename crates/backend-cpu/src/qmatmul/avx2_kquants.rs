@@ -1,0 +1,201 @@
+//! AVX2 kernels for the k-quants (Q4_K, Q5_K, Q6_K) against ggml's `block_q8_K` activations, for
+//! x86 CPUs without AVX-512 VNNI: ggml's own AVX2 `ggml_vec_dot_q*_K_q8_K` (32 codes per
+//! register, `vpmaddubsw` into pairs, `vpmaddwd` by the sub-block scale into 8 lanes), so the
+//! results have the bits of [`super::portable::dot_row_k`]. One weight row at a time against up
+//! to four activation rows, sharing the unpacked codes; each row sees the same operations
+//! whatever the batch.
+
+use std::arch::x86_64::*;
+use std::mem::offset_of;
+
+use rill_backend::quant::{scales_mins_k4, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
+use rill_backend::DType;
+
+use super::activations::Q8Activations;
+use super::activations_k::Q8KRow;
+use super::f16_to_f32;
+
+pub fn supports(dtype: DType) -> bool {
+    matches!(dtype, DType::Q4K | DType::Q5K | DType::Q6K)
+}
+
+/// As [`super::avx512_kquants::tile`], for AVX2 machines.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; the other conditions are those of the AVX-512 tile.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tile(dtype: DType, w: &[u8], w_rows: usize, acts: &Q8Activations, out: *mut f32, stride: usize) {
+    let row_bytes = dtype.row_bytes(acts.cols()).expect("whole super-blocks, checked at upload");
+    for i in 0..w_rows {
+        let row = w.as_ptr().add(i * row_bytes);
+        prefetch_row(row.add(PREFETCH_ROWS * row_bytes), row_bytes);
+        let mut r = 0;
+        while r < acts.rows() {
+            let nr = (acts.rows() - r).min(4);
+            let o = out.add(r * stride + i);
+            match nr {
+                4 => row_dot::<4>(dtype, row, acts, r, o, stride),
+                3 => row_dot::<3>(dtype, row, acts, r, o, stride),
+                2 => row_dot::<2>(dtype, row, acts, r, o, stride),
+                _ => row_dot::<1>(dtype, row, acts, r, o, stride),
+            }
+            r += nr;
+        }
+    }
+}
+
+/// How far ahead (in weight rows) the weights are prefetched: they stream from DRAM once per
+/// token, and asking a few KiB ahead hides the latency the hardware prefetcher leaves (the same
+/// distance as the 32-element kernels').
+const PREFETCH_ROWS: usize = 8;
+
+/// Asks for every cache line of the row at `p` (a prefetch never faults, so the row may lie past
+/// the matrix).
+#[inline(always)]
+unsafe fn prefetch_row(p: *const u8, row_bytes: usize) {
+    for line in (0..row_bytes).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line).cast());
+    }
+}
+
+#[inline(always)]
+unsafe fn row_dot<const NR: usize>(dtype: DType, row: *const u8, acts: &Q8Activations, r0: usize, out: *mut f32, stride: usize) {
+    let xs: [Q8KRow<'_>; NR] = std::array::from_fn(|j| acts.super_block_row(r0 + j));
+    let sums = match dtype {
+        DType::Q4K => row_q45k::<NR, false>(row, &xs, acts.cols() / QK_K),
+        DType::Q5K => row_q45k::<NR, true>(row, &xs, acts.cols() / QK_K),
+        _ => row_q6k::<NR>(row, &xs, acts.cols() / QK_K),
+    };
+    for (j, v) in sums.into_iter().enumerate() {
+        *out.add(j * stride) = v;
+    }
+}
+
+/// ggml's `hsum_float_8`.
+#[inline(always)]
+unsafe fn hsum8(x: __m256) -> f32 {
+    let r = _mm_add_ps(_mm256_extractf128_ps::<1>(x), _mm256_castps256_ps128(x));
+    let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
+}
+
+/// ggml's 4-lane sum of `acc_m`: `(a₀ + a₂) + (a₁ + a₃)`.
+#[inline(always)]
+unsafe fn hsum4(x: __m128) -> f32 {
+    let r = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
+}
+
+#[inline(always)]
+unsafe fn row_q45k<const NR: usize, const FIVE: bool>(row: *const u8, xs: &[Q8KRow<'_>; NR], blocks: usize) -> [f32; NR] {
+    let mut acc = [_mm256_setzero_ps(); NR];
+    let mut acc_m = [_mm_setzero_ps(); NR];
+    let mut summs = [0f32; NR];
+    let low4 = _mm256_set1_epi8(0x0F);
+    for sb in 0..blocks {
+        // Blocks may be unaligned: fields are read through raw pointers, never references.
+        let (blk, qh, qs) = if FIVE {
+            let blk = row.add(sb * size_of::<BlockQ5K>());
+            (blk, blk.add(offset_of!(BlockQ5K, qh)), blk.add(offset_of!(BlockQ5K, qs)))
+        } else {
+            let blk = row.add(sb * size_of::<BlockQ4K>());
+            (blk, std::ptr::null(), blk.add(offset_of!(BlockQ4K, qs)))
+        };
+        let d = f16_to_f32(blk.add(offset_of!(BlockQ4K, d)).cast::<u16>().read_unaligned());
+        let dmin = f16_to_f32(blk.add(offset_of!(BlockQ4K, dmin)).cast::<u16>().read_unaligned());
+        let sm = scales_mins_k4(&*blk.add(offset_of!(BlockQ4K, scales)).cast::<[u8; 12]>());
+        let mins8 = _mm256_extracti128_si256::<1>(_mm256_cvtepu8_epi16(_mm_loadu_si128(sm.as_ptr().cast())));
+        let hbits = if FIVE { _mm256_loadu_si256(qh.cast()) } else { _mm256_setzero_si256() };
+        let mut sumi = [_mm256_setzero_si256(); NR];
+        for j in 0..4 {
+            let (scale_lo, scale_hi) = (_mm256_set1_epi16(sm[2 * j] as i16), _mm256_set1_epi16(sm[2 * j + 1] as i16));
+            let v = _mm256_loadu_si256(qs.add(32 * j).cast());
+            let mut lo = _mm256_and_si256(v, low4);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low4);
+            if FIVE {
+                let fifth = |bit: i32| {
+                    let m = _mm256_and_si256(hbits, _mm256_set1_epi8(1 << bit));
+                    _mm256_slli_epi16::<4>(_mm256_srl_epi16(m, _mm_cvtsi32_si128(bit)))
+                };
+                lo = _mm256_add_epi8(lo, fifth(2 * j as i32));
+                hi = _mm256_add_epi8(hi, fifth(2 * j as i32 + 1));
+            }
+            for r in 0..NR {
+                let x = xs[r].qs.as_ptr().add(sb * QK_K + 64 * j);
+                let p_lo = _mm256_madd_epi16(scale_lo, _mm256_maddubs_epi16(lo, _mm256_loadu_si256(x.cast())));
+                let p_hi = _mm256_madd_epi16(scale_hi, _mm256_maddubs_epi16(hi, _mm256_loadu_si256(x.add(32).cast())));
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(p_lo, p_hi));
+            }
+        }
+        for r in 0..NR {
+            let xd = xs[r].d[sb];
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(xd * d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+            let bsums = _mm256_loadu_si256(xs[r].bsums.as_ptr().add(sb * 16).cast());
+            let sums32 = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
+            let prod = _mm_madd_epi16(mins8, sums32);
+            let neg_dmin = -xd * dmin;
+            if FIVE {
+                let h = _mm_hadd_epi32(_mm_hadd_epi32(prod, _mm_setzero_si128()), _mm_setzero_si128());
+                summs[r] = neg_dmin.mul_add(_mm_cvtsi128_si32(h) as f32, summs[r]);
+            } else {
+                acc_m[r] = _mm_fmadd_ps(_mm_set1_ps(neg_dmin), _mm_cvtepi32_ps(prod), acc_m[r]);
+            }
+        }
+    }
+    std::array::from_fn(|r| hsum8(acc[r]) + hsum4(acc_m[r]) + summs[r])
+}
+
+/// ggml's byte shuffles for Q6_K: chunk `k`'s 16-bit lanes 0..8 take sub-block `2k`'s scale,
+/// lanes 8..16 sub-block `2k + 1`'s.
+const PICK_Q6K: [[u8; 16]; 8] = {
+    let mut t = [[0u8; 16]; 8];
+    let mut k = 0;
+    while k < 8 {
+        let mut i = 0;
+        while i < 16 {
+            t[k][i] = (2 * k + i / 8) as u8;
+            i += 1;
+        }
+        k += 1;
+    }
+    t
+};
+
+#[inline(always)]
+unsafe fn row_q6k<const NR: usize>(row: *const u8, xs: &[Q8KRow<'_>; NR], blocks: usize) -> [f32; NR] {
+    let mut acc = [_mm256_setzero_ps(); NR];
+    let low4 = _mm256_set1_epi8(0x0F);
+    for sb in 0..blocks {
+        let blk = row.add(sb * size_of::<BlockQ6K>());
+        let (ql, qh) = (blk.add(offset_of!(BlockQ6K, ql)), blk.add(offset_of!(BlockQ6K, qh)));
+        let d = f16_to_f32(blk.add(offset_of!(BlockQ6K, d)).cast::<u16>().read_unaligned());
+        let scales = _mm_loadu_si128(blk.add(offset_of!(BlockQ6K, scales)).cast());
+        let mut sumi = [_mm256_setzero_si256(); NR];
+        for h in 0..2 {
+            let a = _mm256_loadu_si256(ql.add(64 * h).cast());
+            let b = _mm256_loadu_si256(ql.add(64 * h + 32).cast());
+            let hb = _mm256_loadu_si256(qh.add(32 * h).cast());
+            let codes = [
+                _mm256_or_si256(_mm256_and_si256(a, low4), _mm256_slli_epi16::<4>(_mm256_and_si256(hb, _mm256_set1_epi8(3)))),
+                _mm256_or_si256(_mm256_and_si256(b, low4), _mm256_slli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(12)))),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(a), low4), _mm256_and_si256(hb, _mm256_set1_epi8(48))),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(b), low4), _mm256_srli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(-64)))),
+            ];
+            for (c, codes) in codes.into_iter().enumerate() {
+                let scale = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, _mm_loadu_si128(PICK_Q6K[4 * h + c].as_ptr().cast())));
+                for r in 0..NR {
+                    let x = _mm256_loadu_si256(xs[r].qs.as_ptr().add(sb * QK_K + 128 * h + 32 * c).cast());
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(scale, _mm256_maddubs_epi16(codes, x)));
+                }
+            }
+        }
+        let scales16 = _mm256_cvtepi8_epi16(scales);
+        for r in 0..NR {
+            let bsums = _mm256_loadu_si256(xs[r].bsums.as_ptr().add(sb * 16).cast());
+            let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, scales16));
+            let lanes = _mm256_sub_epi32(sumi[r], offset);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(xs[r].d[sb] * d), _mm256_cvtepi32_ps(lanes), acc[r]);
+        }
+    }
+    std::array::from_fn(|r| hsum8(acc[r]))
+}
