@@ -4,7 +4,8 @@
 //! activation row by the widest kernel this CPU has. Float weights (F32/F16/BF16) are
 //! dequantized a tile of rows at a time into per-thread scratch and dotted in `f32`.
 //!
-//! Work is split across the pool by output rows; several matrices that read the same input
+//! Work is split across the pool by output rows (at decode one contiguous range of each matrix per
+//! thread, see [`STREAMING_ROWS`]); several matrices that read the same input
 //! (q/k/v, gate/up) run in one call, so the input is quantized once and the pool wakes once.
 
 use std::cell::RefCell;
@@ -16,8 +17,23 @@ use crate::isa::QuantIsa;
 use crate::qmatmul::{self, Formats, Q8Activations};
 use crate::{check_len, WorkerPool};
 
-/// Output rows per parallel task: enough work to amortize claiming it, small enough to balance.
+/// Output rows per parallel task of a batched matmul: enough work to amortize claiming it, small
+/// enough to balance; also the tile of float weight rows dequantized at a time.
 const ROWS_PER_TASK: usize = 16;
+/// Activation rows up to which a matmul is bound by streaming its weights from memory (decode
+/// steps of a few sequences). Then each thread gets one contiguous range of every matrix, one long
+/// stream the hardware prefetcher follows: 16-row tasks claimed in turn by the threads made each
+/// stream jump every few KiB and cost a third of decode speed.
+const STREAMING_ROWS: usize = 8;
+
+/// Output rows per task for a matrix of `w_rows` rows multiplied with `rows` activation rows.
+fn rows_per_task(w_rows: usize, rows: usize, threads: usize) -> usize {
+    if rows <= STREAMING_ROWS {
+        w_rows.div_ceil(threads).next_multiple_of(ROWS_PER_TASK)
+    } else {
+        ROWS_PER_TASK
+    }
+}
 /// Matrices one [`matmul_many`] call can take (q, k and v is the most the model asks).
 pub const MAX_MATRICES: usize = 4;
 
@@ -120,18 +136,21 @@ impl CpuMatrix {
         let k = self.cols();
         ROW_SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            // Dequantize this task's weight rows once ([hi - lo, k], small enough for L1/L2),
-            // then stream every activation row past them.
             scratch.resize(ROWS_PER_TASK * k, 0.0);
-            for o in lo..hi {
-                self.dequantize_row(o, &mut scratch[(o - lo) * k..(o - lo + 1) * k]);
-            }
-            for r in 0..rows {
-                let xr = &x[r * k..(r + 1) * k];
-                for o in lo..hi {
-                    let v = dot(&scratch[(o - lo) * k..(o - lo + 1) * k], xr);
-                    // SAFETY: as above: in bounds, and column `o` belongs to this task alone.
-                    unsafe { *out.add(r * m + o) = v };
+            for tile_lo in (lo..hi).step_by(ROWS_PER_TASK) {
+                // Dequantize a tile of weight rows once ([ROWS_PER_TASK, k], small enough for
+                // L1/L2), then stream every activation row past them.
+                let tile_hi = (tile_lo + ROWS_PER_TASK).min(hi);
+                for o in tile_lo..tile_hi {
+                    self.dequantize_row(o, &mut scratch[(o - tile_lo) * k..(o - tile_lo + 1) * k]);
+                }
+                for r in 0..rows {
+                    let xr = &x[r * k..(r + 1) * k];
+                    for o in tile_lo..tile_hi {
+                        let v = dot(&scratch[(o - tile_lo) * k..(o - tile_lo + 1) * k], xr);
+                        // SAFETY: as above: in bounds, and column `o` belongs to this task alone.
+                        unsafe { *out.add(r * m + o) = v };
+                    }
                 }
             }
         });
@@ -149,8 +168,9 @@ pub fn matmul_many<O: AsMut<[f32]>>(pool: &WorkerPool, mode: MatmulMode, x: &[f3
     }
     let Some(k) = jobs.first().map(|(w, _)| w.cols()) else { return Ok(()) };
     check_len("matmul", "x", x.len(), rows * k)?;
-    // Task ranges per matrix: matrix j owns tasks ends[j-1]..ends[j].
+    // Task ranges per matrix: matrix j owns tasks ends[j-1]..ends[j], of per_task[j] rows each.
     let mut ends = [0usize; MAX_MATRICES];
+    let mut per_task = [ROWS_PER_TASK; MAX_MATRICES];
     let mut outs = [DisjointPtr(std::ptr::null_mut()); MAX_MATRICES];
     let mut total = 0;
     for (j, (w, out)) in jobs.iter_mut().enumerate() {
@@ -159,7 +179,8 @@ pub fn matmul_many<O: AsMut<[f32]>>(pool: &WorkerPool, mode: MatmulMode, x: &[f3
         }
         let out = out.as_mut();
         check_len("matmul", "out", out.len(), rows * w.rows())?;
-        total += w.rows().div_ceil(ROWS_PER_TASK);
+        per_task[j] = rows_per_task(w.rows(), rows, pool.threads());
+        total += w.rows().div_ceil(per_task[j]);
         ends[j] = total;
         outs[j] = DisjointPtr(out.as_mut_ptr());
     }
@@ -179,8 +200,8 @@ pub fn matmul_many<O: AsMut<[f32]>>(pool: &WorkerPool, mode: MatmulMode, x: &[f3
             let j = ends.iter().position(|&e| task < e).expect("task below the last end");
             let w = matrices[j].expect("a matrix per task range");
             let first = if j == 0 { 0 } else { ends[j - 1] };
-            let lo = (task - first) * ROWS_PER_TASK;
-            let hi = (lo + ROWS_PER_TASK).min(w.rows());
+            let lo = (task - first) * per_task[j];
+            let hi = (lo + per_task[j]).min(w.rows());
             w.run_task(mode, isa, acts, x, rows, lo, hi, outs[j].get());
         });
     });

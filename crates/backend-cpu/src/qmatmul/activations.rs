@@ -218,6 +218,7 @@ impl Q8Activations {
     }
 
     /// Row `r` as ggml's `block_q8_K`s; only after a call that quantized super-blocks.
+    #[inline]
     pub fn super_block_row(&self, r: usize) -> Q8KRow<'_> {
         debug_assert!(self.super_blocks.rows() == self.rows && self.super_blocks.cols() == self.cols, "super-blocks not quantized for this call");
         self.super_blocks.row(r)

@@ -34,6 +34,7 @@ pub struct Q8KRow<'a> {
 
 impl Q8KRow<'_> {
     /// Super-block `b` alone.
+    #[inline]
     pub fn super_block(&self, b: usize) -> Q8KRow<'_> {
         let per = QK_K / BSUM_LEN;
         Q8KRow { qs: &self.qs[b * QK_K..(b + 1) * QK_K], d: &self.d[b..b + 1], bsums: &self.bsums[b * per..(b + 1) * per] }
@@ -83,6 +84,7 @@ impl Q8KActivations {
         self.cols
     }
 
+    #[inline]
     pub fn row(&self, r: usize) -> Q8KRow<'_> {
         let (c, b, s) = (self.cols, self.cols / QK_K, self.cols / BSUM_LEN);
         Q8KRow { qs: &self.qs[r * c..(r + 1) * c], d: &self.d[r * b..(r + 1) * b], bsums: &self.bsums[r * s..(r + 1) * s] }
