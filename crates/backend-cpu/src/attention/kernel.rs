@@ -8,7 +8,7 @@
 //! or `hdp / LANES`.
 
 use crate::simd::{expf_glibc, Simd};
-use super::{ggml_dot, Bufs, Job, Op, CHUNK, TILE};
+use super::{ggml_dot, Bufs, Job, Op, CHUNK, QUERY_TILE, TILE};
 use crate::kv_cache::KvElem;
 
 /// `exp(a - b)`, with `exp(-inf - b) = 0` even for `b = -inf` (an empty state).
@@ -80,26 +80,35 @@ unsafe fn load_q<S: Simd, T: KvElem>(job: &Job<'_, T>, t: usize, kvh: usize, q: 
     }
 }
 
-/// One chunk's partial `(max, sum, acc)` of the pair whose query rows are in `b.q`, with
-/// ggml's arithmetic (see the module docs): scores by [`Simd::ggml_dot16`] then `· scale`;
-/// per row in order `ms = e^(M−s)` on a new maximum (the accumulator scaled and rounded),
-/// else `vs = e^(s−M)`; `acc = round(fma(v, vs, acc))`; `S = fma(S, ms, vs)`.
+/// One chunk's partials `(max, sum, acc)` for the tokens `ts` (of one sequence, at most
+/// [`QUERY_TILE`]; their query rows in `b.q`, `g·hdp` apart; their partials in `parts`,
+/// `partial_len` apart) and KV head `kvh`, with ggml's arithmetic (see the module docs): scores
+/// by [`Simd::ggml_dot16`] then `· scale`; per row in order `ms = e^(M−s)` on a new maximum (the
+/// accumulator scaled and rounded), else `vs = e^(s−M)`; `acc = round(fma(v, vs, acc))`;
+/// `S = fma(S, ms, vs)`. Each K and V tile is converted once for all the tokens, and each token
+/// takes the rows of its own window, in position order, so its bits are those it gets alone.
 #[inline(always)]
-unsafe fn chunk_partial<S: Simd, T: KvElem, const NC: usize>(job: &Job<'_, T>, t: usize, kvh: usize, chunk: usize, b: &mut Bufs<'_>, part: &mut [f32]) {
-    let (g, hd, hdp) = (job.group, job.hd, job.hdp);
-    let pos = job.positions[t] as usize;
-    let seq = job.token_seq[t] as usize;
+unsafe fn chunk_partial<S: Simd, T: KvElem, const NC: usize>(job: &Job<'_, T>, ts: &[usize], kvh: usize, chunk: usize, b: &mut Bufs<'_>, parts: &mut [f32]) {
+    let (g, hd, hdp, pl) = (job.group, job.hd, job.hdp, job.partial_len());
+    let seq = job.token_seq[ts[0]] as usize;
     let table = &job.block_tables[seq * job.max_blocks..][..job.max_blocks];
     let kv_row = job.kv_heads * hd;
-    let (m, rest) = part.split_at_mut(g);
-    let (l, acc) = rest.split_at_mut(g);
-    m.fill(f32::NEG_INFINITY);
-    l.fill(0.0);
-    acc.fill(0.0);
+    // Each token's rows in this chunk, and their union.
+    let mut ranges = [(0usize, 0usize); QUERY_TILE];
+    let (mut start, mut end) = (usize::MAX, 0);
+    for (j, &t) in ts.iter().enumerate() {
+        let part = &mut parts[j * pl..(j + 1) * pl];
+        part[..g].fill(f32::NEG_INFINITY);
+        part[g..].fill(0.0);
+        let pos = job.positions[t] as usize;
+        ranges[j] = ((chunk * CHUNK).max(job.params.first_position(pos)), ((chunk + 1) * CHUNK).min(pos + 1));
+        if ranges[j].0 < ranges[j].1 {
+            (start, end) = (start.min(ranges[j].0), end.max(ranges[j].1));
+        }
+    }
     for row in b.rows.chunks_exact_mut(hdp) {
         row[hd..].fill(0.0);
     }
-    let (start, end) = ((chunk * CHUNK).max(job.params.first_position(pos)), ((chunk + 1) * CHUNK).min(pos + 1));
     if start >= end {
         return;
     }
@@ -118,60 +127,79 @@ unsafe fn chunk_partial<S: Simd, T: KvElem, const NC: usize>(job: &Job<'_, T>, t
             prefetch_row(&job.k[n..n + hd]);
             prefetch_row(&job.v[n..n + hd]);
         }
-        // Scores of the tile's rows for every head of the group. Rows past `nr` hold stale
-        // (finite) data; their scores are computed and ignored.
+        // The tile rows `r0..r1` each token reads.
+        let rows_of = |j: usize| (ranges[j].0.saturating_sub(p0).min(nr), ranges[j].1.saturating_sub(p0).min(nr));
+        // Scores of the tile's rows for every head of the group, per token. Rows outside a
+        // token's range (or past `nr`, holding stale finite data) are computed and ignored.
         for (&base, row) in base[..nr].iter().zip(b.rows.chunks_exact_mut(hdp)) {
             // SAFETY: the function's contract.
             unsafe { load_row::<S, T, NC>(&job.k[base..base + hd], row) };
         }
-        for h in 0..g {
-            let qh = &b.q[h * hdp..h * hdp + hd];
-            let s = &mut b.s[h * TILE..(h + 1) * TILE];
-            if hd.is_multiple_of(64) {
-                // SAFETY: `q` holds g * hdp and `rows` TILE * hdp elements, hd <= hdp;
-                // `s` holds TILE = 16 elements.
-                unsafe { S::ggml_dot16(qh.as_ptr(), b.rows.as_ptr(), hdp, hd / 64, s.as_mut_ptr()) };
-            } else {
-                for (r, s) in s[..nr].iter_mut().enumerate() {
-                    *s = ggml_dot(qh, &b.rows[r * hdp..r * hdp + hd]);
-                }
+        for j in 0..ts.len() {
+            let (r0, r1) = rows_of(j);
+            if r0 >= r1 {
+                continue;
             }
-            s[..nr].iter_mut().for_each(|s| *s = job.params.apply(*s));
+            for h in 0..g {
+                let qh = &b.q[(j * g + h) * hdp..(j * g + h) * hdp + hd];
+                let s = &mut b.s[(j * g + h) * TILE..(j * g + h + 1) * TILE];
+                if hd.is_multiple_of(64) {
+                    // SAFETY: `q` holds g * hdp per token and `rows` TILE * hdp elements, hd <=
+                    // hdp; `s` holds TILE = 16 elements.
+                    unsafe { S::ggml_dot16(qh.as_ptr(), b.rows.as_ptr(), hdp, hd / 64, s.as_mut_ptr()) };
+                } else {
+                    for (r, s) in s[r0..r1].iter_mut().enumerate() {
+                        *s = ggml_dot(qh, &b.rows[(r0 + r) * hdp..(r0 + r) * hdp + hd]);
+                    }
+                }
+                s[r0..r1].iter_mut().for_each(|s| *s = job.params.apply(*s));
+            }
         }
         for (&base, row) in base[..nr].iter().zip(b.rows.chunks_exact_mut(hdp)) {
             // SAFETY: the function's contract.
             unsafe { load_row::<S, T, NC>(&job.v[base..base + hd], row) };
         }
-        // The online softmax, one row at a time in position order: first each row's
-        // factors (`ms` rescales the accumulator on a new maximum, `vs` weighs the row),
-        // then the value rows.
-        let (mut ms, mut vs) = ([[1f32; TILE]; MAX_GROUP_IN_REGISTERS], [[1f32; TILE]; MAX_GROUP_IN_REGISTERS]);
-        for h in 0..g {
-            let (ms, vs) = (&mut ms[h % MAX_GROUP_IN_REGISTERS], &mut vs[h % MAX_GROUP_IN_REGISTERS]);
-            // SAFETY: the module's contract.
-            unsafe { softmax_factors::<S>(&b.s[h * TILE..(h + 1) * TILE], nr, &mut m[h], &mut l[h], ms, vs) };
-            if g > MAX_GROUP_IN_REGISTERS || NC == 0 || NC > 4 {
-                let a = acc.as_mut_ptr().add(h * hdp);
-                // SAFETY: `acc` holds g * hdp, `rows` TILE * hdp elements; `nc` vectors
-                // of LANES make up hdp.
+        for j in 0..ts.len() {
+            let (r0, r1) = rows_of(j);
+            if r0 >= r1 {
+                continue;
+            }
+            let part = &mut parts[j * pl..(j + 1) * pl];
+            let (m, rest) = part.split_at_mut(g);
+            let (l, acc) = rest.split_at_mut(g);
+            let (rows, n) = (b.rows.as_ptr().add(r0 * hdp), r1 - r0);
+            // The online softmax, one row at a time in position order: first each row's
+            // factors (`ms` rescales the accumulator on a new maximum, `vs` weighs the row),
+            // then the value rows.
+            let (mut ms, mut vs) = ([[1f32; TILE]; MAX_GROUP_IN_REGISTERS], [[1f32; TILE]; MAX_GROUP_IN_REGISTERS]);
+            for h in 0..g {
+                let (ms, vs) = (&mut ms[h % MAX_GROUP_IN_REGISTERS], &mut vs[h % MAX_GROUP_IN_REGISTERS]);
+                let s = &b.s[(j * g + h) * TILE + r0..(j * g + h + 1) * TILE];
+                // SAFETY: the module's contract.
+                unsafe { softmax_factors::<S>(s, n, &mut m[h], &mut l[h], ms, vs) };
+                if g > MAX_GROUP_IN_REGISTERS || NC == 0 || NC > 4 {
+                    let a = acc.as_mut_ptr().add(h * hdp);
+                    // SAFETY: `acc` holds g * hdp, `rows` (TILE - r0) * hdp elements; `nc`
+                    // vectors of LANES make up hdp.
+                    unsafe {
+                        if f16_acc {
+                            accumulate_v::<S, NC, true>(a, rows, hdp, n, ms, vs)
+                        } else {
+                            accumulate_v::<S, NC, false>(a, rows, hdp, n, ms, vs)
+                        }
+                    };
+                }
+            }
+            if g <= MAX_GROUP_IN_REGISTERS && NC > 0 && NC <= 4 {
+                // SAFETY: as above.
                 unsafe {
                     if f16_acc {
-                        accumulate_v::<S, NC, true>(a, b.rows.as_ptr(), hdp, nr, ms, vs)
+                        accumulate_v_group::<S, NC, true>(acc.as_mut_ptr(), rows, hdp, g, n, &ms, &vs)
                     } else {
-                        accumulate_v::<S, NC, false>(a, b.rows.as_ptr(), hdp, nr, ms, vs)
+                        accumulate_v_group::<S, NC, false>(acc.as_mut_ptr(), rows, hdp, g, n, &ms, &vs)
                     }
                 };
             }
-        }
-        if g <= MAX_GROUP_IN_REGISTERS && NC > 0 && NC <= 4 {
-            // SAFETY: as above.
-            unsafe {
-                if f16_acc {
-                    accumulate_v_group::<S, NC, true>(acc.as_mut_ptr(), b.rows.as_ptr(), hdp, g, nr, &ms, &vs)
-                } else {
-                    accumulate_v_group::<S, NC, false>(acc.as_mut_ptr(), b.rows.as_ptr(), hdp, g, nr, &ms, &vs)
-                }
-            };
         }
         p0 += nr;
         (base, nr) = (next, next_nr);
@@ -386,28 +414,50 @@ fn finish(g: usize, hd: usize, hdp: usize, run: &[f32], out: &mut [f32]) {
 
 #[inline(always)]
 pub unsafe fn run<S: Simd, T: KvElem, const NC: usize>(job: &Job<'_, T>, op: Op<'_>, mut b: Bufs<'_>) {
-    let (g, hdp) = (job.group, job.hdp);
+    let (g, hdp, pl) = (job.group, job.hdp, job.partial_len());
     match op {
-        Op::Pair { pair, out } => {
-            let (t, kvh, _) = token_of(job, pair);
-            load_q::<S, T>(job, t, kvh, b.q);
-            let run = std::mem::take(&mut b.run);
-            let part = std::mem::take(&mut b.part);
-            reset(g, run);
-            for chunk in job.chunks(t) {
-                // SAFETY: the module's contract.
-                unsafe {
-                    chunk_partial::<S, T, NC>(job, t, kvh, chunk, &mut b, part);
-                    merge::<S, NC>(g, hdp, run, part);
+        Op::Tokens { tokens, kvh, out } => {
+            let span = g * job.hd;
+            // Runs of consecutive tokens of one sequence share each K/V tile.
+            let mut t0 = tokens.start;
+            while t0 < tokens.end {
+                let mut t1 = t0 + 1;
+                while t1 < tokens.end && t1 - t0 < QUERY_TILE && job.token_seq[t1] == job.token_seq[t0] {
+                    t1 += 1;
                 }
+                let ts: [usize; QUERY_TILE] = std::array::from_fn(|j| t0 + j);
+                let ts = &ts[..t1 - t0];
+                for (j, &t) in ts.iter().enumerate() {
+                    load_q::<S, T>(job, t, kvh, &mut b.q[j * g * hdp..(j + 1) * g * hdp]);
+                }
+                b.run[..ts.len() * pl].chunks_exact_mut(pl).for_each(|r| reset(g, r));
+                let part = std::mem::take(&mut b.part);
+                let chunks = ts.iter().map(|&t| job.chunks(t)).reduce(|a, c| a.start.min(c.start)..a.end.max(c.end)).unwrap_or_default();
+                for chunk in chunks {
+                    // SAFETY: the module's contract.
+                    unsafe { chunk_partial::<S, T, NC>(job, ts, kvh, chunk, &mut b, &mut part[..ts.len() * pl]) };
+                    for (j, &t) in ts.iter().enumerate() {
+                        if job.chunks(t).contains(&chunk) {
+                            // SAFETY: as above.
+                            unsafe { merge::<S, NC>(g, hdp, &mut b.run[j * pl..(j + 1) * pl], &part[j * pl..(j + 1) * pl]) };
+                        }
+                    }
+                }
+                b.part = part;
+                for (j, &t) in ts.iter().enumerate() {
+                    // SAFETY: the (token, KV head) pair's outputs lie inside the call's `out`,
+                    // and only this task writes them (the `Op::Tokens` contract).
+                    let o = unsafe { std::slice::from_raw_parts_mut(out.add((t * job.kv_heads + kvh) * span), span) };
+                    finish(g, job.hd, hdp, &b.run[j * pl..(j + 1) * pl], o);
+                }
+                t0 = t1;
             }
-            finish(g, job.hd, hdp, run, out);
         }
         Op::Chunk { pair, chunk, part } => {
             let (t, kvh, _) = token_of(job, pair);
             load_q::<S, T>(job, t, kvh, b.q);
             // SAFETY: the module's contract.
-            unsafe { chunk_partial::<S, T, NC>(job, t, kvh, chunk, &mut b, part) };
+            unsafe { chunk_partial::<S, T, NC>(job, &[t], kvh, chunk, &mut b, part) };
         }
         Op::Merge { parts, out } => {
             reset(g, b.run);

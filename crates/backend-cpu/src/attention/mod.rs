@@ -15,10 +15,13 @@
 //!   over positions `0..=pos`, in plain scalar code.
 //! - the tiled kernel, compiled three times through the `simd::Simd` trait: AVX-512F,
 //!   AVX2+FMA+F16C, and a portable version (fixed 8-wide arrays the compiler vectorizes as it can).
-//!   One task is one (token, KV head) pair and serves the whole GQA group of query heads sharing
-//!   that KV head, so each K and V row is read and converted from f16 once per group. Rows go in
-//!   tiles of `TILE`: K rows are converted into a small f32 buffer, the scores of the whole tile
-//!   are computed, then the V rows are accumulated one by one. It computes the reference's bits.
+//!   One task is a KV head and a block of up to `QUERY_TILE` tokens; it serves the whole GQA
+//!   group of query heads sharing that KV head, and consecutive tokens of one sequence (a prompt)
+//!   share every tile, so each K and V row is read and converted from f16 once per group and
+//!   token block. Rows go in tiles of `TILE`: K rows are converted into a small f32 buffer, the
+//!   scores of the whole tile are computed for each token, then the V rows are accumulated one by
+//!   one, each token taking the rows of its own window in position order. It computes the
+//!   reference's bits.
 //!
 //! Batch invariance. Positions are cut into fixed chunks of `CHUNK` (chunk `c` covers
 //! `c*CHUNK..(c+1)*CHUNK`); each chunk yields a partial `(max, sum, acc)` that is merged into the
@@ -53,6 +56,9 @@ const TILE: usize = 16;
 /// Positions per chunk: the unit of the split over the context (see the module docs). Changing it
 /// changes results in the last bits, never their batch invariance.
 const CHUNK: usize = 256;
+/// Tokens per task outside the split-chunk path: a run of them from one sequence converts each
+/// K and V tile once for all.
+const QUERY_TILE: usize = 8;
 /// Below this many (token, KV head) pairs per thread, chunks become tasks of their own.
 const SPLIT_BELOW_TASKS_PER_THREAD: usize = 4;
 
@@ -164,7 +170,16 @@ fn dispatch<T: KvElem>(isa: SimdIsa, pool: &WorkerPool, kv: &LayerKv<T>, cache: 
             });
         });
     } else {
-        pool.for_each_chunk_mut(out, span, &|pair, out| with_scratch(|s| run_op(isa, &job, Op::Pair { pair, out }, s)));
+        // A task is a KV head and a block of up to QUERY_TILE tokens: consecutive tokens of a
+        // sequence (a prompt) share the conversion of every K and V tile. Blocks shrink when
+        // there are too few tasks for the threads.
+        let per_block = (pairs / (SPLIT_BELOW_TASKS_PER_THREAD * pool.threads())).clamp(1, QUERY_TILE);
+        let out = DisjointPtr(out.as_mut_ptr());
+        pool.for_each(n.div_ceil(per_block) * l.kv_heads, &|task| {
+            let (block, kvh) = (task / l.kv_heads, task % l.kv_heads);
+            let tokens = block * per_block..((block + 1) * per_block).min(n);
+            with_scratch(|s| run_op(isa, &job, Op::Tokens { tokens, kvh, out: out.get() }, s))
+        });
     }
 }
 
@@ -218,35 +233,37 @@ fn with_scratch(f: impl FnOnce(&mut Vec<f32>)) {
 
 /// The working buffers of one task, carved out of the thread's scratch.
 struct Bufs<'s> {
-    /// `[group, hdp]` query rows, pre-scaled by `1/sqrt(hd)`.
+    /// `[QUERY_TILE, group, hdp]` query rows.
     q: &'s mut [f32],
     /// `[TILE, hdp]` converted K (then V) rows.
     rows: &'s mut [f32],
-    /// `[group, TILE]` scores, then weights.
+    /// `[QUERY_TILE, group, TILE]` scores, then weights.
     s: &'s mut [f32],
-    /// The running state of the pair (sequential chunks): a partial.
+    /// The running state of each token's pair (sequential chunks): `QUERY_TILE` partials.
     run: &'s mut [f32],
-    /// One chunk's partial.
+    /// One chunk's partial per token.
     part: &'s mut [f32],
 }
 
 fn bufs<'s, T>(job: &Job<'_, T>, scratch: &'s mut Vec<f32>) -> Bufs<'s> {
-    let (g, hdp, pl) = (job.group, job.hdp, job.partial_len());
-    let need = g * hdp + TILE * hdp + g * TILE + 2 * pl;
+    let (g, hdp, pl, qt) = (job.group, job.hdp, job.partial_len(), QUERY_TILE);
+    let need = qt * g * hdp + TILE * hdp + qt * g * TILE + 2 * qt * pl;
     if scratch.len() < need {
         scratch.resize(need, 0.0);
     }
-    let (q, rest) = scratch[..need].split_at_mut(g * hdp);
+    let (q, rest) = scratch[..need].split_at_mut(qt * g * hdp);
     let (rows, rest) = rest.split_at_mut(TILE * hdp);
-    let (s, rest) = rest.split_at_mut(g * TILE);
-    let (run, part) = rest.split_at_mut(pl);
+    let (s, rest) = rest.split_at_mut(qt * g * TILE);
+    let (run, part) = rest.split_at_mut(qt * pl);
     Bufs { q, rows, s, run, part }
 }
 
 /// What one task does.
 enum Op<'a> {
-    /// All chunks of a (token, KV head) pair in order, then its outputs.
-    Pair { pair: usize, out: &'a mut [f32] },
+    /// Up to [`QUERY_TILE`] tokens with KV head `kvh`: all chunks of each (token, KV head) pair
+    /// in order, then its outputs into the whole call's `out` (`[tokens, heads, hd]`), where no
+    /// other task writes them.
+    Tokens { tokens: std::ops::Range<usize>, kvh: usize, out: *mut f32 },
     /// One chunk of a pair, into its partial slot.
     Chunk { pair: usize, chunk: usize, part: &'a mut [f32] },
     /// Merges a pair's chunk partials in order, then writes its outputs.
