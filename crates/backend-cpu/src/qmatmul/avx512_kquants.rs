@@ -7,10 +7,14 @@
 //! The integer lanes are ggml's AVX2 lanes (a 512-bit register holds two of its 256-bit chunks,
 //! folded together at the end of the super-block), and the float operations are its operations
 //! in its order, so every result has the bits of [`super::portable::dot_row_k`] and of
-//! llama.cpp's `ggml_vec_dot_q*_K_q8_K`. One weight row at a time against up to four activation
-//! rows; each (weight row, activation row) sees the same operations whatever the batch.
+//! llama.cpp's `ggml_vec_dot_q*_K_q8_K`. A weight super-block is unpacked ([`Unpacked`]: codes,
+//! scale vectors, header) once per four activation rows at decode, and once per call for a batch
+//! (eight weight rows at a time into a per-thread buffer, then every group of four activation
+//! rows against them). Each (weight row, activation row) sees the same operations whatever the
+//! batch.
 
 use std::arch::x86_64::*;
+use std::cell::RefCell;
 use std::mem::offset_of;
 
 use rill_backend::quant::{scales_mins_k4, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
@@ -32,19 +36,72 @@ pub fn supports(dtype: DType) -> bool {
 /// written.
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn tile(dtype: DType, w: &[u8], w_rows: usize, acts: &Q8Activations, out: *mut f32, stride: usize) {
-    let row_bytes = dtype.row_bytes(acts.cols()).expect("whole super-blocks, checked at upload");
+    match dtype {
+        DType::Q4K => tile_kind::<Q4>(w, w_rows, acts, out, stride),
+        DType::Q5K => tile_kind::<Q5>(w, w_rows, acts, out, stride),
+        _ => tile_kind::<Q6>(w, w_rows, acts, out, stride),
+    }
+}
+
+/// Activation rows from which a call unpacks its weight rows once into [`UNPACKED`].
+const UNPACK_FROM_ROWS: usize = 8;
+/// Weight rows unpacked at a time (their super-blocks stay in L1/L2 while the activation rows
+/// pass).
+const UNPACK_ROWS: usize = 8;
+
+thread_local! {
+    /// The unpacked super-blocks of up to [`UNPACK_ROWS`] weight rows, grown once and reused.
+    static UNPACKED: RefCell<Vec<Unpacked>> = const { RefCell::new(Vec::new()) };
+}
+
+#[inline(always)]
+unsafe fn tile_kind<K: Kind>(w: &[u8], w_rows: usize, acts: &Q8Activations, out: *mut f32, stride: usize) {
+    let blocks = acts.cols() / QK_K;
+    let row_bytes = blocks * K::BLOCK_BYTES;
+    let rows = acts.rows();
+    if rows >= UNPACK_FROM_ROWS {
+        // The buffer is taken out of the thread-local and put back, so the work runs in this
+        // function (a closure would be compiled without its target features).
+        let mut buf = UNPACKED.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        buf.resize(UNPACK_ROWS * blocks, Unpacked::ZERO);
+        for i0 in (0..w_rows).step_by(UNPACK_ROWS) {
+            let n = UNPACK_ROWS.min(w_rows - i0);
+            for (k, row) in buf.chunks_exact_mut(blocks).take(n).enumerate() {
+                let wp = w.as_ptr().add((i0 + k) * row_bytes);
+                for (sb, u) in row.iter_mut().enumerate() {
+                    *u = K::unpack(wp.add(sb * K::BLOCK_BYTES));
+                }
+            }
+            let mut r = 0;
+            while r < rows {
+                let nr = (rows - r).min(4);
+                for (k, row) in buf.chunks_exact(blocks).take(n).enumerate() {
+                    let o = out.add(r * stride + i0 + k);
+                    match nr {
+                        4 => dot_rows::<K, 4>(Source::Unpacked(row), acts, r, o, stride),
+                        3 => dot_rows::<K, 3>(Source::Unpacked(row), acts, r, o, stride),
+                        2 => dot_rows::<K, 2>(Source::Unpacked(row), acts, r, o, stride),
+                        _ => dot_rows::<K, 1>(Source::Unpacked(row), acts, r, o, stride),
+                    }
+                }
+                r += nr;
+            }
+        }
+        UNPACKED.with(|b| *b.borrow_mut() = buf);
+        return;
+    }
     for i in 0..w_rows {
-        let row = w.as_ptr().add(i * row_bytes);
-        prefetch_row(row.wrapping_add(PREFETCH_ROWS * row_bytes), row_bytes);
+        let wp = w.as_ptr().add(i * row_bytes);
+        prefetch_row(wp.wrapping_add(PREFETCH_ROWS * row_bytes), row_bytes);
         let mut r = 0;
-        while r < acts.rows() {
-            let nr = (acts.rows() - r).min(4);
+        while r < rows {
+            let nr = (rows - r).min(4);
             let o = out.add(r * stride + i);
             match nr {
-                4 => row_dot::<4>(dtype, row, acts, r, o, stride),
-                3 => row_dot::<3>(dtype, row, acts, r, o, stride),
-                2 => row_dot::<2>(dtype, row, acts, r, o, stride),
-                _ => row_dot::<1>(dtype, row, acts, r, o, stride),
+                4 => dot_rows::<K, 4>(Source::Packed(wp), acts, r, o, stride),
+                3 => dot_rows::<K, 3>(Source::Packed(wp), acts, r, o, stride),
+                2 => dot_rows::<K, 2>(Source::Packed(wp), acts, r, o, stride),
+                _ => dot_rows::<K, 1>(Source::Packed(wp), acts, r, o, stride),
             }
             r += nr;
         }
@@ -65,16 +122,184 @@ unsafe fn prefetch_row(p: *const u8, row_bytes: usize) {
     }
 }
 
+/// A weight super-block ready for the dot: chunk `j` covers elements `64j..64j + 64` (codes in
+/// element order, and per 16-bit pair the scale of its sub-block), plus what the end of the
+/// super-block needs.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Unpacked {
+    codes: [__m512i; 4],
+    scales: [__m512i; 4],
+    /// Q4_K/Q5_K: the eight mins (16-bit). Q6_K: unused.
+    mins: __m128i,
+    /// Q6_K: the sixteen scales (16-bit), for the `−32` offset. Q4_K/Q5_K: unused.
+    scales16: __m256i,
+    d: f32,
+    dmin: f32,
+}
+
+impl Unpacked {
+    const ZERO: Unpacked = Unpacked { codes: [unsafe { std::mem::zeroed() }; 4], scales: [unsafe { std::mem::zeroed() }; 4], mins: unsafe { std::mem::zeroed() }, scales16: unsafe { std::mem::zeroed() }, d: 0.0, dmin: 0.0 };
+}
+
+/// A k-quant format: how its super-blocks unpack and how a super-block's sums end.
+trait Kind {
+    const BLOCK_BYTES: usize;
+    /// # Safety
+    /// `blk` points at a whole (possibly unaligned) block; AVX-512 BW and F16C.
+    unsafe fn unpack(blk: *const u8) -> Unpacked;
+    /// Adds the super-block's integer lanes `sumi` (already folded to ggml's 8) for activation
+    /// super-block `x` into `acc` (and the mins into `acc_m` / `summs`).
+    unsafe fn finish(u: &Unpacked, sumi: __m256i, xd: f32, bsums: __m256i, acc: &mut __m256, acc_m: &mut __m128, summs: &mut f32);
+}
+
+struct Q4;
+struct Q5;
+struct Q6;
+
+/// Q4_K and Q5_K: chunk `j` holds sub-blocks `2j` (low nibbles) and `2j + 1` (high nibbles,
+/// plus for Q5_K the fifth bits `2j`, `2j + 1` of `qh`).
 #[inline(always)]
-unsafe fn row_dot<const NR: usize>(dtype: DType, row: *const u8, acts: &Q8Activations, r0: usize, out: *mut f32, stride: usize) {
+unsafe fn unpack_q45k<const FIVE: bool>(blk: *const u8) -> Unpacked {
+    // Q4_K and Q5_K share the header (d, dmin, scales); Q5_K's `qh` sits before its `qs`.
+    // Blocks may be unaligned: fields are read through raw pointers, never references.
+    let qs = blk.add(if FIVE { offset_of!(BlockQ5K, qs) } else { offset_of!(BlockQ4K, qs) });
+    let d = f16_to_f32(blk.add(offset_of!(BlockQ4K, d)).cast::<u16>().read_unaligned());
+    let dmin = f16_to_f32(blk.add(offset_of!(BlockQ4K, dmin)).cast::<u16>().read_unaligned());
+    let sm = _mm256_cvtepu8_epi16(_mm_loadu_si128(scales_mins_k4(&*blk.add(offset_of!(BlockQ4K, scales)).cast::<[u8; 12]>()).as_ptr().cast()));
+    let scales4 = _mm512_broadcast_i32x4(_mm256_castsi256_si128(sm));
+    let hbits = if FIVE { _mm256_loadu_si256(blk.add(offset_of!(BlockQ5K, qh)).cast()) } else { _mm256_setzero_si256() };
+    let low4 = _mm256_set1_epi8(0x0F);
+    let mut u = Unpacked { mins: _mm256_extracti128_si256::<1>(sm), d, dmin, ..Unpacked::ZERO };
+    for (j, pick) in PICK_Q4K.iter().enumerate() {
+        u.scales[j] = _mm512_shuffle_epi8(scales4, _mm512_loadu_si512(pick.as_ptr().cast()));
+        let v = _mm256_loadu_si256(qs.add(32 * j).cast());
+        let mut lo = _mm256_and_si256(v, low4);
+        let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low4);
+        if FIVE {
+            lo = _mm256_add_epi8(lo, fifth_bits(hbits, 2 * j as i32));
+            hi = _mm256_add_epi8(hi, fifth_bits(hbits, 2 * j as i32 + 1));
+        }
+        u.codes[j] = join(lo, hi);
+    }
+    u
+}
+
+/// Q5_K's fifth bit `bit` of every `qh` byte, moved to bit 4.
+#[inline(always)]
+unsafe fn fifth_bits(hbits: __m256i, bit: i32) -> __m256i {
+    let m = _mm256_and_si256(hbits, _mm256_set1_epi8(1 << bit));
+    _mm256_slli_epi16::<4>(_mm256_srl_epi16(m, _mm_cvtsi32_si128(bit)))
+}
+
+/// The mins of Q4_K and Q5_K: `prod` lane `i` = `m₂ᵢ·Σx₂ᵢ + m₂ᵢ₊₁·Σx₂ᵢ₊₁` over 32-element sums.
+#[inline(always)]
+unsafe fn min_pairs(u: &Unpacked, bsums: __m256i) -> __m128i {
+    let sums32 = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
+    _mm_madd_epi16(u.mins, sums32)
+}
+
+impl Kind for Q4 {
+    const BLOCK_BYTES: usize = size_of::<BlockQ4K>();
+    #[inline(always)]
+    unsafe fn unpack(blk: *const u8) -> Unpacked {
+        unpack_q45k::<false>(blk)
+    }
+    #[inline(always)]
+    unsafe fn finish(u: &Unpacked, sumi: __m256i, xd: f32, bsums: __m256i, acc: &mut __m256, acc_m: &mut __m128, _: &mut f32) {
+        *acc = _mm256_fmadd_ps(_mm256_set1_ps(xd * u.d), _mm256_cvtepi32_ps(sumi), *acc);
+        *acc_m = _mm_fmadd_ps(_mm_set1_ps(-xd * u.dmin), _mm_cvtepi32_ps(min_pairs(u, bsums)), *acc_m);
+    }
+}
+
+impl Kind for Q5 {
+    const BLOCK_BYTES: usize = size_of::<BlockQ5K>();
+    #[inline(always)]
+    unsafe fn unpack(blk: *const u8) -> Unpacked {
+        unpack_q45k::<true>(blk)
+    }
+    #[inline(always)]
+    unsafe fn finish(u: &Unpacked, sumi: __m256i, xd: f32, bsums: __m256i, acc: &mut __m256, _: &mut __m128, summs: &mut f32) {
+        *acc = _mm256_fmadd_ps(_mm256_set1_ps(xd * u.d), _mm256_cvtepi32_ps(sumi), *acc);
+        let prod = min_pairs(u, bsums);
+        let h = _mm_hadd_epi32(_mm_hadd_epi32(prod, _mm_setzero_si128()), _mm_setzero_si128());
+        *summs = (-xd * u.dmin).mul_add(_mm_cvtsi128_si32(h) as f32, *summs);
+    }
+}
+
+/// Q6_K: half `h` of the codes comes in chunks `2h` (elements `128h..+64`) and `2h + 1`
+/// (`128h+64..+64`), each spanning four 16-element sub-blocks; `32·Σ sc·Σx` is taken off per
+/// lane at the end.
+impl Kind for Q6 {
+    const BLOCK_BYTES: usize = size_of::<BlockQ6K>();
+    #[inline(always)]
+    unsafe fn unpack(blk: *const u8) -> Unpacked {
+        let (ql, qh) = (blk.add(offset_of!(BlockQ6K, ql)), blk.add(offset_of!(BlockQ6K, qh)));
+        let d = f16_to_f32(blk.add(offset_of!(BlockQ6K, d)).cast::<u16>().read_unaligned());
+        let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(offset_of!(BlockQ6K, scales)).cast()));
+        let scales_wide = _mm512_castsi256_si512(scales16);
+        let low4 = _mm256_set1_epi8(0x0F);
+        let mut u = Unpacked { scales16, d, ..Unpacked::ZERO };
+        for h in 0..2 {
+            let a = _mm256_loadu_si256(ql.add(64 * h).cast());
+            let b = _mm256_loadu_si256(ql.add(64 * h + 32).cast());
+            let hb = _mm256_loadu_si256(qh.add(32 * h).cast());
+            let q0 = _mm256_or_si256(_mm256_and_si256(a, low4), _mm256_slli_epi16::<4>(_mm256_and_si256(hb, _mm256_set1_epi8(3))));
+            let q1 = _mm256_or_si256(_mm256_and_si256(b, low4), _mm256_slli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(12))));
+            let q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(a), low4), _mm256_and_si256(hb, _mm256_set1_epi8(48)));
+            let q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(b), low4), _mm256_srli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(-64))));
+            u.codes[2 * h] = join(q0, q1);
+            u.codes[2 * h + 1] = join(q2, q3);
+        }
+        for (j, idx) in PICK_Q6K.iter().enumerate() {
+            u.scales[j] = _mm512_permutexvar_epi16(_mm512_loadu_si512(idx.as_ptr().cast()), scales_wide);
+        }
+        u
+    }
+    #[inline(always)]
+    unsafe fn finish(u: &Unpacked, sumi: __m256i, xd: f32, bsums: __m256i, acc: &mut __m256, _: &mut __m128, _: &mut f32) {
+        let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, u.scales16));
+        let lanes = _mm256_sub_epi32(sumi, offset);
+        *acc = _mm256_fmadd_ps(_mm256_set1_ps(xd * u.d), _mm256_cvtepi32_ps(lanes), *acc);
+    }
+}
+
+/// Where a weight row's super-blocks come from (an enum, not a closure: closures are compiled
+/// without the caller's target features).
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// The row in the file's layout, unpacked as it is read.
+    Packed(*const u8),
+    /// Unpacked beforehand.
+    Unpacked(&'a [Unpacked]),
+}
+
+/// One weight row against activation rows `r0..r0 + NR`, into `out` (`stride` apart).
+#[inline(always)]
+unsafe fn dot_rows<K: Kind, const NR: usize>(src: Source<'_>, acts: &Q8Activations, r0: usize, out: *mut f32, stride: usize) {
     let xs: [Q8KRow<'_>; NR] = std::array::from_fn(|j| acts.super_block_row(r0 + j));
-    let sums = match dtype {
-        DType::Q4K => row_q45k::<NR, false>(row, &xs, acts.cols() / QK_K),
-        DType::Q5K => row_q45k::<NR, true>(row, &xs, acts.cols() / QK_K),
-        _ => row_q6k::<NR>(row, &xs, acts.cols() / QK_K),
-    };
-    for (j, v) in sums.into_iter().enumerate() {
-        *out.add(j * stride) = v;
+    let mut acc = [_mm256_setzero_ps(); NR];
+    let mut acc_m = [_mm_setzero_ps(); NR];
+    let mut summs = [0f32; NR];
+    for sb in 0..acts.cols() / QK_K {
+        let u = match src {
+            Source::Packed(p) => K::unpack(p.add(sb * K::BLOCK_BYTES)),
+            Source::Unpacked(row) => row[sb],
+        };
+        let mut sumi = [_mm512_setzero_si512(); NR];
+        for j in 0..4 {
+            for r in 0..NR {
+                let x = _mm512_loadu_si512(xs[r].qs.as_ptr().add(sb * QK_K + 64 * j).cast());
+                sumi[r] = _mm512_dpwssd_epi32(sumi[r], _mm512_maddubs_epi16(u.codes[j], x), u.scales[j]);
+            }
+        }
+        for r in 0..NR {
+            let bsums = _mm256_loadu_si256(xs[r].bsums.as_ptr().add(sb * 16).cast());
+            K::finish(&u, fold(sumi[r]), xs[r].d[sb], bsums, &mut acc[r], &mut acc_m[r], &mut summs[r]);
+        }
+    }
+    for r in 0..NR {
+        *out.add(r * stride) = hsum8(acc[r]) + hsum4(acc_m[r]) + summs[r];
     }
 }
 
@@ -139,109 +364,3 @@ unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
-/// Q4_K (`FIVE = false`) and Q5_K: chunk `j` of 64 codes holds sub-blocks `2j` (low nibbles)
-/// and `2j + 1` (high nibbles, plus for Q5_K the fifth bits `2j`, `2j + 1` of `qh`).
-#[inline(always)]
-unsafe fn row_q45k<const NR: usize, const FIVE: bool>(row: *const u8, xs: &[Q8KRow<'_>; NR], blocks: usize) -> [f32; NR] {
-    let mut acc = [_mm256_setzero_ps(); NR];
-    let mut acc_m = [_mm_setzero_ps(); NR];
-    let mut summs = [0f32; NR];
-    let low4 = _mm256_set1_epi8(0x0F);
-    for sb in 0..blocks {
-        // Q4_K and Q5_K share the header (d, dmin, scales); Q5_K's `qh` sits before its `qs`.
-        // Blocks may be unaligned: fields are read through raw pointers, never references.
-        let (blk, qh, qs) = if FIVE {
-            let blk = row.add(sb * size_of::<BlockQ5K>());
-            (blk, blk.add(offset_of!(BlockQ5K, qh)), blk.add(offset_of!(BlockQ5K, qs)))
-        } else {
-            let blk = row.add(sb * size_of::<BlockQ4K>());
-            (blk, std::ptr::null(), blk.add(offset_of!(BlockQ4K, qs)))
-        };
-        let d = f16_to_f32(blk.add(offset_of!(BlockQ4K, d)).cast::<u16>().read_unaligned());
-        let dmin = f16_to_f32(blk.add(offset_of!(BlockQ4K, dmin)).cast::<u16>().read_unaligned());
-        let scales = &*blk.add(offset_of!(BlockQ4K, scales)).cast::<[u8; 12]>();
-        let sm = _mm256_cvtepu8_epi16(_mm_loadu_si128(scales_mins_k4(scales).as_ptr().cast()));
-        let (scales8, mins8) = (_mm256_castsi256_si128(sm), _mm256_extracti128_si256::<1>(sm));
-        let scales4 = _mm512_broadcast_i32x4(scales8);
-        let hbits = if FIVE { _mm256_loadu_si256(qh.cast()) } else { _mm256_setzero_si256() };
-        let mut sumi = [_mm512_setzero_si512(); NR];
-        for (j, pick) in PICK_Q4K.iter().enumerate() {
-            let pick = _mm512_loadu_si512(pick.as_ptr().cast());
-            let scale = _mm512_shuffle_epi8(scales4, pick);
-            let v = _mm256_loadu_si256(qs.add(32 * j).cast());
-            let mut lo = _mm256_and_si256(v, low4);
-            let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low4);
-            if FIVE {
-                lo = _mm256_add_epi8(lo, fifth_bits(hbits, 2 * j as i32));
-                hi = _mm256_add_epi8(hi, fifth_bits(hbits, 2 * j as i32 + 1));
-            }
-            let codes = join(lo, hi);
-            for r in 0..NR {
-                let x = _mm512_loadu_si512(xs[r].qs.as_ptr().add(sb * QK_K + 64 * j).cast());
-                sumi[r] = _mm512_dpwssd_epi32(sumi[r], _mm512_maddubs_epi16(codes, x), scale);
-            }
-        }
-        for r in 0..NR {
-            let xd = xs[r].d[sb];
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(xd * d), _mm256_cvtepi32_ps(fold(sumi[r])), acc[r]);
-            let bsums = _mm256_loadu_si256(xs[r].bsums.as_ptr().add(sb * 16).cast());
-            let sums32 = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
-            let prod = _mm_madd_epi16(mins8, sums32);
-            let neg_dmin = -xd * dmin;
-            if FIVE {
-                let h = _mm_hadd_epi32(_mm_hadd_epi32(prod, _mm_setzero_si128()), _mm_setzero_si128());
-                summs[r] = neg_dmin.mul_add(_mm_cvtsi128_si32(h) as f32, summs[r]);
-            } else {
-                acc_m[r] = _mm_fmadd_ps(_mm_set1_ps(neg_dmin), _mm_cvtepi32_ps(prod), acc_m[r]);
-            }
-        }
-    }
-    std::array::from_fn(|r| hsum8(acc[r]) + hsum4(acc_m[r]) + summs[r])
-}
-
-/// Q5_K's fifth bit `bit` of every `qh` byte, moved to bit 4.
-#[inline(always)]
-unsafe fn fifth_bits(hbits: __m256i, bit: i32) -> __m256i {
-    let m = _mm256_and_si256(hbits, _mm256_set1_epi8(1 << bit));
-    _mm256_slli_epi16::<4>(_mm256_srl_epi16(m, _mm_cvtsi32_si128(bit)))
-}
-
-/// Q6_K: the codes of half `h` come in two 64-code chunks (elements `128h..+64`, `128h+64..+64`),
-/// each spanning four 16-element sub-blocks; `32·Σ sc·Σx` is taken off per lane at the end.
-#[inline(always)]
-unsafe fn row_q6k<const NR: usize>(row: *const u8, xs: &[Q8KRow<'_>; NR], blocks: usize) -> [f32; NR] {
-    let mut acc = [_mm256_setzero_ps(); NR];
-    let low4 = _mm256_set1_epi8(0x0F);
-    for sb in 0..blocks {
-        let blk = row.add(sb * size_of::<BlockQ6K>());
-        let (ql, qh) = (blk.add(offset_of!(BlockQ6K, ql)), blk.add(offset_of!(BlockQ6K, qh)));
-        let d = f16_to_f32(blk.add(offset_of!(BlockQ6K, d)).cast::<u16>().read_unaligned());
-        let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(offset_of!(BlockQ6K, scales)).cast()));
-        let scales_wide = _mm512_castsi256_si512(scales16);
-        let mut sumi = [_mm512_setzero_si512(); NR];
-        for h in 0..2 {
-            let a = _mm256_loadu_si256(ql.add(64 * h).cast());
-            let b = _mm256_loadu_si256(ql.add(64 * h + 32).cast());
-            let hb = _mm256_loadu_si256(qh.add(32 * h).cast());
-            let q0 = _mm256_or_si256(_mm256_and_si256(a, low4), _mm256_slli_epi16::<4>(_mm256_and_si256(hb, _mm256_set1_epi8(3))));
-            let q1 = _mm256_or_si256(_mm256_and_si256(b, low4), _mm256_slli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(12))));
-            let q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(a), low4), _mm256_and_si256(hb, _mm256_set1_epi8(48)));
-            let q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(b), low4), _mm256_srli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(-64))));
-            for (c, codes) in [join(q0, q1), join(q2, q3)].into_iter().enumerate() {
-                let idx = _mm512_loadu_si512(PICK_Q6K[2 * h + c].as_ptr().cast());
-                let scale = _mm512_permutexvar_epi16(idx, scales_wide);
-                for r in 0..NR {
-                    let x = _mm512_loadu_si512(xs[r].qs.as_ptr().add(sb * QK_K + 128 * h + 64 * c).cast());
-                    sumi[r] = _mm512_dpwssd_epi32(sumi[r], _mm512_maddubs_epi16(codes, x), scale);
-                }
-            }
-        }
-        for r in 0..NR {
-            let bsums = _mm256_loadu_si256(xs[r].bsums.as_ptr().add(sb * 16).cast());
-            let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, scales16));
-            let lanes = _mm256_sub_epi32(fold(sumi[r]), offset);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(xs[r].d[sb] * d), _mm256_cvtepi32_ps(lanes), acc[r]);
-        }
-    }
-    std::array::from_fn(|r| hsum8(acc[r]))
-}
