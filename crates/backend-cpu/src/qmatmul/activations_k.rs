@@ -3,6 +3,10 @@
 //! super-block a weight super-block's sub-block dots add up in integers, and the float work is one
 //! multiply-add per super-block: the reason ggml pairs the k-quants with this format.
 //!
+//! Beside ggml's sums per 16 codes (`bsums`, which Q6_K reads) each row keeps the sums per 32
+//! (`sums32`, what ggml's Q4_K/Q5_K kernels make of `bsums` with one `hadd` per dot), so a
+//! kernel reads them instead of recomputing them for every weight row.
+//!
 //! The numerics are ggml's `quantize_row_q8_K_ref` (what llama.cpp's x86 CPU backend runs): `max`
 //! is the first element of largest magnitude, `iscale = −127 / max`, `q = min(127,
 //! round_ties_even(iscale·x))`, `d = 1 / iscale`.
@@ -22,14 +26,16 @@ pub struct Q8KActivations {
     qs: Vec<i8>,
     d: Vec<f32>,
     bsums: Vec<i16>,
+    sums32: Vec<i16>,
 }
 
-/// One row: `cols` codes, a scale per 256 and a sum per 16 codes.
+/// One row: `cols` codes, a scale per 256 and a sum per 16 and per 32 codes.
 #[derive(Clone, Copy)]
 pub struct Q8KRow<'a> {
     pub qs: &'a [i8],
     pub d: &'a [f32],
     pub bsums: &'a [i16],
+    pub sums32: &'a [i16],
 }
 
 impl Q8KRow<'_> {
@@ -37,7 +43,12 @@ impl Q8KRow<'_> {
     #[inline]
     pub fn super_block(&self, b: usize) -> Q8KRow<'_> {
         let per = QK_K / BSUM_LEN;
-        Q8KRow { qs: &self.qs[b * QK_K..(b + 1) * QK_K], d: &self.d[b..b + 1], bsums: &self.bsums[b * per..(b + 1) * per] }
+        Q8KRow {
+            qs: &self.qs[b * QK_K..(b + 1) * QK_K],
+            d: &self.d[b..b + 1],
+            bsums: &self.bsums[b * per..(b + 1) * per],
+            sums32: &self.sums32[b * per / 2..(b + 1) * per / 2],
+        }
     }
 }
 
@@ -54,9 +65,11 @@ impl Q8KActivations {
         self.qs.resize(rows * cols, 0);
         self.d.resize(blocks, 0.0);
         self.bsums.resize(blocks * QK_K / BSUM_LEN, 0);
+        self.sums32.resize(blocks * QK_K / 32, 0);
         let pool = pool.filter(|p| p.threads() > 1 && rows >= 2 * ROWS_PER_TASK);
         let Some(pool) = pool else {
-            return quantize_rows(&x[..rows * cols], &mut self.qs, &mut self.d, &mut self.bsums);
+            quantize_rows(&x[..rows * cols], &mut self.qs, &mut self.d, &mut self.bsums);
+            return pair_sums(&self.bsums, &mut self.sums32);
         };
         let (bpr, spr) = (cols / QK_K, cols / BSUM_LEN);
         let (qs, d, bs) = (DisjointPtr(self.qs.as_mut_ptr()), DisjointPtr(self.d.as_mut_ptr()), DisjointPtr(self.bsums.as_mut_ptr()));
@@ -74,6 +87,7 @@ impl Q8KActivations {
             };
             quantize_rows(&x[lo * cols..hi * cols], qs, d, bs);
         });
+        pair_sums(&self.bsums, &mut self.sums32);
     }
 
     pub fn rows(&self) -> usize {
@@ -87,7 +101,19 @@ impl Q8KActivations {
     #[inline]
     pub fn row(&self, r: usize) -> Q8KRow<'_> {
         let (c, b, s) = (self.cols, self.cols / QK_K, self.cols / BSUM_LEN);
-        Q8KRow { qs: &self.qs[r * c..(r + 1) * c], d: &self.d[r * b..(r + 1) * b], bsums: &self.bsums[r * s..(r + 1) * s] }
+        Q8KRow {
+            qs: &self.qs[r * c..(r + 1) * c],
+            d: &self.d[r * b..(r + 1) * b],
+            bsums: &self.bsums[r * s..(r + 1) * s],
+            sums32: &self.sums32[r * s / 2..(r + 1) * s / 2],
+        }
+    }
+}
+
+/// `sums32[k] = bsums[2k] + bsums[2k + 1]` (each at most 32·127 in magnitude, so an `i16`).
+fn pair_sums(bsums: &[i16], sums32: &mut [i16]) {
+    for (s, b) in sums32.iter_mut().zip(bsums.chunks_exact(2)) {
+        *s = b[0] + b[1];
     }
 }
 
@@ -156,6 +182,7 @@ mod tests {
         assert_eq!(r.qs[17], 127);
         assert_eq!(r.d[0], 1.0);
         assert_eq!((r.bsums[0], r.bsums[1]), (50 - 127 + 2, 127));
+        assert_eq!(r.sums32[0], 50 - 127 + 2 + 127);
     }
 
     #[test]
@@ -165,7 +192,7 @@ mod tests {
         let (mut a, mut b) = (Q8KActivations::default(), Q8KActivations::default());
         a.quantize_on(None, &x, 64, 512);
         b.quantize_on(Some(&WorkerPool::new(3).unwrap()), &x, 64, 512);
-        assert_eq!((&a.qs, &a.d, &a.bsums), (&b.qs, &b.d, &b.bsums));
+        assert_eq!((&a.qs, &a.d, &a.bsums, &a.sums32), (&b.qs, &b.d, &b.bsums, &b.sums32));
         let r = a.row(1);
         assert_eq!(r.d[0], 0.0);
         assert!(r.qs[..QK_K].iter().all(|&q| q == 0) && r.bsums[..16].iter().all(|&s| s == 0));

@@ -130,9 +130,7 @@ unsafe fn row_q45k<const NR: usize, const FIVE: bool>(row: *const u8, xs: &[Q8KR
         for r in 0..NR {
             let xd = xs[r].d[sb];
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(xd * d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
-            let bsums = _mm256_loadu_si256(xs[r].bsums.as_ptr().add(sb * 16).cast());
-            let sums32 = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
-            let prod = _mm_madd_epi16(mins8, sums32);
+            let prod = _mm_madd_epi16(mins8, _mm_loadu_si128(xs[r].sums32.as_ptr().add(sb * 8).cast()));
             let neg_dmin = -xd * dmin;
             if FIVE {
                 let h = _mm_hadd_epi32(_mm_hadd_epi32(prod, _mm_setzero_si128()), _mm_setzero_si128());

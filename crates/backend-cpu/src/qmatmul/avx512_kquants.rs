@@ -148,9 +148,9 @@ trait Kind {
     /// # Safety
     /// `blk` points at a whole (possibly unaligned) block; AVX-512 BW and F16C.
     unsafe fn unpack(blk: *const u8) -> Unpacked;
-    /// Adds the super-block's integer lanes `sumi` (already folded to ggml's 8) for activation
-    /// super-block `x` into `acc` (and the mins into `acc_m` / `summs`).
-    unsafe fn finish(u: &Unpacked, sumi: __m256i, xd: f32, bsums: __m256i, acc: &mut __m256, acc_m: &mut __m128, summs: &mut f32);
+    /// Adds the super-block's integer lanes `sumi` (already folded to ggml's 8) against
+    /// super-block `sb` of activation row `x` into `acc` (and the mins into `acc_m` / `summs`).
+    unsafe fn finish(u: &Unpacked, sumi: __m256i, x: &Q8KRow<'_>, sb: usize, acc: &mut __m256, acc_m: &mut __m128, summs: &mut f32);
 }
 
 struct Q4;
@@ -194,9 +194,8 @@ unsafe fn fifth_bits(hbits: __m256i, bit: i32) -> __m256i {
 
 /// The mins of Q4_K and Q5_K: `prod` lane `i` = `m₂ᵢ·Σx₂ᵢ + m₂ᵢ₊₁·Σx₂ᵢ₊₁` over 32-element sums.
 #[inline(always)]
-unsafe fn min_pairs(u: &Unpacked, bsums: __m256i) -> __m128i {
-    let sums32 = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
-    _mm_madd_epi16(u.mins, sums32)
+unsafe fn min_pairs(u: &Unpacked, x: &Q8KRow<'_>, sb: usize) -> __m128i {
+    _mm_madd_epi16(u.mins, _mm_loadu_si128(x.sums32.as_ptr().add(sb * 8).cast()))
 }
 
 impl Kind for Q4 {
@@ -206,9 +205,10 @@ impl Kind for Q4 {
         unpack_q45k::<false>(blk)
     }
     #[inline(always)]
-    unsafe fn finish(u: &Unpacked, sumi: __m256i, xd: f32, bsums: __m256i, acc: &mut __m256, acc_m: &mut __m128, _: &mut f32) {
+    unsafe fn finish(u: &Unpacked, sumi: __m256i, x: &Q8KRow<'_>, sb: usize, acc: &mut __m256, acc_m: &mut __m128, _: &mut f32) {
+        let xd = x.d[sb];
         *acc = _mm256_fmadd_ps(_mm256_set1_ps(xd * u.d), _mm256_cvtepi32_ps(sumi), *acc);
-        *acc_m = _mm_fmadd_ps(_mm_set1_ps(-xd * u.dmin), _mm_cvtepi32_ps(min_pairs(u, bsums)), *acc_m);
+        *acc_m = _mm_fmadd_ps(_mm_set1_ps(-xd * u.dmin), _mm_cvtepi32_ps(min_pairs(u, x, sb)), *acc_m);
     }
 }
 
@@ -219,9 +219,10 @@ impl Kind for Q5 {
         unpack_q45k::<true>(blk)
     }
     #[inline(always)]
-    unsafe fn finish(u: &Unpacked, sumi: __m256i, xd: f32, bsums: __m256i, acc: &mut __m256, _: &mut __m128, summs: &mut f32) {
+    unsafe fn finish(u: &Unpacked, sumi: __m256i, x: &Q8KRow<'_>, sb: usize, acc: &mut __m256, _: &mut __m128, summs: &mut f32) {
+        let xd = x.d[sb];
         *acc = _mm256_fmadd_ps(_mm256_set1_ps(xd * u.d), _mm256_cvtepi32_ps(sumi), *acc);
-        let prod = min_pairs(u, bsums);
+        let prod = min_pairs(u, x, sb);
         let h = _mm_hadd_epi32(_mm_hadd_epi32(prod, _mm_setzero_si128()), _mm_setzero_si128());
         *summs = (-xd * u.dmin).mul_add(_mm_cvtsi128_si32(h) as f32, *summs);
     }
@@ -257,10 +258,11 @@ impl Kind for Q6 {
         u
     }
     #[inline(always)]
-    unsafe fn finish(u: &Unpacked, sumi: __m256i, xd: f32, bsums: __m256i, acc: &mut __m256, _: &mut __m128, _: &mut f32) {
+    unsafe fn finish(u: &Unpacked, sumi: __m256i, x: &Q8KRow<'_>, sb: usize, acc: &mut __m256, _: &mut __m128, _: &mut f32) {
+        let bsums = _mm256_loadu_si256(x.bsums.as_ptr().add(sb * 16).cast());
         let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, u.scales16));
         let lanes = _mm256_sub_epi32(sumi, offset);
-        *acc = _mm256_fmadd_ps(_mm256_set1_ps(xd * u.d), _mm256_cvtepi32_ps(lanes), *acc);
+        *acc = _mm256_fmadd_ps(_mm256_set1_ps(x.d[sb] * u.d), _mm256_cvtepi32_ps(lanes), *acc);
     }
 }
 
@@ -294,8 +296,7 @@ unsafe fn dot_rows<K: Kind, const NR: usize>(src: Source<'_>, acts: &Q8Activatio
             }
         }
         for r in 0..NR {
-            let bsums = _mm256_loadu_si256(xs[r].bsums.as_ptr().add(sb * 16).cast());
-            K::finish(&u, fold(sumi[r]), xs[r].d[sb], bsums, &mut acc[r], &mut acc_m[r], &mut summs[r]);
+            K::finish(&u, fold(sumi[r]), &xs[r], sb, &mut acc[r], &mut acc_m[r], &mut summs[r]);
         }
     }
     for r in 0..NR {

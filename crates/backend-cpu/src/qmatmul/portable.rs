@@ -150,12 +150,6 @@ fn k_lanes(codes: &[u8; QK_K], x: &[i8], scale: impl Fn(usize, usize) -> i32) ->
     lanes
 }
 
-/// The activations' sums per 32 elements, from the sums per 16.
-#[inline(always)]
-fn sums32(x: &Q8KRow<'_>) -> [i32; 8] {
-    std::array::from_fn(|k| x.bsums[2 * k] as i32 + x.bsums[2 * k + 1] as i32)
-}
-
 /// Q4_K and Q5_K after their codes are in element order: the scale of chunk `k` is `sc[k]`.
 #[inline(always)]
 fn dot_k_sub_blocks(d: f32, dmin: f32, scales: &[u8; 12], codes: &[u8; QK_K], x: Q8KRow<'_>, a: &mut KAcc, fold_mins: bool) {
@@ -165,8 +159,8 @@ fn dot_k_sub_blocks(d: f32, dmin: f32, scales: &[u8; 12], codes: &[u8; QK_K], x:
     for (acc, lane) in a.acc.iter_mut().zip(lanes) {
         *acc = d.mul_add(lane as f32, *acc);
     }
-    let s = sums32(&x);
-    let pairs: [i32; 4] = std::array::from_fn(|i| sm[8 + 2 * i] as i32 * s[2 * i] + sm[8 + 2 * i + 1] as i32 * s[2 * i + 1]);
+    let s = x.sums32;
+    let pairs: [i32; 4] = std::array::from_fn(|i| sm[8 + 2 * i] as i32 * s[2 * i] as i32 + sm[8 + 2 * i + 1] as i32 * s[2 * i + 1] as i32);
     if fold_mins {
         a.mins1 = dmin.mul_add(((pairs[0] + pairs[1]) + (pairs[2] + pairs[3])) as f32, a.mins1);
     } else {
