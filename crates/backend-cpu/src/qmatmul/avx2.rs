@@ -13,6 +13,7 @@ use std::arch::x86_64::*;
 use rill_backend::DType;
 
 use super::activations::{Q8Activations, Q8Row, QK};
+use super::x86::hsum8;
 
 const MR: usize = 4;
 
@@ -185,13 +186,6 @@ unsafe fn micro<F: BlockFormat, const ROWS: usize>(w: *const u8, row_bytes: usiz
         }
     }
     for i in 0..ROWS {
-        *out.add(i) = if F::HAS_MIN { hsum(acc[i]) + mins[i] } else { hsum(acc[i]) };
+        *out.add(i) = if F::HAS_MIN { hsum8(acc[i]) + mins[i] } else { hsum8(acc[i]) };
     }
-}
-
-#[inline(always)]
-unsafe fn hsum(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }

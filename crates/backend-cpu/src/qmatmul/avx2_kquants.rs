@@ -14,6 +14,7 @@ use rill_backend::DType;
 use super::activations::Q8Activations;
 use super::activations_k::Q8KRow;
 use super::f16_to_f32;
+use super::x86::{hsum4, hsum8, prefetch, q45k_codes, q5k_high_bits, q6k_codes, PREFETCH_ROWS};
 
 pub fn supports(dtype: DType) -> bool {
     matches!(dtype, DType::Q4K | DType::Q5K | DType::Q6K)
@@ -28,7 +29,7 @@ pub unsafe fn tile(dtype: DType, w: &[u8], w_rows: usize, acts: &Q8Activations, 
     let row_bytes = dtype.row_bytes(acts.cols()).expect("whole super-blocks, checked at upload");
     for i in 0..w_rows {
         let row = w.as_ptr().add(i * row_bytes);
-        prefetch_row(row.add(PREFETCH_ROWS * row_bytes), row_bytes);
+        prefetch(row.wrapping_add(PREFETCH_ROWS * row_bytes), row_bytes);
         let mut r = 0;
         while r < acts.rows() {
             let nr = (acts.rows() - r).min(4);
@@ -41,20 +42,6 @@ pub unsafe fn tile(dtype: DType, w: &[u8], w_rows: usize, acts: &Q8Activations, 
             }
             r += nr;
         }
-    }
-}
-
-/// How far ahead (in weight rows) the weights are prefetched: they stream from DRAM once per
-/// token, and asking a few KiB ahead hides the latency the hardware prefetcher leaves (the same
-/// distance as the 32-element kernels').
-const PREFETCH_ROWS: usize = 8;
-
-/// Asks for every cache line of the row at `p` (a prefetch never faults, so the row may lie past
-/// the matrix).
-#[inline(always)]
-unsafe fn prefetch_row(p: *const u8, row_bytes: usize) {
-    for line in (0..row_bytes).step_by(64) {
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line).cast());
     }
 }
 
@@ -71,55 +58,25 @@ unsafe fn row_dot<const NR: usize>(dtype: DType, row: *const u8, acts: &Q8Activa
     }
 }
 
-/// ggml's `hsum_float_8`.
-#[inline(always)]
-unsafe fn hsum8(x: __m256) -> f32 {
-    let r = _mm_add_ps(_mm256_extractf128_ps::<1>(x), _mm256_castps256_ps128(x));
-    let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
-}
-
-/// ggml's 4-lane sum of `acc_m`: `(a₀ + a₂) + (a₁ + a₃)`.
-#[inline(always)]
-unsafe fn hsum4(x: __m128) -> f32 {
-    let r = _mm_add_ps(x, _mm_movehl_ps(x, x));
-    _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
-}
-
 #[inline(always)]
 unsafe fn row_q45k<const NR: usize, const FIVE: bool>(row: *const u8, xs: &[Q8KRow<'_>; NR], blocks: usize) -> [f32; NR] {
     let mut acc = [_mm256_setzero_ps(); NR];
     let mut acc_m = [_mm_setzero_ps(); NR];
     let mut summs = [0f32; NR];
-    let low4 = _mm256_set1_epi8(0x0F);
     for sb in 0..blocks {
         // Blocks may be unaligned: fields are read through raw pointers, never references.
-        let (blk, qh, qs) = if FIVE {
-            let blk = row.add(sb * size_of::<BlockQ5K>());
-            (blk, blk.add(offset_of!(BlockQ5K, qh)), blk.add(offset_of!(BlockQ5K, qs)))
-        } else {
-            let blk = row.add(sb * size_of::<BlockQ4K>());
-            (blk, std::ptr::null(), blk.add(offset_of!(BlockQ4K, qs)))
-        };
+        // Q4_K and Q5_K share the header (d, dmin, scales); Q5_K's `qh` sits before its `qs`.
+        let blk = row.add(sb * if FIVE { size_of::<BlockQ5K>() } else { size_of::<BlockQ4K>() });
+        let qs = blk.add(if FIVE { offset_of!(BlockQ5K, qs) } else { offset_of!(BlockQ4K, qs) });
         let d = f16_to_f32(blk.add(offset_of!(BlockQ4K, d)).cast::<u16>().read_unaligned());
         let dmin = f16_to_f32(blk.add(offset_of!(BlockQ4K, dmin)).cast::<u16>().read_unaligned());
         let sm = scales_mins_k4(&*blk.add(offset_of!(BlockQ4K, scales)).cast::<[u8; 12]>());
         let mins8 = _mm256_extracti128_si256::<1>(_mm256_cvtepu8_epi16(_mm_loadu_si128(sm.as_ptr().cast())));
-        let hbits = if FIVE { _mm256_loadu_si256(qh.cast()) } else { _mm256_setzero_si256() };
+        let hbits = q5k_high_bits::<FIVE>(blk);
         let mut sumi = [_mm256_setzero_si256(); NR];
         for j in 0..4 {
             let (scale_lo, scale_hi) = (_mm256_set1_epi16(sm[2 * j] as i16), _mm256_set1_epi16(sm[2 * j + 1] as i16));
-            let v = _mm256_loadu_si256(qs.add(32 * j).cast());
-            let mut lo = _mm256_and_si256(v, low4);
-            let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low4);
-            if FIVE {
-                let fifth = |bit: i32| {
-                    let m = _mm256_and_si256(hbits, _mm256_set1_epi8(1 << bit));
-                    _mm256_slli_epi16::<4>(_mm256_srl_epi16(m, _mm_cvtsi32_si128(bit)))
-                };
-                lo = _mm256_add_epi8(lo, fifth(2 * j as i32));
-                hi = _mm256_add_epi8(hi, fifth(2 * j as i32 + 1));
-            }
+            let (lo, hi) = q45k_codes::<FIVE>(qs, hbits, j);
             for r in 0..NR {
                 let x = xs[r].qs.as_ptr().add(sb * QK_K + 64 * j);
                 let p_lo = _mm256_madd_epi16(scale_lo, _mm256_maddubs_epi16(lo, _mm256_loadu_si256(x.cast())));
@@ -162,23 +119,13 @@ const PICK_Q6K: [[u8; 16]; 8] = {
 #[inline(always)]
 unsafe fn row_q6k<const NR: usize>(row: *const u8, xs: &[Q8KRow<'_>; NR], blocks: usize) -> [f32; NR] {
     let mut acc = [_mm256_setzero_ps(); NR];
-    let low4 = _mm256_set1_epi8(0x0F);
     for sb in 0..blocks {
         let blk = row.add(sb * size_of::<BlockQ6K>());
-        let (ql, qh) = (blk.add(offset_of!(BlockQ6K, ql)), blk.add(offset_of!(BlockQ6K, qh)));
         let d = f16_to_f32(blk.add(offset_of!(BlockQ6K, d)).cast::<u16>().read_unaligned());
         let scales = _mm_loadu_si128(blk.add(offset_of!(BlockQ6K, scales)).cast());
         let mut sumi = [_mm256_setzero_si256(); NR];
         for h in 0..2 {
-            let a = _mm256_loadu_si256(ql.add(64 * h).cast());
-            let b = _mm256_loadu_si256(ql.add(64 * h + 32).cast());
-            let hb = _mm256_loadu_si256(qh.add(32 * h).cast());
-            let codes = [
-                _mm256_or_si256(_mm256_and_si256(a, low4), _mm256_slli_epi16::<4>(_mm256_and_si256(hb, _mm256_set1_epi8(3)))),
-                _mm256_or_si256(_mm256_and_si256(b, low4), _mm256_slli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(12)))),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(a), low4), _mm256_and_si256(hb, _mm256_set1_epi8(48))),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(b), low4), _mm256_srli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(-64)))),
-            ];
+            let codes = q6k_codes(blk, h);
             for (c, codes) in codes.into_iter().enumerate() {
                 let scale = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, _mm_loadu_si128(PICK_Q6K[4 * h + c].as_ptr().cast())));
                 for r in 0..NR {

@@ -18,6 +18,7 @@ use std::cell::RefCell;
 use rill_backend::DType;
 
 use super::activations::{Q8Activations, Q8Row, QK};
+use super::x86::{hsum8, PREFETCH_ROWS};
 
 /// How a weight format turns one block of each of two rows into vectors.
 trait BlockFormat {
@@ -137,8 +138,6 @@ struct Streaming<F> {
     _format: std::marker::PhantomData<F>,
 }
 
-/// How far ahead (in weight rows) the streaming kernel prefetches.
-const PREFETCH_ROWS: usize = 8;
 
 impl<F: BlockFormat> Streaming<F> {
     #[inline(always)]
@@ -369,14 +368,6 @@ unsafe fn quad_micro<F: BlockFormat>(
             }
         }
     }
-}
-
-/// ggml's `hsum_float_8` of a row's 8 lanes.
-#[inline(always)]
-unsafe fn hsum8(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_extractf128_ps::<1>(v), _mm256_castps256_ps128(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
 /// The group's `mr` (≤ 4) weight rows × NR activation rows from `r0`, every block.

@@ -23,6 +23,7 @@ use rill_backend::DType;
 use super::activations::Q8Activations;
 use super::activations_k::Q8KRow;
 use super::f16_to_f32;
+use super::x86::{hsum4, hsum8, prefetch, q45k_codes, q5k_high_bits, q6k_codes, PREFETCH_ROWS};
 
 pub fn supports(dtype: DType) -> bool {
     matches!(dtype, DType::Q4K | DType::Q5K | DType::Q6K)
@@ -37,8 +38,8 @@ pub fn supports(dtype: DType) -> bool {
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn tile(dtype: DType, w: &[u8], w_rows: usize, acts: &Q8Activations, out: *mut f32, stride: usize) {
     match dtype {
-        DType::Q4K => tile_kind::<Q4>(w, w_rows, acts, out, stride),
-        DType::Q5K => tile_kind::<Q5>(w, w_rows, acts, out, stride),
+        DType::Q4K => tile_kind::<Q45<false>>(w, w_rows, acts, out, stride),
+        DType::Q5K => tile_kind::<Q45<true>>(w, w_rows, acts, out, stride),
         _ => tile_kind::<Q6>(w, w_rows, acts, out, stride),
     }
 }
@@ -92,7 +93,7 @@ unsafe fn tile_kind<K: Kind>(w: &[u8], w_rows: usize, acts: &Q8Activations, out:
     }
     for i in 0..w_rows {
         let wp = w.as_ptr().add(i * row_bytes);
-        prefetch_row(wp.wrapping_add(PREFETCH_ROWS * row_bytes), row_bytes);
+        prefetch(wp.wrapping_add(PREFETCH_ROWS * row_bytes), row_bytes);
         let mut r = 0;
         while r < rows {
             let nr = (rows - r).min(4);
@@ -105,20 +106,6 @@ unsafe fn tile_kind<K: Kind>(w: &[u8], w_rows: usize, acts: &Q8Activations, out:
             }
             r += nr;
         }
-    }
-}
-
-/// How far ahead (in weight rows) the weights are prefetched: they stream from DRAM once per
-/// token, and asking a few KiB ahead hides the latency the hardware prefetcher leaves (the same
-/// distance as the 32-element kernels').
-const PREFETCH_ROWS: usize = 8;
-
-/// Asks for every cache line of the row at `p` (a prefetch never faults, so the row may lie past
-/// the matrix).
-#[inline(always)]
-unsafe fn prefetch_row(p: *const u8, row_bytes: usize) {
-    for line in (0..row_bytes).step_by(64) {
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line).cast());
     }
 }
 
@@ -153,8 +140,8 @@ trait Kind {
     unsafe fn finish(u: &Unpacked, sumi: __m256i, x: &Q8KRow<'_>, sb: usize, acc: &mut __m256, acc_m: &mut __m128, summs: &mut f32);
 }
 
-struct Q4;
-struct Q5;
+/// Q4_K (`FIVE = false`) and Q5_K.
+struct Q45<const FIVE: bool>;
 struct Q6;
 
 /// Q4_K and Q5_K: chunk `j` holds sub-blocks `2j` (low nibbles) and `2j + 1` (high nibbles,
@@ -168,63 +155,34 @@ unsafe fn unpack_q45k<const FIVE: bool>(blk: *const u8) -> Unpacked {
     let dmin = f16_to_f32(blk.add(offset_of!(BlockQ4K, dmin)).cast::<u16>().read_unaligned());
     let sm = _mm256_cvtepu8_epi16(_mm_loadu_si128(scales_mins_k4(&*blk.add(offset_of!(BlockQ4K, scales)).cast::<[u8; 12]>()).as_ptr().cast()));
     let scales4 = _mm512_broadcast_i32x4(_mm256_castsi256_si128(sm));
-    let hbits = if FIVE { _mm256_loadu_si256(blk.add(offset_of!(BlockQ5K, qh)).cast()) } else { _mm256_setzero_si256() };
-    let low4 = _mm256_set1_epi8(0x0F);
+    let hbits = q5k_high_bits::<FIVE>(blk);
     let mut u = Unpacked { mins: _mm256_extracti128_si256::<1>(sm), d, dmin, ..Unpacked::ZERO };
     for (j, pick) in PICK_Q4K.iter().enumerate() {
         u.scales[j] = _mm512_shuffle_epi8(scales4, _mm512_loadu_si512(pick.as_ptr().cast()));
-        let v = _mm256_loadu_si256(qs.add(32 * j).cast());
-        let mut lo = _mm256_and_si256(v, low4);
-        let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low4);
-        if FIVE {
-            lo = _mm256_add_epi8(lo, fifth_bits(hbits, 2 * j as i32));
-            hi = _mm256_add_epi8(hi, fifth_bits(hbits, 2 * j as i32 + 1));
-        }
+        let (lo, hi) = q45k_codes::<FIVE>(qs, hbits, j);
         u.codes[j] = join(lo, hi);
     }
     u
 }
 
-/// Q5_K's fifth bit `bit` of every `qh` byte, moved to bit 4.
-#[inline(always)]
-unsafe fn fifth_bits(hbits: __m256i, bit: i32) -> __m256i {
-    let m = _mm256_and_si256(hbits, _mm256_set1_epi8(1 << bit));
-    _mm256_slli_epi16::<4>(_mm256_srl_epi16(m, _mm_cvtsi32_si128(bit)))
-}
-
-/// The mins of Q4_K and Q5_K: `prod` lane `i` = `m₂ᵢ·Σx₂ᵢ + m₂ᵢ₊₁·Σx₂ᵢ₊₁` over 32-element sums.
-#[inline(always)]
-unsafe fn min_pairs(u: &Unpacked, x: &Q8KRow<'_>, sb: usize) -> __m128i {
-    _mm_madd_epi16(u.mins, _mm_loadu_si128(x.sums32.as_ptr().add(sb * 8).cast()))
-}
-
-impl Kind for Q4 {
-    const BLOCK_BYTES: usize = size_of::<BlockQ4K>();
+impl<const FIVE: bool> Kind for Q45<FIVE> {
+    const BLOCK_BYTES: usize = if FIVE { size_of::<BlockQ5K>() } else { size_of::<BlockQ4K>() };
     #[inline(always)]
     unsafe fn unpack(blk: *const u8) -> Unpacked {
-        unpack_q45k::<false>(blk)
+        unpack_q45k::<FIVE>(blk)
     }
+    /// Q4_K's mins go to ggml's four-lane `acc_m`, Q5_K's to its scalar `summs`.
     #[inline(always)]
-    unsafe fn finish(u: &Unpacked, sumi: __m256i, x: &Q8KRow<'_>, sb: usize, acc: &mut __m256, acc_m: &mut __m128, _: &mut f32) {
+    unsafe fn finish(u: &Unpacked, sumi: __m256i, x: &Q8KRow<'_>, sb: usize, acc: &mut __m256, acc_m: &mut __m128, summs: &mut f32) {
         let xd = x.d[sb];
         *acc = _mm256_fmadd_ps(_mm256_set1_ps(xd * u.d), _mm256_cvtepi32_ps(sumi), *acc);
-        *acc_m = _mm_fmadd_ps(_mm_set1_ps(-xd * u.dmin), _mm_cvtepi32_ps(min_pairs(u, x, sb)), *acc_m);
-    }
-}
-
-impl Kind for Q5 {
-    const BLOCK_BYTES: usize = size_of::<BlockQ5K>();
-    #[inline(always)]
-    unsafe fn unpack(blk: *const u8) -> Unpacked {
-        unpack_q45k::<true>(blk)
-    }
-    #[inline(always)]
-    unsafe fn finish(u: &Unpacked, sumi: __m256i, x: &Q8KRow<'_>, sb: usize, acc: &mut __m256, _: &mut __m128, summs: &mut f32) {
-        let xd = x.d[sb];
-        *acc = _mm256_fmadd_ps(_mm256_set1_ps(xd * u.d), _mm256_cvtepi32_ps(sumi), *acc);
-        let prod = min_pairs(u, x, sb);
-        let h = _mm_hadd_epi32(_mm_hadd_epi32(prod, _mm_setzero_si128()), _mm_setzero_si128());
-        *summs = (-xd * u.dmin).mul_add(_mm_cvtsi128_si32(h) as f32, *summs);
+        let prod = _mm_madd_epi16(u.mins, _mm_loadu_si128(x.sums32.as_ptr().add(sb * 8).cast()));
+        if FIVE {
+            let h = _mm_hadd_epi32(_mm_hadd_epi32(prod, _mm_setzero_si128()), _mm_setzero_si128());
+            *summs = (-xd * u.dmin).mul_add(_mm_cvtsi128_si32(h) as f32, *summs);
+        } else {
+            *acc_m = _mm_fmadd_ps(_mm_set1_ps(-xd * u.dmin), _mm_cvtepi32_ps(prod), *acc_m);
+        }
     }
 }
 
@@ -235,20 +193,12 @@ impl Kind for Q6 {
     const BLOCK_BYTES: usize = size_of::<BlockQ6K>();
     #[inline(always)]
     unsafe fn unpack(blk: *const u8) -> Unpacked {
-        let (ql, qh) = (blk.add(offset_of!(BlockQ6K, ql)), blk.add(offset_of!(BlockQ6K, qh)));
         let d = f16_to_f32(blk.add(offset_of!(BlockQ6K, d)).cast::<u16>().read_unaligned());
         let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(offset_of!(BlockQ6K, scales)).cast()));
         let scales_wide = _mm512_castsi256_si512(scales16);
-        let low4 = _mm256_set1_epi8(0x0F);
         let mut u = Unpacked { scales16, d, ..Unpacked::ZERO };
         for h in 0..2 {
-            let a = _mm256_loadu_si256(ql.add(64 * h).cast());
-            let b = _mm256_loadu_si256(ql.add(64 * h + 32).cast());
-            let hb = _mm256_loadu_si256(qh.add(32 * h).cast());
-            let q0 = _mm256_or_si256(_mm256_and_si256(a, low4), _mm256_slli_epi16::<4>(_mm256_and_si256(hb, _mm256_set1_epi8(3))));
-            let q1 = _mm256_or_si256(_mm256_and_si256(b, low4), _mm256_slli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(12))));
-            let q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(a), low4), _mm256_and_si256(hb, _mm256_set1_epi8(48)));
-            let q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(b), low4), _mm256_srli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(-64))));
+            let [q0, q1, q2, q3] = q6k_codes(blk, h);
             u.codes[2 * h] = join(q0, q1);
             u.codes[2 * h + 1] = join(q2, q3);
         }
@@ -337,21 +287,6 @@ const PICK_Q6K: [[u16; 32]; 4] = {
     }
     t
 };
-
-/// ggml's `hsum_float_8`.
-#[inline(always)]
-unsafe fn hsum8(x: __m256) -> f32 {
-    let r = _mm_add_ps(_mm256_extractf128_ps::<1>(x), _mm256_castps256_ps128(x));
-    let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
-}
-
-/// ggml's 4-lane sum of `acc_m`: `(a₀ + a₂) + (a₁ + a₃)`.
-#[inline(always)]
-unsafe fn hsum4(x: __m128) -> f32 {
-    let r = _mm_add_ps(x, _mm_movehl_ps(x, x));
-    _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
-}
 
 /// A super-block's 16 integer lanes folded into ggml's 8 (lane `l` with lane `l + 8`).
 #[inline(always)]

@@ -23,6 +23,8 @@ mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_kquants;
 mod portable;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 use rill_backend::DType;
 
