@@ -100,41 +100,27 @@ unsafe fn row_q45k<const NR: usize, const FIVE: bool>(row: *const u8, xs: &[Q8KR
     std::array::from_fn(|r| hsum8(acc[r]) + hsum4(acc_m[r]) + summs[r])
 }
 
-/// ggml's byte shuffles for Q6_K: chunk `k`'s 16-bit lanes 0..8 take sub-block `2k`'s scale,
-/// lanes 8..16 sub-block `2k + 1`'s.
-const PICK_Q6K: [[u8; 16]; 8] = {
-    let mut t = [[0u8; 16]; 8];
-    let mut k = 0;
-    while k < 8 {
-        let mut i = 0;
-        while i < 16 {
-            t[k][i] = (2 * k + i / 8) as u8;
-            i += 1;
-        }
-        k += 1;
-    }
-    t
-};
-
 #[inline(always)]
 unsafe fn row_q6k<const NR: usize>(row: *const u8, xs: &[Q8KRow<'_>; NR], blocks: usize) -> [f32; NR] {
     let mut acc = [_mm256_setzero_ps(); NR];
     for sb in 0..blocks {
         let blk = row.add(sb * size_of::<BlockQ6K>());
         let d = f16_to_f32(blk.add(offset_of!(BlockQ6K, d)).cast::<u16>().read_unaligned());
-        let scales = _mm_loadu_si128(blk.add(offset_of!(BlockQ6K, scales)).cast());
+        let scales = blk.add(offset_of!(BlockQ6K, scales)).cast::<i8>();
         let mut sumi = [_mm256_setzero_si256(); NR];
         for h in 0..2 {
             let codes = q6k_codes(blk, h);
             for (c, codes) in codes.into_iter().enumerate() {
-                let scale = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, _mm_loadu_si128(PICK_Q6K[4 * h + c].as_ptr().cast())));
+                // Chunk k = 4h + c: 16-bit lanes 0..8 take sub-block 2k's scale, 8..16 sub-block 2k + 1's.
+                let k = 4 * h + c;
+                let scale = _mm256_set_m128i(_mm_set1_epi16(*scales.add(2 * k + 1) as i16), _mm_set1_epi16(*scales.add(2 * k) as i16));
                 for r in 0..NR {
                     let x = _mm256_loadu_si256(xs[r].qs.as_ptr().add(sb * QK_K + 128 * h + 32 * c).cast());
                     sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(scale, _mm256_maddubs_epi16(codes, x)));
                 }
             }
         }
-        let scales16 = _mm256_cvtepi8_epi16(scales);
+        let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales.cast()));
         for r in 0..NR {
             let bsums = _mm256_loadu_si256(xs[r].bsums.as_ptr().add(sb * 16).cast());
             let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, scales16));

@@ -73,19 +73,10 @@ unsafe fn tile_kind<K: Kind>(w: &[u8], w_rows: usize, acts: &Q8Activations, out:
                     *u = K::unpack(wp.add(sb * K::BLOCK_BYTES));
                 }
             }
-            let mut r = 0;
-            while r < rows {
-                let nr = (rows - r).min(4);
+            for r in (0..rows).step_by(4) {
                 for (k, row) in buf.chunks_exact(blocks).take(n).enumerate() {
-                    let o = out.add(r * stride + i0 + k);
-                    match nr {
-                        4 => dot_rows::<K, 4>(Source::Unpacked(row), acts, r, o, stride),
-                        3 => dot_rows::<K, 3>(Source::Unpacked(row), acts, r, o, stride),
-                        2 => dot_rows::<K, 2>(Source::Unpacked(row), acts, r, o, stride),
-                        _ => dot_rows::<K, 1>(Source::Unpacked(row), acts, r, o, stride),
-                    }
+                    dot_up_to_4::<K>(Source::Unpacked(row), acts, r, out.add(r * stride + i0 + k), stride);
                 }
-                r += nr;
             }
         }
         UNPACKED.with(|b| *b.borrow_mut() = buf);
@@ -94,18 +85,20 @@ unsafe fn tile_kind<K: Kind>(w: &[u8], w_rows: usize, acts: &Q8Activations, out:
     for i in 0..w_rows {
         let wp = w.as_ptr().add(i * row_bytes);
         prefetch(wp.wrapping_add(PREFETCH_ROWS * row_bytes), row_bytes);
-        let mut r = 0;
-        while r < rows {
-            let nr = (rows - r).min(4);
-            let o = out.add(r * stride + i);
-            match nr {
-                4 => dot_rows::<K, 4>(Source::Packed(wp), acts, r, o, stride),
-                3 => dot_rows::<K, 3>(Source::Packed(wp), acts, r, o, stride),
-                2 => dot_rows::<K, 2>(Source::Packed(wp), acts, r, o, stride),
-                _ => dot_rows::<K, 1>(Source::Packed(wp), acts, r, o, stride),
-            }
-            r += nr;
+        for r in (0..rows).step_by(4) {
+            dot_up_to_4::<K>(Source::Packed(wp), acts, r, out.add(r * stride + i), stride);
         }
+    }
+}
+
+/// [`dot_rows`] for activation rows `r0..` up to four (fewer at the end).
+#[inline(always)]
+unsafe fn dot_up_to_4<K: Kind>(src: Source<'_>, acts: &Q8Activations, r0: usize, out: *mut f32, stride: usize) {
+    match (acts.rows() - r0).min(4) {
+        4 => dot_rows::<K, 4>(src, acts, r0, out, stride),
+        3 => dot_rows::<K, 3>(src, acts, r0, out, stride),
+        2 => dot_rows::<K, 2>(src, acts, r0, out, stride),
+        _ => dot_rows::<K, 1>(src, acts, r0, out, stride),
     }
 }
 
