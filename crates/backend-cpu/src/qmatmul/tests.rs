@@ -247,3 +247,49 @@ fn q5_dots_equal_ggml_bits() {
         }
     }
 }
+
+/// Q4_K, Q5_K and Q6_K against ggml itself: these bits are what llama.cpp's x86
+/// `quantize_row_q8_K` and `ggml_vec_dot_q{4,5,6}_K_q8_K` give (llama.cpp 11434's
+/// `ggml-cpu/arch/x86/quants.c`, its CMake build on an AVX-512 VNNI CPU, called through
+/// `libggml-cpu` after `ggml_cpu_init`; `scripts/ggml-kquant-dots.c` prints them) for the blocks
+/// below (bytes from a 64-bit LCG, f16 scales patched to small values) and 4 activation rows × 2
+/// weight rows of 512. Every kernel, fed the rows together or one at a time, must give them.
+#[test]
+fn k_quant_dots_equal_ggml_bits() {
+    const C: usize = 512;
+    let x: Vec<f32> = (0..4 * C).map(|i| ((i * 7919 % 2003) as i32 - 1001) as f32 * 0.00137).collect();
+    // (dtype, block bytes, offset of d, offset of dmin, LCG seed, ggml's bits [act row][weight row]).
+    let ggml: [(DType, usize, usize, Option<usize>, u64, [u32; 8]); 3] = [
+        (DType::Q4K, 144, 0, Some(2), 12345, [0x41c0a3a7, 0xc0be1e7e, 0x41be95de, 0x407c64dd, 0xc172cf0e, 0x4077f854, 0xc23ed347, 0x418fbbd4]),
+        (DType::Q5K, 176, 0, Some(2), 12346, [0x41f1d4ce, 0x411a8bb4, 0xc1e1c1ea, 0xc10444c4, 0xc2371c70, 0xc2f53ae7, 0x419040d1, 0x42179cfa]),
+        (DType::Q6K, 210, 208, None, 12347, [0xc3874e51, 0xc2e5eeb8, 0x41b8c1e8, 0xc30c421e, 0x439f11ac, 0x43d638e7, 0x42b3d5a4, 0xc3106fde]),
+    ];
+    let (mut all, mut one) = (Q8Activations::default(), Q8Activations::default());
+    all.quantize(&x, 4, C);
+    for (dtype, size, d_off, dmin_off, seed, want) in ggml {
+        let mut state = seed;
+        let mut w = vec![0u8; 2 * 2 * size];
+        for (n, blk) in w.chunks_exact_mut(size).enumerate() {
+            let (r, b) = ((n / 2) as u16, (n % 2) as u16);
+            for byte in blk.iter_mut() {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                *byte = (state >> 33) as u8;
+            }
+            blk[d_off..d_off + 2].copy_from_slice(&(0x2000 + r * 7 + b * 3).to_le_bytes());
+            if let Some(o) = dmin_off {
+                blk[o..o + 2].copy_from_slice(&(0x1C00 + r * 5 + b).to_le_bytes());
+            }
+        }
+        for isa in QuantIsa::available() {
+            let c = Case { dtype, w: w.clone(), w_f32: vec![], x: x.clone(), w_rows: 2, rows: 4 };
+            let together: Vec<u32> = run(isa, &c, &all).concat().iter().map(|v| v.to_bits()).collect();
+            assert_eq!(together, want, "{} {dtype}, 4 rows", isa.name());
+            for r in 0..4 {
+                one.quantize(&x[r * C..(r + 1) * C], 1, C);
+                let c = Case { dtype, w: w.clone(), w_f32: vec![], x: x[r * C..(r + 1) * C].to_vec(), w_rows: 2, rows: 1 };
+                let alone: Vec<u32> = run(isa, &c, &one)[0].iter().map(|v| v.to_bits()).collect();
+                assert_eq!(alone, want[2 * r..2 * r + 2], "{} {dtype}, row {r} alone", isa.name());
+            }
+        }
+    }
+}
