@@ -258,15 +258,23 @@ fn q5_dots_equal_ggml_bits() {
 fn k_quant_dots_equal_ggml_bits() {
     const C: usize = 512;
     let x: Vec<f32> = (0..4 * C).map(|i| ((i * 7919 % 2003) as i32 - 1001) as f32 * 0.00137).collect();
-    // (dtype, block bytes, offset of d, offset of dmin, LCG seed, ggml's bits [act row][weight row]).
-    let ggml: [(DType, usize, usize, Option<usize>, u64, [u32; 8]); 3] = [
-        (DType::Q4K, 144, 0, Some(2), 12345, [0x41c0a3a7, 0xc0be1e7e, 0x41be95de, 0x407c64dd, 0xc172cf0e, 0x4077f854, 0xc23ed347, 0x418fbbd4]),
-        (DType::Q5K, 176, 0, Some(2), 12346, [0x41f1d4ce, 0x411a8bb4, 0xc1e1c1ea, 0xc10444c4, 0xc2371c70, 0xc2f53ae7, 0x419040d1, 0x42179cfa]),
-        (DType::Q6K, 210, 208, None, 12347, [0xc3874e51, 0xc2e5eeb8, 0x41b8c1e8, 0xc30c421e, 0x439f11ac, 0x43d638e7, 0x42b3d5a4, 0xc3106fde]),
+    /// A type's block bytes, offsets of `d` and `dmin`, LCG seed, and ggml's bits [act row][weight row].
+    struct Ggml {
+        dtype: DType,
+        size: usize,
+        d_off: usize,
+        dmin_off: Option<usize>,
+        seed: u64,
+        bits: [u32; 8],
+    }
+    let ggml = [
+        Ggml { dtype: DType::Q4K, size: 144, d_off: 0, dmin_off: Some(2), seed: 12345, bits: [0x41c0a3a7, 0xc0be1e7e, 0x41be95de, 0x407c64dd, 0xc172cf0e, 0x4077f854, 0xc23ed347, 0x418fbbd4] },
+        Ggml { dtype: DType::Q5K, size: 176, d_off: 0, dmin_off: Some(2), seed: 12346, bits: [0x41f1d4ce, 0x411a8bb4, 0xc1e1c1ea, 0xc10444c4, 0xc2371c70, 0xc2f53ae7, 0x419040d1, 0x42179cfa] },
+        Ggml { dtype: DType::Q6K, size: 210, d_off: 208, dmin_off: None, seed: 12347, bits: [0xc3874e51, 0xc2e5eeb8, 0x41b8c1e8, 0xc30c421e, 0x439f11ac, 0x43d638e7, 0x42b3d5a4, 0xc3106fde] },
     ];
     let (mut all, mut one) = (Q8Activations::default(), Q8Activations::default());
     all.quantize(&x, 4, C);
-    for (dtype, size, d_off, dmin_off, seed, want) in ggml {
+    for Ggml { dtype, size, d_off, dmin_off, seed, bits: want } in ggml {
         let mut state = seed;
         let mut w = vec![0u8; 2 * 2 * size];
         for (n, blk) in w.chunks_exact_mut(size).enumerate() {
