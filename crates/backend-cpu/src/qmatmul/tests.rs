@@ -229,21 +229,28 @@ fn q5_dots_equal_ggml_bits() {
         (DType::Q5_0, [0x41d711c4, 0xc17c8c53, 0xc10082fd, 0x41c1b9ce, 0x419cf291, 0xc17d3f67, 0xc0d4925e, 0x41818b32]),
         (DType::Q5_1, [0x41d4ff55, 0xc174c24e, 0xc0fc17aa, 0x41c25473, 0x419c7949, 0xc173b9d5, 0xc0cd5a8a, 0x418211da]),
     ];
-    let (mut all, mut one) = (Q8Activations::default(), Q8Activations::default());
-    all.quantize(&x, 4, C);
     for (dtype, want) in ggml {
         let mut q = vec![0u8; 2 * dtype.row_bytes(C).unwrap()];
         quant::quantize_row(dtype, &w, &mut q).unwrap();
-        for isa in QuantIsa::available() {
-            let c = Case { dtype, w: q.clone(), w_f32: vec![], x: x.clone(), w_rows: 2, rows: 4 };
-            let together: Vec<u32> = run(isa, &c, &all).concat().iter().map(|v| v.to_bits()).collect();
-            assert_eq!(together, want, "{} {dtype}, 4 rows", isa.name());
-            for r in 0..4 {
-                one.quantize(&x[r * C..(r + 1) * C], 1, C);
-                let c = Case { dtype, w: q.clone(), w_f32: vec![], x: x[r * C..(r + 1) * C].to_vec(), w_rows: 2, rows: 1 };
-                let alone: Vec<u32> = run(isa, &c, &one)[0].iter().map(|v| v.to_bits()).collect();
-                assert_eq!(alone, want[2 * r..2 * r + 2], "{} {dtype}, row {r} alone", isa.name());
-            }
+        assert_dots_are(dtype, &q, &x, C, &want);
+    }
+}
+
+/// Every kernel gives `want` (`[activation row][weight row]` bits) for the 2 weight rows `w`
+/// against the 4 activation rows `x` (`cols` wide), fed together and one at a time.
+fn assert_dots_are(dtype: DType, w: &[u8], x: &[f32], cols: usize, want: &[u32; 8]) {
+    let (mut all, mut one) = (Q8Activations::default(), Q8Activations::default());
+    all.quantize(x, 4, cols);
+    for isa in QuantIsa::available() {
+        let c = Case { dtype, w: w.to_vec(), w_f32: vec![], x: x.to_vec(), w_rows: 2, rows: 4 };
+        let together: Vec<u32> = run(isa, &c, &all).concat().iter().map(|v| v.to_bits()).collect();
+        assert_eq!(together, want, "{} {dtype}, 4 rows", isa.name());
+        for r in 0..4 {
+            let xr = &x[r * cols..(r + 1) * cols];
+            one.quantize(xr, 1, cols);
+            let c = Case { dtype, w: w.to_vec(), w_f32: vec![], x: xr.to_vec(), w_rows: 2, rows: 1 };
+            let alone: Vec<u32> = run(isa, &c, &one)[0].iter().map(|v| v.to_bits()).collect();
+            assert_eq!(alone, want[2 * r..2 * r + 2], "{} {dtype}, row {r} alone", isa.name());
         }
     }
 }
@@ -272,9 +279,7 @@ fn k_quant_dots_equal_ggml_bits() {
         Ggml { dtype: DType::Q5K, size: 176, d_off: 0, dmin_off: Some(2), seed: 12346, bits: [0x41f1d4ce, 0x411a8bb4, 0xc1e1c1ea, 0xc10444c4, 0xc2371c70, 0xc2f53ae7, 0x419040d1, 0x42179cfa] },
         Ggml { dtype: DType::Q6K, size: 210, d_off: 208, dmin_off: None, seed: 12347, bits: [0xc3874e51, 0xc2e5eeb8, 0x41b8c1e8, 0xc30c421e, 0x439f11ac, 0x43d638e7, 0x42b3d5a4, 0xc3106fde] },
     ];
-    let (mut all, mut one) = (Q8Activations::default(), Q8Activations::default());
-    all.quantize(&x, 4, C);
-    for Ggml { dtype, size, d_off, dmin_off, seed, bits: want } in ggml {
+    for Ggml { dtype, size, d_off, dmin_off, seed, bits } in ggml {
         let mut state = seed;
         let mut w = vec![0u8; 2 * 2 * size];
         for (n, blk) in w.chunks_exact_mut(size).enumerate() {
@@ -288,16 +293,6 @@ fn k_quant_dots_equal_ggml_bits() {
                 blk[o..o + 2].copy_from_slice(&(0x1C00 + r * 5 + b).to_le_bytes());
             }
         }
-        for isa in QuantIsa::available() {
-            let c = Case { dtype, w: w.clone(), w_f32: vec![], x: x.clone(), w_rows: 2, rows: 4 };
-            let together: Vec<u32> = run(isa, &c, &all).concat().iter().map(|v| v.to_bits()).collect();
-            assert_eq!(together, want, "{} {dtype}, 4 rows", isa.name());
-            for r in 0..4 {
-                one.quantize(&x[r * C..(r + 1) * C], 1, C);
-                let c = Case { dtype, w: w.clone(), w_f32: vec![], x: x[r * C..(r + 1) * C].to_vec(), w_rows: 2, rows: 1 };
-                let alone: Vec<u32> = run(isa, &c, &one)[0].iter().map(|v| v.to_bits()).collect();
-                assert_eq!(alone, want[2 * r..2 * r + 2], "{} {dtype}, row {r} alone", isa.name());
-            }
-        }
+        assert_dots_are(dtype, &w, &x, C, &bits);
     }
 }
