@@ -150,8 +150,9 @@ unsafe fn unpack_q45k<const FIVE: bool>(blk: *const u8) -> Unpacked {
     let scales4 = _mm512_broadcast_i32x4(_mm256_castsi256_si128(sm));
     let hbits = q5k_high_bits::<FIVE>(blk);
     let mut u = Unpacked { mins: _mm256_extracti128_si256::<1>(sm), d, dmin, ..Unpacked::ZERO };
-    for (j, pick) in PICK_Q4K.iter().enumerate() {
-        u.scales[j] = _mm512_shuffle_epi8(scales4, _mm512_loadu_si512(pick.as_ptr().cast()));
+    let pick = _mm512_loadu_si512(PICK_Q4K.as_ptr().cast());
+    for j in 0..4 {
+        u.scales[j] = _mm512_shuffle_epi8(scales4, _mm512_add_epi8(pick, _mm512_set1_epi8(4 * j as i8)));
         let (lo, hi) = q45k_codes::<FIVE>(qs, hbits, j);
         u.codes[j] = join(lo, hi);
     }
@@ -195,8 +196,9 @@ impl Kind for Q6 {
             u.codes[2 * h] = join(q0, q1);
             u.codes[2 * h + 1] = join(q2, q3);
         }
-        for (j, idx) in PICK_Q6K.iter().enumerate() {
-            u.scales[j] = _mm512_permutexvar_epi16(_mm512_loadu_si512(idx.as_ptr().cast()), scales_wide);
+        let pick = _mm512_loadu_si512(PICK_Q6K.as_ptr().cast());
+        for j in 0..4 {
+            u.scales[j] = _mm512_permutexvar_epi16(_mm512_add_epi16(pick, _mm512_set1_epi16(4 * j as i16)), scales_wide);
         }
         u
     }
@@ -247,39 +249,17 @@ unsafe fn dot_rows<K: Kind, const NR: usize>(src: Source<'_>, acts: &Q8Activatio
     }
 }
 
-/// Byte shuffles, per 64-code chunk `j` of Q4_K/Q5_K, that spread 16-bit scale `2j` over the low
-/// 256 bits and scale `2j + 1` over the high 256 bits (bytes `4j..` of each 128-bit copy of the
-/// eight scales).
-const PICK_Q4K: [[u8; 64]; 4] = {
-    let mut t = [[0u8; 64]; 4];
-    let mut j = 0;
-    while j < 4 {
-        let mut i = 0;
-        while i < 64 {
-            let first = if i < 32 { 4 * j } else { 4 * j + 2 };
-            t[j][i] = (first + i % 2) as u8;
-            i += 1;
-        }
-        j += 1;
-    }
-    t
-};
+/// The byte shuffle that spreads 16-bit scale 0 over the low 256 bits and scale 1 over the high
+/// 256 bits (of each 128-bit copy of the eight scales); chunk `j` of Q4_K/Q5_K adds `4j` to
+/// every byte (scales `2j`, `2j + 1`).
+const PICK_Q4K: [u8; 64] = [
+    0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, //
+    2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3,
+];
 
-/// 16-bit lane indices, per 64-code chunk `k` of Q6_K: lanes `8t..8t + 8` take the scale of
-/// sub-block `4k + t`.
-const PICK_Q6K: [[u16; 32]; 4] = {
-    let mut t = [[0u16; 32]; 4];
-    let mut k = 0;
-    while k < 4 {
-        let mut i = 0;
-        while i < 32 {
-            t[k][i] = (4 * k + i / 8) as u16;
-            i += 1;
-        }
-        k += 1;
-    }
-    t
-};
+/// 16-bit lane indices for Q6_K: lanes `8t..8t + 8` take sub-block `t`'s scale; chunk `k` adds
+/// `4k` to every index (sub-blocks `4k..4k + 4`).
+const PICK_Q6K: [u16; 32] = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3];
 
 /// A super-block's 16 integer lanes folded into ggml's 8 (lane `l` with lane `l + 8`).
 #[inline(always)]
