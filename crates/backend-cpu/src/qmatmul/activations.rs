@@ -109,20 +109,10 @@ impl Q8Activations {
         }
         self.resize(x, rows, cols);
         let bpr = cols / QK;
-        let (qs, d, s) = (DisjointPtr(self.qs.as_mut_ptr()), DisjointPtr(self.d.as_mut_ptr()), DisjointPtr(self.s.as_mut_ptr()));
-        pool.for_each(rows.div_ceil(ROWS_PER_TASK), &|task| {
-            let (lo, hi) = (task * ROWS_PER_TASK, ((task + 1) * ROWS_PER_TASK).min(rows));
-            let n = hi - lo;
-            // SAFETY: task ranges are disjoint and inside the buffers resized above, which
-            // outlive the pool call.
-            let (qs, d, s) = unsafe {
-                (
-                    std::slice::from_raw_parts_mut(qs.get().add(lo * cols), n * cols),
-                    std::slice::from_raw_parts_mut(d.get().add(lo * bpr), n * bpr),
-                    std::slice::from_raw_parts_mut(s.get().add(lo * bpr), n * bpr),
-                )
-            };
-            quantize_rows(&x[lo * cols..hi * cols], qs, d, s);
+        let (qs, d, s) = (RowChunks::new(&mut self.qs, cols), RowChunks::new(&mut self.d, bpr), RowChunks::new(&mut self.s, bpr));
+        for_row_tasks(pool, rows, &|lo, hi| {
+            // SAFETY: the tasks' row ranges are disjoint and inside the buffers resized above.
+            unsafe { quantize_rows(&x[lo * cols..hi * cols], qs.rows(lo, hi), d.rows(lo, hi), s.rows(lo, hi)) };
         });
         self.build_quads(Some(pool));
     }
@@ -145,20 +135,14 @@ impl Q8Activations {
         self.quad_d.resize(quads * 4 * bpr, 0.0);
         self.quad_s.resize(quads * 4 * bpr, 0.0);
         let (qs, d, s) = (&self.qs[..], &self.d[..], &self.s[..]);
-        let (paired, qd, qsum) = (DisjointPtr(self.paired.as_mut_ptr()), DisjointPtr(self.quad_d.as_mut_ptr()), DisjointPtr(self.quad_s.as_mut_ptr()));
+        // One "row" of these buffers is a quad.
+        let (paired, qd, qsum) = (RowChunks::new(&mut self.paired, 4 * cols), RowChunks::new(&mut self.quad_d, 4 * bpr), RowChunks::new(&mut self.quad_s, 4 * bpr));
         let per_task = ROWS_PER_TASK / 4;
         let task = |t: usize| {
             for q in t * per_task..((t + 1) * per_task).min(quads) {
                 let row = |j: usize| (4 * q + j).min(rows - 1);
-                // SAFETY: quad `q` owns elements q·4·cols.. and q·4·bpr.. of the buffers resized
-                // above; tasks cover disjoint quads.
-                let (pq, dq, sq) = unsafe {
-                    (
-                        std::slice::from_raw_parts_mut(paired.get().add(q * 4 * cols), 4 * cols),
-                        std::slice::from_raw_parts_mut(qd.get().add(q * 4 * bpr), 4 * bpr),
-                        std::slice::from_raw_parts_mut(qsum.get().add(q * 4 * bpr), 4 * bpr),
-                    )
-                };
+                // SAFETY: quad `q` is inside the buffers resized above; tasks cover disjoint quads.
+                let (pq, dq, sq) = unsafe { (paired.rows(q, q + 1), qd.rows(q, q + 1), qsum.rows(q, q + 1)) };
                 for k in 0..2 {
                     let (a, b) = (&qs[row(2 * k) * cols..][..cols], &qs[row(2 * k + 1) * cols..][..cols]);
                     let dst = &mut pq[k * 2 * cols..(k + 1) * 2 * cols];
@@ -224,6 +208,7 @@ impl Q8Activations {
         self.super_blocks.row(r)
     }
 
+    /// Row `r` in 32-element blocks; only after a call that quantized blocks.
     pub fn row(&self, r: usize) -> Q8Row<'_> {
         let (c, b) = (self.cols, self.cols / QK);
         Q8Row { qs: &self.qs[r * c..(r + 1) * c], d: &self.d[r * b..(r + 1) * b], s: &self.s[r * b..(r + 1) * b] }
@@ -231,7 +216,36 @@ impl Q8Activations {
 }
 
 /// Rows quantized per parallel task (a multiple of 4: a task builds whole quads).
-const ROWS_PER_TASK: usize = 16;
+pub(super) const ROWS_PER_TASK: usize = 16;
+
+/// Runs `f(lo, hi)` for the rows `0..rows` in tasks of [`ROWS_PER_TASK`] on `pool`.
+pub(super) fn for_row_tasks(pool: &WorkerPool, rows: usize, f: &(dyn Fn(usize, usize) + Sync)) {
+    pool.for_each(rows.div_ceil(ROWS_PER_TASK), &|task| f(task * ROWS_PER_TASK, ((task + 1) * ROWS_PER_TASK).min(rows)));
+}
+
+/// A row-major buffer that pool tasks fill a range of rows each (`per_row` elements a row).
+pub(super) struct RowChunks<T> {
+    base: DisjointPtr<T>,
+    len: usize,
+    per_row: usize,
+}
+
+impl<T> RowChunks<T> {
+    pub(super) fn new(buf: &mut [T], per_row: usize) -> Self {
+        RowChunks { base: DisjointPtr(buf.as_mut_ptr()), len: buf.len(), per_row }
+    }
+
+    /// Rows `lo..hi`.
+    ///
+    /// # Safety
+    /// No other live slice covers these rows (each task takes its own), and the buffer given to
+    /// [`RowChunks::new`] outlives the result.
+    #[allow(clippy::mut_from_ref)] // disjoint ranges per task: the point of the type
+    pub(super) unsafe fn rows(&self, lo: usize, hi: usize) -> &mut [T] {
+        assert!(lo <= hi && hi * self.per_row <= self.len, "rows {lo}..{hi} outside the buffer");
+        std::slice::from_raw_parts_mut(self.base.get().add(lo * self.per_row), (hi - lo) * self.per_row)
+    }
+}
 
 /// Whether this CPU runs the AVX-512 VNNI kernels, the quads' only reader.
 fn quads_wanted() -> bool {

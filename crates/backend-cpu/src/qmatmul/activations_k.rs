@@ -13,7 +13,7 @@
 
 use rill_backend::quant::QK_K;
 
-use crate::pool::DisjointPtr;
+use super::activations::{for_row_tasks, RowChunks, ROWS_PER_TASK};
 use crate::WorkerPool;
 
 /// Codes summed per entry of `bsums` (ggml's `QK_K / 16`).
@@ -52,9 +52,6 @@ impl Q8KRow<'_> {
     }
 }
 
-/// Rows quantized per parallel task.
-const ROWS_PER_TASK: usize = 16;
-
 impl Q8KActivations {
     /// Quantizes `rows` rows of `cols` values (a multiple of 256), on `pool` when there are many
     /// rows; every super-block is quantized by the same code, so the split never shows.
@@ -68,26 +65,15 @@ impl Q8KActivations {
         self.sums32.resize(blocks * QK_K / 32, 0);
         let pool = pool.filter(|p| p.threads() > 1 && rows >= 2 * ROWS_PER_TASK);
         let Some(pool) = pool else {
-            quantize_rows(&x[..rows * cols], &mut self.qs, &mut self.d, &mut self.bsums);
-            return pair_sums(&self.bsums, &mut self.sums32);
+            return quantize_rows(&x[..rows * cols], &mut self.qs, &mut self.d, &mut self.bsums, &mut self.sums32);
         };
         let (bpr, spr) = (cols / QK_K, cols / BSUM_LEN);
-        let (qs, d, bs) = (DisjointPtr(self.qs.as_mut_ptr()), DisjointPtr(self.d.as_mut_ptr()), DisjointPtr(self.bsums.as_mut_ptr()));
-        pool.for_each(rows.div_ceil(ROWS_PER_TASK), &|task| {
-            let (lo, hi) = (task * ROWS_PER_TASK, ((task + 1) * ROWS_PER_TASK).min(rows));
-            let n = hi - lo;
-            // SAFETY: task ranges are disjoint and inside the buffers resized above, which
-            // outlive the pool call.
-            let (qs, d, bs) = unsafe {
-                (
-                    std::slice::from_raw_parts_mut(qs.get().add(lo * cols), n * cols),
-                    std::slice::from_raw_parts_mut(d.get().add(lo * bpr), n * bpr),
-                    std::slice::from_raw_parts_mut(bs.get().add(lo * spr), n * spr),
-                )
-            };
-            quantize_rows(&x[lo * cols..hi * cols], qs, d, bs);
+        let qs = RowChunks::new(&mut self.qs, cols);
+        let (d, bs, s32) = (RowChunks::new(&mut self.d, bpr), RowChunks::new(&mut self.bsums, spr), RowChunks::new(&mut self.sums32, spr / 2));
+        for_row_tasks(pool, rows, &|lo, hi| {
+            // SAFETY: the tasks' row ranges are disjoint and inside the buffers resized above.
+            unsafe { quantize_rows(&x[lo * cols..hi * cols], qs.rows(lo, hi), d.rows(lo, hi), bs.rows(lo, hi), s32.rows(lo, hi)) };
         });
-        pair_sums(&self.bsums, &mut self.sums32);
     }
 
     pub fn rows(&self) -> usize {
@@ -110,36 +96,34 @@ impl Q8KActivations {
     }
 }
 
-/// `sums32[k] = bsums[2k] + bsums[2k + 1]` (each at most 32·127 in magnitude, so an `i16`).
-fn pair_sums(bsums: &[i16], sums32: &mut [i16]) {
-    for (s, b) in sums32.iter_mut().zip(bsums.chunks_exact(2)) {
-        *s = b[0] + b[1];
-    }
-}
-
-fn quantize_rows(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
+fn quantize_rows(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16], sums32: &mut [i16]) {
     #[cfg(target_arch = "x86_64")]
     if crate::isa::cpu().avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-        return unsafe { quantize_rows_avx2(x, qs, d, bsums) };
+        return unsafe { quantize_rows_avx2(x, qs, d, bsums, sums32) };
     }
-    quantize_super_blocks(x, qs, d, bsums);
+    quantize_super_blocks(x, qs, d, bsums, sums32);
 }
 
 /// The same code compiled for AVX2, where rounding is one instruction instead of a libm call.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn quantize_rows_avx2(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
-    quantize_super_blocks(x, qs, d, bsums)
+unsafe fn quantize_rows_avx2(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16], sums32: &mut [i16]) {
+    quantize_super_blocks(x, qs, d, bsums, sums32)
 }
 
 #[inline(always)]
-fn quantize_super_blocks(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
-    let blocks = x.chunks_exact(QK_K).zip(qs.chunks_exact_mut(QK_K)).zip(d.iter_mut().zip(bsums.chunks_exact_mut(QK_K / BSUM_LEN)));
-    for ((xb, qb), (d, sums)) in blocks {
+fn quantize_super_blocks(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16], sums32: &mut [i16]) {
+    let sums = bsums.chunks_exact_mut(QK_K / BSUM_LEN).zip(sums32.chunks_exact_mut(QK_K / 32));
+    let blocks = x.chunks_exact(QK_K).zip(qs.chunks_exact_mut(QK_K)).zip(d.iter_mut().zip(sums));
+    for ((xb, qb), (d, (b16, b32))) in blocks {
         *d = quantize_super_block(xb.try_into().expect("QK_K chunk"), qb.try_into().expect("QK_K chunk"));
-        for (sum, q) in sums.iter_mut().zip(qb.chunks_exact(BSUM_LEN)) {
+        for (sum, q) in b16.iter_mut().zip(qb.chunks_exact(BSUM_LEN)) {
             *sum = q.iter().map(|&v| v as i16).sum();
+        }
+        // Each at most 32·127 in magnitude, so an `i16`.
+        for (sum, pair) in b32.iter_mut().zip(b16.chunks_exact(2)) {
+            *sum = pair[0] + pair[1];
         }
     }
 }

@@ -64,17 +64,21 @@ unsafe fn tile_kind<K: Kind>(w: &[u8], w_rows: usize, acts: &Q8Activations, out:
         // The buffer is taken out of the thread-local and put back, so the work runs in this
         // function (a closure would be compiled without its target features).
         let mut buf = UNPACKED.with(|b| std::mem::take(&mut *b.borrow_mut()));
-        buf.resize(UNPACK_ROWS * blocks, Unpacked::ZERO);
+        // Grown only: matrices of different widths alternate, and shrinking would make the next
+        // wider call fill it again.
+        if buf.len() < UNPACK_ROWS * blocks {
+            buf.resize(UNPACK_ROWS * blocks, Unpacked::ZERO);
+        }
         for i0 in (0..w_rows).step_by(UNPACK_ROWS) {
             let n = UNPACK_ROWS.min(w_rows - i0);
-            for (k, row) in buf.chunks_exact_mut(blocks).take(n).enumerate() {
+            for (k, row) in buf[..n * blocks].chunks_exact_mut(blocks).enumerate() {
                 let wp = w.as_ptr().add((i0 + k) * row_bytes);
                 for (sb, u) in row.iter_mut().enumerate() {
                     *u = K::unpack(wp.add(sb * K::BLOCK_BYTES));
                 }
             }
             for r in (0..rows).step_by(4) {
-                for (k, row) in buf.chunks_exact(blocks).take(n).enumerate() {
+                for (k, row) in buf[..n * blocks].chunks_exact(blocks).enumerate() {
                     dot_up_to_4::<K>(Source::Unpacked(row), acts, r, out.add(r * stride + i0 + k), stride);
                 }
             }
