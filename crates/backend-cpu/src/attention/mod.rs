@@ -174,10 +174,7 @@ fn dispatch<T: KvElem>(isa: SimdIsa, pool: &WorkerPool, kv: &LayerKv<T>, cache: 
         // sequence (a prompt) share the conversion of every K and V tile. Blocks shrink when
         // there are too few tasks for the threads, and are single tokens when every sequence
         // has one (decode), where nothing is shared.
-        let per_block = match n > batch.num_seqs {
-            true => (pairs / (SPLIT_BELOW_TASKS_PER_THREAD * pool.threads())).clamp(1, QUERY_TILE),
-            false => 1,
-        };
+        let per_block = if n > batch.num_seqs { (pairs / (SPLIT_BELOW_TASKS_PER_THREAD * pool.threads())).clamp(1, QUERY_TILE) } else { 1 };
         let out = DisjointPtr(out.as_mut_ptr());
         pool.for_each(n.div_ceil(per_block) * l.kv_heads, &|task| {
             let (block, kvh) = (task / l.kv_heads, task % l.kv_heads);
