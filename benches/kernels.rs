@@ -87,8 +87,17 @@ fn tile_per_isa(c: &mut Criterion) {
             g.throughput(Throughput::Elements(2 * (16 * cols * rows) as u64));
             for isa in Isa::available() {
                 let id = BenchmarkId::new(format!("{dtype} {}", isa.name()), format!("{rows} rows"));
+                // The layout production multiplies on this ISA (Q4_K: interleaved at load).
+                let interleaved = qmatmul::interleaves(isa, dtype).then(|| qmatmul::InterleavedQ4K::new(&w, 16, cols));
                 // SAFETY: `isa` is available, `w` holds 16 rows, `out` holds rows × 16.
-                g.bench_function(id, |b| b.iter(|| unsafe { qmatmul::tile(isa, dtype, &w, 16, &acts, out.as_mut_ptr(), 16) }));
+                g.bench_function(id, |b| {
+                    b.iter(|| unsafe {
+                        match &interleaved {
+                            Some(iw) => qmatmul::tile_interleaved(isa, iw.groups(0, 16), 16, &acts, out.as_mut_ptr(), 16),
+                            None => qmatmul::tile(isa, dtype, &w, 16, &acts, out.as_mut_ptr(), 16),
+                        }
+                    })
+                });
             }
         }
     }

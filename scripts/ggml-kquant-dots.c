@@ -1,11 +1,15 @@
-// Records the bits `k_quant_dots_equal_ggml_bits` (crates/backend-cpu/src/qmatmul/tests.rs) holds:
-// ggml's own x86 `quantize_row_q8_K` and `ggml_vec_dot_q{4,5,6}_K_q8_K` on LCG-made blocks.
+// Records the bits `k_quant_dots_equal_ggml_bits` and `q4_k_equals_ggml_repacked_gemm_bits`
+// (crates/backend-cpu/src/qmatmul/tests.rs) hold: ggml's own x86 `quantize_row_q8_K` and
+// `ggml_vec_dot_q{5,6}_K_q8_K` on LCG-made blocks, and for Q4_K what llama.cpp runs on x86: rows
+// repacked 8 at a time (`make_block_q4_Kx8`, transcribed below from repack.cpp), activations by
+// `ggml_quantize_mat_q8_K_4x8`, dots by `ggml_gemm_q4_K_8x8_q8_K` (its AVX-512 path for 16 rows).
 //
 //   B=.cache/llama.cpp/build/bin   # scripts/llama-cpp-build.sh
 //   gcc -O2 scripts/ggml-kquant-dots.c -o target/ggml-kquant-dots -L$B -lggml-cpu -lggml-base \
 //       -Wl,-rpath,$B && target/ggml-kquant-dots
 //
-// Prints, per type, the 8 dots [activation row][weight row] as f32 bit patterns.
+// Prints, per type, the 8 dots [activation row][weight row] as f32 bit patterns, then the Q4_K
+// GEMM's 64 (4 activation rows x 16 weight rows).
 #include <stdio.h>
 #include <stdint.h>
 #include <string.h>
@@ -23,6 +27,24 @@ static void fill(uint8_t *w, int rows, int nb, int size, int d_off, int dmin_off
     for (int i = 0; i < size; i++) blk[i] = next();
     uint16_t d = 0x2000 + r * 7 + b * 3; memcpy(blk + d_off, &d, 2);
     if (dmin_off >= 0) { uint16_t m = 0x1C00 + r * 5 + b; memcpy(blk + dmin_off, &m, 2); }
+  }
+}
+void ggml_quantize_mat_q8_K_4x8(const float * x, void * vy, int64_t k);
+void ggml_gemm_q4_K_8x8_q8_K(int n, float * s, size_t bs, const void * vx, const void * vy, int nr, int nc);
+// ggml's block_q4_Kx8 from 8 block_q4_K (d, dmin, scales[12], qs[128]): make_block_q4_Kx8, 8-byte interleave.
+static void make_q4_kx8(const uint8_t *in[8], uint8_t *out) {
+  uint16_t *d = (uint16_t *)out, *dmin = d + 8; uint8_t *sc = out + 32, *qs = out + 128;
+  for (int i = 0; i < 8; i++) { memcpy(d + i, in[i], 2); memcpy(dmin + i, in[i] + 2, 2); }
+  for (int i = 0; i < 128; i++) memcpy(qs + 8 * i, in[i % 8] + 16 + (i / 8) * 8, 8);
+  for (int half = 0; half < 2; half++) for (int i = 0; i < 4; i++) {
+    uint8_t s[8], m[8];
+    for (int j = 0; j < 8; j++) {
+      const uint8_t *q = in[j] + 4;
+      if (!half) { s[j] = q[i] & 63; m[j] = q[i + 4] & 63; }
+      else { s[j] = ((q[i] & 192) >> 2) | (q[i + 8] & 15); m[j] = ((q[i + 4] & 192) >> 2) | ((q[i + 8] & 240) >> 4); }
+    }
+    uint8_t *o = sc + 48 * half + 12 * i;
+    for (int j = 0; j < 4; j++) { o[j] = (s[j] & 63) + ((s[j + 4] & 48) << 2); o[4 + j] = (m[j] & 63) + ((m[j + 4] & 48) << 2); o[8 + j] = (s[j + 4] & 15) + ((m[j + 4] & 15) << 4); }
   }
 }
 void ggml_cpu_init(void);
@@ -46,5 +68,20 @@ int main(void) {
     }
     printf("\n");
   }
+  // Q4_K as llama.cpp multiplies it on x86: 16 rows repacked, 4 activation rows at once.
+  st = 12345;
+  uint8_t w4[16 * 2 * 144], packed[2 * 2 * 1152], q8x4[2 * 1060];
+  fill(w4, 16, 2, 144, 0, 2);
+  for (int g = 0; g < 2; g++) for (int b = 0; b < 2; b++) {
+    const uint8_t *in[8];
+    for (int j = 0; j < 8; j++) in[j] = w4 + ((g * 8 + j) * 2 + b) * 144;
+    make_q4_kx8(in, packed + (g * 2 + b) * 1152);
+  }
+  ggml_quantize_mat_q8_K_4x8(x, q8x4, C);
+  float s4[4 * 16];
+  ggml_gemm_q4_K_8x8_q8_K(C, s4, 16, packed, q8x4, 4, 16);
+  printf("Q4K gemm:");
+  for (int i = 0; i < 64; i++) { uint32_t b; memcpy(&b, s4 + i, 4); printf(" 0x%08x", b); }
+  printf("\n");
   return 0;
 }

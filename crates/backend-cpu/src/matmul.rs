@@ -9,17 +9,20 @@
 //! (q/k/v, gate/up) run in one call, so the input is quantized once and the pool wakes once.
 
 use std::cell::RefCell;
+use std::sync::OnceLock;
 
 use rill_backend::{quant, BackendError, BackendResult, DType, MatrixSource};
 
 use crate::pool::DisjointPtr;
 use crate::isa::QuantIsa;
-use crate::qmatmul::{self, Formats, Q8Activations};
+use crate::qmatmul::{self, Formats, InterleavedQ4K, Q8Activations};
 use crate::{check_len, WorkerPool};
 
 /// Output rows per parallel task of a batched matmul: enough work to amortize claiming it, small
 /// enough to balance; also the tile of float weight rows dequantized at a time.
 const ROWS_PER_TASK: usize = 16;
+// Task ranges start at multiples of the task size, so they start on interleaved groups.
+const _: () = assert!(ROWS_PER_TASK.is_multiple_of(qmatmul::INTERLEAVED_ROWS));
 /// Activation rows up to which a matmul is bound by streaming its weights from memory (decode
 /// steps of a few sequences). Then each thread gets one contiguous range of every matrix, one long
 /// stream the hardware prefetcher follows: 16-row tasks claimed in turn by the threads made each
@@ -57,6 +60,9 @@ pub enum MatmulMode {
 pub struct CpuMatrix {
     source: MatrixSource,
     row_bytes: usize,
+    /// The rows rearranged for this CPU's kernel where it wants them ([`qmatmul::interleaves`]),
+    /// made by the first integer matmul (an embedding table only gathered never needs it).
+    interleaved: OnceLock<Option<InterleavedQ4K>>,
 }
 
 impl CpuMatrix {
@@ -72,7 +78,7 @@ impl CpuMatrix {
             let detail = format!("{}: {} bytes for {}x{} {}", source.name, source.bytes.len(), source.rows, source.cols, source.dtype);
             return Err(BackendError::Shape { op: "upload_matrix", detail });
         }
-        Ok(CpuMatrix { source, row_bytes })
+        Ok(CpuMatrix { source, row_bytes, interleaved: OnceLock::new() })
     }
 
     pub fn rows(&self) -> usize {
@@ -104,6 +110,13 @@ impl CpuMatrix {
         qmatmul::is_integer_dtype(self.source.dtype)
     }
 
+    /// The interleaved copy `isa` multiplies, made on first use; `None` where `isa` reads the
+    /// file's layout.
+    fn interleaved(&self, isa: QuantIsa) -> Option<&InterleavedQ4K> {
+        let make = || qmatmul::interleaves(isa, self.dtype()).then(|| InterleavedQ4K::new(&self.source.bytes, self.rows(), self.cols()));
+        self.interleaved.get_or_init(make).as_ref()
+    }
+
     /// `out[t] = self[tokens[t]]`: the embedding lookup.
     pub fn gather(&self, tokens: &[u32], n: usize, out: &mut [f32]) -> BackendResult<()> {
         let cols = self.cols();
@@ -128,9 +141,15 @@ impl CpuMatrix {
     fn run_task(&self, mode: MatmulMode, isa: QuantIsa, acts: &Q8Activations, x: &[f32], rows: usize, lo: usize, hi: usize, out: *mut f32) {
         let m = self.rows();
         if self.is_integer() && mode == MatmulMode::Integer {
-            // SAFETY: `isa` comes from `QuantIsa::selected`; the slice holds rows lo..hi; the caller
-            // guarantees `out` covers `rows * m` and that only this task writes columns lo..hi.
-            unsafe { qmatmul::tile(isa, self.dtype(), self.rows_bytes(lo, hi), hi - lo, acts, out.add(lo), m) };
+            // SAFETY: `isa` comes from `QuantIsa::selected`; the slices hold rows lo..hi (`lo` is a
+            // multiple of the task size, 16); the caller guarantees `out` covers `rows * m` and
+            // that only this task writes columns lo..hi.
+            unsafe {
+                match self.interleaved(isa) {
+                    Some(w) => qmatmul::tile_interleaved(isa, w.groups(lo, hi), hi - lo, acts, out.add(lo), m),
+                    None => qmatmul::tile(isa, self.dtype(), self.rows_bytes(lo, hi), hi - lo, acts, out.add(lo), m),
+                }
+            }
             return;
         }
         let k = self.cols();
@@ -195,6 +214,10 @@ pub fn matmul_many<O: AsMut<[f32]>>(pool: &WorkerPool, mode: MatmulMode, x: &[f3
         }
         let acts = &*acts;
         let isa = QuantIsa::selected();
+        if mode == MatmulMode::Integer {
+            // Made here, once, rather than by the first task to reach each matrix.
+            jobs.iter().for_each(|(w, _)| _ = w.interleaved(isa));
+        }
         let matrices: [Option<&CpuMatrix>; MAX_MATRICES] = std::array::from_fn(|j| jobs.get(j).map(|(w, _)| *w));
         pool.for_each(total, &|task| {
             let j = ends.iter().position(|&e| task < e).expect("task below the last end");

@@ -1,4 +1,4 @@
-//! AVX2 kernels for the k-quants (Q4_K, Q5_K, Q6_K) against ggml's `block_q8_K` activations, for
+//! AVX2 kernels for Q5_K and Q6_K (Q4_K: [`super::avx2_q4k`]) against ggml's `block_q8_K` activations, for
 //! x86 CPUs without AVX-512 VNNI: ggml's own AVX2 `ggml_vec_dot_q*_K_q8_K` (32 codes per
 //! register, `vpmaddubsw` into pairs, `vpmaddwd` by the sub-block scale into 8 lanes), so the
 //! results have the bits of [`super::portable::dot_row_k`]. One weight row at a time against up
@@ -8,16 +8,16 @@
 use std::arch::x86_64::*;
 use std::mem::offset_of;
 
-use rill_backend::quant::{scales_mins_k4, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
+use rill_backend::quant::{scales_mins_k4, BlockQ5K, BlockQ6K, QK_K};
 use rill_backend::DType;
 
 use super::activations::Q8Activations;
 use super::activations_k::Q8KRow;
 use super::f16_to_f32;
-use super::x86::{hsum4, hsum8, prefetch, q45k_codes, q5k_high_bits, q6k_codes, PREFETCH_ROWS};
+use super::x86::{hsum8, prefetch, q5k_codes, q6k_codes, PREFETCH_ROWS};
 
 pub fn supports(dtype: DType) -> bool {
-    matches!(dtype, DType::Q4K | DType::Q5K | DType::Q6K)
+    matches!(dtype, DType::Q5K | DType::Q6K)
 }
 
 /// As [`super::avx512_kquants::tile`], for AVX2 machines.
@@ -49,8 +49,7 @@ pub unsafe fn tile(dtype: DType, w: &[u8], w_rows: usize, acts: &Q8Activations, 
 unsafe fn row_dot<const NR: usize>(dtype: DType, row: *const u8, acts: &Q8Activations, r0: usize, out: *mut f32, stride: usize) {
     let xs: [Q8KRow<'_>; NR] = std::array::from_fn(|j| acts.super_block_row(r0 + j));
     let sums = match dtype {
-        DType::Q4K => row_q45k::<NR, false>(row, &xs, acts.cols() / QK_K),
-        DType::Q5K => row_q45k::<NR, true>(row, &xs, acts.cols() / QK_K),
+        DType::Q5K => row_q5k::<NR>(row, &xs, acts.cols() / QK_K),
         _ => row_q6k::<NR>(row, &xs, acts.cols() / QK_K),
     };
     for (j, v) in sums.into_iter().enumerate() {
@@ -59,24 +58,20 @@ unsafe fn row_dot<const NR: usize>(dtype: DType, row: *const u8, acts: &Q8Activa
 }
 
 #[inline(always)]
-unsafe fn row_q45k<const NR: usize, const FIVE: bool>(row: *const u8, xs: &[Q8KRow<'_>; NR], blocks: usize) -> [f32; NR] {
+unsafe fn row_q5k<const NR: usize>(row: *const u8, xs: &[Q8KRow<'_>; NR], blocks: usize) -> [f32; NR] {
     let mut acc = [_mm256_setzero_ps(); NR];
-    let mut acc_m = [_mm_setzero_ps(); NR];
     let mut summs = [0f32; NR];
     for sb in 0..blocks {
         // Blocks may be unaligned: fields are read through raw pointers, never references.
-        // Q4_K and Q5_K share the header (d, dmin, scales); Q5_K's `qh` sits before its `qs`.
-        let blk = row.add(sb * if FIVE { size_of::<BlockQ5K>() } else { size_of::<BlockQ4K>() });
-        let qs = blk.add(if FIVE { offset_of!(BlockQ5K, qs) } else { offset_of!(BlockQ4K, qs) });
-        let d = f16_to_f32(blk.add(offset_of!(BlockQ4K, d)).cast::<u16>().read_unaligned());
-        let dmin = f16_to_f32(blk.add(offset_of!(BlockQ4K, dmin)).cast::<u16>().read_unaligned());
-        let sm = scales_mins_k4(&*blk.add(offset_of!(BlockQ4K, scales)).cast::<[u8; 12]>());
+        let blk = row.add(sb * size_of::<BlockQ5K>());
+        let d = f16_to_f32(blk.add(offset_of!(BlockQ5K, d)).cast::<u16>().read_unaligned());
+        let dmin = f16_to_f32(blk.add(offset_of!(BlockQ5K, dmin)).cast::<u16>().read_unaligned());
+        let sm = scales_mins_k4(&*blk.add(offset_of!(BlockQ5K, scales)).cast::<[u8; 12]>());
         let mins8 = _mm256_extracti128_si256::<1>(_mm256_cvtepu8_epi16(_mm_loadu_si128(sm.as_ptr().cast())));
-        let hbits = q5k_high_bits::<FIVE>(blk);
         let mut sumi = [_mm256_setzero_si256(); NR];
         for j in 0..4 {
             let (scale_lo, scale_hi) = (_mm256_set1_epi16(sm[2 * j] as i16), _mm256_set1_epi16(sm[2 * j + 1] as i16));
-            let (lo, hi) = q45k_codes::<FIVE>(qs, hbits, j);
+            let (lo, hi) = q5k_codes(blk, j);
             for r in 0..NR {
                 let x = xs[r].qs.as_ptr().add(sb * QK_K + 64 * j);
                 let p_lo = _mm256_madd_epi16(scale_lo, _mm256_maddubs_epi16(lo, _mm256_loadu_si256(x.cast())));
@@ -88,16 +83,11 @@ unsafe fn row_q45k<const NR: usize, const FIVE: bool>(row: *const u8, xs: &[Q8KR
             let xd = xs[r].d[sb];
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(xd * d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
             let prod = _mm_madd_epi16(mins8, _mm_loadu_si128(xs[r].sums32.as_ptr().add(sb * 8).cast()));
-            let neg_dmin = -xd * dmin;
-            if FIVE {
-                let h = _mm_hadd_epi32(_mm_hadd_epi32(prod, _mm_setzero_si128()), _mm_setzero_si128());
-                summs[r] = neg_dmin.mul_add(_mm_cvtsi128_si32(h) as f32, summs[r]);
-            } else {
-                acc_m[r] = _mm_fmadd_ps(_mm_set1_ps(neg_dmin), _mm_cvtepi32_ps(prod), acc_m[r]);
-            }
+            let h = _mm_hadd_epi32(_mm_hadd_epi32(prod, _mm_setzero_si128()), _mm_setzero_si128());
+            summs[r] = (-xd * dmin).mul_add(_mm_cvtsi128_si32(h) as f32, summs[r]);
         }
     }
-    std::array::from_fn(|r| hsum8(acc[r]) + hsum4(acc_m[r]) + summs[r])
+    std::array::from_fn(|r| hsum8(acc[r]) + summs[r])
 }
 
 #[inline(always)]

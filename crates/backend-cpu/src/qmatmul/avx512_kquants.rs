@@ -1,4 +1,4 @@
-//! AVX-512 VNNI kernels for the k-quants (Q4_K, Q5_K, Q6_K) against ggml's `block_q8_K`
+//! AVX-512 VNNI kernels for Q5_K and Q6_K (Q4_K: [`super::avx512_q4k`]) against ggml's `block_q8_K`
 //! activations. A super-block's 256 codes are unpacked 64 at a time into element order, so they
 //! line up with 64 activation bytes; `vpmaddubsw` multiplies them into pairs and `vpdpwssd`
 //! multiplies the pairs by their sub-block scales and accumulates, all in integers. The float
@@ -17,16 +17,16 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::mem::offset_of;
 
-use rill_backend::quant::{scales_mins_k4, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
+use rill_backend::quant::{scales_mins_k4, BlockQ5K, BlockQ6K, QK_K};
 use rill_backend::DType;
 
 use super::activations::Q8Activations;
 use super::activations_k::Q8KRow;
 use super::f16_to_f32;
-use super::x86::{hsum4, hsum8, prefetch, q45k_codes, q5k_high_bits, q6k_codes, PREFETCH_ROWS};
+use super::x86::{hsum8, prefetch, q5k_codes, q6k_codes, PREFETCH_ROWS};
 
 pub fn supports(dtype: DType) -> bool {
-    matches!(dtype, DType::Q4K | DType::Q5K | DType::Q6K)
+    matches!(dtype, DType::Q5K | DType::Q6K)
 }
 
 /// As [`super::avx512::tile`], for the k-quants.
@@ -38,8 +38,7 @@ pub fn supports(dtype: DType) -> bool {
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn tile(dtype: DType, w: &[u8], w_rows: usize, acts: &Q8Activations, out: *mut f32, stride: usize) {
     match dtype {
-        DType::Q4K => tile_kind::<Q45<false>>(w, w_rows, acts, out, stride),
-        DType::Q5K => tile_kind::<Q45<true>>(w, w_rows, acts, out, stride),
+        DType::Q5K => tile_kind::<Q5>(w, w_rows, acts, out, stride),
         _ => tile_kind::<Q6>(w, w_rows, acts, out, stride),
     }
 }
@@ -114,9 +113,9 @@ unsafe fn dot_up_to_4<K: Kind>(src: Source<'_>, acts: &Q8Activations, r0: usize,
 struct Unpacked {
     codes: [__m512i; 4],
     scales: [__m512i; 4],
-    /// Q4_K/Q5_K: the eight mins (16-bit). Q6_K: unused.
+    /// Q5_K: the eight mins (16-bit). Q6_K: unused.
     mins: __m128i,
-    /// Q6_K: the sixteen scales (16-bit), for the `−32` offset. Q4_K/Q5_K: unused.
+    /// Q6_K: the sixteen scales (16-bit), for the `−32` offset. Q5_K: unused.
     scales16: __m256i,
     d: f32,
     dmin: f32,
@@ -133,54 +132,40 @@ trait Kind {
     /// `blk` points at a whole (possibly unaligned) block; AVX-512 BW and F16C.
     unsafe fn unpack(blk: *const u8) -> Unpacked;
     /// Adds the super-block's integer lanes `sumi` (already folded to ggml's 8) against
-    /// super-block `sb` of activation row `x` into `acc` (and the mins into `acc_m` / `summs`).
-    unsafe fn finish(u: &Unpacked, sumi: __m256i, x: &Q8KRow<'_>, sb: usize, acc: &mut __m256, acc_m: &mut __m128, summs: &mut f32);
+    /// super-block `sb` of activation row `x` into `acc` (and the mins into `summs`).
+    unsafe fn finish(u: &Unpacked, sumi: __m256i, x: &Q8KRow<'_>, sb: usize, acc: &mut __m256, summs: &mut f32);
 }
 
-/// Q4_K (`FIVE = false`) and Q5_K.
-struct Q45<const FIVE: bool>;
+struct Q5;
 struct Q6;
 
-/// Q4_K and Q5_K: chunk `j` holds sub-blocks `2j` (low nibbles) and `2j + 1` (high nibbles,
-/// plus for Q5_K the fifth bits `2j`, `2j + 1` of `qh`).
-#[inline(always)]
-unsafe fn unpack_q45k<const FIVE: bool>(blk: *const u8) -> Unpacked {
-    // Q4_K and Q5_K share the header (d, dmin, scales); Q5_K's `qh` sits before its `qs`.
-    // Blocks may be unaligned: fields are read through raw pointers, never references.
-    let qs = blk.add(if FIVE { offset_of!(BlockQ5K, qs) } else { offset_of!(BlockQ4K, qs) });
-    let d = f16_to_f32(blk.add(offset_of!(BlockQ4K, d)).cast::<u16>().read_unaligned());
-    let dmin = f16_to_f32(blk.add(offset_of!(BlockQ4K, dmin)).cast::<u16>().read_unaligned());
-    let sm = _mm256_cvtepu8_epi16(_mm_loadu_si128(scales_mins_k4(&*blk.add(offset_of!(BlockQ4K, scales)).cast::<[u8; 12]>()).as_ptr().cast()));
-    let scales4 = _mm512_broadcast_i32x4(_mm256_castsi256_si128(sm));
-    let hbits = q5k_high_bits::<FIVE>(blk);
-    let mut u = Unpacked { mins: _mm256_extracti128_si256::<1>(sm), d, dmin, ..Unpacked::ZERO };
-    let pick = _mm512_loadu_si512(PICK_Q4K.as_ptr().cast());
-    for j in 0..4 {
-        u.scales[j] = _mm512_shuffle_epi8(scales4, _mm512_add_epi8(pick, _mm512_set1_epi8(4 * j as i8)));
-        let (lo, hi) = q45k_codes::<FIVE>(qs, hbits, j);
-        u.codes[j] = join(lo, hi);
-    }
-    u
-}
-
-impl<const FIVE: bool> Kind for Q45<FIVE> {
-    const BLOCK_BYTES: usize = if FIVE { size_of::<BlockQ5K>() } else { size_of::<BlockQ4K>() };
+/// Q5_K: chunk `j` holds sub-blocks `2j` (low nibbles) and `2j + 1` (high nibbles), each with
+/// its fifth bits from `qh`; the mins go to ggml's scalar `summs`.
+impl Kind for Q5 {
+    const BLOCK_BYTES: usize = size_of::<BlockQ5K>();
     #[inline(always)]
     unsafe fn unpack(blk: *const u8) -> Unpacked {
-        unpack_q45k::<FIVE>(blk)
+        // Blocks may be unaligned: fields are read through raw pointers, never references.
+        let d = f16_to_f32(blk.add(offset_of!(BlockQ5K, d)).cast::<u16>().read_unaligned());
+        let dmin = f16_to_f32(blk.add(offset_of!(BlockQ5K, dmin)).cast::<u16>().read_unaligned());
+        let sm = _mm256_cvtepu8_epi16(_mm_loadu_si128(scales_mins_k4(&*blk.add(offset_of!(BlockQ5K, scales)).cast::<[u8; 12]>()).as_ptr().cast()));
+        let scales4 = _mm512_broadcast_i32x4(_mm256_castsi256_si128(sm));
+        let mut u = Unpacked { mins: _mm256_extracti128_si256::<1>(sm), d, dmin, ..Unpacked::ZERO };
+        let pick = _mm512_loadu_si512(PICK_Q5K.as_ptr().cast());
+        for j in 0..4 {
+            u.scales[j] = _mm512_shuffle_epi8(scales4, _mm512_add_epi8(pick, _mm512_set1_epi8(4 * j as i8)));
+            let (lo, hi) = q5k_codes(blk, j);
+            u.codes[j] = join(lo, hi);
+        }
+        u
     }
-    /// Q4_K's mins go to ggml's four-lane `acc_m`, Q5_K's to its scalar `summs`.
     #[inline(always)]
-    unsafe fn finish(u: &Unpacked, sumi: __m256i, x: &Q8KRow<'_>, sb: usize, acc: &mut __m256, acc_m: &mut __m128, summs: &mut f32) {
+    unsafe fn finish(u: &Unpacked, sumi: __m256i, x: &Q8KRow<'_>, sb: usize, acc: &mut __m256, summs: &mut f32) {
         let xd = x.d[sb];
         *acc = _mm256_fmadd_ps(_mm256_set1_ps(xd * u.d), _mm256_cvtepi32_ps(sumi), *acc);
         let prod = _mm_madd_epi16(u.mins, _mm_loadu_si128(x.sums32.as_ptr().add(sb * 8).cast()));
-        if FIVE {
-            let h = _mm_hadd_epi32(_mm_hadd_epi32(prod, _mm_setzero_si128()), _mm_setzero_si128());
-            *summs = (-xd * u.dmin).mul_add(_mm_cvtsi128_si32(h) as f32, *summs);
-        } else {
-            *acc_m = _mm_fmadd_ps(_mm_set1_ps(-xd * u.dmin), _mm_cvtepi32_ps(prod), *acc_m);
-        }
+        let h = _mm_hadd_epi32(_mm_hadd_epi32(prod, _mm_setzero_si128()), _mm_setzero_si128());
+        *summs = (-xd * u.dmin).mul_add(_mm_cvtsi128_si32(h) as f32, *summs);
     }
 }
 
@@ -207,7 +192,7 @@ impl Kind for Q6 {
         u
     }
     #[inline(always)]
-    unsafe fn finish(u: &Unpacked, sumi: __m256i, x: &Q8KRow<'_>, sb: usize, acc: &mut __m256, _: &mut __m128, _: &mut f32) {
+    unsafe fn finish(u: &Unpacked, sumi: __m256i, x: &Q8KRow<'_>, sb: usize, acc: &mut __m256, _: &mut f32) {
         let bsums = _mm256_loadu_si256(x.bsums.as_ptr().add(sb * 16).cast());
         let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, u.scales16));
         let lanes = _mm256_sub_epi32(sumi, offset);
@@ -230,7 +215,6 @@ enum Source<'a> {
 unsafe fn dot_rows<K: Kind, const NR: usize>(src: Source<'_>, acts: &Q8Activations, r0: usize, out: *mut f32, stride: usize) {
     let xs: [Q8KRow<'_>; NR] = std::array::from_fn(|j| acts.super_block_row(r0 + j));
     let mut acc = [_mm256_setzero_ps(); NR];
-    let mut acc_m = [_mm_setzero_ps(); NR];
     let mut summs = [0f32; NR];
     for sb in 0..acts.cols() / QK_K {
         let u = match src {
@@ -245,18 +229,18 @@ unsafe fn dot_rows<K: Kind, const NR: usize>(src: Source<'_>, acts: &Q8Activatio
             }
         }
         for r in 0..NR {
-            K::finish(&u, fold(sumi[r]), &xs[r], sb, &mut acc[r], &mut acc_m[r], &mut summs[r]);
+            K::finish(&u, fold(sumi[r]), &xs[r], sb, &mut acc[r], &mut summs[r]);
         }
     }
     for r in 0..NR {
-        *out.add(r * stride) = hsum8(acc[r]) + hsum4(acc_m[r]) + summs[r];
+        *out.add(r * stride) = hsum8(acc[r]) + summs[r];
     }
 }
 
 /// The byte shuffle that spreads 16-bit scale 0 over the low 256 bits and scale 1 over the high
-/// 256 bits (of each 128-bit copy of the eight scales); chunk `j` of Q4_K/Q5_K adds `4j` to
+/// 256 bits (of each 128-bit copy of the eight scales); chunk `j` of Q5_K adds `4j` to
 /// every byte (scales `2j`, `2j + 1`).
-const PICK_Q4K: [u8; 64] = [
+const PICK_Q5K: [u8; 64] = [
     0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, //
     2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3,
 ];

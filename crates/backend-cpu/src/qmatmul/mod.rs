@@ -4,11 +4,13 @@
 //! numerics: results match a float reference only within the activations' rounding (see the
 //! parity tests). The 32-element formats read [`Q8Row`]s (ggml's Q8_0/Q8_1), the k-quants
 //! [`Q8KRow`]s (ggml's Q8_K: one scale per 256, so a super-block's sub-blocks add up in
-//! integers). Every kernel adds its float terms in the order of ggml's x86 `ggml_vec_dot_*` (see
-//! `portable`), so all of them give llama.cpp's bits.
+//! integers). Every kernel adds its float terms in the order of the x86 kernel llama.cpp runs for
+//! that type (`ggml_vec_dot_*`, or for Q4_K its repacked GEMM; see `portable`), so all of them
+//! give llama.cpp's bits.
 //!
-//! Kernels, chosen at runtime: AVX-512 VNNI and AVX2 for every integer type, and portable integer
-//! code that defines them and runs everywhere else.
+//! Kernels, chosen at runtime: AVX-512 VNNI and AVX2 for every integer type (Q4_K on rows
+//! interleaved 16 at a time, [`InterleavedQ4K`], as llama.cpp repacks it on x86), and portable
+//! integer code that defines them and runs everywhere else.
 //! `crate::isa` picks the set (`QuantIsa::selected`), which `RILL_CPU_ISA` can narrow, for tests
 //! and benchmarks (`reference` makes `CpuBackend::new` multiply in f32, see `MatmulMode`).
 
@@ -19,10 +21,15 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx2_kquants;
 #[cfg(target_arch = "x86_64")]
+mod avx2_q4k;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_kquants;
+#[cfg(target_arch = "x86_64")]
+mod avx512_q4k;
 mod portable;
+mod q4k_interleaved;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -30,6 +37,7 @@ use rill_backend::DType;
 
 pub use activations::{Formats, Q8Activations, Q8Row, QK};
 pub use activations_k::{Q8KActivations, Q8KRow};
+pub use q4k_interleaved::{InterleavedQ4K, LANES as INTERLEAVED_ROWS};
 /// The kernel sets, chosen in `crate::isa`; `qmatmul::Isa` in the public API (the benches).
 pub use crate::isa::QuantIsa as Isa;
 use crate::isa::QuantIsa;
@@ -51,8 +59,33 @@ unsafe fn f16_to_f32(bits: u16) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
 
+/// Whether `isa` multiplies `dtype` weights rearranged as an [`InterleavedQ4K`] (with
+/// [`tile_interleaved`]) rather than in the file's layout (with [`tile`]). Both give the same bits.
+pub fn interleaves(isa: QuantIsa, dtype: DType) -> bool {
+    cfg!(target_arch = "x86_64") && dtype == DType::Q4K && isa >= QuantIsa::Avx2
+}
+
+/// [`tile`] for the rows of an [`InterleavedQ4K`]: `w` is [`InterleavedQ4K::groups`] of
+/// `w_rows` rows.
+///
+/// # Safety
+/// As [`tile`], and [`interleaves`]`(isa, Q4K)`.
+pub unsafe fn tile_interleaved(isa: QuantIsa, w: &[u8], w_rows: usize, acts: &Q8Activations, out: *mut f32, stride: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa == QuantIsa::Avx512Vnni {
+            return avx512_q4k::tile(w, w_rows, acts, out, stride);
+        }
+        if isa >= QuantIsa::Avx2 {
+            return avx2_q4k::tile(w, w_rows, acts, out, stride);
+        }
+    }
+    unreachable!("{} does not interleave Q4_K ({w_rows} rows, {} bytes, {}, {out:?}, {stride})", isa.name(), w.len(), acts.rows());
+}
+
 /// `out[r·stride + i] = Σ w[i]·x[r]` for the `w_rows` rows of `dtype` weights in `w` (each
-/// `acts.cols()` long) and every row of `acts`.
+/// `acts.cols()` long) and every row of `acts`. Q4_K on an ISA that [`interleaves`] it runs the
+/// portable kernel here: production calls [`tile_interleaved`].
 ///
 /// # Safety
 /// `isa` must be in [`QuantIsa::available`]; `w` holds at least `w_rows` whole rows; `out` is valid

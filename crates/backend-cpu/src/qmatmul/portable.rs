@@ -6,8 +6,9 @@
 //! `ggml_vec_dot_*_q8_*` do (llama.cpp's CPU numerics, which the golden test compares against):
 //! per block, 8 lanes of 4-product integer sums, each lane `acc = fma(d_w·d_x, lane, acc)`; the
 //! offsets of Q4_1 and Q5_1 in a separate scalar `summs = fma(m, s, summs)`; the row's sum `hsum8(acc) + summs` with ggml's
-//! `hsum_float_8` tree. The SIMD kernels compute the same bits. The k-quants sum their
-//! sub-block terms in order (SIMD twins differ only in the order of float additions).
+//! `hsum_float_8` tree. The SIMD kernels compute the same bits. Q5_K and Q6_K follow ggml's
+//! `ggml_vec_dot_q{5,6}_K_q8_K` the same way; Q4_K follows the repacked GEMM llama.cpp runs for it
+//! on x86 (see its twin below).
 
 use rill_backend::quant::{five_bit_codes, scales_mins_k4, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, QuantBlock, QK_K};
 use rill_backend::DType;
@@ -105,21 +106,19 @@ fn lanes_q8_0(b: &BlockQ8_0, x: &[i8]) -> Lanes {
 /// Q5_K come from the activations' 16-element sums, Q6_K's `−32` offset likewise.
 pub fn dot_row_k(dtype: DType, w: &[u8], x: Q8KRow<'_>) -> f32 {
     match dtype {
-        DType::Q4K => k_blocks::<BlockQ4K>(w, x, dot_q4_k),
+        DType::Q4K => dot_row_q4_k(w, x),
         DType::Q5K => k_blocks::<BlockQ5K>(w, x, dot_q5_k),
         DType::Q6K => k_blocks::<BlockQ6K>(w, x, dot_q6_k),
         other => unreachable!("{other} is not a k-quant"),
     }
 }
 
-/// What a super-block adds to a row: 8 lanes of `acc` and, for Q4_K and Q5_K, the min terms.
+/// What a super-block adds to a row: 8 lanes of `acc` and, for Q5_K, the min terms.
 #[derive(Default)]
 struct KAcc {
     acc: [f32; 8],
-    /// Q4_K: ggml's `acc_m`, four lanes of `fma(−d_x·dmin, Σ pairs of m·Σx, ·)`.
-    mins4: [f32; 4],
     /// Q5_K: ggml's scalar `summs`.
-    mins1: f32,
+    mins: f32,
 }
 
 #[inline(always)]
@@ -129,8 +128,7 @@ fn k_blocks<B: QuantBlock>(w: &[u8], x: Q8KRow<'_>, dot: impl Fn(&B, Q8KRow<'_>,
         Some(blocks) => blocks.iter().enumerate().for_each(|(i, b)| dot(b, x.super_block(i), &mut a)),
         None => w.chunks_exact(size_of::<B>()).enumerate().for_each(|(i, bytes)| dot(&bytemuck::pod_read_unaligned::<B>(bytes), x.super_block(i), &mut a)),
     }
-    let m = &a.mins4;
-    hsum8(&a.acc) + ((m[0] + m[2]) + (m[1] + m[3])) + a.mins1
+    hsum8(&a.acc) + a.mins
 }
 
 /// Lane `l` of a super-block: `Σ_k scale(k, l) · Σ_{t<4} code[32k + 4l + t] · x[32k + 4l + t]`.
@@ -150,9 +148,9 @@ fn k_lanes(codes: &[u8; QK_K], x: &[i8], scale: impl Fn(usize, usize) -> i32) ->
     lanes
 }
 
-/// Q4_K and Q5_K after their codes are in element order: the scale of chunk `k` is `sc[k]`.
+/// Q5_K after its codes are in element order: the scale of chunk `k` is `sc[k]`.
 #[inline(always)]
-fn dot_k_sub_blocks(d: f32, dmin: f32, scales: &[u8; 12], codes: &[u8; QK_K], x: Q8KRow<'_>, a: &mut KAcc, fold_mins: bool) {
+fn dot_k_sub_blocks(d: f32, dmin: f32, scales: &[u8; 12], codes: &[u8; QK_K], x: Q8KRow<'_>, a: &mut KAcc) {
     let sm = scales_mins_k4(scales);
     let (d, dmin) = (x.d[0] * d, -x.d[0] * dmin);
     let lanes = k_lanes(codes, x.qs, |k, _| sm[k] as i32);
@@ -161,24 +159,32 @@ fn dot_k_sub_blocks(d: f32, dmin: f32, scales: &[u8; 12], codes: &[u8; QK_K], x:
     }
     let s = x.sums32;
     let pairs: [i32; 4] = std::array::from_fn(|i| sm[8 + 2 * i] as i32 * s[2 * i] as i32 + sm[8 + 2 * i + 1] as i32 * s[2 * i + 1] as i32);
-    if fold_mins {
-        a.mins1 = dmin.mul_add(((pairs[0] + pairs[1]) + (pairs[2] + pairs[3])) as f32, a.mins1);
-    } else {
-        for (m, p) in a.mins4.iter_mut().zip(pairs) {
-            *m = dmin.mul_add(p as f32, *m);
-        }
-    }
+    a.mins = dmin.mul_add(((pairs[0] + pairs[1]) + (pairs[2] + pairs[3])) as f32, a.mins);
 }
 
-fn dot_q4_k(b: &BlockQ4K, x: Q8KRow<'_>, a: &mut KAcc) {
-    let mut codes = [0u8; QK_K];
-    for (p, qs) in b.qs.chunks_exact(32).enumerate() {
-        for (l, &q) in qs.iter().enumerate() {
-            codes[64 * p + l] = q & 0x0F;
-            codes[64 * p + 32 + l] = q >> 4;
+/// Q4_K in the order of llama.cpp's x86 repacked Q4_K GEMM (`ggml_gemm_q4_K_8x8_q8_K`): per
+/// pair of sub-blocks `p`, `acc = fma(sc₂ₚ·dot₂ₚ + sc₂ₚ₊₁·dot₂ₚ₊₁, d·d_x, acc)` and
+/// `mins = fma(m₂ₚ·Σx₂ₚ + m₂ₚ₊₁·Σx₂ₚ₊₁, dmin·d_x, mins)`; the row is `acc − mins`. Every term
+/// belongs to one output, so the 16-lane interleaved kernels (`super::q4k_interleaved`) give the
+/// same bits.
+fn dot_row_q4_k(w: &[u8], x: Q8KRow<'_>) -> f32 {
+    let (mut acc, mut mins) = (0f32, 0f32);
+    for (b, bytes) in w.chunks_exact(size_of::<BlockQ4K>()).enumerate() {
+        let blk: BlockQ4K = bytemuck::pod_read_unaligned(bytes);
+        let xb = x.super_block(b);
+        let sm = scales_mins_k4(&blk.scales);
+        let (d, dmin) = (blk.d.to_f32() * xb.d[0], blk.dmin.to_f32() * xb.d[0]);
+        for p in 0..4 {
+            let (qs, xq) = (&blk.qs[32 * p..32 * p + 32], &xb.qs[64 * p..64 * p + 64]);
+            let lo: i32 = qs.iter().zip(&xq[..32]).map(|(&q, &v)| (q & 0x0F) as i32 * v as i32).sum();
+            let hi: i32 = qs.iter().zip(&xq[32..]).map(|(&q, &v)| (q >> 4) as i32 * v as i32).sum();
+            let sum = sm[2 * p] as i32 * lo + sm[2 * p + 1] as i32 * hi;
+            let min = sm[8 + 2 * p] as i32 * xb.sums32[2 * p] as i32 + sm[9 + 2 * p] as i32 * xb.sums32[2 * p + 1] as i32;
+            acc = (sum as f32).mul_add(d, acc);
+            mins = (min as f32).mul_add(dmin, mins);
         }
     }
-    dot_k_sub_blocks(b.d.to_f32(), b.dmin.to_f32(), &b.scales, &codes, x, a, false)
+    acc - mins
 }
 
 fn dot_q5_k(b: &BlockQ5K, x: Q8KRow<'_>, a: &mut KAcc) {
@@ -190,7 +196,7 @@ fn dot_q5_k(b: &BlockQ5K, x: Q8KRow<'_>, a: &mut KAcc) {
             codes[64 * p + 32 + l] = (q >> 4) | ((h & 2) << 3);
         }
     }
-    dot_k_sub_blocks(b.d.to_f32(), b.dmin.to_f32(), &b.scales, &codes, x, a, true)
+    dot_k_sub_blocks(b.d.to_f32(), b.dmin.to_f32(), &b.scales, &codes, x, a)
 }
 
 /// Q6_K: 16-element sub-blocks `d·sc[j]·(q − 32)`; lane `l` of chunk `k` lies in sub-block

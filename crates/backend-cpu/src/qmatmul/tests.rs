@@ -47,7 +47,14 @@ fn run(isa: QuantIsa, c: &Case, acts: &Q8Activations) -> Vec<Vec<f32>> {
     let (offset, stride) = (3, c.w_rows + 5);
     let mut out = vec![f32::NAN; offset + c.rows * stride];
     // SAFETY: `isa` is available, `w` holds `w_rows` rows, every index written is in `out`.
-    unsafe { tile(isa, c.dtype, &c.w, c.w_rows, acts, out.as_mut_ptr().add(offset), stride) };
+    unsafe {
+        if interleaves(isa, c.dtype) {
+            let w = InterleavedQ4K::new(&c.w, c.w_rows, acts.cols());
+            tile_interleaved(isa, w.groups(0, c.w_rows), c.w_rows, acts, out.as_mut_ptr().add(offset), stride);
+        } else {
+            tile(isa, c.dtype, &c.w, c.w_rows, acts, out.as_mut_ptr().add(offset), stride);
+        }
+    }
     (0..c.rows).map(|r| out[offset + r * stride..offset + r * stride + c.w_rows].to_vec()).collect()
 }
 
@@ -236,63 +243,79 @@ fn q5_dots_equal_ggml_bits() {
     }
 }
 
-/// Every kernel gives `want` (`[activation row][weight row]` bits) for the 2 weight rows `w`
+/// Every kernel gives `want` (`[activation row][weight row]` bits) for the weight rows `w`
 /// against the 4 activation rows `x` (`cols` wide), fed together and one at a time.
-fn assert_dots_are(dtype: DType, w: &[u8], x: &[f32], cols: usize, want: &[u32; 8]) {
+fn assert_dots_are(dtype: DType, w: &[u8], x: &[f32], cols: usize, want: &[u32]) {
+    let w_rows = want.len() / 4;
     let (mut all, mut one) = (Q8Activations::default(), Q8Activations::default());
     all.quantize(x, 4, cols);
     for isa in QuantIsa::available() {
-        let c = Case { dtype, w: w.to_vec(), w_f32: vec![], x: x.to_vec(), w_rows: 2, rows: 4 };
+        let c = Case { dtype, w: w.to_vec(), w_f32: vec![], x: x.to_vec(), w_rows, rows: 4 };
         let together: Vec<u32> = run(isa, &c, &all).concat().iter().map(|v| v.to_bits()).collect();
         assert_eq!(together, want, "{} {dtype}, 4 rows", isa.name());
         for r in 0..4 {
             let xr = &x[r * cols..(r + 1) * cols];
             one.quantize(xr, 1, cols);
-            let c = Case { dtype, w: w.to_vec(), w_f32: vec![], x: xr.to_vec(), w_rows: 2, rows: 1 };
+            let c = Case { dtype, w: w.to_vec(), w_f32: vec![], x: xr.to_vec(), w_rows, rows: 1 };
             let alone: Vec<u32> = run(isa, &c, &one)[0].iter().map(|v| v.to_bits()).collect();
-            assert_eq!(alone, want[2 * r..2 * r + 2], "{} {dtype}, row {r} alone", isa.name());
+            assert_eq!(alone, want[w_rows * r..w_rows * (r + 1)], "{} {dtype}, row {r} alone", isa.name());
         }
     }
 }
 
-/// Q4_K, Q5_K and Q6_K against ggml itself: these bits are what llama.cpp's x86
-/// `quantize_row_q8_K` and `ggml_vec_dot_q{4,5,6}_K_q8_K` give (llama.cpp 11434's
-/// `ggml-cpu/arch/x86/quants.c`, its CMake build on an AVX-512 VNNI CPU, called through
-/// `libggml-cpu` after `ggml_cpu_init`; `scripts/ggml-kquant-dots.c` prints them) for the blocks
-/// below (bytes from a 64-bit LCG, f16 scales patched to small values) and 4 activation rows × 2
-/// weight rows of 512. Every kernel, fed the rows together or one at a time, must give them.
+/// LCG-made blocks as `scripts/ggml-kquant-dots.c` makes them: `rows` rows of two `size`-byte
+/// blocks from `seed`, with small f16 scales patched in at `d_off` (and `dmin_off`).
+fn lcg_blocks(seed: u64, rows: usize, size: usize, d_off: usize, dmin_off: Option<usize>) -> Vec<u8> {
+    let mut state = seed;
+    let mut w = vec![0u8; rows * 2 * size];
+    for (n, blk) in w.chunks_exact_mut(size).enumerate() {
+        let (r, b) = ((n / 2) as u16, (n % 2) as u16);
+        for byte in blk.iter_mut() {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            *byte = (state >> 33) as u8;
+        }
+        blk[d_off..d_off + 2].copy_from_slice(&(0x2000 + r * 7 + b * 3).to_le_bytes());
+        if let Some(o) = dmin_off {
+            blk[o..o + 2].copy_from_slice(&(0x1C00 + r * 5 + b).to_le_bytes());
+        }
+    }
+    w
+}
+
+/// The activations both ggml tests use: 4 rows of 512.
+fn ggml_test_activations() -> Vec<f32> {
+    (0..4 * 512).map(|i| ((i * 7919 % 2003) as i32 - 1001) as f32 * 0.00137).collect()
+}
+
+/// Q5_K and Q6_K against ggml itself: these bits are what llama.cpp's x86 `quantize_row_q8_K`
+/// and `ggml_vec_dot_q{5,6}_K_q8_K` give (llama.cpp 11434's `ggml-cpu/arch/x86/quants.c`, its
+/// CMake build on an AVX-512 VNNI CPU, called through `libggml-cpu` after `ggml_cpu_init`;
+/// `scripts/ggml-kquant-dots.c` prints them) for LCG-made blocks and 4 activation rows × 2 weight
+/// rows of 512. Every kernel, fed the rows together or one at a time, must give them.
 #[test]
 fn k_quant_dots_equal_ggml_bits() {
-    const C: usize = 512;
-    let x: Vec<f32> = (0..4 * C).map(|i| ((i * 7919 % 2003) as i32 - 1001) as f32 * 0.00137).collect();
-    /// A type's block bytes, offsets of `d` and `dmin`, LCG seed, and ggml's bits [act row][weight row].
-    struct Ggml {
-        dtype: DType,
-        size: usize,
-        d_off: usize,
-        dmin_off: Option<usize>,
-        seed: u64,
-        bits: [u32; 8],
-    }
     let ggml = [
-        Ggml { dtype: DType::Q4K, size: 144, d_off: 0, dmin_off: Some(2), seed: 12345, bits: [0x41c0a3a7, 0xc0be1e7e, 0x41be95de, 0x407c64dd, 0xc172cf0e, 0x4077f854, 0xc23ed347, 0x418fbbd4] },
-        Ggml { dtype: DType::Q5K, size: 176, d_off: 0, dmin_off: Some(2), seed: 12346, bits: [0x41f1d4ce, 0x411a8bb4, 0xc1e1c1ea, 0xc10444c4, 0xc2371c70, 0xc2f53ae7, 0x419040d1, 0x42179cfa] },
-        Ggml { dtype: DType::Q6K, size: 210, d_off: 208, dmin_off: None, seed: 12347, bits: [0xc3874e51, 0xc2e5eeb8, 0x41b8c1e8, 0xc30c421e, 0x439f11ac, 0x43d638e7, 0x42b3d5a4, 0xc3106fde] },
+        (DType::Q5K, 176, 0, Some(2), 12346, [0x41f1d4ce, 0x411a8bb4, 0xc1e1c1ea, 0xc10444c4, 0xc2371c70, 0xc2f53ae7, 0x419040d1, 0x42179cfa]),
+        (DType::Q6K, 210, 208, None, 12347, [0xc3874e51, 0xc2e5eeb8, 0x41b8c1e8, 0xc30c421e, 0x439f11ac, 0x43d638e7, 0x42b3d5a4, 0xc3106fde]),
     ];
-    for Ggml { dtype, size, d_off, dmin_off, seed, bits } in ggml {
-        let mut state = seed;
-        let mut w = vec![0u8; 2 * 2 * size];
-        for (n, blk) in w.chunks_exact_mut(size).enumerate() {
-            let (r, b) = ((n / 2) as u16, (n % 2) as u16);
-            for byte in blk.iter_mut() {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                *byte = (state >> 33) as u8;
-            }
-            blk[d_off..d_off + 2].copy_from_slice(&(0x2000 + r * 7 + b * 3).to_le_bytes());
-            if let Some(o) = dmin_off {
-                blk[o..o + 2].copy_from_slice(&(0x1C00 + r * 5 + b).to_le_bytes());
-            }
-        }
-        assert_dots_are(dtype, &w, &x, C, &bits);
+    for (dtype, size, d_off, dmin_off, seed, bits) in ggml {
+        assert_dots_are(dtype, &lcg_blocks(seed, 2, size, d_off, dmin_off), &ggml_test_activations(), 512, &bits);
     }
+}
+
+/// Q4_K against what llama.cpp runs for it on x86: rows repacked 8 at a time and
+/// `ggml_gemm_q4_K_8x8_q8_K` (its AVX-512 path) against `ggml_quantize_mat_q8_K_4x8`'s
+/// activations (`scripts/ggml-kquant-dots.c`), 4 activation rows × 16 weight rows of 512. Every
+/// kernel, the 16-lane interleaved ones and the portable one, fed the rows together or one at a
+/// time, must give these bits.
+#[test]
+fn q4_k_equals_ggml_repacked_gemm_bits() {
+    #[rustfmt::skip]
+    let bits = [
+        0x41c0a3a8, 0xc0be1e86, 0x403dc61b, 0xc1083322, 0xc179218c, 0x41cd4b7b, 0x41f6c36e, 0x426dfd5b, 0x415d8186, 0x41d78adf, 0x3fe76272, 0x40d9f821, 0xc1b00b8f, 0x41d080ab, 0xc023f5f1, 0xc1c92671,
+        0x41be95de, 0x407c64ee, 0x3f5cc778, 0x4132d634, 0x4113d7a6, 0xc1266044, 0x41e1c251, 0x41e248df, 0xc1b10280, 0xc27329e5, 0xc1741ab4, 0xc1a44f13, 0x410036da, 0xc1e0ccb4, 0x414fc450, 0x4263292f,
+        0xc172cf0f, 0x4077f852, 0x41aca258, 0x4135fc38, 0x41f224d3, 0xc195a880, 0xc21228e0, 0xc18a25ca, 0x4250aaaa, 0xc2555606, 0xc1187c5a, 0xc1edf3f1, 0x404fbf76, 0xc1e17514, 0xc19de754, 0x41a7a0f2,
+        0xc23ed348, 0x418fbbd5, 0xc1f41762, 0x4110e973, 0xc1ae5cb0, 0xc0f56099, 0xc1fd272f, 0xc27ed9c0, 0xc28b86a0, 0x42362e04, 0x420a7aa9, 0x40f989c3, 0xc189d50f, 0xc1287ccb, 0x4139020c, 0xc210a81a,
+    ];
+    assert_dots_are(DType::Q4K, &lcg_blocks(12345, 16, 144, 0, Some(2)), &ggml_test_activations(), 512, &bits);
 }

@@ -1,5 +1,5 @@
 //! Pieces the x86 kernels share: ggml's horizontal sums, the weight prefetch, and the k-quant
-//! code unpacking (256-bit, so the AVX2 and AVX-512 kernels unpack alike). Everything is
+//! Q5_K/Q6_K code unpacking (256-bit, so the AVX2 and AVX-512 kernels unpack alike). Everything is
 //! `#[inline(always)]`, so it compiles inside each kernel's `#[target_feature]` function.
 
 use std::arch::x86_64::*;
@@ -14,9 +14,9 @@ pub unsafe fn hsum8(v: __m256) -> f32 {
     hsum4(s)
 }
 
-/// ggml's 4-lane sum (of `acc_m`, and the tail of [`hsum8`]): `(a₀ + a₂) + (a₁ + a₃)`.
+/// The tail of [`hsum8`]: `(a₀ + a₂) + (a₁ + a₃)`.
 #[inline(always)]
-pub unsafe fn hsum4(s: __m128) -> f32 {
+unsafe fn hsum4(s: __m128) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
@@ -35,29 +35,17 @@ pub unsafe fn prefetch(p: *const u8, bytes: usize) {
     }
 }
 
-/// Q4_K and Q5_K (`FIVE`): the 64 codes of chunk `j` of the block at `blk`, in element order:
-/// the low nibbles of `qs[32j..32j + 32]` (sub-block `2j`) and their high nibbles (sub-block
-/// `2j + 1`), plus for Q5_K the fifth bits `2j` and `2j + 1` of `qh` (`hbits`).
+/// Q5_K: the 64 codes of chunk `j` of the block at `blk`, in element order: the low nibbles of
+/// `qs[32j..32j + 32]` (sub-block `2j`) and their high nibbles (sub-block `2j + 1`), each with
+/// its fifth bit (bits `2j` and `2j + 1` of `qh`).
 #[inline(always)]
-pub unsafe fn q45k_codes<const FIVE: bool>(qs: *const u8, hbits: __m256i, j: usize) -> (__m256i, __m256i) {
+pub unsafe fn q5k_codes(blk: *const u8, j: usize) -> (__m256i, __m256i) {
     let low4 = _mm256_set1_epi8(0x0F);
-    let v = _mm256_loadu_si256(qs.add(32 * j).cast());
+    let v = _mm256_loadu_si256(blk.add(offset_of!(BlockQ5K, qs) + 32 * j).cast());
+    let hbits = _mm256_loadu_si256(blk.add(offset_of!(BlockQ5K, qh)).cast());
     let lo = _mm256_and_si256(v, low4);
     let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low4);
-    if !FIVE {
-        return (lo, hi);
-    }
     (_mm256_add_epi8(lo, fifth_bits(hbits, 2 * j as i32)), _mm256_add_epi8(hi, fifth_bits(hbits, 2 * j as i32 + 1)))
-}
-
-/// Q5_K's `qh` of the block at `blk` (zero for Q4_K).
-#[inline(always)]
-pub unsafe fn q5k_high_bits<const FIVE: bool>(blk: *const u8) -> __m256i {
-    if FIVE {
-        _mm256_loadu_si256(blk.add(offset_of!(BlockQ5K, qh)).cast())
-    } else {
-        _mm256_setzero_si256()
-    }
 }
 
 /// Q5_K's fifth bit `bit` of every `qh` byte, moved to bit 4.
