@@ -284,7 +284,7 @@ fn lcg_blocks(seed: u64, rows: usize, size: usize, d_off: usize, dmin_off: Optio
 
 /// The activations both ggml tests use: 4 rows of 512.
 fn ggml_test_activations() -> Vec<f32> {
-    (0..4 * 512).map(|i| ((i * 7919 % 2003) as i32 - 1001) as f32 * 0.00137).collect()
+    (0..4 * 512usize).map(|i| ((i * 7919 % 2003) as i32 - 1001) as f32 * 0.00137).collect()
 }
 
 /// Q5_K and Q6_K against ggml itself: these bits are what llama.cpp's x86 `quantize_row_q8_K`
