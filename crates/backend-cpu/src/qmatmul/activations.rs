@@ -202,13 +202,35 @@ impl Q8Activations {
     }
 
     /// Row `r` as ggml's `block_q8_K`s; only after a call that quantized super-blocks.
-    #[inline]
+    #[inline(always)]
     pub fn super_block_row(&self, r: usize) -> Q8KRow<'_> {
         debug_assert!(self.super_blocks.rows() == self.rows && self.super_blocks.cols() == self.cols, "super-blocks not quantized for this call");
         self.super_blocks.row(r)
     }
 
+    /// Rows `r0..r0 + N` as [`Self::super_block_row`]s. No closure (`array::from_fn`): a kernel
+    /// calls this, and a closure would be compiled, and called, without its target features.
+    #[inline(always)]
+    pub fn super_block_rows<const N: usize>(&self, r0: usize) -> [Q8KRow<'_>; N] {
+        let mut rows = [self.super_block_row(r0); N];
+        for (j, row) in rows.iter_mut().enumerate().skip(1) {
+            *row = self.super_block_row(r0 + j);
+        }
+        rows
+    }
+
+    /// Rows `r0..r0 + N` as [`Self::row`]s (as [`Self::super_block_rows`]).
+    #[inline(always)]
+    pub fn rows_from<const N: usize>(&self, r0: usize) -> [Q8Row<'_>; N] {
+        let mut rows = [self.row(r0); N];
+        for (j, row) in rows.iter_mut().enumerate().skip(1) {
+            *row = self.row(r0 + j);
+        }
+        rows
+    }
+
     /// Row `r` in 32-element blocks; only after a call that quantized blocks.
+    #[inline(always)]
     pub fn row(&self, r: usize) -> Q8Row<'_> {
         let (c, b) = (self.cols, self.cols / QK);
         Q8Row { qs: &self.qs[r * c..(r + 1) * c], d: &self.d[r * b..(r + 1) * b], s: &self.s[r * b..(r + 1) * b] }

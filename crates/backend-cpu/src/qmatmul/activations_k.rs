@@ -84,7 +84,7 @@ impl Q8KActivations {
         self.cols
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn row(&self, r: usize) -> Q8KRow<'_> {
         let (c, b, s) = (self.cols, self.cols / QK_K, self.cols / BSUM_LEN);
         Q8KRow {

@@ -47,7 +47,7 @@ pub unsafe fn tile(dtype: DType, w: &[u8], w_rows: usize, acts: &Q8Activations, 
 
 #[inline(always)]
 unsafe fn row_dot<const NR: usize>(dtype: DType, row: *const u8, acts: &Q8Activations, r0: usize, out: *mut f32, stride: usize) {
-    let xs: [Q8KRow<'_>; NR] = std::array::from_fn(|j| acts.super_block_row(r0 + j));
+    let xs: [Q8KRow<'_>; NR] = acts.super_block_rows(r0);
     let sums = match dtype {
         DType::Q5K => row_q5k::<NR>(row, &xs, acts.cols() / QK_K),
         _ => row_q6k::<NR>(row, &xs, acts.cols() / QK_K),
@@ -87,7 +87,11 @@ unsafe fn row_q5k<const NR: usize>(row: *const u8, xs: &[Q8KRow<'_>; NR], blocks
             summs[r] = (-xd * dmin).mul_add(_mm_cvtsi128_si32(h) as f32, summs[r]);
         }
     }
-    std::array::from_fn(|r| hsum8(acc[r]) + summs[r])
+    let mut sums = summs;
+    for (sum, acc) in sums.iter_mut().zip(acc) {
+        *sum += hsum8(acc);
+    }
+    sums
 }
 
 #[inline(always)]
@@ -118,5 +122,9 @@ unsafe fn row_q6k<const NR: usize>(row: *const u8, xs: &[Q8KRow<'_>; NR], blocks
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(xs[r].d[sb] * d), _mm256_cvtepi32_ps(lanes), acc[r]);
         }
     }
-    std::array::from_fn(|r| hsum8(acc[r]))
+    let mut sums = [0f32; NR];
+    for (sum, acc) in sums.iter_mut().zip(acc) {
+        *sum = hsum8(acc);
+    }
+    sums
 }

@@ -44,7 +44,7 @@ pub unsafe fn tile(w: &[u8], w_rows: usize, acts: &Q8Activations, out: *mut f32,
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn half_rows<const NR: usize>(group: *const u8, h: usize, blocks: usize, acts: &Q8Activations, r0: usize, out: *mut f32, stride: usize, lanes: usize) {
-    let xs: [Q8KRow<'_>; NR] = std::array::from_fn(|j| acts.super_block_row(r0 + j));
+    let xs: [Q8KRow<'_>; NR] = acts.super_block_rows(r0);
     let low4 = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_ps(); NR];
     let mut mins = [_mm256_setzero_ps(); NR];

@@ -142,7 +142,11 @@ struct Streaming<F> {
 impl<F: BlockFormat> Streaming<F> {
     #[inline(always)]
     unsafe fn new(w: *const u8, row_bytes: usize, rows: usize) -> Self {
-        Streaming { rows: std::array::from_fn(|i| w.add(i.min(rows - 1) * row_bytes)), row_bytes, _format: std::marker::PhantomData }
+        let mut ptrs = [w; 4];
+        for (i, p) in ptrs.iter_mut().enumerate() {
+            *p = w.add(i.min(rows - 1) * row_bytes);
+        }
+        Streaming { rows: ptrs, row_bytes, _format: std::marker::PhantomData }
     }
 
     /// Codes and lane scales of rows `2k` and `2k + 1` at block `b`, and what
@@ -383,7 +387,7 @@ unsafe fn micro<F: BlockFormat, const NR: usize>(
     i0: usize,
 ) {
     let blocks = acts.cols() / QK;
-    let xs: [Q8Row<'_>; NR] = std::array::from_fn(|j| acts.row(r0 + j));
+    let xs: [Q8Row<'_>; NR] = acts.rows_from(r0);
     // Rows 2 and 3 only when the group has them (a group of 1..3 rows repeats its last row).
     let pairs = if mr > 2 { 2 } else { 1 };
     let mut acc = [[_mm512_setzero_ps(); NR]; 2];

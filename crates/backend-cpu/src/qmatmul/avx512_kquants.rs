@@ -213,7 +213,7 @@ enum Source<'a> {
 /// One weight row against activation rows `r0..r0 + NR`, into `out` (`stride` apart).
 #[inline(always)]
 unsafe fn dot_rows<K: Kind, const NR: usize>(src: Source<'_>, acts: &Q8Activations, r0: usize, out: *mut f32, stride: usize) {
-    let xs: [Q8KRow<'_>; NR] = std::array::from_fn(|j| acts.super_block_row(r0 + j));
+    let xs: [Q8KRow<'_>; NR] = acts.super_block_rows(r0);
     let mut acc = [_mm256_setzero_ps(); NR];
     let mut summs = [0f32; NR];
     for sb in 0..acts.cols() / QK_K {

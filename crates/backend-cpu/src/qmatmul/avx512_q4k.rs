@@ -40,7 +40,7 @@ pub unsafe fn tile(w: &[u8], w_rows: usize, acts: &Q8Activations, out: *mut f32,
 /// One group against activation rows `r0..r0 + NR`.
 #[inline(always)]
 unsafe fn group_rows<const NR: usize>(group: *const u8, blocks: usize, acts: &Q8Activations, r0: usize, out: *mut f32, stride: usize, mask: __mmask16) {
-    let xs: [Q8KRow<'_>; NR] = std::array::from_fn(|j| acts.super_block_row(r0 + j));
+    let xs: [Q8KRow<'_>; NR] = acts.super_block_rows(r0);
     let low4 = _mm512_set1_epi8(0x0F);
     let mut acc = [_mm512_setzero_ps(); NR];
     let mut mins = [_mm512_setzero_ps(); NR];
