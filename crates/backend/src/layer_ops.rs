@@ -23,6 +23,7 @@ impl AttentionParams {
     }
 
     /// The first position the query at `pos` reads.
+    #[inline]
     pub fn first_position(&self, pos: usize) -> usize {
         match self.window {
             0 => 0,
@@ -32,6 +33,7 @@ impl AttentionParams {
 
     /// `score` (a raw `q·k`) scaled and capped, with ggml's operations: `s · scale`, or with a
     /// cap `c · tanh(s · (scale / c))` (`scale / c` rounded once, as ggml divides its scale).
+    #[inline]
     pub fn apply(&self, score: f32) -> f32 {
         if self.softcap > 0.0 {
             self.softcap * (score * (self.scale / self.softcap)).tanh()
@@ -59,6 +61,7 @@ const GELU_COEF_A: f32 = 0.044715;
 impl Activation {
     /// The activation of one value, in f32 as ggml's CUDA kernels compute it (the CPU backends'
     /// reference; see `gelu_tanh` for llama.cpp's CPU table).
+    #[inline]
     pub fn apply(self, x: f32) -> f32 {
         match self {
             Activation::Silu => x / (1.0 + (-x).exp()),
@@ -69,6 +72,7 @@ impl Activation {
 
 /// GELU, tanh approximation: `0.5 x (1 + tanh(√(2/π) x (1 + 0.044715 x²)))`, ggml's operation
 /// order.
+#[inline]
 pub fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh())
 }

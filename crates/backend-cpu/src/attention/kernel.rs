@@ -140,7 +140,20 @@ unsafe fn chunk_partial<S: Simd, T: KvElem, const NC: usize>(job: &Job<'_, T>, t
             if r0 >= r1 {
                 continue;
             }
-            for h in 0..g {
+            let mut h = 0;
+            while h < g {
+                if hd.is_multiple_of(64) && h + 1 < g {
+                    // Two heads of the group against each K row at once.
+                    let (q0, q1) = (b.q.as_ptr().add((j * g + h) * hdp), b.q.as_ptr().add((j * g + h + 1) * hdp));
+                    let s = b.s.as_mut_ptr().add((j * g + h) * TILE);
+                    // SAFETY: as for `ggml_dot16` below, for heads h and h + 1 (< g).
+                    unsafe { S::ggml_dot16x2([q0, q1], b.rows.as_ptr(), hdp, hd / 64, [s, s.add(TILE)]) };
+                    for s in b.s[(j * g + h) * TILE..(j * g + h + 2) * TILE].chunks_exact_mut(TILE) {
+                        s[r0..r1].iter_mut().for_each(|s| *s = job.params.apply(*s));
+                    }
+                    h += 2;
+                    continue;
+                }
                 let qh = &b.q[(j * g + h) * hdp..(j * g + h) * hdp + hd];
                 let s = &mut b.s[(j * g + h) * TILE..(j * g + h + 1) * TILE];
                 if hd.is_multiple_of(64) {
@@ -153,6 +166,7 @@ unsafe fn chunk_partial<S: Simd, T: KvElem, const NC: usize>(job: &Job<'_, T>, t
                     }
                 }
                 s[r0..r1].iter_mut().for_each(|s| *s = job.params.apply(*s));
+                h += 1;
             }
         }
         for (&base, row) in base[..nr].iter().zip(b.rows.chunks_exact_mut(hdp)) {
@@ -172,6 +186,30 @@ unsafe fn chunk_partial<S: Simd, T: KvElem, const NC: usize>(job: &Job<'_, T>, t
             // factors (`ms` rescales the accumulator on a new maximum, `vs` weighs the row),
             // then the value rows.
             let (mut ms, mut vs) = ([[1f32; TILE]; MAX_GROUP_IN_REGISTERS], [[1f32; TILE]; MAX_GROUP_IN_REGISTERS]);
+            if NC > 4 && NC <= 8 && g >= 2 {
+                // Rows of up to 8 vectors: two heads' accumulators stay in registers and share
+                // each value row.
+                for h0 in (0..g).step_by(2) {
+                    let pair = (g - h0).min(2);
+                    for k in 0..pair {
+                        let s = &b.s[(j * g + h0 + k) * TILE + r0..(j * g + h0 + k + 1) * TILE];
+                        // SAFETY: the module's contract.
+                        unsafe { softmax_factors::<S>(s, n, &mut m[h0 + k], &mut l[h0 + k], &mut ms[k], &mut vs[k]) };
+                    }
+                    let a = acc.as_mut_ptr().add(h0 * hdp);
+                    // SAFETY: `acc` holds g * hdp elements (heads h0, h0 + 1 < g when paired),
+                    // `rows` n * hdp.
+                    unsafe {
+                        match (pair, f16_acc) {
+                            (2, true) => accumulate_v_two::<S, NC, true>(a, rows, hdp, n, &ms, &vs),
+                            (2, false) => accumulate_v_two::<S, NC, false>(a, rows, hdp, n, &ms, &vs),
+                            (_, true) => accumulate_v::<S, NC, true>(a, rows, hdp, n, &ms[0], &vs[0]),
+                            (_, false) => accumulate_v::<S, NC, false>(a, rows, hdp, n, &ms[0], &vs[0]),
+                        }
+                    }
+                }
+                continue;
+            }
             for h in 0..g {
                 let (ms, vs) = (&mut ms[h % MAX_GROUP_IN_REGISTERS], &mut vs[h % MAX_GROUP_IN_REGISTERS]);
                 let s = &b.s[(j * g + h) * TILE + r0..(j * g + h + 1) * TILE];
@@ -352,6 +390,48 @@ unsafe fn accumulate_v_group<S: Simd, const NC: usize, const F16: bool>(
         }
     }
     for (h, a) in av.iter().enumerate().take(g) {
+        for (c, a) in a.iter().enumerate().take(NC) {
+            S::store(acc.add(h * hdp + c * lanes), *a);
+        }
+    }
+}
+
+/// [`accumulate_v`] for two heads (accumulators `hdp` apart, factors `ms[0..2]`, `vs[0..2]`),
+/// each value row loaded once for both; NC is 5..=8.
+#[inline(always)]
+unsafe fn accumulate_v_two<S: Simd, const NC: usize, const F16: bool>(
+    acc: *mut f32,
+    rows: *const f32,
+    hdp: usize,
+    nr: usize,
+    ms: &[[f32; TILE]; MAX_GROUP_IN_REGISTERS],
+    vs: &[[f32; TILE]; MAX_GROUP_IN_REGISTERS],
+) {
+    let lanes = S::LANES;
+    let mut av = [[S::splat(0.0); 8]; 2];
+    for (h, a) in av.iter_mut().enumerate() {
+        for (c, a) in a.iter_mut().enumerate().take(NC) {
+            *a = S::load(acc.add(h * hdp + c * lanes));
+        }
+    }
+    for r in 0..nr {
+        let v = rows.add(r * hdp);
+        for (h, a) in av.iter_mut().enumerate() {
+            if ms[h][r] != 1.0 {
+                let vms = S::splat(ms[h][r]);
+                for a in a.iter_mut().take(NC) {
+                    *a = round::<S, F16>(S::mul(*a, vms));
+                }
+            }
+        }
+        let (vs0, vs1) = (S::splat(vs[0][r]), S::splat(vs[1][r]));
+        for c in 0..NC {
+            let x = S::load(v.add(c * lanes));
+            av[0][c] = round::<S, F16>(S::fma(x, vs0, av[0][c]));
+            av[1][c] = round::<S, F16>(S::fma(x, vs1, av[1][c]));
+        }
+    }
+    for (h, a) in av.iter().enumerate() {
         for (c, a) in a.iter().enumerate().take(NC) {
             S::store(acc.add(h * hdp + c * lanes), *a);
         }

@@ -64,8 +64,8 @@ fn simd_matches_reference() {
     let isas = SimdIsa::available();
     assert!(isas.contains(&SimdIsa::Portable));
     for dtype in [KvDType::F16, KvDType::F32] {
-        for head_dim in [8, 24, 64, 72, 128] {
-            for (heads, kv_heads) in [(1, 1), (4, 4), (9, 3), (8, 1), (6, 2)] {
+        for head_dim in [8, 24, 64, 72, 128, 256] {
+            for (heads, kv_heads) in [(1, 1), (4, 4), (9, 3), (8, 1), (6, 2), (16, 8)] {
                 let max_ctx = 600;
                 let f = fixture(&mut rng, dtype, kv_heads, head_dim, 3, max_ctx);
                 // Decode tokens across block and chunk boundaries, then a causal prefill

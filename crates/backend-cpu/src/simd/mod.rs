@@ -116,6 +116,15 @@ pub trait Simd: Copy {
     /// `_mm512_reduce_add_ps`'s tree (halves, quarters, then `(l₀+l₂) + (l₁+l₃)`). `rows` are
     /// `stride` apart; `q` and rows hold f16 values (so the products are exact).
     unsafe fn ggml_dot16(q: *const f32, rows: *const f32, stride: usize, steps: usize, out: *mut f32);
+    /// [`Simd::ggml_dot16`] for two query rows against the same 16 rows (each result with the
+    /// same bits): a kernel may load each row once for both.
+    unsafe fn ggml_dot16x2(q: [*const f32; 2], rows: *const f32, stride: usize, steps: usize, out: [*mut f32; 2]) {
+        // SAFETY: the trait's contract.
+        unsafe {
+            Self::ggml_dot16(q[0], rows, stride, steps, out[0]);
+            Self::ggml_dot16(q[1], rows, stride, steps, out[1]);
+        }
+    }
 }
 
 /// glibc's `expf` (the `__expf_fma` variant x86-64 glibc runs on CPUs with FMA, as in 2.36;
