@@ -425,10 +425,11 @@ unsafe fn accumulate_v_two<S: Simd, const NC: usize, const F16: bool>(
             }
         }
         let (vs0, vs1) = (S::splat(vs[0][r]), S::splat(vs[1][r]));
-        for c in 0..NC {
+        let [a0, a1] = &mut av;
+        for (c, (a0, a1)) in a0.iter_mut().zip(a1.iter_mut()).enumerate().take(NC) {
             let x = S::load(v.add(c * lanes));
-            av[0][c] = round::<S, F16>(S::fma(x, vs0, av[0][c]));
-            av[1][c] = round::<S, F16>(S::fma(x, vs1, av[1][c]));
+            *a0 = round::<S, F16>(S::fma(x, vs0, *a0));
+            *a1 = round::<S, F16>(S::fma(x, vs1, *a1));
         }
     }
     for (h, a) in av.iter().enumerate() {
