@@ -2,10 +2,13 @@
 //! `transformers` config, converted by llama.cpp's `convert_hf_to_gguf.py`, quantized by its
 //! `llama-quantize`; `scripts/make-tiny-models.sh`) against llama.cpp's greedy output on the same
 //! file (`tests/golden/families/`, `scripts/gen-family-golden.sh`). The Hugging Face directories
-//! (`tests/fixtures/hf/`, as `transformers` saved them, in f16) go through rill's own loader and
-//! are held to llama.cpp's output on the f16 GGUF its converter made of them: the families whose
-//! checkpoints differ from their GGUFs (Gemma's norm offset, Phi-3's fused matrices and LongRoPE
-//! factors in `config.json`).
+//! (`tests/fixtures/hf/`, as `transformers` saved them, in bf16; `scripts/make-hf-fixture.sh`) go
+//! through rill's own loader and are held to llama.cpp's output on the f16 GGUF its converter made
+//! of them: one per family (Llama 3's q/k permutation and rope scaling, Qwen3's q/k norms, SmolLM3's
+//! rope-less layers and tied embeddings, Gemma's norm offset and layer pattern, Phi-3's fused
+//! matrices and LongRoPE factors, all read from `config.json`). Not Mistral's: llama.cpp's
+//! converter drops its `sliding_window`, so llama.cpp is no reference for the directory rill (and
+//! `transformers`) run with the window.
 //!
 //! The rule is the default model's golden rule: token ids equal for the recorded prompts, or
 //! parting only at a near-tie (each side's token in the other's top 5), and logprobs within a

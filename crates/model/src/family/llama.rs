@@ -39,8 +39,10 @@ pub(super) fn smollm3(cfg: &mut ModelConfig) -> Result<(), ConfigError> {
 const NO_ROPE_INTERVAL: usize = 4;
 
 /// SmolLM3 from `config.json`: `no_rope_layers` (1 = rotary) where given, else every
-/// `no_rope_layer_interval`-th layer without.
+/// `no_rope_layer_interval`-th layer without; tied embeddings unless it says otherwise.
 pub(super) fn smollm3_hf(c: &HfConfig, cfg: &mut ModelConfig) -> Result<(), ConfigError> {
+    // `SmolLM3Config` ties the embeddings by default, and `save_pretrained` omits defaults.
+    cfg.tied_embeddings = c.tie_word_embeddings.unwrap_or(true);
     let layers = cfg.layers;
     match &c.no_rope_layers {
         Some(flags) if flags.len() == layers => cfg.layer_kinds.iter_mut().zip(flags).for_each(|(k, &f)| k.rope = f != 0),
