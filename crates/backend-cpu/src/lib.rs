@@ -4,6 +4,7 @@
 
 mod attention;
 mod elementwise;
+mod experts;
 mod gelu;
 mod isa;
 mod kv_cache;
@@ -13,8 +14,10 @@ pub mod qmatmul;
 mod sample;
 mod simd;
 
+use std::sync::Mutex;
+
 use rill_backend::{
-    Activation, AttentionBatch, AttentionParams, Backend, BackendError, BackendResult, DrawParams, KvLayout, MatrixSource, RopeParams,
+    Activation, AttentionBatch, AttentionParams, Backend, BackendError, BackendResult, DrawParams, ExpertRoute, KvLayout, MatrixSource, RopeParams,
 };
 
 pub use kv_cache::CpuKvCache;
@@ -24,6 +27,8 @@ pub use pool::WorkerPool;
 pub struct CpuBackend {
     pool: WorkerPool,
     matmul_mode: MatmulMode,
+    /// The expert matmul's gathered rows, grown once and reused.
+    expert_scratch: Mutex<experts::ExpertScratch>,
 }
 
 impl CpuBackend {
@@ -33,7 +38,8 @@ impl CpuBackend {
             .map_err(|e| BackendError::Device(format!("cannot start CPU thread pool: {e}")))?;
         // `RILL_CPU_ISA=reference` runs every kernel's reference twin, the matmul's included.
         let reference = isa::request() == isa::Request::Reference;
-        Ok(CpuBackend { pool, matmul_mode: if reference { MatmulMode::Float } else { MatmulMode::Integer } })
+        let matmul_mode = if reference { MatmulMode::Float } else { MatmulMode::Integer };
+        Ok(CpuBackend { pool, matmul_mode, expert_scratch: Mutex::default() })
     }
 
     /// The oracle: as [`CpuBackend::new`], but quantized weights are dequantized and multiplied
@@ -164,6 +170,27 @@ impl Backend for CpuBackend {
         check_len("read_indices", "source", src.len(), dst.len())?;
         dst.copy_from_slice(&src[..dst.len()]);
         Ok(())
+    }
+
+    fn runs_experts(&self) -> bool {
+        true
+    }
+
+    fn route_experts(&self, logits: &Vec<f32>, rows: usize, route: &ExpertRoute, ids: &mut Vec<u32>, weights: &mut Vec<f32>) -> BackendResult<()> {
+        experts::route(logits, rows, route, ids, weights)
+    }
+
+    fn matmul_experts(&self, x: &Vec<f32>, x_per_slot: bool, rows: usize, used: usize, ids: &Vec<u32>, experts: &[&CpuMatrix], out: &mut Vec<f32>) -> BackendResult<()> {
+        let mut scratch = self.expert_scratch.lock().unwrap_or_else(|p| p.into_inner());
+        experts::matmul_experts(&self.pool, self.matmul_mode, &mut scratch, x, x_per_slot, rows, used, ids, experts, out)
+    }
+
+    fn combine_experts(&self, y: &Vec<f32>, weights: &Vec<f32>, rows: usize, used: usize, dim: usize, out: &mut Vec<f32>) -> BackendResult<()> {
+        experts::combine(y, weights, rows, used, dim, out)
+    }
+
+    fn add_gated(&self, x: &mut Vec<f32>, y: &Vec<f32>, gate: &Vec<f32>, rows: usize, dim: usize) -> BackendResult<()> {
+        experts::add_gated(x, y, gate, rows, dim)
     }
 
     fn gather_rows(&self, x: &Vec<f32>, rows: &Vec<u32>, n: usize, dim: usize, out: &mut Vec<f32>) -> BackendResult<()> {

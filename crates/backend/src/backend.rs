@@ -6,7 +6,7 @@
 //! (ggml's `[cols, rows]`), so `matmul` computes `out[r, o] = Σ_k x[r, k] · w[o, k]`. Every op
 //! takes explicit row counts so buffers can be allocated once for the largest step and reused.
 
-use crate::{Activation, AttentionParams, BackendError, BackendResult, DType, DrawParams, SharedBytes};
+use crate::{Activation, AttentionParams, BackendError, BackendResult, DType, DrawParams, ExpertRoute, SharedBytes};
 
 /// A weight matrix as stored in the model file, before it is handed to a backend.
 #[derive(Debug, Clone)]
@@ -218,6 +218,40 @@ pub trait Backend: Send + 'static {
     }
     /// Reads the first `dst.len()` indices of `src` (waits for the device).
     fn read_indices(&self, src: &Self::Indices, dst: &mut [u32]) -> BackendResult<()>;
+
+    // Mixture of experts (llama.cpp's `build_moe_ffn`), for backends where [`Backend::runs_experts`].
+    /// Whether this backend implements the three expert kernels below.
+    fn runs_experts(&self) -> bool {
+        false
+    }
+    /// Routing: per row of `logits: [rows, experts]`, softmax (ggml's `soft_max`), the `used`
+    /// largest probabilities in descending order (ties to the lower expert), divided by their sum
+    /// when `route.normalize` (the sum clamped below at 2⁻¹⁴ as llama.cpp does), times
+    /// `route.scale`: expert ids into `ids` and weights into `weights`, both `[rows, used]`.
+    fn route_experts(&self, logits: &Self::Buffer, rows: usize, route: &ExpertRoute, ids: &mut Self::Indices, weights: &mut Self::Buffer) -> BackendResult<()> {
+        let _ = (logits, rows, route, ids, weights);
+        Err(BackendError::Unsupported { backend: self.name(), what: "mixture-of-experts routing".into() })
+    }
+    /// `out[s] = x[r(s)] · experts[ids[s]]ᵀ` for every slot `s < rows · used` (ggml's
+    /// `mul_mat_id`): `r(s) = s / used` when `x` holds one row per token, `s` when it holds one
+    /// per slot (`x_per_slot`). Each slot's row is what `matmul` gives that row alone.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_experts(&self, x: &Self::Buffer, x_per_slot: bool, rows: usize, used: usize, ids: &Self::Indices, experts: &[&Self::Matrix], out: &mut Self::Buffer) -> BackendResult<()> {
+        let _ = (x, x_per_slot, rows, used, ids, experts, out);
+        Err(BackendError::Unsupported { backend: self.name(), what: "mixture-of-experts matmul".into() })
+    }
+    /// `out[r] = Σⱼ y[r·used + j] · weights[r·used + j]` over `dim`, each product rounded and
+    /// the slots added in order (ggml multiplies, then adds the slot views one by one).
+    fn combine_experts(&self, y: &Self::Buffer, weights: &Self::Buffer, rows: usize, used: usize, dim: usize, out: &mut Self::Buffer) -> BackendResult<()> {
+        let _ = (y, weights, rows, used, dim, out);
+        Err(BackendError::Unsupported { backend: self.name(), what: "mixture-of-experts combine".into() })
+    }
+    /// The shared expert's gate (Qwen2-MoE): `x[r] += y[r] · σ(gate[r])` over `dim`, with σ
+    /// as llama.cpp forms it, `silu(g) / g`.
+    fn add_gated(&self, x: &mut Self::Buffer, y: &Self::Buffer, gate: &Self::Buffer, rows: usize, dim: usize) -> BackendResult<()> {
+        let _ = (x, y, gate, rows, dim);
+        Err(BackendError::Unsupported { backend: self.name(), what: "shared-expert gate".into() })
+    }
     /// `out[i] = x[rows[i]]` for `n` rows of `dim`.
     fn gather_rows(&self, x: &Self::Buffer, rows: &Self::Indices, n: usize, dim: usize, out: &mut Self::Buffer) -> BackendResult<()>;
 }

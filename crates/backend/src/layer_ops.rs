@@ -43,6 +43,19 @@ impl AttentionParams {
     }
 }
 
+/// How a mixture-of-experts layer picks and weighs its experts (see `Backend::route_experts`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExpertRoute {
+    /// Experts in the layer.
+    pub experts: usize,
+    /// Experts each token runs.
+    pub used: usize,
+    /// The chosen probabilities are divided by their sum (Mixtral, Qwen3-MoE; not Qwen2-MoE).
+    pub normalize: bool,
+    /// Then multiplied by this (1: unscaled).
+    pub scale: f32,
+}
+
 /// The activation on the gate of a gated feed-forward block: `out = act(gate) · up`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Activation {
