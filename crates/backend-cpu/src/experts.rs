@@ -92,7 +92,7 @@ pub fn matmul_experts(
     rows: usize,
     used: usize,
     ids: &[u32],
-    experts: &[&CpuMatrix],
+    experts: &[CpuMatrix],
     out: &mut [f32],
 ) -> BackendResult<()> {
     let Some(first) = experts.first() else {
@@ -221,14 +221,13 @@ mod tests {
     fn expert_matmul_is_each_row_alone() {
         let (cols, m, rows, used) = (64, 24, 5, 2);
         let experts: Vec<CpuMatrix> = (0..4).map(|e| matrix(m, cols, e as f32)).collect();
-        let refs: Vec<&CpuMatrix> = experts.iter().collect();
         let ids = [3, 0, 1, 3, 0, 2, 2, 1, 3, 1];
         let pool = WorkerPool::new(2).unwrap();
         let mut scratch = ExpertScratch::default();
         for x_per_slot in [false, true] {
             let x: Vec<f32> = (0..if x_per_slot { rows * used } else { rows } * cols).map(|i| (i as f32 * 0.13).cos()).collect();
             let mut out = vec![f32::NAN; rows * used * m];
-            matmul_experts(&pool, MatmulMode::Integer, &mut scratch, &x, x_per_slot, rows, used, &ids, &refs, &mut out).unwrap();
+            matmul_experts(&pool, MatmulMode::Integer, &mut scratch, &x, x_per_slot, rows, used, &ids, &experts, &mut out).unwrap();
             for s in 0..rows * used {
                 let r = if x_per_slot { s } else { s / used };
                 let mut alone = vec![0.0; m];
@@ -239,7 +238,7 @@ mod tests {
         let bad = [4, 0, 1, 3, 0, 2, 2, 1, 3, 1];
         let x = vec![0.0; rows * cols];
         let mut out = vec![0.0; rows * used * m];
-        assert!(matmul_experts(&pool, MatmulMode::Integer, &mut scratch, &x, false, rows, used, &bad, &refs, &mut out).is_err());
+        assert!(matmul_experts(&pool, MatmulMode::Integer, &mut scratch, &x, false, rows, used, &bad, &experts, &mut out).is_err());
     }
 
     #[test]

@@ -180,7 +180,7 @@ impl Backend for CpuBackend {
         experts::route(logits, rows, route, ids, weights)
     }
 
-    fn matmul_experts(&self, x: &Vec<f32>, x_per_slot: bool, rows: usize, used: usize, ids: &Vec<u32>, experts: &[&CpuMatrix], out: &mut Vec<f32>) -> BackendResult<()> {
+    fn matmul_experts(&self, x: &Vec<f32>, x_per_slot: bool, rows: usize, used: usize, ids: &Vec<u32>, experts: &[CpuMatrix], out: &mut Vec<f32>) -> BackendResult<()> {
         let mut scratch = self.expert_scratch.lock().unwrap_or_else(|p| p.into_inner());
         experts::matmul_experts(&self.pool, self.matmul_mode, &mut scratch, x, x_per_slot, rows, used, ids, experts, out)
     }

@@ -236,7 +236,7 @@ pub trait Backend: Send + 'static {
     /// `mul_mat_id`): `r(s) = s / used` when `x` holds one row per token, `s` when it holds one
     /// per slot (`x_per_slot`). Each slot's row is what `matmul` gives that row alone.
     #[allow(clippy::too_many_arguments)]
-    fn matmul_experts(&self, x: &Self::Buffer, x_per_slot: bool, rows: usize, used: usize, ids: &Self::Indices, experts: &[&Self::Matrix], out: &mut Self::Buffer) -> BackendResult<()> {
+    fn matmul_experts(&self, x: &Self::Buffer, x_per_slot: bool, rows: usize, used: usize, ids: &Self::Indices, experts: &[Self::Matrix], out: &mut Self::Buffer) -> BackendResult<()> {
         let _ = (x, x_per_slot, rows, used, ids, experts, out);
         Err(BackendError::Unsupported { backend: self.name(), what: "mixture-of-experts matmul".into() })
     }

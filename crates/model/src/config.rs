@@ -1,7 +1,7 @@
 //! The model's shape, read from GGUF metadata (here) or a Hugging Face `config.json`
 //! (`hf::config`). Only what the forward pass needs, validated once so the hot path can trust it.
 
-use rill_backend::{AttentionParams, RopeParams};
+use rill_backend::{AttentionParams, ExpertRoute, RopeParams};
 
 pub use crate::family::Architecture;
 use crate::family::{Block, GgufKeys};
@@ -123,6 +123,31 @@ pub struct ModelConfig {
     pub final_softcap: f32,
     /// Embedding rows are multiplied by this (Gemma: √hidden); 1: not scaled.
     pub embed_scale: f32,
+    /// Every layer's feed-forward block is a mixture of experts (Mixtral, Qwen3-MoE, Qwen2-MoE).
+    pub experts: Option<Experts>,
+}
+
+/// A mixture-of-experts feed-forward block: a router picks `route.used` of `route.experts`
+/// gated FFNs of `ffn_hidden` per token; Qwen2-MoE adds a shared expert of `shared_ffn` (0: none)
+/// behind a sigmoid gate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Experts {
+    pub route: ExpertRoute,
+    pub ffn_hidden: usize,
+    pub shared_ffn: usize,
+}
+
+impl Experts {
+    /// The experts a GGUF declares (`{arch}.expert_count` > 0), `None` for a dense model.
+    /// Routing weights are normalized (Mixtral, Qwen3-MoE) unless a family says otherwise.
+    fn from_gguf(k: &GgufKeys<'_>, ffn_hidden: usize) -> Result<Option<Experts>, ConfigError> {
+        let Some(count) = k.usize("expert_count")?.filter(|&c| c > 0) else { return Ok(None) };
+        let used = k.required("expert_used_count")?;
+        let scale = k.f32("expert_weights_scale")?.filter(|&s| s != 0.0).unwrap_or(1.0);
+        let route = ExpertRoute { experts: count, used, normalize: true, scale };
+        let ffn = k.usize("expert_feed_forward_length")?.filter(|&f| f > 0).unwrap_or(ffn_hidden);
+        Ok(Some(Experts { route, ffn_hidden: ffn, shared_ffn: 0 }))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +224,7 @@ impl ModelConfig {
             rope_neox: arch.block().gguf_rope_neox,
             ..ModelConfig::plain(arch, layers)
         };
+        cfg.experts = Experts::from_gguf(&k, cfg.ffn_hidden)?;
         arch.read_gguf(&k, &mut cfg)?;
         cfg.validate()?;
         Ok(cfg)
@@ -231,6 +257,7 @@ impl ModelConfig {
             attn_softcap: 0.0,
             final_softcap: 0.0,
             embed_scale: 1.0,
+            experts: None,
         }
     }
 
@@ -283,6 +310,12 @@ impl ModelConfig {
         }
         if self.layer_kinds.len() != self.layers {
             return Err(ConfigError::Invalid(format!("{} layer kinds for {} layers", self.layer_kinds.len(), self.layers)));
+        }
+        if let Some(e) = &self.experts {
+            let r = &e.route;
+            if r.used == 0 || r.used > r.experts || e.ffn_hidden == 0 || !r.scale.is_finite() {
+                return Err(ConfigError::Invalid(format!("{} of {} experts of {} ({:?})", r.used, r.experts, e.ffn_hidden, r)));
+            }
         }
         let caps = [self.attn_softcap, self.final_softcap, self.embed_scale, self.query_scale.unwrap_or(1.0)];
         if caps.iter().any(|c| !c.is_finite() || *c < 0.0) {

@@ -12,7 +12,7 @@ use rill_backend::{AttentionBatch, AttentionParams, Backend, BackendError, DrawP
 use rill_engine::ForwardBatch;
 
 use crate::config::ModelConfig;
-use crate::weights::ModelWeights;
+use crate::weights::{ExpertWeights, FeedForward, ModelWeights};
 
 /// The most work one `forward` call may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +62,44 @@ struct Activations<B: Backend> {
     block_tables: B::Indices, // [S, max_blocks_per_seq]
     logits_rows: B::Indices,  // [S]
     sampled: B::Indices,      // [S] token ids chosen by `Backend::sample`
+    /// A mixture of experts' buffers (`K` = experts per token, `E` = experts).
+    experts: Option<ExpertBuffers<B>>,
+}
+
+struct ExpertBuffers<B: Backend> {
+    logits: B::Buffer,   // [T, E] the router's
+    ids: B::Indices,     // [T, K] chosen experts
+    weights: B::Buffer,  // [T, K] their weights
+    gate: B::Buffer,     // [T·K, expert ffn]
+    up: B::Buffer,       // [T·K, expert ffn]
+    act: B::Buffer,      // [T·K, expert ffn]
+    out: B::Buffer,      // [T·K, d] each slot's expert output
+    /// Qwen2-MoE's shared expert: gate logit [T], FFN [T, shared ffn] ×3, output [T, d].
+    shared: Option<[B::Buffer; 5]>,
+}
+
+impl<B: Backend> ExpertBuffers<B> {
+    fn new(b: &B, cfg: &ModelConfig, t: usize) -> Result<Option<Self>, BackendError> {
+        let Some(e) = &cfg.experts else { return Ok(None) };
+        if !b.runs_experts() {
+            return Err(BackendError::Unsupported { backend: b.name(), what: format!("mixture-of-experts models ({})", cfg.arch.name()) });
+        }
+        let (k, ff, d, slots) = (e.route.used, e.ffn_hidden, cfg.hidden, t * e.route.used);
+        let shared = match e.shared_ffn {
+            0 => None,
+            s => Some([b.alloc(t)?, b.alloc(t * s)?, b.alloc(t * s)?, b.alloc(t * s)?, b.alloc(t * d)?]),
+        };
+        Ok(Some(ExpertBuffers {
+            logits: b.alloc(t * e.route.experts)?,
+            ids: b.alloc_indices(t * k)?,
+            weights: b.alloc(t * k)?,
+            gate: b.alloc(slots * ff)?,
+            up: b.alloc(slots * ff)?,
+            act: b.alloc(slots * ff)?,
+            out: b.alloc(slots * d)?,
+            shared,
+        }))
+    }
 }
 
 pub struct Transformer<B: Backend> {
@@ -119,6 +157,7 @@ impl<B: Backend> Transformer<B> {
             block_tables: b.alloc_indices(s * kv_layout.num_blocks)?,
             logits_rows: b.alloc_indices(s)?,
             sampled: b.alloc_indices(s)?,
+            experts: ExpertBuffers::new(b, &cfg, t)?,
         };
         let graphs = backend.graphs_supported() && std::env::var("RILL_GRAPHS").as_deref() != Ok("0");
         // One extra block past those the scheduler hands out takes the K/V of the padding rows
@@ -326,9 +365,17 @@ impl<B: Backend> Transformer<B> {
             residual(b, &mut a.hidden, &a.proj, l.post_attn_norm.as_ref(), cfg.norm_eps, n, d, &mut a.normed)?;
             // Feed-forward block (gated: SwiGLU or GeGLU).
             b.rms_norm(&a.hidden, &l.ffn_norm, cfg.norm_eps, n, d, &mut a.normed)?;
-            b.matmul_many(&a.normed, n, &mut [(&l.w_gate, &mut a.gate), (&l.w_up, &mut a.up)])?;
-            b.glu(activation, &a.gate, &a.up, n * ff, &mut a.act)?;
-            b.matmul(&a.act, &l.w_down, n, &mut a.proj)?;
+            match &l.ffn {
+                FeedForward::Dense { gate, up, down } => {
+                    b.matmul_many(&a.normed, n, &mut [(gate, &mut a.gate), (up, &mut a.up)])?;
+                    b.glu(activation, &a.gate, &a.up, n * ff, &mut a.act)?;
+                    b.matmul(&a.act, down, n, &mut a.proj)?;
+                }
+                FeedForward::Experts(x) => {
+                    let eb = a.experts.as_mut().expect("expert buffers for a mixture");
+                    mixture(b, cfg, x, eb, &a.normed, n, &mut a.proj)?;
+                }
+            }
             residual(b, &mut a.hidden, &a.proj, l.post_ffn_norm.as_ref(), cfg.norm_eps, n, d, &mut a.normed)?;
         }
         if n_logits == 0 {
@@ -354,6 +401,29 @@ impl<B: Backend> Transformer<B> {
         b.write_indices(&mut a.logits_rows, &batch.logits_rows)?;
         Ok(())
     }
+}
+
+/// A mixture-of-experts block as llama.cpp's `build_moe_ffn` runs it: router logits, the chosen
+/// experts and their weights, each slot's gated FFN (the slots of one expert as one matmul), the
+/// weighted sum of the slots, then Qwen2-MoE's shared expert behind its sigmoid gate.
+fn mixture<B: Backend>(b: &B, cfg: &ModelConfig, x: &ExpertWeights<B>, eb: &mut ExpertBuffers<B>, normed: &B::Buffer, n: usize, out: &mut B::Buffer) -> Result<(), BackendError> {
+    let e = cfg.experts.as_ref().expect("a mixture's config");
+    let (k, activation) = (e.route.used, cfg.block().activation);
+    b.matmul(normed, &x.router, n, &mut eb.logits)?;
+    b.route_experts(&eb.logits, n, &e.route, &mut eb.ids, &mut eb.weights)?;
+    b.matmul_experts(normed, false, n, k, &eb.ids, &x.gate, &mut eb.gate)?;
+    b.matmul_experts(normed, false, n, k, &eb.ids, &x.up, &mut eb.up)?;
+    b.glu(activation, &eb.gate, &eb.up, n * k * e.ffn_hidden, &mut eb.act)?;
+    b.matmul_experts(&eb.act, true, n, k, &eb.ids, &x.down, &mut eb.out)?;
+    b.combine_experts(&eb.out, &eb.weights, n, k, cfg.hidden, out)?;
+    if let (Some(sh), Some([logit, gate, up, act, y])) = (&x.shared, &mut eb.shared) {
+        b.matmul(normed, &sh.gate_inp, n, logit)?;
+        b.matmul_many(normed, n, &mut [(&sh.gate, gate), (&sh.up, up)])?;
+        b.glu(activation, gate, up, n * e.shared_ffn, act)?;
+        b.matmul(act, &sh.down, n, y)?;
+        b.add_gated(out, y, logit, n, cfg.hidden)?;
+    }
+    Ok(())
 }
 
 /// `hidden += out`, or `hidden += rms_norm(out) · post_norm` where the family norms a block's

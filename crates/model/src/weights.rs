@@ -25,11 +25,33 @@ pub struct LayerWeights<B: Backend> {
     /// Norm of the attention output before the residual add (Gemma).
     pub post_attn_norm: Option<B::Buffer>,
     pub ffn_norm: B::Buffer,
-    pub w_gate: B::Matrix,
-    pub w_up: B::Matrix,
-    pub w_down: B::Matrix,
+    pub ffn: FeedForward<B>,
     /// Norm of the feed-forward output before the residual add (Gemma).
     pub post_ffn_norm: Option<B::Buffer>,
+}
+
+/// A layer's feed-forward block: one gated FFN, or a mixture of experts.
+pub enum FeedForward<B: Backend> {
+    Dense { gate: B::Matrix, up: B::Matrix, down: B::Matrix },
+    Experts(Box<ExpertWeights<B>>),
+}
+
+pub struct ExpertWeights<B: Backend> {
+    /// `[experts, hidden]`: one logit per expert.
+    pub router: B::Matrix,
+    /// Per expert, in the file's order.
+    pub gate: Vec<B::Matrix>,
+    pub up: Vec<B::Matrix>,
+    pub down: Vec<B::Matrix>,
+    /// Qwen2-MoE's shared expert: its gate `[1, hidden]` and its FFN.
+    pub shared: Option<SharedExpert<B>>,
+}
+
+pub struct SharedExpert<B: Backend> {
+    pub gate_inp: B::Matrix,
+    pub gate: B::Matrix,
+    pub up: B::Matrix,
+    pub down: B::Matrix,
 }
 
 pub struct ModelWeights<B: Backend> {
@@ -127,6 +149,17 @@ layer_weights! {
     Qkv => "attn_qkv.weight", "self_attn.qkv_proj.weight";
     /// Phi-3: gate rows then up rows in one matrix.
     GateUp => "ffn_up.weight", "mlp.gate_up_proj.weight";
+    /// Mixture of experts: the router, `[experts, hidden]`.
+    Router => "ffn_gate_inp.weight", "mlp.gate.weight";
+    /// Every expert's matrix stacked, `[experts, rows, cols]`.
+    GateExps => "ffn_gate_exps.weight", "mlp.experts.gate_proj.weight";
+    UpExps => "ffn_up_exps.weight", "mlp.experts.up_proj.weight";
+    DownExps => "ffn_down_exps.weight", "mlp.experts.down_proj.weight";
+    /// Qwen2-MoE's shared expert: its gate's weights (`[hidden]`) and its FFN.
+    SharedRouter => "ffn_gate_inp_shexp.weight", "mlp.shared_expert_gate.weight";
+    SharedGate => "ffn_gate_shexp.weight", "mlp.shared_expert.gate_proj.weight";
+    SharedUp => "ffn_up_shexp.weight", "mlp.shared_expert.up_proj.weight";
+    SharedDown => "ffn_down_shexp.weight", "mlp.shared_expert.down_proj.weight";
 }
 
 impl LayerWeight {
@@ -183,14 +216,17 @@ impl Weight {
             Weight::OutputNorm => false,
             Weight::Layer(_, w) => {
                 use LayerWeight as L;
-                matches!(w, L::Q | L::K | L::V | L::O | L::Gate | L::Up | L::Down | L::Qkv | L::GateUp)
+                let experts = matches!(w, L::Router | L::GateExps | L::UpExps | L::DownExps | L::SharedRouter | L::SharedGate | L::SharedUp | L::SharedDown);
+                experts || matches!(w, L::Q | L::K | L::V | L::O | L::Gate | L::Up | L::Down | L::Qkv | L::GateUp)
             }
         }
     }
 
-    /// `(rows, cols)` of a matrix, or `(len, 1)` of a vector, for `cfg`.
+    /// `(rows, cols)` of a matrix (of one expert's, for the stacked expert weights), or
+    /// `(len, 1)` of a vector, for `cfg`.
     pub fn dims(self, cfg: &ModelConfig) -> (usize, usize) {
         let (d, q, kv, ff, vocab, hd) = (cfg.hidden, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_hidden, cfg.vocab_size, cfg.head_dim);
+        let (experts, ff_e, ff_s) = cfg.experts.as_ref().map_or((0, 0, 0), |e| (e.route.experts, e.ffn_hidden, e.shared_ffn));
         match self {
             Weight::TokenEmbd | Weight::Output => (vocab, d),
             Weight::OutputNorm => (d, 1),
@@ -206,6 +242,12 @@ impl Weight {
                 LayerWeight::Gate | LayerWeight::Up => (ff, d),
                 LayerWeight::GateUp => (2 * ff, d),
                 LayerWeight::Down => (d, ff),
+                LayerWeight::Router => (experts, d),
+                LayerWeight::GateExps | LayerWeight::UpExps => (ff_e, d),
+                LayerWeight::DownExps => (d, ff_e),
+                LayerWeight::SharedRouter => (1, d),
+                LayerWeight::SharedGate | LayerWeight::SharedUp => (ff_s, d),
+                LayerWeight::SharedDown => (d, ff_s),
             },
         }
     }
@@ -233,13 +275,18 @@ fn in_source<S: TensorSource + ?Sized>(source: &S, w: Weight) -> bool {
 /// Whether the layers of `cfg`'s family have weight `w` (biases only where the file does too).
 fn layer_has(cfg: &ModelConfig, w: LayerWeight) -> bool {
     let b = cfg.block();
+    let (dense, shared) = (cfg.experts.is_none(), cfg.experts.as_ref().is_some_and(|e| e.shared_ffn > 0));
     match w {
-        LayerWeight::Q | LayerWeight::K | LayerWeight::V | LayerWeight::Gate | LayerWeight::Up => !b.fused,
+        LayerWeight::Q | LayerWeight::K | LayerWeight::V => !b.fused,
+        LayerWeight::Gate | LayerWeight::Up => !b.fused && dense,
         LayerWeight::Qkv | LayerWeight::GateUp => b.fused,
+        LayerWeight::Down => dense,
+        LayerWeight::Router | LayerWeight::GateExps | LayerWeight::UpExps | LayerWeight::DownExps => !dense,
+        LayerWeight::SharedRouter | LayerWeight::SharedGate | LayerWeight::SharedUp | LayerWeight::SharedDown => shared,
         LayerWeight::QBias | LayerWeight::KBias | LayerWeight::VBias => b.qkv_bias,
         LayerWeight::QNorm | LayerWeight::KNorm => b.qk_norm,
         LayerWeight::PostAttnNorm | LayerWeight::PostFfnNorm => b.post_norms,
-        LayerWeight::AttnNorm | LayerWeight::O | LayerWeight::FfnNorm | LayerWeight::Down => true,
+        LayerWeight::AttnNorm | LayerWeight::O | LayerWeight::FfnNorm => true,
     }
 }
 
@@ -253,6 +300,12 @@ pub trait TensorSource {
     fn matrix(&self, w: Weight, rows: usize, cols: usize) -> Result<MatrixSource, WeightsError>;
     /// `w` as `len` f32 values.
     fn vector(&self, w: Weight, len: usize) -> Result<Vec<f32>, WeightsError>;
+    /// `count` matrices of `rows` × `cols` stored as one tensor (a mixture's experts), as one
+    /// matrix of `count · rows` rows.
+    fn stacked(&self, w: Weight, count: usize, rows: usize, cols: usize) -> Result<MatrixSource, WeightsError> {
+        let _ = (count, rows, cols);
+        Err(WeightsError::Convert { name: self.name(w), problem: "stacked expert tensors are read from GGUF files only".into() })
+    }
     /// Per-pair rotary factors stored as the tensor `name` (GGUF's `rope_freqs.weight`,
     /// `rope_factors_long.weight`, ...).
     fn rope_factors(&self, _name: &str, _len: usize) -> Result<Option<Vec<f32>>, WeightsError> {
@@ -298,8 +351,16 @@ impl TensorSource for GgufTensors<'_> {
 
     fn matrix(&self, w: Weight, rows: usize, cols: usize) -> Result<MatrixSource, WeightsError> {
         let name = w.gguf_name();
-        let info = self.info(&name, &[cols, rows])?;
+        // A one-row matrix may be stored as a vector (Qwen2-MoE's shared expert gate).
+        let one_row = rows == 1 && self.0.tensor_info(&name).is_some_and(|i| i.shape.len() == 1);
+        let info = if one_row { self.info(&name, &[cols])? } else { self.info(&name, &[cols, rows])? };
         Ok(MatrixSource { dtype: info.dtype, rows, cols, bytes: self.0.tensor_data(info), name })
+    }
+
+    fn stacked(&self, w: Weight, count: usize, rows: usize, cols: usize) -> Result<MatrixSource, WeightsError> {
+        let name = w.gguf_name();
+        let info = self.info(&name, &[cols, rows, count])?;
+        Ok(MatrixSource { dtype: info.dtype, rows: count * rows, cols, bytes: self.0.tensor_data(info), name })
     }
 
     fn vector(&self, w: Weight, len: usize) -> Result<Vec<f32>, WeightsError> {
@@ -346,26 +407,46 @@ impl<B: Backend, S: TensorSource + ?Sized> Loader<'_, B, S> {
         Ok(m)
     }
 
-    /// A fused matrix cut into its parts of `rows[i]` rows each (rows of every type are whole
-    /// blocks, so each part is a byte range of the file).
+    /// A fused matrix cut into its parts of `rows[i]` rows each.
     fn split_matrix<const N: usize>(&mut self, w: Weight, rows: [usize; N]) -> Result<[B::Matrix; N], WeightsError> {
         let (total, cols) = w.dims(self.cfg);
         let source = self.source.matrix(w, total, cols)?;
-        let convert = |problem: String| WeightsError::Convert { name: source.name.clone(), problem };
-        let row_bytes = source.dtype.row_bytes(cols).ok_or_else(|| convert(format!("{cols} columns are not whole {} blocks", source.dtype)))?;
         self.step_matrices.bytes += source.bytes.len();
         self.step_matrices.elements += total * cols;
-        let mut parts = Vec::with_capacity(N);
+        let parts = self.cut(source, &rows)?;
+        self.tick();
+        Ok(parts.try_into().unwrap_or_else(|_| unreachable!("N parts")))
+    }
+
+    /// A mixture's stacked expert matrices, one per expert. A step reads `used` of `experts`
+    /// per token, which is what the step's sizes count.
+    fn experts(&mut self, w: Weight) -> Result<Vec<B::Matrix>, WeightsError> {
+        let (rows, cols) = w.dims(self.cfg);
+        let route = &self.cfg.experts.as_ref().expect("expert weights only for mixtures").route;
+        let source = self.source.stacked(w, route.experts, rows, cols)?;
+        self.step_matrices.bytes += source.bytes.len() / route.experts * route.used;
+        self.step_matrices.elements += rows * cols * route.used;
+        let parts = self.cut(source, &vec![rows; route.experts])?;
+        self.tick();
+        Ok(parts)
+    }
+
+    /// `source` cut into parts of `rows[i]` rows each (rows of every type are whole blocks, so
+    /// each part is a byte range of the file), uploaded.
+    fn cut(&mut self, source: MatrixSource, rows: &[usize]) -> Result<Vec<B::Matrix>, WeightsError> {
+        let cols = source.cols;
+        let convert = |problem: String| WeightsError::Convert { name: source.name.clone(), problem };
+        let row_bytes = source.dtype.row_bytes(cols).ok_or_else(|| convert(format!("{cols} columns are not whole {} blocks", source.dtype)))?;
+        let mut parts = Vec::with_capacity(rows.len());
         let mut first = 0;
-        for r in rows {
+        for &r in rows {
             let bytes = source.bytes.slice(first * row_bytes, r * row_bytes).ok_or_else(|| convert(format!("rows {first}..{}", first + r)))?;
             let name = format!("{}[{first}..{}]", source.name, first + r);
             let part = MatrixSource { name: name.clone(), dtype: source.dtype, rows: r, cols, bytes };
             parts.push(self.backend.upload_matrix(part).map_err(|source| WeightsError::Backend { name, source })?);
             first += r;
         }
-        self.tick();
-        Ok(parts.try_into().unwrap_or_else(|_| unreachable!("N parts")))
+        Ok(parts)
     }
 
     fn vector(&mut self, w: Weight) -> Result<B::Buffer, WeightsError> {
@@ -420,14 +501,32 @@ impl<B: Backend> ModelWeights<B> {
             let wo = l.matrix(w(LayerWeight::O))?;
             let post_attn_norm = l.optional(w(LayerWeight::PostAttnNorm))?;
             let ffn_norm = l.vector(w(LayerWeight::FfnNorm))?;
-            let [w_gate, w_up] = if cfg.block().fused {
-                l.split_matrix(w(LayerWeight::GateUp), [ff, ff])?
-            } else {
-                [l.matrix(w(LayerWeight::Gate))?, l.matrix(w(LayerWeight::Up))?]
+            let ffn = match &cfg.experts {
+                Some(e) => {
+                    let router = l.matrix(w(LayerWeight::Router))?;
+                    let (gate, up, down) = (l.experts(w(LayerWeight::GateExps))?, l.experts(w(LayerWeight::UpExps))?, l.experts(w(LayerWeight::DownExps))?);
+                    let shared = match e.shared_ffn {
+                        0 => None,
+                        _ => Some(SharedExpert {
+                            gate_inp: l.matrix(w(LayerWeight::SharedRouter))?,
+                            gate: l.matrix(w(LayerWeight::SharedGate))?,
+                            up: l.matrix(w(LayerWeight::SharedUp))?,
+                            down: l.matrix(w(LayerWeight::SharedDown))?,
+                        }),
+                    };
+                    FeedForward::Experts(Box::new(ExpertWeights { router, gate, up, down, shared }))
+                }
+                None => {
+                    let [gate, up] = if cfg.block().fused {
+                        l.split_matrix(w(LayerWeight::GateUp), [ff, ff])?
+                    } else {
+                        [l.matrix(w(LayerWeight::Gate))?, l.matrix(w(LayerWeight::Up))?]
+                    };
+                    FeedForward::Dense { gate, up, down: l.matrix(w(LayerWeight::Down))? }
+                }
             };
-            let w_down = l.matrix(w(LayerWeight::Down))?;
             let post_ffn_norm = l.optional(w(LayerWeight::PostFfnNorm))?;
-            layers.push(LayerWeights { attn_norm, wq, wk, wv, bq, bk, bv, q_norm, k_norm, wo, post_attn_norm, ffn_norm, w_gate, w_up, w_down, post_ffn_norm });
+            layers.push(LayerWeights { attn_norm, wq, wk, wv, bq, bk, bv, q_norm, k_norm, wo, post_attn_norm, ffn_norm, ffn, post_ffn_norm });
         }
         let output_norm = l.vector(Weight::OutputNorm)?;
         let output = if cfg.tied_embeddings { None } else { Some(l.matrix(Weight::Output)?) };

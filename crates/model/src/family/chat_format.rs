@@ -86,7 +86,7 @@ impl ChatFormat {
             Architecture::Llama => &[LLAMA3],
             Architecture::Gemma2 | Architecture::Gemma3 => &[GEMMA],
             Architecture::Phi3 => &[PHI3],
-            Architecture::Qwen2 | Architecture::Qwen3 | Architecture::SmolLm3 => &[],
+            Architecture::Qwen2 | Architecture::Qwen3 | Architecture::Qwen2Moe | Architecture::Qwen3Moe | Architecture::SmolLm3 => &[],
         };
         let has_all = |f: &ChatFormat| f.markers.iter().all(|m| tokenizer.token_id(m).is_some());
         candidates.iter().copied().find(has_all).unwrap_or(CHATML)

@@ -37,6 +37,11 @@ pub enum Architecture {
     Phi3,
     /// SmolLM3: the Llama block with rotary skipped on every fourth layer.
     SmolLm3,
+    /// Qwen3-MoE: Qwen3's attention, a routed mixture of experts (normalized top-k) for the FFN.
+    Qwen3Moe,
+    /// Qwen2-MoE: Qwen2's attention, routed experts (top-k not normalized) plus a shared expert
+    /// behind a sigmoid gate.
+    Qwen2Moe,
 }
 
 /// The block variants a family uses, beyond the Llama block.
@@ -70,7 +75,7 @@ const LLAMA_BLOCK: Block = Block {
 };
 
 impl Architecture {
-    pub const ALL: [Architecture; 7] = [
+    pub const ALL: [Architecture; 9] = [
         Architecture::Llama,
         Architecture::Qwen2,
         Architecture::Qwen3,
@@ -78,6 +83,8 @@ impl Architecture {
         Architecture::Gemma3,
         Architecture::Phi3,
         Architecture::SmolLm3,
+        Architecture::Qwen3Moe,
+        Architecture::Qwen2Moe,
     ];
 
     /// GGUF's `general.architecture`.
@@ -90,6 +97,8 @@ impl Architecture {
             Architecture::Gemma3 => "gemma3",
             Architecture::Phi3 => "phi3",
             Architecture::SmolLm3 => "smollm3",
+            Architecture::Qwen3Moe => "qwen3moe",
+            Architecture::Qwen2Moe => "qwen2moe",
         }
     }
 
@@ -103,6 +112,8 @@ impl Architecture {
             Architecture::Gemma3 => &["Gemma3ForCausalLM", "gemma3_text"],
             Architecture::Phi3 => &["Phi3ForCausalLM", "phi3"],
             Architecture::SmolLm3 => &["SmolLM3ForCausalLM", "smollm3"],
+            // Mixture-of-experts checkpoints load from GGUF only (so far).
+            Architecture::Qwen3Moe | Architecture::Qwen2Moe => &[],
         }
     }
 
@@ -128,8 +139,8 @@ impl Architecture {
         let gemma = Block { gguf_rope_neox: true, post_norms: true, activation: Activation::GeluTanh, hf_norm_offset: 1.0, ..LLAMA_BLOCK };
         match self {
             Architecture::Llama | Architecture::SmolLm3 => LLAMA_BLOCK,
-            Architecture::Qwen2 => Block { gguf_rope_neox: true, qkv_bias: true, ..LLAMA_BLOCK },
-            Architecture::Qwen3 => Block { gguf_rope_neox: true, qk_norm: true, ..LLAMA_BLOCK },
+            Architecture::Qwen2 | Architecture::Qwen2Moe => Block { gguf_rope_neox: true, qkv_bias: true, ..LLAMA_BLOCK },
+            Architecture::Qwen3 | Architecture::Qwen3Moe => Block { gguf_rope_neox: true, qk_norm: true, ..LLAMA_BLOCK },
             Architecture::Gemma2 => gemma,
             Architecture::Gemma3 => Block { qk_norm: true, ..gemma },
             Architecture::Phi3 => Block { gguf_rope_neox: true, fused: true, ..LLAMA_BLOCK },
@@ -142,6 +153,8 @@ impl Architecture {
             Architecture::Llama => llama::gguf(k, cfg),
             Architecture::SmolLm3 => llama::smollm3(cfg),
             Architecture::Qwen2 | Architecture::Qwen3 => Ok(()),
+            Architecture::Qwen3Moe => qwen::qwen3moe_gguf(cfg),
+            Architecture::Qwen2Moe => qwen::qwen2moe_gguf(k, cfg),
             Architecture::Gemma2 => gemma::gemma2_gguf(k, cfg),
             Architecture::Gemma3 => gemma::gemma3_gguf(k, cfg),
             Architecture::Phi3 => phi3::gguf(k, cfg),
@@ -155,6 +168,7 @@ impl Architecture {
             Architecture::SmolLm3 => llama::smollm3_hf(c, cfg),
             Architecture::Qwen2 => qwen::qwen2_hf(c, cfg),
             Architecture::Qwen3 => Ok(()),
+            Architecture::Qwen3Moe | Architecture::Qwen2Moe => Err(ConfigError::Invalid(format!("{} loads from GGUF only", self.name()))),
             Architecture::Gemma2 => gemma::gemma2_hf(c, cfg),
             Architecture::Gemma3 => gemma::gemma3_hf(c, cfg),
             Architecture::Phi3 => phi3::hf(c, cfg),
