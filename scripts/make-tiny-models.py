@@ -116,6 +116,7 @@ import zlib
 from pathlib import Path
 
 SEED = 20250611
+ROUTER_GAIN = 4.0      # router logits' scale in a mixture of experts
 LOGIT_STD = 2.0        # target std of the (pre-softcap) logits over the vocabulary
 QK_GAIN = 1.5          # q/k projection gain: attention scores with std ~2
 EMBED_RMS = 1.0        # rms of the (scaled) token embeddings with 2 layers; x sqrt(layers / 2) beyond
@@ -261,6 +262,25 @@ FAMILIES["phi3-longrope"] = dict(
     config=dict(FAMILIES["phi3"]["config"], max_position_embeddings=8192,
                 rope_scaling="LONGROPE"),  # filled in by make_config (factors depend on head_dim)
 )
+# Mixtures of experts: 8 experts, 2 per token, on the dense families' tokenizers and attention.
+MOE = dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=64, decoder_sparse_step=1, mlp_only_layers=[])
+FAMILIES["qwen3moe"] = dict(
+    FAMILIES["qwen3"], hf_class="Qwen3MoeForCausalLM", config_class="Qwen3MoeConfig",
+    # llama.cpp always normalizes Qwen3-MoE's top-k weights (as the released models' configs ask)
+    config=dict(FAMILIES["qwen3"]["config"], **MOE, norm_topk_prob=True),
+)
+FAMILIES["qwen2moe"] = dict(
+    FAMILIES["qwen3"], hf_class="Qwen2MoeForCausalLM", config_class="Qwen2MoeConfig",
+    config=dict(num_hidden_layers=2, rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=False,
+                hidden_act="silu", use_sliding_window=False, **MOE, shared_expert_intermediate_size=128,
+                norm_topk_prob=False),
+)
+FAMILIES["mixtral"] = dict(
+    FAMILIES["mistral"], hf_class="MixtralForCausalLM", config_class="MixtralConfig",
+    config=dict(num_hidden_layers=2, head_dim=32, rope_theta=1000000.0, rms_norm_eps=1e-5, sliding_window=None,
+                tie_word_embeddings=False, hidden_act="silu", num_local_experts=8, num_experts_per_tok=2,
+                intermediate_size=64),  # Mixtral's experts are intermediate_size wide
+)
 NO_TEMPLATE = ["llama", "mistral"]  # one BPE and one SentencePiece family
 
 FIXED_DATE = "26 Jul 2024"
@@ -383,7 +403,9 @@ def init_weights(model, fam: dict):
         for name, p in model.named_parameters():
             rng = tensor_rng(name)
             shape = tuple(p.shape)
-            if p.ndim == 1:  # RMSNorm weights
+            if name.endswith(".bias"):  # Qwen2's q/k/v biases: small offsets
+                arr = rng.uniform(-0.1, 0.1, size=shape)
+            elif p.ndim == 1:  # RMSNorm weights
                 noise = rng.uniform(-NORM_NOISE, NORM_NOISE, size=shape)
                 gain = QK_GAIN if ("q_norm" in name or "k_norm" in name) else 1.0
                 w = gain * (1.0 + noise)
@@ -400,6 +422,8 @@ def init_weights(model, fam: dict):
                 gain = 1.0
                 if any(k in name for k in ("q_proj", "k_proj")):
                     gain = QK_GAIN
+                if name.endswith("mlp.gate.weight") or name.endswith("block_sparse_moe.gate.weight"):
+                    gain = ROUTER_GAIN  # peaked routing: no near-ties for rounding to flip
                 arr = rng.standard_normal(shape) * (gain / math.sqrt(fan_in))
                 if "qkv_proj" in name:  # Phi-3 fused q|k|v: scale the q and k rows
                     cfg = model.config
