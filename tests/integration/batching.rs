@@ -126,3 +126,31 @@ fn n_choices_match_single_requests_with_their_seeds() {
     assert_ne!(choices[0], choices[1], "independent seeds per choice");
     assert!(cached[1] >= 16, "the second choice shares the prompt's full blocks: {cached:?}");
 }
+
+/// A mixture of experts routes each token on its own: with Qwen2-MoE's tiny model (routed
+/// experts and the shared one) 16 prompts submitted together get the tokens and the logprob
+/// bits each gets alone, though the steps mix their tokens over every expert.
+#[test]
+fn mixture_of_experts_logprobs_do_not_depend_on_the_batch() {
+    let path = rill::testing::repo_root().join("tests/fixtures/models/qwen2moe.Q8_0.gguf");
+    let model = rill_model::loader::load(&path, rill_backend_cpu::CpuBackend::new(2).unwrap(), &options(4096), &mut |_, _| {}).unwrap();
+    let tok = model.tokenizer;
+    let engine = common::engine_of(model.transformer, tok.eos_token_ids(), "qwen2moe");
+    let h = engine.handle();
+    let params = SamplingParams { logprobs: Some(3), ..greedy() };
+    let bits = |stream: &mut RequestStream| -> Vec<(u32, u32)> {
+        let mut out = Vec::new();
+        loop {
+            match stream.blocking_recv().expect("terminal event") {
+                StreamEvent::Token { token: t, .. } => out.push((t.token, t.logprob.expect("logprobs asked").to_bits())),
+                StreamEvent::Finished { .. } => return out,
+                StreamEvent::Failed(e) => panic!("request failed: {e}"),
+            }
+        }
+    };
+    let alone: Vec<_> = common::prompts().iter().map(|p| bits(&mut h.submit(request(&tok, p, &params)).unwrap())).collect();
+    assert!(alone.iter().all(|t| t.len() == NEW_TOKENS));
+    let mut streams: Vec<_> = common::prompts().iter().map(|p| h.submit(request(&tok, p, &params)).unwrap()).collect();
+    let together: Vec<_> = streams.iter_mut().map(bits).collect();
+    assert_eq!(together, alone);
+}
