@@ -9,7 +9,7 @@
 
 use rill_backend::{BackendError, BackendResult, ExpertRoute};
 
-use crate::matmul::{CpuMatrix, MatmulMode};
+use crate::matmul::{matmul_grouped, CpuMatrix, Group, MatmulMode};
 use crate::simd::{expf_ggml_scalar, expf_glibc, tree8};
 use crate::{check_len, WorkerPool};
 
@@ -73,7 +73,7 @@ fn softmax(x: &[f32], out: &mut [f32]) {
     out.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// Scratch for [`matmul_experts`]: one expert's input rows and outputs.
+/// Scratch for [`matmul_experts`]: the slots sorted by expert, their input rows and outputs.
 #[derive(Default)]
 pub struct ExpertScratch {
     slots: Vec<u32>,
@@ -108,23 +108,33 @@ pub fn matmul_experts(
     if let Some(&bad) = ids[..slots].iter().find(|&&e| e as usize >= experts.len()) {
         return Err(BackendError::Shape { op: "matmul_experts", detail: format!("expert {bad} of {}", experts.len()) });
     }
-    for (e, w) in experts.iter().enumerate() {
-        scratch.slots.clear();
+    // Slots grouped by expert (in slot order within each), their input rows gathered in that
+    // order; every active expert is one group of one pooled call.
+    let mut counts = vec![0usize; experts.len()];
+    ids[..slots].iter().for_each(|&e| counts[e as usize] += 1);
+    scratch.slots.clear();
+    for e in 0..experts.len() {
         scratch.slots.extend((0..slots as u32).filter(|&s| ids[s as usize] as usize == e));
-        let n = scratch.slots.len();
-        if n == 0 {
-            continue;
+    }
+    scratch.x.resize(slots * cols, 0.0);
+    scratch.out.resize(slots * m, 0.0);
+    for (i, &s) in scratch.slots.iter().enumerate() {
+        let r = if x_per_slot { s as usize } else { s as usize / used };
+        scratch.x[i * cols..(i + 1) * cols].copy_from_slice(&x[r * cols..(r + 1) * cols]);
+    }
+    let mut groups = Vec::with_capacity(experts.len());
+    let (mut xs, mut outs) = (&scratch.x[..], &mut scratch.out[..]);
+    for (w, &n) in experts.iter().zip(&counts) {
+        let (x, rest_x) = xs.split_at(n * cols);
+        let (out, rest_out) = std::mem::take(&mut outs).split_at_mut(n * m);
+        (xs, outs) = (rest_x, rest_out);
+        if n > 0 {
+            groups.push(Group { w, x, rows: n, out });
         }
-        scratch.x.resize(n * cols, 0.0);
-        scratch.out.resize(n * m, 0.0);
-        for (i, &s) in scratch.slots.iter().enumerate() {
-            let r = if x_per_slot { s as usize } else { s as usize / used };
-            scratch.x[i * cols..(i + 1) * cols].copy_from_slice(&x[r * cols..(r + 1) * cols]);
-        }
-        w.matmul(pool, mode, &scratch.x, n, &mut scratch.out)?;
-        for (i, &s) in scratch.slots.iter().enumerate() {
-            out[s as usize * m..(s as usize + 1) * m].copy_from_slice(&scratch.out[i * m..(i + 1) * m]);
-        }
+    }
+    matmul_grouped(pool, mode, &mut groups)?;
+    for (i, &s) in scratch.slots.iter().enumerate() {
+        out[s as usize * m..(s as usize + 1) * m].copy_from_slice(&scratch.out[i * m..(i + 1) * m]);
     }
     Ok(())
 }

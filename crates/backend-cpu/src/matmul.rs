@@ -231,6 +231,63 @@ pub fn matmul_many<O: AsMut<[f32]>>(pool: &WorkerPool, mode: MatmulMode, x: &[f3
     Ok(())
 }
 
+/// One matrix of [`matmul_grouped`] with its own input rows and output.
+pub struct Group<'a> {
+    pub w: &'a CpuMatrix,
+    pub x: &'a [f32],
+    pub rows: usize,
+    pub out: &'a mut [f32],
+}
+
+thread_local! {
+    /// [`matmul_grouped`]'s quantized inputs, one per group, grown once and reused.
+    static GROUP_ACTIVATIONS: RefCell<Vec<Q8Activations>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `group.out = group.x · group.wᵀ` for matrices that each have their own input (a mixture's
+/// experts and the tokens routed to each): every input is quantized once and all the groups'
+/// row tasks share one pool call, so a step's many small expert matmuls wake the pool once. Each
+/// group's rows are what [`CpuMatrix::matmul`] gives them.
+pub fn matmul_grouped(pool: &WorkerPool, mode: MatmulMode, groups: &mut [Group<'_>]) -> BackendResult<()> {
+    let mut ends = Vec::with_capacity(groups.len());
+    let mut per_task = Vec::with_capacity(groups.len());
+    let mut total = 0;
+    for g in groups.iter() {
+        let k = g.w.cols();
+        check_len("matmul", "x", g.x.len(), g.rows * k)?;
+        check_len("matmul", "out", g.out.len(), g.rows * g.w.rows())?;
+        per_task.push(rows_per_task(g.w.rows(), g.rows, pool.threads()));
+        total += g.w.rows().div_ceil(per_task[per_task.len() - 1]);
+        ends.push(total);
+    }
+    let isa = QuantIsa::selected();
+    let mut acts = GROUP_ACTIVATIONS.with(|a| std::mem::take(&mut *a.borrow_mut()));
+    if acts.len() < groups.len() {
+        acts.resize_with(groups.len(), Q8Activations::default);
+    }
+    for (g, a) in groups.iter().zip(acts.iter_mut()) {
+        let formats = if mode == MatmulMode::Integer { Formats::of(g.w.dtype()) } else { Formats::default() };
+        if formats != Formats::default() {
+            a.quantize_on(pool, g.x, g.rows, g.w.cols(), formats);
+        }
+        if mode == MatmulMode::Integer {
+            _ = g.w.interleaved(isa);
+        }
+    }
+    let jobs: Vec<(&CpuMatrix, &[f32], usize, DisjointPtr<f32>)> = groups.iter_mut().map(|g| (g.w, g.x, g.rows, DisjointPtr(g.out.as_mut_ptr()))).collect();
+    let acts_ref = &acts;
+    pool.for_each(total, &|task| {
+        let j = ends.partition_point(|&e| e <= task);
+        let (w, x, rows, out) = &jobs[j];
+        let first = if j == 0 { 0 } else { ends[j - 1] };
+        let lo = (task - first) * per_task[j];
+        let hi = (lo + per_task[j]).min(w.rows());
+        w.run_task(mode, isa, &acts_ref[j], x, *rows, lo, hi, out.get());
+    });
+    GROUP_ACTIVATIONS.with(|a| *a.borrow_mut() = acts);
+    Ok(())
+}
+
 /// `Σ a[i]·b[i]`, on the widest instruction set this CPU has (`crate::isa`).
 /// Every row of a batch goes through the same path, so results never depend on the batch.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
