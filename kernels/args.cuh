@@ -86,6 +86,42 @@ struct GatherArgs {
     int32_t n;
     int32_t dim;
 };
+// Mixture of experts (experts.cu).
+struct RouteArgs {
+    const float* logits;  // [rows, experts]
+    uint32_t* ids;        // [rows, used]
+    float* weights;       // [rows, used]
+    int32_t rows;
+    int32_t experts;
+    int32_t used;
+    int32_t normalize;
+    float scale;
+    int32_t pad_;
+};
+struct CombineArgs {
+    const float* y;        // [rows, used, dim]
+    const float* weights;  // [rows, used]
+    float* out;            // [rows, dim]
+    int64_t n;             // rows * dim
+    int32_t used;
+    int32_t dim;
+};
+struct GatedAddArgs {
+    float* x;           // [rows, dim]
+    const float* y;     // [rows, dim]
+    const float* gate;  // [rows]
+    int64_t n;          // rows * dim
+    int32_t dim;
+    int32_t pad_;
+};
+struct ScatterArgs {
+    const float* src;      // [n, dim]
+    const uint32_t* rows;  // [n]
+    float* out;            // [out_rows, dim]
+    int64_t out_rows;
+    int32_t n;
+    int32_t dim;
+};
 struct WriteKvArgs {
     const float* k;         // [n, row]
     const float* v;         // [n, row]
@@ -158,6 +194,10 @@ static_assert(sizeof(ScaleArgs) == 24, "mirrored in args.rs");
 static_assert(sizeof(AddArgs) == 24, "mirrored in args.rs");
 static_assert(sizeof(AddBiasArgs) == 32, "mirrored in args.rs");
 static_assert(sizeof(GatherArgs) == 40, "mirrored in args.rs");
+static_assert(sizeof(RouteArgs) == 48, "mirrored in args.rs");
+static_assert(sizeof(CombineArgs) == 40, "mirrored in args.rs");
+static_assert(sizeof(GatedAddArgs) == 40, "mirrored in args.rs");
+static_assert(sizeof(ScatterArgs) == 40, "mirrored in args.rs");
 static_assert(sizeof(WriteKvArgs) == 64, "mirrored in args.rs");
 static_assert(sizeof(AttnArgs) == 144, "mirrored in args.rs");
 static_assert(sizeof(SampleRow) == 20, "mirrored in args.rs");

@@ -7,7 +7,8 @@
 #   0. the CUDA backend's own GPU tests (crates/backend-cuda/tests/gpu.rs, ignored by a plain
 #      `cargo test`), when carried;
 #   1. every kernel against its CPU twin (rill check-backend: named tolerances, poisoned outputs)
-#      and end-to-end greedy-token parity CUDA vs CPU on seeded dummy models (Q4_0 and BF16);
+#      and end-to-end greedy-token parity CUDA vs CPU on seeded dummy models (Q4_0 and BF16) and
+#      on the tiny mixture-of-experts GGUFs;
 #   2. HF transformers as a second reference: a random LlamaForCausalLM saved as an HF directory,
 #      loaded by rill (CUDA and CPU), logits of every position compared;
 #   3. speed on a dummy Llama-3-8B shape in BF16 and Q4_0: decode tok/s at batch 1, 8, 64 with the
@@ -67,6 +68,8 @@ step "1. kernels vs CPU twins, end-to-end parity on dummy models"
 run_check "kernels + e2e (tiny dummy, q4_0)" --model configs/models/tiny-llama.json --load-format dummy --dummy-dtype q4_0
 run_check "e2e (tiny dummy, bf16)" --model configs/models/tiny-llama.json --load-format dummy --dummy-dtype bf16 --skip-kernels
 run_check "e2e (tiny dummy, q4_1/q8_0 as the default model)" --model configs/models/smollm2-135m.json --load-format dummy --dummy-dtype q4_1 --skip-kernels
+run_check "e2e (tiny Qwen2-MoE GGUF: routed + shared experts)" --model tests/fixtures/models/qwen2moe.Q8_0.gguf --skip-kernels
+run_check "e2e (tiny Mixtral GGUF)" --model tests/fixtures/models/mixtral.Q8_0.gguf --skip-kernels
 
 step "2. HF transformers reference"
 if python3 scripts/gpu_check_hf.py --out "$work/hf-tiny" --seed "$seed" 2>&1 | tee -a "$log"; then

@@ -197,6 +197,53 @@ pub struct GatherArgs {
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
+pub struct RouteArgs {
+    pub logits: u64,
+    pub ids: u64,
+    pub weights: u64,
+    pub rows: i32,
+    pub experts: i32,
+    pub used: i32,
+    pub normalize: i32,
+    pub scale: f32,
+    pub pad: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CombineArgs {
+    pub y: u64,
+    pub weights: u64,
+    pub out: u64,
+    pub n: i64,
+    pub used: i32,
+    pub dim: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GatedAddArgs {
+    pub x: u64,
+    pub y: u64,
+    pub gate: u64,
+    pub n: i64,
+    pub dim: i32,
+    pub pad: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScatterArgs {
+    pub src: u64,
+    pub rows: u64,
+    pub out: u64,
+    pub out_rows: i64,
+    pub n: i32,
+    pub dim: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct WriteKvArgs {
     pub k: u64,
     pub v: u64,
@@ -300,6 +347,10 @@ unsafe impl DeviceRepr for ScaleArgs {}
 unsafe impl DeviceRepr for AddArgs {}
 unsafe impl DeviceRepr for AddBiasArgs {}
 unsafe impl DeviceRepr for GatherArgs {}
+unsafe impl DeviceRepr for RouteArgs {}
+unsafe impl DeviceRepr for CombineArgs {}
+unsafe impl DeviceRepr for GatedAddArgs {}
+unsafe impl DeviceRepr for ScatterArgs {}
 unsafe impl DeviceRepr for WriteKvArgs {}
 unsafe impl DeviceRepr for AttnArgs {}
 unsafe impl DeviceRepr for SampleRow {}
@@ -330,6 +381,10 @@ mod tests {
         assert_eq!(size_of::<AddArgs>(), 24);
         assert_eq!(size_of::<AddBiasArgs>(), 32);
         assert_eq!(size_of::<GatherArgs>(), 40);
+        assert_eq!(size_of::<RouteArgs>(), 48);
+        assert_eq!(size_of::<CombineArgs>(), 40);
+        assert_eq!(size_of::<GatedAddArgs>(), 40);
+        assert_eq!(size_of::<ScatterArgs>(), 40);
         assert_eq!(size_of::<WriteKvArgs>(), 64);
         assert_eq!(size_of::<AttnArgs>(), 144);
         assert_eq!(size_of::<SampleRow>(), 20);
@@ -361,6 +416,10 @@ mod tests {
             AddArgs { x, y, n }
             AddBiasArgs { x, bias, n, dim }
             GatherArgs { x, rows, out, x_rows, n, dim }
+            RouteArgs { logits, ids, weights, rows, experts, used, normalize, scale }
+            CombineArgs { y, weights, out, n, used, dim }
+            GatedAddArgs { x, y, gate, n, dim }
+            ScatterArgs { src, rows, out, out_rows, n, dim }
             WriteKvArgs { k, v, slots, k_cache, v_cache, num_slots, n, row, f16 }
             AttnArgs { q, out, k_cache, v_cache, positions, token_seq, block_tables, part_acc, part_ml, num_tokens,
                 num_seqs, heads, kv_heads, group, head_dim, block_size, max_blocks, num_blocks, split_len, splits,

@@ -21,6 +21,7 @@ mod args;
 mod attention;
 mod device;
 mod elementwise;
+mod experts;
 mod graph;
 mod matmul;
 mod memory;
@@ -32,7 +33,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use cudarc::driver::{CudaFunction, DeviceRepr, LaunchConfig, PushKernelArg};
-use rill_backend::{Activation, AttentionBatch, AttentionParams, Backend, BackendError, BackendResult, DrawParams, KvDType, KvLayout, MatrixSource, RopeParams};
+use rill_backend::{
+    Activation, AttentionBatch, AttentionParams, Backend, BackendError, BackendResult, DrawParams, ExpertRoute, KvDType, KvLayout, MatrixSource, RopeParams,
+};
 
 pub use attention::{plan as attention_plan, AttnPlan};
 pub use device::{probe, CudaDeviceInfo};
@@ -79,6 +82,8 @@ pub(crate) struct State {
     /// their host staging copy.
     sample_params: Option<cudarc::driver::CudaSlice<args::SampleRow>>,
     sample_host: Vec<args::SampleRow>,
+    /// The expert matmul's staging (taken out while it runs).
+    experts: experts::ExpertStage,
 }
 
 impl CudaBackend {
@@ -328,6 +333,26 @@ impl Backend for CudaBackend {
 
     fn read_indices(&self, src: &CudaIndices, dst: &mut [u32]) -> BackendResult<()> {
         self.download("read_indices", &src.data, src.len, dst)
+    }
+
+    fn runs_experts(&self) -> bool {
+        true
+    }
+
+    fn route_experts(&self, logits: &CudaBuffer, rows: usize, route: &ExpertRoute, ids: &mut CudaIndices, weights: &mut CudaBuffer) -> BackendResult<()> {
+        self.op(self.route_rows(logits, rows, route, ids, weights))
+    }
+
+    fn matmul_experts(&self, x: &CudaBuffer, x_per_slot: bool, rows: usize, used: usize, ids: &CudaIndices, experts: &[CudaMatrix], out: &mut CudaBuffer) -> BackendResult<()> {
+        self.op(self.expert_matmul(x, x_per_slot, rows, used, ids, experts, out))
+    }
+
+    fn combine_experts(&self, y: &CudaBuffer, weights: &CudaBuffer, rows: usize, used: usize, dim: usize, out: &mut CudaBuffer) -> BackendResult<()> {
+        self.op(self.combine_rows(y, weights, rows, used, dim, out))
+    }
+
+    fn add_gated(&self, x: &mut CudaBuffer, y: &CudaBuffer, gate: &CudaBuffer, rows: usize, dim: usize) -> BackendResult<()> {
+        self.op(self.gated_add(x, y, gate, rows, dim))
     }
 }
 

@@ -47,6 +47,8 @@ pub fn generic_name(kv: usize) -> String {
     format!("attn_generic_{}", KV_NAMES[kv])
 }
 #[cfg(test)]
+const EXPERTS: [&str; 4] = ["route_experts", "combine_experts", "add_gated", "scatter_rows"];
+#[cfg(test)]
 const ELEMENTWISE: [&str; 10] = ["rms_norm", "rope", "silu_mul", "gelu_mul", "scale", "softcap", "add", "add_bias", "gather_rows", "write_kv"];
 
 /// Every kernel the backend launches, by module.
@@ -73,6 +75,7 @@ fn all_names() -> Vec<(&'static str, String)> {
     }
     v.push(("attention", "attn_merge".to_string()));
     v.push(("sample", "sample_rows".to_string()));
+    v.extend(EXPERTS.iter().map(|n| ("experts", n.to_string())));
     v
 }
 
@@ -98,6 +101,10 @@ pub struct Kernels {
     pub generic: Vec<CudaFunction>,          // [kv]
     pub merge: CudaFunction,
     pub sample: CudaFunction,
+    pub route_experts: CudaFunction,
+    pub combine_experts: CudaFunction,
+    pub add_gated: CudaFunction,
+    pub scatter_rows: CudaFunction,
     /// Keeps the modules loaded (functions hold them too; this makes it explicit).
     _modules: Vec<Arc<CudaModule>>,
 }
@@ -160,6 +167,10 @@ impl Kernels {
             generic,
             merge: get("attention", "attn_merge")?,
             sample: get("sample", "sample_rows")?,
+            route_experts: get("experts", "route_experts")?,
+            combine_experts: get("experts", "combine_experts")?,
+            add_gated: get("experts", "add_gated")?,
+            scatter_rows: get("experts", "scatter_rows")?,
             _modules: modules.into_iter().map(|(_, m)| m).collect(),
         })
     }
@@ -243,6 +254,10 @@ mod tests {
                     "gather_rows" => size_of::<args::GatherArgs>(),
                     "write_kv" => size_of::<args::WriteKvArgs>(),
                     "sample_rows" => size_of::<args::SampleArgs>(),
+                    "route_experts" => size_of::<args::RouteArgs>(),
+                    "combine_experts" => size_of::<args::CombineArgs>(),
+                    "add_gated" => size_of::<args::GatedAddArgs>(),
+                    "scatter_rows" => size_of::<args::ScatterArgs>(),
                     other => panic!("kernel {other} has no argument struct here"),
                 }
             };

@@ -441,3 +441,51 @@ fn sample_matches_the_cpu_twin() {
     assert!(!g.replay(99).unwrap());
     assert!(g.read_indices(&out, &mut got).is_ok());
 }
+
+/// The mixture-of-experts ops against the CPU backend's reference mode: the same experts chosen
+/// (peaked router logits, no near-ties) with weights within 1e-5, each slot's expert matmul as
+/// the CPU's (GEMV tolerance: at most 32 slots), the weighted sum and the shared expert's gate.
+#[test]
+#[ignore = "needs an NVIDIA GPU: scripts/gpu-check.sh runs them"]
+fn expert_ops_match_the_cpu() {
+    use rill_backend::ExpertRoute;
+    let g = gpu();
+    let cpu = CpuBackend::reference(1).unwrap();
+    let mut rng = Rng(7);
+    let (rows, experts, used, cols, m) = (6, 8, 2, 256, 40);
+    for normalize in [true, false] {
+        let route = ExpertRoute { experts, used, normalize, scale: 1.0 };
+        // Distinct logits a whole unit apart per row: the top-k cannot tie.
+        let logits: Vec<f32> = (0..rows * experts).map(|i| ((i * 5 + i / experts) % experts) as f32 + rng.f(0.0, 0.1)).collect();
+        let (mut ids_c, mut w_c) = (vec![0u32; rows * used], vec![0f32; rows * used]);
+        cpu.route_experts(&logits, rows, &route, &mut ids_c, &mut w_c).unwrap();
+        let (mut ids_g, mut w_g) = (g.alloc_indices(rows * used).unwrap(), g.alloc(rows * used).unwrap());
+        g.route_experts(&to_gpu(&g, &logits), rows, &route, &mut ids_g, &mut w_g).unwrap();
+        let mut ids = vec![0u32; rows * used];
+        g.read_indices(&ids_g, &mut ids).unwrap();
+        assert_eq!(ids, ids_c, "chosen experts");
+        close(&from_gpu(&g, &w_g, rows * used), &w_c, 1e-5, "expert weights");
+
+        let sources: Vec<MatrixSource> = (0..experts).map(|_| matrix(&mut rng, DType::Q4K, m, cols)).collect();
+        let wc: Vec<_> = sources.iter().map(|s| cpu.upload_matrix(s.clone()).unwrap()).collect();
+        let wg: Vec<_> = sources.iter().map(|s| g.upload_matrix(s.clone()).unwrap()).collect();
+        let x = rng.vec(rows * cols, -1.0, 1.0);
+        let mut y_c = vec![0.0; rows * used * m];
+        cpu.matmul_experts(&x, false, rows, used, &ids_c, &wc, &mut y_c).unwrap();
+        let mut y_g = g.alloc(rows * used * m).unwrap();
+        g.matmul_experts(&to_gpu(&g, &x), false, rows, used, &ids_g, &wg, &mut y_g).unwrap();
+        let y = from_gpu(&g, &y_g, rows * used * m);
+        close(&y, &y_c, 1e-4, "expert matmul");
+
+        let mut out_c = vec![0.0; rows * m];
+        cpu.combine_experts(&y, &w_c, rows, used, m, &mut out_c).unwrap();
+        let mut out_g = g.alloc(rows * m).unwrap();
+        g.combine_experts(&to_gpu(&g, &y), &to_gpu(&g, &w_c), rows, used, m, &mut out_g).unwrap();
+        close(&from_gpu(&g, &out_g, rows * m), &out_c, 1e-6, "combine");
+
+        let (gate, shared) = (rng.vec(rows, -3.0, 3.0), rng.vec(rows * m, -1.0, 1.0));
+        cpu.add_gated(&mut out_c, &shared, &gate, rows, m).unwrap();
+        g.add_gated(&mut out_g, &to_gpu(&g, &shared), &to_gpu(&g, &gate), rows, m).unwrap();
+        close(&from_gpu(&g, &out_g, rows * m), &out_c, 1e-5, "shared expert gate");
+    }
+}

@@ -159,7 +159,8 @@ impl<B: Backend> Transformer<B> {
             sampled: b.alloc_indices(s)?,
             experts: ExpertBuffers::new(b, &cfg, t)?,
         };
-        let graphs = backend.graphs_supported() && std::env::var("RILL_GRAPHS").as_deref() != Ok("0");
+        // A mixture's expert matmul reads the routing back to the host, which a recorded step cannot.
+        let graphs = backend.graphs_supported() && cfg.experts.is_none() && std::env::var("RILL_GRAPHS").as_deref() != Ok("0");
         // One extra block past those the scheduler hands out takes the K/V of the padding rows
         // of a padded decode step.
         let kv = b.alloc_kv_cache(KvLayout { num_blocks: kv_layout.num_blocks + 1, ..kv_layout })?;
