@@ -7,6 +7,7 @@ pub mod config;
 pub mod dummy;
 pub mod family;
 pub mod forward;
+pub mod grammar;
 pub mod gguf;
 pub mod hf;
 pub mod loader;
