@@ -16,3 +16,4 @@ mod http;
 mod bench;
 mod padded_decode;
 mod seeded_sampling;
+mod structured_outputs;

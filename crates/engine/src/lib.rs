@@ -4,6 +4,7 @@
 //! (the model crate) sees only the flat `ForwardBatch` of each step.
 
 mod batch;
+mod constraint;
 mod engine;
 mod error;
 mod executor;
@@ -14,6 +15,7 @@ pub mod kv;
 mod sampling_params;
 
 pub use batch::{BatchError, ForwardBatch};
+pub use constraint::{Constraint, ConstraintState, TokenConstraint};
 pub use engine::{Collected, Engine, EngineHandle, EngineStats, RequestStream};
 pub use error::{EngineError, ExecuteError};
 pub use executor::Executor;

@@ -52,6 +52,8 @@ pub struct SamplingParams {
     /// Report each chosen token's log-probability and this many most likely alternatives
     /// (0..=`MAX_LOGPROBS`). `None`: no log-probabilities.
     pub logprobs: Option<usize>,
+    /// Holds the output to a grammar (structured outputs, forced tool calls).
+    pub constraint: Option<crate::Constraint>,
 }
 
 impl Default for SamplingParams {
@@ -72,6 +74,7 @@ impl Default for SamplingParams {
             stop_token_ids: Vec::new(),
             ignore_eos: false,
             logprobs: None,
+            constraint: None,
         }
     }
 }

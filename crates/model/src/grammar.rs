@@ -5,10 +5,11 @@
 //! generated) into a [`Constraint`], which each step gives the tokens that may come next and is
 //! told the one that did.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use llguidance::api::TopLevelGrammar;
 use llguidance::{Matcher, ParserFactory};
+use rill_engine::{ConstraintState, TokenConstraint};
 use toktrie::{TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
 
 use crate::tokenizer::Tokenizer;
@@ -146,6 +147,34 @@ impl Constraint {
     /// The output so far is a complete match (end of sequence may come now).
     pub fn is_complete(&mut self) -> bool {
         self.matcher.is_accepting().unwrap_or(false) || self.matcher.is_stopped()
+    }
+}
+
+/// A compiled grammar as a request's constraint: every choice starts from a copy of its start.
+pub struct GrammarConstraint {
+    start: Mutex<Constraint>,
+}
+
+impl GrammarConstraint {
+    pub fn new(start: Constraint) -> GrammarConstraint {
+        GrammarConstraint { start: Mutex::new(start) }
+    }
+}
+
+impl TokenConstraint for GrammarConstraint {
+    fn start(&self) -> Box<dyn ConstraintState> {
+        let start = self.start.lock().unwrap_or_else(|p| p.into_inner());
+        Box::new(Constraint { matcher: start.matcher.deep_clone() })
+    }
+}
+
+impl ConstraintState for Constraint {
+    fn allowed(&mut self) -> Result<Vec<u32>, String> {
+        Constraint::allowed(self).map_err(|e| e.to_string())
+    }
+
+    fn accept(&mut self, token: u32) -> Result<(), String> {
+        Constraint::accept(self, token).map_err(|e| e.to_string())
     }
 }
 

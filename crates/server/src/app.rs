@@ -1,12 +1,13 @@
 //! The served models: the state every handler reads. Each model has its own engine thread;
 //! handlers talk to it only through its `EngineHandle` and per-request streams.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use rill_engine::{Engine, EngineHandle};
 use rill_model::chat_template::ChatTemplate;
+use rill_model::grammar::Grammars;
 use rill_model::tokenizer::Tokenizer;
 
 use crate::load::{source_bytes, LoadSettings, StartedModel};
@@ -26,6 +27,8 @@ pub struct ServedModel {
     pub max_queue: usize,
     pub info: ModelInfo,
     pub handle: EngineHandle,
+    /// The grammar compiler for constrained outputs, built on the first request that needs one.
+    grammars: OnceLock<Result<Arc<Grammars>, String>>,
     /// Owns the engine thread; dropping the model stops it and frees its memory.
     _engine: Engine,
 }
@@ -69,8 +72,14 @@ impl ServedModel {
             max_queue,
             info: ModelInfo::default(),
             handle: engine.handle(),
+            grammars: OnceLock::new(),
             _engine: engine,
         }
+    }
+
+    /// The model's grammar compiler (its vocabulary as llguidance's token trie), made once.
+    pub fn grammars(&self) -> Result<Arc<Grammars>, String> {
+        self.grammars.get_or_init(|| Grammars::new(self.tokenizer.clone()).map(Arc::new).map_err(|e| e.to_string())).clone()
     }
 }
 

@@ -27,7 +27,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rill_backend::{draw_token, DrawParams, DrawScratch, BELOW_ONE};
 pub use rill_engine::GREEDY_TEMPERATURE;
-use rill_engine::{SampledToken, SamplingParams};
+use rill_engine::{ConstraintState, SampledToken, SamplingParams};
 
 pub use logprobs::{logprob, top_logprobs};
 pub use processors::AllowedTokens;
@@ -44,6 +44,8 @@ pub struct Sampler {
     /// `[vocab]` logits after the processors.
     work: Vec<f32>,
     scratch: DrawScratch,
+    /// Where the output stands in the request's grammar, if it has one.
+    constraint: Option<Box<dyn ConstraintState>>,
 }
 
 impl Sampler {
@@ -71,6 +73,7 @@ impl Sampler {
             rng: ChaCha8Rng::seed_from_u64(seed),
             work: Vec::new(),
             scratch: DrawScratch::default(),
+            constraint: params.constraint.as_ref().map(|c| c.0.start()),
         }
     }
 
@@ -78,6 +81,12 @@ impl Sampler {
     /// sequence) and records it: the processors of later calls count it. Call it exactly once
     /// per generated token.
     pub fn sample(&mut self, logits: &[f32]) -> SampledToken {
+        if let Some(c) = &mut self.constraint {
+            match c.allowed() {
+                Ok(allowed) => self.processors.allowed_mut().allow_only(&allowed),
+                Err(e) => self.drop_constraint(&e),
+            }
+        }
         let rule = self.next_rule();
         let token = if self.processors.is_active() {
             // [vocab] logits through the chain; NaN counts as impossible.
@@ -101,13 +110,23 @@ impl Sampler {
             None => (None, Vec::new()),
         };
         self.processors.record(token);
+        if let Some(Err(e)) = self.constraint.as_mut().map(|c| c.accept(token)) {
+            self.drop_constraint(&e);
+        }
         SampledToken { token, logprob, top_logprobs }
+    }
+
+    /// A grammar that failed mid-output (an llguidance error, never expected) no longer masks.
+    fn drop_constraint(&mut self, why: &str) {
+        tracing::warn!("constrained decoding stopped: {why}");
+        self.constraint = None;
+        self.processors.allowed_mut().allow_all();
     }
 
     /// Whether the next token can be chosen by `Backend::sample` from the raw logits: no
     /// processor would change them and no log-probabilities are wanted.
     pub fn device_eligible(&self) -> bool {
-        self.logprobs.is_none() && !self.processors.is_active()
+        self.logprobs.is_none() && !self.processors.is_active() && self.constraint.is_none()
     }
 
     /// The rule's parameters for `Backend::sample` to choose this sequence's next token, or

@@ -77,10 +77,21 @@ pub struct StreamOptions {
     pub include_usage: Option<bool>,
 }
 
+/// `response_format`: `text`, `json_object`, or `json_schema` with its schema.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ResponseFormat {
     #[serde(rename = "type")]
     pub kind: String,
+    pub json_schema: Option<JsonSchemaFormat>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct JsonSchemaFormat {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub schema: Option<serde_json::Value>,
+    /// Always honoured: the output is held to the schema whether or not `strict` is set.
+    pub strict: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -10,9 +10,10 @@ use std::collections::HashMap;
 
 use rill_engine::SamplingParams;
 use rill_model::chat_template::ChatMessage as TemplateMessage;
+use rill_model::grammar::GrammarSpec;
 
 use super::error::ApiError;
-use super::types::{ChatCompletionRequest, ChatMessage, CompletionRequest, ContentPart, GenerationFields, MessageContent, Prompt, Stop};
+use super::types::{ChatCompletionRequest, ChatMessage, CompletionRequest, ContentPart, GenerationFields, MessageContent, Prompt, ResponseFormat, Stop};
 
 /// vLLM allows any number of stop strings; OpenAI 4. Matching cost grows with count × length.
 pub const MAX_STOP_STRINGS: usize = 16;
@@ -66,6 +67,8 @@ pub struct ValidatedChat {
     pub stop: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
+    /// What `response_format` holds the output to (compiled by the route, which has the model).
+    pub grammar: Option<GrammarSpec>,
 }
 
 impl ValidatedCompletion {
@@ -139,9 +142,7 @@ pub fn validate_chat(req: ChatCompletionRequest, limits: &ModelLimits) -> Result
     if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
         return Err(ApiError::invalid("tools", "tool calling is not supported"));
     }
-    if let Some(f) = req.response_format.filter(|f| f.kind != "text") {
-        return Err(ApiError::invalid("response_format", format!("response_format {:?} is not supported; only \"text\"", f.kind)));
-    }
+    let grammar = req.response_format.map(response_format).transpose()?.flatten();
     let logprobs = req.logprobs.unwrap_or(false);
     if let Some(k) = req.top_logprobs {
         if k > MAX_TOP_LOGPROBS {
@@ -163,7 +164,25 @@ pub fn validate_chat(req: ChatCompletionRequest, limits: &ModelLimits) -> Result
         stop: g.stop,
         stream: g.stream,
         include_usage: g.include_usage,
+        grammar,
     })
+}
+
+/// `response_format` as a grammar: `None` for `text`.
+fn response_format(f: ResponseFormat) -> Result<Option<GrammarSpec>, ApiError> {
+    match f.kind.as_str() {
+        "text" => Ok(None),
+        "json_object" => Ok(Some(GrammarSpec::JsonObject)),
+        "json_schema" => {
+            let schema = f.json_schema.and_then(|j| j.schema);
+            let schema = schema.ok_or_else(|| ApiError::invalid("response_format", "response_format of type json_schema needs json_schema.schema"))?;
+            if !schema.is_object() && !schema.is_boolean() {
+                return Err(ApiError::invalid("response_format", "json_schema.schema must be a JSON Schema object"));
+            }
+            Ok(Some(GrammarSpec::JsonSchema(schema)))
+        }
+        other => Err(ApiError::invalid("response_format", format!("response_format type {other:?} is not supported (text, json_object, json_schema)"))),
+    }
 }
 
 struct Generation {
@@ -211,6 +230,8 @@ fn generation(f: GenerationFields, max_tokens: Option<(&'static str, usize)>, lo
         stop_token_ids,
         ignore_eos: f.ignore_eos.unwrap_or(false),
         logprobs,
+        // Set by the route from `response_format` once the model has compiled it.
+        constraint: None,
     };
     params.validate(limits.vocab_size)?;
     let stop = stop_strings(f.stop)?;

@@ -68,6 +68,7 @@ fn every_completion_field_reaches_the_params() {
         stop_token_ids: vec![999],
         ignore_eos: true,
         logprobs: Some(5),
+        constraint: None,
     };
     assert_eq!(v.params, expected);
     assert_eq!(v.prompt, PromptInput::Tokens(vec![5, 6, 7]));
@@ -186,7 +187,9 @@ fn chat_rejections_name_the_param() {
         (c(json!({"stop": vec!["a"; 17]})), "stop"),
         (c(json!({"stream_options": {"include_usage": true}})), "stream_options"),
         (c(json!({"tools": [{"type": "function", "function": {"name": "f"}}]})), "tools"),
-        (c(json!({"response_format": {"type": "json_object"}})), "response_format"),
+        (c(json!({"response_format": {"type": "xml"}})), "response_format"),
+        (c(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}})), "response_format"),
+        (c(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": 3}}})), "response_format"),
     ]);
 }
 

@@ -7,6 +7,7 @@ use axum::Json;
 use rill_engine::SampledToken;
 
 use super::completions::{limits, model_for};
+use super::generation::compile_grammar;
 use super::generation::{collect, response_id, sse, submit, Chunk};
 use crate::app::{AppState, ServedModel};
 use crate::choices::ChoiceUpdate;
@@ -22,6 +23,9 @@ use crate::routes::json_body::JsonBody;
 pub async fn chat_completions(State(state): State<AppState>, JsonBody(req): JsonBody<ChatCompletionRequest>) -> Result<Response, ApiError> {
     let model = model_for(&state, req.model.as_deref())?;
     let mut v = validate_chat(req, &limits(&model))?;
+    if let Some(spec) = v.grammar.take() {
+        v.params.constraint = Some(compile_grammar(&model, &spec, "response_format")?);
+    }
     let template = model.chat_template.as_ref().ok_or_else(|| ApiError::invalid("messages", "this model has no chat template: use /v1/completions"))?;
     let text = template.render(&v.messages, true).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
     // The template writes BOS itself where the model wants one.

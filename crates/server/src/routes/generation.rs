@@ -5,12 +5,14 @@
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use tokio_stream::{Stream, StreamExt};
-use rill_engine::{GenerateRequest, RequestStream, SampledToken, SamplingParams};
+use rill_engine::{Constraint, GenerateRequest, RequestStream, SampledToken, SamplingParams};
+use rill_model::grammar::{GrammarConstraint, GrammarSpec};
 use serde::Serialize;
 
 use crate::app::ServedModel;
@@ -94,3 +96,11 @@ pub fn sse<T: Serialize + Send + 'static>(chunks: impl Stream<Item = Chunk<T>> +
     Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response()
 }
 
+
+/// Compiles a request's grammar with the model's compiler: a bad schema or regex is a 400 naming
+/// `param` and saying what is wrong.
+pub fn compile_grammar(model: &ServedModel, spec: &GrammarSpec, param: &'static str) -> Result<Constraint, ApiError> {
+    let grammars = model.grammars().map_err(|e| ApiError::invalid(param, e))?;
+    let compiled = grammars.compile(spec).map_err(|e| ApiError::invalid(param, e.to_string()))?;
+    Ok(Constraint(Arc::new(GrammarConstraint::new(compiled))))
+}
