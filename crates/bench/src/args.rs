@@ -48,6 +48,11 @@ pub struct BenchArgs {
     /// Do not call the server's /tokenize to fit prompt lengths.
     #[arg(long)]
     pub no_tokenize: bool,
+    /// Constrained decoding: chat requests carry a `response_format` JSON schema (an array of at
+    /// least 1000 short strings, which no output of `--max-tokens` completes), so every token is
+    /// masked.
+    #[arg(long)]
+    pub json_schema: bool,
 }
 
 impl BenchArgs {
@@ -57,6 +62,9 @@ impl BenchArgs {
         }
         if let Some(&c) = self.concurrency.iter().find(|&&c| c == 0 || c > MAX_CONCURRENCY) {
             return Err(format!("--concurrency {c} is outside 1..={MAX_CONCURRENCY}"));
+        }
+        if self.json_schema && self.endpoint != Endpoint::Chat {
+            return Err("--json-schema needs --endpoint chat (response_format is a chat field)".into());
         }
         if let Some(r) = self.requests.filter(|&r| r == 0 || r > MAX_REQUESTS) {
             return Err(format!("--requests {r} is outside 1..={MAX_REQUESTS}"));
@@ -74,6 +82,7 @@ impl BenchArgs {
             seed: self.seed,
             api_key: self.api_key,
             tokenize: !self.no_tokenize,
+            json_schema: self.json_schema,
         })
     }
 }

@@ -28,6 +28,8 @@ pub struct RequestSpec<'a> {
     pub prompt: &'a str,
     pub max_tokens: usize,
     pub stream: bool,
+    /// Hold the output to a JSON schema (`response_format`, chat only).
+    pub json_schema: bool,
 }
 
 impl BenchClient {
@@ -85,6 +87,11 @@ impl BenchClient {
         body["temperature"] = json!(0);
         body["ignore_eos"] = json!(true);
         body["stream"] = json!(spec.stream);
+        if spec.json_schema {
+            // More items than `max_tokens` can hold: the grammar masks every token of the output.
+            let schema = json!({"type": "array", "items": {"type": "string", "maxLength": 16}, "minItems": 1000});
+            body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "bench", "schema": schema}});
+        }
         if spec.stream {
             body["stream_options"] = json!({"include_usage": true});
         }

@@ -89,7 +89,7 @@ pub async fn run_level(client: &BenchClient, model: &str, cfg: &BenchConfig, con
     let mut workers = JoinSet::new();
     for _ in 0..concurrency.min(requests) {
         let (client, prompts, next, model) = (client.clone(), prompts.clone(), next.clone(), model.clone());
-        let (endpoint, max_tokens, stream) = (cfg.endpoint, cfg.max_tokens, cfg.stream);
+        let (endpoint, max_tokens, stream, json_schema) = (cfg.endpoint, cfg.max_tokens, cfg.stream, cfg.json_schema);
         workers.spawn(async move {
             let mut results: Vec<RequestResult> = Vec::new();
             loop {
@@ -98,7 +98,7 @@ pub async fn run_level(client: &BenchClient, model: &str, cfg: &BenchConfig, con
                     break;
                 }
                 let prompt = &prompts[i];
-                let spec = RequestSpec { endpoint, model: &model, prompt: &prompt.text, max_tokens, stream };
+                let spec = RequestSpec { endpoint, model: &model, prompt: &prompt.text, max_tokens, stream, json_schema };
                 match tokio::time::timeout_at(deadline, client.generate(&spec, prompt.tokens)).await {
                     Ok(r) => results.push(r),
                     Err(_) => {

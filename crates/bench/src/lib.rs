@@ -63,6 +63,8 @@ pub struct BenchConfig {
     pub api_key: Option<String>,
     /// Fit prompt lengths with the server's `/tokenize` when it has one.
     pub tokenize: bool,
+    /// Chat requests carry a `response_format` JSON schema (constrained decoding).
+    pub json_schema: bool,
 }
 
 impl Default for BenchConfig {
@@ -80,6 +82,7 @@ impl Default for BenchConfig {
             seed: 0,
             api_key: None,
             tokenize: true,
+            json_schema: false,
         }
     }
 }
@@ -106,6 +109,8 @@ pub struct Parameters {
     /// `tokenize` when prompt lengths were fitted with the server's tokenizer, else `words`
     /// (one word taken as one token).
     pub prompt_calibration: &'static str,
+    /// Requests held to a JSON schema.
+    pub json_schema: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -158,6 +163,7 @@ pub async fn run_bench_with(cfg: &BenchConfig, mut on_level: impl FnMut(&LevelRe
         seed: cfg.seed,
         timeout_s: cfg.level_timeout.as_secs_f64(),
         prompt_calibration: if calibration.measured() { "tokenize" } else { "words" },
+        json_schema: cfg.json_schema,
     };
     Ok(BenchReport { parameters, levels })
 }

@@ -103,6 +103,7 @@ mod tests {
                 seed: 0,
                 timeout_s: 600.0,
                 prompt_calibration: "words",
+                json_schema: false,
             },
             levels,
         };

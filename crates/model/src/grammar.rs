@@ -139,8 +139,12 @@ impl Constraint {
         Ok(mask.to_list())
     }
 
-    /// Advances past `token` (one of [`Constraint::allowed`]).
+    /// Advances past `token` (one of [`Constraint::allowed`]). End of sequence after a complete
+    /// match changes nothing (a request that ignores EOS keeps getting only EOS allowed).
     pub fn accept(&mut self, token: u32) -> Result<(), GrammarError> {
+        if self.matcher.is_stopped() && self.matcher.tok_env().is_ok_and(|env| env.tok_trie().eos_token() == token) {
+            return Ok(());
+        }
         self.matcher.consume_token(token).map_err(|e| GrammarError::Invalid { kind: "constrained step", detail: e.to_string() })
     }
 
