@@ -4,8 +4,8 @@
 //!
 //! Defaults follow OpenAI's API: `temperature` 1.0 (sampling, not greedy), `top_p` 1.0, no
 //! penalties, one choice. Ranges follow vLLM where OpenAI has none (`top_k`, `min_p`,
-//! `repetition_penalty`, `min_tokens`). `temperature` has no upper bound (vLLM's rule; OpenAI
-//! caps it at 2, which a server may add on top).
+//! `repetition_penalty`, `min_tokens`). `temperature` has no upper bound here (vLLM's rule); the
+//! OpenAI-compatible server caps it at 2 as OpenAI does.
 
 /// Temperatures at or below this are greedy (argmax), as vLLM's `_SAMPLING_EPS`.
 pub const GREEDY_TEMPERATURE: f32 = 1e-5;

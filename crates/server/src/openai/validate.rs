@@ -185,6 +185,9 @@ fn response_format(f: ResponseFormat) -> Result<Option<GrammarSpec>, ApiError> {
     }
 }
 
+/// The largest `temperature` OpenAI's API accepts.
+const MAX_TEMPERATURE: f32 = 2.0;
+
 struct Generation {
     params: SamplingParams,
     stop: Vec<String>,
@@ -202,6 +205,10 @@ fn generation(f: GenerationFields, max_tokens: Option<(&'static str, usize)>, lo
     }
     if let Some((param, 0)) = max_tokens {
         return Err(ApiError::invalid(param, format!("{param} must be at least 1, got 0")));
+    }
+    // OpenAI's range (the engine itself takes any non-negative temperature, as vLLM does).
+    if let Some(t) = f.temperature.filter(|t| *t > MAX_TEMPERATURE) {
+        return Err(ApiError::invalid("temperature", format!("temperature must be between 0 and 2, got {t}")));
     }
     let stream = f.stream.unwrap_or(false);
     if f.stream_options.is_some() && !stream {

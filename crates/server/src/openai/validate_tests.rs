@@ -133,6 +133,7 @@ fn completion_rejections_name_the_param() {
         (p(json!({"n": 0})), "n"),
         (p(json!({"max_tokens": 0})), "max_tokens"),
         (p(json!({"temperature": -1})), "temperature"),
+        (p(json!({"temperature": 2.5})), "temperature"),
         (p(json!({"top_p": 0})), "top_p"),
         (p(json!({"top_k": -2})), "top_k"),
         (p(json!({"min_p": 2})), "min_p"),
