@@ -17,3 +17,4 @@ mod bench;
 mod padded_decode;
 mod seeded_sampling;
 mod structured_outputs;
+mod prompt_lists;

@@ -47,7 +47,8 @@ pub enum PromptInput {
 pub struct ValidatedCompletion {
     /// `None`: the client named no model; the caller picks its default (as vLLM).
     pub model: Option<String>,
-    pub prompt: PromptInput,
+    /// One or more prompts (a list is answered with `n` choices per prompt, in order).
+    pub prompts: Vec<PromptInput>,
     /// `params.logprobs` is completions' `logprobs`: `Some(k)` returns `k` alternatives per token.
     pub params: SamplingParams,
     pub stop: Vec<String>,
@@ -72,9 +73,11 @@ pub struct ValidatedChat {
 }
 
 impl ValidatedCompletion {
-    /// Sets `params.max_tokens` for a prompt of `prompt_tokens` tokens; returns it.
-    pub fn fit_context(&mut self, prompt_tokens: usize, max_model_len: usize) -> Result<usize, ApiError> {
-        fit(&mut self.params, prompt_tokens, max_model_len, "prompt")
+    /// The parameters for a prompt of `prompt_tokens` tokens: `max_tokens` fitted to the context.
+    pub fn params_for(&self, prompt_tokens: usize, max_model_len: usize) -> Result<SamplingParams, ApiError> {
+        let mut params = self.params.clone();
+        fit(&mut params, prompt_tokens, max_model_len, "prompt")?;
+        Ok(params)
     }
 }
 
@@ -109,11 +112,15 @@ fn fit(params: &mut SamplingParams, prompt_tokens: usize, max_model_len: usize, 
 }
 
 pub fn validate_completion(req: CompletionRequest, limits: &ModelLimits) -> Result<ValidatedCompletion, ApiError> {
-    let prompt = prompt_input(req.prompt, limits.vocab_size)?;
+    let prompts = prompt_inputs(req.prompt, limits.vocab_size)?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::invalid("suffix", "suffix is not supported"));
     }
     let n = req.generation.n.unwrap_or(1);
+    if prompts.len() > 1 && n * prompts.len() > limits.max_n {
+        let msg = format!("{} prompts × n {n} is more than {} choices", prompts.len(), limits.max_n);
+        return Err(ApiError::invalid("prompt", msg));
+    }
     if let Some(best_of) = req.best_of.filter(|&b| b != n) {
         let msg = format!("best_of must equal n (no server-side reranking); got best_of {best_of}, n {n}");
         return Err(ApiError::invalid("best_of", msg));
@@ -128,7 +135,7 @@ pub fn validate_completion(req: CompletionRequest, limits: &ModelLimits) -> Resu
     let g = generation(req.generation, req.max_tokens.map(|m| ("max_tokens", m)), req.logprobs, limits)?;
     Ok(ValidatedCompletion {
         model: req.model,
-        prompt,
+        prompts,
         params: g.params,
         stop: g.stop,
         echo,
@@ -278,21 +285,24 @@ fn stop_strings(stop: Option<Stop>) -> Result<Vec<String>, ApiError> {
     Ok(stops)
 }
 
-fn prompt_input(prompt: Option<Prompt>, vocab_size: usize) -> Result<PromptInput, ApiError> {
-    fn single<T: Default>(batch: Vec<T>) -> Result<T, ApiError> {
-        if batch.len() > 1 {
-            let msg = format!("only one prompt per request is supported, got {}", batch.len());
-            return Err(ApiError::invalid("prompt", msg));
-        }
-        Ok(batch.into_iter().next().unwrap_or_default())
-    }
-    let input = match prompt {
+/// Most prompts one completions request may list.
+pub const MAX_PROMPTS: usize = 64;
+
+fn prompt_inputs(prompt: Option<Prompt>, vocab_size: usize) -> Result<Vec<PromptInput>, ApiError> {
+    let inputs: Vec<PromptInput> = match prompt {
         None => return Err(ApiError::invalid("prompt", "prompt is required")),
-        Some(Prompt::Text(s)) => PromptInput::Text(s),
-        Some(Prompt::Texts(v)) => PromptInput::Text(single(v)?),
-        Some(Prompt::Tokens(t)) => PromptInput::Tokens(t),
-        Some(Prompt::TokenBatch(v)) => PromptInput::Tokens(single(v)?),
+        Some(Prompt::Text(s)) => vec![PromptInput::Text(s)],
+        Some(Prompt::Texts(v)) => v.into_iter().map(PromptInput::Text).collect(),
+        Some(Prompt::Tokens(t)) => vec![PromptInput::Tokens(t)],
+        Some(Prompt::TokenBatch(v)) => v.into_iter().map(PromptInput::Tokens).collect(),
     };
+    if inputs.is_empty() || inputs.len() > MAX_PROMPTS {
+        return Err(ApiError::invalid("prompt", format!("prompt lists must hold 1 to {MAX_PROMPTS} prompts, got {}", inputs.len())));
+    }
+    inputs.into_iter().map(|p| prompt_input(p, vocab_size)).collect()
+}
+
+fn prompt_input(input: PromptInput, vocab_size: usize) -> Result<PromptInput, ApiError> {
     let empty = match &input {
         PromptInput::Text(s) => s.is_empty(),
         PromptInput::Tokens(t) => t.is_empty(),

@@ -34,7 +34,7 @@ fn user(text: &str) -> Value {
 fn minimal_requests_get_openai_defaults() {
     let v = completion(json!({"model": "m", "prompt": "Hi"})).unwrap();
     assert_eq!(v.model.as_deref(), Some("m"));
-    assert_eq!(v.prompt, PromptInput::Text("Hi".into()));
+    assert_eq!(v.prompts, [PromptInput::Text("Hi".into())]);
     assert_eq!(v.params, SamplingParams::default());
     assert_eq!((v.stop.len(), v.echo, v.stream, v.include_usage), (0, false, false, false));
     let v = chat(user("Hi")).unwrap();
@@ -71,11 +71,15 @@ fn every_completion_field_reaches_the_params() {
         constraint: None,
     };
     assert_eq!(v.params, expected);
-    assert_eq!(v.prompt, PromptInput::Tokens(vec![5, 6, 7]));
+    assert_eq!(v.prompts, [PromptInput::Tokens(vec![5, 6, 7])]);
     assert_eq!(v.stop, vec!["\n\n".to_string()]);
     assert!(v.stream && v.include_usage);
     assert!(completion(json!({"prompt": "x", "echo": true})).unwrap().echo);
-    assert_eq!(completion(json!({"prompt": ["only"]})).unwrap().prompt, PromptInput::Text("only".into()));
+    assert_eq!(completion(json!({"prompt": ["only"]})).unwrap().prompts, [PromptInput::Text("only".into())]);
+    // A list: one entry per prompt, n choices each.
+    let two = completion(json!({"prompt": ["a", "b"], "n": 2})).unwrap();
+    assert_eq!(two.prompts, [PromptInput::Text("a".into()), PromptInput::Text("b".into())]);
+    assert_eq!(completion(json!({"prompt": [[1], [2]]})).unwrap().prompts, [PromptInput::Tokens(vec![1]), PromptInput::Tokens(vec![2])]);
     // include_usage defaults to off; an explicit false stays off.
     let v = completion(json!({"prompt": "x", "stream": true, "stream_options": {}})).unwrap();
     assert!(v.stream && !v.include_usage);
@@ -126,8 +130,9 @@ fn completion_rejections_name_the_param() {
         (completion(json!({"prompt": ""})), "prompt"),
         (completion(json!({"prompt": []})), "prompt"),
         (completion(json!({"prompt": [[]]})), "prompt"),
-        (completion(json!({"prompt": ["a", "b"]})), "prompt"),
-        (completion(json!({"prompt": [[1], [2]]})), "prompt"),
+        (completion(json!({"prompt": ["a", ""]})), "prompt"),
+        (completion(json!({"prompt": vec!["a"; 65]})), "prompt"),
+        (completion(json!({"prompt": ["a", "b"], "n": 65})), "prompt"),
         (completion(json!({"prompt": [1, 1000]})), "prompt"),
         (p(json!({"n": 9})), "n"),
         (p(json!({"n": 0})), "n"),
@@ -220,16 +225,15 @@ fn check_context_fits_max_tokens_to_the_window() {
 
 #[test]
 fn fit_context_sets_max_tokens_and_names_the_prompt() {
-    let mut v = completion(json!({"prompt": "x"})).unwrap();
-    assert_eq!(v.fit_context(48, 64), Ok(16));
-    assert_eq!(v.params.max_tokens, Some(16));
+    let v = completion(json!({"prompt": "x"})).unwrap();
+    assert_eq!(v.params_for(48, 64).map(|p| p.max_tokens), Ok(Some(16)));
     let mut v = chat(with(user("x"), json!({"max_completion_tokens": 100}))).unwrap();
     let e = v.fit_context(2000, 2048).unwrap_err();
     assert_eq!((e.param.as_deref(), e.code.as_deref()), (Some("messages"), Some("context_length_exceeded")));
-    let mut v = completion(json!({"prompt": "x", "max_tokens": 100})).unwrap();
-    assert_eq!(v.fit_context(2048, 2048).unwrap_err().param.as_deref(), Some("prompt"));
+    let v = completion(json!({"prompt": "x", "max_tokens": 100})).unwrap();
+    assert_eq!(v.params_for(2048, 2048).unwrap_err().param.as_deref(), Some("prompt"));
     // min_tokens must still fit once max_tokens comes from the context.
-    let mut v = completion(json!({"prompt": "x", "min_tokens": 20})).unwrap();
-    assert_eq!(v.fit_context(2040, 2048).unwrap_err().param.as_deref(), Some("min_tokens"));
-    assert_eq!(v.fit_context(2000, 2048), Ok(48));
+    let v = completion(json!({"prompt": "x", "min_tokens": 20})).unwrap();
+    assert_eq!(v.params_for(2040, 2048).unwrap_err().param.as_deref(), Some("min_tokens"));
+    assert_eq!(v.params_for(2000, 2048).map(|p| p.max_tokens), Ok(Some(48)));
 }

@@ -26,69 +26,115 @@ pub fn model_for(state: &AppState, name: Option<&str>) -> Result<Arc<ServedModel
 
 pub async fn completions(State(state): State<AppState>, JsonBody(req): JsonBody<CompletionRequest>) -> Result<Response, ApiError> {
     let model = model_for(&state, req.model.as_deref())?;
-    let mut v = validate_completion(req, &limits(&model))?;
-    let prompt = match &v.prompt {
-        PromptInput::Text(t) => model.tokenizer.encode(t, true).map_err(|e| ApiError::invalid("prompt", e.to_string()))?,
-        PromptInput::Tokens(t) => t.clone(),
-    };
-    if prompt.is_empty() {
-        return Err(ApiError::invalid("prompt", "the prompt is empty"));
+    let v = validate_completion(req, &limits(&model))?;
+    // Every prompt is tokenized and fitted before any is submitted: one bad prompt fails the
+    // request with nothing running.
+    let mut prepared = Vec::with_capacity(v.prompts.len());
+    for p in &v.prompts {
+        let prompt = match p {
+            PromptInput::Text(t) => model.tokenizer.encode(t, true).map_err(|e| ApiError::invalid("prompt", e.to_string()))?,
+            PromptInput::Tokens(t) => t.clone(),
+        };
+        if prompt.is_empty() {
+            return Err(ApiError::invalid("prompt", "the prompt is empty"));
+        }
+        let params = v.params_for(prompt.len(), model.max_model_len)?;
+        let echo = if v.echo { model.tokenizer.decode(&prompt, false) } else { String::new() };
+        prepared.push((prompt, params, echo));
     }
-    v.fit_context(prompt.len(), model.max_model_len)?;
-    let echo = if v.echo { model.tokenizer.decode(&prompt, false) } else { String::new() };
     let n = v.params.n.max(1);
     let want_logprobs = v.params.logprobs;
-    let run = submit(&model, prompt, v.params.clone(), &v.stop)?;
+    let echoes: Vec<String> = prepared.iter().map(|(_, _, e)| e.clone()).collect();
+    let mut runs = Vec::with_capacity(prepared.len());
+    for (prompt, params, _) in prepared {
+        runs.push(submit(&model, prompt, params, &v.stop)?);
+    }
     let (id, created, name) = (response_id("cmpl"), unix_time(), model.name.clone());
 
     if !v.stream {
-        let c = collect(run, n).await?;
-        let choices = (0..n)
-            .map(|i| CompletionChoice {
-                index: i,
+        // Choice `p·n + i` is choice `i` of prompt `p`, as OpenAI numbers them.
+        // Each prompt collected on its own task, so none waits on another's stream.
+        let tasks: Vec<_> = runs.into_iter().map(|r| tokio::spawn(collect(r, n))).collect();
+        let mut collected = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            collected.push(t.await.map_err(|e| ApiError::internal(e.to_string()))??);
+        }
+        let mut choices = Vec::with_capacity(collected.len() * n);
+        let mut usage = rill_engine::Usage::default();
+        for (p, c) in collected.iter().enumerate() {
+            let echo = &echoes[p];
+            choices.extend((0..n).map(|i| CompletionChoice {
+                index: p * n + i,
                 text: format!("{echo}{}", c.texts[i]),
                 logprobs: want_logprobs.map(|_| logprobs(&model, &c.tokens[i], echo.chars().count())),
                 finish_reason: Some(c.finish_reasons[i]),
-            })
-            .collect();
-        let usage = Usage::from_engine(&c.usage);
-        return Ok(Json(CompletionResponse::new(id, created, name, choices, Some(usage))).into_response());
+            }));
+            add_usage(&mut usage, &c.usage);
+        }
+        return Ok(Json(CompletionResponse::new(id, created, name, choices, Some(Usage::from_engine(&usage)))).into_response());
     }
 
     let include_usage = v.include_usage;
+    // Each prompt's events are forwarded into one channel, tagged with the prompt.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut choices = Vec::with_capacity(runs.len());
+    for (p, run) in runs.into_iter().enumerate() {
+        let (mut stream, tx) = (run.stream, tx.clone());
+        choices.push(run.choices);
+        tokio::spawn(async move {
+            while let Some(event) = stream.recv().await {
+                if tx.send((p, event)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(tx);
     let chunks = async_stream::stream! {
-        let mut run = run;
+        let mut choices = choices;
         let chunk = |choices: Vec<CompletionChoice>, usage| Chunk::Data(CompletionResponse::new(id.clone(), created, name.clone(), choices, usage));
-        if !echo.is_empty() {
-            for i in 0..n {
-                yield chunk(vec![CompletionChoice { index: i, text: echo.clone(), logprobs: None, finish_reason: None }], None);
+        for (p, echo) in echoes.iter().enumerate() {
+            if !echo.is_empty() {
+                for i in 0..n {
+                    yield chunk(vec![CompletionChoice { index: p * n + i, text: echo.clone(), logprobs: None, finish_reason: None }], None);
+                }
             }
         }
-        let mut offsets = vec![echo.chars().count(); n];
-        while !run.choices.all_done() {
-            let Some(event) = run.stream.recv().await else { break };
-            for update in run.choices.on_event(event) {
+        let mut offsets: Vec<usize> = echoes.iter().flat_map(|e| std::iter::repeat_n(e.chars().count(), n)).collect();
+        while !choices.iter().all(|c| c.all_done()) {
+            let Some((p, event)) = rx.recv().await else { break };
+            for update in choices[p].on_event(event) {
                 match update {
                     ChoiceUpdate::Text { index, text, tokens } => {
                         if text.is_empty() && (tokens.is_empty() || want_logprobs.is_none()) {
                             continue;
                         }
+                        let index = p * n + index;
                         let lp = want_logprobs.map(|_| logprobs(&model, &tokens, offsets[index]));
                         offsets[index] += text.chars().count();
                         yield chunk(vec![CompletionChoice { index, text, logprobs: lp, finish_reason: None }], None);
                     }
                     ChoiceUpdate::Finished { index, reason } => {
-                        yield chunk(vec![CompletionChoice { index, text: String::new(), logprobs: None, finish_reason: Some(reason) }], None);
+                        yield chunk(vec![CompletionChoice { index: p * n + index, text: String::new(), logprobs: None, finish_reason: Some(reason) }], None);
                     }
                     ChoiceUpdate::Failed(e) => yield Chunk::Error(e.into()),
                 }
             }
         }
         if include_usage {
-            yield chunk(vec![], Some(Usage::from_engine(&run.choices.usage())));
+            let mut usage = rill_engine::Usage::default();
+            choices.iter().for_each(|c| add_usage(&mut usage, &c.usage()));
+            yield chunk(vec![], Some(Usage::from_engine(&usage)));
         }
     };
     Ok(sse(chunks))
+}
+
+/// `total += u`, for a request of several prompts.
+fn add_usage(total: &mut rill_engine::Usage, u: &rill_engine::Usage) {
+    total.prompt_tokens += u.prompt_tokens;
+    total.completion_tokens += u.completion_tokens;
+    total.cached_tokens += u.cached_tokens;
 }
 
 /// Completions-shaped logprobs for `tokens`, whose text starts at character `offset` of the
