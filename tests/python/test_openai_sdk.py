@@ -76,3 +76,57 @@ def test_32_concurrent_streams_are_well_formed(client):
     for text, finals in results:
         assert finals and finals[-1] in ("stop", "length")
     assert len(results) == 32
+
+
+def _city_format():
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        city: str
+        population: int
+        coastal: bool
+
+    schema = City.model_json_schema()
+    schema["additionalProperties"] = False
+    return City, {"type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": True}}
+
+
+def test_strict_json_schema_outputs_always_validate(client):
+    City, fmt = _city_format()
+    msgs = [{"role": "user", "content": "Describe Lisbon as JSON."}]
+    r = client.chat.completions.create(model=M, messages=msgs, response_format=fmt, n=3, temperature=1.0,
+                                       seed=3, max_tokens=150)
+    for c in r.choices:
+        City.model_validate_json(c.message.content)
+        assert c.finish_reason == "stop"
+    texts = {}
+    for chunk in client.chat.completions.create(model=M, messages=msgs, response_format=fmt, n=2, temperature=1.0,
+                                                seed=4, max_tokens=150, stream=True):
+        for c in chunk.choices:
+            texts[c.index] = texts.get(c.index, "") + (c.delta.content or "")
+    assert len(texts) == 2
+    for t in texts.values():
+        City.model_validate_json(t)
+    obj = client.chat.completions.create(model=M, messages=msgs, response_format={"type": "json_object"},
+                                         max_tokens=150, temperature=0)
+    assert obj.choices[0].message.content.lstrip().startswith("{")
+
+
+def test_a_bad_schema_is_a_400_naming_response_format(client):
+    bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object",
+                                                                         "properties": {"a": {"type": "frobnicate"}}}}}
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=M, messages=CHAT, response_format=bad, max_tokens=8)
+    assert err.value.body["param"] == "response_format"
+
+
+def test_prompt_lists_and_the_temperature_range(client):
+    prompts = ["The capital of France is", "Once upon a time"]
+    r = client.completions.create(model=M, prompt=prompts, n=2, max_tokens=6, temperature=0)
+    assert [c.index for c in r.choices] == [0, 1, 2, 3]
+    for k, c in enumerate(r.choices):
+        alone = client.completions.create(model=M, prompt=prompts[k // 2], max_tokens=6, temperature=0)
+        assert c.text == alone.choices[0].text
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model=M, prompt="hi", max_tokens=2, temperature=2.5)
+    assert err.value.body["param"] == "temperature"
