@@ -8,6 +8,8 @@ use dashmap::DashMap;
 use rill_engine::{Engine, EngineHandle};
 use rill_model::chat_template::ChatTemplate;
 use rill_model::grammar::Grammars;
+
+use crate::reasoning::ReasoningMarkers;
 use rill_model::tokenizer::Tokenizer;
 
 use crate::load::{source_bytes, LoadSettings, StartedModel};
@@ -29,6 +31,9 @@ pub struct ServedModel {
     pub handle: EngineHandle,
     /// The grammar compiler for constrained outputs, built on the first request that needs one.
     grammars: OnceLock<Result<Arc<Grammars>, String>>,
+    /// `<think>`/`</think>` where the model thinks in such spans (its output is split into
+    /// `reasoning_content` and `content`).
+    pub reasoning: Option<ReasoningMarkers>,
     /// Owns the engine thread; dropping the model stops it and frees its memory.
     _engine: Engine,
 }
@@ -62,6 +67,7 @@ impl ServedModel {
     pub fn with_queue(name: String, engine: Engine, tokenizer: Tokenizer, chat_template: Option<ChatTemplate>, max_model_len: usize, max_queue: usize) -> ServedModel {
         let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let vocab_size = tokenizer.vocab_size();
+        let reasoning = ReasoningMarkers::of(|t| tokenizer.token_id(t).is_some());
         ServedModel {
             name,
             tokenizer: Arc::new(tokenizer),
@@ -73,6 +79,7 @@ impl ServedModel {
             info: ModelInfo::default(),
             handle: engine.handle(),
             grammars: OnceLock::new(),
+            reasoning,
             _engine: engine,
         }
     }

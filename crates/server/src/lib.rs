@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod app;
 pub mod choices;
+pub mod reasoning;
 pub mod device;
 pub mod load;
 pub mod openai;

@@ -332,11 +332,14 @@ pub struct ChatChoice {
 pub struct AssistantMessage {
     pub role: &'static str,
     pub content: String,
+    /// A thinking model's `<think>` span (vLLM's and llama.cpp's field name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
 }
 
 impl AssistantMessage {
     pub fn new(content: String) -> AssistantMessage {
-        AssistantMessage { role: "assistant", content }
+        AssistantMessage { role: "assistant", content, reasoning_content: None }
     }
 }
 
@@ -363,6 +366,8 @@ pub struct ChatDelta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

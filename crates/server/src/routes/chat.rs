@@ -18,6 +18,7 @@ use crate::openai::types::{
 };
 use crate::openai::unix_time;
 use crate::openai::validate::validate_chat;
+use crate::reasoning::{ReasoningSplitter, Split};
 use crate::routes::json_body::JsonBody;
 
 pub async fn chat_completions(State(state): State<AppState>, JsonBody(req): JsonBody<ChatCompletionRequest>) -> Result<Response, ApiError> {
@@ -28,6 +29,11 @@ pub async fn chat_completions(State(state): State<AppState>, JsonBody(req): Json
     }
     let template = model.chat_template.as_ref().ok_or_else(|| ApiError::invalid("messages", "this model has no chat template: use /v1/completions"))?;
     let text = template.render(&v.messages, true).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+    // A thinking model's output splits into reasoning and answer; a template may open the span.
+    let splitter = model.reasoning.clone().map(|m| {
+        let inside = text.trim_end().ends_with(&m.open);
+        ReasoningSplitter::new(m, inside)
+    });
     // The template writes BOS itself where the model wants one.
     let prompt = model.tokenizer.encode(&text, false).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
     v.fit_context(prompt.len(), model.max_model_len)?;
@@ -41,7 +47,7 @@ pub async fn chat_completions(State(state): State<AppState>, JsonBody(req): Json
         let choices = (0..n)
             .map(|i| ChatChoice {
                 index: i,
-                message: AssistantMessage::new(c.texts[i].clone()),
+                message: message(splitter.clone(), &c.texts[i]),
                 logprobs: want_logprobs.then(|| logprobs(&model, &c.tokens[i])),
                 finish_reason: Some(c.finish_reasons[i]),
             })
@@ -53,7 +59,14 @@ pub async fn chat_completions(State(state): State<AppState>, JsonBody(req): Json
     let chunks = async_stream::stream! {
         let mut run = run;
         let chunk = |choice: Option<ChatChunkChoice>, usage| Chunk::Data(ChatCompletionChunk::new(id.clone(), created, name.clone(), choice.into_iter().collect(), usage));
-        let delta = |index, role, content: Option<String>, logprobs, finish_reason| ChatChunkChoice { index, delta: ChatDelta { role, content }, logprobs, finish_reason };
+        let delta = |index, role, content: Option<String>, logprobs, finish_reason| ChatChunkChoice { index, delta: ChatDelta { role, content, reasoning_content: None }, logprobs, finish_reason };
+        let split = |index, s: Split, logprobs| ChatChunkChoice {
+            index,
+            delta: ChatDelta { role: None, content: (!s.content.is_empty()).then_some(s.content), reasoning_content: (!s.reasoning.is_empty()).then_some(s.reasoning) },
+            logprobs,
+            finish_reason: None,
+        };
+        let mut splitters: Vec<Option<ReasoningSplitter>> = vec![splitter; n];
         for i in 0..n {
             yield chunk(Some(delta(i, Some("assistant"), Some(String::new()), None, None)), None);
         }
@@ -66,9 +79,22 @@ pub async fn chat_completions(State(state): State<AppState>, JsonBody(req): Json
                             continue;
                         }
                         let lp = want_logprobs.then(|| logprobs(&model, &tokens));
-                        yield chunk(Some(delta(index, None, Some(text), lp, None)), None);
+                        match &mut splitters[index] {
+                            Some(s) => {
+                                let parts = s.push(&text);
+                                if !parts.content.is_empty() || !parts.reasoning.is_empty() || lp.is_some() {
+                                    yield chunk(Some(split(index, parts, lp)), None);
+                                }
+                            }
+                            None => yield chunk(Some(delta(index, None, Some(text), lp, None)), None),
+                        }
                     }
-                    ChoiceUpdate::Finished { index, reason } => yield chunk(Some(delta(index, None, None, None, Some(reason))), None),
+                    ChoiceUpdate::Finished { index, reason } => {
+                        if let Some(parts) = splitters[index].as_mut().map(ReasoningSplitter::finish).filter(|p| !p.content.is_empty() || !p.reasoning.is_empty()) {
+                            yield chunk(Some(split(index, parts, None)), None);
+                        }
+                        yield chunk(Some(delta(index, None, None, None, Some(reason))), None)
+                    }
                     ChoiceUpdate::Failed(e) => yield Chunk::Error(e.into()),
                 }
             }
@@ -78,6 +104,15 @@ pub async fn chat_completions(State(state): State<AppState>, JsonBody(req): Json
         }
     };
     Ok(sse(chunks))
+}
+
+/// The assistant message of a whole choice: its `<think>` span apart where the model has one.
+fn message(splitter: Option<ReasoningSplitter>, text: &str) -> AssistantMessage {
+    let Some(mut s) = splitter else { return AssistantMessage::new(text.to_string()) };
+    let (mut a, b) = (s.push(text), s.finish());
+    a.content.push_str(&b.content);
+    a.reasoning.push_str(&b.reasoning);
+    AssistantMessage { reasoning_content: (!a.reasoning.is_empty()).then_some(a.reasoning), ..AssistantMessage::new(a.content) }
 }
 
 fn logprobs(model: &ServedModel, tokens: &[SampledToken]) -> ChatLogprobs {
