@@ -7,6 +7,7 @@ pub mod admin;
 pub mod app;
 pub mod choices;
 pub mod reasoning;
+pub mod tool_calls;
 pub mod device;
 pub mod load;
 pub mod openai;
