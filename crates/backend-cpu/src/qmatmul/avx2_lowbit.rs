@@ -207,8 +207,8 @@ unsafe fn row_dot<K: Kind, const NR: usize>(row: *const u8, acts: &Q8Activations
             K::finish(&u, sumi[r], &xs[r], sb, &mut acc[r]);
         }
     }
-    for r in 0..NR {
-        *out.add(r * stride) = hsum8(acc[r]);
+    for (r, &a) in acc.iter().enumerate() {
+        *out.add(r * stride) = hsum8(a);
     }
 }
 

@@ -96,7 +96,7 @@ unsafe fn pick16(all: __m256i, scales: &mut [__m512i; 4]) {
 unsafe fn two_bit_chunk(qs: *const u8, j: usize) -> __m512i {
     let v = _mm256_loadu_si256(qs.add(32 * (j / 2)).cast());
     let m3 = _mm256_set1_epi8(3);
-    let (lo, hi) = if j % 2 == 0 {
+    let (lo, hi) = if j.is_multiple_of(2) {
         (_mm256_and_si256(v, m3), _mm256_and_si256(_mm256_srli_epi16::<2>(v), m3))
     } else {
         (_mm256_and_si256(_mm256_srli_epi16::<4>(v), m3), _mm256_and_si256(_mm256_srli_epi16::<6>(v), m3))
@@ -253,8 +253,8 @@ unsafe fn dot_rows<K: Kind, const NR: usize>(row: *const u8, acts: &Q8Activation
             K::finish(&u, fold(sumi[r]), &xs[r], sb, &mut acc[r]);
         }
     }
-    for r in 0..NR {
-        *out.add(r * stride) = hsum8(acc[r]);
+    for (r, &a) in acc.iter().enumerate() {
+        *out.add(r * stride) = hsum8(a);
     }
 }
 

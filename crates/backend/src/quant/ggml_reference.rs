@@ -55,9 +55,12 @@ fn lcg_blocks(seed: u64, dtype: DType, d_off: usize, dmin_off: Option<usize>) ->
     w
 }
 
-/// (type, LCG seed, d offset, dmin offset, quantized-row hashes, dequantization hash), as printed.
+/// What the script printed for one type: (type, LCG seed, d offset, dmin offset, quantized-row
+/// hashes, dequantization hash).
+type Recorded = (DType, u64, usize, Option<usize>, &'static [u64], u64);
+
 #[rustfmt::skip]
-const GGML: [(DType, u64, usize, Option<usize>, &[u64], u64); 4] = [
+const GGML: [Recorded; 4] = [
     (DType::Q2K, 777, 80, Some(82), &[0x8735d81f437f6549, 0xa84b6e31e96a1214, 0x5d805439e0bad704, 0x0e6cd25a50d1c62e, 0xa5319386fff08bbf, 0x0d581dec8b683ff7], 0xc1ec01dea3e72b75),
     (DType::Q3K, 778, 108, None, &[0x5bc0903f7a19f2a6, 0xa82a794c015646f3, 0x6a125553e4810202, 0x32c4d04e1850dad7, 0xb584f9085617e9a8, 0x212bc398d3eb851e], 0x005c1e1e0563796e),
     (DType::IQ4NL, 779, 0, None, &[0x334fd365cf39e553, 0x6c2d7d9111b2bfef, 0x47c3f5f0963d8abb, 0xb441f8021f0e0a77, 0x405121b9ec5bca9d], 0x06b6ead2cc23ce55),
