@@ -12,10 +12,13 @@
 //! The integer lanes are ggml's AVX2 lanes (a 512-bit register holds two of its 256-bit chunks,
 //! folded at the end of the super-block) and the float operations are its operations in its
 //! order, so every result has the bits of [`super::portable`] and of llama.cpp's
-//! `ggml_vec_dot_*`. A weight super-block is unpacked once per four activation rows; each
-//! (weight row, activation row) sees the same operations whatever the batch.
+//! `ggml_vec_dot_*`. A weight super-block is unpacked once per four activation rows at decode,
+//! and once per call for a batch (eight weight rows at a time into a per-thread buffer, then every
+//! group of four activation rows against them); each (weight row, activation row) sees the same
+//! operations whatever the batch.
 
 use std::arch::x86_64::*;
+use std::cell::RefCell;
 use std::mem::offset_of;
 
 use rill_backend::quant::{iq4xs_scale, scales_q3k, BlockIQ4NL, BlockIQ4XS, BlockQ2K, BlockQ3K, KVALUES_IQ4NL, QK, QK_K};
@@ -49,6 +52,7 @@ pub unsafe fn tile(dtype: DType, w: &[u8], w_rows: usize, acts: &Q8Activations, 
 /// A super-block ready for the dot: chunk `j` covers elements `64j..64j + 64`, as magnitudes,
 /// a mask of the negative ones, and per 16-bit pair the scale of its sub-block.
 #[derive(Clone, Copy)]
+#[repr(C, align(64))]
 struct Unpacked {
     mags: [__m512i; 4],
     negative: [__mmask64; 4],
@@ -211,34 +215,88 @@ const ZERO: Unpacked = Unpacked {
     dmin: 0.0,
 };
 
+/// Activation rows from which a call unpacks its weight rows once into [`UNPACKED`] (below, a
+/// super-block is unpacked once per four activation rows).
+const UNPACK_FROM_ROWS: usize = 8;
+/// Weight rows unpacked at a time (their super-blocks stay in L1/L2 while the activation rows
+/// pass).
+const UNPACK_ROWS: usize = 8;
+
+thread_local! {
+    /// The unpacked super-blocks of up to [`UNPACK_ROWS`] weight rows, grown once and reused.
+    static UNPACKED: RefCell<Vec<Unpacked>> = const { RefCell::new(Vec::new()) };
+}
+
 #[inline(always)]
 unsafe fn tile_kind<K: Kind>(w: &[u8], w_rows: usize, acts: &Q8Activations, out: *mut f32, stride: usize) {
-    let row_bytes = acts.cols() / QK_K * K::BLOCK_BYTES;
+    let blocks = acts.cols() / QK_K;
+    let row_bytes = blocks * K::BLOCK_BYTES;
     debug_assert!(w.len() >= w_rows * row_bytes);
+    let rows = acts.rows();
+    if rows >= UNPACK_FROM_ROWS {
+        // The buffer is taken out of the thread-local and put back, so the work runs in this
+        // function (a closure would be compiled without its target features). Grown only.
+        let mut buf = UNPACKED.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        if buf.len() < UNPACK_ROWS * blocks {
+            buf.resize(UNPACK_ROWS * blocks, ZERO);
+        }
+        for i0 in (0..w_rows).step_by(UNPACK_ROWS) {
+            let n = UNPACK_ROWS.min(w_rows - i0);
+            for (k, row) in buf[..n * blocks].chunks_exact_mut(blocks).enumerate() {
+                let wp = w.as_ptr().add((i0 + k) * row_bytes);
+                for (sb, u) in row.iter_mut().enumerate() {
+                    *u = K::unpack(wp.add(sb * K::BLOCK_BYTES));
+                }
+            }
+            for r in (0..rows).step_by(4) {
+                for (k, row) in buf[..n * blocks].chunks_exact(blocks).enumerate() {
+                    dot_up_to_4::<K>(Source::Unpacked(row), acts, r, out.add(r * stride + i0 + k), stride);
+                }
+            }
+        }
+        UNPACKED.with(|b| *b.borrow_mut() = buf);
+        return;
+    }
     for i in 0..w_rows {
         let wp = w.as_ptr().add(i * row_bytes);
         prefetch(wp.wrapping_add(PREFETCH_ROWS * row_bytes), row_bytes);
-        let mut r = 0;
-        while r < acts.rows() {
-            let o = out.add(r * stride + i);
-            match (acts.rows() - r).min(4) {
-                4 => dot_rows::<K, 4>(wp, acts, r, o, stride),
-                3 => dot_rows::<K, 3>(wp, acts, r, o, stride),
-                2 => dot_rows::<K, 2>(wp, acts, r, o, stride),
-                _ => dot_rows::<K, 1>(wp, acts, r, o, stride),
-            }
-            r += 4;
+        for r in (0..rows).step_by(4) {
+            dot_up_to_4::<K>(Source::Packed(wp), acts, r, out.add(r * stride + i), stride);
         }
+    }
+}
+
+/// Where a weight row's super-blocks come from (an enum, not a closure: closures are compiled
+/// without the caller's target features).
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// The row in the file's layout, unpacked as it is read.
+    Packed(*const u8),
+    /// Unpacked beforehand.
+    Unpacked(&'a [Unpacked]),
+}
+
+/// [`dot_rows`] for activation rows `r0..` up to four (fewer at the end).
+#[inline(always)]
+unsafe fn dot_up_to_4<K: Kind>(src: Source<'_>, acts: &Q8Activations, r0: usize, out: *mut f32, stride: usize) {
+    match (acts.rows() - r0).min(4) {
+        4 => dot_rows::<K, 4>(src, acts, r0, out, stride),
+        3 => dot_rows::<K, 3>(src, acts, r0, out, stride),
+        2 => dot_rows::<K, 2>(src, acts, r0, out, stride),
+        _ => dot_rows::<K, 1>(src, acts, r0, out, stride),
     }
 }
 
 /// One weight row against activation rows `r0..r0 + NR`, into `out` (`stride` apart).
 #[inline(always)]
-unsafe fn dot_rows<K: Kind, const NR: usize>(row: *const u8, acts: &Q8Activations, r0: usize, out: *mut f32, stride: usize) {
+unsafe fn dot_rows<K: Kind, const NR: usize>(src: Source<'_>, acts: &Q8Activations, r0: usize, out: *mut f32, stride: usize) {
     let xs: [Q8KRow<'_>; NR] = acts.super_block_rows(r0);
     let mut acc = [_mm256_setzero_ps(); NR];
     for sb in 0..acts.cols() / QK_K {
-        let u = K::unpack(row.add(sb * K::BLOCK_BYTES));
+        let u = match src {
+            Source::Packed(p) => K::unpack(p.add(sb * K::BLOCK_BYTES)),
+            Source::Unpacked(row) => row[sb],
+        };
         let mut sumi = [_mm512_setzero_si512(); NR];
         for j in 0..4 {
             for r in 0..NR {
@@ -258,57 +316,120 @@ unsafe fn dot_rows<K: Kind, const NR: usize>(row: *const u8, acts: &Q8Activation
     }
 }
 
+thread_local! {
+    /// IQ4_NL's unpacked block pairs of up to [`UNPACK_ROWS`] weight rows, grown once and reused.
+    static UNPACKED_NL: RefCell<Vec<NlPair>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Two IQ4_NL blocks ready for the dot: their 64 levels as magnitudes and a mask of the negative
+/// ones, and their scales as `[d_a ×8, d_b ×8]`.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct NlPair {
+    mags: __m512i,
+    negative: __mmask64,
+    d: __m512,
+}
+
+/// Blocks `ib` and `ib + 1` of the IQ4_NL row at `row`.
+#[inline(always)]
+unsafe fn unpack_nl_pair(row: *const u8, ib: usize, book: __m512i) -> NlPair {
+    const BYTES: usize = size_of::<BlockIQ4NL>();
+    let (a, b) = (row.add(ib * BYTES), row.add((ib + 1) * BYTES));
+    let v = iq4_values_pair(a.add(offset_of!(BlockIQ4NL, qs)), b.add(offset_of!(BlockIQ4NL, qs)), book);
+    NlPair { mags: _mm512_abs_epi8(v), negative: _mm512_movepi8_mask(v), d: f16_pair(a, b) }
+}
+
 /// IQ4_NL against Q8_0, as ggml's `ggml_vec_dot_iq4_nl_q8_0`: blocks in pairs (one 512-bit
 /// register: the even block's 8 lanes low, the odd block's high, which are ggml's two
 /// accumulators), `hsum8` of the two accumulators' sum, and an odd last block as a scalar tail.
+/// Unpacked as the super-block formats are: per four activation rows, or once per call.
 #[inline(always)]
 unsafe fn tile_iq4_nl(w: &[u8], w_rows: usize, acts: &Q8Activations, out: *mut f32, stride: usize) {
-    let row_bytes = acts.cols() / QK * size_of::<BlockIQ4NL>();
+    let blocks = acts.cols() / QK;
+    let row_bytes = blocks * size_of::<BlockIQ4NL>();
     debug_assert!(w.len() >= w_rows * row_bytes);
+    let rows = acts.rows();
+    if rows >= UNPACK_FROM_ROWS {
+        // As `tile_kind`: each group of weight rows is unpacked once for every activation row.
+        let pairs = blocks / 2;
+        let book = codebook();
+        let mut buf = UNPACKED_NL.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        if buf.len() < UNPACK_ROWS * pairs {
+            buf.resize(UNPACK_ROWS * pairs, NlPair { mags: _mm512_setzero_si512(), negative: 0, d: _mm512_setzero_ps() });
+        }
+        for i0 in (0..w_rows).step_by(UNPACK_ROWS) {
+            let n = UNPACK_ROWS.min(w_rows - i0);
+            for k in 0..n {
+                let wp = w.as_ptr().add((i0 + k) * row_bytes);
+                for (p, u) in buf[k * pairs..(k + 1) * pairs].iter_mut().enumerate() {
+                    *u = unpack_nl_pair(wp, 2 * p, book);
+                }
+            }
+            for r in (0..rows).step_by(4) {
+                for k in 0..n {
+                    let src = NlSource { row: w.as_ptr().add((i0 + k) * row_bytes), unpacked: Some(&buf[k * pairs..(k + 1) * pairs]) };
+                    iq4_nl_up_to_4(src, acts, r, out.add(r * stride + i0 + k), stride);
+                }
+            }
+        }
+        UNPACKED_NL.with(|b| *b.borrow_mut() = buf);
+        return;
+    }
     for i in 0..w_rows {
         let wp = w.as_ptr().add(i * row_bytes);
         prefetch(wp.wrapping_add(PREFETCH_ROWS * row_bytes), row_bytes);
-        let mut r = 0;
-        while r < acts.rows() {
-            let o = out.add(r * stride + i);
-            match (acts.rows() - r).min(4) {
-                4 => iq4_nl_rows::<4>(wp, acts, r, o, stride),
-                3 => iq4_nl_rows::<3>(wp, acts, r, o, stride),
-                2 => iq4_nl_rows::<2>(wp, acts, r, o, stride),
-                _ => iq4_nl_rows::<1>(wp, acts, r, o, stride),
-            }
-            r += 4;
+        for r in (0..rows).step_by(4) {
+            iq4_nl_up_to_4(NlSource { row: wp, unpacked: None }, acts, r, out.add(r * stride + i), stride);
         }
+    }
+}
+
+/// An IQ4_NL weight row, and its block pairs when unpacked beforehand (the odd last block is
+/// always read from the row).
+#[derive(Clone, Copy)]
+struct NlSource<'a> {
+    row: *const u8,
+    unpacked: Option<&'a [NlPair]>,
+}
+
+#[inline(always)]
+unsafe fn iq4_nl_up_to_4(src: NlSource<'_>, acts: &Q8Activations, r0: usize, out: *mut f32, stride: usize) {
+    match (acts.rows() - r0).min(4) {
+        4 => iq4_nl_rows::<4>(src, acts, r0, out, stride),
+        3 => iq4_nl_rows::<3>(src, acts, r0, out, stride),
+        2 => iq4_nl_rows::<2>(src, acts, r0, out, stride),
+        _ => iq4_nl_rows::<1>(src, acts, r0, out, stride),
     }
 }
 
 /// One IQ4_NL weight row against activation rows `r0..r0 + NR`, into `out` (`stride` apart).
 #[inline(always)]
-unsafe fn iq4_nl_rows<const NR: usize>(row: *const u8, acts: &Q8Activations, r0: usize, out: *mut f32, stride: usize) {
-    const BYTES: usize = size_of::<BlockIQ4NL>();
+unsafe fn iq4_nl_rows<const NR: usize>(src: NlSource<'_>, acts: &Q8Activations, r0: usize, out: *mut f32, stride: usize) {
     let blocks = acts.cols() / QK;
     let xs: [Q8Row<'_>; NR] = acts.rows_from(r0);
     let book = codebook();
     let mut acc = [_mm512_setzero_ps(); NR];
-    for ib in (0..blocks & !1).step_by(2) {
-        let (a, b) = (row.add(ib * BYTES), row.add((ib + 1) * BYTES));
-        let v = iq4_values_pair(a.add(offset_of!(BlockIQ4NL, qs)), b.add(offset_of!(BlockIQ4NL, qs)), book);
-        let (neg, mag) = (_mm512_movepi8_mask(v), _mm512_abs_epi8(v));
-        let wd = f16_pair(a, b);
+    for p in 0..blocks / 2 {
+        let ib = 2 * p;
+        let u = match src.unpacked {
+            Some(pairs) => pairs[p],
+            None => unpack_nl_pair(src.row, ib, book),
+        };
         for r in 0..NR {
             let x = _mm512_loadu_si512(xs[r].qs.as_ptr().add(ib * QK).cast());
-            let x = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
-            let lanes = _mm512_dpbusd_epi32(_mm512_setzero_si512(), mag, x);
+            let x = _mm512_mask_sub_epi8(x, u.negative, _mm512_setzero_si512(), x);
+            let lanes = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u.mags, x);
             // [d_x·d_w ×8] per block: ggml's `d_y · d_x`, one rounding.
             let xd = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(xs[r].d[ib]), _mm512_set1_ps(xs[r].d[ib + 1]));
-            acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(xd, wd), _mm512_cvtepi32_ps(lanes), acc[r]);
+            acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(xd, u.d), _mm512_cvtepi32_ps(lanes), acc[r]);
         }
     }
     for r in 0..NR {
         let sum = _mm256_add_ps(_mm512_castps512_ps256(acc[r]), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc[r]))));
         let mut sumf = hsum8(sum);
         if blocks % 2 == 1 {
-            sumf += iq4_nl_tail(row.add((blocks - 1) * BYTES), &xs[r], blocks - 1);
+            sumf += iq4_nl_tail(src.row.add((blocks - 1) * size_of::<BlockIQ4NL>()), &xs[r], blocks - 1);
         }
         *out.add(r * stride) = sumf;
     }
