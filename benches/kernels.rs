@@ -72,7 +72,8 @@ fn batched(c: &mut Criterion) {
 fn tile_per_isa(c: &mut Criterion) {
     let mut g = c.benchmark_group("tile 16 rows x 576 (ops/s, one thread)");
     let k = 576;
-    for dtype in [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4K, DType::Q6K] {
+    let dtypes = [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::IQ4NL, DType::Q2K, DType::Q3K, DType::Q4K, DType::Q6K, DType::IQ4XS];
+    for dtype in dtypes {
         let cols = if dtype.block_len() == 256 { 768 } else { k };
         let rb = dtype.row_bytes(cols).unwrap();
         let mut w = vec![0u8; rb * 16];

@@ -26,12 +26,16 @@ struct block_q4_1 { uint16_t d; uint16_t m; uint8_t qs[QK / 2]; };
 struct block_q5_0 { uint16_t d; uint8_t qh[4]; uint8_t qs[QK / 2]; };
 struct block_q5_1 { uint16_t d; uint16_t m; uint8_t qh[4]; uint8_t qs[QK / 2]; };
 struct block_q8_0 { uint16_t d; int8_t qs[QK]; };
+struct block_iq4_nl { uint16_t d; uint8_t qs[QK / 2]; };
 struct block_q8_1 { uint16_t d; uint16_t s; int8_t qs[QK]; };
 struct block_q4_K { uint16_t d; uint16_t dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qs[QK_K / 2]; };
 struct block_q5_K {
     uint16_t d; uint16_t dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qh[QK_K / 8]; uint8_t qs[QK_K / 2];
 };
 struct block_q6_K { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; uint16_t d; };
+struct block_q2_K { uint8_t scales[QK_K / 16]; uint8_t qs[QK_K / 4]; uint16_t d; uint16_t dmin; };
+struct block_q3_K { uint8_t hmask[QK_K / 8]; uint8_t qs[QK_K / 4]; uint8_t scales[K_SCALE_SIZE]; uint16_t d; };
+struct block_iq4_xs { uint16_t d; uint16_t scales_h; uint8_t scales_l[QK_K / 64]; uint8_t qs[QK_K / 2]; };
 
 static_assert(sizeof(block_q4_0) == 18, "Q4_0 block size");
 static_assert(sizeof(block_q4_1) == 20, "Q4_1 block size");
@@ -42,6 +46,13 @@ static_assert(sizeof(block_q8_1) == 36, "Q8_1 block size");
 static_assert(sizeof(block_q4_K) == 144, "Q4_K block size");
 static_assert(sizeof(block_q5_K) == 176, "Q5_K block size");
 static_assert(sizeof(block_q6_K) == 210, "Q6_K block size");
+static_assert(sizeof(block_q2_K) == 84, "Q2_K block size");
+static_assert(sizeof(block_q3_K) == 110, "Q3_K block size");
+static_assert(sizeof(block_iq4_nl) == 18, "IQ4_NL block size");
+static_assert(sizeof(block_iq4_xs) == 136, "IQ4_XS block size");
+static_assert(offsetof(block_q2_K, qs) == 16 && offsetof(block_q2_K, d) == 80, "Q2_K.qs, Q2_K.d");
+static_assert(offsetof(block_q3_K, qs) == 32 && offsetof(block_q3_K, scales) == 96 && offsetof(block_q3_K, d) == 108, "Q3_K fields");
+static_assert(offsetof(block_iq4_xs, scales_l) == 4 && offsetof(block_iq4_xs, qs) == 8, "IQ4_XS fields");
 static_assert(offsetof(block_q4_1, m) == 2, "Q4_1.m");
 static_assert(offsetof(block_q4_1, qs) == 4, "Q4_1.qs");
 static_assert(offsetof(block_q5_0, qh) == 2, "Q5_0.qh");
@@ -70,6 +81,10 @@ static_assert(offsetof(block_q6_K, d) == 208, "Q6_K.d");
 //   Q8_0          32 bytes of `qs` per block; scales plane: f16 `d`.
 //   Q4_K / Q5_K   the ggml blocks unchanged (144 and 176 bytes are multiples of 16).
 //   Q6_K          ql|qh|scales (208 bytes) per block; scales plane: f16 `d`.
+//   Q2_K          scales|qs (80 bytes) per block; scales plane: f16 pair d,dmin.
+//   Q3_K          hmask|qs|scales (108 bytes) and 4 zero bytes per block; scales plane: f16 `d`.
+//   IQ4_NL        as Q4_0 (16 bytes of codes per block; scales plane: f16 `d`).
+//   IQ4_XS        qs (128 bytes) per block; scales plane: d|scales_h|scales_l (8 bytes).
 // Every matrix is read in "units" of 32 weights: unit `u` of a row covers two runs of 16
 // consecutive columns, `x0 .. x0+16` and `x1 .. x1+16`, and decodes to
 //   w = sa * q + oa   (first run),   w = sb * q + ob   (second run)
@@ -86,9 +101,17 @@ static_assert(offsetof(block_q6_K, d) == 208, "Q6_K.d");
 #define FMT_Q6_K 8
 #define FMT_Q5_0 9
 #define FMT_Q5_1 10
+#define FMT_Q2_K 11
+#define FMT_Q3_K 12
+#define FMT_IQ4_NL 13
+#define FMT_IQ4_XS 14
 
 #define Q6K_PACKED_BYTES 208
 static_assert(Q6K_PACKED_BYTES == sizeof(block_q6_K) - 2, "Q6_K packs everything but d");
+#define Q2K_PACKED_BYTES 80
+static_assert(Q2K_PACKED_BYTES == offsetof(block_q2_K, d), "Q2_K packs everything but d, dmin");
+#define Q3K_PACKED_BYTES 112
+static_assert(Q3K_PACKED_BYTES == offsetof(block_q3_K, d) + 4, "Q3_K packs everything but d, padded to 16");
 
 struct PackedMatrix {
     const uint8_t* q;  // quants plane (row r at q + r * q_stride)

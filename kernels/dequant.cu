@@ -90,6 +90,10 @@ DQ_KERNELS(q8_0, FMT_Q8_0)
 DQ_KERNELS(q4_k, FMT_Q4_K)
 DQ_KERNELS(q5_k, FMT_Q5_K)
 DQ_KERNELS(q6_k, FMT_Q6_K)
+DQ_KERNELS(q2_k, FMT_Q2_K)
+DQ_KERNELS(q3_k, FMT_Q3_K)
+DQ_KERNELS(iq4_nl, FMT_IQ4_NL)
+DQ_KERNELS(iq4_xs, FMT_IQ4_XS)
 
 extern "C" __global__ void __launch_bounds__(DQ_THREADS) f32_to_bf16(const ConvertArgs a) {
     for (long long i = static_cast<long long>(blockIdx.x) * DQ_THREADS + threadIdx.x; i < a.n;

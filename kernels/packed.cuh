@@ -304,6 +304,139 @@ struct Fmt<FMT_Q6_K> {
     }
 };
 
+// ---- IQ4 (IQ4_NL, IQ4_XS): 4-bit codes into ggml's `kvalues_iq4nl`, here as four words of
+// signed bytes. Four codes (one per byte, 0..15) become their levels with two byte permutes (the
+// selector's low 3 bits of each code; bit 3 of a selector nibble would sign-replicate, so it is
+// masked) and a per-byte choice between them by the code's bit 3.
+#define IQ4_T0 0xBFAD9881u  // -127 -104 -83 -65
+#define IQ4_T1 0xF6EADDCFu  //  -49  -35 -22 -10
+#define IQ4_T2 0x26190D01u  //    1   13  25  38
+#define IQ4_T3 0x71594535u  //   53   69  89 113
+__device__ __forceinline__ uint32_t iq4_levels(uint32_t codes) {
+    const uint32_t sel = (codes & 0x7u) | ((codes >> 4) & 0x70u) | ((codes >> 8) & 0x700u) | ((codes >> 12) & 0x7000u);
+    const uint32_t lo = __byte_perm(IQ4_T0, IQ4_T1, sel), hi = __byte_perm(IQ4_T2, IQ4_T3, sel);
+    const uint32_t upper = ((codes >> 3) & 0x01010101u) * 0xFFu;
+    return (lo & ~upper) | (hi & upper);
+}
+// A run's 16 levels (signed bytes, flipped to `level + 128` and biased back) as exact floats.
+template <int RUN>
+__device__ __forceinline__ void iq4_run(const uint4& qs, float* q) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) bytes4(iq4_levels(nibbles<RUN>(word_of(qs, i))) ^ 0x80808080u, 128.0f, q + 4 * i);
+}
+
+// ---- IQ4_NL: laid out as Q4_0; w = d level.
+template <>
+struct Fmt<FMT_IQ4_NL> : NibbleBlocks<unsigned short> {
+    template <int RUN>
+    static __device__ __forceinline__ void decode(const Raw& r, int, float* q, float& s, float& o) {
+        iq4_run<RUN>(r.qs, q);
+        s = f16_bits_to_f32(r.sc);
+        o = 0.0f;
+    }
+};
+
+// ---- IQ4_XS: unit u is sub-block u % 8 of super-block u / 8 (16 bytes of codes, laid out as
+// IQ4_NL's), whose 8-byte header (d, scales_h, scales_l) is in the scales plane. ggml: dl = d *
+// (ls - 32), w = dl * level.
+template <>
+struct Fmt<FMT_IQ4_XS> : Blocks32 {
+    struct Raw { uint4 qs; uint2 hdr; };
+    static __device__ __forceinline__ Raw load(const PackedMatrix& m, int row, int u) {
+        Raw r;
+        r.qs = ld16(q_row(m, row) + 16 * u);
+        r.hdr = __ldg(reinterpret_cast<const uint2*>(s_row(m, row)) + (u >> 3));
+        return r;
+    }
+    template <int RUN>
+    static __device__ __forceinline__ void decode(const Raw& r, int u, float* q, float& s, float& o) {
+        iq4_run<RUN>(r.qs, q);
+        const int j = u & 7;
+        const int ls = ((r.hdr.y >> (4 * j)) & 0xF) | (((r.hdr.x >> (16 + 2 * j)) & 3) << 4);
+        s = __fmul_rn(f16_bits_to_f32(r.hdr.x), static_cast<float>(ls - 32));
+        o = 0.0f;
+    }
+};
+
+// Q2_K and Q3_K units: unit j = u % 8 of super-block u / 8 is h = j / 4 (the 128-element half),
+// p = (j / 2) % 2, t = j % 2: qs bytes 32h + 16t .. +16, whose bit pairs 2p (run 0) and 2p + 1
+// (run 1) hold elements 128h + 64p + 16t + (0..16) and the same + 32, of 16-element sub-blocks
+// 8h + 4p + t and 8h + 4p + t + 2. The same columns as Q4_K's units.
+struct TwoBitUnits {
+    static __device__ __forceinline__ void runs(int u, int& x0, int& x1) { Fmt<FMT_Q4_K>::runs(u, x0, x1); }
+    static __device__ __forceinline__ int sub0(int u) {
+        const int j = u & 7;
+        return 8 * (j >> 2) + 4 * ((j >> 1) & 1) + (j & 1);
+    }
+    static __device__ __forceinline__ int qs_offset(int u) {
+        const int j = u & 7;
+        return 32 * (j >> 2) + 16 * (j & 1);
+    }
+    // Bits 2p + RUN of each byte's pairs: the run's 2-bit codes, one per byte.
+    template <int RUN>
+    static __device__ __forceinline__ uint32_t low_bits(const uint4& qs, int u, int i) {
+        return (word_of(qs, i) >> (4 * ((u >> 1) & 1) + 2 * RUN)) & 0x03030303u;
+    }
+};
+
+// ---- Q2_K: packed scales|qs (80 bytes) + f16 d, dmin in the scales plane. ggml: dl = d * (sc &
+// 15), ml = dmin * (sc >> 4), w = dl * q - ml.
+template <>
+struct Fmt<FMT_Q2_K> : TwoBitUnits {
+    struct Raw { uint4 qs; uint32_t sc; uint32_t dm; };
+    static __device__ __forceinline__ Raw load(const PackedMatrix& m, int row, int u) {
+        const uint8_t* blk = q_row(m, row) + static_cast<size_t>(u >> 3) * Q2K_PACKED_BYTES;
+        const int sub = sub0(u);
+        Raw r;
+        r.qs = ld16(blk + offsetof(block_q2_K, qs) + qs_offset(u));
+        r.sc = __ldg(blk + sub) | static_cast<uint32_t>(__ldg(blk + sub + 2)) << 8;
+        r.dm = __ldg(reinterpret_cast<const unsigned int*>(s_row(m, row)) + (u >> 3));
+        return r;
+    }
+    template <int RUN>
+    static __device__ __forceinline__ void decode(const Raw& r, int u, float* q, float& s, float& o) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) bytes4(low_bits<RUN>(r.qs, u, i), 0.0f, q + 4 * i);
+        const uint32_t sc = (r.sc >> (8 * RUN)) & 0xFFu;
+        s = __fmul_rn(f16_bits_to_f32(r.dm), static_cast<float>(sc & 0xF));
+        o = -__fmul_rn(f16_bits_to_f32(r.dm >> 16), static_cast<float>(sc >> 4));
+    }
+};
+
+// ggml's 6-bit Q3_K scale of sub-block j (0..15), less 32, from the 12 packed bytes at `sc`.
+__device__ __forceinline__ int q3k_scale(const uint8_t* sc, int j) {
+    const int low = j < 8 ? (__ldg(sc + j) & 0xF) : (__ldg(sc + j - 8) >> 4);
+    const int high = (__ldg(sc + 8 + (j & 3)) >> (2 * (j >> 2))) & 3;
+    return (low | (high << 4)) - 32;
+}
+
+// ---- Q3_K: packed hmask|qs|scales (+4 zero bytes, 112) + f16 d in the scales plane. Element
+// e's third bit is bit e / 32 of hmask byte e % 32: for this unit bytes 16t .. +16, bit 4h + 2p
+// + RUN. ggml: dl = d * (sc - 32), w = dl * (q - 4).
+template <>
+struct Fmt<FMT_Q3_K> : TwoBitUnits {
+    struct Raw { uint4 qs; uint4 hm; int32_t sca; int32_t scb; uint32_t d; };
+    static __device__ __forceinline__ Raw load(const PackedMatrix& m, int row, int u) {
+        const uint8_t* blk = q_row(m, row) + static_cast<size_t>(u >> 3) * Q3K_PACKED_BYTES;
+        const int sub = sub0(u);
+        Raw r;
+        r.qs = ld16(blk + offsetof(block_q3_K, qs) + qs_offset(u));
+        r.hm = ld16(blk + 16 * (u & 1));
+        r.sca = q3k_scale(blk + offsetof(block_q3_K, scales), sub);
+        r.scb = q3k_scale(blk + offsetof(block_q3_K, scales), sub + 2);
+        r.d = __ldg(reinterpret_cast<const unsigned short*>(s_row(m, row)) + (u >> 3));
+        return r;
+    }
+    template <int RUN>
+    static __device__ __forceinline__ void decode(const Raw& r, int u, float* q, float& s, float& o) {
+        const int hbit = 4 * ((u & 7) >> 2) + 2 * ((u >> 1) & 1) + RUN;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) bytes4(low_bits<RUN>(r.qs, u, i) | ((word_of(r.hm, i) >> hbit) & 0x01010101u) << 2, 4.0f, q + 4 * i);
+        s = __fmul_rn(f16_bits_to_f32(r.d), static_cast<float>(RUN == 0 ? r.sca : r.scb));
+        o = 0.0f;
+    }
+};
+
 // A weight exactly as the CPU's reference dequantizer computes it (`s * q + o`, two roundings,
 // no FMA contraction, and no `+ 0.0` that would turn -0.0 into +0.0).
 __device__ __forceinline__ float unit_weight(float s, float q, float o) {

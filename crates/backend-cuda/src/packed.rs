@@ -6,7 +6,9 @@
 //! rows to whole 32-element units. Q5_0/Q5_1 keep their codes' fifth bits after the row's 4-bit
 //! codes, one word per block, with the bits transposed ([`transpose_qh`]) so a kernel takes four
 //! of them with one shift and one mask. Q4_K and Q5_K blocks (144 and 176 bytes) are already aligned and stay
-//! as they are. The layout is described in `kernels/common.cuh` and read by `kernels/packed.cuh`;
+//! as they are; Q6_K, Q2_K and Q3_K keep their blocks but move the f16 scales to the scales plane
+//! (Q3_K padded to 112 bytes); IQ4_NL is laid out as Q4_0, and IQ4_XS keeps its 128 bytes of
+//! codes per block with its 8-byte header in the scales plane. The layout is described in `kernels/common.cuh` and read by `kernels/packed.cuh`;
 //! [`decode_unit`] is the Rust twin of that reader, tested here against
 //! `rill_backend::quant::dequantize_row`, so the unit mapping the kernels rely on is checked on
 //! any machine.
@@ -27,11 +29,30 @@ pub enum Fmt {
     Q6K = 8,
     Q5_0 = 9,
     Q5_1 = 10,
+    Q2K = 11,
+    Q3K = 12,
+    IQ4NL = 13,
+    IQ4XS = 14,
 }
 
 impl Fmt {
-    pub const ALL: [Fmt; 11] =
-        [Fmt::F32, Fmt::F16, Fmt::BF16, Fmt::Q4_0, Fmt::Q4_1, Fmt::Q8_0, Fmt::Q4K, Fmt::Q5K, Fmt::Q6K, Fmt::Q5_0, Fmt::Q5_1];
+    pub const ALL: [Fmt; 15] = [
+        Fmt::F32,
+        Fmt::F16,
+        Fmt::BF16,
+        Fmt::Q4_0,
+        Fmt::Q4_1,
+        Fmt::Q8_0,
+        Fmt::Q4K,
+        Fmt::Q5K,
+        Fmt::Q6K,
+        Fmt::Q5_0,
+        Fmt::Q5_1,
+        Fmt::Q2K,
+        Fmt::Q3K,
+        Fmt::IQ4NL,
+        Fmt::IQ4XS,
+    ];
 
     pub fn of(dtype: DType) -> Option<Fmt> {
         Some(match dtype {
@@ -46,6 +67,10 @@ impl Fmt {
             DType::Q4K => Fmt::Q4K,
             DType::Q5K => Fmt::Q5K,
             DType::Q6K => Fmt::Q6K,
+            DType::Q2K => Fmt::Q2K,
+            DType::Q3K => Fmt::Q3K,
+            DType::IQ4NL => Fmt::IQ4NL,
+            DType::IQ4XS => Fmt::IQ4XS,
             _ => return None,
         })
     }
@@ -63,6 +88,10 @@ impl Fmt {
             Fmt::Q4K => DType::Q4K,
             Fmt::Q5K => DType::Q5K,
             Fmt::Q6K => DType::Q6K,
+            Fmt::Q2K => DType::Q2K,
+            Fmt::Q3K => DType::Q3K,
+            Fmt::IQ4NL => DType::IQ4NL,
+            Fmt::IQ4XS => DType::IQ4XS,
         }
     }
 
@@ -80,6 +109,10 @@ impl Fmt {
             Fmt::Q4K => "q4_k",
             Fmt::Q5K => "q5_k",
             Fmt::Q6K => "q6_k",
+            Fmt::Q2K => "q2_k",
+            Fmt::Q3K => "q3_k",
+            Fmt::IQ4NL => "iq4_nl",
+            Fmt::IQ4XS => "iq4_xs",
         }
     }
 
@@ -92,6 +125,13 @@ impl Fmt {
 pub const UNIT: usize = 32;
 /// Bytes of a packed Q6_K block (ql, qh, scales; `d` moves to the scales plane).
 pub const Q6K_PACKED_BYTES: usize = 208;
+/// Bytes of a packed Q2_K block (scales, qs; `d` and `dmin` move to the scales plane).
+pub const Q2K_PACKED_BYTES: usize = 80;
+/// Bytes of a packed Q3_K block: hmask, qs, scales (108 bytes; `d` moves to the scales plane)
+/// and 4 zero bytes, so every block stays 16-byte aligned.
+pub const Q3K_PACKED_BYTES: usize = 112;
+/// Bytes of an IQ4_XS block's header (d, scales_h, scales_l), kept in the scales plane.
+const IQ4XS_HEADER: usize = 8;
 /// The scales plane starts on this boundary.
 const PLANE_ALIGN: usize = 256;
 
@@ -131,6 +171,10 @@ impl PackedLayout {
             Fmt::Q4K => (blocks * 144, 0),
             Fmt::Q5K => (blocks * 176, 0),
             Fmt::Q6K => (blocks * Q6K_PACKED_BYTES, blocks * 2),
+            Fmt::Q2K => (blocks * Q2K_PACKED_BYTES, blocks * 4),
+            Fmt::Q3K => (blocks * Q3K_PACKED_BYTES, blocks * 2),
+            Fmt::IQ4NL => (units * 16, units * 2),
+            Fmt::IQ4XS => (blocks * 128, blocks * IQ4XS_HEADER),
         };
         let s_offset = rows.checked_mul(q_stride)?.checked_next_multiple_of(PLANE_ALIGN)?;
         let total_bytes = s_offset.checked_add(rows.checked_mul(s_stride)?)?;
@@ -157,17 +201,15 @@ pub fn pack(l: &PackedLayout, src: &[u8]) -> Vec<u8> {
         let sc = &mut sp[r * l.s_stride..(r + 1) * l.s_stride];
         match l.fmt {
             Fmt::F32 | Fmt::F16 | Fmt::BF16 | Fmt::Q4K | Fmt::Q5K => q[..row_bytes].copy_from_slice(s),
-            Fmt::Q4_0 => split_blocks(s, 18, 2, 16, q, sc),
+            Fmt::Q4_0 | Fmt::IQ4NL => split_blocks(s, 18, 2, 16, q, sc),
+            Fmt::IQ4XS => split_blocks(s, 136, IQ4XS_HEADER, 128, q, sc),
+            Fmt::Q2K => split_tail(s, 84, Q2K_PACKED_BYTES, Q2K_PACKED_BYTES, q, sc),
+            Fmt::Q3K => split_tail(s, 110, 108, Q3K_PACKED_BYTES, q, sc),
             Fmt::Q4_1 => split_blocks(s, 20, 4, 16, q, sc),
             Fmt::Q8_0 => split_blocks(s, 34, 2, 32, q, sc),
             Fmt::Q5_0 => split_q5_blocks(s, 22, 2, l.units, q, sc),
             Fmt::Q5_1 => split_q5_blocks(s, 24, 4, l.units, q, sc),
-            Fmt::Q6K => {
-                for (b, blk) in s.chunks_exact(210).enumerate() {
-                    q[b * Q6K_PACKED_BYTES..(b + 1) * Q6K_PACKED_BYTES].copy_from_slice(&blk[..Q6K_PACKED_BYTES]);
-                    sc[b * 2..b * 2 + 2].copy_from_slice(&blk[Q6K_PACKED_BYTES..]);
-                }
-            }
+            Fmt::Q6K => split_tail(s, 210, Q6K_PACKED_BYTES, Q6K_PACKED_BYTES, q, sc),
         }
     }
     out
@@ -178,6 +220,16 @@ fn split_blocks(src: &[u8], block: usize, head: usize, body: usize, q: &mut [u8]
     for (b, blk) in src.chunks_exact(block).enumerate() {
         s[b * head..(b + 1) * head].copy_from_slice(&blk[..head]);
         q[b * body..(b + 1) * body].copy_from_slice(&blk[head..]);
+    }
+}
+
+/// Blocks of `block` bytes whose first `body` bytes are codes (copied `stride` bytes apart, the
+/// gap left zero) and the rest scales.
+fn split_tail(src: &[u8], block: usize, body: usize, stride: usize, q: &mut [u8], s: &mut [u8]) {
+    let head = block - body;
+    for (b, blk) in src.chunks_exact(block).enumerate() {
+        q[b * stride..b * stride + body].copy_from_slice(&blk[..body]);
+        s[b * head..(b + 1) * head].copy_from_slice(&blk[body..]);
     }
 }
 
@@ -204,7 +256,7 @@ pub fn transpose_qh(qh: u32) -> u32 {
 pub fn runs(fmt: Fmt, u: usize) -> (usize, usize) {
     let (sb, j) = (u / 8, u % 8);
     match fmt {
-        Fmt::Q4K | Fmt::Q5K => {
+        Fmt::Q4K | Fmt::Q5K | Fmt::Q2K | Fmt::Q3K => {
             let x0 = 256 * sb + 64 * (j / 2) + 16 * (j % 2);
             (x0, x0 + 32)
         }
@@ -242,6 +294,53 @@ pub fn decode_unit(l: &PackedLayout, data: &[u8], row: usize, u: usize) -> [f32;
                     let nibble = if run == 0 { b & 15 } else { b >> 4 };
                     let code = nibble | hi as u8;
                     w[16 * run + i] = weight(d, code as f32 - bias, m);
+                }
+            }
+        }
+        Fmt::IQ4NL | Fmt::IQ4XS => {
+            let d = if l.fmt == Fmt::IQ4NL {
+                f16(&s[2 * u..])
+            } else {
+                let hdr = &s[IQ4XS_HEADER * sb..IQ4XS_HEADER * (sb + 1)];
+                let ls = ((hdr[4 + j / 2] >> (4 * (j % 2))) & 15) as u16 | ((u16::from_le_bytes([hdr[2], hdr[3]]) >> (2 * j)) & 3) << 4;
+                f16(hdr) * (ls as i32 - 32) as f32
+            };
+            for run in 0..2 {
+                for i in 0..4 {
+                    let word = u32::from_le_bytes(q[16 * u + 4 * i..][..4].try_into().unwrap());
+                    let codes = if run == 0 { word & 0x0F0F_0F0F } else { (word >> 4) & 0x0F0F_0F0F };
+                    for (k, level) in (iq4_levels(codes) ^ 0x8080_8080).to_le_bytes().into_iter().enumerate() {
+                        w[16 * run + 4 * i + k] = weight(d, level as f32 - 128.0, 0.0);
+                    }
+                }
+            }
+        }
+        Fmt::Q2K | Fmt::Q3K => {
+            let (h, p, t) = (j / 4, (j / 2) % 2, j % 2);
+            let sub = 8 * h + 4 * p + t;
+            if l.fmt == Fmt::Q2K {
+                let blk = &q[sb * Q2K_PACKED_BYTES..(sb + 1) * Q2K_PACKED_BYTES];
+                let (d, dmin) = (f16(&s[4 * sb..]), f16(&s[4 * sb + 2..]));
+                for run in 0..2 {
+                    let sc = blk[sub + 2 * run];
+                    let (sa, o) = (d * (sc & 15) as f32, -(dmin * (sc >> 4) as f32));
+                    for i in 0..16 {
+                        let code = (blk[16 + 32 * h + 16 * t + i] >> (4 * p + 2 * run)) & 3;
+                        w[16 * run + i] = weight(sa, code as f32, o);
+                    }
+                }
+            } else {
+                let blk = &q[sb * Q3K_PACKED_BYTES..(sb + 1) * Q3K_PACKED_BYTES];
+                let d = f16(&s[2 * sb..]);
+                let scales: &[u8; 12] = blk[96..108].try_into().unwrap();
+                for run in 0..2 {
+                    let sc = rill_backend::quant::scales_q3k(scales)[sub + 2 * run];
+                    let hbit = 4 * h + 2 * p + run;
+                    for i in 0..16 {
+                        let low = (blk[32 + 32 * h + 16 * t + i] >> (4 * p + 2 * run)) & 3;
+                        let code = low | ((blk[16 * t + i] >> hbit) & 1) << 2;
+                        w[16 * run + i] = weight(d * sc as f32, code as f32 - 4.0, 0.0);
+                    }
                 }
             }
         }
@@ -288,10 +387,40 @@ pub fn decode_unit(l: &PackedLayout, data: &[u8], row: usize, u: usize) -> [f32;
     w
 }
 
+/// `__byte_perm(x, y, s)` with selector nibbles below 8 (`prmt.b32` copying bytes).
+fn byte_perm(x: u32, y: u32, s: u32) -> u32 {
+    let bytes = (x as u64 | (y as u64) << 32).to_le_bytes();
+    u32::from_le_bytes(std::array::from_fn(|n| bytes[((s >> (4 * n)) & 7) as usize]))
+}
+
+/// The twin of `iq4_levels` in packed.cuh: four IQ4 codes (one per byte) to their levels as
+/// signed bytes, by the same byte permutes of the codebook words.
+pub fn iq4_levels(codes: u32) -> u32 {
+    const T: [u32; 4] = [0xBFAD_9881, 0xF6EA_DDCF, 0x2619_0D01, 0x7159_4535];
+    let sel = (codes & 0x7) | ((codes >> 4) & 0x70) | ((codes >> 8) & 0x700) | ((codes >> 12) & 0x7000);
+    let (lo, hi) = (byte_perm(T[0], T[1], sel), byte_perm(T[2], T[3], sel));
+    let upper = ((codes >> 3) & 0x0101_0101) * 0xFF;
+    (lo & !upper) | (hi & upper)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rill_backend::quant;
+
+    /// The codebook words in packed.cuh hold ggml's levels, and every code finds its own.
+    #[test]
+    fn iq4_levels_are_the_codebook() {
+        let header = include_str!("../../../kernels/packed.cuh");
+        let words: Vec<u32> = (0..4).map(|i| u32::from_le_bytes(std::array::from_fn(|k| quant::KVALUES_IQ4NL[4 * i + k] as u8))).collect();
+        for (i, w) in words.iter().enumerate() {
+            assert!(header.contains(&format!("#define IQ4_T{i} 0x{w:08X}u")), "IQ4_T{i} = {w:#010x}");
+        }
+        for c in 0..16u32 {
+            let levels = iq4_levels(c | (15 - c) << 8 | (c ^ 5) << 16 | (c ^ 10) << 24).to_le_bytes();
+            assert_eq!(levels.map(|b| b as i8), [c, 15 - c, c ^ 5, c ^ 10].map(|k| quant::KVALUES_IQ4NL[k as usize]), "code {c}");
+        }
+    }
 
     fn rng_row(seed: &mut u64, n: usize) -> Vec<f32> {
         (0..n)
@@ -414,7 +543,12 @@ mod tests {
         assert!(PackedLayout::new(DType::Q4_0, 2, 48).is_none());
         assert!(PackedLayout::new(DType::Q6K, 2, 128).is_none());
         assert!(PackedLayout::new(DType::Q5_1, 2, 48).is_none());
-        assert!(PackedLayout::new(DType::Q3K, 2, 256).is_none());
+        assert!(PackedLayout::new(DType::Q8K, 2, 256).is_none());
+        assert!(PackedLayout::new(DType::IQ4XS, 2, 128).is_none());
+        let l = PackedLayout::new(DType::Q3K, 2, 512).unwrap();
+        assert_eq!((l.q_stride, l.s_stride, l.s_offset), (224, 4, 512));
+        let l = PackedLayout::new(DType::IQ4XS, 1, 256).unwrap();
+        assert_eq!((l.q_stride, l.s_stride), (128, 8));
         let l = PackedLayout::new(DType::F16, 3, 33).unwrap();
         assert_eq!((l.units, l.q_stride, l.cols_padded()), (2, 128, 64));
         let l = PackedLayout::new(DType::Q6K, 4, 512).unwrap();

@@ -20,6 +20,8 @@ pub enum DType {
     Q5K,
     Q6K,
     Q8K,
+    IQ4NL,
+    IQ4XS,
     I8,
     I16,
     I32,
@@ -46,6 +48,8 @@ impl DType {
             13 => DType::Q5K,
             14 => DType::Q6K,
             15 => DType::Q8K,
+            20 => DType::IQ4NL,
+            23 => DType::IQ4XS,
             24 => DType::I8,
             25 => DType::I16,
             26 => DType::I32,
@@ -59,8 +63,8 @@ impl DType {
     /// Elements per block (1 for plain types).
     pub fn block_len(self) -> usize {
         match self {
-            DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0 | DType::Q8_1 => 32,
-            DType::Q2K | DType::Q3K | DType::Q4K | DType::Q5K | DType::Q6K | DType::Q8K => 256,
+            DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0 | DType::Q8_1 | DType::IQ4NL => 32,
+            DType::Q2K | DType::Q3K | DType::Q4K | DType::Q5K | DType::Q6K | DType::Q8K | DType::IQ4XS => 256,
             _ => 1,
         }
     }
@@ -84,6 +88,8 @@ impl DType {
             DType::Q5K => 176,
             DType::Q6K => 210,
             DType::Q8K => 292,
+            DType::IQ4NL => 18,
+            DType::IQ4XS => 136,
         }
     }
 
@@ -112,6 +118,8 @@ impl DType {
             DType::Q5K => "Q5_K",
             DType::Q6K => "Q6_K",
             DType::Q8K => "Q8_K",
+            DType::IQ4NL => "IQ4_NL",
+            DType::IQ4XS => "IQ4_XS",
             DType::I8 => "I8",
             DType::I16 => "I16",
             DType::I32 => "I32",
@@ -143,5 +151,8 @@ mod tests {
         assert_eq!(DType::Q4_1.row_bytes(33), None);
         assert_eq!(DType::Q6K.row_bytes(256), Some(210));
         assert_eq!(DType::from_ggml_id(4), None, "Q4_2 was removed from ggml");
+        assert_eq!((DType::from_ggml_id(20), DType::from_ggml_id(23)), (Some(DType::IQ4NL), Some(DType::IQ4XS)));
+        assert_eq!((DType::IQ4NL.row_bytes(64), DType::IQ4XS.row_bytes(512)), (Some(36), Some(272)));
+        assert_eq!((DType::Q2K.row_bytes(256), DType::Q3K.row_bytes(256)), (Some(84), Some(110)));
     }
 }

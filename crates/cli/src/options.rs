@@ -39,7 +39,8 @@ pub struct ModelArgs {
     /// weights are seeded random, the tokenizer byte-level).
     #[arg(long, value_parser = <LoadFormat as std::str::FromStr>::from_str, default_value = "auto")]
     pub load_format: LoadFormat,
-    /// Element type of a dummy model's matrices: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q4_k or q6_k.
+    /// Element type of a dummy model's matrices: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl,
+    /// q2_k, q3_k, q4_k, q6_k or iq4_xs.
     #[arg(long, value_parser = rill_model::dummy::parse_dtype, default_value = "bf16")]
     pub dummy_dtype: DType,
     /// Seed of a dummy model's weights.

@@ -20,8 +20,22 @@ use crate::tokenizer::{pieces, TokenType, Tokenizer, TokenizerError, Vocab, Voca
 use crate::weights::{LayerWeight, TensorSource, Weight, WeightsError};
 
 /// The dtypes dummy matrices can be generated in; their CLI names are GGUF's, lower-cased.
-pub const DUMMY_DTYPES: [DType; 10] =
-    [DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4K, DType::Q6K];
+pub const DUMMY_DTYPES: [DType; 14] = [
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::Q8_0,
+    DType::IQ4NL,
+    DType::Q2K,
+    DType::Q3K,
+    DType::Q4K,
+    DType::Q6K,
+    DType::IQ4XS,
+];
 
 /// Rows generated from one random stream (and the unit of parallel work).
 pub const ROWS_PER_CHUNK: usize = 16;
@@ -30,7 +44,7 @@ pub const ROWS_PER_CHUNK: usize = 16;
 pub const DUMMY_BOS: u32 = 256;
 pub const DUMMY_EOS: u32 = 257;
 
-/// `f32|f16|bf16|q4_0|q4_1|q5_0|q5_1|q8_0|q4_k|q6_k` (any case) → the dtype.
+/// `f32|f16|bf16|q4_0|q4_1|q5_0|q5_1|q8_0|iq4_nl|q2_k|q3_k|q4_k|q6_k|iq4_xs` (any case) → the dtype.
 pub fn parse_dtype(name: &str) -> Result<DType, String> {
     DUMMY_DTYPES.iter().copied().find(|d| d.name().eq_ignore_ascii_case(name)).ok_or_else(|| {
         let names: Vec<String> = DUMMY_DTYPES.iter().map(|d| d.name().to_ascii_lowercase()).collect();

@@ -37,18 +37,20 @@ pub struct Q8Activations {
 /// Which activation formats a matmul's weights read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Formats {
-    /// 32-element blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0).
+    /// 32-element blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL).
     pub blocks: bool,
-    /// 256-element super-blocks (Q4_K, Q5_K, Q6_K).
+    /// 256-element super-blocks (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS).
     pub super_blocks: bool,
 }
 
 impl Formats {
-    /// What `dtype` weights read on the integer path (nothing for float weights).
+    /// What `dtype` weights read on the integer path (nothing for float weights): ggml's
+    /// `vec_dot_type` for the type (`type_traits_cpu`), Q8_K for the k-quants and IQ4_XS, Q8_0
+    /// (Q8_1 for the offset formats) for the rest.
     pub fn of(dtype: DType) -> Formats {
         match dtype {
-            DType::Q4K | DType::Q5K | DType::Q6K => Formats { blocks: false, super_blocks: true },
-            DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0 => Formats { blocks: true, super_blocks: false },
+            DType::Q2K | DType::Q3K | DType::Q4K | DType::Q5K | DType::Q6K | DType::IQ4XS => Formats { blocks: false, super_blocks: true },
+            DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0 | DType::IQ4NL => Formats { blocks: true, super_blocks: false },
             _ => Formats::default(),
         }
     }

@@ -9,8 +9,9 @@
 //! give llama.cpp's bits.
 //!
 //! Kernels, chosen at runtime: AVX-512 VNNI and AVX2 for every integer type (Q4_K on rows
-//! interleaved 16 at a time, [`InterleavedQ4K`], as llama.cpp repacks it on x86), and portable
-//! integer code that defines them and runs everywhere else.
+//! interleaved 16 at a time, [`InterleavedQ4K`], as llama.cpp repacks it on x86; the low-bit
+//! Q2_K, Q3_K, IQ4_NL and IQ4_XS in `avx512_lowbit`/`avx2_lowbit`), and portable integer code
+//! that defines them and runs everywhere else.
 //! `crate::isa` picks the set (`QuantIsa::selected`), which `RILL_CPU_ISA` can narrow, for tests
 //! and benchmarks (`reference` makes `CpuBackend::new` multiply in f32, see `MatmulMode`).
 
@@ -21,11 +22,15 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx2_kquants;
 #[cfg(target_arch = "x86_64")]
+mod avx2_lowbit;
+#[cfg(target_arch = "x86_64")]
 mod avx2_q4k;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_kquants;
+#[cfg(target_arch = "x86_64")]
+mod avx512_lowbit;
 #[cfg(target_arch = "x86_64")]
 mod avx512_q4k;
 mod portable;
@@ -100,11 +105,17 @@ pub unsafe fn tile(isa: QuantIsa, dtype: DType, w: &[u8], w_rows: usize, acts: &
         if isa == QuantIsa::Avx512Vnni && avx512_kquants::supports(dtype) {
             return avx512_kquants::tile(dtype, w, w_rows, acts, out, stride);
         }
+        if isa == QuantIsa::Avx512Vnni && avx512_lowbit::supports(dtype) {
+            return avx512_lowbit::tile(dtype, w, w_rows, acts, out, stride);
+        }
         if isa >= QuantIsa::Avx2 && avx2::supports(dtype) {
             return avx2::tile(dtype, w, w_rows, acts, out, stride);
         }
         if isa >= QuantIsa::Avx2 && avx2_kquants::supports(dtype) {
             return avx2_kquants::tile(dtype, w, w_rows, acts, out, stride);
+        }
+        if isa >= QuantIsa::Avx2 && avx2_lowbit::supports(dtype) {
+            return avx2_lowbit::tile(dtype, w, w_rows, acts, out, stride);
         }
     }
     let _ = isa;

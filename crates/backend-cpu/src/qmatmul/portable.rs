@@ -8,9 +8,14 @@
 //! offsets of Q4_1 and Q5_1 in a separate scalar `summs = fma(m, s, summs)`; the row's sum `hsum8(acc) + summs` with ggml's
 //! `hsum_float_8` tree. The SIMD kernels compute the same bits. Q5_K and Q6_K follow ggml's
 //! `ggml_vec_dot_q{5,6}_K_q8_K` the same way; Q4_K follows the repacked GEMM llama.cpp runs for it
-//! on x86 (see its twin below).
+//! on x86 (see its twin below). Q2_K, Q3_K and IQ4_XS follow `ggml_vec_dot_{q2_K,q3_K,iq4_xs}_q8_K`
+//! (`dot_row_k`), IQ4_NL `ggml_vec_dot_iq4_nl_q8_0` (`dot_row_iq4_nl`: two accumulators, even and
+//! odd blocks, and a scalar tail block).
 
-use rill_backend::quant::{five_bit_codes, scales_mins_k4, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, QuantBlock, QK_K};
+use rill_backend::quant::{
+    five_bit_codes, iq4_codes, iq4xs_scale, scales_mins_k4, scales_q3k, three_bit_codes, two_bit_codes, BlockIQ4NL, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1,
+    BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, QuantBlock, KVALUES_IQ4NL, QK_K,
+};
 use rill_backend::DType;
 
 use super::activations::{Q8Row, QK};
@@ -24,6 +29,7 @@ pub fn dot_row(dtype: DType, w: &[u8], x: Q8Row<'_>) -> f32 {
         DType::Q5_0 => ggml_blocks::<BlockQ5_0>(w, x, false, lanes_q5_0),
         DType::Q5_1 => ggml_blocks::<BlockQ5_1>(w, x, true, lanes_q5_1),
         DType::Q8_0 => ggml_blocks::<BlockQ8_0>(w, x, false, lanes_q8_0),
+        DType::IQ4NL => dot_row_iq4_nl(w, x),
         other => unreachable!("{other} has no integer kernel"),
     }
 }
@@ -99,6 +105,39 @@ fn lanes_q8_0(b: &BlockQ8_0, x: &[i8]) -> Lanes {
     (b.d.to_f32(), 0.0, lane_sums(|e| b.qs[e] as i32, x))
 }
 
+/// IQ4_NL's codebook values of a block in element order.
+#[inline(always)]
+pub fn iq4_values(qs: &[u8; 16]) -> [i8; QK] {
+    iq4_codes(qs).map(|c| KVALUES_IQ4NL[c as usize])
+}
+
+/// IQ4_NL as ggml's x86 `ggml_vec_dot_iq4_nl_q8_0`: blocks in pairs, the even block's 8 lanes
+/// into one accumulator and the odd block's into another (`fma(d_x·d_w, lane, acc)`), the row
+/// `hsum8(acc₀ + acc₁)`; an odd last block adds `d·Σ` to that as a scalar multiply and add.
+fn dot_row_iq4_nl(w: &[u8], x: Q8Row<'_>) -> f32 {
+    let nb = x.d.len();
+    let mut acc = [[0f32; 8]; 2];
+    let block = |ib: usize| -> BlockIQ4NL { bytemuck::pod_read_unaligned(&w[ib * size_of::<BlockIQ4NL>()..(ib + 1) * size_of::<BlockIQ4NL>()]) };
+    for ib in 0..nb & !1 {
+        let b = block(ib);
+        let q = iq4_values(&b.qs);
+        let lanes = lane_sums(|e| q[e] as i32, &x.qs[ib * QK..(ib + 1) * QK]);
+        let d = x.d[ib] * b.d.to_f32();
+        for (a, &v) in acc[ib % 2].iter_mut().zip(&lanes) {
+            *a = d.mul_add(v as f32, *a);
+        }
+    }
+    let sum: [f32; 8] = std::array::from_fn(|l| acc[0][l] + acc[1][l]);
+    let mut sumf = hsum8(&sum);
+    if nb % 2 == 1 {
+        let b = block(nb - 1);
+        let q = iq4_values(&b.qs);
+        let sumi: i32 = q.iter().zip(&x.qs[(nb - 1) * QK..]).map(|(&a, &b)| a as i32 * b as i32).sum();
+        sumf += x.d[nb - 1] * b.d.to_f32() * sumi as f32;
+    }
+    sumf
+}
+
 /// The k-quants against ggml's `block_q8_K` rows, in the order of ggml's x86 (AVX2)
 /// `ggml_vec_dot_q{4,5,6}_K_q8_K`: per super-block, 8 integer lanes (lane `l` sums, over the
 /// eight 32-element chunks, the chunk's bytes `4l..4l+4` times their sub-block scale), one
@@ -109,6 +148,9 @@ pub fn dot_row_k(dtype: DType, w: &[u8], x: Q8KRow<'_>) -> f32 {
         DType::Q4K => dot_row_q4_k(w, x),
         DType::Q5K => k_blocks::<BlockQ5K>(w, x, dot_q5_k),
         DType::Q6K => k_blocks::<BlockQ6K>(w, x, dot_q6_k),
+        DType::Q2K => k_blocks::<BlockQ2K>(w, x, dot_q2_k),
+        DType::Q3K => k_blocks::<BlockQ3K>(w, x, dot_q3_k),
+        DType::IQ4XS => k_blocks::<BlockIQ4XS>(w, x, dot_iq4_xs),
         other => unreachable!("{other} is not a k-quant"),
     }
 }
@@ -134,12 +176,12 @@ fn k_blocks<B: QuantBlock>(w: &[u8], x: Q8KRow<'_>, dot: impl Fn(&B, Q8KRow<'_>,
 /// Lane `l` of a super-block: `Σ_k scale(k, l) · Σ_{t<4} code[32k + 4l + t] · x[32k + 4l + t]`.
 /// Each chunk's 8 lane products come first (a shape the compiler vectorizes), then the scales.
 #[inline(always)]
-fn k_lanes(codes: &[u8; QK_K], x: &[i8], scale: impl Fn(usize, usize) -> i32) -> [i32; 8] {
+fn k_lanes<T: Copy + Into<i32>>(codes: &[T; QK_K], x: &[i8], scale: impl Fn(usize, usize) -> i32) -> [i32; 8] {
     let mut lanes = [0i32; 8];
     for (k, (c, xq)) in codes.chunks_exact(32).zip(x.chunks_exact(32)).enumerate() {
         let mut products = [0i32; 32];
         for (p, (&a, &b)) in products.iter_mut().zip(c.iter().zip(xq)) {
-            *p = a as i32 * b as i32;
+            *p = a.into() * b as i32;
         }
         for (l, lane) in lanes.iter_mut().enumerate() {
             *lane += scale(k, l) * products[4 * l..4 * l + 4].iter().sum::<i32>();
@@ -217,5 +259,45 @@ fn dot_q6_k(b: &BlockQ6K, x: Q8KRow<'_>, a: &mut KAcc) {
     for (l, (acc, lane)) in a.acc.iter_mut().zip(lanes).enumerate() {
         let offset = 32 * (x.bsums[2 * l] as i32 * b.scales[2 * l] as i32 + x.bsums[2 * l + 1] as i32 * b.scales[2 * l + 1] as i32);
         *acc = d.mul_add((lane - offset) as f32, *acc);
+    }
+}
+
+/// Q2_K (`ggml_vec_dot_q2_K_q8_K`): the mins first, lane `l` taking sub-blocks `2l` and `2l + 1`
+/// (`fma(−d_x·dmin, m₂ₗ·Σx₂ₗ + m₂ₗ₊₁·Σx₂ₗ₊₁, acc)`), then the codes as Q6_K's, lane `l` of
+/// chunk `k` in sub-block `2k + l/4` (`fma(d_x·d, lane, acc)`).
+fn dot_q2_k(b: &BlockQ2K, x: Q8KRow<'_>, a: &mut KAcc) {
+    let (d, dmin) = (x.d[0] * b.d.to_f32(), -x.d[0] * b.dmin.to_f32());
+    for (l, acc) in a.acc.iter_mut().enumerate() {
+        let mins = (b.scales[2 * l] >> 4) as i32 * x.bsums[2 * l] as i32 + (b.scales[2 * l + 1] >> 4) as i32 * x.bsums[2 * l + 1] as i32;
+        *acc = dmin.mul_add(mins as f32, *acc);
+    }
+    let lanes = k_lanes(&two_bit_codes(&b.qs), x.qs, |k, l| (b.scales[2 * k + l / 4] & 0x0F) as i32);
+    for (acc, lane) in a.acc.iter_mut().zip(lanes) {
+        *acc = d.mul_add(lane as f32, *acc);
+    }
+}
+
+/// Q3_K (`ggml_vec_dot_q3_K_q8_K`): signed codes `q − 4`, sub-blocks of 16 as Q2_K's.
+fn dot_q3_k(b: &BlockQ3K, x: Q8KRow<'_>, a: &mut KAcc) {
+    let codes = three_bit_codes(b).map(|c| c as i8 - 4);
+    let scales = scales_q3k(&b.scales);
+    let lanes = k_lanes(&codes, x.qs, |k, l| scales[2 * k + l / 4] as i32);
+    let d = x.d[0] * b.d.to_f32();
+    for (acc, lane) in a.acc.iter_mut().zip(lanes) {
+        *acc = d.mul_add(lane as f32, *acc);
+    }
+}
+
+/// IQ4_XS (`ggml_vec_dot_iq4_xs_q8_K`): codebook values, chunk `k` is sub-block `k` with its
+/// 6-bit scale less 32.
+fn dot_iq4_xs(b: &BlockIQ4XS, x: Q8KRow<'_>, a: &mut KAcc) {
+    let mut values = [0i8; QK_K];
+    for (v, qs) in values.chunks_exact_mut(QK).zip(b.qs.chunks_exact(16)) {
+        v.copy_from_slice(&iq4_values(qs.try_into().expect("16 bytes")));
+    }
+    let lanes = k_lanes(&values, x.qs, |k, _| iq4xs_scale(b, k));
+    let d = b.d.to_f32() * x.d[0];
+    for (acc, lane) in a.acc.iter_mut().zip(lanes) {
+        *acc = d.mul_add(lane as f32, *acc);
     }
 }

@@ -8,7 +8,8 @@ use rill_backend::{quant, DType};
 
 use super::*;
 
-const DTYPES: [DType; 8] = [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4K, DType::Q5K, DType::Q6K];
+const DTYPES: [DType; 12] =
+    [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::IQ4NL, DType::Q2K, DType::Q3K, DType::Q4K, DType::Q5K, DType::Q6K, DType::IQ4XS];
 
 struct Case {
     dtype: DType,
@@ -263,13 +264,13 @@ fn assert_dots_are(dtype: DType, w: &[u8], x: &[f32], cols: usize, want: &[u32])
     }
 }
 
-/// LCG-made blocks as `scripts/ggml-kquant-dots.c` makes them: `rows` rows of two `size`-byte
-/// blocks from `seed`, with small f16 scales patched in at `d_off` (and `dmin_off`).
-fn lcg_blocks(seed: u64, rows: usize, size: usize, d_off: usize, dmin_off: Option<usize>) -> Vec<u8> {
+/// LCG-made blocks as `scripts/ggml-kquant-dots.c` makes them: `rows` rows of `per_row`
+/// `size`-byte blocks from `seed`, with small f16 scales patched in at `d_off` (and `dmin_off`).
+fn lcg_blocks(seed: u64, rows: usize, per_row: usize, size: usize, d_off: usize, dmin_off: Option<usize>) -> Vec<u8> {
     let mut state = seed;
-    let mut w = vec![0u8; rows * 2 * size];
+    let mut w = vec![0u8; rows * per_row * size];
     for (n, blk) in w.chunks_exact_mut(size).enumerate() {
-        let (r, b) = ((n / 2) as u16, (n % 2) as u16);
+        let (r, b) = ((n / per_row) as u16, (n % per_row) as u16);
         for byte in blk.iter_mut() {
             state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             *byte = (state >> 33) as u8;
@@ -282,9 +283,9 @@ fn lcg_blocks(seed: u64, rows: usize, size: usize, d_off: usize, dmin_off: Optio
     w
 }
 
-/// The activations both ggml tests use: 4 rows of 512.
-fn ggml_test_activations() -> Vec<f32> {
-    (0..4 * 512usize).map(|i| ((i * 7919 % 2003) as i32 - 1001) as f32 * 0.00137).collect()
+/// The activations the ggml tests use: 4 rows of `cols` (512, or 480 for IQ4_NL).
+fn ggml_test_activations(cols: usize) -> Vec<f32> {
+    (0..4 * cols).map(|i| ((i * 7919 % 2003) as i32 - 1001) as f32 * 0.00137).collect()
 }
 
 /// Q5_K and Q6_K against ggml itself: these bits are what llama.cpp's x86 `quantize_row_q8_K`
@@ -299,8 +300,26 @@ fn k_quant_dots_equal_ggml_bits() {
         (DType::Q6K, 210, 208, None, 12347, [0xc3874e51, 0xc2e5eeb8, 0x41b8c1e8, 0xc30c421e, 0x439f11ac, 0x43d638e7, 0x42b3d5a4, 0xc3106fde]),
     ];
     for (dtype, size, d_off, dmin_off, seed, bits) in ggml {
-        assert_dots_are(dtype, &lcg_blocks(seed, 2, size, d_off, dmin_off), &ggml_test_activations(), 512, &bits);
+        assert_dots_are(dtype, &lcg_blocks(seed, 2, 2, size, d_off, dmin_off), &ggml_test_activations(512), 512, &bits);
     }
+}
+
+/// Q2_K, Q3_K and IQ4_XS against ggml's x86 `ggml_vec_dot_{q2_K,q3_K,iq4_xs}_q8_K` as for the
+/// other k-quants above, and IQ4_NL against `quantize_row_q8_0` and `ggml_vec_dot_iq4_nl_q8_0`
+/// on rows of 15 blocks (an odd count, so ggml's scalar tail block is in the bits too); all
+/// printed by `scripts/ggml-kquant-dots.c`.
+#[test]
+fn low_bit_dots_equal_ggml_bits() {
+    let ggml = [
+        (DType::Q2K, 84, 80, Some(82), 12348, [0x3f759caf, 0x3fa84606, 0x3f8782e8, 0x40054d43, 0xbdfb9ad8, 0x3f62f726, 0xc0301558, 0xbfd24c50]),
+        (DType::Q3K, 110, 108, None, 12349, [0xc078d6fe, 0x40040a32, 0x3faf59b6, 0x4096b1f6, 0xbde495c0, 0x4074fc47, 0x3fade74a, 0xc027bb88]),
+        (DType::IQ4XS, 136, 0, None, 12350, [0x41c8a6b8, 0x4088af70, 0x43729aca, 0xc190e4e2, 0x4317f516, 0x434fe036, 0xc2e01a9f, 0xc285a914]),
+    ];
+    for (dtype, size, d_off, dmin_off, seed, bits) in ggml {
+        assert_dots_are(dtype, &lcg_blocks(seed, 2, 2, size, d_off, dmin_off), &ggml_test_activations(512), 512, &bits);
+    }
+    let iq4_nl = [0xc07a8e3b, 0x3d894080, 0xc02f33b2, 0xc03e689e, 0x406882d9, 0xc16fb5ee, 0xc03b664e, 0x4020abb2];
+    assert_dots_are(DType::IQ4NL, &lcg_blocks(12351, 2, 15, 18, 0, None), &ggml_test_activations(480), 480, &iq4_nl);
 }
 
 /// Q4_K against what llama.cpp runs for it on x86: rows repacked 8 at a time and
@@ -317,5 +336,5 @@ fn q4_k_equals_ggml_repacked_gemm_bits() {
         0xc172cf0f, 0x4077f852, 0x41aca258, 0x4135fc38, 0x41f224d3, 0xc195a880, 0xc21228e0, 0xc18a25ca, 0x4250aaaa, 0xc2555606, 0xc1187c5a, 0xc1edf3f1, 0x404fbf76, 0xc1e17514, 0xc19de754, 0x41a7a0f2,
         0xc23ed348, 0x418fbbd5, 0xc1f41762, 0x4110e973, 0xc1ae5cb0, 0xc0f56099, 0xc1fd272f, 0xc27ed9c0, 0xc28b86a0, 0x42362e04, 0x420a7aa9, 0x40f989c3, 0xc189d50f, 0xc1287ccb, 0x4139020c, 0xc210a81a,
     ];
-    assert_dots_are(DType::Q4K, &lcg_blocks(12345, 16, 144, 0, Some(2)), &ggml_test_activations(), 512, &bits);
+    assert_dots_are(DType::Q4K, &lcg_blocks(12345, 16, 2, 144, 0, Some(2)), &ggml_test_activations(512), 512, &bits);
 }

@@ -1,11 +1,13 @@
-//! Pieces the x86 kernels share: ggml's horizontal sums, the weight prefetch, and the k-quant
-//! Q5_K/Q6_K code unpacking (256-bit, so the AVX2 and AVX-512 kernels unpack alike). Everything is
+//! Pieces the x86 kernels share: ggml's horizontal sums, the weight prefetch, IQ4_NL's scalar
+//! tail block, and the k-quant Q5_K/Q6_K code unpacking (256-bit, so the AVX2 and AVX-512 kernels unpack alike). Everything is
 //! `#[inline(always)]`, so it compiles inside each kernel's `#[target_feature]` function.
 
 use std::arch::x86_64::*;
 use std::mem::offset_of;
 
-use rill_backend::quant::{BlockQ5K, BlockQ6K};
+use rill_backend::quant::{BlockIQ4NL, BlockQ5K, BlockQ6K, QK};
+
+use super::Q8Row;
 
 /// ggml's `hsum_float_8`: `((a₀+a₄) + (a₂+a₆)) + ((a₁+a₅) + (a₃+a₇))`.
 #[inline(always)]
@@ -70,4 +72,14 @@ pub unsafe fn q6k_codes(blk: *const u8, h: usize) -> [__m256i; 4] {
         _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(a), low4), _mm256_and_si256(hb, _mm256_set1_epi8(48))),
         _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(b), low4), _mm256_srli_epi16::<2>(_mm256_and_si256(hb, _mm256_set1_epi8(-64)))),
     ]
+}
+
+/// ggml's scalar tail for an odd last IQ4_NL block: `d_x·d_w · Σ` (multiplied, then added by
+/// the caller; ggml's compiled tail does not fuse them).
+#[inline(always)]
+pub unsafe fn iq4_nl_tail(blk: *const u8, x: &Q8Row<'_>, ib: usize) -> f32 {
+    let b: BlockIQ4NL = blk.cast::<BlockIQ4NL>().read_unaligned();
+    let q = super::portable::iq4_values(&b.qs);
+    let sumi: i32 = q.iter().zip(&x.qs[ib * QK..(ib + 1) * QK]).map(|(&a, &b)| a as i32 * b as i32).sum();
+    x.d[ib] * super::f16_to_f32(b.d.to_bits()) * sumi as f32
 }

@@ -80,7 +80,23 @@ pub fn rel_err(reference: &[f32], candidate: &[f32]) -> f64 {
 }
 
 /// Every matrix dtype a backend is expected to multiply.
-pub const MATRIX_DTYPES: [DType; 11] = [DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4K, DType::Q5K, DType::Q6K];
+pub const MATRIX_DTYPES: [DType; 15] = [
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::Q8_0,
+    DType::IQ4NL,
+    DType::Q2K,
+    DType::Q3K,
+    DType::Q4K,
+    DType::Q5K,
+    DType::Q6K,
+    DType::IQ4XS,
+];
 
 /// Runs every check; `seed` draws the inputs (use a fresh one per run).
 pub fn run<R: Backend, C: Backend>(reference: &R, candidate: &C, seed: u64) -> Vec<Check> {

@@ -115,6 +115,56 @@ pub struct BlockQ6K {
     pub d: f16,
 }
 
+/// 256 weights in 16 sub-blocks of 16: `w = d * sc[j] * q - dmin * m[j]` with 2-bit `q`;
+/// `scales[j]` holds `sc[j]` in its low and `m[j]` in its high nibble. Byte `l` of each 32 bytes
+/// of `qs` holds elements `l`, `l + 32`, `l + 64`, `l + 96` of that 128-element half, two bits
+/// each from the lowest.
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockQ2K {
+    pub scales: [u8; QK_K / 16],
+    pub qs: [u8; QK_K / 4],
+    pub d: f16,
+    pub dmin: f16,
+}
+
+/// 256 weights in 16 sub-blocks of 16: `w = d * (sc[j] - 32) * (q - 4)` with 3-bit `q`: its two
+/// low bits in `qs` (as in [`BlockQ2K`]) and its third in `hmask` (bit `e / 32` of byte `e % 32`
+/// for element `e`; a set bit means `q >= 4`); the 6-bit `sc` packed into 12 bytes (see
+/// `q3k::scales_q3k`).
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockQ3K {
+    pub hmask: [u8; QK_K / 8],
+    pub qs: [u8; QK_K / 4],
+    pub scales: [u8; K_SCALE_SIZE],
+    pub d: f16,
+}
+
+/// 32 weights `w = d * KVALUES_IQ4NL[q]` with 4-bit `q` (nibble order as in [`BlockQ4_0`]): a
+/// non-linear codebook instead of evenly spaced levels.
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockIQ4NL {
+    pub d: f16,
+    pub qs: [u8; QK / 2],
+}
+
+/// 256 weights in 8 sub-blocks of 32: `w = d * (ls[j] - 32) * KVALUES_IQ4NL[q]`, each 6-bit `ls`
+/// split into a nibble in `scales_l` (sub-block `2i` low, `2i + 1` high) and 2 bits in
+/// `scales_h` (bits `2j..2j + 2`); each 16 bytes of `qs` one sub-block as in [`BlockIQ4NL`].
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockIQ4XS {
+    pub d: f16,
+    pub scales_h: u16,
+    pub scales_l: [u8; QK_K / 64],
+    pub qs: [u8; QK_K / 2],
+}
+
+/// IQ4_NL's and IQ4_XS's 16 levels (ggml's `kvalues_iq4nl`).
+pub const KVALUES_IQ4NL: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
 // Sizes must equal ggml's, or every offset into a GGUF tensor would be wrong. `DType::block_bytes`
 // is not a `const fn`, so the literals are checked here and against the table in the tests below.
 const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
@@ -126,6 +176,10 @@ const _: () = assert!(std::mem::size_of::<BlockQ8_1>() == 36);
 const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
 const _: () = assert!(std::mem::size_of::<BlockQ5K>() == 176);
 const _: () = assert!(std::mem::size_of::<BlockQ6K>() == 210);
+const _: () = assert!(std::mem::size_of::<BlockQ2K>() == 84);
+const _: () = assert!(std::mem::size_of::<BlockQ3K>() == 110);
+const _: () = assert!(std::mem::size_of::<BlockIQ4NL>() == 18);
+const _: () = assert!(std::mem::size_of::<BlockIQ4XS>() == 136);
 
 #[cfg(test)]
 mod tests {
@@ -144,6 +198,10 @@ mod tests {
         assert_eq!(size_of::<BlockQ4K>(), DType::Q4K.block_bytes());
         assert_eq!(size_of::<BlockQ5K>(), DType::Q5K.block_bytes());
         assert_eq!(size_of::<BlockQ6K>(), DType::Q6K.block_bytes());
+        assert_eq!(size_of::<BlockQ2K>(), DType::Q2K.block_bytes());
+        assert_eq!(size_of::<BlockQ3K>(), DType::Q3K.block_bytes());
+        assert_eq!(size_of::<BlockIQ4NL>(), DType::IQ4NL.block_bytes());
+        assert_eq!(size_of::<BlockIQ4XS>(), DType::IQ4XS.block_bytes());
         assert_eq!(DType::Q4_0.block_len(), QK);
         assert_eq!(DType::Q6K.block_len(), QK_K);
     }
@@ -158,6 +216,10 @@ mod tests {
         assert_eq!(align_of::<BlockQ8_1>(), 2);
         assert_eq!(align_of::<BlockQ4K>(), 2);
         assert_eq!(align_of::<BlockQ6K>(), 2);
+        assert_eq!(align_of::<BlockQ2K>(), 2);
+        assert_eq!(align_of::<BlockQ3K>(), 2);
+        assert_eq!(align_of::<BlockIQ4NL>(), 2);
+        assert_eq!(align_of::<BlockIQ4XS>(), 2);
     }
 
     #[test]
@@ -177,5 +239,9 @@ mod tests {
         assert_eq!(offset_of!(BlockQ6K, qh), 128);
         assert_eq!(offset_of!(BlockQ6K, scales), 192);
         assert_eq!(offset_of!(BlockQ6K, d), 208);
+        assert_eq!((offset_of!(BlockQ2K, qs), offset_of!(BlockQ2K, d), offset_of!(BlockQ2K, dmin)), (16, 80, 82));
+        assert_eq!((offset_of!(BlockQ3K, qs), offset_of!(BlockQ3K, scales), offset_of!(BlockQ3K, d)), (32, 96, 108));
+        assert_eq!(offset_of!(BlockIQ4NL, qs), 2);
+        assert_eq!((offset_of!(BlockIQ4XS, scales_h), offset_of!(BlockIQ4XS, scales_l), offset_of!(BlockIQ4XS, qs)), (2, 4, 8));
     }
 }

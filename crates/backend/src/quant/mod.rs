@@ -4,9 +4,10 @@
 //! This is the oracle that optimized kernels are tested against and the fallback a CPU matmul
 //! can always run, so it favors obviously-matching-ggml over fast: straightforward loops over
 //! blocks, no allocation, no unsafe. Dequantization follows ggml's `dequantize_row_*`
-//! expression by expression; the Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q8_1 quantizers follow `quantize_row_*_ref`,
-//! while the k-quant quantizers use a simpler scale search than ggml (see `kquants`), which is
-//! a valid encoding of the same format, only with a little more error.
+//! expression by expression; the Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q8_1, Q2_K/Q3_K and IQ4_NL/IQ4_XS
+//! quantizers follow `quantize_row_*_ref` (byte for byte, tested against ggml's own output),
+//! while the Q4_K/Q5_K/Q6_K quantizers use a simpler scale search than ggml (see `kquants`),
+//! which is a valid encoding of the same format, only with a little more error.
 //!
 //! Rows are byte slices exactly `dtype.row_bytes(elements)` long. They need no alignment: a
 //! row that can be viewed in place as `&[Block]` is, and a misaligned one (a `Vec<u8>` in a
@@ -14,17 +15,26 @@
 
 mod blocks;
 mod float;
+#[cfg(test)]
+mod ggml_reference;
+mod iq4;
 mod kquants;
+mod q2k;
+mod q3k;
 mod q5;
 mod q6k;
+mod scale_search;
 mod simple;
 #[cfg(test)]
 mod testutil;
 
 pub use blocks::{
-    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, BlockQ8_1,
-    K_SCALE_SIZE, QK, QK_K,
+    BlockIQ4NL, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, BlockQ8_1,
+    KVALUES_IQ4NL, K_SCALE_SIZE, QK, QK_K,
 };
+pub use iq4::{iq4_codes, iq4xs_scale};
+pub use q2k::two_bit_codes;
+pub use q3k::{scales_q3k, three_bit_codes};
 pub use kquants::{pack_scale_min_k4, scale_min_k4, scales_mins_k4};
 pub use q5::five_bit_codes;
 
@@ -79,6 +89,10 @@ pub fn is_supported(dtype: DType) -> bool {
             | DType::Q4K
             | DType::Q5K
             | DType::Q6K
+            | DType::Q2K
+            | DType::Q3K
+            | DType::IQ4NL
+            | DType::IQ4XS
     )
 }
 
@@ -123,6 +137,10 @@ pub fn quantize_row(dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<(), Qua
         DType::Q4K => quantize_blocks::<BlockQ4K>(src, dst),
         DType::Q5K => quantize_blocks::<BlockQ5K>(src, dst),
         DType::Q6K => quantize_blocks::<BlockQ6K>(src, dst),
+        DType::Q2K => quantize_blocks::<BlockQ2K>(src, dst),
+        DType::Q3K => quantize_blocks::<BlockQ3K>(src, dst),
+        DType::IQ4NL => quantize_blocks::<BlockIQ4NL>(src, dst),
+        DType::IQ4XS => quantize_blocks::<BlockIQ4XS>(src, dst),
         other => return Err(QuantError::Unsupported(other)),
     }
     Ok(())
@@ -179,6 +197,10 @@ fn dequantize_checked(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), Q
         DType::Q4K => dequantize_blocks::<BlockQ4K>(src, dst),
         DType::Q5K => dequantize_blocks::<BlockQ5K>(src, dst),
         DType::Q6K => dequantize_blocks::<BlockQ6K>(src, dst),
+        DType::Q2K => dequantize_blocks::<BlockQ2K>(src, dst),
+        DType::Q3K => dequantize_blocks::<BlockQ3K>(src, dst),
+        DType::IQ4NL => dequantize_blocks::<BlockIQ4NL>(src, dst),
+        DType::IQ4XS => dequantize_blocks::<BlockIQ4XS>(src, dst),
         other => return Err(QuantError::Unsupported(other)),
     }
     Ok(())
@@ -241,7 +263,7 @@ mod tests {
     use super::testutil::{aligned_buf, Rng};
     use super::*;
 
-    const SUPPORTED: [DType; 12] = [
+    const SUPPORTED: [DType; 16] = [
         DType::F32,
         DType::F16,
         DType::BF16,
@@ -254,6 +276,10 @@ mod tests {
         DType::Q4K,
         DType::Q5K,
         DType::Q6K,
+        DType::Q2K,
+        DType::Q3K,
+        DType::IQ4NL,
+        DType::IQ4XS,
     ];
 
     /// Rows of several whole blocks plus, for 32-blocks, a length that leaves a short last
@@ -268,7 +294,7 @@ mod tests {
         for t in SUPPORTED {
             assert!(is_supported(t), "{t}");
         }
-        for t in [DType::Q2K, DType::Q3K, DType::Q8K, DType::I32] {
+        for t in [DType::Q8K, DType::I32] {
             assert!(!is_supported(t), "{t}");
         }
     }
@@ -391,7 +417,7 @@ mod tests {
     #[test]
     fn unsupported_types_are_errors() {
         let mut out = [0.0f32; 32];
-        for t in [DType::Q2K, DType::Q3K, DType::I8, DType::F64] {
+        for t in [DType::Q8K, DType::I8, DType::F64] {
             let bytes = vec![0u8; t.row_bytes(256).unwrap()];
             assert_eq!(
                 dequantize_row(t, &bytes, &mut out),
@@ -403,8 +429,8 @@ mod tests {
                 Err(QuantError::Unsupported(t))
             );
         }
-        let msg = QuantError::Unsupported(DType::Q3K).to_string();
-        assert!(msg.contains("Q3_K"), "{msg}");
+        let msg = QuantError::Unsupported(DType::Q8K).to_string();
+        assert!(msg.contains("Q8_K"), "{msg}");
     }
 
     #[test]
