@@ -193,22 +193,8 @@ fn dummy(config: &str, dtype: DType, seed: u64) -> LoadedModel<CpuBackend> {
 
 #[test]
 fn dummy_tiny_llama_generates_finite_varied_deterministic_tokens_in_every_dtype() {
-    let dtypes = [
-        DType::Q4_0,
-        DType::Q4_1,
-        DType::Q5_0,
-        DType::Q5_1,
-        DType::Q8_0,
-        DType::IQ4NL,
-        DType::Q2K,
-        DType::Q3K,
-        DType::Q4K,
-        DType::Q6K,
-        DType::IQ4XS,
-        DType::BF16,
-        DType::F16,
-        DType::F32,
-    ];
+    // Every type dummy weights come in.
+    let dtypes = rill_model::dummy::DUMMY_DTYPES;
     for dtype in dtypes {
         let mut model = dummy("tiny-llama.json", dtype, 42);
         let cfg = model.transformer.config().clone();

@@ -65,23 +65,8 @@ fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     }
 }
 
-const TYPES: [DType; 15] = [
-    DType::F32,
-    DType::F16,
-    DType::BF16,
-    DType::Q4_0,
-    DType::Q4_1,
-    DType::Q5_0,
-    DType::Q5_1,
-    DType::Q8_0,
-    DType::IQ4NL,
-    DType::Q2K,
-    DType::Q3K,
-    DType::Q4K,
-    DType::Q5K,
-    DType::Q6K,
-    DType::IQ4XS,
-];
+/// Every matrix type (the conformance harness's list).
+const TYPES: [DType; 15] = rill_backend::conformance::MATRIX_DTYPES;
 
 #[test]
 #[ignore = "needs an NVIDIA GPU: scripts/gpu-check.sh runs them"]

@@ -19,23 +19,24 @@ use crate::config::ModelConfig;
 use crate::tokenizer::{pieces, TokenType, Tokenizer, TokenizerError, Vocab, VocabKind};
 use crate::weights::{LayerWeight, TensorSource, Weight, WeightsError};
 
-/// The dtypes dummy matrices can be generated in; their CLI names are GGUF's, lower-cased.
-pub const DUMMY_DTYPES: [DType; 14] = [
-    DType::F32,
-    DType::F16,
-    DType::BF16,
-    DType::Q4_0,
-    DType::Q4_1,
-    DType::Q5_0,
-    DType::Q5_1,
-    DType::Q8_0,
-    DType::IQ4NL,
-    DType::Q2K,
-    DType::Q3K,
-    DType::Q4K,
-    DType::Q6K,
-    DType::IQ4XS,
-];
+/// The dtypes dummy matrices can be generated in (every matrix type but Q5_K, which has no
+/// reference quantizer here); their CLI names are GGUF's, lower-cased.
+pub const DUMMY_DTYPES: [DType; 14] = without(rill_backend::conformance::MATRIX_DTYPES, DType::Q5K);
+
+/// `all` without `skip` (which it holds once).
+const fn without<const N: usize, const M: usize>(all: [DType; N], skip: DType) -> [DType; M] {
+    let mut out = [DType::F32; M];
+    let (mut i, mut j) = (0, 0);
+    while i < N {
+        if all[i] as u32 != skip as u32 {
+            out[j] = all[i];
+            j += 1;
+        }
+        i += 1;
+    }
+    assert!(j == M, "skip must be in the list once");
+    out
+}
 
 /// Rows generated from one random stream (and the unit of parallel work).
 pub const ROWS_PER_CHUNK: usize = 16;
