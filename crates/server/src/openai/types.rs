@@ -43,8 +43,11 @@ pub struct ChatCompletionRequest {
     /// Chat's own shape: a flag, with the count in `top_logprobs` (0..=20).
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<usize>,
-    /// Not supported; parsed so that asking for them is an error, not silently ignored.
+    /// Accepted with `tool_choice: "none"` (and then unused); otherwise a 400 until tool calling
+    /// lands, rather than silently ignored.
     pub tools: Option<Vec<Value>>,
+    /// `"none"`, `"auto"`, `"required"` or a named function.
+    pub tool_choice: Option<Value>,
     pub response_format: Option<ResponseFormat>,
 }
 

@@ -146,8 +146,10 @@ pub fn validate_completion(req: CompletionRequest, limits: &ModelLimits) -> Resu
 
 pub fn validate_chat(req: ChatCompletionRequest, limits: &ModelLimits) -> Result<ValidatedChat, ApiError> {
     let messages = chat_messages(req.messages)?;
-    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::invalid("tools", "tool calling is not supported"));
+    // Clients that always send their tools may turn calling off: the tools are then not used.
+    let tools_off = req.tool_choice.as_ref().is_some_and(|c| c == "none");
+    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) && !tools_off {
+        return Err(ApiError::invalid("tools", "tool calling is not supported yet (tool_choice \"none\" is)"));
     }
     let grammar = req.response_format.map(response_format).transpose()?.flatten();
     let logprobs = req.logprobs.unwrap_or(false);

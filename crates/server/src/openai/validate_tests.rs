@@ -224,6 +224,14 @@ fn check_context_fits_max_tokens_to_the_window() {
 }
 
 #[test]
+fn tools_with_tool_choice_none_are_accepted_and_unused() {
+    let tools = json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
+    assert!(chat(with(user("x"), json!({"tools": tools, "tool_choice": "none"}))).is_ok());
+    let e = chat(with(user("x"), json!({"tools": tools, "tool_choice": "auto"}))).unwrap_err();
+    assert_eq!(e.param.as_deref(), Some("tools"));
+}
+
+#[test]
 fn fit_context_sets_max_tokens_and_names_the_prompt() {
     let v = completion(json!({"prompt": "x"})).unwrap();
     assert_eq!(v.params_for(48, 64).map(|p| p.max_tokens), Ok(Some(16)));
