@@ -7,7 +7,7 @@
 //! (`matmul` is batch-invariant), so a token's output never depends on how its neighbours were
 //! routed.
 
-use rill_backend::{BackendError, BackendResult, ExpertRoute};
+use rill_backend::{group_slots_by_expert, BackendError, BackendResult, ExpertRoute};
 
 use crate::matmul::{matmul_grouped, CpuMatrix, Group, MatmulMode};
 use crate::simd::{expf_ggml_scalar, expf_glibc, tree8};
@@ -76,6 +76,7 @@ fn softmax(x: &[f32], out: &mut [f32]) {
 /// Scratch for [`matmul_experts`]: the slots sorted by expert, their input rows and outputs.
 #[derive(Default)]
 pub struct ExpertScratch {
+    counts: Vec<usize>,
     slots: Vec<u32>,
     x: Vec<f32>,
     out: Vec<f32>,
@@ -110,12 +111,7 @@ pub fn matmul_experts(
     }
     // Slots grouped by expert (in slot order within each), their input rows gathered in that
     // order; every active expert is one group of one pooled call.
-    let mut counts = vec![0usize; experts.len()];
-    ids[..slots].iter().for_each(|&e| counts[e as usize] += 1);
-    scratch.slots.clear();
-    for e in 0..experts.len() {
-        scratch.slots.extend((0..slots as u32).filter(|&s| ids[s as usize] as usize == e));
-    }
+    group_slots_by_expert(&ids[..slots], experts.len(), &mut scratch.counts, &mut scratch.slots);
     scratch.x.resize(slots * cols, 0.0);
     scratch.out.resize(slots * m, 0.0);
     for (i, &s) in scratch.slots.iter().enumerate() {
@@ -124,7 +120,7 @@ pub fn matmul_experts(
     }
     let mut groups = Vec::with_capacity(experts.len());
     let (mut xs, mut outs) = (&scratch.x[..], &mut scratch.out[..]);
-    for (w, &n) in experts.iter().zip(&counts) {
+    for (w, &n) in experts.iter().zip(&scratch.counts) {
         let (x, rest_x) = xs.split_at(n * cols);
         let (out, rest_out) = std::mem::take(&mut outs).split_at_mut(n * m);
         (xs, outs) = (rest_x, rest_out);

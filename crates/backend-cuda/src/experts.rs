@@ -5,7 +5,7 @@
 //! into staging, multiplied, scattered back to their slots. Each slot's row is then what the
 //! matmul gives that row, whatever else was routed where.
 
-use rill_backend::{BackendError, BackendResult, ExpertRoute};
+use rill_backend::{group_slots_by_expert, BackendError, BackendResult, ExpertRoute};
 
 use crate::args::{self, CombineArgs, GatedAddArgs, GatherArgs, RouteArgs, ScatterArgs};
 use crate::memory::{addr, alloc_zeros, check_len, to_i32, CudaBuffer, CudaIndices, CudaMatrix};
@@ -15,6 +15,7 @@ use crate::CudaBackend;
 #[derive(Default)]
 pub(crate) struct ExpertStage {
     ids: Vec<u32>,
+    counts: Vec<usize>,
     /// Slots grouped by expert, and the input row of each in that order.
     slots: Vec<u32>,
     sources: Vec<u32>,
@@ -81,15 +82,10 @@ impl CudaBackend {
         if let Some(&bad) = st.ids.iter().find(|&&e| e as usize >= experts.len()) {
             return Err(BackendError::Shape { op: "matmul_experts", detail: format!("expert {bad} of {}", experts.len()) });
         }
-        let mut counts = vec![0usize; experts.len()];
-        st.ids.iter().for_each(|&e| counts[e as usize] += 1);
-        st.slots.clear();
-        for e in 0..experts.len() {
-            st.slots.extend((0..slots as u32).filter(|&s| st.ids[s as usize] as usize == e));
-        }
+        group_slots_by_expert(&st.ids, experts.len(), &mut st.counts, &mut st.slots);
         st.sources.clear();
         st.sources.extend(st.slots.iter().map(|&s| if x_per_slot { s } else { s / used as u32 }));
-        let most = counts.iter().copied().max().unwrap_or(0);
+        let most = st.counts.iter().copied().max().unwrap_or(0);
         let s = &self.dev.stream;
         let grow = |b: &mut Option<CudaBuffer>, len: usize| -> BackendResult<()> {
             if b.as_ref().is_none_or(|b| b.len < len) {
@@ -110,7 +106,7 @@ impl CudaBackend {
         self.upload("matmul_experts", &st.sources, &mut sources_dev.data, sources_dev.len)?;
         let u32_bytes = std::mem::size_of::<u32>() as u64;
         let mut first = 0usize;
-        for (w, &n) in experts.iter().zip(&counts) {
+        for (w, &n) in experts.iter().zip(&st.counts) {
             if n == 0 {
                 continue;
             }

@@ -56,6 +56,28 @@ pub struct ExpertRoute {
     pub scale: f32,
 }
 
+/// The slots `0..ids.len()` grouped by the expert `ids[slot]` names (a counting sort: slot order
+/// within each expert), into `slots`, and how many each of `experts` experts got, into `counts`;
+/// both reused. What every backend's `matmul_experts` walks. `ids` must be below `experts`.
+pub fn group_slots_by_expert(ids: &[u32], experts: usize, counts: &mut Vec<usize>, slots: &mut Vec<u32>) {
+    counts.clear();
+    counts.resize(experts, 0);
+    ids.iter().for_each(|&e| counts[e as usize] += 1);
+    // Each expert's first position, advanced as its slots are placed.
+    let mut next: Vec<usize> = Vec::with_capacity(experts);
+    let mut start = 0;
+    for &c in counts.iter() {
+        next.push(start);
+        start += c;
+    }
+    slots.clear();
+    slots.resize(ids.len(), 0);
+    for (s, &e) in ids.iter().enumerate() {
+        slots[next[e as usize]] = s as u32;
+        next[e as usize] += 1;
+    }
+}
+
 /// The activation on the gate of a gated feed-forward block: `out = act(gate) · up`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Activation {
@@ -93,6 +115,14 @@ pub fn gelu_tanh(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_group_by_expert_in_slot_order() {
+        let (mut counts, mut slots) = (vec![9], vec![9]);
+        group_slots_by_expert(&[2, 0, 2, 1, 0], 4, &mut counts, &mut slots);
+        assert_eq!(counts, [2, 1, 2, 0]);
+        assert_eq!(slots, [1, 4, 3, 0, 2]);
+    }
 
     #[test]
     fn window_bounds_the_first_position() {

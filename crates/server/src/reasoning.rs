@@ -111,8 +111,8 @@ impl ReasoningSplitter {
 }
 
 /// The length of the longest suffix of `s` that is a proper prefix of `marker` (at a char
-/// boundary).
-fn partial_suffix(s: &str, marker: &str) -> usize {
+/// boundary): what a streaming parser holds back (also `tool_calls`).
+pub(crate) fn partial_suffix(s: &str, marker: &str) -> usize {
     (1..marker.len().min(s.len() + 1)).rev().find(|&k| s.is_char_boundary(s.len() - k) && marker.starts_with(&s[s.len() - k..])).unwrap_or(0)
 }
 

@@ -12,6 +12,8 @@
 
 use serde_json::Value;
 
+use crate::reasoning::partial_suffix;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ToolCallFormat {
     Hermes,
@@ -222,11 +224,6 @@ fn held_back(s: &str, marker: &str) -> usize {
     let partial = partial_suffix(s, marker);
     let rest = &s[..s.len() - partial];
     partial + (rest.len() - rest.trim_end_matches('\n').len())
-}
-
-/// The longest suffix of `s` that is a proper prefix of `marker` (at a char boundary).
-fn partial_suffix(s: &str, marker: &str) -> usize {
-    (1..marker.len().min(s.len() + 1)).rev().find(|&k| s.is_char_boundary(s.len() - k) && marker.starts_with(&s[s.len() - k..])).unwrap_or(0)
 }
 
 #[cfg(test)]
