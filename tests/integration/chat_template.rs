@@ -110,3 +110,46 @@ fn files_without_a_template_get_their_family_format() {
     let model = load(&root.join("qwen3.Q8_0.gguf"), rill_backend_cpu::CpuBackend::new(1).unwrap(), &custom, &mut |_, _| {}).unwrap();
     assert_eq!(model.chat_template.unwrap().render(&messages, true).unwrap(), "<<Hi>>");
 }
+
+/// Tool definitions, assistant calls and tool results render byte-identical to transformers'
+/// `apply_chat_template` (`tests/fixtures/chat_template_tools.json`, regenerate with
+/// `scripts/gen-tool-template-fixtures.py`): Qwen3's and Llama 3.1's tool templates, `tojson`
+/// with and without `indent`, key order kept, and `enable_thinking` passed through.
+#[test]
+fn tool_conversations_render_like_transformers() {
+    use rill_model::chat_template::{MessageToolCall, RenderOptions};
+    #[derive(Deserialize)]
+    struct ToolCase {
+        model: String,
+        messages: Vec<serde_json::Value>,
+        tools: Vec<serde_json::Value>,
+        variables: serde_json::Map<String, serde_json::Value>,
+        rendered: String,
+    }
+    let fixture: Fixture2 = crate::common::fixture("chat_template_tools.json");
+    type Fixture2 = crate::common::Cases<ToolCase>;
+    assert!(fixture.cases.len() >= 5);
+    for case in &fixture.cases {
+        let dir = rill::testing::repo_root().join("tests/fixtures/hf").join(&case.model);
+        let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap()).unwrap();
+        let token = |key: &str| config[key].as_str().or_else(|| config[key]["content"].as_str()).unwrap_or_default().to_string();
+        let template = ChatTemplate::new(config["chat_template"].as_str().unwrap(), token("bos_token"), token("eos_token")).unwrap();
+        assert!(template.takes_tools(), "{}", case.model);
+        let messages: Vec<ChatMessage> = case
+            .messages
+            .iter()
+            .map(|m| {
+                let mut msg = ChatMessage::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap());
+                msg.tool_call_id = m["tool_call_id"].as_str().map(str::to_string);
+                for c in m["tool_calls"].as_array().into_iter().flatten() {
+                    let f = &c["function"];
+                    msg.tool_calls.push(MessageToolCall { id: c["id"].as_str().unwrap().into(), name: f["name"].as_str().unwrap().into(), arguments: f["arguments"].clone() });
+                }
+                msg
+            })
+            .collect();
+        let variables: Vec<(String, serde_json::Value)> = case.variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let options = RenderOptions { add_generation_prompt: true, tools: &case.tools, variables: &variables };
+        assert_eq!(template.render_with(&messages, &options).unwrap(), case.rendered, "{} {:?}", case.model, case.messages);
+    }
+}

@@ -92,7 +92,7 @@ pub fn load_json<T: serde::de::DeserializeOwned>(name: &str) -> T {
 
 fn prompt_text(template: Option<&rill_model::chat_template::ChatTemplate>, case: &Case) -> String {
     if case.chat {
-        let messages = [ChatMessage { role: "user".into(), content: case.text.clone() }];
+        let messages = [ChatMessage::new("user", case.text.clone())];
         template.expect("chat template").render(&messages, true).unwrap()
     } else {
         case.text.clone()

@@ -123,9 +123,9 @@ fn render_chat(template: Option<&ChatTemplate>, system: Option<&str>, user: &str
     let template = template.ok_or("this model has no chat template: use --prompt")?;
     let mut messages = Vec::new();
     if let Some(system) = system {
-        messages.push(ChatMessage { role: "system".into(), content: system.into() });
+        messages.push(ChatMessage::new("system", system));
     }
-    messages.push(ChatMessage { role: "user".into(), content: user.into() });
+    messages.push(ChatMessage::new("user", user));
     Ok(template.render(&messages, true)?)
 }
 

@@ -9,11 +9,16 @@
 //! `include`/`import` of anything, no file access), the source size is capped, every render
 //! runs on a fuel budget (bounding time and memory) and a recursion limit.
 
+mod python_json;
+mod tools;
+
 use minijinja::syntax::SyntaxConfig;
-use minijinja::{context, Environment, Error, ErrorKind, Value};
+use minijinja::{Environment, Error, ErrorKind, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::gguf::{GgufError, GgufFile};
+pub use python_json::tojson_string;
+pub use tools::ToolCallFormat;
 
 /// The GGUF metadata key holding the template source.
 pub const CHAT_TEMPLATE_KEY: &str = "tokenizer.chat_template";
@@ -31,17 +36,73 @@ const TEMPLATE_NAME: &str = "chat_template";
 const RAISED_PREFIX: &str = "raise_exception: ";
 
 /// One chat turn as the OpenAI API and the templates see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    /// The calls an assistant turn made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<MessageToolCall>,
+    /// On a `tool` turn: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A call in an assistant turn; templates see it as OpenAI's
+/// `{"id", "type": "function", "function": {"name", "arguments"}}`, the arguments as an object
+/// (as vLLM and llama.cpp pass them) where they parse as one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: serde_json::Value,
 }
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> ChatMessage {
-        ChatMessage { role: role.into(), content: content.into() }
+        ChatMessage { role: role.into(), content: content.into(), tool_calls: Vec::new(), tool_call_id: None, name: None }
+    }
+
+    /// The turn as the template sees it: keys a turn does not have are undefined, as in
+    /// `apply_chat_template`.
+    fn to_template_value(&self) -> Value {
+        let mut pairs = vec![("role", Value::from(self.role.as_str())), ("content", Value::from(self.content.as_str()))];
+        if !self.tool_calls.is_empty() {
+            let calls: Vec<Value> = self
+                .tool_calls
+                .iter()
+                .map(|c| {
+                    let function = Value::from_pairs([("name", Value::from(c.name.as_str())), ("arguments", python_json::to_template_value(&c.arguments))]);
+                    Value::from_pairs([("id", Value::from(c.id.as_str())), ("type", Value::from("function")), ("function", function)])
+                })
+                .collect();
+            pairs.push(("tool_calls", Value::from(calls)));
+        }
+        if let Some(id) = &self.tool_call_id {
+            pairs.push(("tool_call_id", Value::from(id.as_str())));
+        }
+        if let Some(name) = &self.name {
+            pairs.push(("name", Value::from(name.as_str())));
+        }
+        Value::from_pairs(pairs)
     }
 }
+
+/// What a render is asked for besides the messages.
+#[derive(Debug, Clone, Default)]
+pub struct RenderOptions<'a> {
+    /// Append the assistant header the model continues from; off for a finished transcript.
+    pub add_generation_prompt: bool,
+    /// OpenAI tool definitions (`{"type": "function", "function": {…}}`), in the request's order.
+    pub tools: &'a [serde_json::Value],
+    /// Further template variables (vLLM's `chat_template_kwargs`, e.g. `enable_thinking`).
+    pub variables: &'a [(String, serde_json::Value)],
+}
+
+/// Variables the renderer sets itself, which a request may not override.
+pub const RESERVED_VARIABLES: [&str; 5] = ["messages", "tools", "add_generation_prompt", "bos_token", "eos_token"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChatTemplateError {
@@ -67,6 +128,9 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
     eos_token: String,
+    /// The template renders `tools` itself (else they are written into the turns).
+    takes_tools: bool,
+    tool_call_format: ToolCallFormat,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -112,9 +176,16 @@ impl ChatTemplate {
         env.set_recursion_limit(RECURSION_LIMIT);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
+        env.add_filter("tojson", python_json::tojson);
         env.add_template_owned(TEMPLATE_NAME, source.to_string())
             .map_err(|e| ChatTemplateError::Syntax(describe(&e)))?;
-        Ok(ChatTemplate { env, bos_token: bos_token.into(), eos_token: eos_token.into() })
+        let takes_tools = env
+            .get_template(TEMPLATE_NAME)
+            .map_err(|e| ChatTemplateError::Syntax(describe(&e)))?
+            .undeclared_variables(false)
+            .contains("tools");
+        let tool_call_format = if takes_tools { ToolCallFormat::of_template(source) } else { ToolCallFormat::Hermes };
+        Ok(ChatTemplate { env, bos_token: bos_token.into(), eos_token: eos_token.into(), takes_tools, tool_call_format })
     }
 
     /// Renders the conversation. `add_generation_prompt` appends the assistant header the
@@ -124,21 +195,49 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, ChatTemplateError> {
-        let messages: Vec<Value> = messages
-            .iter()
-            .map(|m| context! { role => m.role.as_str(), content => m.content.as_str() })
-            .collect();
-        let ctx = context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => self.bos_token.as_str(),
-            eos_token => self.eos_token.as_str(),
+        self.render_with(messages, &RenderOptions { add_generation_prompt, ..RenderOptions::default() })
+    }
+
+    /// Renders the conversation with tools and extra variables.
+    pub fn render_with(&self, messages: &[ChatMessage], options: &RenderOptions) -> Result<String, ChatTemplateError> {
+        // Without tools or calls a `tool` turn renders as the template says (as llama.cpp does).
+        let has_calls = messages.iter().any(|m| !m.tool_calls.is_empty());
+        let inlined;
+        let (messages, tools) = if !self.takes_tools && (!options.tools.is_empty() || has_calls) {
+            inlined = tools::inline_hermes(messages, options.tools);
+            (&inlined[..], &[][..])
+        } else {
+            (messages, options.tools)
         };
+        let mut ctx: Vec<(&str, Value)> = options
+            .variables
+            .iter()
+            .filter(|(k, _)| !RESERVED_VARIABLES.contains(&k.as_str()))
+            .map(|(k, v)| (k.as_str(), python_json::to_template_value(v)))
+            .collect();
+        ctx.push(("messages", messages.iter().map(ChatMessage::to_template_value).collect()));
+        if !tools.is_empty() {
+            ctx.push(("tools", tools.iter().map(python_json::to_template_value).collect()));
+        }
+        ctx.push(("add_generation_prompt", Value::from(options.add_generation_prompt)));
+        ctx.push(("bos_token", Value::from(self.bos_token.as_str())));
+        ctx.push(("eos_token", Value::from(self.eos_token.as_str())));
         let template = self
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(|e| ChatTemplateError::Render(describe(&e)))?;
-        template.render(ctx).map_err(classify)
+        template.render(Value::from_pairs(ctx)).map_err(classify)
+    }
+
+    /// How this model writes tool calls: its template's format, or Hermes where rill writes the
+    /// tools into the prompt itself.
+    pub fn tool_call_format(&self) -> ToolCallFormat {
+        self.tool_call_format
+    }
+
+    /// Whether the template renders `tools` itself.
+    pub fn takes_tools(&self) -> bool {
+        self.takes_tools
     }
 
     pub fn bos_token(&self) -> &str {
