@@ -41,6 +41,7 @@ pub enum GrammarError {
 /// request.
 pub struct Grammars {
     factory: Arc<ParserFactory>,
+    tokenizer: Arc<Tokenizer>,
 }
 
 impl std::fmt::Debug for Grammars {
@@ -87,11 +88,20 @@ impl Grammars {
         let eos = eos.ok_or_else(|| GrammarError::Unavailable("the vocabulary has no end-of-sequence token".into()))?;
         let info = TokRxInfo { tok_bos: tokenizer.bos_id(), ..TokRxInfo::new(vocab as u32, eos) };
         let trie = TokTrie::from(&info, &words);
-        let env: TokEnv = Arc::new(Vocab { trie, tokenizer });
+        let env: TokEnv = Arc::new(Vocab { trie, tokenizer: tokenizer.clone() });
         let mut factory = ParserFactory::new_simple(&env).map_err(|e| GrammarError::Unavailable(e.to_string()))?;
         // Warnings and errors come back as values; nothing on stderr.
         factory.set_stderr_log_level(0);
-        Ok(Grammars { factory: Arc::new(factory) })
+        Ok(Grammars { factory: Arc::new(factory), tokenizer })
+    }
+
+    /// `text` as a Lark grammar literal: a reference to the special token that spells it where
+    /// the vocabulary has one (a grammar cannot spell special tokens out of text), else a string.
+    pub fn lark_literal(&self, text: &str) -> String {
+        match self.tokenizer.token_id(text) {
+            Some(id) if self.tokenizer.is_special(id) => format!("<[{id}]>"),
+            _ => serde_json::to_string(text).unwrap_or_default(),
+        }
     }
 
     /// Compiles `spec`; errors name what is wrong with it.
@@ -114,7 +124,7 @@ impl Grammars {
 /// JSON between tokens as llama.cpp's schema grammars allow it: nothing, a space, or one or two
 /// newlines and up to 20 spaces or tabs. (llguidance's default, any whitespace, lets a model pad
 /// forever.) A schema that sets its own `x-guidance` options keeps them.
-fn bounded_whitespace(mut schema: serde_json::Value) -> serde_json::Value {
+pub(crate) fn bounded_whitespace(mut schema: serde_json::Value) -> serde_json::Value {
     if let Some(obj) = schema.as_object_mut() {
         obj.entry("x-guidance").or_insert_with(|| serde_json::json!({ "whitespace_pattern": "( |\\n{1,2}[ \\t]{0,20})?" }));
     }

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod app;
 pub mod choices;
+pub mod assistant_output;
 pub mod reasoning;
 pub mod tool_calls;
 pub mod device;

@@ -10,16 +10,10 @@
 //!   joined by `;`), optionally after `<|python_tag|>`;
 //! - [`ToolCallFormat::Mistral`]: `[TOOL_CALLS]` then a JSON array of `{"name", "arguments"}`.
 
+pub use rill_model::chat_template::ToolCallFormat;
 use serde_json::Value;
 
 use crate::reasoning::partial_suffix;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ToolCallFormat {
-    Hermes,
-    Llama3,
-    Mistral,
-}
 
 /// One parsed call: the function's name and its arguments as JSON text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,5 +283,24 @@ mod tests {
         check(ToolCallFormat::Llama3, "{\"answer\": 42}", &[ToolEvent::Content("{\"answer\": 42}".into())]);
         check(ToolCallFormat::Mistral, "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}]", &[call("get_weather", r#"{"city":"Oslo"}"#)]);
         check(ToolCallFormat::Mistral, "Sure.[TOOL_CALLS][{\"name\": \"f\", \"arguments\": \"{\\\"a\\\": 1}\"}]", &[ToolEvent::Content("Sure.".into()), call("f", r#"{"a":1}"#)]);
+    }
+
+    /// The assistant turns transformers rendered from a call (`tests/fixtures/chat_template_tools.json`:
+    /// Qwen3's and Llama 3.1's own templates) parse back to that call, whole and streamed.
+    #[test]
+    fn template_rendered_calls_parse_back() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/chat_template_tools.json");
+        let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let turns = [("qwen3", ToolCallFormat::Hermes, "<|im_start|>assistant\n", "<|im_end|>"), ("llama", ToolCallFormat::Llama3, "<|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>")];
+        let mut parsed = 0;
+        for case in fixture["cases"].as_array().unwrap() {
+            let (_, format, header, end) = turns.iter().find(|t| t.0 == case["model"]).unwrap();
+            let Some(start) = case["rendered"].as_str().unwrap().find(header).filter(|_| case["messages"].as_array().unwrap().iter().any(|m| m.get("tool_calls").is_some())) else { continue };
+            let rendered = &case["rendered"].as_str().unwrap()[start + header.len()..];
+            let turn = &rendered[..rendered.find(end).unwrap()];
+            check(*format, turn, &[call("get_weather", r#"{"city":"Paris","days":2}"#)]);
+            parsed += 1;
+        }
+        assert_eq!(parsed, 2);
     }
 }

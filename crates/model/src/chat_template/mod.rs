@@ -10,6 +10,7 @@
 //! runs on a fuel budget (bounding time and memory) and a recursion limit.
 
 mod python_json;
+mod tool_grammar;
 mod tools;
 
 use minijinja::syntax::SyntaxConfig;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::gguf::{GgufError, GgufFile};
 pub use python_json::tojson_string;
+pub use tool_grammar::{tool_call_lark, ToolFunction};
 pub use tools::ToolCallFormat;
 
 /// The GGUF metadata key holding the template source.

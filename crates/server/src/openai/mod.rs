@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod stop;
+pub mod tools;
 pub mod types;
 pub mod validate;
 

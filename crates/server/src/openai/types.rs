@@ -43,12 +43,14 @@ pub struct ChatCompletionRequest {
     /// Chat's own shape: a flag, with the count in `top_logprobs` (0..=20).
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<usize>,
-    /// Accepted with `tool_choice: "none"` (and then unused); otherwise a 400 until tool calling
-    /// lands, rather than silently ignored.
+    /// Function definitions, kept as sent: the chat template renders them.
     pub tools: Option<Vec<Value>>,
     /// `"none"`, `"auto"`, `"required"` or a named function.
     pub tool_choice: Option<Value>,
+    pub parallel_tool_calls: Option<bool>,
     pub response_format: Option<ResponseFormat>,
+    /// vLLM's extension: variables for the chat template (e.g. `{"enable_thinking": false}`).
+    pub chat_template_kwargs: Option<serde_json::Map<String, Value>>,
 }
 
 /// The sampling, stopping and streaming fields every generation endpoint shares, spelled the
@@ -103,6 +105,25 @@ pub struct ChatMessage {
     /// `null` is allowed for assistant turns (OpenAI sends it with tool calls).
     pub content: Option<MessageContent>,
     pub name: Option<String>,
+    /// The calls an assistant turn made (sent back by agents with the results).
+    pub tool_calls: Option<Vec<RequestToolCall>>,
+    /// On a `tool` turn: the call this is the result of.
+    pub tool_call_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RequestToolCall {
+    pub id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub function: Option<RequestFunctionCall>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RequestFunctionCall {
+    pub name: Option<String>,
+    /// OpenAI sends a JSON string; an object is accepted too.
+    pub arguments: Option<Value>,
 }
 
 /// `"text"` or `[{"type": "text", "text": "..."}, ...]`.
@@ -334,16 +355,55 @@ pub struct ChatChoice {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AssistantMessage {
     pub role: &'static str,
-    pub content: String,
+    /// `null` when the turn is only tool calls (as OpenAI).
+    pub content: Option<String>,
     /// A thinking model's `<think>` span (vLLM's and llama.cpp's field name).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallObject>,
 }
 
 impl AssistantMessage {
     pub fn new(content: String) -> AssistantMessage {
-        AssistantMessage { role: "assistant", content, reasoning_content: None }
+        AssistantMessage { role: "assistant", content: Some(content), reasoning_content: None, tool_calls: Vec::new() }
     }
+}
+
+/// A call in a response: `{"id", "type": "function", "function": {"name", "arguments"}}`, the
+/// arguments a JSON string.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolCallObject {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: FunctionCall,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FunctionCall {
+    pub name: String,
+    pub arguments: String,
+}
+
+/// One streamed piece of a call: the first carries `id`, `type` and the name, later ones
+/// argument text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolCallDelta {
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    pub function: FunctionCallDelta,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FunctionCallDelta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
 }
 
 /// `chat.completion.chunk`. The first chunk of each choice carries `delta.role`; the last has
@@ -371,6 +431,8 @@ pub struct ChatDelta {
     pub content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

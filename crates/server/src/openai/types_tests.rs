@@ -189,7 +189,7 @@ fn chat_response_and_chunk_shapes() {
             "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21, "prompt_tokens_details": {"cached_tokens": 4}}
         })
     );
-    let first = ChatChunkChoice { index: 0, delta: ChatDelta { role: Some("assistant"), content: Some("Hel".into()), reasoning_content: None }, logprobs: None, finish_reason: None };
+    let first = ChatChunkChoice { index: 0, delta: ChatDelta { role: Some("assistant"), content: Some("Hel".into()), ..ChatDelta::default() }, logprobs: None, finish_reason: None };
     let last = ChatChunkChoice { index: 0, delta: ChatDelta::default(), logprobs: None, finish_reason: Some("length") };
     let chunk = ChatCompletionChunk::new("chatcmpl-1".into(), 2, "m".into(), vec![first, last], None);
     assert_eq!(

@@ -9,11 +9,12 @@
 use std::collections::HashMap;
 
 use rill_engine::SamplingParams;
-use rill_model::chat_template::ChatMessage as TemplateMessage;
+use rill_model::chat_template::{ChatMessage as TemplateMessage, MessageToolCall};
 use rill_model::grammar::GrammarSpec;
 
 use super::error::ApiError;
-use super::types::{ChatCompletionRequest, ChatMessage, CompletionRequest, ContentPart, GenerationFields, MessageContent, Prompt, ResponseFormat, Stop};
+use super::tools::{tool_use, ToolUse};
+use super::types::{ChatCompletionRequest, ChatMessage, RequestToolCall, CompletionRequest, ContentPart, GenerationFields, MessageContent, Prompt, ResponseFormat, Stop};
 
 /// vLLM allows any number of stop strings; OpenAI 4. Matching cost grows with count × length.
 pub const MAX_STOP_STRINGS: usize = 16;
@@ -70,6 +71,10 @@ pub struct ValidatedChat {
     pub include_usage: bool,
     /// What `response_format` holds the output to (compiled by the route, which has the model).
     pub grammar: Option<GrammarSpec>,
+    /// The tools the model may call, if any.
+    pub tools: Option<ToolUse>,
+    /// `chat_template_kwargs`, in the request's order.
+    pub template_variables: Vec<(String, serde_json::Value)>,
 }
 
 impl ValidatedCompletion {
@@ -146,10 +151,10 @@ pub fn validate_completion(req: CompletionRequest, limits: &ModelLimits) -> Resu
 
 pub fn validate_chat(req: ChatCompletionRequest, limits: &ModelLimits) -> Result<ValidatedChat, ApiError> {
     let messages = chat_messages(req.messages)?;
-    // Clients that always send their tools may turn calling off: the tools are then not used.
-    let tools_off = req.tool_choice.as_ref().is_some_and(|c| c == "none");
-    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) && !tools_off {
-        return Err(ApiError::invalid("tools", "tool calling is not supported yet (tool_choice \"none\" is)"));
+    let tools = tool_use(req.tools, req.tool_choice, req.parallel_tool_calls)?;
+    let template_variables: Vec<(String, serde_json::Value)> = req.chat_template_kwargs.unwrap_or_default().into_iter().collect();
+    if let Some((name, _)) = template_variables.iter().find(|(k, _)| rill_model::chat_template::RESERVED_VARIABLES.contains(&k.as_str())) {
+        return Err(ApiError::invalid("chat_template_kwargs", format!("{name:?} is set by the server and cannot be passed")));
     }
     let grammar = req.response_format.map(response_format).transpose()?.flatten();
     let logprobs = req.logprobs.unwrap_or(false);
@@ -174,6 +179,8 @@ pub fn validate_chat(req: ChatCompletionRequest, limits: &ModelLimits) -> Result
         stream: g.stream,
         include_usage: g.include_usage,
         grammar,
+        tools,
+        template_variables,
     })
 }
 
@@ -345,7 +352,30 @@ fn chat_message(i: usize, m: ChatMessage) -> Result<TemplateMessage, ApiError> {
         None if role == "assistant" => String::new(),
         None => return Err(ApiError::invalid(format!("messages[{i}].content"), "content is required")),
     };
-    Ok(TemplateMessage::new(role, content))
+    let mut message = TemplateMessage::new(role, content);
+    message.name = m.name;
+    if role == "tool" {
+        message.tool_call_id = m.tool_call_id;
+    }
+    let calls = m.tool_calls.unwrap_or_default();
+    if !calls.is_empty() && role != "assistant" {
+        return Err(ApiError::invalid(format!("messages[{i}].tool_calls"), "only assistant messages carry tool_calls"));
+    }
+    message.tool_calls = calls.into_iter().enumerate().map(|(j, c)| tool_call(i, j, c)).collect::<Result<_, _>>()?;
+    Ok(message)
+}
+
+/// A call the assistant made, as templates want it: arguments as an object where they parse.
+fn tool_call(i: usize, j: usize, c: RequestToolCall) -> Result<MessageToolCall, ApiError> {
+    let param = format!("messages[{i}].tool_calls[{j}]");
+    let f = c.function.ok_or_else(|| ApiError::invalid(format!("{param}.function"), "a tool call needs a `function`"))?;
+    let name = f.name.ok_or_else(|| ApiError::invalid(format!("{param}.function.name"), "a tool call needs the function's `name`"))?;
+    let arguments = match f.arguments {
+        Some(serde_json::Value::String(s)) => serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s)),
+        Some(v) => v,
+        None => serde_json::json!({}),
+    };
+    Ok(MessageToolCall { id: c.id.unwrap_or_default(), name, arguments })
 }
 
 /// Text parts joined by newlines (as vLLM flattens them for string-content templates).

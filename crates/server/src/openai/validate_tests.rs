@@ -192,7 +192,7 @@ fn chat_rejections_name_the_param() {
         (c(json!({"temperature": 1e39})), "temperature"),
         (c(json!({"stop": vec!["a"; 17]})), "stop"),
         (c(json!({"stream_options": {"include_usage": true}})), "stream_options"),
-        (c(json!({"tools": [{"type": "function", "function": {"name": "f"}}]})), "tools"),
+        (c(json!({"tools": [{"type": "function", "function": {"name": "f g"}}]})), "tools[0].function.name"),
         (c(json!({"response_format": {"type": "xml"}})), "response_format"),
         (c(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}})), "response_format"),
         (c(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": 3}}})), "response_format"),
@@ -224,11 +224,27 @@ fn check_context_fits_max_tokens_to_the_window() {
 }
 
 #[test]
-fn tools_with_tool_choice_none_are_accepted_and_unused() {
+fn tools_are_used_unless_tool_choice_is_none() {
     let tools = json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
-    assert!(chat(with(user("x"), json!({"tools": tools, "tool_choice": "none"}))).is_ok());
-    let e = chat(with(user("x"), json!({"tools": tools, "tool_choice": "auto"}))).unwrap_err();
-    assert_eq!(e.param.as_deref(), Some("tools"));
+    assert_eq!(chat(with(user("x"), json!({"tools": tools, "tool_choice": "none"}))).unwrap().tools, None);
+    let v = chat(with(user("x"), json!({"tools": tools, "tool_choice": "auto"}))).unwrap();
+    assert_eq!(v.tools.unwrap().functions[0].name, "f");
+}
+
+#[test]
+fn assistant_tool_calls_and_tool_results_reach_the_template() {
+    let messages = json!([
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"x\": 1}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "2"},
+    ]);
+    let v = chat(json!({"model": "m", "messages": messages})).unwrap();
+    assert_eq!(v.messages[1].tool_calls[0].arguments, json!({"x": 1}));
+    assert_eq!(v.messages[2].tool_call_id.as_deref(), Some("c1"));
+    let stray = json!([{"role": "user", "content": "x", "tool_calls": [{"function": {"name": "f"}}]}]);
+    assert_eq!(chat(json!({"model": "m", "messages": stray})).unwrap_err().param.as_deref(), Some("messages[0].tool_calls"));
+    let reserved = chat(with(user("x"), json!({"chat_template_kwargs": {"messages": []}}))).unwrap_err();
+    assert_eq!(reserved.param.as_deref(), Some("chat_template_kwargs"));
 }
 
 #[test]

@@ -1,39 +1,46 @@
-//! `POST /v1/chat/completions`: the model's chat template renders the messages, then the
-//! request runs like a completion.
+//! `POST /v1/chat/completions`: the model's chat template renders the messages (and tools), the
+//! request runs like a completion, and each choice's text becomes an assistant turn: reasoning,
+//! content and tool calls (`assistant_output`).
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use rill_engine::SampledToken;
+use rill_engine::{Constraint, SampledToken};
+use rill_model::chat_template::{tool_call_lark, ChatTemplate, RenderOptions};
+use rill_model::grammar::GrammarSpec;
 
 use super::completions::{limits, model_for};
 use super::generation::compile_grammar;
 use super::generation::{collect, response_id, sse, submit, Chunk};
 use crate::app::{AppState, ServedModel};
+use crate::assistant_output::{AssistantOutput, Parts, ToolParsing};
 use crate::choices::ChoiceUpdate;
 use crate::openai::error::ApiError;
 use crate::openai::types::{
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatDelta, ChatLogprobs, ChatTokenLogprob,
-    ChatTopLogprob, Usage,
+    ChatTopLogprob, FunctionCall, FunctionCallDelta, ToolCallDelta, ToolCallObject, Usage,
 };
 use crate::openai::unix_time;
-use crate::openai::validate::validate_chat;
-use crate::reasoning::{ReasoningSplitter, Split};
+use crate::openai::validate::{validate_chat, ValidatedChat};
+use crate::reasoning::ReasoningSplitter;
 use crate::routes::json_body::JsonBody;
+use crate::tool_calls::ToolCall;
 
 pub async fn chat_completions(State(state): State<AppState>, JsonBody(req): JsonBody<ChatCompletionRequest>) -> Result<Response, ApiError> {
     let model = model_for(&state, req.model.as_deref())?;
     let mut v = validate_chat(req, &limits(&model))?;
-    if let Some(spec) = v.grammar.take() {
-        v.params.constraint = Some(compile_grammar(&model, &spec, "response_format")?);
-    }
     let template = model.chat_template.as_ref().ok_or_else(|| ApiError::invalid("messages", "this model has no chat template: use /v1/completions"))?;
-    let text = template.render(&v.messages, true).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+    v.params.constraint = constraint(&model, template, &v)?;
+    let tools = v.tools.as_ref().map_or(&[][..], |t| &t.definitions[..]);
+    let options = RenderOptions { add_generation_prompt: true, tools, variables: &v.template_variables };
+    let text = template.render_with(&v.messages, &options).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
     // A thinking model's output splits into reasoning and answer; a template may open the span.
     let splitter = model.reasoning.clone().map(|m| {
         let inside = text.trim_end().ends_with(&m.open);
         ReasoningSplitter::new(m, inside)
     });
+    let parsing = v.tools.as_ref().map(|t| ToolParsing { format: template.tool_call_format(), parallel: t.parallel });
+    let output = AssistantOutput::new(&model.name, splitter, parsing);
     // The template writes BOS itself where the model wants one.
     let prompt = model.tokenizer.encode(&text, false).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
     v.fit_context(prompt.len(), model.max_model_len)?;
@@ -45,11 +52,10 @@ pub async fn chat_completions(State(state): State<AppState>, JsonBody(req): Json
     if !v.stream {
         let c = collect(run, n).await?;
         let choices = (0..n)
-            .map(|i| ChatChoice {
-                index: i,
-                message: message(splitter.clone(), &c.texts[i]),
-                logprobs: want_logprobs.then(|| logprobs(&model, &c.tokens[i])),
-                finish_reason: Some(c.finish_reasons[i]),
+            .map(|i| {
+                let parts = output.clone().whole(&c.texts[i]);
+                let finish_reason = finish_reason(c.finish_reasons[i], !parts.calls.is_empty());
+                ChatChoice { index: i, message: message(parts), logprobs: want_logprobs.then(|| logprobs(&model, &c.tokens[i])), finish_reason: Some(finish_reason) }
             })
             .collect();
         return Ok(Json(ChatCompletionResponse::new(id, created, name, choices, Usage::from_engine(&c.usage))).into_response());
@@ -59,41 +65,30 @@ pub async fn chat_completions(State(state): State<AppState>, JsonBody(req): Json
     let chunks = async_stream::stream! {
         let mut run = run;
         let chunk = |choice: Option<ChatChunkChoice>, usage| Chunk::Data(ChatCompletionChunk::new(id.clone(), created, name.clone(), choice.into_iter().collect(), usage));
-        let delta = |index, role, content: Option<String>, logprobs, finish_reason| ChatChunkChoice { index, delta: ChatDelta { role, content, reasoning_content: None }, logprobs, finish_reason };
-        let split = |index, s: Split, logprobs| ChatChunkChoice {
-            index,
-            delta: ChatDelta { role: None, content: (!s.content.is_empty()).then_some(s.content), reasoning_content: (!s.reasoning.is_empty()).then_some(s.reasoning) },
-            logprobs,
-            finish_reason: None,
-        };
-        let mut splitters: Vec<Option<ReasoningSplitter>> = vec![splitter; n];
+        let choice = |index, delta, logprobs, finish_reason| Some(ChatChunkChoice { index, delta, logprobs, finish_reason });
+        let mut outputs: Vec<AssistantOutput> = vec![output; n];
         for i in 0..n {
-            yield chunk(Some(delta(i, Some("assistant"), Some(String::new()), None, None)), None);
+            yield chunk(choice(i, ChatDelta { role: Some("assistant"), content: Some(String::new()), ..ChatDelta::default() }, None, None), None);
         }
         while !run.choices.all_done() {
             let Some(event) = run.stream.recv().await else { break };
             for update in run.choices.on_event(event) {
                 match update {
                     ChoiceUpdate::Text { index, text, tokens } => {
-                        if text.is_empty() && (tokens.is_empty() || !want_logprobs) {
-                            continue;
-                        }
-                        let lp = want_logprobs.then(|| logprobs(&model, &tokens));
-                        match &mut splitters[index] {
-                            Some(s) => {
-                                let parts = s.push(&text);
-                                if !parts.content.is_empty() || !parts.reasoning.is_empty() || lp.is_some() {
-                                    yield chunk(Some(split(index, parts, lp)), None);
-                                }
-                            }
-                            None => yield chunk(Some(delta(index, None, Some(text), lp, None)), None),
+                        let lp = (want_logprobs && !tokens.is_empty()).then(|| logprobs(&model, &tokens));
+                        let first_call = outputs[index].calls;
+                        let parts = outputs[index].push(&text);
+                        for (delta, logprobs) in deltas(parts, first_call, lp) {
+                            yield chunk(choice(index, delta, logprobs, None), None);
                         }
                     }
                     ChoiceUpdate::Finished { index, reason } => {
-                        if let Some(parts) = splitters[index].as_mut().map(ReasoningSplitter::finish).filter(|p| !p.content.is_empty() || !p.reasoning.is_empty()) {
-                            yield chunk(Some(split(index, parts, None)), None);
+                        let first_call = outputs[index].calls;
+                        for (delta, _) in deltas(outputs[index].finish(), first_call, None) {
+                            yield chunk(choice(index, delta, None, None), None);
                         }
-                        yield chunk(Some(delta(index, None, None, None, Some(reason))), None)
+                        let reason = finish_reason(reason, outputs[index].calls > 0);
+                        yield chunk(choice(index, ChatDelta::default(), None, Some(reason)), None);
                     }
                     ChoiceUpdate::Failed(e) => yield Chunk::Error(e.into()),
                 }
@@ -106,13 +101,67 @@ pub async fn chat_completions(State(state): State<AppState>, JsonBody(req): Json
     Ok(sse(chunks))
 }
 
-/// The assistant message of a whole choice: its `<think>` span apart where the model has one.
-fn message(splitter: Option<ReasoningSplitter>, text: &str) -> AssistantMessage {
-    let Some(mut s) = splitter else { return AssistantMessage::new(text.to_string()) };
-    let (mut a, b) = (s.push(text), s.finish());
-    a.content.push_str(&b.content);
-    a.reasoning.push_str(&b.reasoning);
-    AssistantMessage { reasoning_content: (!a.reasoning.is_empty()).then_some(a.reasoning), ..AssistantMessage::new(a.content) }
+/// What the output is held to: forced tool calls, the `response_format`, or (with tools the model
+/// may call) either calls or the formatted answer.
+fn constraint(model: &ServedModel, template: &ChatTemplate, v: &ValidatedChat) -> Result<Option<Constraint>, ApiError> {
+    let Some(tools) = &v.tools else {
+        return v.grammar.as_ref().map(|spec| compile_grammar(model, spec, "response_format")).transpose();
+    };
+    let answer = match &v.grammar {
+        None => None,
+        Some(GrammarSpec::JsonSchema(schema)) => Some(schema.clone()),
+        Some(GrammarSpec::JsonObject) => Some(serde_json::json!({ "type": "object" })),
+        Some(_) => return Err(ApiError::invalid("response_format", "this response_format cannot be combined with tools")),
+    };
+    let (functions, answer) = match tools.forced_functions() {
+        Some(_) if answer.is_some() => return Err(ApiError::invalid("response_format", "a response_format cannot be combined with a required or named tool_choice")),
+        Some(forced) => (forced, None),
+        None if answer.is_some() => (tools.functions.clone(), answer),
+        None => return Ok(None),
+    };
+    let grammars = model.grammars().map_err(|e| ApiError::invalid("tools", e))?;
+    let lark = tool_call_lark(template.tool_call_format(), &functions, tools.parallel, answer.as_ref(), |s| grammars.lark_literal(s));
+    compile_grammar(model, &GrammarSpec::Lark(lark), "tools").map(Some)
+}
+
+/// A choice that called tools and stopped on its own finished with `tool_calls`.
+fn finish_reason(reason: &'static str, called: bool) -> &'static str {
+    if called && reason == "stop" {
+        "tool_calls"
+    } else {
+        reason
+    }
+}
+
+/// A call's id, unique within this process (OpenAI's `call_…`).
+fn call_id() -> String {
+    response_id("call").replacen('-', "_", 1)
+}
+
+/// The assistant message of a whole choice: content is `null` when the turn is only calls.
+fn message(parts: Parts) -> AssistantMessage {
+    let tool_calls: Vec<ToolCallObject> = parts.calls.into_iter().map(|c| ToolCallObject { id: call_id(), kind: "function", function: FunctionCall { name: c.name, arguments: c.arguments } }).collect();
+    let content = (!(parts.content.is_empty() && !tool_calls.is_empty())).then_some(parts.content);
+    AssistantMessage { role: "assistant", content, reasoning_content: (!parts.reasoning.is_empty()).then_some(parts.reasoning), tool_calls }
+}
+
+/// The chunks one piece of output streams as: reasoning and content (with the tokens' logprobs)
+/// in one, then each call as OpenAI streams them, its id and name first, then its arguments.
+/// `first_call` is the index of the first new call within the choice.
+fn deltas(parts: Parts, first_call: usize, logprobs: Option<ChatLogprobs>) -> Vec<(ChatDelta, Option<ChatLogprobs>)> {
+    let mut out = Vec::new();
+    if !parts.content.is_empty() || !parts.reasoning.is_empty() || logprobs.is_some() {
+        let text = ChatDelta { content: (!parts.content.is_empty()).then_some(parts.content), reasoning_content: (!parts.reasoning.is_empty()).then_some(parts.reasoning), ..ChatDelta::default() };
+        out.push((text, logprobs));
+    }
+    for (k, ToolCall { name, arguments }) in parts.calls.into_iter().enumerate() {
+        let index = first_call + k;
+        let head = ToolCallDelta { index, id: Some(call_id()), kind: Some("function"), function: FunctionCallDelta { name: Some(name), arguments: Some(String::new()) } };
+        let args = ToolCallDelta { index, id: None, kind: None, function: FunctionCallDelta { name: None, arguments: Some(arguments) } };
+        out.push((ChatDelta { tool_calls: Some(vec![head]), ..ChatDelta::default() }, None));
+        out.push((ChatDelta { tool_calls: Some(vec![args]), ..ChatDelta::default() }, None));
+    }
+    out
 }
 
 fn logprobs(model: &ServedModel, tokens: &[SampledToken]) -> ChatLogprobs {

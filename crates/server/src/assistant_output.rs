@@ -1,0 +1,153 @@
+//! One choice's generated text as an assistant turn: a thinking model's `<think>` span apart as
+//! reasoning, then, where the request has tools, the calls parsed out of the answer, the rest
+//! content. The same chain runs over whole text and over streamed deltas, so a stream
+//! reassembles to the non-streamed message.
+
+use metrics::counter;
+use rill_model::chat_template::ToolCallFormat;
+
+use crate::reasoning::ReasoningSplitter;
+use crate::tool_calls::{ToolCall, ToolCallParser, ToolEvent};
+
+/// Tool-call markup the model wrote that did not parse (returned as content), per model.
+pub const TOOL_CALL_PARSE_FAILURES: &str = "rill_tool_call_parse_failures_total";
+
+/// What a piece of the text turned out to be.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Parts {
+    pub reasoning: String,
+    pub content: String,
+    pub calls: Vec<ToolCall>,
+}
+
+impl Parts {
+    pub fn is_empty(&self) -> bool {
+        self.reasoning.is_empty() && self.content.is_empty() && self.calls.is_empty()
+    }
+
+    fn append(&mut self, other: Parts) {
+        self.reasoning.push_str(&other.reasoning);
+        self.content.push_str(&other.content);
+        self.calls.extend(other.calls);
+    }
+}
+
+/// The tools part of a request, as far as parsing its output goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToolParsing {
+    pub format: ToolCallFormat,
+    /// Several calls may be returned; otherwise only the first is.
+    pub parallel: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AssistantOutput {
+    model: String,
+    reasoning: Option<ReasoningSplitter>,
+    tools: Option<ToolCallParser>,
+    parallel: bool,
+    /// Calls returned so far.
+    pub calls: usize,
+}
+
+impl AssistantOutput {
+    pub fn new(model: &str, reasoning: Option<ReasoningSplitter>, tools: Option<ToolParsing>) -> AssistantOutput {
+        AssistantOutput {
+            model: model.to_string(),
+            reasoning,
+            tools: tools.map(|t| ToolCallParser::new(t.format)),
+            parallel: tools.is_none_or(|t| t.parallel),
+            calls: 0,
+        }
+    }
+
+    /// The next delta of text.
+    pub fn push(&mut self, text: &str) -> Parts {
+        let (reasoning, content) = match &mut self.reasoning {
+            Some(s) => {
+                let split = s.push(text);
+                (split.reasoning, split.content)
+            }
+            None => (String::new(), text.to_string()),
+        };
+        let parts = self.parse(&content, false);
+        Parts { reasoning, ..parts }
+    }
+
+    /// The end of the choice: whatever was held back.
+    pub fn finish(&mut self) -> Parts {
+        let (reasoning, content) = match &mut self.reasoning {
+            Some(s) => {
+                let split = s.finish();
+                (split.reasoning, split.content)
+            }
+            None => (String::new(), String::new()),
+        };
+        let mut parts = self.parse(&content, false);
+        parts.append(self.parse("", true));
+        Parts { reasoning, ..parts }
+    }
+
+    /// The whole text at once.
+    pub fn whole(mut self, text: &str) -> Parts {
+        let mut parts = self.push(text);
+        parts.append(self.finish());
+        parts
+    }
+
+    fn parse(&mut self, content: &str, end: bool) -> Parts {
+        let mut parts = Parts::default();
+        let Some(parser) = &mut self.tools else {
+            parts.content = content.to_string();
+            return parts;
+        };
+        let mut events = parser.push(content);
+        if end {
+            events.extend(parser.finish());
+        }
+        for event in events {
+            match event {
+                ToolEvent::Content(text) => parts.content.push_str(&text),
+                ToolEvent::Call(call) => {
+                    if self.parallel || self.calls == 0 {
+                        self.calls += 1;
+                        parts.calls.push(call);
+                    }
+                }
+                ToolEvent::Malformed(text) => {
+                    counter!(TOOL_CALL_PARSE_FAILURES, "model" => self.model.clone()).increment(1);
+                    parts.content.push_str(&text);
+                }
+            }
+        }
+        parts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reasoning::ReasoningMarkers;
+
+    #[test]
+    fn reasoning_then_calls_then_content() {
+        let reasoning = ReasoningSplitter::new(ReasoningMarkers::of(|_| true).unwrap(), false);
+        let tools = ToolParsing { format: ToolCallFormat::Hermes, parallel: true };
+        let text = "<think>\nNeed the weather.\n</think>\n\n<tool_call>\n{\"name\": \"w\", \"arguments\": {\"c\": \"P\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"t\", \"arguments\": {}}\n</tool_call>";
+        let whole = AssistantOutput::new("m", Some(reasoning.clone()), Some(tools)).whole(text);
+        assert_eq!(whole.reasoning, "\nNeed the weather.\n");
+        assert_eq!(whole.content, "");
+        assert_eq!(whole.calls.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["w", "t"]);
+        // Streamed a byte at a time: the same parts.
+        let mut out = AssistantOutput::new("m", Some(reasoning.clone()), Some(tools));
+        let mut streamed = Parts::default();
+        for (i, _) in text.char_indices() {
+            streamed.append(out.push(&text[i..i + text[i..].chars().next().unwrap().len_utf8()]));
+        }
+        streamed.append(out.finish());
+        assert_eq!(streamed, whole);
+        // One call only, without parallel calls.
+        let single = AssistantOutput::new("m", Some(reasoning), Some(ToolParsing { parallel: false, ..tools })).whole(text);
+        assert_eq!(single.calls.len(), 1);
+    }
+}
