@@ -15,6 +15,7 @@ pub struct ConfigFile {
     pub admin_port: Option<u16>,
     pub models_root: Option<PathBuf>,
     pub max_queue: Option<usize>,
+    pub max_stored_responses: Option<usize>,
     pub drain_timeout: Option<u64>,
     #[serde(default)]
     pub engine: EngineConfig,

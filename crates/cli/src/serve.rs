@@ -43,6 +43,9 @@ pub struct ServeArgs {
     /// Waiting requests per model beyond which new ones get 503 with Retry-After.
     #[arg(long, default_value_t = rill_server::app::DEFAULT_MAX_QUEUE)]
     max_queue: usize,
+    /// Responses API objects kept in memory (`store`), the oldest evicted first; 0 keeps none.
+    #[arg(long, default_value_t = rill_server::responses::store::DEFAULT_CAPACITY)]
+    max_stored_responses: usize,
 }
 
 /// `NAME=PATH` or `PATH` (named after the file).
@@ -67,6 +70,7 @@ struct Plan {
     models_root: PathBuf,
     drain_timeout: u64,
     max_queue: usize,
+    max_stored_responses: usize,
 }
 
 fn plan_from_flags(args: ServeArgs) -> Plan {
@@ -92,6 +96,7 @@ fn plan_from_flags(args: ServeArgs) -> Plan {
         models_root: args.models_root,
         drain_timeout: args.drain_timeout,
         max_queue: args.max_queue,
+        max_stored_responses: args.max_stored_responses,
     }
 }
 
@@ -108,6 +113,7 @@ fn plan_from_file(path: &std::path::Path, flags: ServeArgs) -> Result<Plan, Stri
         models_root: cfg.models_root.unwrap_or(flags.models_root),
         drain_timeout: cfg.drain_timeout.unwrap_or(flags.drain_timeout),
         max_queue: cfg.max_queue.unwrap_or(flags.max_queue),
+        max_stored_responses: cfg.max_stored_responses.unwrap_or(flags.max_stored_responses),
     })
 }
 
@@ -119,7 +125,8 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     // The recorder must exist before the engines register their metric handles.
     let metrics = rill_server::prometheus::metrics_recorder()?;
-    let state = AppState { metrics: Some(metrics), ..AppState::default() };
+    let responses = std::sync::Arc::new(rill_server::responses::store::ResponseStore::new(plan.max_stored_responses));
+    let state = AppState { metrics: Some(metrics), responses, ..AppState::default() };
     let admin = AdminState {
         app: state.clone(),
         states: Default::default(),

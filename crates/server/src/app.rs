@@ -113,6 +113,8 @@ pub struct AppState {
     pub models: Arc<DashMap<String, Arc<ServedModel>>>,
     /// Renders `/metrics`; `None` when this process installed no Prometheus recorder.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Responses kept for `GET /v1/responses/{id}` and `previous_response_id`.
+    pub responses: Arc<crate::responses::store::ResponseStore>,
 }
 
 impl AppState {

@@ -8,6 +8,7 @@ pub mod app;
 pub mod choices;
 pub mod assistant_output;
 pub mod reasoning;
+pub mod responses;
 pub mod tool_calls;
 pub mod device;
 pub mod load;

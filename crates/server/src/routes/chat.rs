@@ -29,21 +29,7 @@ use crate::tool_calls::ToolCall;
 pub async fn chat_completions(State(state): State<AppState>, JsonBody(req): JsonBody<ChatCompletionRequest>) -> Result<Response, ApiError> {
     let model = model_for(&state, req.model.as_deref())?;
     let mut v = validate_chat(req, &limits(&model))?;
-    let template = model.chat_template.as_ref().ok_or_else(|| ApiError::invalid("messages", "this model has no chat template: use /v1/completions"))?;
-    v.params.constraint = constraint(&model, template, &v)?;
-    let tools = v.tools.as_ref().map_or(&[][..], |t| &t.definitions[..]);
-    let options = RenderOptions { add_generation_prompt: true, tools, variables: &v.template_variables };
-    let text = template.render_with(&v.messages, &options).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
-    // A thinking model's output splits into reasoning and answer; a template may open the span.
-    let splitter = model.reasoning.clone().map(|m| {
-        let inside = text.trim_end().ends_with(&m.open);
-        ReasoningSplitter::new(m, inside)
-    });
-    let parsing = v.tools.as_ref().map(|t| ToolParsing { format: template.tool_call_format(), parallel: t.parallel });
-    let output = AssistantOutput::new(&model.name, splitter, parsing);
-    // The template writes BOS itself where the model wants one.
-    let prompt = model.tokenizer.encode(&text, false).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
-    v.fit_context(prompt.len(), model.max_model_len)?;
+    let PreparedChat { prompt, output } = prepare(&model, &mut v)?;
     let n = v.params.n.max(1);
     let want_logprobs = v.params.logprobs.is_some();
     let run = submit(&model, prompt, v.params.clone(), &v.stop)?;
@@ -101,6 +87,34 @@ pub async fn chat_completions(State(state): State<AppState>, JsonBody(req): Json
     Ok(sse(chunks))
 }
 
+/// A chat request ready to run: the prompt's tokens (`max_tokens` fitted to the context), and the
+/// chain each choice's text goes through.
+pub struct PreparedChat {
+    pub prompt: Vec<u32>,
+    pub output: AssistantOutput,
+}
+
+/// Renders the conversation and its tools through the model's template, sets the grammar the
+/// output is held to, and tokenizes. Shared by chat completions and Responses.
+pub fn prepare(model: &ServedModel, v: &mut ValidatedChat) -> Result<PreparedChat, ApiError> {
+    let template = model.chat_template.as_ref().ok_or_else(|| ApiError::invalid("messages", "this model has no chat template: use /v1/completions"))?;
+    v.params.constraint = constraint(model, template, v)?;
+    let tools = v.tools.as_ref().map_or(&[][..], |t| &t.definitions[..]);
+    let options = RenderOptions { add_generation_prompt: true, tools, variables: &v.template_variables };
+    let text = template.render_with(&v.messages, &options).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+    // A thinking model's output splits into reasoning and answer; a template may open the span.
+    let splitter = model.reasoning.clone().map(|m| {
+        let inside = text.trim_end().ends_with(&m.open);
+        ReasoningSplitter::new(m, inside)
+    });
+    let parsing = v.tools.as_ref().map(|t| ToolParsing { format: template.tool_call_format(), parallel: t.parallel });
+    let output = AssistantOutput::new(&model.name, splitter, parsing);
+    // The template writes BOS itself where the model wants one.
+    let prompt = model.tokenizer.encode(&text, false).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+    v.fit_context(prompt.len(), model.max_model_len)?;
+    Ok(PreparedChat { prompt, output })
+}
+
 /// What the output is held to: forced tool calls, the `response_format`, or (with tools the model
 /// may call) either calls or the formatted answer.
 fn constraint(model: &ServedModel, template: &ChatTemplate, v: &ValidatedChat) -> Result<Option<Constraint>, ApiError> {
@@ -125,7 +139,7 @@ fn constraint(model: &ServedModel, template: &ChatTemplate, v: &ValidatedChat) -
 }
 
 /// A choice that called tools and stopped on its own finished with `tool_calls`.
-fn finish_reason(reason: &'static str, called: bool) -> &'static str {
+pub fn finish_reason(reason: &'static str, called: bool) -> &'static str {
     if called && reason == "stop" {
         "tool_calls"
     } else {
@@ -134,8 +148,8 @@ fn finish_reason(reason: &'static str, called: bool) -> &'static str {
 }
 
 /// A call's id, unique within this process (OpenAI's `call_…`).
-fn call_id() -> String {
-    response_id("call").replacen('-', "_", 1)
+pub fn call_id() -> String {
+    super::generation::item_id("call")
 }
 
 /// The assistant message of a whole choice: content is `null` when the turn is only calls.

@@ -29,6 +29,11 @@ pub fn response_id(prefix: &str) -> String {
     format!("{prefix}-{:x}{:06x}", crate::openai::unix_time(), NEXT_ID.fetch_add(1, Ordering::Relaxed))
 }
 
+/// An id in the `prefix_…` form of OpenAI's newer objects (`call_…`, `resp_…`, `msg_…`).
+pub fn item_id(prefix: &str) -> String {
+    response_id(prefix).replacen('-', "_", 1)
+}
+
 pub struct Running {
     pub stream: RequestStream,
     pub choices: Choices,

@@ -8,6 +8,7 @@ pub mod generation;
 pub mod health;
 pub mod json_body;
 pub mod models;
+pub mod responses;
 pub mod tokenize;
 
 use axum::extract::DefaultBodyLimit;
@@ -34,6 +35,8 @@ pub fn router(state: AppState) -> Router {
         .route("/detokenize", post(tokenize::detokenize))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/responses", post(responses::create))
+        .route("/v1/responses/{id}", get(responses::get_one).delete(responses::delete))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
