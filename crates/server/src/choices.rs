@@ -112,6 +112,11 @@ impl Choices {
         Choices { choices, prompt_tokens, cached_tokens: 0, metrics }
     }
 
+    /// The stop string that ended choice `index`, if one did.
+    pub fn stop_sequence(&self, index: usize) -> Option<&str> {
+        self.choices.get(index).and_then(|c| c.stop.matched())
+    }
+
     pub fn all_done(&self) -> bool {
         self.choices.iter().all(|c| c.done)
     }

@@ -4,6 +4,7 @@
 //! the admin API and the `rill` command line share.
 
 pub mod admin;
+pub mod anthropic;
 pub mod app;
 pub mod choices;
 pub mod assistant_output;

@@ -22,12 +22,19 @@ pub struct StopMatcher {
     /// Text not yet emitted: the longest suffix seen that is a proper prefix of a stop string.
     held: String,
     stopped: bool,
+    /// The stop string that ended the text (Anthropic's `stop_sequence`).
+    matched: Option<usize>,
 }
 
 impl StopMatcher {
     pub fn new(stops: Vec<String>) -> StopMatcher {
         let stops = stops.into_iter().filter(|s| !s.is_empty()).collect();
-        StopMatcher { stops, held: String::new(), stopped: false }
+        StopMatcher { stops, held: String::new(), stopped: false, matched: None }
+    }
+
+    /// The stop string that was found, once one was.
+    pub fn matched(&self) -> Option<&str> {
+        self.matched.map(|i| self.stops[i].as_str())
     }
 
     /// Feeds the next piece of text; returns what can be shown now.
@@ -39,8 +46,9 @@ impl StopMatcher {
             return StopOutput { emit: text.to_owned(), stopped: false };
         }
         self.held.push_str(text);
-        if let Some(start) = self.first_match() {
+        if let Some((start, which)) = self.first_match() {
             self.stopped = true;
+            self.matched = Some(which);
             self.held.truncate(start);
             return StopOutput { emit: std::mem::take(&mut self.held), stopped: true };
         }
@@ -57,13 +65,15 @@ impl StopMatcher {
         std::mem::take(&mut self.held)
     }
 
-    /// Start of the complete stop string that ends first in `held` (ties: the one starting first).
-    fn first_match(&self) -> Option<usize> {
+    /// Start and index of the complete stop string that ends first in `held` (ties: the one
+    /// starting first).
+    fn first_match(&self) -> Option<(usize, usize)> {
         self.stops
             .iter()
-            .filter_map(|s| self.held.find(s.as_str()).map(|start| (start + s.len(), start)))
+            .enumerate()
+            .filter_map(|(i, s)| self.held.find(s.as_str()).map(|start| (start + s.len(), start, i)))
             .min()
-            .map(|(_, start)| start)
+            .map(|(_, start, i)| (start, i))
     }
 
     /// Start of the longest suffix of `held` that some stop string begins with

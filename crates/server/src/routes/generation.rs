@@ -57,11 +57,13 @@ pub struct Collected {
     pub texts: Vec<String>,
     pub finish_reasons: Vec<&'static str>,
     pub tokens: Vec<Vec<SampledToken>>,
+    /// The stop string that ended each choice, if one did.
+    pub stop_sequences: Vec<Option<String>>,
     pub usage: rill_engine::Usage,
 }
 
 pub async fn collect(mut run: Running, n: usize) -> Result<Collected, ApiError> {
-    let mut out = Collected { texts: vec![String::new(); n], finish_reasons: vec!["abort"; n], tokens: vec![Vec::new(); n], usage: Default::default() };
+    let mut out = Collected { texts: vec![String::new(); n], finish_reasons: vec!["abort"; n], tokens: vec![Vec::new(); n], stop_sequences: vec![None; n], usage: Default::default() };
     while !run.choices.all_done() {
         let Some(event) = run.stream.recv().await else { break };
         for update in run.choices.on_event(event) {
@@ -76,6 +78,7 @@ pub async fn collect(mut run: Running, n: usize) -> Result<Collected, ApiError> 
         }
     }
     out.usage = run.choices.usage();
+    out.stop_sequences = (0..n).map(|i| run.choices.stop_sequence(i).map(str::to_string)).collect();
     Ok(out)
 }
 

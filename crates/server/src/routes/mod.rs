@@ -7,6 +7,7 @@ pub mod completions;
 pub mod generation;
 pub mod health;
 pub mod json_body;
+pub mod messages;
 pub mod models;
 pub mod responses;
 pub mod tokenize;
@@ -36,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/completions", post(completions::completions))
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/responses", post(responses::create))
+        .route("/v1/messages", post(messages::messages))
         .route("/v1/responses/{id}", get(responses::get_one).delete(responses::delete))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -45,16 +47,20 @@ pub fn router(state: AppState) -> Router {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let retry_after = self.retry_after_secs;
-        let mut resp = (status, Json(self.to_json())).into_response();
-        if let Some(secs) = retry_after {
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-        }
-        resp
+        error_response(&self, self.to_json())
     }
+}
+
+/// An error's status (and `Retry-After`) with `body`, the error in the endpoint's own shape.
+pub fn error_response(e: &ApiError, body: serde_json::Value) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, Json(body)).into_response();
+    if let Some(secs) = e.retry_after_secs {
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    resp
 }
 
 pub async fn not_found() -> ApiError {
