@@ -130,3 +130,24 @@ def test_prompt_lists_and_the_temperature_range(client):
     with pytest.raises(openai.BadRequestError) as err:
         client.completions.create(model=M, prompt="hi", max_tokens=2, temperature=2.5)
     assert err.value.body["param"] == "temperature"
+
+
+def test_regex_choice_and_lark_grammars_via_structured_outputs(client):
+    import re
+
+    phone = r"\+1-[0-9]{3}-[0-9]{3}-[0-9]{4}"
+    r = client.completions.create(model=M, prompt="Call me at", max_tokens=30, n=3, temperature=1.0, seed=1,
+                                  extra_body={"structured_outputs": {"regex": phone}})
+    for c in r.choices:
+        assert re.fullmatch(phone, c.text) and c.finish_reason == "stop", c.text
+    r = client.chat.completions.create(model=M, messages=CHAT, max_tokens=5, temperature=1.0, n=4, seed=2,
+                                       extra_body={"guided_choice": ["Paris", "Lyon", "Nice"]})
+    assert {c.message.content for c in r.choices} <= {"Paris", "Lyon", "Nice"}
+    lark = 'start: "The answer is " ("yes" | "no") "."'
+    r = client.completions.create(model=M, prompt="Q: Is water wet?", max_tokens=10,
+                                  extra_body={"structured_outputs": {"grammar": lark}})
+    assert r.choices[0].text in ("The answer is yes.", "The answer is no.")
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model=M, prompt="x", max_tokens=4,
+                                  extra_body={"structured_outputs": {"json": {"type": "object", "if": {}}}})
+    assert err.value.body["param"] == "structured_outputs.json" and "if" in err.value.body["message"]

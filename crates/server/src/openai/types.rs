@@ -75,6 +75,23 @@ pub struct GenerationFields {
     pub user: Option<String>,
     pub min_tokens: Option<usize>,
     pub stop_token_ids: Option<Vec<u32>>,
+    /// vLLM's constrained-decoding extension (one of `json`, `regex`, `grammar`, `choice`,
+    /// `json_object`), and its older spellings below.
+    pub structured_outputs: Option<StructuredOutputs>,
+    pub guided_json: Option<Value>,
+    pub guided_regex: Option<String>,
+    pub guided_grammar: Option<String>,
+    pub guided_choice: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct StructuredOutputs {
+    pub json: Option<Value>,
+    pub regex: Option<String>,
+    /// A Lark grammar (llguidance's dialect, which takes most of Lark's syntax plus `%json`).
+    pub grammar: Option<String>,
+    pub choice: Option<Vec<String>>,
+    pub json_object: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

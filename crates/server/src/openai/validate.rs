@@ -14,7 +14,7 @@ use rill_model::grammar::GrammarSpec;
 
 use super::error::ApiError;
 use super::tools::{tool_use, ToolUse};
-use super::types::{ChatCompletionRequest, ChatMessage, RequestToolCall, CompletionRequest, ContentPart, GenerationFields, MessageContent, Prompt, ResponseFormat, Stop};
+use super::types::{ChatCompletionRequest, ChatMessage, RequestToolCall, StructuredOutputs, CompletionRequest, ContentPart, GenerationFields, MessageContent, Prompt, ResponseFormat, Stop};
 
 /// vLLM allows any number of stop strings; OpenAI 4. Matching cost grows with count × length.
 pub const MAX_STOP_STRINGS: usize = 16;
@@ -37,6 +37,14 @@ pub struct ModelLimits {
     pub max_n: usize,
 }
 
+/// A grammar the request holds its output to, and the field that asked for it (named in a 400
+/// if it does not compile).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestGrammar {
+    pub param: &'static str,
+    pub spec: GrammarSpec,
+}
+
 /// The completions prompt: text to tokenize, or token ids already checked against the vocabulary.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PromptInput {
@@ -57,6 +65,8 @@ pub struct ValidatedCompletion {
     pub stream: bool,
     /// Streaming only: send a final chunk with the usage.
     pub include_usage: bool,
+    /// What `structured_outputs` holds the output to (compiled by the route).
+    pub grammar: Option<RequestGrammar>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,8 +79,9 @@ pub struct ValidatedChat {
     pub stop: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
-    /// What `response_format` holds the output to (compiled by the route, which has the model).
-    pub grammar: Option<GrammarSpec>,
+    /// What `response_format` or `structured_outputs` holds the output to (compiled by the
+    /// route, which has the model).
+    pub grammar: Option<RequestGrammar>,
     /// The tools the model may call, if any.
     pub tools: Option<ToolUse>,
     /// `chat_template_kwargs`, in the request's order.
@@ -146,6 +157,7 @@ pub fn validate_completion(req: CompletionRequest, limits: &ModelLimits) -> Resu
         echo,
         stream: g.stream,
         include_usage: g.include_usage,
+        grammar: g.grammar,
     })
 }
 
@@ -156,7 +168,7 @@ pub fn validate_chat(req: ChatCompletionRequest, limits: &ModelLimits) -> Result
     if let Some((name, _)) = template_variables.iter().find(|(k, _)| rill_model::chat_template::RESERVED_VARIABLES.contains(&k.as_str())) {
         return Err(ApiError::invalid("chat_template_kwargs", format!("{name:?} is set by the server and cannot be passed")));
     }
-    let grammar = req.response_format.map(response_format).transpose()?.flatten();
+    let format = req.response_format.map(response_format).transpose()?.flatten();
     let logprobs = req.logprobs.unwrap_or(false);
     if let Some(k) = req.top_logprobs {
         if k > MAX_TOP_LOGPROBS {
@@ -178,7 +190,11 @@ pub fn validate_chat(req: ChatCompletionRequest, limits: &ModelLimits) -> Result
         stop: g.stop,
         stream: g.stream,
         include_usage: g.include_usage,
-        grammar,
+        grammar: match (format, g.grammar) {
+            (Some(_), Some(other)) => return Err(ApiError::invalid(other.param, "response_format and a structured output cannot both be given")),
+            (Some(spec), None) => Some(RequestGrammar { param: "response_format", spec }),
+            (None, other) => other,
+        },
         tools,
         template_variables,
     })
@@ -209,6 +225,7 @@ struct Generation {
     stop: Vec<String>,
     stream: bool,
     include_usage: bool,
+    grammar: Option<RequestGrammar>,
 }
 
 /// The shared fields checked and turned into engine parameters, with the two an endpoint spells
@@ -258,7 +275,64 @@ fn generation(f: GenerationFields, max_tokens: Option<(&'static str, usize)>, lo
     };
     params.validate(limits.vocab_size)?;
     let stop = stop_strings(f.stop)?;
-    Ok(Generation { params, stop, stream, include_usage })
+    let grammar = structured_outputs(f.structured_outputs, f.guided_json, f.guided_regex, f.guided_grammar, f.guided_choice)?;
+    Ok(Generation { params, stop, stream, include_usage, grammar })
+}
+
+/// vLLM's `structured_outputs` (or its `guided_*` fields) as a grammar: at most one kind.
+fn structured_outputs(
+    so: Option<StructuredOutputs>,
+    json: Option<serde_json::Value>,
+    regex: Option<String>,
+    grammar: Option<String>,
+    choice: Option<Vec<String>>,
+) -> Result<Option<RequestGrammar>, ApiError> {
+    let so = so.unwrap_or_default();
+    let mut specs: Vec<(&'static str, GrammarSpec)> = Vec::new();
+    for (param, json) in [("structured_outputs.json", so.json), ("guided_json", json)] {
+        if let Some(schema) = json {
+            if !schema.is_object() && !schema.is_boolean() {
+                return Err(ApiError::invalid(param, "expected a JSON Schema object"));
+            }
+            specs.push((param, GrammarSpec::JsonSchema(schema)));
+        }
+    }
+    for (param, rx) in [("structured_outputs.regex", so.regex), ("guided_regex", regex)] {
+        specs.extend(rx.map(|r| (param, GrammarSpec::Regex(r))));
+    }
+    for (param, lark) in [("structured_outputs.grammar", so.grammar), ("guided_grammar", grammar)] {
+        specs.extend(lark.map(|g| (param, GrammarSpec::Lark(g))));
+    }
+    for (param, choice) in [("structured_outputs.choice", so.choice), ("guided_choice", choice)] {
+        if let Some(options) = choice {
+            if options.is_empty() {
+                return Err(ApiError::invalid(param, "choice needs at least one option"));
+            }
+            specs.push((param, GrammarSpec::Regex(options.iter().map(|o| regex_literal(o)).collect::<Vec<_>>().join("|"))));
+        }
+    }
+    if so.json_object == Some(true) {
+        specs.push(("structured_outputs.json_object", GrammarSpec::JsonObject));
+    }
+    match specs.len() {
+        0 => Ok(None),
+        1 => Ok(specs.pop().map(|(param, spec)| RequestGrammar { param, spec })),
+        _ => Err(ApiError::invalid(specs[1].0, format!("only one structured output may be asked for, got {} and {}", specs[0].0, specs[1].0))),
+    }
+}
+
+/// `s` matched literally by a regex.
+fn regex_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('(');
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push(')');
+    out
 }
 
 /// `{"50256": -100}` → sorted `(token, bias)` pairs (ranges are checked by `SamplingParams`).

@@ -119,16 +119,19 @@ pub fn prepare(model: &ServedModel, v: &mut ValidatedChat) -> Result<PreparedCha
 /// may call) either calls or the formatted answer.
 fn constraint(model: &ServedModel, template: &ChatTemplate, v: &ValidatedChat) -> Result<Option<Constraint>, ApiError> {
     let Some(tools) = &v.tools else {
-        return v.grammar.as_ref().map(|spec| compile_grammar(model, spec, "response_format")).transpose();
+        return v.grammar.as_ref().map(|g| compile_grammar(model, &g.spec, g.param)).transpose();
     };
-    let answer = match &v.grammar {
+    let answer = match v.grammar.as_ref().map(|g| (g.param, &g.spec)) {
         None => None,
-        Some(GrammarSpec::JsonSchema(schema)) => Some(schema.clone()),
-        Some(GrammarSpec::JsonObject) => Some(serde_json::json!({ "type": "object" })),
-        Some(_) => return Err(ApiError::invalid("response_format", "this response_format cannot be combined with tools")),
+        Some((_, GrammarSpec::JsonSchema(schema))) => Some(schema.clone()),
+        Some((_, GrammarSpec::JsonObject)) => Some(serde_json::json!({ "type": "object" })),
+        Some((param, _)) => return Err(ApiError::invalid(param, "only a JSON answer format can be combined with tools")),
     };
     let (functions, answer) = match tools.forced_functions() {
-        Some(_) if answer.is_some() => return Err(ApiError::invalid("response_format", "a response_format cannot be combined with a required or named tool_choice")),
+        Some(_) if answer.is_some() => {
+            let param = v.grammar.as_ref().map_or("response_format", |g| g.param);
+            return Err(ApiError::invalid(param, "an answer format cannot be combined with a required or named tool_choice"));
+        }
         Some(forced) => (forced, None),
         None if answer.is_some() => (tools.functions.clone(), answer),
         None => return Ok(None),

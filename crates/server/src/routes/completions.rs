@@ -26,7 +26,10 @@ pub fn model_for(state: &AppState, name: Option<&str>) -> Result<Arc<ServedModel
 
 pub async fn completions(State(state): State<AppState>, JsonBody(req): JsonBody<CompletionRequest>) -> Result<Response, ApiError> {
     let model = model_for(&state, req.model.as_deref())?;
-    let v = validate_completion(req, &limits(&model))?;
+    let mut v = validate_completion(req, &limits(&model))?;
+    if let Some(g) = &v.grammar {
+        v.params.constraint = Some(super::generation::compile_grammar(&model, &g.spec, g.param)?);
+    }
     // Every prompt is tokenized and fitted before any is submitted: one bad prompt fails the
     // request with nothing running.
     let mut prepared = Vec::with_capacity(v.prompts.len());
