@@ -150,4 +150,38 @@ mod tests {
         let single = AssistantOutput::new("m", Some(reasoning), Some(ToolParsing { parallel: false, ..tools })).whole(text);
         assert_eq!(single.calls.len(), 1);
     }
+
+    /// The call turn each real template renders (`tests/fixtures/chat_template_tools.json`,
+    /// transformers' rendering of Qwen 2.5/3, Hermes 3, Llama 3.1-3.3, Mistral Nemo, Mistral Small
+    /// 3.2 and Devstral templates) parses back to that call, in the format rill reads from the
+    /// template, whole and streamed in 50 random chunkings, with no markup left in the content.
+    #[test]
+    fn every_templates_call_turn_parses_back_to_the_call() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/chat_template_tools.json");
+        let fixture: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let templates = fixture["templates"].as_object().unwrap();
+        assert!(templates.len() >= 10);
+        for (name, t) in templates {
+            let format = ToolCallFormat::of_template(t["source"].as_str().unwrap());
+            let turn = t["call_turn"].as_str().unwrap();
+            let new = || AssistantOutput::new("m", Some(ReasoningSplitter::new(ReasoningMarkers::of(|_| true).unwrap(), false)), Some(ToolParsing { format, parallel: true }));
+            let whole = new().whole(turn);
+            assert_eq!((whole.content.as_str(), whole.calls.len()), ("", 1), "{name} ({format:?}): {turn:?}");
+            assert_eq!(whole.calls[0], ToolCall { name: "get_weather".into(), arguments: r#"{"city":"Paris","days":2}"#.into() }, "{name}");
+            for seed in 0..50u64 {
+                let (mut out, mut parts, mut i, mut state) = (new(), Parts::default(), 0, seed);
+                while i < turn.len() {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let mut j = (i + 1 + (state >> 59) as usize % 8).min(turn.len());
+                    while !turn.is_char_boundary(j) {
+                        j += 1;
+                    }
+                    parts.append(out.push(&turn[i..j]));
+                    i = j;
+                }
+                parts.append(out.finish());
+                assert_eq!(parts, whole, "{name}, seed {seed}");
+            }
+        }
+    }
 }

@@ -10,6 +10,7 @@
 //! runs on a fuel budget (bounding time and memory) and a recursion limit.
 
 mod python_json;
+mod strftime;
 mod tool_grammar;
 mod tools;
 
@@ -101,6 +102,8 @@ pub struct RenderOptions<'a> {
     pub tools: &'a [serde_json::Value],
     /// Further template variables (vLLM's `chat_template_kwargs`, e.g. `enable_thinking`).
     pub variables: &'a [(String, serde_json::Value)],
+    /// The time `strftime_now` sees (Unix seconds); `None`: the clock's.
+    pub now: Option<u64>,
 }
 
 /// Variables the renderer sets itself, which a request may not override.
@@ -179,6 +182,7 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_filter("tojson", python_json::tojson);
+        env.add_function("strftime_now", strftime::strftime_now);
         env.add_template_owned(TEMPLATE_NAME, source.to_string())
             .map_err(|e| ChatTemplateError::Syntax(describe(&e)))?;
         let takes_tools = env
@@ -222,6 +226,9 @@ impl ChatTemplate {
             ctx.push(("tools", tools.iter().map(python_json::to_template_value).collect()));
         }
         ctx.push(("add_generation_prompt", Value::from(options.add_generation_prompt)));
+        if let Some(now) = options.now {
+            ctx.push((strftime::NOW_VARIABLE, Value::from(now)));
+        }
         ctx.push(("bos_token", Value::from(self.bos_token.as_str())));
         ctx.push(("eos_token", Value::from(self.eos_token.as_str())));
         let template = self

@@ -19,7 +19,7 @@ pub struct ToolFunction {
 pub fn tool_call_lark(format: ToolCallFormat, functions: &[ToolFunction], parallel: bool, answer: Option<&serde_json::Value>, literal: impl Fn(&str) -> String) -> String {
     let args_key = match format {
         ToolCallFormat::Llama3 => "parameters",
-        ToolCallFormat::Hermes | ToolCallFormat::Mistral => "arguments",
+        ToolCallFormat::Hermes | ToolCallFormat::Mistral | ToolCallFormat::MistralArgs => "arguments",
     };
     let mut lark = String::new();
     let (call, calls) = match format {
@@ -29,6 +29,7 @@ pub fn tool_call_lark(format: ToolCallFormat, functions: &[ToolFunction], parall
         }
         ToolCallFormat::Llama3 => ("fn_call".to_string(), "call (\"; \" call)*"),
         ToolCallFormat::Mistral => ("fn_call".to_string(), "call (\", \" call)*"),
+        ToolCallFormat::MistralArgs => (format!("{} fn_call", literal("[TOOL_CALLS]")), "call+"),
     };
     let body = if parallel { calls } else { "call" };
     let calls = match format {
@@ -43,6 +44,11 @@ pub fn tool_call_lark(format: ToolCallFormat, functions: &[ToolFunction], parall
     let alternatives: Vec<String> = (0..functions.len()).map(|i| format!("fn_{i}")).collect();
     lark.push_str(&format!("fn_call: {}\n", alternatives.join(" | ")));
     for (i, f) in functions.iter().enumerate() {
+        if format == ToolCallFormat::MistralArgs {
+            let name = serde_json::to_string(&f.name).unwrap_or_default();
+            lark.push_str(&format!("fn_{i}: {name} {} %json {}\n", literal("[ARGS]"), bounded(f.parameters.clone())));
+            continue;
+        }
         let schema = serde_json::json!({
             "type": "object",
             "properties": { "name": { "const": f.name }, args_key: f.parameters },
@@ -76,5 +82,8 @@ mod tests {
         let many = tool_call_lark(ToolCallFormat::Mistral, &f, true, Some(&serde_json::json!({"type": "object"})), |s| format!("<{s}>"));
         assert!(many.starts_with("start: calls | answer\nanswer: %json {"), "{many}");
         assert!(many.contains("calls: <[TOOL_CALLS]> \"[\" call (\", \" call)* \"]\""), "{many}");
+        let args = tool_call_lark(ToolCallFormat::MistralArgs, &f, true, None, quoted);
+        assert!(args.contains("calls: call+\ncall: \"[TOOL_CALLS]\" fn_call\n"), "{args}");
+        assert!(args.contains("fn_0: \"get_weather\" \"[ARGS]\" %json {"), "{args}");
     }
 }

@@ -15,14 +15,18 @@ pub enum ToolCallFormat {
     Hermes,
     /// The whole output is `{"name": …, "parameters": {…}}`, optionally after `<|python_tag|>`.
     Llama3,
-    /// `[TOOL_CALLS]` then a JSON array of `{"name", "arguments"}`.
+    /// `[TOOL_CALLS]` then a JSON array of `{"name", "arguments"}` (Mistral Nemo, v3 tokenizers).
     Mistral,
+    /// `[TOOL_CALLS]name[ARGS]{…}` per call (Mistral Small 3.2, Devstral, Ministral 3).
+    MistralArgs,
 }
 
 impl ToolCallFormat {
     /// The format a template that renders `tools` itself teaches, from its source.
     pub fn of_template(source: &str) -> ToolCallFormat {
-        if source.contains("[TOOL_CALLS]") {
+        if source.contains("[ARGS]") {
+            ToolCallFormat::MistralArgs
+        } else if source.contains("[TOOL_CALLS]") {
             ToolCallFormat::Mistral
         } else if source.contains("<tool_call>") {
             ToolCallFormat::Hermes
@@ -85,6 +89,7 @@ mod tests {
     fn formats_are_read_from_template_sources() {
         assert_eq!(ToolCallFormat::of_template("{{ '<tool_call>' }}"), ToolCallFormat::Hermes);
         assert_eq!(ToolCallFormat::of_template("{{ '[TOOL_CALLS]' }}"), ToolCallFormat::Mistral);
+        assert_eq!(ToolCallFormat::of_template("{{ '[TOOL_CALLS]' + name + '[ARGS]' }}"), ToolCallFormat::MistralArgs);
         assert_eq!(ToolCallFormat::of_template("{{ '<|python_tag|>' }}"), ToolCallFormat::Llama3);
         assert_eq!(ToolCallFormat::of_template("{{ tools }}"), ToolCallFormat::Hermes);
     }

@@ -100,7 +100,7 @@ pub fn prepare(model: &ServedModel, v: &mut ValidatedChat) -> Result<PreparedCha
     let template = model.chat_template.as_ref().ok_or_else(|| ApiError::invalid("messages", "this model has no chat template: use /v1/completions"))?;
     v.params.constraint = constraint(model, template, v)?;
     let tools = v.tools.as_ref().map_or(&[][..], |t| &t.definitions[..]);
-    let options = RenderOptions { add_generation_prompt: true, tools, variables: &v.template_variables };
+    let options = RenderOptions { add_generation_prompt: true, tools, variables: &v.template_variables, now: None };
     let text = template.render_with(&v.messages, &options).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
     // A thinking model's output splits into reasoning and answer; a template may open the span.
     let splitter = model.reasoning.clone().map(|m| {
@@ -158,7 +158,7 @@ pub fn call_id() -> String {
 /// The assistant message of a whole choice: content is `null` when the turn is only calls.
 fn message(parts: Parts) -> AssistantMessage {
     let tool_calls: Vec<ToolCallObject> = parts.calls.into_iter().map(|c| ToolCallObject { id: call_id(), kind: "function", function: FunctionCall { name: c.name, arguments: c.arguments } }).collect();
-    let content = (!(parts.content.is_empty() && !tool_calls.is_empty())).then_some(parts.content);
+    let content = (!parts.content.is_empty() || tool_calls.is_empty()).then_some(parts.content);
     AssistantMessage { role: "assistant", content, reasoning_content: (!parts.reasoning.is_empty()).then_some(parts.reasoning), tool_calls }
 }
 
