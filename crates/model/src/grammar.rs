@@ -5,7 +5,7 @@
 //! generated) into a [`Constraint`], which each step gives the tokens that may come next and is
 //! told the one that did.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 
 use llguidance::api::TopLevelGrammar;
 use llguidance::{Matcher, ParserFactory};
@@ -178,17 +178,56 @@ impl GrammarConstraint {
 impl TokenConstraint for GrammarConstraint {
     fn start(&self) -> Box<dyn ConstraintState> {
         let start = self.start.lock().unwrap_or_else(|p| p.into_inner());
-        Box::new(Constraint { matcher: start.matcher.deep_clone() })
+        Box::new(Prefetching::new(Constraint { matcher: start.matcher.deep_clone() }))
     }
 }
 
-impl ConstraintState for Constraint {
+/// One choice's constraint with each next mask computed off the engine thread: `accept` hands
+/// the token to a helper thread, which advances the grammar and computes the next mask while the
+/// engine runs the forward pass; `allowed` then only waits for what is left of it. The helper
+/// exits when the choice's state is dropped.
+struct Prefetching {
+    tokens: mpsc::Sender<u32>,
+    masks: mpsc::Receiver<Result<Vec<u32>, String>>,
+    /// The mask for the current position, once received (asked for again without an `accept`).
+    current: Option<Result<Vec<u32>, String>>,
+}
+
+impl Prefetching {
+    fn new(mut constraint: Constraint) -> Prefetching {
+        let (tokens, token_rx) = mpsc::channel::<u32>();
+        let (mask_tx, masks) = mpsc::channel();
+        let spawned = std::thread::Builder::new().name("rill-grammar".into()).spawn(move || {
+            let mut mask = constraint.allowed().map_err(|e| e.to_string());
+            loop {
+                if mask_tx.send(mask).is_err() {
+                    return;
+                }
+                let Ok(token) = token_rx.recv() else { return };
+                mask = constraint.accept(token).and_then(|()| constraint.allowed()).map_err(|e| e.to_string());
+            }
+        });
+        let current = spawned.err().map(|e| Err(format!("starting the grammar thread: {e}")));
+        Prefetching { tokens, masks, current }
+    }
+}
+
+impl ConstraintState for Prefetching {
     fn allowed(&mut self) -> Result<Vec<u32>, String> {
-        Constraint::allowed(self).map_err(|e| e.to_string())
+        if self.current.is_none() {
+            self.current = Some(self.masks.recv().unwrap_or_else(|_| Err("the grammar thread stopped".into())));
+        }
+        self.current.clone().unwrap_or_else(|| Err("no mask".into()))
     }
 
+    /// Errors in advancing show in the next `allowed`.
     fn accept(&mut self, token: u32) -> Result<(), String> {
-        Constraint::accept(self, token).map_err(|e| e.to_string())
+        if self.current.is_none() {
+            // The mask for this position was never asked for: take it, so the next is next.
+            let _ = self.masks.recv();
+        }
+        self.current = None;
+        self.tokens.send(token).map_err(|_| "the grammar thread stopped".to_string())
     }
 }
 
@@ -265,5 +304,38 @@ mod tests {
         let letter = tok.encode("x", false).unwrap()[0];
         assert!(!allowed.contains(&letter));
         assert!(c.accept(letter).is_err());
+    }
+
+    /// The prefetching state a request's choices use gives the masks the grammar gives, position
+    /// by position (asked for once, twice, or not at all before a token), and reports a refused
+    /// token at the next mask.
+    #[test]
+    fn prefetched_masks_equal_the_grammars() {
+        let tok = tokenizer();
+        let g = Grammars::new(tok.clone()).unwrap();
+        let spec = GrammarSpec::JsonSchema(serde_json::json!({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}));
+        let mut direct = g.compile(&spec).unwrap();
+        let mut prefetching = GrammarConstraint::new(g.compile(&spec).unwrap()).start();
+        let mut state = 7u64;
+        for step in 0..30 {
+            let want = direct.allowed().unwrap();
+            if want.contains(&tok.eos_id().unwrap()) {
+                break;
+            }
+            if step % 3 != 2 {
+                assert_eq!(prefetching.allowed().unwrap(), want, "step {step}");
+            }
+            if step % 3 == 1 {
+                assert_eq!(prefetching.allowed().unwrap(), want, "step {step}, asked twice");
+            }
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let t = want[(state >> 33) as usize % want.len()];
+            direct.accept(t).unwrap();
+            prefetching.accept(t).unwrap();
+        }
+        let letter = tok.encode("x", false).unwrap()[0];
+        let mut digits = GrammarConstraint::new(g.compile(&GrammarSpec::Regex("[0-9]+".into())).unwrap()).start();
+        digits.accept(letter).unwrap();
+        assert!(digits.allowed().is_err());
     }
 }
