@@ -31,6 +31,7 @@ fn start(root: &Path) -> Admin {
         defaults: LoadSettings { threads: 2, options, ..LoadSettings::default() },
         max_queue: rill_server::app::DEFAULT_MAX_QUEUE,
         drain_timeout: Duration::from_secs(5),
+        loopback: true,
     };
     let server = Server::start(rill_server::routes::router(app));
     let admin = server.serve(rill_server::admin::router(admin));

@@ -19,15 +19,15 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server():
+def start_server(*extra_args, drain_timeout="5"):
+    """`rill serve` on the default model with these extra flags, once /ready answers."""
     binary = os.environ.get("RILL_BIN", str(ROOT / "target" / "release" / "rill"))
     models = Path(os.environ.get("RILL_MODELS_DIR", ROOT / "models"))
     port, admin_port = free_port(), free_port()
     proc = subprocess.Popen(
         [binary, "serve", "--model", f"{MODEL_NAME}={models / 'SmolLM2-135M-Instruct.Q4_1.gguf'}",
          "--port", str(port), "--admin-port", str(admin_port), "--models-root", str(models),
-         "--kv-cache-tokens", "16384", "--drain-timeout", "5"],
+         "--kv-cache-tokens", "16384", "--drain-timeout", drain_timeout, *extra_args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -40,9 +40,15 @@ def server():
                 proc.kill()
                 raise RuntimeError("rill serve did not start: " + proc.stderr.read().decode())
             time.sleep(0.2)
-    yield {"url": url, "admin": f"http://127.0.0.1:{admin_port}", "pid": proc.pid}
-    proc.terminate()
-    proc.wait(timeout=10)
+    return {"url": url, "admin": f"http://127.0.0.1:{admin_port}", "pid": proc.pid, "proc": proc}
+
+
+@pytest.fixture(scope="session")
+def server():
+    s = start_server()
+    yield s
+    s["proc"].terminate()
+    s["proc"].wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

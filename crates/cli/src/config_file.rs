@@ -16,6 +16,9 @@ pub struct ConfigFile {
     pub models_root: Option<PathBuf>,
     pub max_queue: Option<usize>,
     pub max_stored_responses: Option<usize>,
+    pub api_keys_file: Option<PathBuf>,
+    pub admin_host: Option<String>,
+    pub metrics_require_key: Option<bool>,
     pub drain_timeout: Option<u64>,
     #[serde(default)]
     pub engine: EngineConfig,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use rill_server::admin::{AdminState, ModelState};
 use rill_server::app::{AppState, ServedModel};
+use rill_server::auth::{KeyStore, Keys, Scope};
 use rill_server::routes::router;
 
 use crate::config_file::ConfigFile;
@@ -46,6 +47,42 @@ pub struct ServeArgs {
     /// Responses API objects kept in memory (`store`), the oldest evicted first; 0 keeps none.
     #[arg(long, default_value_t = rill_server::responses::store::DEFAULT_CAPACITY)]
     max_stored_responses: usize,
+    /// A key clients must send (`Authorization: Bearer KEY`, or `x-api-key`), repeatable; with
+    /// none (and no keys file) the API is open.
+    #[arg(long = "api-key")]
+    api_keys: Vec<String>,
+    /// TOML `[[keys]]` with `name`, `key` or `key_sha256`, `scopes` (inference, admin); reloaded
+    /// on SIGHUP.
+    #[arg(long)]
+    api_keys_file: Option<PathBuf>,
+    /// A key for the admin API (repeatable). Required when --admin-host is not loopback.
+    #[arg(long = "admin-api-key")]
+    admin_api_keys: Vec<String>,
+    /// Address of the admin listener (never the main one).
+    #[arg(long, default_value = "127.0.0.1")]
+    admin_host: String,
+    /// Require a key for /metrics too (it is open by default, like /health and /ready).
+    #[arg(long)]
+    metrics_require_key: bool,
+}
+
+/// Who may use which listener.
+struct Security {
+    api_keys: Vec<String>,
+    admin_api_keys: Vec<String>,
+    api_keys_file: Option<PathBuf>,
+    admin_host: String,
+    metrics_require_key: bool,
+}
+
+impl Security {
+    fn keys(&self) -> Result<Keys, String> {
+        let keys = Keys::from_flags(&self.api_keys, &self.admin_api_keys);
+        match &self.api_keys_file {
+            Some(path) => keys.with_file(path),
+            None => Ok(keys),
+        }
+    }
 }
 
 /// `NAME=PATH` or `PATH` (named after the file).
@@ -71,6 +108,7 @@ struct Plan {
     drain_timeout: u64,
     max_queue: usize,
     max_stored_responses: usize,
+    security: Security,
 }
 
 fn plan_from_flags(args: ServeArgs) -> Plan {
@@ -97,6 +135,13 @@ fn plan_from_flags(args: ServeArgs) -> Plan {
         drain_timeout: args.drain_timeout,
         max_queue: args.max_queue,
         max_stored_responses: args.max_stored_responses,
+        security: Security {
+            api_keys: args.api_keys,
+            admin_api_keys: args.admin_api_keys,
+            api_keys_file: args.api_keys_file,
+            admin_host: args.admin_host,
+            metrics_require_key: args.metrics_require_key,
+        },
     }
 }
 
@@ -114,6 +159,13 @@ fn plan_from_file(path: &std::path::Path, flags: ServeArgs) -> Result<Plan, Stri
         drain_timeout: cfg.drain_timeout.unwrap_or(flags.drain_timeout),
         max_queue: cfg.max_queue.unwrap_or(flags.max_queue),
         max_stored_responses: cfg.max_stored_responses.unwrap_or(flags.max_stored_responses),
+        security: Security {
+            api_keys: Vec::new(),
+            admin_api_keys: Vec::new(),
+            api_keys_file: cfg.api_keys_file.or(flags.api_keys_file),
+            admin_host: cfg.admin_host.unwrap_or(flags.admin_host),
+            metrics_require_key: cfg.metrics_require_key.unwrap_or(flags.metrics_require_key),
+        },
     })
 }
 
@@ -126,7 +178,13 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // The recorder must exist before the engines register their metric handles.
     let metrics = rill_server::prometheus::metrics_recorder()?;
     let responses = std::sync::Arc::new(rill_server::responses::store::ResponseStore::new(plan.max_stored_responses));
-    let state = AppState { metrics: Some(metrics), responses, ..AppState::default() };
+    let keys = plan.security.keys()?;
+    let admin_ip: std::net::IpAddr = plan.security.admin_host.parse().map_err(|e| format!("--admin-host {:?}: {e}", plan.security.admin_host))?;
+    if !admin_ip.is_loopback() && !keys.guards(Scope::Admin) {
+        return Err(format!("the admin API would listen on {admin_ip}, which is not loopback, without a key: give --admin-api-key (or an admin-scoped key in --api-keys-file)").into());
+    }
+    let key_store = KeyStore::new(keys);
+    let state = AppState { metrics: Some(metrics), responses, keys: key_store.clone(), metrics_require_key: plan.security.metrics_require_key, ..AppState::default() };
     let admin = AdminState {
         app: state.clone(),
         states: Default::default(),
@@ -134,6 +192,7 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         defaults: plan.defaults.settings(),
         max_queue: plan.max_queue,
         drain_timeout: Duration::from_secs(plan.drain_timeout),
+        loopback: admin_ip.is_loopback(),
     };
     for (name, path, engine) in &plan.models {
         if state.models.contains_key(name) {
@@ -146,26 +205,84 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let addr: SocketAddr = format!("{}:{}", plan.host, plan.port).parse().map_err(|e| format!("bad host/port: {e}"))?;
-    let admin_addr: SocketAddr = format!("{}:{}", plan.host, plan.admin_port).parse().map_err(|e| format!("bad admin port: {e}"))?;
+    let admin_addr = SocketAddr::new(admin_ip, plan.admin_port);
+    let drain_timeout = Duration::from_secs(plan.drain_timeout);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let admin_listener = tokio::net::TcpListener::bind(admin_addr).await.map_err(|e| format!("cannot listen on {admin_addr}: {e}"))?;
         let names: Vec<String> = state.models.iter().map(|m| m.name.clone()).collect();
         eprintln!("rill: serving {} on http://{} (admin API on http://{})", names.join(", "), listener.local_addr()?, admin_listener.local_addr()?);
-        let admin_server = axum::serve(admin_listener, rill_server::admin::router(admin)).with_graceful_shutdown(shutdown_signal());
+        if let Some(path) = plan.security.api_keys_file.clone() {
+            tokio::spawn(reload_keys_on_sighup(plan.security, path, key_store));
+        }
+        // SIGTERM or SIGINT: stop accepting (and /ready says 503), let requests in flight finish
+        // up to the drain timeout, then end the rest with an `abort` finish and exit.
+        let (signalled_tx, signalled) = tokio::sync::watch::channel(false);
         let draining = state.draining.clone();
-        let api_server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        tokio::spawn(async move {
             shutdown_signal().await;
             draining.store(true, std::sync::atomic::Ordering::Relaxed);
+            eprintln!("rill: shutting down: finishing requests in flight (up to {drain_timeout:?})");
+            let _ = signalled_tx.send(true);
         });
-        let (a, b) = tokio::join!(api_server, admin_server);
-        a?;
-        b?;
+        let until_signalled = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let admin_server = axum::serve(admin_listener, rill_server::admin::router(admin)).with_graceful_shutdown(until_signalled(signalled.clone()));
+        let api_server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(until_signalled(signalled.clone()));
+        let servers = async { tokio::join!(api_server, admin_server) };
+        let deadline = async {
+            until_signalled(signalled).await;
+            tokio::time::sleep(drain_timeout).await;
+            for model in state.models.iter() {
+                tracing::warn!(model = %model.name, "drain timeout: aborting requests in flight");
+                model.handle.abort_all();
+            }
+            // Time for the final events to reach the clients.
+            tokio::time::sleep(FINAL_EVENTS_GRACE).await;
+        };
+        tokio::select! {
+            (a, b) = servers => {
+                a?;
+                b?;
+            }
+            () = deadline => eprintln!("rill: drain timeout: exiting with connections still open"),
+        }
+        eprintln!("rill: stopped");
         Ok::<_, Box<dyn std::error::Error>>(())
     })
 }
 
+/// SIGHUP rereads the keys file; a file that does not parse keeps the keys in force.
+async fn reload_keys_on_sighup(security: Security, path: PathBuf, store: KeyStore) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+    while hangups.recv().await.is_some() {
+        match security.keys() {
+            Ok(keys) => {
+                store.replace(keys);
+                tracing::info!(file = %path.display(), "API keys reloaded");
+            }
+            Err(e) => tracing::error!(error = %e, "API keys not reloaded; the previous keys stay in force"),
+        }
+    }
+}
+
+/// How long aborted requests get to send their final events before the process exits.
+const FINAL_EVENTS_GRACE: Duration = Duration::from_secs(2);
+
+/// SIGINT (Ctrl-C) or SIGTERM (what Kubernetes and systemd send).
 async fn shutdown_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
 }

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::{AppState, ServedModel};
+use crate::auth::{require_key, AuthPolicy, Scope};
 use crate::load::{check_source, LoadSettings};
 use crate::openai::error::ApiError;
 use crate::routes::json_body::JsonBody;
@@ -40,6 +41,9 @@ pub struct AdminState {
     pub defaults: LoadSettings,
     pub max_queue: usize,
     pub drain_timeout: Duration,
+    /// The listener is on a loopback address: only requests for a loopback host name are
+    /// answered (against DNS rebinding).
+    pub loopback: bool,
 }
 
 #[derive(Deserialize)]
@@ -58,11 +62,34 @@ pub struct LoadRequest {
 }
 
 pub fn router(state: AdminState) -> Router {
+    let policy = AuthPolicy { keys: state.app.keys.clone(), scope: Scope::Admin, open_paths: Vec::new() };
     Router::new()
         .route("/admin/models", get(list).post(load))
         .route("/admin/models/{name}", delete(unload))
         .fallback(crate::routes::not_found)
+        .layer(axum::middleware::from_fn_with_state(policy, require_key))
+        .layer(axum::middleware::from_fn_with_state(state.loopback, loopback_host_only))
         .with_state(state)
+}
+
+/// A loopback listener answers only requests addressed to a loopback name: a web page cannot
+/// reach it by pointing its own domain at 127.0.0.1 (DNS rebinding).
+async fn loopback_host_only(State(loopback): State<bool>, req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let host = req.headers().get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    if loopback && !is_loopback_host(host) {
+        return ApiError::new(403, "invalid_request_error", "The admin API answers only requests for localhost.").with_code("forbidden_host").into_response();
+    }
+    next.run(req).await
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 async fn list(State(s): State<AdminState>) -> Json<Value> {

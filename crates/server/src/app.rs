@@ -115,6 +115,10 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Responses kept for `GET /v1/responses/{id}` and `previous_response_id`.
     pub responses: Arc<crate::responses::store::ResponseStore>,
+    /// API keys (none: the API is open); shared with the admin listener.
+    pub keys: crate::auth::KeyStore,
+    /// `/metrics` needs a key like the API (else it is open like the probes).
+    pub metrics_require_key: bool,
 }
 
 impl AppState {

@@ -88,16 +88,25 @@ pub enum Chunk<T> {
     Error(ApiError),
 }
 
+/// An event's JSON, with U+2028 and U+2029 escaped: JSON allows them raw, but clients that split
+/// lines the way JavaScript does (`httpx`'s `aiter_lines`) would cut the event there.
+pub fn sse_json(value: &impl Serialize) -> String {
+    match serde_json::to_string(value) {
+        Ok(json) => json.replace('\u{2028}', "\\u2028").replace('\u{2029}', "\\u2029"),
+        Err(e) => serde_json::json!({"error": {"message": e.to_string()}}).to_string(),
+    }
+}
+
 /// An SSE response from a stream of chunks, ending with `data: [DONE]`.
 pub fn sse<T: Serialize + Send + 'static>(chunks: impl Stream<Item = Chunk<T>> + Send + 'static) -> Response {
     let events = async_stream::stream! {
         let mut chunks = std::pin::pin!(chunks);
         while let Some(chunk) = chunks.next().await {
             let json = match chunk {
-                Chunk::Data(d) => serde_json::to_string(&d),
-                Chunk::Error(e) => serde_json::to_string(&e.to_json()),
+                Chunk::Data(d) => sse_json(&d),
+                Chunk::Error(e) => sse_json(&e.to_json()),
             };
-            yield Ok::<Event, Infallible>(Event::default().data(json.unwrap_or_else(|e| format!("{{\"error\":{{\"message\":\"{e}\"}}}}"))));
+            yield Ok::<Event, Infallible>(Event::default().data(json));
         }
         yield Ok(Event::default().data("[DONE]"));
     };
@@ -111,4 +120,15 @@ pub fn compile_grammar(model: &ServedModel, spec: &GrammarSpec, param: &'static 
     let grammars = model.grammars().map_err(|e| ApiError::invalid(param, e))?;
     let compiled = grammars.compile(spec).map_err(|e| ApiError::invalid(param, e.to_string()))?;
     Ok(Constraint(Arc::new(GrammarConstraint::new(compiled))))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn line_separators_are_escaped_in_sse_json() {
+        let json = super::sse_json(&serde_json::json!({"text": "a\u{2028}b\u{2029}c"}));
+        assert_eq!(json, r#"{"text":"a\u2028b\u2029c"}"#);
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back["text"], "a\u{2028}b\u{2029}c");
+    }
 }

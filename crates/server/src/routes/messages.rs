@@ -65,7 +65,7 @@ pub async fn messages(State(state): State<AppState>, AnthropicJson(req): Anthrop
 
     let events = async_stream::stream! {
         let mut run = run;
-        let send = |e: StreamEvent| Ok::<Event, Infallible>(Event::default().event(e.name()).data(serde_json::to_string(&e).unwrap_or_default()));
+        let send = |e: StreamEvent| Ok::<Event, Infallible>(Event::default().event(e.name()).data(super::generation::sse_json(&e)));
         yield send(StreamEvent::MessageStart { message: message.clone() });
         yield send(StreamEvent::Ping);
         let mut blocks = BlockBuilder::default();
@@ -92,7 +92,7 @@ pub async fn messages(State(state): State<AppState>, AnthropicJson(req): Anthrop
                     }
                     ChoiceUpdate::Failed(e) => {
                         let e = AnthropicError(e.into());
-                        yield Ok(Event::default().event("error").data(e.to_json().to_string()));
+                        yield Ok(Event::default().event("error").data(super::generation::sse_json(&e.to_json())));
                     }
                 }
             }

@@ -19,6 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::app::AppState;
+use crate::auth::{require_key, AuthPolicy, Scope};
 use crate::openai::error::ApiError;
 
 /// Largest request body accepted (prompts of a full context fit easily).
@@ -26,6 +27,11 @@ pub const MAX_BODY_BYTES: usize = 4 << 20;
 
 /// The OpenAI-compatible API (and health, metrics, tokenize) over the served models.
 pub fn router(state: AppState) -> Router {
+    let mut open_paths = vec!["/health", "/ready"];
+    if !state.metrics_require_key {
+        open_paths.push("/metrics");
+    }
+    let policy = AuthPolicy { keys: state.keys.clone(), scope: Scope::Inference, open_paths };
     Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
@@ -42,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(policy, require_key))
         .with_state(state)
 }
 

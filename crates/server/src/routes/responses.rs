@@ -64,7 +64,7 @@ pub async fn create(State(state): State<AppState>, JsonBody(req): JsonBody<Creat
             let mut json = serde_json::to_value(&e).unwrap_or(Value::Null);
             json["sequence_number"] = json!(seq);
             seq += 1;
-            Ok::<Event, Infallible>(Event::default().event(name).data(json.to_string()))
+            Ok::<Event, Infallible>(Event::default().event(name).data(super::generation::sse_json(&json)))
         };
         yield send(StreamEvent::Created { response: response.clone() });
         yield send(StreamEvent::InProgress { response: response.clone() });

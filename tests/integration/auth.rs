@@ -1,0 +1,141 @@
+//! API keys on both listeners, over raw HTTP (so paths reach the server exactly as written): the
+//! auth matrix, path tricks that must not get around the check, the admin API's own scope and
+//! its loopback Host rule, and Anthropic-shaped errors on `/v1/messages`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use rill_server::admin::AdminState;
+use rill_server::app::{AppState, DEFAULT_MAX_QUEUE};
+use rill_server::auth::{KeyStore, Keys};
+use rill_server::load::LoadSettings;
+use rill_server::routes::router;
+
+use crate::fake;
+use crate::http::Server;
+
+const FILE_KEYS: &str = r#"
+[[keys]]
+name = "ops"
+key = "sk-both"
+scopes = ["inference", "admin"]
+"#;
+
+/// Status and body of `method path` with these extra header lines.
+fn raw(base: &str, method: &str, path: &str, headers: &[&str]) -> (u16, String) {
+    let addr = base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|h| h.to_ascii_lowercase().starts_with("host:")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("Content-Length: 0\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn start() -> (Server, String) {
+    let keys = Keys::from_flags(&["sk-user".into()], &["sk-admin".into()]);
+    let keys = keys.merged(Keys::parse(FILE_KEYS).unwrap());
+    let app = AppState { keys: KeyStore::new(keys), ..AppState::default() };
+    app.add(fake::served_model("fake", DEFAULT_MAX_QUEUE, Duration::ZERO));
+    let admin = AdminState {
+        app: app.clone(),
+        states: Default::default(),
+        models_root: std::env::temp_dir(),
+        defaults: LoadSettings::default(),
+        max_queue: DEFAULT_MAX_QUEUE,
+        drain_timeout: Duration::from_secs(1),
+        loopback: true,
+    };
+    let server = Server::start(router(app));
+    let admin = server.serve(rill_server::admin::router(admin));
+    (server, admin)
+}
+
+#[test]
+fn inference_routes_need_an_inference_key() {
+    let (server, _) = start();
+    let b = server.base.as_str();
+    assert_eq!(raw(b, "GET", "/v1/models", &[]).0, 401);
+    assert_eq!(raw(b, "GET", "/v1/models", &["Authorization: Bearer sk-wrong"]).0, 401);
+    assert_eq!(raw(b, "GET", "/v1/models", &["Authorization: Bearer sk-user"]).0, 200);
+    assert_eq!(raw(b, "GET", "/v1/models", &["x-api-key: sk-user"]).0, 200);
+    assert_eq!(raw(b, "GET", "/v1/models", &["Authorization: Bearer sk-both"]).0, 200);
+    let (status, body) = raw(b, "GET", "/v1/models", &["Authorization: Bearer sk-admin"]);
+    assert_eq!(status, 403, "an admin-only key is not an inference key: {body}");
+    let (status, body) = raw(b, "GET", "/v1/models", &[]);
+    let err: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((status, err["error"]["code"].as_str()), (401, Some("invalid_api_key")), "{body}");
+    assert!(!body.contains("sk-"), "no key in errors: {body}");
+    // Probes and metrics stay open.
+    for open in ["/health", "/ready", "/metrics"] {
+        assert_ne!(raw(b, "GET", open, &[]).0, 401, "{open}");
+    }
+    // Anthropic's endpoint answers in Anthropic's shape.
+    let (status, body) = raw(b, "POST", "/v1/messages", &["content-type: application/json"]);
+    let err: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((status, err["type"].as_str()), (401, Some("error")), "{body}");
+}
+
+#[test]
+fn path_tricks_never_get_around_the_key() {
+    let (server, admin) = start();
+    let tricks = [
+        "//v1/models",
+        "/v1/./models",
+        "/V1/models",
+        "/v1/%6Dodels",
+        "/v1/models/",
+        "/health/../v1/models",
+        "/health/..%2fv1/models",
+        "/health%2f..%2fv1/models",
+        "/./v1/models",
+        "/v1/models?x=/health",
+        "/health;/../v1/models",
+    ];
+    for path in tricks {
+        let (status, body) = raw(&server.base, "GET", path, &[]);
+        assert_eq!(status, 401, "{path} answered {status}: {body}");
+    }
+    for path in ["/admin/models", "//admin/models", "/ADMIN/models", "/admin/models/"] {
+        assert_eq!(raw(&admin, "GET", path, &[]).0, 401, "admin {path}");
+    }
+}
+
+#[test]
+fn the_admin_api_has_its_own_scope_and_answers_only_localhost() {
+    let (server, admin) = start();
+    assert_eq!(raw(&admin, "GET", "/admin/models", &[]).0, 401);
+    assert_eq!(raw(&admin, "GET", "/admin/models", &["Authorization: Bearer sk-user"]).0, 403);
+    assert_eq!(raw(&admin, "GET", "/admin/models", &["Authorization: Bearer sk-admin"]).0, 200);
+    assert_eq!(raw(&admin, "GET", "/admin/models", &["Authorization: Bearer sk-both"]).0, 200);
+    // DNS rebinding: a page on evil.example pointed at 127.0.0.1 sends its own Host.
+    let rebound = raw(&admin, "GET", "/admin/models", &["Host: evil.example:8081", "Authorization: Bearer sk-admin"]);
+    assert_eq!(rebound.0, 403, "{}", rebound.1);
+    assert_eq!(raw(&admin, "GET", "/admin/models", &["Host: localhost:8081", "Authorization: Bearer sk-admin"]).0, 200);
+    // The main port never answers admin routes, whatever the key.
+    assert_eq!(raw(&server.base, "GET", "/admin/models", &["Authorization: Bearer sk-both"]).0, 404);
+}
+
+#[test]
+fn keys_reload_in_place() {
+    let store = KeyStore::new(Keys::from_flags(&["sk-old".into()], &[]));
+    let app = AppState { keys: store.clone(), ..AppState::default() };
+    app.add(fake::served_model("fake", DEFAULT_MAX_QUEUE, Duration::ZERO));
+    let server = Server::start(router(app));
+    assert_eq!(raw(&server.base, "GET", "/v1/models", &["Authorization: Bearer sk-old"]).0, 200);
+    store.replace(Keys::from_flags(&["sk-new".into()], &[]));
+    assert_eq!(raw(&server.base, "GET", "/v1/models", &["Authorization: Bearer sk-old"]).0, 401);
+    assert_eq!(raw(&server.base, "GET", "/v1/models", &["Authorization: Bearer sk-new"]).0, 200);
+}
