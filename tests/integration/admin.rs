@@ -91,6 +91,26 @@ fn a_dummy_config_loads_serves_and_unloads() {
     assert_eq!(admin.complete("tiny", "Hello", 1).0, 404);
 }
 
+/// A KV pool smaller than the model's context bounds what is advertised and accepted (a request
+/// that could never fit is a 400 up front, not an error mid-stream); an empty pool is refused.
+#[test]
+fn the_kv_pool_bounds_the_context_and_an_empty_pool_is_refused() {
+    let admin = start(&rill::testing::repo_root().join("configs/models"));
+    admin.load(json!({"name": "small", "path": "tiny-llama.json", "load_format": "dummy", "dummy_dtype": "q8_0", "kv_cache_tokens": 256}));
+    let (status, models) = admin.server.get("/v1/models");
+    assert_eq!(status, 200);
+    let models: Value = serde_json::from_str(&models).unwrap();
+    let small = models["data"].as_array().unwrap().iter().find(|m| m["id"] == "small").unwrap().clone();
+    let advertised = small["max_model_len"].as_u64().unwrap();
+    assert!(advertised <= 256, "{small}");
+    let (status, err) = admin.complete("small", "Hello", 300);
+    assert_eq!((status, err["error"]["code"].as_str()), (400, Some("context_length_exceeded")), "{err}");
+
+    let (status, reply) = admin.server.post(&format!("{}/admin/models", admin.admin), json!({"name": "empty", "path": "tiny-llama.json", "load_format": "dummy", "kv_cache_tokens": 0}));
+    assert_eq!((status, reply["error"]["param"].as_str()), (400, Some("kv_cache_tokens")), "{reply}");
+    assert!(admin.state_of("empty").is_none());
+}
+
 #[test]
 fn sources_that_do_not_match_their_format_are_refused_up_front() {
     let admin = start(&rill::testing::repo_root().join("configs/models"));

@@ -271,6 +271,37 @@ fn a_full_queue_answers_503_with_retry_after() {
     });
 }
 
+/// A burst arriving between engine steps is held to `max_queue` (the places are counted at
+/// submit): of 64 simultaneous requests to a slow model with room for 8, most are turned away
+/// with 503, and every one answered either way.
+#[test]
+fn a_burst_is_held_to_max_queue() {
+    let (s, _) = start_fake(8, Duration::from_millis(50));
+    let statuses: Vec<u16> = s.runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let sends = (0..64).map(|_| {
+            let req = client.post(format!("{}/v1/completions", s.base)).json(&json!({"model": MODEL, "prompt": "Hi", "max_tokens": 2}));
+            async move { req.send().await.unwrap().status().as_u16() }
+        });
+        futures_util_join_all(sends).await
+    });
+    let ok = statuses.iter().filter(|&&c| c == 200).count();
+    let busy = statuses.iter().filter(|&&c| c == 503).count();
+    assert_eq!(ok + busy, 64, "{statuses:?}");
+    assert!(ok <= 8 + 8, "at most the queue (8) plus what started meanwhile got in: {ok} of 64");
+    assert!(busy >= 40, "{busy} of 64 were turned away");
+}
+
+/// `join_all` without a futures dependency: each on its own task.
+async fn futures_util_join_all<F: std::future::Future<Output = u16> + Send + 'static>(futures: impl Iterator<Item = F>) -> Vec<u16> {
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
 /// The real model through its own chat template: streamed text equals the answer.
 #[test]
 fn real_model_chat_stream_starts_with_the_role_and_equals_non_stream() {

@@ -103,8 +103,10 @@ pub fn load<B: Backend>(path: &Path, backend: B, opts: &LoadOptions, progress: &
 
 /// Loads `source` onto `backend`; `progress(done, total)` is called as tensors load.
 pub fn load_source<B: Backend>(source: &ModelSource, backend: B, opts: &LoadOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<LoadedModel<B>, LoadError> {
-    if opts.block_size == 0 || opts.capacity.max_tokens == 0 || opts.capacity.max_seqs == 0 {
-        return Err(LoadError::Options(format!("{opts:?}")));
+    for (name, value) in [("block_size", opts.block_size), ("max_num_batched_tokens", opts.capacity.max_tokens), ("max_num_seqs", opts.capacity.max_seqs)] {
+        if value == 0 {
+            return Err(LoadError::Options(format!("{name} must be at least 1")));
+        }
     }
     let (cfg, weights, tokenizer, chat_template) = match source {
         ModelSource::Gguf(path) => {

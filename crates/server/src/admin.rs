@@ -183,6 +183,11 @@ impl LoadRequest {
         if let Some(template) = &self.chat_template {
             s.options.chat_template = Some(template.clone());
         }
+        for (param, value) in [("kv_cache_tokens", self.kv_cache_tokens), ("max_num_seqs", self.max_num_seqs), ("max_num_batched_tokens", self.max_num_batched_tokens)] {
+            if value == Some(0) {
+                return Err(ApiError::invalid(param, format!("{param} must be at least 1")));
+            }
+        }
         if let Some(tokens) = self.kv_cache_tokens {
             s.options.kv_budget = rill_model::loader::KvBudget::Tokens(tokens);
         }

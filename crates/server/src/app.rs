@@ -27,6 +27,9 @@ pub struct ServedModel {
     pub created: u64,
     /// Waiting requests beyond which new ones get 503 + Retry-After.
     pub max_queue: usize,
+    /// Requests submitted that have not produced their first event: counted at submit, so a
+    /// burst cannot slip past `max_queue` between engine steps.
+    pub queued: Arc<std::sync::atomic::AtomicUsize>,
     pub info: ModelInfo,
     pub handle: EngineHandle,
     /// The grammar compiler for constrained outputs, built on the first request that needs one.
@@ -52,7 +55,13 @@ impl ServedModel {
     pub fn load(name: &str, path: &std::path::Path, settings: &LoadSettings, max_queue: usize) -> Result<ServedModel, String> {
         let StartedModel { engine, tokenizer, chat_template, max_model_len, kv_cache_tokens, kv_cache_bytes } = settings.start_engine(path, name).map_err(|e| e.to_string())?;
         let info = ModelInfo { path: path.to_path_buf(), file_bytes: source_bytes(&settings.model_source(path)), kv_cache_tokens, kv_cache_bytes };
+        if kv_cache_tokens == 0 {
+            return Err("the KV cache would hold no tokens: give it more memory (kv_cache_tokens or kv_cache_bytes)".into());
+        }
         warm_up(&engine, &tokenizer)?;
+        // A request longer than the KV pool can hold could never run: advertise (and check
+        // requests against) what the pool holds when it is less than the model's context.
+        let max_model_len = max_model_len.min(kv_cache_tokens);
         let mut model = ServedModel::with_queue(name.to_string(), engine, tokenizer, chat_template, max_model_len, max_queue);
         model.info = info;
         Ok(model)
@@ -76,6 +85,7 @@ impl ServedModel {
             vocab_size,
             created,
             max_queue,
+            queued: Arc::default(),
             info: ModelInfo::default(),
             handle: engine.handle(),
             grammars: OnceLock::new(),

@@ -31,6 +31,8 @@ struct Choice {
 
 pub struct Choices {
     choices: Vec<Choice>,
+    /// The request's place in the queue, given back at its first event.
+    ticket: Option<crate::routes::generation::QueueTicket>,
     pub prompt_tokens: usize,
     pub cached_tokens: usize,
     metrics: RequestMetrics,
@@ -95,7 +97,7 @@ pub fn finish_reason(reason: FinishReason) -> &'static str {
 }
 
 impl Choices {
-    pub fn new(model: &str, n: usize, tokenizer: &Arc<Tokenizer>, stops: &[String], prompt_tokens: usize) -> Choices {
+    pub fn new(model: &str, n: usize, tokenizer: &Arc<Tokenizer>, stops: &[String], prompt_tokens: usize, ticket: crate::routes::generation::QueueTicket) -> Choices {
         let choices = (0..n)
             .map(|_| Choice { decoder: IncrementalDecoder::continuing(tokenizer.clone(), true), stop: StopMatcher::new(stops.to_vec()), done: false, completion_tokens: 0 })
             .collect();
@@ -109,7 +111,7 @@ impl Choices {
             generated: 0,
             prompt_tokens: prompt_tokens as u64,
         };
-        Choices { choices, prompt_tokens, cached_tokens: 0, metrics }
+        Choices { choices, ticket: Some(ticket), prompt_tokens, cached_tokens: 0, metrics }
     }
 
     /// The stop string that ended choice `index`, if one did.
@@ -133,6 +135,7 @@ impl Choices {
     }
 
     pub fn on_event(&mut self, event: StreamEvent) -> Vec<ChoiceUpdate> {
+        self.ticket = None;
         match event {
             StreamEvent::Token { index, token } => {
                 let Some(c) = self.choices.get_mut(index).filter(|c| !c.done) else { return vec![] };

@@ -4,7 +4,7 @@
 //! request and frees its KV blocks at the engine's next step.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,13 +43,29 @@ pub struct Running {
 const RETRY_AFTER_SECS: u64 = 1;
 
 pub fn submit(model: &ServedModel, prompt: Vec<u32>, params: SamplingParams, stop: &[String]) -> Result<Running, ApiError> {
-    if model.handle.stats().waiting.load(Ordering::Relaxed) as usize >= model.max_queue {
-        return Err(ApiError::overloaded(RETRY_AFTER_SECS));
-    }
+    let ticket = QueueTicket::take(&model.queued, model.max_queue).ok_or_else(|| ApiError::overloaded(RETRY_AFTER_SECS))?;
     let n = params.n.max(1);
-    let choices = Choices::new(&model.name, n, &model.tokenizer, stop, prompt.len());
+    let choices = Choices::new(&model.name, n, &model.tokenizer, stop, prompt.len(), ticket);
     let stream = model.handle.submit(GenerateRequest { prompt, params, priority: 0 }).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Running { stream, choices })
+}
+
+/// A place in a model's queue, from submit until the request's first event (or its end).
+#[derive(Debug)]
+pub struct QueueTicket(Arc<AtomicUsize>);
+
+impl QueueTicket {
+    /// A place if fewer than `max` requests wait.
+    pub fn take(queued: &Arc<AtomicUsize>, max: usize) -> Option<QueueTicket> {
+        queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| (q < max).then_some(q + 1)).ok()?;
+        Some(QueueTicket(queued.clone()))
+    }
+}
+
+impl Drop for QueueTicket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Every choice's text, finish reason and tokens, once all have finished.
