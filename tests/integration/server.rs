@@ -239,6 +239,39 @@ fn a_disconnected_stream_frees_its_kv_blocks() {
     }
 }
 
+/// A deadline (the `timeout` field, the `x-request-timeout` header, the server's default) ends a
+/// request that runs past it: 408 `timeout`, or in a stream an error event then `[DONE]`, and its
+/// KV blocks are free again.
+#[test]
+fn a_deadline_ends_the_request_and_frees_its_kv_blocks() {
+    let (s, state) = start_fake(DEFAULT_MAX_QUEUE, Duration::from_millis(5));
+    let model = state.model(Some(MODEL)).unwrap();
+    let stats = model.handle.stats();
+    let long = json!({"model": MODEL, "prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": true, "timeout": 0.3});
+    let started = Instant::now();
+    let (status, err) = s.post("/v1/completions", long.clone());
+    assert_eq!((status, err["error"]["code"].as_str()), (408, Some("timeout")), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3), "the deadline did not cut the request: {:?}", started.elapsed());
+    let mut streamed = long.clone();
+    streamed["stream"] = json!(true);
+    let events = s.stream("/v1/completions", streamed);
+    let last = chunks(&events).pop().unwrap();
+    assert_eq!(last["error"]["code"], "timeout", "{last}");
+    // The header works the same, on chat too.
+    s.runtime.block_on(async {
+        let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2000, "ignore_eos": true});
+        let resp = reqwest::Client::new().post(format!("{}/v1/chat/completions", s.base)).header("x-request-timeout", "0.2").json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), 408);
+        let bad = reqwest::Client::new().post(format!("{}/v1/chat/completions", s.base)).header("x-request-timeout", "soon").json(&body).send().await.unwrap();
+        assert_eq!(bad.status(), 400);
+    });
+    let started = Instant::now();
+    while stats.running.load(Ordering::Relaxed) > 0 || stats.kv_blocks_used.load(Ordering::Relaxed) > 0 {
+        assert!(started.elapsed() < Duration::from_secs(1), "requests past their deadline kept their KV blocks");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn metrics_export_request_and_engine_series() {
     let s = start();

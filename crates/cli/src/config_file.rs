@@ -19,6 +19,7 @@ pub struct ConfigFile {
     pub api_keys_file: Option<PathBuf>,
     pub admin_host: Option<String>,
     pub metrics_require_key: Option<bool>,
+    pub request_timeout: Option<f64>,
     pub drain_timeout: Option<u64>,
     #[serde(default)]
     pub engine: EngineConfig,

@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// Require a key for /metrics too (it is open by default, like /health and /ready).
     #[arg(long)]
     metrics_require_key: bool,
+    /// Seconds every request may take at most (queue, prefill and decode) unless it asks for
+    /// less (`timeout` field, `x-request-timeout` header); unset: no default.
+    #[arg(long)]
+    request_timeout: Option<f64>,
 }
 
 /// Who may use which listener.
@@ -109,6 +113,7 @@ struct Plan {
     max_queue: usize,
     max_stored_responses: usize,
     security: Security,
+    request_timeout: Option<f64>,
 }
 
 fn plan_from_flags(args: ServeArgs) -> Plan {
@@ -142,6 +147,7 @@ fn plan_from_flags(args: ServeArgs) -> Plan {
             admin_host: args.admin_host,
             metrics_require_key: args.metrics_require_key,
         },
+        request_timeout: args.request_timeout,
     }
 }
 
@@ -166,6 +172,7 @@ fn plan_from_file(path: &std::path::Path, flags: ServeArgs) -> Result<Plan, Stri
             admin_host: cfg.admin_host.unwrap_or(flags.admin_host),
             metrics_require_key: cfg.metrics_require_key.unwrap_or(flags.metrics_require_key),
         },
+        request_timeout: cfg.request_timeout.or(flags.request_timeout),
     })
 }
 
@@ -184,7 +191,8 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("the admin API would listen on {admin_ip}, which is not loopback, without a key: give --admin-api-key (or an admin-scoped key in --api-keys-file)").into());
     }
     let key_store = KeyStore::new(keys);
-    let state = AppState { metrics: Some(metrics), responses, keys: key_store.clone(), metrics_require_key: plan.security.metrics_require_key, ..AppState::default() };
+    let request_timeout = plan.request_timeout.map(rill_server::openai::validate::parse_timeout).transpose().map_err(|e| format!("--request-timeout: {e}"))?;
+    let state = AppState { metrics: Some(metrics), responses, keys: key_store.clone(), metrics_require_key: plan.security.metrics_require_key, request_timeout, ..AppState::default() };
     let admin = AdminState {
         app: state.clone(),
         states: Default::default(),

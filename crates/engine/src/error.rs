@@ -16,6 +16,10 @@ pub enum EngineError {
     Admission(#[from] AdmissionError),
     #[error("execution failed: {0}")]
     Execution(#[from] ExecuteError),
+    /// The request's deadline passed before it finished (its stream is dropped: the engine
+    /// frees its KV blocks at the next step).
+    #[error("the request did not finish within its deadline of {seconds:.3} s")]
+    DeadlineExceeded { seconds: f64 },
 }
 
 /// A failed step of an `Executor`: the model's or the backend's own error, shared by every

@@ -129,6 +129,8 @@ pub struct AppState {
     pub keys: crate::auth::KeyStore,
     /// `/metrics` needs a key like the API (else it is open like the probes).
     pub metrics_require_key: bool,
+    /// Every request's deadline unless it asks for a shorter one.
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 impl AppState {

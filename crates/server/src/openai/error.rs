@@ -162,6 +162,7 @@ impl From<rill_engine::EngineError> for ApiError {
                     .with_code("context_length_exceeded")
             }
             EngineError::ShutDown => ApiError::new(503, SERVER_ERROR, "The model is shutting down; please retry.").with_code("unavailable"),
+            e @ EngineError::DeadlineExceeded { .. } => ApiError::new(408, INVALID_REQUEST, format!("Request timed out: {e}.")).with_code("timeout"),
             e @ (EngineError::Admission(_) | EngineError::Execution(_)) => ApiError::internal(e.to_string()),
         }
     }

@@ -75,6 +75,9 @@ pub struct GenerationFields {
     pub user: Option<String>,
     pub min_tokens: Option<usize>,
     pub stop_token_ids: Option<Vec<u32>>,
+    /// Seconds the request may take in all (queue, prefill, decode); past it, a 408 `timeout`
+    /// (or, streaming, an error event). The `x-request-timeout` header does the same.
+    pub timeout: Option<f64>,
     /// vLLM's constrained-decoding extension (one of `json`, `regex`, `grammar`, `choice`,
     /// `json_object`), and its older spellings below.
     pub structured_outputs: Option<StructuredOutputs>,

@@ -67,6 +67,8 @@ pub struct ValidatedCompletion {
     pub include_usage: bool,
     /// What `structured_outputs` holds the output to (compiled by the route).
     pub grammar: Option<RequestGrammar>,
+    /// The request's own `timeout`.
+    pub timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +86,8 @@ pub struct ValidatedChat {
     pub grammar: Option<RequestGrammar>,
     /// The tools the model may call, if any.
     pub tools: Option<ToolUse>,
+    /// The request's own `timeout`.
+    pub timeout: Option<std::time::Duration>,
     /// `chat_template_kwargs`, in the request's order.
     pub template_variables: Vec<(String, serde_json::Value)>,
 }
@@ -158,6 +162,7 @@ pub fn validate_completion(req: CompletionRequest, limits: &ModelLimits) -> Resu
         stream: g.stream,
         include_usage: g.include_usage,
         grammar: g.grammar,
+        timeout: g.timeout,
     })
 }
 
@@ -196,6 +201,7 @@ pub fn validate_chat(req: ChatCompletionRequest, limits: &ModelLimits) -> Result
             (None, other) => other,
         },
         tools,
+        timeout: g.timeout,
         template_variables,
     })
 }
@@ -226,6 +232,7 @@ struct Generation {
     stream: bool,
     include_usage: bool,
     grammar: Option<RequestGrammar>,
+    timeout: Option<std::time::Duration>,
 }
 
 /// The shared fields checked and turned into engine parameters, with the two an endpoint spells
@@ -276,7 +283,19 @@ fn generation(f: GenerationFields, max_tokens: Option<(&'static str, usize)>, lo
     params.validate(limits.vocab_size)?;
     let stop = stop_strings(f.stop)?;
     let grammar = structured_outputs(f.structured_outputs, f.guided_json, f.guided_regex, f.guided_grammar, f.guided_choice)?;
-    Ok(Generation { params, stop, stream, include_usage, grammar })
+    let timeout = f.timeout.map(|t| parse_timeout(t).map_err(|m| ApiError::invalid("timeout", m))).transpose()?;
+    Ok(Generation { params, stop, stream, include_usage, grammar, timeout })
+}
+
+/// The longest request timeout accepted (a day).
+pub const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+
+/// A timeout in seconds, as the `timeout` field and the `x-request-timeout` header give it.
+pub fn parse_timeout(seconds: f64) -> Result<std::time::Duration, String> {
+    if !(seconds > 0.0 && seconds <= MAX_TIMEOUT_SECS) {
+        return Err(format!("timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT_SECS}, got {seconds}"));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
 /// vLLM's `structured_outputs` (or its `guided_*` fields) as a grammar: at most one kind.

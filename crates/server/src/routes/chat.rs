@@ -11,7 +11,7 @@ use rill_model::grammar::GrammarSpec;
 
 use super::completions::{limits, model_for};
 use super::generation::compile_grammar;
-use super::generation::{collect, response_id, sse, submit, Chunk};
+use super::generation::{collect, response_id, sse, submit, Arrival, Chunk};
 use crate::app::{AppState, ServedModel};
 use crate::assistant_output::{AssistantOutput, Parts, ToolParsing};
 use crate::choices::ChoiceUpdate;
@@ -26,13 +26,14 @@ use crate::reasoning::ReasoningSplitter;
 use crate::routes::json_body::JsonBody;
 use crate::tool_calls::ToolCall;
 
-pub async fn chat_completions(State(state): State<AppState>, JsonBody(req): JsonBody<ChatCompletionRequest>) -> Result<Response, ApiError> {
+pub async fn chat_completions(State(state): State<AppState>, arrival: Arrival, JsonBody(req): JsonBody<ChatCompletionRequest>) -> Result<Response, ApiError> {
     let model = model_for(&state, req.model.as_deref())?;
     let mut v = validate_chat(req, &limits(&model))?;
+    let deadline = arrival.deadline_with(v.timeout)?;
     let PreparedChat { prompt, output } = prepare(&model, &mut v)?;
     let n = v.params.n.max(1);
     let want_logprobs = v.params.logprobs.is_some();
-    let run = submit(&model, prompt, v.params.clone(), &v.stop)?;
+    let run = submit(&model, prompt, v.params.clone(), &v.stop, deadline)?;
     let (id, created, name) = (response_id("chatcmpl"), unix_time(), model.name.clone());
 
     if !v.stream {
@@ -57,7 +58,7 @@ pub async fn chat_completions(State(state): State<AppState>, JsonBody(req): Json
             yield chunk(choice(i, ChatDelta { role: Some("assistant"), content: Some(String::new()), ..ChatDelta::default() }, None, None), None);
         }
         while !run.choices.all_done() {
-            let Some(event) = run.stream.recv().await else { break };
+            let Some(event) = run.next_event().await else { break };
             for update in run.choices.on_event(event) {
                 match update {
                     ChoiceUpdate::Text { index, text, tokens } => {

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rill_engine::SampledToken;
 
-use super::generation::{collect, response_id, sse, submit, Chunk};
+use super::generation::{collect, next_event, response_id, sse, submit, Arrival, Chunk};
 use crate::app::{AppState, ServedModel};
 use crate::choices::ChoiceUpdate;
 use crate::openai::error::ApiError;
@@ -24,9 +24,10 @@ pub fn model_for(state: &AppState, name: Option<&str>) -> Result<Arc<ServedModel
     state.model(name).ok_or_else(|| ApiError::not_found_model(name.unwrap_or("")))
 }
 
-pub async fn completions(State(state): State<AppState>, JsonBody(req): JsonBody<CompletionRequest>) -> Result<Response, ApiError> {
+pub async fn completions(State(state): State<AppState>, arrival: Arrival, JsonBody(req): JsonBody<CompletionRequest>) -> Result<Response, ApiError> {
     let model = model_for(&state, req.model.as_deref())?;
     let mut v = validate_completion(req, &limits(&model))?;
+    let deadline = arrival.deadline_with(v.timeout)?;
     if let Some(g) = &v.grammar {
         v.params.constraint = Some(super::generation::compile_grammar(&model, &g.spec, g.param)?);
     }
@@ -50,7 +51,7 @@ pub async fn completions(State(state): State<AppState>, JsonBody(req): JsonBody<
     let echoes: Vec<String> = prepared.iter().map(|(_, _, e)| e.clone()).collect();
     let mut runs = Vec::with_capacity(prepared.len());
     for (prompt, params, _) in prepared {
-        runs.push(submit(&model, prompt, params, &v.stop)?);
+        runs.push(submit(&model, prompt, params, &v.stop, deadline)?);
     }
     let (id, created, name) = (response_id("cmpl"), unix_time(), model.name.clone());
 
@@ -82,11 +83,12 @@ pub async fn completions(State(state): State<AppState>, JsonBody(req): JsonBody<
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut choices = Vec::with_capacity(runs.len());
     for (p, run) in runs.into_iter().enumerate() {
-        let (mut stream, tx) = (run.stream, tx.clone());
+        let (mut stream, deadline, tx) = (run.stream, run.deadline, tx.clone());
         choices.push(run.choices);
         tokio::spawn(async move {
-            while let Some(event) = stream.recv().await {
-                if tx.send((p, event)).is_err() {
+            while let Some(event) = next_event(&mut stream, deadline).await {
+                let failed = matches!(event, rill_engine::StreamEvent::Failed(_));
+                if tx.send((p, event)).is_err() || failed {
                     break;
                 }
             }

@@ -37,17 +37,88 @@ pub fn item_id(prefix: &str) -> String {
 pub struct Running {
     pub stream: RequestStream,
     pub choices: Choices,
+    /// When the request must have finished (queue, prefill and decode).
+    pub deadline: Option<Deadline>,
+}
+
+/// A request's deadline: the time it must end by, and the budget it was given (for the error).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Deadline {
+    pub at: tokio::time::Instant,
+    pub budget: Duration,
+}
+
+impl Deadline {
+    /// `budget` from `start`.
+    pub fn after(start: tokio::time::Instant, budget: Duration) -> Deadline {
+        Deadline { at: start + budget, budget }
+    }
+
+    /// The earlier of two.
+    pub fn earliest(a: Option<Deadline>, b: Option<Deadline>) -> Option<Deadline> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(if b.at < a.at { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// When a request arrived, and the deadline the `x-request-timeout` header or the server's
+/// default gives it (a bad header is the route's 400, in its API's shape).
+pub struct Arrival {
+    pub at: tokio::time::Instant,
+    pub deadline: Result<Option<Deadline>, ApiError>,
+}
+
+impl Arrival {
+    /// The deadline with the request body's own `timeout` too: the earliest.
+    pub fn deadline_with(&self, timeout: Option<Duration>) -> Result<Option<Deadline>, ApiError> {
+        Ok(Deadline::earliest(self.deadline.clone()?, timeout.map(|t| Deadline::after(self.at, t))))
+    }
+}
+
+pub const TIMEOUT_HEADER: &str = "x-request-timeout";
+
+impl axum::extract::FromRequestParts<crate::app::AppState> for Arrival {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &crate::app::AppState) -> Result<Arrival, Infallible> {
+        let at = tokio::time::Instant::now();
+        let header = parts.headers.get(TIMEOUT_HEADER).map(|v| {
+            let seconds: f64 = v.to_str().ok().and_then(|s| s.trim().parse().ok()).unwrap_or(f64::NAN);
+            crate::openai::validate::parse_timeout(seconds).map_err(|m| ApiError::invalid(TIMEOUT_HEADER, m))
+        });
+        let deadline = header.transpose().map(|h| Deadline::earliest(h.map(|b| Deadline::after(at, b)), state.request_timeout.map(|b| Deadline::after(at, b))));
+        Ok(Arrival { at, deadline })
+    }
+}
+
+impl Running {
+    /// The next engine event (see [`next_event`]).
+    pub async fn next_event(&mut self) -> Option<rill_engine::StreamEvent> {
+        next_event(&mut self.stream, self.deadline).await
+    }
+}
+
+/// The next engine event of `stream`; past the deadline, a `DeadlineExceeded` failure, after
+/// which the caller drops the stream (which aborts the request and frees its KV blocks).
+pub async fn next_event(stream: &mut RequestStream, deadline: Option<Deadline>) -> Option<rill_engine::StreamEvent> {
+    let Some(deadline) = deadline else { return stream.recv().await };
+    match tokio::time::timeout_at(deadline.at, stream.recv()).await {
+        Ok(event) => event,
+        Err(_) => Some(rill_engine::StreamEvent::Failed(rill_engine::EngineError::DeadlineExceeded { seconds: deadline.budget.as_secs_f64() })),
+    }
 }
 
 /// Seconds a client is told to wait when the queue is full.
 const RETRY_AFTER_SECS: u64 = 1;
 
-pub fn submit(model: &ServedModel, prompt: Vec<u32>, params: SamplingParams, stop: &[String]) -> Result<Running, ApiError> {
+pub fn submit(model: &ServedModel, prompt: Vec<u32>, params: SamplingParams, stop: &[String], deadline: Option<Deadline>) -> Result<Running, ApiError> {
     let ticket = QueueTicket::take(&model.queued, model.max_queue).ok_or_else(|| ApiError::overloaded(RETRY_AFTER_SECS))?;
     let n = params.n.max(1);
     let choices = Choices::new(&model.name, n, &model.tokenizer, stop, prompt.len(), ticket);
     let stream = model.handle.submit(GenerateRequest { prompt, params, priority: 0 }).map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(Running { stream, choices })
+    Ok(Running { stream, choices, deadline })
 }
 
 /// A place in a model's queue, from submit until the request's first event (or its end).
@@ -81,7 +152,7 @@ pub struct Collected {
 pub async fn collect(mut run: Running, n: usize) -> Result<Collected, ApiError> {
     let mut out = Collected { texts: vec![String::new(); n], finish_reasons: vec!["abort"; n], tokens: vec![Vec::new(); n], stop_sequences: vec![None; n], usage: Default::default() };
     while !run.choices.all_done() {
-        let Some(event) = run.stream.recv().await else { break };
+        let Some(event) = run.next_event().await else { break };
         for update in run.choices.on_event(event) {
             match update {
                 ChoiceUpdate::Text { index, text, tokens } => {

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::chat::{prepare, PreparedChat};
 use super::completions::{limits, model_for};
-use super::generation::{collect, item_id, submit};
+use super::generation::{collect, item_id, submit, Arrival};
 use super::json_body::JsonBody;
 use crate::anthropic::blocks::BlockBuilder;
 use crate::anthropic::convert::{messages_param, to_chat};
@@ -34,12 +34,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AnthropicJson<T> {
     }
 }
 
-pub async fn messages(State(state): State<AppState>, AnthropicJson(req): AnthropicJson<MessagesRequest>) -> Result<Response, AnthropicError> {
+pub async fn messages(State(state): State<AppState>, arrival: Arrival, AnthropicJson(req): AnthropicJson<MessagesRequest>) -> Result<Response, AnthropicError> {
     let model = model_for(&state, req.model.as_deref())?;
+    let deadline = arrival.deadline_with(None)?;
     let mut v = validate_chat(to_chat(&req)?, &limits(&model)).map_err(messages_param)?;
     let PreparedChat { prompt, mut output } = prepare(&model, &mut v).map_err(messages_param)?;
     let prompt_tokens = prompt.len();
-    let run = submit(&model, prompt, v.params.clone(), &v.stop)?;
+    let run = submit(&model, prompt, v.params.clone(), &v.stop, deadline)?;
     let mut message = MessageResponse {
         id: item_id("msg"),
         kind: "message",
@@ -70,7 +71,7 @@ pub async fn messages(State(state): State<AppState>, AnthropicJson(req): Anthrop
         yield send(StreamEvent::Ping);
         let mut blocks = BlockBuilder::default();
         while !run.choices.all_done() {
-            let Some(event) = run.stream.recv().await else { break };
+            let Some(event) = run.next_event().await else { break };
             for update in run.choices.on_event(event) {
                 match update {
                     ChoiceUpdate::Text { text, .. } => {

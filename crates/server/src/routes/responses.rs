@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::chat::{prepare, PreparedChat};
 use super::completions::{limits, model_for};
-use super::generation::{collect, item_id, submit};
+use super::generation::{collect, item_id, submit, Arrival};
 use crate::app::AppState;
 use crate::choices::ChoiceUpdate;
 use crate::openai::error::ApiError;
@@ -26,8 +26,9 @@ use crate::responses::store::Stored;
 use crate::responses::types::{CreateResponse, Deleted, IncompleteDetails, OutputItem, ResponseObject, ResponseUsage, StreamEvent, TextConfig, TextFormat};
 use crate::routes::json_body::JsonBody;
 
-pub async fn create(State(state): State<AppState>, JsonBody(req): JsonBody<CreateResponse>) -> Result<Response, ApiError> {
+pub async fn create(State(state): State<AppState>, arrival: Arrival, JsonBody(req): JsonBody<CreateResponse>) -> Result<Response, ApiError> {
     let model = model_for(&state, req.model.as_deref())?;
+    let deadline = arrival.deadline_with(None)?;
     let previous = match &req.previous_response_id {
         Some(id) => Some(state.responses.get(id).ok_or_else(|| ApiError::not_found(format!("Previous response with id '{id}' not found.")).with_param("previous_response_id"))?),
         None => None,
@@ -38,7 +39,7 @@ pub async fn create(State(state): State<AppState>, JsonBody(req): JsonBody<Creat
     let earlier = previous.as_ref().map_or(&[][..], |p| &p.history[..]);
     v.messages = req.instructions.iter().map(|i| TemplateMessage::new("system", i.clone())).chain(earlier.iter().cloned()).chain(input.iter().cloned()).collect();
     let PreparedChat { prompt, mut output } = prepare(&model, &mut v).map_err(responses_param)?;
-    let run = submit(&model, prompt, v.params.clone(), &v.stop)?;
+    let run = submit(&model, prompt, v.params.clone(), &v.stop, deadline)?;
     let mut response = new_response(&req, item_id("resp"), model.name.clone());
     let history: Vec<TemplateMessage> = earlier.iter().cloned().chain(input).collect();
     let store = response.store.then(|| state.responses.clone());
@@ -70,7 +71,7 @@ pub async fn create(State(state): State<AppState>, JsonBody(req): JsonBody<Creat
         yield send(StreamEvent::InProgress { response: response.clone() });
         let mut builder = OutputBuilder::default();
         while !run.choices.all_done() {
-            let Some(event) = run.stream.recv().await else { break };
+            let Some(event) = run.next_event().await else { break };
             for update in run.choices.on_event(event) {
                 match update {
                     ChoiceUpdate::Text { text, .. } => {
