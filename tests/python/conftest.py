@@ -19,8 +19,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_server(*extra_args, drain_timeout="5"):
+def start_server(*extra_args, drain_timeout="5", ready_url_scheme="http", cafile=None):
     """`rill serve` on the default model with these extra flags, once /ready answers."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=cafile) if cafile else None
     binary = os.environ.get("RILL_BIN", str(ROOT / "target" / "release" / "rill"))
     models = Path(os.environ.get("RILL_MODELS_DIR", ROOT / "models"))
     port, admin_port = free_port(), free_port()
@@ -29,18 +32,18 @@ def start_server(*extra_args, drain_timeout="5"):
          "--port", str(port), "--admin-port", str(admin_port), "--models-root", str(models),
          "--kv-cache-tokens", "16384", "--drain-timeout", drain_timeout, *extra_args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{ready_url_scheme}://127.0.0.1:{port}"
     deadline = time.time() + 60
     while True:
         try:
-            urllib.request.urlopen(url + "/ready", timeout=1)
+            urllib.request.urlopen(url + "/ready", timeout=1, context=context)
             break
         except Exception:
             if proc.poll() is not None or time.time() > deadline:
                 proc.kill()
                 raise RuntimeError("rill serve did not start: " + proc.stderr.read().decode())
             time.sleep(0.2)
-    return {"url": url, "admin": f"http://127.0.0.1:{admin_port}", "pid": proc.pid, "proc": proc}
+    return {"url": url, "admin": f"{ready_url_scheme}://127.0.0.1:{admin_port}", "pid": proc.pid, "proc": proc}
 
 
 @pytest.fixture(scope="session")

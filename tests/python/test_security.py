@@ -64,3 +64,64 @@ def test_sigterm_finishes_streams_in_flight_then_exits_0(drain_timeout, max_toke
     assert s["proc"].wait(timeout=60) == 0
     # Within the drain timeout every stream finishes; past it each ends with an abort finish.
     assert results == [expected] * 3, results
+
+
+def _closed_within(sock, seconds):
+    """Whether the server closes `sock` (without answering) within `seconds`."""
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(4096) == b""
+    except ConnectionResetError:
+        return True
+    except (TimeoutError, OSError):
+        return False
+
+
+def test_slow_silent_and_idle_connections_are_closed_and_connections_are_capped():
+    import socket
+
+    s = start_server("--header-timeout", "2", "--max-connections", "3")
+    host, port = s["url"].removeprefix("http://").split(":")
+    time.sleep(0.5)  # the readiness probe's connection is let go
+    try:
+        slowloris = socket.create_connection((host, int(port)))
+        slowloris.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        silent = socket.create_connection((host, int(port)))
+        idle = socket.create_connection((host, int(port)))
+        idle.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert idle.recv(4096).startswith(b"HTTP/1.1 200")
+        # Three open: a fourth is closed at once, unanswered.
+        fourth = socket.create_connection((host, int(port)))
+        fourth.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _closed_within(fourth, 1.5)
+        for sock in (slowloris, silent, idle):
+            assert _closed_within(sock, 5), "a slow, silent or idle connection outlived the header timeout"
+        # Their places are free again.
+        client = OpenAI(base_url=s["url"] + "/v1", api_key="unused", max_retries=0)
+        assert client.models.list().data
+    finally:
+        s["proc"].terminate()
+        s["proc"].wait(timeout=15)
+
+
+def test_tls_through_the_sdk_and_plain_http_on_the_tls_port_is_refused(tmp_path):
+    import ssl
+    import urllib.request
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True)
+    s = start_server("--tls-cert", str(cert), "--tls-key", str(key), ready_url_scheme="https", cafile=str(cert))
+    try:
+        url = s["url"]
+        assert url.startswith("https://")
+        client = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0,
+                        http_client=openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=str(cert))))
+        r = client.chat.completions.create(model=M, messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
+        assert r.choices[0].message.content is not None
+        with pytest.raises(Exception):
+            urllib.request.urlopen(url.replace("https://", "http://") + "/health", timeout=5)
+    finally:
+        s["proc"].terminate()
+        s["proc"].wait(timeout=15)

@@ -20,6 +20,10 @@ pub struct ConfigFile {
     pub admin_host: Option<String>,
     pub metrics_require_key: Option<bool>,
     pub request_timeout: Option<f64>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub header_timeout: Option<u64>,
+    pub max_connections: Option<usize>,
     pub drain_timeout: Option<u64>,
     #[serde(default)]
     pub engine: EngineConfig,

@@ -9,6 +9,7 @@ use clap::Args;
 use rill_server::admin::{AdminState, ModelState};
 use rill_server::app::{AppState, ServedModel};
 use rill_server::auth::{KeyStore, Keys, Scope};
+use rill_server::listener::{serve, ServeOptions, Tls};
 use rill_server::routes::router;
 
 use crate::config_file::ConfigFile;
@@ -68,6 +69,19 @@ pub struct ServeArgs {
     /// less (`timeout` field, `x-request-timeout` header); unset: no default.
     #[arg(long)]
     request_timeout: Option<f64>,
+    /// TLS certificate chain (PEM) for both listeners, with --tls-key; reloaded on SIGHUP.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Seconds a client has to send a request's headers (or finish a TLS handshake); idle
+    /// keep-alive connections are closed after it too.
+    #[arg(long, default_value_t = 30)]
+    header_timeout: u64,
+    /// Open connections per listener beyond which new ones are closed at once.
+    #[arg(long, default_value_t = rill_server::listener::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
 }
 
 /// Who may use which listener.
@@ -114,6 +128,9 @@ struct Plan {
     max_stored_responses: usize,
     security: Security,
     request_timeout: Option<f64>,
+    tls: Option<(PathBuf, PathBuf)>,
+    header_timeout: u64,
+    max_connections: usize,
 }
 
 fn plan_from_flags(args: ServeArgs) -> Plan {
@@ -148,6 +165,9 @@ fn plan_from_flags(args: ServeArgs) -> Plan {
             metrics_require_key: args.metrics_require_key,
         },
         request_timeout: args.request_timeout,
+        tls: args.tls_cert.zip(args.tls_key),
+        header_timeout: args.header_timeout,
+        max_connections: args.max_connections,
     }
 }
 
@@ -173,6 +193,9 @@ fn plan_from_file(path: &std::path::Path, flags: ServeArgs) -> Result<Plan, Stri
             metrics_require_key: cfg.metrics_require_key.unwrap_or(flags.metrics_require_key),
         },
         request_timeout: cfg.request_timeout.or(flags.request_timeout),
+        tls: cfg.tls_cert.zip(cfg.tls_key).or(flags.tls_cert.zip(flags.tls_key)),
+        header_timeout: cfg.header_timeout.unwrap_or(flags.header_timeout),
+        max_connections: cfg.max_connections.unwrap_or(flags.max_connections),
     })
 }
 
@@ -215,15 +238,16 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let addr: SocketAddr = format!("{}:{}", plan.host, plan.port).parse().map_err(|e| format!("bad host/port: {e}"))?;
     let admin_addr = SocketAddr::new(admin_ip, plan.admin_port);
     let drain_timeout = Duration::from_secs(plan.drain_timeout);
+    let tls = plan.tls.as_ref().map(|(cert, key)| Tls::load(cert, key)).transpose().map_err(|e| format!("TLS: {e}"))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let serve_options = ServeOptions { tls: tls.clone(), header_timeout: Duration::from_secs(plan.header_timeout.max(1)), max_connections: plan.max_connections.max(1) };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let admin_listener = tokio::net::TcpListener::bind(admin_addr).await.map_err(|e| format!("cannot listen on {admin_addr}: {e}"))?;
         let names: Vec<String> = state.models.iter().map(|m| m.name.clone()).collect();
-        eprintln!("rill: serving {} on http://{} (admin API on http://{})", names.join(", "), listener.local_addr()?, admin_listener.local_addr()?);
-        if let Some(path) = plan.security.api_keys_file.clone() {
-            tokio::spawn(reload_keys_on_sighup(plan.security, path, key_store));
-        }
+        eprintln!("rill: serving {} on {scheme}://{} (admin API on {scheme}://{})", names.join(", "), listener.local_addr()?, admin_listener.local_addr()?);
+        tokio::spawn(reload_on_sighup(plan.security, key_store, tls));
         // SIGTERM or SIGINT: stop accepting (and /ready says 503), let requests in flight finish
         // up to the drain timeout, then end the rest with an `abort` finish and exit.
         let (signalled_tx, signalled) = tokio::sync::watch::channel(false);
@@ -237,8 +261,8 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         let until_signalled = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let admin_server = axum::serve(admin_listener, rill_server::admin::router(admin)).with_graceful_shutdown(until_signalled(signalled.clone()));
-        let api_server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(until_signalled(signalled.clone()));
+        let admin_server = serve(admin_listener, rill_server::admin::router(admin), serve_options.clone(), until_signalled(signalled.clone()));
+        let api_server = serve(listener, router(state.clone()), serve_options, until_signalled(signalled.clone()));
         let servers = async { tokio::join!(api_server, admin_server) };
         let deadline = async {
             until_signalled(signalled).await;
@@ -262,16 +286,25 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     })
 }
 
-/// SIGHUP rereads the keys file; a file that does not parse keeps the keys in force.
-async fn reload_keys_on_sighup(security: Security, path: PathBuf, store: KeyStore) {
+/// SIGHUP rereads the keys file and the TLS files, without dropping connections; files that do
+/// not load keep what is in force.
+async fn reload_on_sighup(security: Security, store: KeyStore, tls: Option<Tls>) {
     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
     while hangups.recv().await.is_some() {
-        match security.keys() {
-            Ok(keys) => {
-                store.replace(keys);
-                tracing::info!(file = %path.display(), "API keys reloaded");
+        if security.api_keys_file.is_some() {
+            match security.keys() {
+                Ok(keys) => {
+                    store.replace(keys);
+                    eprintln!("rill: API keys reloaded");
+                }
+                Err(e) => eprintln!("rill: API keys not reloaded, the previous keys stay in force: {e}"),
             }
-            Err(e) => tracing::error!(error = %e, "API keys not reloaded; the previous keys stay in force"),
+        }
+        if let Some(tls) = &tls {
+            match tls.reload() {
+                Ok(()) => eprintln!("rill: TLS certificate reloaded"),
+                Err(e) => eprintln!("rill: TLS certificate not reloaded, the previous one stays in use: {e}"),
+            }
         }
     }
 }
