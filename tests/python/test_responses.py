@@ -1,7 +1,7 @@
 """The Responses API (/v1/responses) through the official OpenAI Python SDK on the default model."""
 import openai
 import pytest
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from conftest import MODEL_NAME as M
 
@@ -55,19 +55,19 @@ def test_previous_response_id_chains_the_conversation(client):
 
 class City(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    city: str
-    population: int
+    city: str = Field(max_length=40)
+    population: int = Field(ge=0, le=50_000_000)
 
 
 def test_text_format_json_schema_and_forced_function_calls(client):
     fmt = {"type": "json_schema", "name": "city", "schema": City.model_json_schema(), "strict": True}
-    r = client.responses.create(model=M, input="Describe Lisbon as JSON.", text={"format": fmt}, max_output_tokens=100,
-                                temperature=1.0)
+    r = client.responses.create(model=M, input="Describe Lisbon as JSON.", text={"format": fmt}, max_output_tokens=200,
+                                temperature=1.0, extra_body={"seed": 5})
     City.model_validate_json(r.output_text)
     tools = [{"type": "function", "name": "get_city", "description": "Look a city up", "strict": True,
               "parameters": City.model_json_schema()}]
     r = client.responses.create(model=M, input="Look up Lisbon.", tools=tools, tool_choice="required",
-                                parallel_tool_calls=False, max_output_tokens=100, temperature=1.0)
+                                parallel_tool_calls=False, max_output_tokens=200, temperature=1.0, extra_body={"seed": 6})
     (call,) = [o for o in r.output if o.type == "function_call"]
     assert call.name == "get_city" and call.call_id.startswith("call_")
     City.model_validate_json(call.arguments)

@@ -13,7 +13,7 @@ ASK = [{"role": "user", "content": "What will the weather be in Paris for the ne
 
 class Weather(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    city: str
+    city: str = Field(max_length=40)
     days: int = Field(ge=1, le=7)
 
 
