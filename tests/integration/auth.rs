@@ -139,3 +139,50 @@ fn keys_reload_in_place() {
     assert_eq!(raw(&server.base, "GET", "/v1/models", &["Authorization: Bearer sk-old"]).0, 401);
     assert_eq!(raw(&server.base, "GET", "/v1/models", &["Authorization: Bearer sk-new"]).0, 200);
 }
+
+/// A key limited to 2 requests a minute gets 200, 200, then 429 `rate_limit_exceeded` with a
+/// `Retry-After`; one limited to one request at a time is refused while its stream runs; usage
+/// is counted per key.
+#[test]
+fn per_key_limits_answer_429_with_retry_after() {
+    let file = r#"
+        [[keys]]
+        name = "metered"
+        key = "sk-metered"
+        requests_per_minute = 2
+
+        [[keys]]
+        name = "single"
+        key = "sk-single"
+        max_concurrent = 1
+    "#;
+    let app = AppState { keys: KeyStore::new(Keys::parse(file).unwrap()), metrics: Some(crate::http::recorder()), ..AppState::default() };
+    app.add(fake::served_model("fake", DEFAULT_MAX_QUEUE, Duration::from_millis(2)));
+    let server = Server::start(router(app));
+    let post = |key: &str| {
+        server.runtime.block_on(async {
+            let body = serde_json::json!({"model": "fake", "prompt": "Hi", "max_tokens": 3});
+            let resp = reqwest::Client::new().post(format!("{}/v1/completions", server.base)).bearer_auth(key).json(&body).send().await.unwrap();
+            (resp.status().as_u16(), resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string()), resp.text().await.unwrap())
+        })
+    };
+    let statuses: Vec<u16> = (0..3).map(|_| post("sk-metered").0).collect();
+    assert_eq!(statuses, [200, 200, 429]);
+    let (_, retry_after, body) = post("sk-metered");
+    assert!(body.contains("rate_limit_exceeded"), "{body}");
+    let secs: u64 = retry_after.expect("Retry-After").parse().unwrap();
+    assert!((1..=30).contains(&secs), "{secs}");
+
+    // While one stream of the single-place key runs, a second request of it is refused.
+    server.runtime.block_on(async {
+        let body = serde_json::json!({"model": "fake", "prompt": "Hi", "max_tokens": 500, "stream": true, "ignore_eos": true});
+        let resp = reqwest::Client::new().post(format!("{}/v1/completions", server.base)).bearer_auth("sk-single").json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let second = reqwest::Client::new().post(format!("{}/v1/completions", server.base)).bearer_auth("sk-single").json(&body).send().await.unwrap();
+        assert_eq!(second.status(), 429);
+        drop(resp);
+    });
+    let (_, metrics) = server.get("/metrics");
+    assert!(metrics.contains("rill_key_tokens_total{key=\"metered\",kind=\"completion\"}"), "{metrics}");
+    assert!(metrics.contains("rill_key_rate_limited_total{key=\"metered\"}"));
+}

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::anthropic::error::AnthropicError;
+use crate::key_limits::{Accounts, KeyLimits};
 use crate::openai::error::ApiError;
 
 /// What a key may do.
@@ -37,6 +38,7 @@ pub struct ApiKey {
     pub name: String,
     digest: [u8; 32],
     pub scopes: Vec<Scope>,
+    pub limits: KeyLimits,
 }
 
 /// The key a request was authenticated with (a request extension).
@@ -63,7 +65,6 @@ struct KeyEntry {
     key_sha256: Option<String>,
     #[serde(default = "default_scopes")]
     scopes: Vec<Scope>,
-    // Limits are read (so a file written for them loads) and enforced per key.
     requests_per_minute: Option<u32>,
     tokens_per_minute: Option<u64>,
     max_concurrent: Option<u32>,
@@ -81,7 +82,7 @@ impl Keys {
     /// Keys given on the command line, each with one scope, named by position.
     pub fn from_flags(inference: &[String], admin: &[String]) -> Keys {
         let named = |prefix: &str, keys: &[String], scope: Scope| -> Vec<ApiKey> {
-            keys.iter().enumerate().map(|(i, k)| ApiKey { name: format!("{prefix}-{i}"), digest: digest(k), scopes: vec![scope] }).collect()
+            keys.iter().enumerate().map(|(i, k)| ApiKey { name: format!("{prefix}-{i}"), digest: digest(k), scopes: vec![scope], limits: KeyLimits::default() }).collect()
         };
         let mut keys = named("flag", inference, Scope::Inference);
         keys.extend(named("admin-flag", admin, Scope::Admin));
@@ -112,8 +113,11 @@ impl Keys {
             if e.scopes.is_empty() {
                 return Err(format!("key {:?}: scopes must not be empty", e.name));
             }
-            let _ = (e.requests_per_minute, e.tokens_per_minute, e.max_concurrent);
-            keys.push(ApiKey { name: e.name, digest, scopes: e.scopes });
+            if keys.iter().any(|k: &ApiKey| k.name == e.name) {
+                return Err(format!("two keys are named {:?}", e.name));
+            }
+            let limits = KeyLimits { requests_per_minute: e.requests_per_minute, tokens_per_minute: e.tokens_per_minute, max_concurrent: e.max_concurrent };
+            keys.push(ApiKey { name: e.name, digest, scopes: e.scopes, limits });
         }
         Ok(Keys { keys })
     }
@@ -148,21 +152,25 @@ fn parse_hex(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// The keys a listener checks, swapped whole on reload.
+/// The keys a listener checks, swapped whole on reload, and each key's account (limits and
+/// usage), which outlives reloads.
 #[derive(Debug, Clone, Default)]
-pub struct KeyStore(Arc<RwLock<Arc<Keys>>>);
+pub struct KeyStore {
+    keys: Arc<RwLock<Arc<Keys>>>,
+    pub accounts: Accounts,
+}
 
 impl KeyStore {
     pub fn new(keys: Keys) -> KeyStore {
-        KeyStore(Arc::new(RwLock::new(Arc::new(keys))))
+        KeyStore { keys: Arc::new(RwLock::new(Arc::new(keys))), accounts: Accounts::default() }
     }
 
     pub fn current(&self) -> Arc<Keys> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn replace(&self, keys: Keys) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
     }
 }
 
@@ -216,10 +224,15 @@ pub async fn require_key(State(policy): State<AuthPolicy>, mut req: Request, nex
             ApiError::new(403, "invalid_request_error", format!("This key is not allowed to use the {} API.", if policy.scope == Scope::Admin { "admin" } else { "inference" }))
                 .with_code("insufficient_scope")
         }
-        Some(Some(key)) => {
-            req.extensions_mut().insert(KeyName(key.name.clone()));
-            return next.run(req).await;
-        }
+        Some(Some(key)) => match policy.keys.accounts.account(&key.name, key.limits).admit(std::time::Instant::now()) {
+            Ok(charge) => {
+                req.extensions_mut().insert(KeyName(key.name.clone()));
+                // The charge holds the key's concurrency place until the request's output ends.
+                req.extensions_mut().insert(charge);
+                return next.run(req).await;
+            }
+            Err(limited) => limited,
+        },
     };
     if path.starts_with("/v1/messages") {
         AnthropicError(error).into_response()

@@ -33,6 +33,8 @@ pub struct Choices {
     choices: Vec<Choice>,
     /// The request's place in the queue, given back at its first event.
     ticket: Option<crate::routes::generation::QueueTicket>,
+    /// The key to charge the request's tokens to when it ends (its place is held until then).
+    charge: Option<crate::key_limits::KeyCharge>,
     pub prompt_tokens: usize,
     pub cached_tokens: usize,
     metrics: RequestMetrics,
@@ -88,6 +90,16 @@ impl Drop for RequestMetrics {
     }
 }
 
+impl Drop for Choices {
+    /// The request is over (finished, failed or left): its key is charged what it used.
+    fn drop(&mut self) {
+        if let Some(charge) = self.charge.take() {
+            let u = self.usage();
+            charge.tokens(u.prompt_tokens, u.completion_tokens);
+        }
+    }
+}
+
 pub fn finish_reason(reason: FinishReason) -> &'static str {
     match reason {
         FinishReason::Stop => "stop",
@@ -97,7 +109,7 @@ pub fn finish_reason(reason: FinishReason) -> &'static str {
 }
 
 impl Choices {
-    pub fn new(model: &str, n: usize, tokenizer: &Arc<Tokenizer>, stops: &[String], prompt_tokens: usize, ticket: crate::routes::generation::QueueTicket) -> Choices {
+    pub fn new(model: &str, n: usize, tokenizer: &Arc<Tokenizer>, stops: &[String], prompt_tokens: usize, ticket: crate::routes::generation::QueueTicket, charge: Option<crate::key_limits::KeyCharge>) -> Choices {
         let choices = (0..n)
             .map(|_| Choice { decoder: IncrementalDecoder::continuing(tokenizer.clone(), true), stop: StopMatcher::new(stops.to_vec()), done: false, completion_tokens: 0 })
             .collect();
@@ -111,7 +123,7 @@ impl Choices {
             generated: 0,
             prompt_tokens: prompt_tokens as u64,
         };
-        Choices { choices, ticket: Some(ticket), prompt_tokens, cached_tokens: 0, metrics }
+        Choices { choices, ticket: Some(ticket), charge, prompt_tokens, cached_tokens: 0, metrics }
     }
 
     /// The stop string that ended choice `index`, if one did.

@@ -29,11 +29,11 @@ use crate::tool_calls::ToolCall;
 pub async fn chat_completions(State(state): State<AppState>, arrival: Arrival, JsonBody(req): JsonBody<ChatCompletionRequest>) -> Result<Response, ApiError> {
     let model = model_for(&state, req.model.as_deref())?;
     let mut v = validate_chat(req, &limits(&model))?;
-    let deadline = arrival.deadline_with(v.timeout)?;
+    let ctx = arrival.context(v.timeout)?;
     let PreparedChat { prompt, output } = prepare(&model, &mut v)?;
     let n = v.params.n.max(1);
     let want_logprobs = v.params.logprobs.is_some();
-    let run = submit(&model, prompt, v.params.clone(), &v.stop, deadline)?;
+    let run = submit(&model, prompt, v.params.clone(), &v.stop, &ctx)?;
     let (id, created, name) = (response_id("chatcmpl"), unix_time(), model.name.clone());
 
     if !v.stream {

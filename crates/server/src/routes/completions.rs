@@ -27,7 +27,7 @@ pub fn model_for(state: &AppState, name: Option<&str>) -> Result<Arc<ServedModel
 pub async fn completions(State(state): State<AppState>, arrival: Arrival, JsonBody(req): JsonBody<CompletionRequest>) -> Result<Response, ApiError> {
     let model = model_for(&state, req.model.as_deref())?;
     let mut v = validate_completion(req, &limits(&model))?;
-    let deadline = arrival.deadline_with(v.timeout)?;
+    let ctx = arrival.context(v.timeout)?;
     if let Some(g) = &v.grammar {
         v.params.constraint = Some(super::generation::compile_grammar(&model, &g.spec, g.param)?);
     }
@@ -51,7 +51,7 @@ pub async fn completions(State(state): State<AppState>, arrival: Arrival, JsonBo
     let echoes: Vec<String> = prepared.iter().map(|(_, _, e)| e.clone()).collect();
     let mut runs = Vec::with_capacity(prepared.len());
     for (prompt, params, _) in prepared {
-        runs.push(submit(&model, prompt, params, &v.stop, deadline)?);
+        runs.push(submit(&model, prompt, params, &v.stop, &ctx)?);
     }
     let (id, created, name) = (response_id("cmpl"), unix_time(), model.name.clone());
 

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::app::ServedModel;
 use crate::choices::{ChoiceUpdate, Choices};
+use crate::key_limits::KeyCharge;
 use crate::openai::error::ApiError;
 
 /// Seconds between SSE keep-alive comments while a request waits or runs.
@@ -68,12 +69,23 @@ impl Deadline {
 pub struct Arrival {
     pub at: tokio::time::Instant,
     pub deadline: Result<Option<Deadline>, ApiError>,
+    /// The key the request came with, to charge its tokens to (and whose concurrency place it
+    /// holds until its output ends).
+    pub charge: Option<KeyCharge>,
+}
+
+/// What a submitted request carries besides its prompt and parameters.
+#[derive(Debug, Clone, Default)]
+pub struct RunContext {
+    pub deadline: Option<Deadline>,
+    pub charge: Option<KeyCharge>,
 }
 
 impl Arrival {
-    /// The deadline with the request body's own `timeout` too: the earliest.
-    pub fn deadline_with(&self, timeout: Option<Duration>) -> Result<Option<Deadline>, ApiError> {
-        Ok(Deadline::earliest(self.deadline.clone()?, timeout.map(|t| Deadline::after(self.at, t))))
+    /// The run context, the deadline taking the request body's own `timeout` into account.
+    pub fn context(&self, timeout: Option<Duration>) -> Result<RunContext, ApiError> {
+        let deadline = Deadline::earliest(self.deadline.clone()?, timeout.map(|t| Deadline::after(self.at, t)));
+        Ok(RunContext { deadline, charge: self.charge.clone() })
     }
 }
 
@@ -89,7 +101,7 @@ impl axum::extract::FromRequestParts<crate::app::AppState> for Arrival {
             crate::openai::validate::parse_timeout(seconds).map_err(|m| ApiError::invalid(TIMEOUT_HEADER, m))
         });
         let deadline = header.transpose().map(|h| Deadline::earliest(h.map(|b| Deadline::after(at, b)), state.request_timeout.map(|b| Deadline::after(at, b))));
-        Ok(Arrival { at, deadline })
+        Ok(Arrival { at, deadline, charge: parts.extensions.get::<KeyCharge>().cloned() })
     }
 }
 
@@ -113,10 +125,11 @@ pub async fn next_event(stream: &mut RequestStream, deadline: Option<Deadline>) 
 /// Seconds a client is told to wait when the queue is full.
 const RETRY_AFTER_SECS: u64 = 1;
 
-pub fn submit(model: &ServedModel, prompt: Vec<u32>, params: SamplingParams, stop: &[String], deadline: Option<Deadline>) -> Result<Running, ApiError> {
+pub fn submit(model: &ServedModel, prompt: Vec<u32>, params: SamplingParams, stop: &[String], ctx: &RunContext) -> Result<Running, ApiError> {
     let ticket = QueueTicket::take(&model.queued, model.max_queue).ok_or_else(|| ApiError::overloaded(RETRY_AFTER_SECS))?;
     let n = params.n.max(1);
-    let choices = Choices::new(&model.name, n, &model.tokenizer, stop, prompt.len(), ticket);
+    let choices = Choices::new(&model.name, n, &model.tokenizer, stop, prompt.len(), ticket, ctx.charge.clone());
+    let deadline = ctx.deadline;
     let stream = model.handle.submit(GenerateRequest { prompt, params, priority: 0 }).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Running { stream, choices, deadline })
 }

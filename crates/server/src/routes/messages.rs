@@ -36,11 +36,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AnthropicJson<T> {
 
 pub async fn messages(State(state): State<AppState>, arrival: Arrival, AnthropicJson(req): AnthropicJson<MessagesRequest>) -> Result<Response, AnthropicError> {
     let model = model_for(&state, req.model.as_deref())?;
-    let deadline = arrival.deadline_with(None)?;
+    let ctx = arrival.context(None)?;
     let mut v = validate_chat(to_chat(&req)?, &limits(&model)).map_err(messages_param)?;
     let PreparedChat { prompt, mut output } = prepare(&model, &mut v).map_err(messages_param)?;
     let prompt_tokens = prompt.len();
-    let run = submit(&model, prompt, v.params.clone(), &v.stop, deadline)?;
+    let run = submit(&model, prompt, v.params.clone(), &v.stop, &ctx)?;
     let mut message = MessageResponse {
         id: item_id("msg"),
         kind: "message",

@@ -28,7 +28,7 @@ use crate::routes::json_body::JsonBody;
 
 pub async fn create(State(state): State<AppState>, arrival: Arrival, JsonBody(req): JsonBody<CreateResponse>) -> Result<Response, ApiError> {
     let model = model_for(&state, req.model.as_deref())?;
-    let deadline = arrival.deadline_with(None)?;
+    let ctx = arrival.context(None)?;
     let previous = match &req.previous_response_id {
         Some(id) => Some(state.responses.get(id).ok_or_else(|| ApiError::not_found(format!("Previous response with id '{id}' not found.")).with_param("previous_response_id"))?),
         None => None,
@@ -39,7 +39,7 @@ pub async fn create(State(state): State<AppState>, arrival: Arrival, JsonBody(re
     let earlier = previous.as_ref().map_or(&[][..], |p| &p.history[..]);
     v.messages = req.instructions.iter().map(|i| TemplateMessage::new("system", i.clone())).chain(earlier.iter().cloned()).chain(input.iter().cloned()).collect();
     let PreparedChat { prompt, mut output } = prepare(&model, &mut v).map_err(responses_param)?;
-    let run = submit(&model, prompt, v.params.clone(), &v.stop, deadline)?;
+    let run = submit(&model, prompt, v.params.clone(), &v.stop, &ctx)?;
     let mut response = new_response(&req, item_id("resp"), model.name.clone());
     let history: Vec<TemplateMessage> = earlier.iter().cloned().chain(input).collect();
     let store = response.store.then(|| state.responses.clone());
