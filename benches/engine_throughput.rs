@@ -39,7 +39,7 @@ fn main() {
             .map(|i| {
                 // Distinct prompts, so the prefix cache does not shortcut the prefill.
                 let prompt = (0..PROMPT_TOKENS).map(|t| ((t * 7919 + i * 104_729) as u32 % (vocab - 300)) + 200).collect();
-                h.submit(GenerateRequest { prompt, params: params.clone(), priority: 0 }).unwrap()
+                h.submit(GenerateRequest { prompt, params: params.clone(), priority: 0, tenant: None }).unwrap()
             })
             .collect();
         let mut generated = 0;

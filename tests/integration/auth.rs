@@ -186,3 +186,41 @@ fn per_key_limits_answer_429_with_retry_after() {
     assert!(metrics.contains("rill_key_tokens_total{key=\"metered\",kind=\"completion\"}"), "{metrics}");
     assert!(metrics.contains("rill_key_rate_limited_total{key=\"metered\"}"));
 }
+
+/// Keys share the engine: a light key's request sent after a heavy key's burst of 48 (three times
+/// what runs at once) is admitted at the next free place instead of behind the whole burst, so it
+/// ends before most of the burst has.
+#[test]
+fn a_light_key_is_not_queued_behind_a_heavy_keys_burst() {
+    let file = "[[keys]]\nname = \"heavy\"\nkey = \"sk-heavy\"\n\n[[keys]]\nname = \"light\"\nkey = \"sk-light\"\n";
+    let app = AppState { keys: KeyStore::new(Keys::parse(file).unwrap()), ..AppState::default() };
+    app.add(fake::served_model("fake", DEFAULT_MAX_QUEUE, Duration::from_millis(2)));
+    let server = Server::start(router(app));
+    let base = server.base.clone();
+    let finished_before_light = server.runtime.block_on(async move {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let client = reqwest::Client::new();
+        let send = |key: &'static str, max_tokens: usize| {
+            let body = serde_json::json!({"model": "fake", "prompt": "Hi", "max_tokens": max_tokens, "ignore_eos": true});
+            client.post(format!("{base}/v1/completions")).bearer_auth(key).json(&body).send()
+        };
+        let mut heavy = Vec::new();
+        for _ in 0..48 {
+            let (req, done) = (send("sk-heavy", 40), done.clone());
+            heavy.push(tokio::spawn(async move {
+                assert_eq!(req.await.unwrap().status(), 200);
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(send("sk-light", 2).await.unwrap().status(), 200);
+        let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+        for h in heavy {
+            h.await.unwrap();
+        }
+        finished
+    });
+    eprintln!("heavy requests finished before the light one: {finished_before_light} of 48");
+    // First come, first served it would wait for at least 32 of them.
+    assert!(finished_before_light < 32, "{finished_before_light} of the heavy key's 48 requests ended before the light key's one");
+}

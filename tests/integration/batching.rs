@@ -20,7 +20,7 @@ fn options(kv_cache_tokens: usize) -> LoadOptions {
 }
 
 fn request(tok: &Tokenizer, prompt: &str, params: &SamplingParams) -> GenerateRequest {
-    GenerateRequest { prompt: tok.encode(prompt, true).unwrap(), params: params.clone(), priority: 0 }
+    GenerateRequest { prompt: tok.encode(prompt, true).unwrap(), params: params.clone(), priority: 0, tenant: None }
 }
 
 fn greedy() -> SamplingParams {

@@ -37,7 +37,7 @@ pub fn engine_of<B: rill_backend::Backend>(transformer: rill_model::Transformer<
 /// with its logprob and `top` alternatives.
 pub fn greedy_tokens(engine: &rill_engine::Engine, prompt: &[u32], n: usize, top: usize) -> Vec<rill_engine::SampledToken> {
     let params = rill_engine::SamplingParams { temperature: 0.0, max_tokens: Some(n), ignore_eos: true, logprobs: Some(top), ..Default::default() };
-    let stream = engine.handle().submit(rill_engine::GenerateRequest { prompt: prompt.to_vec(), params, priority: 0 }).expect("the engine runs");
+    let stream = engine.handle().submit(rill_engine::GenerateRequest { prompt: prompt.to_vec(), params, priority: 0, tenant: None }).expect("the engine runs");
     stream.collect(|_, _| {}).expect("generation succeeds").remove(0).tokens
 }
 

@@ -20,7 +20,7 @@ fn engine(device_sampling: bool) -> (Engine, rill_model::tokenizer::Tokenizer) {
 
 /// Every prompt submitted at once (they share steps), each choice's tokens.
 fn tokens(engine: &Engine, prompts: &[Vec<u32>], params: &SamplingParams) -> Vec<Vec<u32>> {
-    let streams: Vec<_> = prompts.iter().map(|p| engine.handle().submit(GenerateRequest { prompt: p.clone(), params: params.clone(), priority: 0 }).unwrap()).collect();
+    let streams: Vec<_> = prompts.iter().map(|p| engine.handle().submit(GenerateRequest { prompt: p.clone(), params: params.clone(), priority: 0, tenant: None }).unwrap()).collect();
     streams.into_iter().map(|s| s.collect(|_, _| {}).unwrap().remove(0).token_ids()).collect()
 }
 

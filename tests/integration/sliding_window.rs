@@ -22,7 +22,7 @@ fn runner() -> ModelRunner<CpuBackend> {
 
 fn generate(engine: &Engine, prompts: &[Vec<u32>], n: usize) -> Vec<Vec<u32>> {
     let params = SamplingParams { temperature: 0.0, max_tokens: Some(n), ignore_eos: true, ..SamplingParams::default() };
-    let streams: Vec<_> = prompts.iter().map(|p| engine.handle().submit(GenerateRequest { prompt: p.clone(), params: params.clone(), priority: 0 }).unwrap()).collect();
+    let streams: Vec<_> = prompts.iter().map(|p| engine.handle().submit(GenerateRequest { prompt: p.clone(), params: params.clone(), priority: 0, tenant: None }).unwrap()).collect();
     streams.into_iter().map(|s| s.collect(|_, _| {}).unwrap().remove(0).tokens.iter().map(|t| t.token).collect()).collect()
 }
 

@@ -80,7 +80,7 @@ fn generate_one(args: &GenerateArgs) -> CliResult {
     let prompt = tokenizer.encode(&text, true)?;
     let prompt_tokens = prompt.len();
     let started = Instant::now();
-    let stream = engine.handle().submit(GenerateRequest { prompt, params: sampling_params(args), priority: 0 })?;
+    let stream = engine.handle().submit(GenerateRequest { prompt, params: sampling_params(args), priority: 0, tenant: None })?;
 
     let mut out = std::io::stdout().lock();
     let mut decoder = IncrementalDecoder::continuing(&tokenizer, true);
@@ -158,7 +158,7 @@ fn run_batch(args: &GenerateArgs) -> CliResult {
     let started = Instant::now();
     let streams = prompts
         .iter()
-        .map(|p| handle.submit(GenerateRequest { prompt: p.clone(), params: params.clone(), priority: 0 }))
+        .map(|p| handle.submit(GenerateRequest { prompt: p.clone(), params: params.clone(), priority: 0, tenant: None }))
         .collect::<Result<Vec<_>, _>>()?;
     let (mut prompt_tokens, mut generated) = (0, 0);
     let mut out = std::io::stdout().lock();

@@ -16,7 +16,8 @@ use crate::scheduler::{Schedule, Scheduler, SchedulerConfig};
 use crate::{choice_seed, EngineError, ExecuteError, FinishReason, ForwardBatch, GenerateRequest, RequestId, SampledToken, StreamEvent, Usage};
 
 enum Command {
-    Submit { id: RequestId, request: GenerateRequest, events: UnboundedSender<StreamEvent> },
+    /// Boxed: a request is far larger than the other commands.
+    Submit { id: RequestId, request: Box<GenerateRequest>, events: UnboundedSender<StreamEvent> },
     Abort(RequestId),
     AbortAll,
     Shutdown,
@@ -107,7 +108,7 @@ impl EngineHandle {
     pub fn submit(&self, request: GenerateRequest) -> Result<RequestStream, EngineError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = unbounded_channel();
-        self.commands.send(Command::Submit { id, request, events: tx }).map_err(|_| EngineError::ShutDown)?;
+        self.commands.send(Command::Submit { id, request: Box::new(request), events: tx }).map_err(|_| EngineError::ShutDown)?;
         Ok(RequestStream { id, events: rx })
     }
 
@@ -207,6 +208,7 @@ struct Active<S> {
     prompt_len: usize,
     generated: usize,
     priority: i32,
+    tenant: Option<crate::Tenant>,
     /// For choices 1..n: the prompt, held until choice 0 has computed it. Then this choice joins
     /// the scheduler and finds the prompt's full blocks in the prefix cache, sharing them by ref
     /// count; only the last partial block is recomputed.
@@ -259,7 +261,7 @@ impl<E: Executor> EngineCore<E> {
     /// Returns false on shutdown.
     fn handle(&mut self, cmd: Command) -> bool {
         match cmd {
-            Command::Submit { id, request, events } => self.admit(id, request, events),
+            Command::Submit { id, request, events } => self.admit(id, *request, events),
             Command::Abort(id) => {
                 let choices: Vec<SeqId> = self.active.keys().copied().filter(|&s| request_of(s) == id).collect();
                 for seq in choices {
@@ -285,7 +287,7 @@ impl<E: Executor> EngineCore<E> {
         }
         let max_tokens = req.params.max_tokens.unwrap_or(usize::MAX).min(max_len - req.prompt.len());
         let n = req.params.n.clamp(1, crate::MAX_N);
-        if let Err(e) = self.scheduler.add(seq_id(id, 0), req.prompt.clone(), max_tokens, req.priority) {
+        if let Err(e) = self.scheduler.add_for(seq_id(id, 0), req.prompt.clone(), max_tokens, req.priority, req.tenant.clone()) {
             let _ = events.send(StreamEvent::Failed(e.into()));
             return;
         }
@@ -306,6 +308,7 @@ impl<E: Executor> EngineCore<E> {
                 prompt_len: req.prompt.len(),
                 generated: 0,
                 priority: req.priority,
+                tenant: req.tenant.clone(),
                 awaiting_first_choice: (index > 0).then(|| req.prompt.clone()),
                 queued_since: Some(std::time::Instant::now()),
             };
@@ -321,7 +324,7 @@ impl<E: Executor> EngineCore<E> {
         for seq in waiting {
             let a = self.active.get_mut(&seq).expect("listed above");
             let prompt = a.awaiting_first_choice.take().expect("listed above");
-            if let Err(e) = self.scheduler.add(seq, prompt, a.max_tokens, a.priority) {
+            if let Err(e) = self.scheduler.add_for(seq, prompt, a.max_tokens, a.priority, a.tenant.clone()) {
                 let _ = a.events.send(StreamEvent::Failed(e.into()));
                 self.active.remove(&seq);
             }

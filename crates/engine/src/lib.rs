@@ -19,7 +19,7 @@ pub use constraint::{Constraint, ConstraintState, TokenConstraint};
 pub use engine::{Collected, Engine, EngineHandle, EngineStats, RequestStream};
 pub use error::{EngineError, ExecuteError};
 pub use executor::Executor;
-pub use request::{FinishReason, GenerateRequest, RequestId, SampledToken, StreamEvent, Usage};
+pub use request::{FinishReason, GenerateRequest, RequestId, SampledToken, StreamEvent, Tenant, Usage};
 pub use scheduler::{AdmissionError, Schedule, ScheduledSeq, Scheduler, SchedulerConfig};
 pub use sampling_params::{
     choice_seed, SamplingError, SamplingParams, GREEDY_TEMPERATURE, MAX_LOGIT_BIAS, MAX_LOGPROBS, MAX_N, MAX_PENALTY,

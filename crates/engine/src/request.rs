@@ -11,6 +11,18 @@ pub struct GenerateRequest {
     pub params: SamplingParams,
     /// Lower runs first among waiting requests (as vLLM); 0 by default.
     pub priority: i32,
+    /// Whose request this is, when several clients compete (`None`: one shared tenant).
+    pub tenant: Option<Tenant>,
+}
+
+/// A client of the engine (an API key). When tenants compete for steps, the scheduler admits
+/// waiting requests in proportion to their weights (fair queueing) rather than first come, first
+/// served, so one tenant's burst cannot hold another's requests in the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub name: std::sync::Arc<str>,
+    /// Relative share; at least 1.
+    pub weight: u32,
 }
 
 /// One sampled token with its log-probability and the alternatives asked for.

@@ -3,11 +3,14 @@
 //! token budget, so chunked prefill, prefix-cache hits and decode need no modes.
 //!
 //! Running sequences go first (oldest first); then waiting ones, ordered by `priority` (lower
-//! first, as vLLM) and arrival. When the KV pool runs out, the newest running sequence is
+//! first, as vLLM), then by their tenant's share of the work so far (tokens scheduled over its
+//! weight: the least served tenant's request is admitted next), then arrival. With one tenant
+//! that is arrival order. When the KV pool runs out, the newest running sequence is
 //! preempted by recompute: its blocks are freed and it waits again with all its tokens, to be
 //! re-admitted (often mostly from the prefix cache) later.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::kv::{BlockManager, KvError, KvStats, SeqId};
 
@@ -61,6 +64,17 @@ struct SeqState {
     /// Tokens of the prompt found in the prefix cache at the first admission.
     cached_prompt_tokens: Option<usize>,
     preemptions: usize,
+    tenant: Option<Arc<str>>,
+}
+
+/// One tenant's standing: tokens scheduled for it over its weight, and its sequences in the
+/// scheduler. A tenant that was idle starts level with the least served active one (no credit
+/// saved up while away).
+#[derive(Debug)]
+struct TenantShare {
+    weight: f64,
+    served: f64,
+    active: usize,
 }
 
 pub struct Scheduler {
@@ -73,13 +87,14 @@ pub struct Scheduler {
     waiting: Vec<SeqId>,
     next_arrival: u64,
     total_preemptions: u64,
+    tenants: HashMap<Option<Arc<str>>, TenantShare>,
 }
 
 impl Scheduler {
     pub fn new(cfg: SchedulerConfig, salt: u64) -> Scheduler {
         assert!(cfg.max_num_batched_tokens > 0 && cfg.max_num_seqs > 0, "empty step budget: {cfg:?}");
         let blocks = BlockManager::new(cfg.num_blocks, cfg.block_size, salt);
-        Scheduler { cfg, blocks, seqs: HashMap::new(), running: Vec::new(), waiting: Vec::new(), next_arrival: 0, total_preemptions: 0 }
+        Scheduler { cfg, blocks, seqs: HashMap::new(), running: Vec::new(), waiting: Vec::new(), next_arrival: 0, total_preemptions: 0, tenants: HashMap::new() }
     }
 
     pub fn config(&self) -> SchedulerConfig {
@@ -89,6 +104,11 @@ impl Scheduler {
     /// Queues a sequence. Rejected at once when `prompt + max_new` tokens could never fit the
     /// pool, so nothing waits forever.
     pub fn add(&mut self, id: SeqId, prompt: Vec<u32>, max_new: usize, priority: i32) -> Result<(), AdmissionError> {
+        self.add_for(id, prompt, max_new, priority, None)
+    }
+
+    /// [`Scheduler::add`] for a tenant, whose share of admissions its weight sets.
+    pub fn add_for(&mut self, id: SeqId, prompt: Vec<u32>, max_new: usize, priority: i32, tenant: Option<crate::Tenant>) -> Result<(), AdmissionError> {
         if prompt.is_empty() {
             return Err(AdmissionError::EmptyPrompt);
         }
@@ -105,9 +125,44 @@ impl Scheduler {
         }
         let arrival = self.next_arrival;
         self.next_arrival += 1;
-        self.seqs.insert(id, SeqState { tokens: prompt, num_computed: 0, priority, arrival, cached_prompt_tokens: None, preemptions: 0 });
+        let name = tenant.as_ref().map(|t| t.name.clone());
+        let level = self.tenants.values().filter(|t| t.active > 0).map(|t| t.served).fold(f64::INFINITY, f64::min);
+        let share = self.tenants.entry(name.clone()).or_insert(TenantShare { weight: 1.0, served: 0.0, active: 0 });
+        share.weight = f64::from(tenant.map_or(1, |t| t.weight.max(1)));
+        if share.active == 0 && level.is_finite() {
+            share.served = share.served.max(level);
+        }
+        share.active += 1;
+        self.seqs.insert(id, SeqState { tokens: prompt, num_computed: 0, priority, arrival, cached_prompt_tokens: None, preemptions: 0, tenant: name });
         self.enqueue_waiting(id);
         Ok(())
+    }
+
+    /// Counts `tokens` scheduled for `id` against its tenant's share.
+    fn charge(&mut self, id: SeqId, tokens: usize) {
+        let tenant = &self.seqs[&id].tenant;
+        if let Some(share) = self.tenants.get_mut(tenant) {
+            share.served += tokens as f64 / share.weight;
+        }
+    }
+
+    /// The waiting sequence to admit next: among the best priority, the one whose tenant is least
+    /// served, the earliest among equals (`waiting` is in (priority, arrival) order).
+    fn next_waiting(&self) -> usize {
+        let Some(first) = self.waiting.first() else { return 0 };
+        let best_priority = self.seqs[first].priority;
+        let (mut best, mut best_served) = (0, f64::INFINITY);
+        for (i, w) in self.waiting.iter().enumerate() {
+            let s = &self.seqs[w];
+            if s.priority != best_priority {
+                break;
+            }
+            let served = self.tenants.get(&s.tenant).map_or(0.0, |t| t.served);
+            if served < best_served {
+                (best, best_served) = (i, served);
+            }
+        }
+        best
     }
 
     fn enqueue_waiting(&mut self, id: SeqId) {
@@ -137,13 +192,15 @@ impl Scheduler {
             }
             let s = &self.seqs[&id];
             out.seqs.push(ScheduledSeq { id, start: s.num_computed, len, samples: total == s.tokens.len() });
+            self.charge(id, len);
             budget -= len;
             i += 1;
         }
         // Admit waiting sequences only when nobody was preempted this step (else they would
         // just take the blocks back).
         while budget > 0 && out.preempted.is_empty() && self.running.len() < self.cfg.max_num_seqs && !self.waiting.is_empty() {
-            let id = self.waiting[0];
+            let next = self.next_waiting();
+            let id = self.waiting[next];
             let s = self.seqs.get_mut(&id).expect("waiting sequences exist");
             let hit = match self.blocks.allocate_prompt(id, &s.tokens) {
                 Ok(hit) => hit,
@@ -154,8 +211,9 @@ impl Scheduler {
             s.cached_prompt_tokens.get_or_insert(hit.cached_tokens);
             let len = (s.tokens.len() - s.num_computed).min(budget);
             out.seqs.push(ScheduledSeq { id, start: s.num_computed, len, samples: s.num_computed + len == s.tokens.len() });
+            self.charge(id, len);
             budget -= len;
-            self.waiting.remove(0);
+            self.waiting.remove(next);
             self.running.push(id);
         }
         out
@@ -212,7 +270,10 @@ impl Scheduler {
 
     /// Removes a sequence (finished or aborted) and frees its blocks. Unknown ids are ignored.
     pub fn remove(&mut self, id: SeqId) {
-        if self.seqs.remove(&id).is_some() {
+        if let Some(s) = self.seqs.remove(&id) {
+            if let Some(share) = self.tenants.get_mut(&s.tenant) {
+                share.active -= 1;
+            }
             if self.running.contains(&id) {
                 let _ = self.blocks.free(id);
             }

@@ -105,7 +105,7 @@ impl ServedModel {
 fn warm_up(engine: &Engine, tokenizer: &Tokenizer) -> Result<(), String> {
     let prompt = tokenizer.encode("Hello", true).map_err(|e| e.to_string())?;
     let params = rill_engine::SamplingParams { temperature: 0.0, max_tokens: Some(1), ..Default::default() };
-    let mut stream = engine.handle().submit(rill_engine::GenerateRequest { prompt, params, priority: 0 }).map_err(|e| e.to_string())?;
+    let mut stream = engine.handle().submit(rill_engine::GenerateRequest { prompt, params, priority: 0, tenant: None }).map_err(|e| e.to_string())?;
     loop {
         match stream.blocking_recv() {
             Some(rill_engine::StreamEvent::Token { .. }) => {}

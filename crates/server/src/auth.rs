@@ -68,6 +68,7 @@ struct KeyEntry {
     requests_per_minute: Option<u32>,
     tokens_per_minute: Option<u64>,
     max_concurrent: Option<u32>,
+    weight: Option<u32>,
 }
 
 fn default_scopes() -> Vec<Scope> {
@@ -116,7 +117,7 @@ impl Keys {
             if keys.iter().any(|k: &ApiKey| k.name == e.name) {
                 return Err(format!("two keys are named {:?}", e.name));
             }
-            let limits = KeyLimits { requests_per_minute: e.requests_per_minute, tokens_per_minute: e.tokens_per_minute, max_concurrent: e.max_concurrent };
+            let limits = KeyLimits { requests_per_minute: e.requests_per_minute, tokens_per_minute: e.tokens_per_minute, max_concurrent: e.max_concurrent, weight: e.weight };
             keys.push(ApiKey { name: e.name, digest, scopes: e.scopes, limits });
         }
         Ok(Keys { keys })

@@ -22,6 +22,8 @@ pub struct KeyLimits {
     pub requests_per_minute: Option<u32>,
     pub tokens_per_minute: Option<u64>,
     pub max_concurrent: Option<u32>,
+    /// The key's share of the engine when keys compete (1 unless set).
+    pub weight: Option<u32>,
 }
 
 /// A continuously refilling allowance of `per_minute`, starting full.
@@ -112,6 +114,12 @@ impl KeyAccount {
         }
         counter!(KEY_REQUESTS, "key" => self.name.clone()).increment(1);
         Ok(KeyCharge { account: self.clone(), _place: place })
+    }
+
+    /// The key as the engine's scheduler sees it.
+    pub fn tenant(&self) -> rill_engine::Tenant {
+        let weight = self.limits.lock().unwrap_or_else(|p| p.into_inner()).weight.unwrap_or(1).max(1);
+        rill_engine::Tenant { name: self.name.as_str().into(), weight }
     }
 
     fn charge_tokens(&self, tokens: u64) {

@@ -148,7 +148,7 @@ fn start<B: Backend>(model: rill_model::loader::LoadedModel<B>, name: &str) -> r
 fn run_batched(engine: &rill_engine::Engine, prompts: &[Vec<u32>], params: &SamplingParams) -> Result<Vec<Vec<SampledToken>>, Box<dyn std::error::Error>> {
     let streams = prompts
         .iter()
-        .map(|prompt| engine.handle().submit(GenerateRequest { prompt: prompt.clone(), params: params.clone(), priority: 0 }))
+        .map(|prompt| engine.handle().submit(GenerateRequest { prompt: prompt.clone(), params: params.clone(), priority: 0, tenant: None }))
         .collect::<Result<Vec<_>, _>>()?;
     let mut results = Vec::new();
     for stream in streams {

@@ -58,7 +58,7 @@ fn engine(num_blocks: usize) -> (Engine, Arc<AtomicUsize>) {
 }
 
 fn request(prompt: Vec<u32>, max_tokens: usize) -> GenerateRequest {
-    GenerateRequest { prompt, params: SamplingParams { max_tokens: Some(max_tokens), ..SamplingParams::default() }, priority: 0 }
+    GenerateRequest { prompt, params: SamplingParams { max_tokens: Some(max_tokens), ..SamplingParams::default() }, priority: 0, tenant: None }
 }
 
 fn collect(stream: &mut RequestStream) -> (Vec<u32>, StreamEvent) {
@@ -236,7 +236,7 @@ fn n_choices_each_stream_and_finish_and_share_the_prompt_blocks() {
     let h = engine.handle();
     let prompt: Vec<u32> = (1..=9).collect();
     let params = SamplingParams { max_tokens: Some(3), n: 3, ..SamplingParams::default() };
-    let mut s = h.submit(GenerateRequest { prompt, params, priority: 0 }).unwrap();
+    let mut s = h.submit(GenerateRequest { prompt, params, priority: 0, tenant: None }).unwrap();
     let mut tokens = vec![Vec::new(); 3];
     let mut finished = [0; 3];
     while let Some(ev) = s.blocking_recv() {
@@ -260,7 +260,7 @@ fn abort_ends_every_choice() {
     let (engine, _) = engine(64);
     let h = engine.handle();
     let params = SamplingParams { max_tokens: Some(50), n: 2, ..SamplingParams::default() };
-    let mut s = h.submit(GenerateRequest { prompt: vec![1, 2], params, priority: 0 }).unwrap();
+    let mut s = h.submit(GenerateRequest { prompt: vec![1, 2], params, priority: 0, tenant: None }).unwrap();
     h.abort(s.id);
     let mut aborted = 0;
     while let Some(ev) = s.blocking_recv() {

@@ -174,3 +174,40 @@ fn blocks_behind_a_window_stay_in_the_prefix_cache() {
     assert_eq!(second.start, 8, "two full prompt blocks come from the cache");
     s.blocks().check_invariants().unwrap();
 }
+
+/// One tenant's burst does not hold another's request in the queue: with room for one sequence
+/// at a time, tenant B's request (added after A's five) is admitted as soon as the first of A's
+/// ends, and then the two alternate; with weights, the heavier tenant gets more turns.
+#[test]
+fn tenants_share_admissions_by_weight() {
+    let tenant = |name: &str, weight: u32| Some(crate::Tenant { name: name.into(), weight });
+    let run = |weights: (u32, u32)| -> Vec<u64> {
+        let mut s = Scheduler::new(SchedulerConfig { max_num_batched_tokens: 64, max_num_seqs: 1, block_size: 4, num_blocks: 64, kv_window: None }, 0);
+        for id in 1..=6 {
+            s.add_for(id, prompt(4, id as u32), 2, 0, tenant("a", weights.0)).unwrap();
+        }
+        for id in 11..=16 {
+            s.add_for(id, prompt(4, id as u32), 2, 0, tenant("b", weights.1)).unwrap();
+        }
+        let mut order = Vec::new();
+        while order.len() < 8 {
+            let plan = s.schedule();
+            let seq = plan.seqs[0];
+            s.computed(&seq);
+            order.push(seq.id);
+            s.remove(seq.id);
+        }
+        order
+    };
+    assert_eq!(run((1, 1)), [1, 11, 2, 12, 3, 13, 4, 14]);
+    let weighted = run((3, 1));
+    let a_turns = weighted.iter().filter(|&&id| id < 10).count();
+    assert!(a_turns >= 5, "weight 3 against 1 gets most turns: {weighted:?}");
+    // Without tenants: arrival order, as before.
+    let mut s = Scheduler::new(SchedulerConfig { max_num_batched_tokens: 64, max_num_seqs: 1, block_size: 4, num_blocks: 64, kv_window: None }, 0);
+    for id in [7, 3, 5] {
+        s.add(id, prompt(4, id as u32), 2, 0).unwrap();
+    }
+    let first = s.schedule().seqs[0].id;
+    assert_eq!(first, 7);
+}

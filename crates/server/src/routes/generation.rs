@@ -130,7 +130,8 @@ pub fn submit(model: &ServedModel, prompt: Vec<u32>, params: SamplingParams, sto
     let n = params.n.max(1);
     let choices = Choices::new(&model.name, n, &model.tokenizer, stop, prompt.len(), ticket, ctx.charge.clone());
     let deadline = ctx.deadline;
-    let stream = model.handle.submit(GenerateRequest { prompt, params, priority: 0 }).map_err(|e| ApiError::internal(e.to_string()))?;
+    let tenant = ctx.charge.as_ref().map(|c| c.account.tenant());
+    let stream = model.handle.submit(GenerateRequest { prompt, params, priority: 0, tenant }).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Running { stream, choices, deadline })
 }
 
