@@ -125,3 +125,51 @@ def test_tls_through_the_sdk_and_plain_http_on_the_tls_port_is_refused(tmp_path)
     finally:
         s["proc"].terminate()
         s["proc"].wait(timeout=15)
+
+
+def _gauge(url, name):
+    import urllib.request
+
+    text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")]
+    return sum(values)
+
+
+def test_idle_connections_and_a_disconnect_storm_leave_the_server_responsive_with_every_kv_block_back():
+    import socket
+    import urllib.request
+
+    s = start_server()
+    host, port = s["url"].removeprefix("http://").split(":")
+    idle = []
+    try:
+        # 1,000 connections that send nothing.
+        for _ in range(1000):
+            idle.append(socket.create_connection((host, int(port))))
+        client = OpenAI(base_url=s["url"] + "/v1", api_key="unused", max_retries=0, timeout=60)
+        started = time.time()
+        assert client.completions.create(model=M, prompt="Hello", max_tokens=4).choices
+        assert time.time() - started < 30
+        # 200 streams dropped after their first bytes.
+        def drop_one(_):
+            body = b'{"model": "%s", "prompt": "Once upon a time", "max_tokens": 400, "stream": true, "ignore_eos": true}' % M.encode()
+            c = socket.create_connection((host, int(port)))
+            c.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                      % (len(body), body))
+            c.settimeout(60)
+            c.recv(64)
+            c.close()
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(drop_one, range(200)))
+        deadline = time.time() + 30
+        while _gauge(s["url"], "rill_engine_kv_blocks_used") > 0 or _gauge(s["url"], "rill_engine_running_sequences") > 0:
+            assert time.time() < deadline, "KV blocks or sequences outlived their clients"
+            time.sleep(0.2)
+        assert client.completions.create(model=M, prompt="Hello", max_tokens=4).choices
+        assert urllib.request.urlopen(s["url"] + "/ready", timeout=10).status == 200
+    finally:
+        for c in idle:
+            c.close()
+        s["proc"].terminate()
+        s["proc"].wait(timeout=15)
