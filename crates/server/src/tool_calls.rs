@@ -35,6 +35,14 @@ pub enum ToolEvent {
 const HERMES_OPEN: &str = "<tool_call>";
 const HERMES_CLOSE: &str = "</tool_call>";
 const MISTRAL_OPEN: &str = "[TOOL_CALLS]";
+
+/// What the text after a `[TOOL_CALLS]` marker turned out to be, so far.
+enum MistralStep {
+    /// Not decided yet: more text is needed.
+    Wait,
+    Calls(Vec<ToolCall>),
+    Malformed,
+}
 const MISTRAL_ARGS: &str = "[ARGS]";
 const MISTRAL_CALL_ID: &str = "[CALL_ID]";
 const PYTHON_TAG: &str = "<|python_tag|>";
@@ -46,13 +54,16 @@ pub struct ToolCallParser {
     /// Text not yet decided (a possible marker start, or a call in progress).
     held: String,
     inside: bool,
+    /// Hermes: a block just closed, so the newlines a template puts between blocks (which may
+    /// arrive in later deltas) are not content.
+    after_block: bool,
     /// Llama 3: whether the output started as a call (`None` until its first non-space char).
     llama_call: Option<bool>,
 }
 
 impl ToolCallParser {
     pub fn new(format: ToolCallFormat) -> ToolCallParser {
-        ToolCallParser { format, held: String::new(), inside: false, llama_call: None }
+        ToolCallParser { format, held: String::new(), inside: false, after_block: false, llama_call: None }
     }
 
     pub fn push(&mut self, text: &str) -> Vec<ToolEvent> {
@@ -87,11 +98,16 @@ impl ToolCallParser {
                 let body: String = self.held.drain(..i + HERMES_CLOSE.len()).collect();
                 let json = &body[..i];
                 out.push(call_or_malformed(json, &format!("{HERMES_OPEN}{body}")));
-                self.inside = false;
-                // The newline a template puts between blocks is not content.
-                let trimmed = self.held.trim_start_matches(['\n', ' ']).len();
-                self.held.drain(..self.held.len() - trimmed);
+                (self.inside, self.after_block) = (false, true);
             } else {
+                if self.after_block {
+                    let trimmed = self.held.trim_start_matches(['\n', ' ']).len();
+                    self.held.drain(..self.held.len() - trimmed);
+                    if self.held.is_empty() {
+                        return out;
+                    }
+                    self.after_block = false;
+                }
                 match self.held.find(HERMES_OPEN) {
                     Some(i) => {
                         let before: String = self.held.drain(..i + HERMES_OPEN.len()).collect();
@@ -111,7 +127,9 @@ impl ToolCallParser {
     }
 
     /// Both of Mistral's formats: `[TOOL_CALLS]` then a JSON array of calls, or
-    /// `[TOOL_CALLS]name[CALL_ID]id[ARGS]{…}` once per call (the call id is optional).
+    /// `[TOOL_CALLS]name[CALL_ID]id[ARGS]{…}` once per call (the call id is optional). A call that
+    /// cannot parse passes its marker on as content and the text after it is read again as plain
+    /// output (a later marker may start a good call): the same however the text was cut.
     fn mistral(&mut self, end: bool) -> Vec<ToolEvent> {
         let mut out = Vec::new();
         loop {
@@ -130,61 +148,62 @@ impl ToolCallParser {
                     }
                 }
             }
-            let body = self.held.trim_start();
-            if body.is_empty() {
-                if end {
+            match self.mistral_call(end) {
+                MistralStep::Wait => return out,
+                MistralStep::Calls(calls) => {
+                    self.inside = false;
+                    out.extend(calls.into_iter().map(ToolEvent::Call));
+                }
+                MistralStep::Malformed => {
+                    self.inside = false;
                     out.push(ToolEvent::Malformed(MISTRAL_OPEN.to_string()));
-                    self.inside = false;
                 }
-                return out;
             }
-            if body.starts_with('[') {
-                // The array ends the output: decide it once it parses, or at the end.
-                match serde_json::from_str::<Vec<Value>>(body) {
-                    Ok(calls) => {
-                        let raw = std::mem::take(&mut self.held);
-                        self.inside = false;
-                        match calls.iter().map(|c| call_of(c, &["arguments", "parameters"])).collect::<Option<Vec<_>>>() {
-                            Some(calls) => out.extend(calls.into_iter().map(ToolEvent::Call)),
-                            None => out.push(ToolEvent::Malformed(format!("{MISTRAL_OPEN}{raw}"))),
+        }
+    }
+
+    /// Reads the call(s) after a `[TOOL_CALLS]` marker from `held`, consuming them when they parse.
+    fn mistral_call(&mut self, end: bool) -> MistralStep {
+        let body = self.held.trim_start();
+        let lead = self.held.len() - body.len();
+        if body.is_empty() {
+            return if end { MistralStep::Malformed } else { MistralStep::Wait };
+        }
+        if body.starts_with('[') {
+            // The array ends where its JSON does; an empty array is not a call.
+            let mut values = serde_json::Deserializer::from_str(body).into_iter::<Vec<Value>>();
+            return match values.next() {
+                Some(Ok(calls)) => {
+                    let used = lead + values.byte_offset();
+                    let parsed = (!calls.is_empty()).then(|| calls.iter().map(|c| call_of(c, &["arguments", "parameters"])).collect::<Option<Vec<_>>>()).flatten();
+                    match parsed {
+                        Some(calls) => {
+                            self.held.drain(..used);
+                            MistralStep::Calls(calls)
                         }
+                        None => MistralStep::Malformed,
                     }
-                    Err(_) if end => {
-                        let raw = std::mem::take(&mut self.held);
-                        self.inside = false;
-                        out.push(ToolEvent::Malformed(format!("{MISTRAL_OPEN}{raw}")));
-                    }
-                    Err(_) => {}
                 }
-                return out;
-            }
-            // name[CALL_ID]id[ARGS]{…}: the call ends where its JSON object does.
-            let malformed = |held: &mut String| ToolEvent::Malformed(format!("{MISTRAL_OPEN}{}", std::mem::take(held)));
-            let Some(a) = self.held.find(MISTRAL_ARGS) else {
-                if end {
-                    out.push(malformed(&mut self.held));
-                    self.inside = false;
-                }
-                return out;
+                Some(Err(e)) if e.is_eof() && !end => MistralStep::Wait,
+                _ => MistralStep::Malformed,
             };
-            let name = self.held[..a].split(MISTRAL_CALL_ID).next().unwrap_or_default().trim().to_string();
-            let json_start = a + MISTRAL_ARGS.len();
-            let mut values = serde_json::Deserializer::from_str(&self.held[json_start..]).into_iter::<Value>();
-            match values.next() {
-                Some(Ok(args @ Value::Object(_))) if !name.is_empty() => {
-                    let used = json_start + values.byte_offset();
-                    self.held.drain(..used);
-                    self.inside = false;
-                    out.push(ToolEvent::Call(ToolCall { name, arguments: args.to_string() }));
-                }
-                Some(Err(e)) if e.is_eof() && !end => return out,
-                None if !end => return out,
-                _ => {
-                    out.push(malformed(&mut self.held));
-                    self.inside = false;
-                    return out;
-                }
+        }
+        // name[CALL_ID]id[ARGS]{…}: the call ends where its JSON object does.
+        let Some(a) = self.held.find(MISTRAL_ARGS) else {
+            return if end { MistralStep::Malformed } else { MistralStep::Wait };
+        };
+        let name = self.held[..a].split(MISTRAL_CALL_ID).next().unwrap_or_default().trim().to_string();
+        let json_start = a + MISTRAL_ARGS.len();
+        let mut values = serde_json::Deserializer::from_str(&self.held[json_start..]).into_iter::<Value>();
+        match values.next() {
+            Some(Ok(args @ Value::Object(_))) if !name.is_empty() => {
+                let used = json_start + values.byte_offset();
+                self.held.drain(..used);
+                MistralStep::Calls(vec![ToolCall { name, arguments: args.to_string() }])
             }
+            Some(Err(e)) if e.is_eof() && !end => MistralStep::Wait,
+            None if !end => MistralStep::Wait,
+            _ => MistralStep::Malformed,
         }
     }
 
@@ -317,6 +336,8 @@ mod tests {
         // Broken JSON is passed on as content, marked malformed.
         let bad = "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": }\n</tool_call>";
         check(ToolCallFormat::Hermes, bad, &[ToolEvent::Malformed(bad.into())]);
+        // Found by the fuzzer: the newlines after a block are dropped however they arrive.
+        check(ToolCallFormat::Hermes, &format!("{bad}\n\nmore"), &[ToolEvent::Malformed(bad.into()), ToolEvent::Content("more".into())]);
     }
 
     #[test]
@@ -330,6 +351,12 @@ mod tests {
         let args = "[TOOL_CALLS]get_weather[CALL_ID]aB3dE5gH9[ARGS]{\"city\": \"Oslo\"}[TOOL_CALLS]get_time[ARGS]{}";
         check(ToolCallFormat::MistralArgs, args, &[call("get_weather", r#"{"city":"Oslo"}"#), call("get_time", "{}")]);
         let cut = "[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Os";
-        check(ToolCallFormat::MistralArgs, cut, &[ToolEvent::Malformed(cut.into())]);
+        check(ToolCallFormat::MistralArgs, cut, &[ToolEvent::Malformed("[TOOL_CALLS]".into()), ToolEvent::Content(cut["[TOOL_CALLS]".len()..].into())]);
+        // Found by the fuzzer: an empty array, text after a complete one, and a broken array
+        // before a good one parse the same whole and streamed.
+        check(ToolCallFormat::Mistral, "[TOOL_CALLS][]x", &[ToolEvent::Malformed("[TOOL_CALLS]".into()), ToolEvent::Content("[]x".into())]);
+        let broken_then_good = "[TOOL_CALLS][\"a\u{1}\"][TOOL_CALLS][{\"name\": \"g\", \"arguments\": {}}]";
+        check(ToolCallFormat::Mistral, broken_then_good, &[ToolEvent::Malformed("[TOOL_CALLS]".into()), ToolEvent::Content("[\"a\u{1}\"]".into()), call("g", "{}")]);
+        check(ToolCallFormat::Mistral, "[TOOL_CALLS][{\"name\": \"f\", \"arguments\": {}}] done", &[call("f", "{}"), ToolEvent::Content(" done".into())]);
     }
 }
