@@ -64,28 +64,20 @@ impl AssistantOutput {
     /// The next delta of text.
     pub fn push(&mut self, text: &str) -> Parts {
         let (reasoning, content) = match &mut self.reasoning {
-            Some(s) => {
-                let split = s.push(text);
-                (split.reasoning, split.content)
-            }
+            Some(s) => Self::split(s.push(text)),
             None => (String::new(), text.to_string()),
         };
-        let parts = self.parse(&content, false);
-        Parts { reasoning, ..parts }
+        Parts { reasoning, ..self.parse(content, false) }
     }
 
     /// The end of the choice: whatever was held back.
     pub fn finish(&mut self) -> Parts {
-        let (reasoning, content) = match &mut self.reasoning {
-            Some(s) => {
-                let split = s.finish();
-                (split.reasoning, split.content)
-            }
-            None => (String::new(), String::new()),
-        };
-        let mut parts = self.parse(&content, false);
-        parts.append(self.parse("", true));
-        Parts { reasoning, ..parts }
+        let (reasoning, content) = self.reasoning.as_mut().map_or_else(Default::default, |s| Self::split(s.finish()));
+        Parts { reasoning, ..self.parse(content, true) }
+    }
+
+    fn split(split: crate::reasoning::Split) -> (String, String) {
+        (split.reasoning, split.content)
     }
 
     /// The whole text at once.
@@ -95,13 +87,15 @@ impl AssistantOutput {
         parts
     }
 
-    fn parse(&mut self, content: &str, end: bool) -> Parts {
+    /// `content` through the tool-call parser (moved through untouched without tools); `end`
+    /// decides whatever the parser still holds.
+    fn parse(&mut self, content: String, end: bool) -> Parts {
         let mut parts = Parts::default();
         let Some(parser) = &mut self.tools else {
-            parts.content = content.to_string();
+            parts.content = content;
             return parts;
         };
-        let mut events = parser.push(content);
+        let mut events = parser.push(&content);
         if end {
             events.extend(parser.finish());
         }
