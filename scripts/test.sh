@@ -13,6 +13,8 @@ if [ ! -c /dev/null ]; then
   echo "scripts/test.sh: /dev/null is not a character device; restoring it" >&2
   rm -f /dev/null && mknod -m 666 /dev/null c 1 3 || echo "scripts/test.sh: could not; emptying it before each cargo step" >&2
 fi
+# A clean clone builds everything once: incremental caches would only double target/ on disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo() {
   [ -c /dev/null ] || : >/dev/null
   command cargo "$@"
