@@ -14,14 +14,14 @@ use serde_json::{json, Value};
 use crate::hf_models::exported;
 use crate::http::Server;
 
-struct Admin {
-    server: Server,
+pub struct Admin {
+    pub server: Server,
     /// Base URL of the admin listener (the server's `base` is the API's).
-    admin: String,
+    pub admin: String,
 }
 
 /// The API and the admin API over one set of models; the admin API resolves paths under `root`.
-fn start(root: &Path) -> Admin {
+pub fn start(root: &Path) -> Admin {
     let app = AppState::default();
     let options = LoadOptions { kv_budget: KvBudget::Tokens(2048), ..LoadOptions::default() };
     let admin = AdminState {
@@ -39,21 +39,26 @@ fn start(root: &Path) -> Admin {
 }
 
 impl Admin {
-    fn state_of(&self, name: &str) -> Option<Value> {
+    pub fn state_of(&self, name: &str) -> Option<Value> {
+        self.version_of(name, "default")
+    }
+
+    pub fn version_of(&self, name: &str, version: &str) -> Option<Value> {
         let (status, body) = self.server.get(&format!("{}/admin/models", self.admin));
         assert_eq!(status, 200, "{body}");
         let list: Value = serde_json::from_str(&body).unwrap();
-        list["data"].as_array().unwrap().iter().find(|m| m["name"] == name).cloned()
+        list["data"].as_array().unwrap().iter().find(|m| m["name"] == name && m["version"] == version).cloned()
     }
 
     /// Loads and waits until the model is ready (or fails the test with its error).
-    fn load(&self, body: Value) {
+    pub fn load(&self, body: Value) {
         let name = body["name"].as_str().unwrap().to_string();
+        let version = body["version"].as_str().unwrap_or("default").to_string();
         let (status, reply) = self.server.post(&format!("{}/admin/models", self.admin), body);
         assert_eq!(status, 202, "{reply}");
         let started = Instant::now();
         loop {
-            let m = self.state_of(&name).expect("a loading model is listed");
+            let m = self.version_of(&name, &version).expect("a loading model is listed");
             match m["state"].as_str().unwrap() {
                 "ready" => return,
                 "loading" => assert!(started.elapsed() < Duration::from_secs(120), "{name} is still loading"),

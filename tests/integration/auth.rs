@@ -48,7 +48,7 @@ fn start() -> (Server, String) {
     let keys = Keys::from_flags(&["sk-user".into()], &["sk-admin".into()]);
     let keys = keys.merged(Keys::parse(FILE_KEYS).unwrap());
     let app = AppState { keys: KeyStore::new(keys), ..AppState::default() };
-    app.add(fake::served_model("fake", DEFAULT_MAX_QUEUE, Duration::ZERO));
+    app.add(fake::served_model("fake", DEFAULT_MAX_QUEUE, Duration::ZERO)).unwrap();
     let admin = AdminState {
         app: app.clone(),
         states: Default::default(),
@@ -132,7 +132,7 @@ fn the_admin_api_has_its_own_scope_and_answers_only_localhost() {
 fn keys_reload_in_place() {
     let store = KeyStore::new(Keys::from_flags(&["sk-old".into()], &[]));
     let app = AppState { keys: store.clone(), ..AppState::default() };
-    app.add(fake::served_model("fake", DEFAULT_MAX_QUEUE, Duration::ZERO));
+    app.add(fake::served_model("fake", DEFAULT_MAX_QUEUE, Duration::ZERO)).unwrap();
     let server = Server::start(router(app));
     assert_eq!(raw(&server.base, "GET", "/v1/models", &["Authorization: Bearer sk-old"]).0, 200);
     store.replace(Keys::from_flags(&["sk-new".into()], &[]));
@@ -157,7 +157,7 @@ fn per_key_limits_answer_429_with_retry_after() {
         max_concurrent = 1
     "#;
     let app = AppState { keys: KeyStore::new(Keys::parse(file).unwrap()), metrics: Some(crate::http::recorder()), ..AppState::default() };
-    app.add(fake::served_model("fake", DEFAULT_MAX_QUEUE, Duration::from_millis(2)));
+    app.add(fake::served_model("fake", DEFAULT_MAX_QUEUE, Duration::from_millis(2))).unwrap();
     let server = Server::start(router(app));
     let post = |key: &str| {
         server.runtime.block_on(async {
@@ -194,7 +194,7 @@ fn per_key_limits_answer_429_with_retry_after() {
 fn a_light_key_is_not_queued_behind_a_heavy_keys_burst() {
     let file = "[[keys]]\nname = \"heavy\"\nkey = \"sk-heavy\"\n\n[[keys]]\nname = \"light\"\nkey = \"sk-light\"\n";
     let app = AppState { keys: KeyStore::new(Keys::parse(file).unwrap()), ..AppState::default() };
-    app.add(fake::served_model("fake", DEFAULT_MAX_QUEUE, Duration::from_millis(2)));
+    app.add(fake::served_model("fake", DEFAULT_MAX_QUEUE, Duration::from_millis(2))).unwrap();
     let server = Server::start(router(app));
     let base = server.base.clone();
     let finished_before_light = server.runtime.block_on(async move {

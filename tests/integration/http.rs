@@ -26,7 +26,7 @@ pub fn serve_default_model(name: &str, opts: &LoadOptions) -> Server {
     let max_len = model.transformer.config().context_length;
     let engine = ModelRunner::new(model.transformer, model.tokenizer.eos_token_ids().to_vec()).start(name);
     let state = AppState::default();
-    state.add(ServedModel::with_queue(name.into(), engine, model.tokenizer, model.chat_template, max_len, DEFAULT_MAX_QUEUE));
+    state.add(ServedModel::with_queue(name.into(), engine, model.tokenizer, model.chat_template, max_len, DEFAULT_MAX_QUEUE)).unwrap();
     Server::start(router(state))
 }
 
@@ -73,6 +73,21 @@ impl Server {
         self.runtime.block_on(async {
             let resp = reqwest::Client::new().delete(url).send().await.unwrap();
             (resp.status().as_u16(), resp.json().await.unwrap())
+        })
+    }
+
+    /// `method` on `url` with an optional JSON body: status, headers and the JSON answer.
+    pub fn call(&self, method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, reqwest::header::HeaderMap, Value) {
+        let url = self.url(url);
+        self.runtime.block_on(async {
+            let mut req = reqwest::Client::new().request(method, url);
+            if let Some(body) = body {
+                req = req.json(&body);
+            }
+            let resp = req.send().await.unwrap();
+            let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+            let text = resp.text().await.unwrap();
+            (status, headers, serde_json::from_str(&text).unwrap_or(Value::String(text)))
         })
     }
 

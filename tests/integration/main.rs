@@ -11,6 +11,7 @@ mod sliding_window;
 mod hf_models;
 mod server;
 mod admin;
+mod lifecycle;
 mod auth;
 mod fake;
 mod http;

@@ -20,7 +20,7 @@ const MODEL: &str = "fake";
 /// The server with the fake model (and the process's metrics recorder).
 fn start_fake(max_queue: usize, step_delay: Duration) -> (Server, AppState) {
     let state = AppState { metrics: Some(recorder()), ..AppState::default() };
-    state.add(fake::served_model(MODEL, max_queue, step_delay));
+    state.add(fake::served_model(MODEL, max_queue, step_delay)).unwrap();
     (Server::start(router(state.clone())), state)
 }
 

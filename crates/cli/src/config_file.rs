@@ -47,10 +47,22 @@ pub struct EngineConfig {
 #[serde(deny_unknown_fields)]
 pub struct ModelEntry {
     pub name: String,
+    /// Several entries may share a name with different versions (`chat@v1`, `chat@v2`).
+    pub version: Option<String>,
     pub path: PathBuf,
     /// Overrides of `[engine]` for this model.
     #[serde(flatten)]
     pub engine: EngineConfig,
+}
+
+impl ModelEntry {
+    /// `name` or `name@version`.
+    pub fn id(&self) -> String {
+        match &self.version {
+            Some(v) => format!("{}@{v}", self.name),
+            None => self.name.clone(),
+        }
+    }
 }
 
 impl ConfigFile {
@@ -102,6 +114,12 @@ mod tests {
         let model = cfg.models[0].engine.apply(&engine).unwrap();
         assert_eq!(model.kv_cache_tokens, Some(16384));
         assert_eq!(cfg.models[0].name, "smollm2");
+    }
+
+    #[test]
+    fn entries_with_a_version_name_that_version() {
+        let cfg: ConfigFile = toml::from_str("[[models]]\nname='chat'\npath='a'\n[[models]]\nname='chat'\nversion='v2'\npath='b'").unwrap();
+        assert_eq!(cfg.models.iter().map(ModelEntry::id).collect::<Vec<_>>(), ["chat", "chat@v2"]);
     }
 
     #[test]

@@ -17,8 +17,8 @@ use crate::options::ModelArgs;
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// A model to serve: `PATH` or `NAME=PATH` (repeatable). The name defaults to the file name
-    /// without `.gguf`.
+    /// A model to serve: `PATH`, `NAME=PATH` or `NAME@VERSION=PATH` (repeatable). The name
+    /// defaults to the file name without `.gguf`; a name's first version takes its traffic.
     #[arg(long = "model", required_unless_present = "config")]
     models: Vec<String>,
     /// Read every setting from a TOML file instead of flags (see configs/rill.toml).
@@ -174,7 +174,7 @@ fn plan_from_flags(args: ServeArgs) -> Plan {
 fn plan_from_file(path: &std::path::Path, flags: ServeArgs) -> Result<Plan, String> {
     let cfg = ConfigFile::read(path)?;
     let defaults = cfg.engine.apply(&flags.engine)?;
-    let models = cfg.models.iter().map(|m| Ok((m.name.clone(), m.path.clone(), m.engine.apply(&defaults)?))).collect::<Result<Vec<_>, String>>()?;
+    let models = cfg.models.iter().map(|m| Ok((m.id(), m.path.clone(), m.engine.apply(&defaults)?))).collect::<Result<Vec<_>, String>>()?;
     Ok(Plan {
         models,
         defaults,
@@ -225,14 +225,16 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         drain_timeout: Duration::from_secs(plan.drain_timeout),
         loopback: admin_ip.is_loopback(),
     };
-    for (name, path, engine) in &plan.models {
-        if state.models.contains_key(name) {
-            return Err(format!("two models are named {name:?}").into());
+    for (id, path, engine) in &plan.models {
+        let (name, version) = rill_server::registry::split_version(id);
+        let version = version.unwrap_or(rill_server::registry::DEFAULT_VERSION);
+        if !rill_server::registry::valid_name(name) || !rill_server::registry::valid_name(version) {
+            return Err(format!("model {id:?}: a name and a version are 1-128 characters of letters, digits, '.', '_' or '-'").into());
         }
-        let model = ServedModel::load(name, path, &engine.settings(), plan.max_queue).map_err(|e| format!("{}: {e}", path.display()))?;
-        tracing::info!(model = %name, kv_tokens = model.info.kv_cache_tokens, "model loaded");
-        state.add(model);
-        admin.states.insert(name.clone(), ModelState::Ready);
+        let model = ServedModel::load(name, path, &engine.settings(), plan.max_queue).map_err(|e| format!("{}: {e}", path.display()))?.versioned(version);
+        tracing::info!(model = %name, version = %version, kv_tokens = model.info.kv_cache_tokens, "model loaded");
+        let model = state.add(model)?;
+        admin.states.insert(model.id(), ModelState::Ready);
     }
 
     let addr: SocketAddr = format!("{}:{}", plan.host, plan.port).parse().map_err(|e| format!("bad host/port: {e}"))?;
@@ -245,7 +247,7 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let admin_listener = tokio::net::TcpListener::bind(admin_addr).await.map_err(|e| format!("cannot listen on {admin_addr}: {e}"))?;
-        let names: Vec<String> = state.models.iter().map(|m| m.name.clone()).collect();
+        let names: Vec<String> = state.models.all().iter().map(|m| if m.version == rill_server::registry::DEFAULT_VERSION { m.name.clone() } else { m.id() }).collect();
         eprintln!("rill: serving {} on {scheme}://{} (admin API on {scheme}://{})", names.join(", "), listener.local_addr()?, admin_listener.local_addr()?);
         tokio::spawn(reload_on_sighup(plan.security, key_store, tls));
         // SIGTERM or SIGINT: stop accepting (and /ready says 503), let requests in flight finish
@@ -267,8 +269,8 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         let deadline = async {
             until_signalled(signalled).await;
             tokio::time::sleep(drain_timeout).await;
-            for model in state.models.iter() {
-                tracing::warn!(model = %model.name, "drain timeout: aborting requests in flight");
+            for model in state.models.all() {
+                tracing::warn!(model = %model.id(), "drain timeout: aborting requests in flight");
                 model.handle.abort_all();
             }
             // Time for the final events to reach the clients.

@@ -1,4 +1,5 @@
-//! The admin API, on its own listener: list, load and unload models while the server runs.
+//! The admin API, on its own listener: list, load and unload models (and their versions) while
+//! the server runs, split a name's traffic between versions, and point aliases at them.
 //! Loading happens in the background (202, then `ready` or `failed`); unloading stops routing
 //! new requests to the model at once, lets in-flight ones finish (bounded by the drain timeout),
 //! then drops the model, which joins its engine thread and frees its weights and KV cache.
@@ -11,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use dashmap::DashMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::{AppState, ServedModel};
+use crate::registry::{valid_name, DEFAULT_VERSION};
 use crate::auth::{require_key, AuthPolicy, Scope};
 use crate::load::{check_source, LoadSettings};
 use crate::openai::error::ApiError;
@@ -34,7 +36,8 @@ pub enum ModelState {
 #[derive(Clone)]
 pub struct AdminState {
     pub app: AppState,
-    /// Every model the admin API knows of, including ones loading, failed or unloading.
+    /// Every model version (`name@version`) the admin API knows of, including ones loading,
+    /// failed or unloading.
     pub states: Arc<DashMap<String, ModelState>>,
     pub models_root: PathBuf,
     /// Engine options for models loaded through the API (their fields override some).
@@ -49,6 +52,8 @@ pub struct AdminState {
 #[derive(Deserialize)]
 pub struct LoadRequest {
     name: String,
+    /// Defaults to `default`; a second version of a name takes no traffic until a split gives it some.
+    version: Option<String>,
     path: String,
     kv_cache_tokens: Option<usize>,
     max_num_seqs: Option<usize>,
@@ -65,7 +70,10 @@ pub fn router(state: AdminState) -> Router {
     let policy = AuthPolicy { keys: state.app.keys.clone(), scope: Scope::Admin, open_paths: Vec::new() };
     Router::new()
         .route("/admin/models", get(list).post(load))
-        .route("/admin/models/{name}", delete(unload))
+        .route("/admin/models/{name}", get(describe).delete(unload))
+        .route("/admin/models/{name}/traffic", put(set_traffic))
+        .route("/admin/aliases", get(list_aliases))
+        .route("/admin/aliases/{alias}", put(set_alias).delete(remove_alias))
         .fallback(crate::routes::not_found)
         .layer(axum::middleware::from_fn_with_state(policy, require_key))
         .layer(axum::middleware::from_fn_with_state(state.loopback, loopback_host_only))
@@ -97,14 +105,10 @@ async fn list(State(s): State<AdminState>) -> Json<Value> {
         .states
         .iter()
         .map(|e| {
-            let (state, error) = match e.value() {
-                ModelState::Loading => ("loading", None),
-                ModelState::Ready => ("ready", None),
-                ModelState::Failed(m) => ("failed", Some(m.clone())),
-                ModelState::Unloading => ("unloading", None),
-            };
-            let mut v = json!({"name": e.key(), "state": state, "error": error});
-            if let Some(m) = s.app.models.get(e.key()) {
+            let (state, error) = state_name(e.value());
+            let (name, version) = crate::registry::split_version(e.key());
+            let mut v = json!({"name": name, "version": version, "state": state, "error": error});
+            if let Some(m) = version.and_then(|version| s.app.models.get(name, version)) {
                 let i = &m.info;
                 v["path"] = json!(i.path);
                 v["kv_cache_tokens"] = json!(i.kv_cache_tokens);
@@ -114,13 +118,75 @@ async fn list(State(s): State<AdminState>) -> Json<Value> {
             v
         })
         .collect();
-    data.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    Json(json!({"data": data}))
+    data.sort_by(|a, b| (a["name"].as_str(), a["version"].as_str()).cmp(&(b["name"].as_str(), b["version"].as_str())));
+    Json(json!({"data": data, "aliases": s.app.models.aliases()}))
 }
 
-/// `name` must be a plain identifier: it appears in URLs and metric labels.
-fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+fn state_name(state: &ModelState) -> (&'static str, Option<&str>) {
+    match state {
+        ModelState::Loading => ("loading", None),
+        ModelState::Ready => ("ready", None),
+        ModelState::Failed(m) => ("failed", Some(m)),
+        ModelState::Unloading => ("unloading", None),
+    }
+}
+
+/// `GET /admin/models/{name}`: its versions with their state, weight and latest requests'
+/// statistics, the traffic split and rollback rules, and every rollback so far.
+async fn describe(State(s): State<AdminState>, UrlPath(name): UrlPath<String>) -> Result<Json<Value>, ApiError> {
+    let mut out = s.app.models.describe(&name).unwrap_or_else(|| json!({"name": name, "versions": {}, "traffic": null, "rollbacks": []}));
+    let mut known = false;
+    for e in s.states.iter() {
+        let (n, Some(version)) = crate::registry::split_version(e.key()) else { continue };
+        if n != name {
+            continue;
+        }
+        known = true;
+        let (state, error) = state_name(e.value());
+        let entry = &mut out["versions"][version];
+        if entry.is_null() {
+            *entry = json!({"weight": 0});
+        }
+        entry["state"] = json!(state);
+        entry["error"] = json!(error);
+    }
+    if !known {
+        return Err(ApiError::not_found_model(&name));
+    }
+    Ok(Json(out))
+}
+
+/// `PUT /admin/models/{name}/traffic`: `{"weights": {"v1": 90, "v2": 10}, "baseline"?, "rollback"?}`.
+async fn set_traffic(State(s): State<AdminState>, UrlPath(name): UrlPath<String>, JsonBody(req): JsonBody<crate::registry::traffic::TrafficRequest>) -> Result<Json<Value>, ApiError> {
+    if s.app.models.describe(&name).is_none() {
+        return Err(ApiError::not_found_model(&name));
+    }
+    let traffic = s.app.models.set_traffic(&name, req).map_err(|e| ApiError::invalid("weights", e))?;
+    tracing::info!(model = %name, weights = ?traffic.weights, baseline = %traffic.baseline, "traffic split");
+    Ok(Json(json!({"name": name, "traffic": traffic})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AliasRequest {
+    target: String,
+}
+
+async fn list_aliases(State(s): State<AdminState>) -> Json<Value> {
+    Json(json!({"aliases": s.app.models.aliases()}))
+}
+
+/// `PUT /admin/aliases/{alias}` `{"target": "chat@v1"}` (or a name, routed by its split).
+async fn set_alias(State(s): State<AdminState>, UrlPath(alias): UrlPath<String>, JsonBody(req): JsonBody<AliasRequest>) -> Result<Json<Value>, ApiError> {
+    s.app.models.set_alias(&alias, &req.target).map_err(|e| ApiError::invalid("target", e))?;
+    Ok(Json(json!({"alias": alias, "target": req.target})))
+}
+
+async fn remove_alias(State(s): State<AdminState>, UrlPath(alias): UrlPath<String>) -> Result<Json<Value>, ApiError> {
+    if !s.app.models.remove_alias(&alias) {
+        return Err(ApiError::not_found(format!("no alias {alias:?}")));
+    }
+    Ok(Json(json!({"alias": alias, "state": "removed"})))
 }
 
 /// `rel` inside `root`: relative, no `..`, and still inside after resolving symlinks. Missing
@@ -143,30 +209,37 @@ async fn load(State(s): State<AdminState>, JsonBody(req): JsonBody<LoadRequest>)
     if !valid_name(&req.name) {
         return Err(ApiError::invalid("name", "name must be 1-128 characters of letters, digits, '.', '_' or '-'"));
     }
+    let version = req.version.clone().unwrap_or_else(|| DEFAULT_VERSION.to_string());
+    if !valid_name(&version) {
+        return Err(ApiError::invalid("version", "version must be 1-128 characters of letters, digits, '.', '_' or '-'"));
+    }
+    if s.app.models.aliases().contains_key(&req.name) {
+        return Err(ApiError::new(409, "invalid_request_error", format!("{:?} is an alias", req.name)).with_param("name"));
+    }
+    let id = format!("{}@{version}", req.name);
     let path = resolve_under(&s.models_root, &req.path)?;
     let settings = req.settings(&s.defaults)?;
     // The header or config is parsed now, so a malformed model is a 400 with the reader's error.
     check_source(&settings.model_source(&path)).map_err(|e| ApiError::invalid("path", e))?;
-    match s.states.entry(req.name.clone()) {
+    match s.states.entry(id.clone()) {
         dashmap::Entry::Occupied(e) if !matches!(e.get(), ModelState::Failed(_)) => {
-            return Err(ApiError::new(409, "invalid_request_error", format!("model {:?} already exists", req.name)).with_param("name"));
+            return Err(ApiError::new(409, "invalid_request_error", format!("model {id:?} already exists")).with_param("name"));
         }
         entry => {
             entry.insert(ModelState::Loading);
         }
     }
     let (name, state) = (req.name.clone(), s.clone());
-    tokio::task::spawn_blocking(move || match ServedModel::load(&name, &path, &settings, state.max_queue) {
-        Ok(model) => {
-            state.app.add(model);
-            state.states.insert(name, ModelState::Ready);
+    tokio::task::spawn_blocking(move || match ServedModel::load(&name, &path, &settings, state.max_queue).and_then(|m| state.app.add(m.versioned(&version))) {
+        Ok(_) => {
+            state.states.insert(id, ModelState::Ready);
         }
         Err(e) => {
-            tracing::error!(model = %name, error = %e, "model failed to load");
-            state.states.insert(name, ModelState::Failed(e));
+            tracing::error!(model = %id, error = %e, "model failed to load");
+            state.states.insert(id, ModelState::Failed(e));
         }
     });
-    Ok((StatusCode::ACCEPTED, Json(json!({"name": req.name, "state": "loading"}))))
+    Ok((StatusCode::ACCEPTED, Json(json!({"name": req.name, "version": req.version.as_deref().unwrap_or(DEFAULT_VERSION), "state": "loading"}))))
 }
 
 impl LoadRequest {
@@ -198,32 +271,48 @@ impl LoadRequest {
     }
 }
 
-async fn unload(State(s): State<AdminState>, UrlPath(name): UrlPath<String>) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Some((_, model)) = s.app.models.remove(&name) else {
-        // A failed load can be cleared too.
-        if let Some((_, ModelState::Failed(_))) = s.states.remove_if(&name, |_, v| matches!(v, ModelState::Failed(_))) {
-            return Ok((StatusCode::OK, Json(json!({"name": name, "state": "removed"}))));
+/// `DELETE /admin/models/{name}` unloads every version of `name`; `{name}@{version}` one.
+async fn unload(State(s): State<AdminState>, UrlPath(target): UrlPath<String>) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (name, version) = crate::registry::split_version(&target);
+    let ids: Vec<String> = s.states.iter().map(|e| e.key().clone()).filter(|id| crate::registry::split_version(id).0 == name && version.is_none_or(|v| crate::registry::split_version(id).1 == Some(v))).collect();
+    let mut unloading = Vec::new();
+    for id in ids {
+        let (_, Some(v)) = crate::registry::split_version(&id) else { continue };
+        match s.app.models.remove(name, v) {
+            Some(model) => {
+                s.states.insert(id.clone(), ModelState::Unloading);
+                tokio::spawn(drain_and_drop(model, id.clone(), s.states.clone(), s.drain_timeout));
+                unloading.push(id);
+            }
+            // A failed load can be cleared too.
+            None => {
+                if s.states.remove_if(&id, |_, v| matches!(v, ModelState::Failed(_))).is_some() {
+                    unloading.push(id);
+                }
+            }
         }
-        return Err(ApiError::not_found_model(&name));
-    };
-    s.states.insert(name.clone(), ModelState::Unloading);
-    let (states, timeout) = (s.states.clone(), s.drain_timeout);
-    let reply = json!({"name": name, "state": "unloading"});
-    tokio::spawn(async move {
-        let started = Instant::now();
-        // In-flight requests hold their own reference; wait for them to finish.
-        while Arc::strong_count(&model) > 1 && started.elapsed() < timeout {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if Arc::strong_count(&model) > 1 {
-            tracing::warn!(model = %name, "drain timeout: aborting in-flight requests");
-            model.handle.abort_all();
-        }
-        // The last reference (possibly an aborted stream's) joins the engine thread when dropped.
-        tokio::task::spawn_blocking(move || drop(model)).await.ok();
-        states.remove(&name);
-    });
-    Ok((StatusCode::ACCEPTED, Json(reply)))
+    }
+    if unloading.is_empty() {
+        return Err(ApiError::not_found_model(&target));
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({"name": target, "state": "unloading", "versions": unloading}))))
+}
+
+/// Lets a version's in-flight requests finish (up to `timeout`), then drops it, which joins its
+/// engine thread and frees its memory.
+async fn drain_and_drop(model: Arc<ServedModel>, id: String, states: Arc<DashMap<String, ModelState>>, timeout: Duration) {
+    let started = Instant::now();
+    // In-flight requests hold their own reference; wait for them to finish.
+    while Arc::strong_count(&model) > 1 && started.elapsed() < timeout {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if Arc::strong_count(&model) > 1 {
+        tracing::warn!(model = %id, "drain timeout: aborting in-flight requests");
+        model.handle.abort_all();
+    }
+    // The last reference (possibly an aborted stream's) joins the engine thread when dropped.
+    tokio::task::spawn_blocking(move || drop(model)).await.ok();
+    states.remove(&id);
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use dashmap::DashMap;
 use rill_engine::{Engine, EngineHandle};
 use rill_model::chat_template::ChatTemplate;
 use rill_model::grammar::Grammars;
@@ -20,6 +19,10 @@ pub const DEFAULT_MAX_QUEUE: usize = 1024;
 /// One loaded model behind its engine thread.
 pub struct ServedModel {
     pub name: String,
+    /// Which version of `name` this is (`DEFAULT_VERSION` when loaded without one).
+    pub version: String,
+    /// How this version's requests went (for rollback rules).
+    pub monitor: Arc<crate::registry::monitor::VersionMonitor>,
     pub tokenizer: Arc<Tokenizer>,
     pub chat_template: Option<ChatTemplate>,
     pub max_model_len: usize,
@@ -79,6 +82,8 @@ impl ServedModel {
         let reasoning = ReasoningMarkers::of(|t| tokenizer.token_id(t).is_some());
         ServedModel {
             name,
+            version: crate::registry::DEFAULT_VERSION.to_string(),
+            monitor: Arc::default(),
             tokenizer: Arc::new(tokenizer),
             chat_template,
             max_model_len,
@@ -92,6 +97,17 @@ impl ServedModel {
             reasoning,
             _engine: engine,
         }
+    }
+
+    /// This model as version `version` of its name.
+    pub fn versioned(mut self, version: &str) -> ServedModel {
+        self.version = version.to_string();
+        self
+    }
+
+    /// `name@version`.
+    pub fn id(&self) -> String {
+        format!("{}@{}", self.name, self.version)
     }
 
     /// The model's grammar compiler (its vocabulary as llguidance's token trie), made once.
@@ -120,7 +136,8 @@ fn warm_up(engine: &Engine, tokenizer: &Tokenizer) -> Result<(), String> {
 pub struct AppState {
     /// Set when the server begins shutting down: `/ready` answers 503 from then on.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
-    pub models: Arc<DashMap<String, Arc<ServedModel>>>,
+    /// The loaded models by name and version, their aliases and traffic splits.
+    pub models: Arc<crate::registry::Registry>,
     /// Renders `/metrics`; `None` when this process installed no Prometheus recorder.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Responses kept for `GET /v1/responses/{id}` and `previous_response_id`.
@@ -134,16 +151,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn add(&self, model: ServedModel) {
-        self.models.insert(model.name.clone(), Arc::new(model));
+    /// Serves `model` (as its name's first version, or an extra version without traffic).
+    pub fn add(&self, model: ServedModel) -> Result<Arc<ServedModel>, String> {
+        self.models.insert(model)
     }
 
-    /// The model a request names; with one model served, an empty name means that one.
+    /// The model a request names (see [`crate::registry::Registry::route`]).
     pub fn model(&self, name: Option<&str>) -> Option<Arc<ServedModel>> {
-        match name {
-            Some(n) if !n.is_empty() => self.models.get(n).map(|m| m.clone()),
-            _ if self.models.len() == 1 => self.models.iter().next().map(|m| m.clone()),
-            _ => None,
-        }
+        self.models.route(name)
     }
 }

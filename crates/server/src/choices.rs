@@ -11,7 +11,9 @@ use metrics::{counter, histogram, Histogram};
 use rill_engine::{FinishReason, SampledToken, StreamEvent, Usage};
 use rill_model::tokenizer::{IncrementalDecoder, Tokenizer};
 
+use crate::app::ServedModel;
 use crate::openai::stop::StopMatcher;
+use crate::registry::monitor::{Outcome, VersionMonitor, MAX_GAPS_PER_REQUEST};
 
 /// What one engine event means for the client.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,9 +50,13 @@ pub const GENERATION_TOKENS: &str = "rill_generation_tokens_total";
 pub const REQUESTS: &str = "rill_requests_total";
 
 /// Latency and outcome of one request, recorded as its events pass (per token: one histogram
-/// sample, no allocation) and once when it ends — or, for a client that left, when dropped.
+/// sample) and once when it ends — or, for a client that left, when dropped: into the metrics,
+/// and into its model version's monitor.
 struct RequestMetrics {
     model: String,
+    monitor: Arc<VersionMonitor>,
+    /// What the monitor gets when the request ends.
+    outcome_so_far: Outcome,
     /// Registered once per request, so the per-token path is one sample, no lookup.
     ttft: Histogram,
     inter_token: Histogram,
@@ -62,11 +68,26 @@ struct RequestMetrics {
 }
 
 impl RequestMetrics {
-    fn token(&mut self) {
+    fn token(&mut self, logprob: Option<f32>) {
         let now = Instant::now();
+        let seen = &mut self.outcome_so_far;
         match self.last_token {
-            None => self.ttft.record((now - self.started).as_secs_f64()),
-            Some(last) => self.inter_token.record((now - last).as_secs_f64()),
+            None => {
+                let ttft = (now - self.started).as_secs_f64();
+                self.ttft.record(ttft);
+                seen.ttft_ms = Some((ttft * 1e3) as f32);
+            }
+            Some(last) => {
+                let gap = (now - last).as_secs_f64();
+                self.inter_token.record(gap);
+                if seen.gaps_ms.len() < MAX_GAPS_PER_REQUEST {
+                    seen.gaps_ms.push((gap * 1e3) as f32);
+                }
+            }
+        }
+        if let Some(lp) = logprob.filter(|lp| lp.is_finite()) {
+            seen.logprob_sum += lp as f64;
+            seen.logprob_tokens += 1;
         }
         self.last_token = Some(now);
         self.generated += 1;
@@ -75,6 +96,12 @@ impl RequestMetrics {
     fn end(&mut self, outcome: &'static str) {
         if self.outcome.is_none() {
             self.outcome = Some(outcome);
+            let mut seen = std::mem::take(&mut self.outcome_so_far);
+            seen.error = outcome == "error";
+            seen.finish = outcome;
+            seen.prompt_tokens = self.prompt_tokens as usize;
+            seen.completion_tokens = self.generated as usize;
+            self.monitor.record(seen);
             let m = self.model.clone();
             histogram!(E2E_SECONDS, "model" => m.clone()).record(self.started.elapsed().as_secs_f64());
             counter!(PROMPT_TOKENS, "model" => m.clone()).increment(self.prompt_tokens);
@@ -109,14 +136,17 @@ pub fn finish_reason(reason: FinishReason) -> &'static str {
 }
 
 impl Choices {
-    pub fn new(model: &str, n: usize, tokenizer: &Arc<Tokenizer>, stops: &[String], prompt_tokens: usize, ticket: crate::routes::generation::QueueTicket, charge: Option<crate::key_limits::KeyCharge>) -> Choices {
+    pub fn new(model: &ServedModel, n: usize, stops: &[String], prompt_tokens: usize, ticket: crate::routes::generation::QueueTicket, charge: Option<crate::key_limits::KeyCharge>) -> Choices {
+        let tokenizer = &model.tokenizer;
         let choices = (0..n)
             .map(|_| Choice { decoder: IncrementalDecoder::continuing(tokenizer.clone(), true), stop: StopMatcher::new(stops.to_vec()), done: false, completion_tokens: 0 })
             .collect();
         let metrics = RequestMetrics {
-            model: model.to_string(),
-            ttft: histogram!(TTFT_SECONDS, "model" => model.to_string()),
-            inter_token: histogram!(INTER_TOKEN_SECONDS, "model" => model.to_string()),
+            model: model.name.clone(),
+            monitor: model.monitor.clone(),
+            outcome_so_far: Outcome::default(),
+            ttft: histogram!(TTFT_SECONDS, "model" => model.name.clone()),
+            inter_token: histogram!(INTER_TOKEN_SECONDS, "model" => model.name.clone()),
             started: Instant::now(),
             last_token: None,
             outcome: None,
@@ -152,7 +182,7 @@ impl Choices {
             StreamEvent::Token { index, token } => {
                 let Some(c) = self.choices.get_mut(index).filter(|c| !c.done) else { return vec![] };
                 c.completion_tokens += 1;
-                self.metrics.token();
+                self.metrics.token(token.logprob);
                 let piece = c.decoder.push(token.token);
                 let out = c.stop.push(&piece);
                 let mut updates = vec![ChoiceUpdate::Text { index, text: out.emit, tokens: vec![token] }];

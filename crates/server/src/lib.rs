@@ -18,6 +18,7 @@ pub mod listener;
 pub mod load;
 pub mod openai;
 pub mod prometheus;
+pub mod registry;
 pub mod routes;
 
 pub use load::LoadSettings;

@@ -9,7 +9,8 @@ use rill_engine::{Constraint, SampledToken};
 use rill_model::chat_template::{tool_call_lark, ChatTemplate, RenderOptions};
 use rill_model::grammar::GrammarSpec;
 
-use super::completions::{limits, model_for};
+use super::completions::limits;
+use super::routing::{model_for, VersionTag};
 use super::generation::compile_grammar;
 use super::generation::{collect, response_id, sse, submit, Arrival, Chunk};
 use crate::app::{AppState, ServedModel};
@@ -26,15 +27,15 @@ use crate::reasoning::ReasoningSplitter;
 use crate::routes::json_body::JsonBody;
 use crate::tool_calls::ToolCall;
 
-pub async fn chat_completions(State(state): State<AppState>, arrival: Arrival, JsonBody(req): JsonBody<ChatCompletionRequest>) -> Result<Response, ApiError> {
-    let model = model_for(&state, req.model.as_deref())?;
+pub async fn chat_completions(State(state): State<AppState>, tag: VersionTag, arrival: Arrival, JsonBody(req): JsonBody<ChatCompletionRequest>) -> Result<Response, ApiError> {
+    let model = model_for(&state, &tag, req.model.as_deref())?;
     let mut v = validate_chat(req, &limits(&model))?;
     let ctx = arrival.context(v.timeout)?;
     let PreparedChat { prompt, output } = prepare(&model, &mut v)?;
     let n = v.params.n.max(1);
     let want_logprobs = v.params.logprobs.is_some();
     let run = submit(&model, prompt, v.params.clone(), &v.stop, &ctx)?;
-    let (id, created, name) = (response_id("chatcmpl"), unix_time(), model.name.clone());
+    let (id, created, name) = (response_id("chatcmpl"), unix_time(), model.echo.clone());
 
     if !v.stream {
         let c = collect(run, n).await?;

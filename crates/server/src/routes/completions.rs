@@ -1,12 +1,11 @@
 //! `POST /v1/completions`.
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rill_engine::SampledToken;
 
+use super::routing::{model_for, VersionTag};
 use super::generation::{collect, next_event, response_id, sse, submit, Arrival, Chunk};
 use crate::app::{AppState, ServedModel};
 use crate::choices::ChoiceUpdate;
@@ -20,12 +19,8 @@ pub fn limits(m: &ServedModel) -> ModelLimits {
     ModelLimits { vocab_size: m.vocab_size, max_model_len: m.max_model_len, max_n: rill_engine::MAX_N }
 }
 
-pub fn model_for(state: &AppState, name: Option<&str>) -> Result<Arc<ServedModel>, ApiError> {
-    state.model(name).ok_or_else(|| ApiError::not_found_model(name.unwrap_or("")))
-}
-
-pub async fn completions(State(state): State<AppState>, arrival: Arrival, JsonBody(req): JsonBody<CompletionRequest>) -> Result<Response, ApiError> {
-    let model = model_for(&state, req.model.as_deref())?;
+pub async fn completions(State(state): State<AppState>, tag: VersionTag, arrival: Arrival, JsonBody(req): JsonBody<CompletionRequest>) -> Result<Response, ApiError> {
+    let model = model_for(&state, &tag, req.model.as_deref())?;
     let mut v = validate_completion(req, &limits(&model))?;
     let ctx = arrival.context(v.timeout)?;
     if let Some(g) = &v.grammar {
@@ -53,7 +48,7 @@ pub async fn completions(State(state): State<AppState>, arrival: Arrival, JsonBo
     for (prompt, params, _) in prepared {
         runs.push(submit(&model, prompt, params, &v.stop, &ctx)?);
     }
-    let (id, created, name) = (response_id("cmpl"), unix_time(), model.name.clone());
+    let (id, created, name) = (response_id("cmpl"), unix_time(), model.echo.clone());
 
     if !v.stream {
         // Choice `p·n + i` is choice `i` of prompt `p`, as OpenAI numbers them.

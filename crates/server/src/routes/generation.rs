@@ -128,7 +128,13 @@ const RETRY_AFTER_SECS: u64 = 1;
 pub fn submit(model: &ServedModel, prompt: Vec<u32>, params: SamplingParams, stop: &[String], ctx: &RunContext) -> Result<Running, ApiError> {
     let ticket = QueueTicket::take(&model.queued, model.max_queue).ok_or_else(|| ApiError::overloaded(RETRY_AFTER_SECS))?;
     let n = params.n.max(1);
-    let choices = Choices::new(&model.name, n, &model.tokenizer, stop, prompt.len(), ticket, ctx.charge.clone());
+    let choices = Choices::new(model, n, stop, prompt.len(), ticket, ctx.charge.clone());
+    // A version whose logprobs a rollback rule compares computes them for every request (the
+    // response shows them only where the client asked).
+    let mut params = params;
+    if model.monitor.track_logprobs.load(Ordering::Relaxed) && params.logprobs.is_none() {
+        params.logprobs = Some(0);
+    }
     let deadline = ctx.deadline;
     let tenant = ctx.charge.as_ref().map(|c| c.account.tenant());
     let stream = model.handle.submit(GenerateRequest { prompt, params, priority: 0, tenant }).map_err(|e| ApiError::internal(e.to_string()))?;

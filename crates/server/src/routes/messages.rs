@@ -12,7 +12,8 @@ use axum::Json;
 use serde::de::DeserializeOwned;
 
 use super::chat::{prepare, PreparedChat};
-use super::completions::{limits, model_for};
+use super::completions::limits;
+use super::routing::{model_for, VersionTag};
 use super::generation::{collect, item_id, submit, Arrival};
 use super::json_body::JsonBody;
 use crate::anthropic::blocks::BlockBuilder;
@@ -34,8 +35,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AnthropicJson<T> {
     }
 }
 
-pub async fn messages(State(state): State<AppState>, arrival: Arrival, AnthropicJson(req): AnthropicJson<MessagesRequest>) -> Result<Response, AnthropicError> {
-    let model = model_for(&state, req.model.as_deref())?;
+pub async fn messages(State(state): State<AppState>, tag: VersionTag, arrival: Arrival, AnthropicJson(req): AnthropicJson<MessagesRequest>) -> Result<Response, AnthropicError> {
+    let model = model_for(&state, &tag, req.model.as_deref())?;
     let ctx = arrival.context(None)?;
     let mut v = validate_chat(to_chat(&req)?, &limits(&model)).map_err(messages_param)?;
     let PreparedChat { prompt, mut output } = prepare(&model, &mut v).map_err(messages_param)?;
@@ -45,7 +46,7 @@ pub async fn messages(State(state): State<AppState>, arrival: Arrival, Anthropic
         id: item_id("msg"),
         kind: "message",
         role: "assistant",
-        model: model.name.clone(),
+        model: model.echo.clone(),
         content: Vec::new(),
         stop_reason: None,
         stop_sequence: None,

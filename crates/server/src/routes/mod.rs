@@ -10,6 +10,7 @@ pub mod json_body;
 pub mod messages;
 pub mod models;
 pub mod responses;
+pub mod routing;
 pub mod tokenize;
 
 use axum::extract::DefaultBodyLimit;
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(routing::tag_model_version))
         .layer(axum::middleware::from_fn_with_state(policy, require_key))
         .with_state(state)
 }

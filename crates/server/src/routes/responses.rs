@@ -13,7 +13,8 @@ use rill_model::chat_template::{ChatMessage as TemplateMessage, MessageToolCall}
 use serde_json::{json, Value};
 
 use super::chat::{prepare, PreparedChat};
-use super::completions::{limits, model_for};
+use super::completions::limits;
+use super::routing::{model_for, VersionTag};
 use super::generation::{collect, item_id, submit, Arrival};
 use crate::app::AppState;
 use crate::choices::ChoiceUpdate;
@@ -26,8 +27,8 @@ use crate::responses::store::Stored;
 use crate::responses::types::{CreateResponse, Deleted, IncompleteDetails, OutputItem, ResponseObject, ResponseUsage, StreamEvent, TextConfig, TextFormat};
 use crate::routes::json_body::JsonBody;
 
-pub async fn create(State(state): State<AppState>, arrival: Arrival, JsonBody(req): JsonBody<CreateResponse>) -> Result<Response, ApiError> {
-    let model = model_for(&state, req.model.as_deref())?;
+pub async fn create(State(state): State<AppState>, tag: VersionTag, arrival: Arrival, JsonBody(req): JsonBody<CreateResponse>) -> Result<Response, ApiError> {
+    let model = model_for(&state, &tag, req.model.as_deref())?;
     let ctx = arrival.context(None)?;
     let previous = match &req.previous_response_id {
         Some(id) => Some(state.responses.get(id).ok_or_else(|| ApiError::not_found(format!("Previous response with id '{id}' not found.")).with_param("previous_response_id"))?),
@@ -40,7 +41,7 @@ pub async fn create(State(state): State<AppState>, arrival: Arrival, JsonBody(re
     v.messages = req.instructions.iter().map(|i| TemplateMessage::new("system", i.clone())).chain(earlier.iter().cloned()).chain(input.iter().cloned()).collect();
     let PreparedChat { prompt, mut output } = prepare(&model, &mut v).map_err(responses_param)?;
     let run = submit(&model, prompt, v.params.clone(), &v.stop, &ctx)?;
-    let mut response = new_response(&req, item_id("resp"), model.name.clone());
+    let mut response = new_response(&req, item_id("resp"), model.echo.clone());
     let history: Vec<TemplateMessage> = earlier.iter().cloned().chain(input).collect();
     let store = response.store.then(|| state.responses.clone());
 
