@@ -124,3 +124,49 @@ fn identical_versions_pass_a_logprob_rule_without_clients_seeing_logprobs() {
     // The same prompt, greedy, on the same weights: the same tokens with the same logprobs.
     assert!(mean("v1") < 0.0 && (mean("v1") - mean("v2")).abs() < 1e-3, "{described}");
 }
+
+/// `/admin/usage` adds up to the `usage` of the responses, and a stream the client dropped counts
+/// what was generated before it left.
+#[test]
+fn usage_sums_match_the_responses_and_count_dropped_streams() {
+    let admin = two_versions();
+    let mut expected = (0u64, 0u64);
+    for (model, prompt) in [("smol", "Hello"), ("smol@v2", "The capital of France is"), ("smol@v2", "Once")] {
+        let (status, out) = admin.server.post("/v1/completions", json!({"model": model, "prompt": prompt, "max_tokens": 5}));
+        assert_eq!(status, 200, "{out}");
+        expected.0 += out["usage"]["prompt_tokens"].as_u64().unwrap();
+        expected.1 += out["usage"]["completion_tokens"].as_u64().unwrap();
+    }
+    let events = admin.server.stream("/v1/chat/completions", json!({"model": "smol", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 6, "stream": true, "stream_options": {"include_usage": true}}));
+    let usage = crate::http::chunks(&events).last().unwrap()["usage"].clone();
+    expected.0 += usage["prompt_tokens"].as_u64().unwrap();
+    expected.1 += usage["completion_tokens"].as_u64().unwrap();
+    // A long stream dropped after its first bytes.
+    admin.server.runtime.block_on(async {
+        let url = format!("{}/v1/completions", admin.server.base);
+        let body = json!({"model": "smol", "prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": true, "stream": true});
+        let mut resp = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
+        for _ in 0..3 {
+            resp.chunk().await.unwrap();
+        }
+    });
+    let usage_of = |query: &str| {
+        let (status, body) = admin.admin_call(Method::GET, &format!("/admin/usage{query}"), None);
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let started = std::time::Instant::now();
+    while usage_of("?model=smol")["total"]["requests"] != 5 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{}", usage_of(""));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let total = &usage_of("?model=smol")["total"];
+    let dropped_prompt = 4; // "Once upon a time"
+    assert_eq!(total["prompt_tokens"].as_u64().unwrap(), expected.0 + dropped_prompt, "{total}");
+    let dropped_completion = total["completion_tokens"].as_u64().unwrap() - expected.1;
+    assert!((1..400).contains(&dropped_completion), "the dropped stream counted {dropped_completion} tokens");
+    let rows = usage_of("?key=anonymous");
+    let v2 = rows["data"].as_array().unwrap().iter().find(|r| r["version"] == "v2").unwrap();
+    assert_eq!(v2["requests"], 2, "{rows}");
+    assert_eq!(usage_of("?model=other")["data"], json!([]));
+}

@@ -73,6 +73,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/models/{name}", get(describe).delete(unload))
         .route("/admin/models/{name}/traffic", put(set_traffic))
         .route("/admin/aliases", get(list_aliases))
+        .route("/admin/usage", get(usage))
         .route("/admin/aliases/{alias}", put(set_alias).delete(remove_alias))
         .fallback(crate::routes::not_found)
         .layer(axum::middleware::from_fn_with_state(policy, require_key))
@@ -164,6 +165,19 @@ async fn set_traffic(State(s): State<AdminState>, UrlPath(name): UrlPath<String>
     let traffic = s.app.models.set_traffic(&name, req).map_err(|e| ApiError::invalid("weights", e))?;
     tracing::info!(model = %name, weights = ?traffic.weights, baseline = %traffic.baseline, "traffic split");
     Ok(Json(json!({"name": name, "traffic": traffic})))
+}
+
+#[derive(Deserialize)]
+struct UsageFilter {
+    key: Option<String>,
+    model: Option<String>,
+}
+
+/// `GET /admin/usage?key=…&model=…`: requests and tokens per model, version and key, and the sum.
+async fn usage(State(s): State<AdminState>, axum::extract::Query(f): axum::extract::Query<UsageFilter>) -> Json<Value> {
+    let (rows, total) = s.app.models.usage.query(f.key.as_deref(), f.model.as_deref());
+    let data: Vec<Value> = rows.into_iter().map(|(k, t)| json!({"model": k.model, "version": k.version, "key": k.key, "requests": t.requests, "prompt_tokens": t.prompt_tokens, "completion_tokens": t.completion_tokens, "cached_tokens": t.cached_tokens})).collect();
+    Json(json!({"data": data, "total": total}))
 }
 
 #[derive(Deserialize)]

@@ -23,6 +23,8 @@ pub struct ServedModel {
     pub version: String,
     /// How this version's requests went (for rollback rules).
     pub monitor: Arc<crate::registry::monitor::VersionMonitor>,
+    /// Where its requests' usage is counted (the registry's ledger once it is served).
+    pub usage: Arc<crate::registry::usage::UsageLedger>,
     pub tokenizer: Arc<Tokenizer>,
     pub chat_template: Option<ChatTemplate>,
     pub max_model_len: usize,
@@ -84,6 +86,7 @@ impl ServedModel {
             name,
             version: crate::registry::DEFAULT_VERSION.to_string(),
             monitor: Arc::default(),
+            usage: Arc::default(),
             tokenizer: Arc::new(tokenizer),
             chat_template,
             max_model_len,

@@ -14,6 +14,7 @@ use rill_model::tokenizer::{IncrementalDecoder, Tokenizer};
 use crate::app::ServedModel;
 use crate::openai::stop::StopMatcher;
 use crate::registry::monitor::{Outcome, VersionMonitor, MAX_GAPS_PER_REQUEST};
+use crate::registry::usage::UsageLedger;
 
 /// What one engine event means for the client.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +38,9 @@ pub struct Choices {
     ticket: Option<crate::routes::generation::QueueTicket>,
     /// The key to charge the request's tokens to when it ends (its place is held until then).
     charge: Option<crate::key_limits::KeyCharge>,
+    /// Where the request's usage is counted, under its model, version and key.
+    ledger: Arc<UsageLedger>,
+    version: String,
     pub prompt_tokens: usize,
     pub cached_tokens: usize,
     metrics: RequestMetrics,
@@ -118,10 +122,13 @@ impl Drop for RequestMetrics {
 }
 
 impl Drop for Choices {
-    /// The request is over (finished, failed or left): its key is charged what it used.
+    /// The request is over (finished, failed or left): it is counted, and its key charged,
+    /// for what it used.
     fn drop(&mut self) {
+        let u = self.usage();
+        let key = self.charge.as_ref().map(|c| c.account.name.as_str());
+        self.ledger.record(&self.metrics.model, &self.version, key, &u);
         if let Some(charge) = self.charge.take() {
-            let u = self.usage();
             charge.tokens(u.prompt_tokens, u.completion_tokens);
         }
     }
@@ -153,7 +160,7 @@ impl Choices {
             generated: 0,
             prompt_tokens: prompt_tokens as u64,
         };
-        Choices { choices, ticket: Some(ticket), charge, prompt_tokens, cached_tokens: 0, metrics }
+        Choices { choices, ticket: Some(ticket), charge, ledger: model.usage.clone(), version: model.version.clone(), prompt_tokens, cached_tokens: 0, metrics }
     }
 
     /// The stop string that ended choice `index`, if one did.

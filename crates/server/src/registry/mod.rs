@@ -6,6 +6,7 @@
 pub mod monitor;
 pub mod rollback;
 pub mod traffic;
+pub mod usage;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +53,8 @@ struct Catalog {
 
 pub struct Registry {
     catalog: RwLock<Catalog>,
+    /// Every version's usage, kept after it is unloaded.
+    pub usage: Arc<usage::UsageLedger>,
     started: Instant,
     /// Milliseconds after `started` of the last judgement of the canaries.
     last_judged: AtomicU64,
@@ -59,7 +62,7 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry { catalog: RwLock::default(), started: Instant::now(), last_judged: AtomicU64::new(0) }
+        Registry { catalog: RwLock::default(), usage: Arc::default(), started: Instant::now(), last_judged: AtomicU64::new(0) }
     }
 }
 
@@ -74,7 +77,8 @@ impl Registry {
 
     /// Adds a loaded version. The first version of a name takes all its traffic; later ones
     /// take none until a traffic split gives them some.
-    pub fn insert(&self, model: ServedModel) -> Result<Arc<ServedModel>, String> {
+    pub fn insert(&self, mut model: ServedModel) -> Result<Arc<ServedModel>, String> {
+        model.usage = self.usage.clone();
         let mut c = self.write();
         if c.aliases.contains_key(&model.name) {
             return Err(format!("{:?} is an alias", model.name));
