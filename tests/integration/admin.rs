@@ -145,3 +145,27 @@ fn a_hugging_face_directory_loads_and_answers_like_the_gguf() {
     assert!(out["choices"][0]["text"].as_str().unwrap().starts_with(" Paris"), "{out}");
     admin.unload("hf");
 }
+
+/// A KV pool larger than the free memory is refused with a sentence saying so, instead of being
+/// reserved and found out under load.
+#[test]
+fn a_kv_pool_that_does_not_fit_in_memory_is_refused() {
+    let admin = start(&rill::testing::repo_root().join("models"));
+    let url = format!("{}/admin/models", admin.admin);
+    // 8,192 tokens of context × 4,096 sequences: hundreds of GB of KV for this model.
+    let (status, reply) = admin.server.post(&url, json!({"name": "huge", "path": "SmolLM2-135M-Instruct.Q4_1.gguf", "kv_cache_tokens": 1_000_000_000_000u64, "max_num_seqs": 4096}));
+    assert_eq!(status, 202, "{reply}");
+    let started = Instant::now();
+    let failed = loop {
+        let m = admin.state_of("huge").unwrap();
+        if m["state"] != "loading" {
+            break m;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(failed["state"], "failed", "{failed}");
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.contains("MiB of cpu memory are free"), "{error}");
+    assert_eq!(admin.complete("huge", "Hi", 1).0, 404);
+}

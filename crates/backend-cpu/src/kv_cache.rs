@@ -12,8 +12,8 @@ pub trait KvElem: Copy + Send + Sync + 'static {
     const IS_F16: bool;
     fn from_f32(v: f32) -> Self;
     fn to_f32(self) -> f32;
-    /// `len` zeros from zeroed pages: the OS maps them lazily, so a large pool costs no time or
-    /// resident memory until it is used. `None` when the allocation fails.
+    /// `len` zeros from zeroed pages (the OS maps them on first touch). `None` when the
+    /// allocation fails.
     fn zeroed(len: usize) -> Option<Vec<Self>>;
 }
 
@@ -83,11 +83,26 @@ fn layers<T: KvElem>(layout: &KvLayout) -> BackendResult<Vec<LayerKv<T>>> {
     let mut out = Vec::new();
     out.try_reserve_exact(layout.layers).map_err(|_| oom(layout))?;
     for _ in 0..layout.layers {
-        let k = T::zeroed(elems).ok_or_else(|| oom(layout))?;
-        let v = T::zeroed(elems).ok_or_else(|| oom(layout))?;
+        let mut k = T::zeroed(elems).ok_or_else(|| oom(layout))?;
+        let mut v = T::zeroed(elems).ok_or_else(|| oom(layout))?;
+        touch_every_page(&mut k);
+        touch_every_page(&mut v);
         out.push(LayerKv { k, v });
     }
     Ok(out)
+}
+
+/// Writes one zero per page, so the pool is resident from the start: the memory a load reserves
+/// is then counted in the host's available memory at once, and the next load's fit check (and
+/// the operator's RSS graph) sees it, instead of finding out under load.
+fn touch_every_page<T: KvElem>(data: &mut [T]) {
+    const PAGE_BYTES: usize = 4096;
+    let step = (PAGE_BYTES / std::mem::size_of::<T>()).max(1);
+    for i in (0..data.len()).step_by(step) {
+        // SAFETY: `i` is in bounds; a volatile write keeps the compiler from skipping a store of
+        // the zero the element already holds.
+        unsafe { std::ptr::write_volatile(data.as_mut_ptr().add(i), T::from_f32(0.0)) };
+    }
 }
 
 fn oom(layout: &KvLayout) -> BackendError {

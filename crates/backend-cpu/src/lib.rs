@@ -74,6 +74,12 @@ impl Backend for CpuBackend {
         "cpu"
     }
 
+    fn free_memory_bytes(&self) -> Option<usize> {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let kib: usize = meminfo.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?.split_whitespace().next()?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     fn alloc(&self, len: usize) -> BackendResult<Vec<f32>> {
         Ok(vec![0.0; len])
     }

@@ -180,6 +180,11 @@ impl Backend for CudaBackend {
         "cuda"
     }
 
+    fn free_memory_bytes(&self) -> Option<usize> {
+        self.dev.ctx.bind_to_thread().ok()?;
+        cudarc::driver::result::mem_get_info().ok().map(|(free, _total)| free)
+    }
+
     fn alloc(&self, len: usize) -> BackendResult<CudaBuffer> {
         self.not_capturing("alloc")?;
         let data = alloc_zeros::<f32>(&self.dev.stream, len, "a buffer")?;

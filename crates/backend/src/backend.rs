@@ -142,6 +142,13 @@ pub trait Backend: Send + 'static {
 
     fn name(&self) -> &'static str;
 
+    /// Bytes free for new allocations in the memory this backend allocates from (the host's
+    /// available memory, a GPU's free device memory), where it can tell: loads check that a KV
+    /// pool fits before reserving it.
+    fn free_memory_bytes(&self) -> Option<usize> {
+        None
+    }
+
     // Memory.
     fn alloc(&self, len: usize) -> BackendResult<Self::Buffer>;
     fn alloc_indices(&self, len: usize) -> BackendResult<Self::Indices>;

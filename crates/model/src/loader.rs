@@ -21,7 +21,8 @@ use crate::weights::{ModelWeights, WeightsError};
 pub enum KvBudget {
     Tokens(usize),
     Bytes(usize),
-    /// A fifth of the available memory, at most `AUTO_KV_MAX_BYTES`.
+    /// A fifth of the backend's free memory (4 GiB assumed where it cannot tell), at most
+    /// `AUTO_KV_MAX_BYTES`.
     Auto,
 }
 
@@ -29,23 +30,15 @@ pub enum KvBudget {
 pub const AUTO_KV_MAX_BYTES: usize = 2 << 30;
 
 impl KvBudget {
-    /// Tokens of cache for a model whose KV takes `bytes_per_token`, before clamping.
-    pub fn tokens(self, bytes_per_token: usize) -> usize {
+    /// Tokens of cache for a model whose KV takes `bytes_per_token`, before clamping, on a
+    /// backend with `free` bytes of memory.
+    pub fn tokens(self, bytes_per_token: usize, free: Option<usize>) -> usize {
         match self {
             KvBudget::Tokens(t) => t,
             KvBudget::Bytes(b) => b / bytes_per_token.max(1),
-            KvBudget::Auto => (available_memory_bytes() / 5).min(AUTO_KV_MAX_BYTES) / bytes_per_token.max(1),
+            KvBudget::Auto => (free.unwrap_or(4 << 30) / 5).min(AUTO_KV_MAX_BYTES) / bytes_per_token.max(1),
         }
     }
-}
-
-/// `MemAvailable` from /proc/meminfo, or 4 GiB where that cannot be read.
-fn available_memory_bytes() -> usize {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().find(|l| l.starts_with("MemAvailable:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok()))
-        .map(|kib| kib * 1024)
-        .unwrap_or(4 << 30)
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +77,8 @@ pub enum LoadError {
     Backend(#[from] BackendError),
     #[error("invalid load options: {0}")]
     Options(String),
+    #[error("the KV cache would take {needed_mib} MiB but only {free_mib} MiB of {backend} memory are free: ask for fewer tokens (kv_cache_tokens) or free memory")]
+    DoesNotFit { needed_mib: usize, free_mib: usize, backend: &'static str },
     #[error("dummy model: {0}")]
     Dummy(String),
 }
@@ -158,7 +153,8 @@ fn choose_chat_template(operator: Option<&str>, file: Option<ChatTemplate>, dumm
 /// Sizes the KV cache for `opts` and builds the transformer around the loaded weights.
 fn assemble<B: Backend>(backend: B, cfg: ModelConfig, weights: ModelWeights<B>, opts: &LoadOptions) -> Result<Transformer<B>, LoadError> {
     let bytes_per_token = 2 * cfg.layers * cfg.kv_dim() * opts.kv_dtype.bytes();
-    let tokens = opts.kv_budget.tokens(bytes_per_token).clamp(opts.block_size, cfg.context_length * opts.capacity.max_seqs);
+    let free = backend.free_memory_bytes();
+    let tokens = opts.kv_budget.tokens(bytes_per_token, free).clamp(opts.block_size, cfg.context_length * opts.capacity.max_seqs);
     let kv = KvLayout {
         layers: cfg.layers,
         num_blocks: tokens.div_ceil(opts.block_size),
@@ -167,5 +163,12 @@ fn assemble<B: Backend>(backend: B, cfg: ModelConfig, weights: ModelWeights<B>, 
         head_dim: cfg.head_dim,
         dtype: opts.kv_dtype,
     };
+    // Reserving more than is free would "succeed" (the pages are touched later) and then swap or
+    // be killed under load: refuse now. The weights are resident already, so they are counted.
+    if let Some(free) = free {
+        if kv.total_bytes() > free {
+            return Err(LoadError::DoesNotFit { needed_mib: kv.total_bytes() >> 20, free_mib: free >> 20, backend: backend.name() });
+        }
+    }
     Ok(Transformer::new(backend, cfg, weights, kv, opts.capacity)?)
 }
