@@ -30,10 +30,12 @@ pub fn start(root: &Path) -> Admin {
         models_root: root.to_path_buf(),
         defaults: LoadSettings { threads: 2, options, ..LoadSettings::default() },
         max_queue: rill_server::app::DEFAULT_MAX_QUEUE,
+        keep_alive: None,
         drain_timeout: Duration::from_secs(5),
         loopback: true,
     };
-    let server = Server::start(rill_server::routes::router(app));
+    let server = Server::start(rill_server::routes::router(app.clone()));
+    server.runtime.spawn(app.models.clone().unload_idle());
     let admin = server.serve(rill_server::admin::router(admin));
     Admin { server, admin }
 }

@@ -55,6 +55,7 @@ fn start() -> (Server, String) {
         models_root: std::env::temp_dir(),
         defaults: LoadSettings::default(),
         max_queue: DEFAULT_MAX_QUEUE,
+        keep_alive: None,
         drain_timeout: Duration::from_secs(1),
         loopback: true,
     };

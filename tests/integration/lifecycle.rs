@@ -170,3 +170,47 @@ fn usage_sums_match_the_responses_and_count_dropped_streams() {
     assert_eq!(v2["requests"], 2, "{rows}");
     assert_eq!(usage_of("?model=other")["data"], json!([]));
 }
+
+/// After `keep_alive` without requests the engine sleeps (weights and KV pool freed, the model
+/// still listed); the next request loads it again, waits meanwhile, and succeeds.
+#[test]
+fn an_idle_model_unloads_and_comes_back_on_demand() {
+    let admin = start(&rill::testing::repo_root().join("models"));
+    admin.load(json!({"name": "sleepy", "path": GGUF, "keep_alive": 1}));
+    let (status, first) = admin.server.post("/v1/completions", json!({"model": "sleepy", "prompt": "The capital of France is", "max_tokens": 6, "temperature": 0}));
+    assert_eq!(status, 200, "{first}");
+    let started = std::time::Instant::now();
+    while admin.state_of("sleepy").unwrap()["state"] != "unloaded" {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{}", admin.state_of("sleepy").unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(started.elapsed() >= std::time::Duration::from_millis(500), "unloaded before its keep_alive");
+    let (_, models) = admin.server.get("/v1/models");
+    assert!(models.contains("\"sleepy\""), "an unloaded model stays listed: {models}");
+    let (_, described) = admin.admin_call(Method::GET, "/admin/models/sleepy", None);
+    assert_eq!(described["versions"]["default"]["state"], "unloaded", "{described}");
+    // Three requests at once while it sleeps: one load, all answered, the same text as before.
+    let answers: Vec<(u16, Value)> = admin.server.runtime.block_on(async {
+        let url = format!("{}/v1/completions", admin.server.base);
+        let body = json!({"model": "sleepy", "prompt": "The capital of France is", "max_tokens": 6, "temperature": 0});
+        let sends: Vec<_> = (0..3)
+            .map(|_| {
+                let (url, body) = (url.clone(), body.clone());
+                tokio::spawn(async move {
+                    let r = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
+                    (r.status().as_u16(), r.json::<Value>().await.unwrap())
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for send in sends {
+            out.push(send.await.unwrap());
+        }
+        out
+    });
+    for (status, out) in &answers {
+        assert_eq!(*status, 200, "{out}");
+        assert_eq!(out["choices"][0]["text"], first["choices"][0]["text"]);
+    }
+    assert_eq!(admin.state_of("sleepy").unwrap()["state"], "ready");
+}

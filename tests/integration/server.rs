@@ -216,7 +216,8 @@ fn a_disconnected_stream_frees_its_kv_blocks() {
     // client leaves.
     let (s, state) = start_fake(DEFAULT_MAX_QUEUE, Duration::from_millis(1));
     let model = state.model(Some(MODEL)).unwrap();
-    let stats = model.handle.stats();
+    let handle = model.engine.handle().unwrap();
+    let stats = handle.stats();
     s.runtime.block_on(async {
         let body = json!({"model": MODEL, "prompt": "Once upon a time", "max_tokens": 2000, "stream": true, "ignore_eos": true});
         let resp = reqwest::Client::new().post(format!("{}/v1/completions", s.base)).json(&body).send().await.unwrap();
@@ -246,7 +247,8 @@ fn a_disconnected_stream_frees_its_kv_blocks() {
 fn a_deadline_ends_the_request_and_frees_its_kv_blocks() {
     let (s, state) = start_fake(DEFAULT_MAX_QUEUE, Duration::from_millis(5));
     let model = state.model(Some(MODEL)).unwrap();
-    let stats = model.handle.stats();
+    let handle = model.engine.handle().unwrap();
+    let stats = handle.stats();
     let long = json!({"model": MODEL, "prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": true, "timeout": 0.3});
     let started = Instant::now();
     let (status, err) = s.post("/v1/completions", long.clone());

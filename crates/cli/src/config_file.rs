@@ -25,6 +25,8 @@ pub struct ConfigFile {
     pub header_timeout: Option<u64>,
     pub max_connections: Option<usize>,
     pub drain_timeout: Option<u64>,
+    /// Seconds idle before a model's weights and KV pool are freed (default for every model).
+    pub keep_alive: Option<u64>,
     #[serde(default)]
     pub engine: EngineConfig,
     #[serde(default)]
@@ -49,6 +51,7 @@ pub struct ModelEntry {
     pub name: String,
     /// Several entries may share a name with different versions (`chat@v1`, `chat@v2`).
     pub version: Option<String>,
+    pub keep_alive: Option<u64>,
     pub path: PathBuf,
     /// Overrides of `[engine]` for this model.
     #[serde(flatten)]

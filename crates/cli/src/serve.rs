@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// less (`timeout` field, `x-request-timeout` header); unset: no default.
     #[arg(long)]
     request_timeout: Option<f64>,
+    /// Seconds without requests after which a model's weights and KV pool are freed (it stays
+    /// listed, and the next request loads it again). Default: never.
+    #[arg(long, value_name = "SECONDS")]
+    keep_alive: Option<u64>,
     /// TLS certificate chain (PEM) for both listeners, with --tls-key; reloaded on SIGHUP.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -117,7 +121,9 @@ fn parse_model_spec(spec: &str) -> (String, PathBuf) {
 
 /// Everything `serve` needs, from flags or from a config file.
 struct Plan {
-    models: Vec<(String, PathBuf, ModelArgs)>,
+    /// `name` or `name@version`, path, engine options, keep-alive seconds.
+    models: Vec<(String, PathBuf, ModelArgs, Option<u64>)>,
+    keep_alive: Option<u64>,
     defaults: ModelArgs,
     host: String,
     port: u16,
@@ -144,7 +150,7 @@ fn plan_from_flags(args: ServeArgs) -> Plan {
                 (Some(n), true) => n.clone(),
                 _ => name,
             };
-            (name, path, args.engine.clone())
+            (name, path, args.engine.clone(), args.keep_alive)
         })
         .collect();
     Plan {
@@ -165,6 +171,7 @@ fn plan_from_flags(args: ServeArgs) -> Plan {
             metrics_require_key: args.metrics_require_key,
         },
         request_timeout: args.request_timeout,
+        keep_alive: args.keep_alive,
         tls: args.tls_cert.zip(args.tls_key),
         header_timeout: args.header_timeout,
         max_connections: args.max_connections,
@@ -174,7 +181,8 @@ fn plan_from_flags(args: ServeArgs) -> Plan {
 fn plan_from_file(path: &std::path::Path, flags: ServeArgs) -> Result<Plan, String> {
     let cfg = ConfigFile::read(path)?;
     let defaults = cfg.engine.apply(&flags.engine)?;
-    let models = cfg.models.iter().map(|m| Ok((m.id(), m.path.clone(), m.engine.apply(&defaults)?))).collect::<Result<Vec<_>, String>>()?;
+    let keep_alive = cfg.keep_alive.or(flags.keep_alive);
+    let models = cfg.models.iter().map(|m| Ok((m.id(), m.path.clone(), m.engine.apply(&defaults)?, m.keep_alive.or(keep_alive)))).collect::<Result<Vec<_>, String>>()?;
     Ok(Plan {
         models,
         defaults,
@@ -193,6 +201,7 @@ fn plan_from_file(path: &std::path::Path, flags: ServeArgs) -> Result<Plan, Stri
             metrics_require_key: cfg.metrics_require_key.unwrap_or(flags.metrics_require_key),
         },
         request_timeout: cfg.request_timeout.or(flags.request_timeout),
+        keep_alive,
         tls: cfg.tls_cert.zip(cfg.tls_key).or(flags.tls_cert.zip(flags.tls_key)),
         header_timeout: cfg.header_timeout.unwrap_or(flags.header_timeout),
         max_connections: cfg.max_connections.unwrap_or(flags.max_connections),
@@ -222,16 +231,17 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         models_root: plan.models_root.clone(),
         defaults: plan.defaults.settings(),
         max_queue: plan.max_queue,
+        keep_alive: plan.keep_alive.map(Duration::from_secs),
         drain_timeout: Duration::from_secs(plan.drain_timeout),
         loopback: admin_ip.is_loopback(),
     };
-    for (id, path, engine) in &plan.models {
+    for (id, path, engine, keep_alive) in &plan.models {
         let (name, version) = rill_server::registry::split_version(id);
         let version = version.unwrap_or(rill_server::registry::DEFAULT_VERSION);
         if !rill_server::registry::valid_name(name) || !rill_server::registry::valid_name(version) {
             return Err(format!("model {id:?}: a name and a version are 1-128 characters of letters, digits, '.', '_' or '-'").into());
         }
-        let model = ServedModel::load(name, path, &engine.settings(), plan.max_queue).map_err(|e| format!("{}: {e}", path.display()))?.versioned(version);
+        let model = ServedModel::load(name, path, &engine.settings(), plan.max_queue).map_err(|e| format!("{}: {e}", path.display()))?.versioned(version).with_keep_alive(keep_alive.map(Duration::from_secs));
         tracing::info!(model = %name, version = %version, kv_tokens = model.info.kv_cache_tokens, "model loaded");
         let model = state.add(model)?;
         admin.states.insert(model.id(), ModelState::Ready);
@@ -250,6 +260,7 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         let names: Vec<String> = state.models.all().iter().map(|m| if m.version == rill_server::registry::DEFAULT_VERSION { m.name.clone() } else { m.id() }).collect();
         eprintln!("rill: serving {} on {scheme}://{} (admin API on {scheme}://{})", names.join(", "), listener.local_addr()?, admin_listener.local_addr()?);
         tokio::spawn(reload_on_sighup(plan.security, key_store, tls));
+        tokio::spawn(state.models.clone().unload_idle());
         // SIGTERM or SIGINT: stop accepting (and /ready says 503), let requests in flight finish
         // up to the drain timeout, then end the rest with an `abort` finish and exit.
         let (signalled_tx, signalled) = tokio::sync::watch::channel(false);
@@ -271,7 +282,9 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             tokio::time::sleep(drain_timeout).await;
             for model in state.models.all() {
                 tracing::warn!(model = %model.id(), "drain timeout: aborting requests in flight");
-                model.handle.abort_all();
+                if let Some(handle) = model.engine.handle() {
+                    handle.abort_all();
+                }
             }
             // Time for the final events to reach the clients.
             tokio::time::sleep(FINAL_EVENTS_GRACE).await;

@@ -43,6 +43,8 @@ pub struct AdminState {
     /// Engine options for models loaded through the API (their fields override some).
     pub defaults: LoadSettings,
     pub max_queue: usize,
+    /// Idle time before a loaded model sleeps, unless its load says otherwise (`None`: never).
+    pub keep_alive: Option<Duration>,
     pub drain_timeout: Duration,
     /// The listener is on a loopback address: only requests for a loopback host name are
     /// answered (against DNS rebinding).
@@ -64,6 +66,9 @@ pub struct LoadRequest {
     dummy_seed: Option<u64>,
     /// A Jinja chat template to use instead of the model's own.
     chat_template: Option<String>,
+    /// Seconds without requests after which the weights and KV pool are freed until the next
+    /// request (default: the server's `--keep-alive`).
+    keep_alive: Option<u64>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -114,7 +119,11 @@ async fn list(State(s): State<AdminState>) -> Json<Value> {
                 v["path"] = json!(i.path);
                 v["kv_cache_tokens"] = json!(i.kv_cache_tokens);
                 v["memory_bytes"] = json!(i.file_bytes + i.kv_cache_bytes as u64);
-                v["running"] = json!(m.handle.stats().running.load(std::sync::atomic::Ordering::Relaxed));
+                v["running"] = json!(m.engine.handle().map_or(0, |h| h.stats().running.load(std::sync::atomic::Ordering::Relaxed)));
+                v["keep_alive"] = json!(m.engine.keep_alive.map(|k| k.as_secs_f64()));
+                if m.engine.is_asleep() {
+                    v["state"] = json!("unloaded");
+                }
             }
             v
         })
@@ -148,7 +157,8 @@ async fn describe(State(s): State<AdminState>, UrlPath(name): UrlPath<String>) -
         if entry.is_null() {
             *entry = json!({"weight": 0});
         }
-        entry["state"] = json!(state);
+        let asleep = entry["asleep"] == json!(true);
+        entry["state"] = json!(if asleep && state == "ready" { "unloaded" } else { state });
         entry["error"] = json!(error);
     }
     if !known {
@@ -243,8 +253,12 @@ async fn load(State(s): State<AdminState>, JsonBody(req): JsonBody<LoadRequest>)
             entry.insert(ModelState::Loading);
         }
     }
+    if req.keep_alive == Some(0) {
+        return Err(ApiError::invalid("keep_alive", "keep_alive must be at least 1 second"));
+    }
+    let keep_alive = req.keep_alive.map(Duration::from_secs).or(s.keep_alive);
     let (name, state) = (req.name.clone(), s.clone());
-    tokio::task::spawn_blocking(move || match ServedModel::load(&name, &path, &settings, state.max_queue).and_then(|m| state.app.add(m.versioned(&version))) {
+    tokio::task::spawn_blocking(move || match ServedModel::load(&name, &path, &settings, state.max_queue).and_then(|m| state.app.add(m.versioned(&version).with_keep_alive(keep_alive))) {
         Ok(_) => {
             state.states.insert(id, ModelState::Ready);
         }
@@ -322,7 +336,9 @@ async fn drain_and_drop(model: Arc<ServedModel>, id: String, states: Arc<DashMap
     }
     if Arc::strong_count(&model) > 1 {
         tracing::warn!(model = %id, "drain timeout: aborting in-flight requests");
-        model.handle.abort_all();
+        if let Some(handle) = model.engine.handle() {
+            handle.abort_all();
+        }
     }
     // The last reference (possibly an aborted stream's) joins the engine thread when dropped.
     tokio::task::spawn_blocking(move || drop(model)).await.ok();

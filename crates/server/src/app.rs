@@ -4,7 +4,9 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rill_engine::{Engine, EngineHandle};
+use rill_engine::Engine;
+
+use crate::engine_slot::{EngineSlot, Reload};
 use rill_model::chat_template::ChatTemplate;
 use rill_model::grammar::Grammars;
 
@@ -36,14 +38,14 @@ pub struct ServedModel {
     /// burst cannot slip past `max_queue` between engine steps.
     pub queued: Arc<std::sync::atomic::AtomicUsize>,
     pub info: ModelInfo,
-    pub handle: EngineHandle,
+    /// The engine thread (asleep after `keep_alive` idle, woken by the next request); dropping
+    /// the model stops it and frees its memory.
+    pub engine: EngineSlot,
     /// The grammar compiler for constrained outputs, built on the first request that needs one.
     grammars: OnceLock<Result<Arc<Grammars>, String>>,
     /// `<think>`/`</think>` where the model thinks in such spans (its output is split into
     /// `reasoning_content` and `content`).
     pub reasoning: Option<ReasoningMarkers>,
-    /// Owns the engine thread; dropping the model stops it and frees its memory.
-    _engine: Engine,
 }
 
 /// What the admin API reports about a loaded model.
@@ -69,6 +71,7 @@ impl ServedModel {
         let max_model_len = max_model_len.min(kv_cache_tokens);
         let mut model = ServedModel::with_queue(name.to_string(), engine, tokenizer, chat_template, max_model_len, max_queue);
         model.info = info;
+        model.engine.reload = Some(Reload { name: name.to_string(), path: path.to_path_buf(), settings: settings.clone() });
         Ok(model)
     }
 }
@@ -95,16 +98,21 @@ impl ServedModel {
             max_queue,
             queued: Arc::default(),
             info: ModelInfo::default(),
-            handle: engine.handle(),
+            engine: EngineSlot::new(engine, None, None),
             grammars: OnceLock::new(),
             reasoning,
-            _engine: engine,
         }
     }
 
     /// This model as version `version` of its name.
     pub fn versioned(mut self, version: &str) -> ServedModel {
         self.version = version.to_string();
+        self
+    }
+
+    /// Idle for `keep_alive`, the engine sleeps until the next request (models loaded from a path).
+    pub fn with_keep_alive(mut self, keep_alive: Option<std::time::Duration>) -> ServedModel {
+        self.engine.keep_alive = keep_alive;
         self
     }
 

@@ -12,6 +12,7 @@ use rill_engine::{FinishReason, SampledToken, StreamEvent, Usage};
 use rill_model::tokenizer::{IncrementalDecoder, Tokenizer};
 
 use crate::app::ServedModel;
+use crate::engine_slot::InFlight;
 use crate::openai::stop::StopMatcher;
 use crate::registry::monitor::{Outcome, VersionMonitor, MAX_GAPS_PER_REQUEST};
 use crate::registry::usage::UsageLedger;
@@ -40,6 +41,8 @@ pub struct Choices {
     charge: Option<crate::key_limits::KeyCharge>,
     /// Where the request's usage is counted, under its model, version and key.
     ledger: Arc<UsageLedger>,
+    /// The request's place, which keeps its model's engine awake until the output ends.
+    _place: InFlight,
     version: String,
     pub prompt_tokens: usize,
     pub cached_tokens: usize,
@@ -143,7 +146,7 @@ pub fn finish_reason(reason: FinishReason) -> &'static str {
 }
 
 impl Choices {
-    pub fn new(model: &ServedModel, n: usize, stops: &[String], prompt_tokens: usize, ticket: crate::routes::generation::QueueTicket, charge: Option<crate::key_limits::KeyCharge>) -> Choices {
+    pub fn new(model: &ServedModel, place: InFlight, n: usize, stops: &[String], prompt_tokens: usize, ticket: crate::routes::generation::QueueTicket, charge: Option<crate::key_limits::KeyCharge>) -> Choices {
         let tokenizer = &model.tokenizer;
         let choices = (0..n)
             .map(|_| Choice { decoder: IncrementalDecoder::continuing(tokenizer.clone(), true), stop: StopMatcher::new(stops.to_vec()), done: false, completion_tokens: 0 })
@@ -160,7 +163,7 @@ impl Choices {
             generated: 0,
             prompt_tokens: prompt_tokens as u64,
         };
-        Choices { choices, ticket: Some(ticket), charge, ledger: model.usage.clone(), version: model.version.clone(), prompt_tokens, cached_tokens: 0, metrics }
+        Choices { choices, ticket: Some(ticket), charge, ledger: model.usage.clone(), _place: place, version: model.version.clone(), prompt_tokens, cached_tokens: 0, metrics }
     }
 
     /// The stop string that ended choice `index`, if one did.

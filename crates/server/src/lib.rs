@@ -13,6 +13,7 @@ pub mod reasoning;
 pub mod responses;
 pub mod tool_calls;
 pub mod device;
+pub mod engine_slot;
 pub mod key_limits;
 pub mod listener;
 pub mod load;

@@ -111,6 +111,11 @@ impl ApiError {
         e
     }
 
+    /// 503: the model cannot run right now (its engine could not be started again).
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError::new(503, SERVER_ERROR, message).with_code("model_unavailable")
+    }
+
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(500, SERVER_ERROR, message).with_code("internal_error")
     }

@@ -25,6 +25,8 @@ pub const DEFAULT_VERSION: &str = "default";
 pub const ROLLBACKS: &str = "rill_model_rollbacks_total";
 /// How often at most routing re-judges the canaries (each judgement reads their windows).
 const JUDGE_EVERY: Duration = Duration::from_millis(100);
+/// How often idle engines are looked for.
+const IDLE_CHECK: Duration = Duration::from_millis(250);
 
 /// `name` or `name@version`.
 pub fn split_version(model: &str) -> (&str, Option<&str>) {
@@ -251,6 +253,20 @@ impl Registry {
         }
     }
 
+    /// Every second, puts to sleep the engines idle past their `keep_alive` (freeing weights and
+    /// KV pool off the async threads); the next request wakes them. Runs for the server's life.
+    pub async fn unload_idle(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(IDLE_CHECK).await;
+            for model in self.all() {
+                if let Some(engine) = model.engine.sleep_if_idle(Instant::now()) {
+                    tracing::info!(model = %model.id(), keep_alive = ?model.engine.keep_alive, "idle: weights and KV pool freed until the next request");
+                    tokio::task::spawn_blocking(move || drop(engine));
+                }
+            }
+        }
+    }
+
     /// `name`'s versions (loaded ones, with their window statistics), traffic split and
     /// rollbacks, for the admin API; `None` when no version of it is loaded.
     pub fn describe(&self, name: &str) -> Option<Value> {
@@ -264,7 +280,7 @@ impl Registry {
             .map(|(v, m)| {
                 let s = m.monitor.stats(window);
                 let stats = json!({"requests": s.requests, "error_rate": s.error_rate, "ttft_p95_ms": s.ttft_p95_ms, "inter_token_p95_ms": s.inter_token_p95_ms, "mean_logprob": s.mean_logprob});
-                (v, json!({"weight": d.traffic.weights.get(v).copied().unwrap_or(0), "path": m.info.path, "window": stats}))
+                (v, json!({"weight": d.traffic.weights.get(v).copied().unwrap_or(0), "path": m.info.path, "asleep": m.engine.is_asleep(), "window": stats}))
             })
             .collect();
         Some(json!({"name": name, "versions": versions, "traffic": d.traffic, "rollbacks": d.rollbacks}))

@@ -28,7 +28,7 @@ use crate::routes::json_body::JsonBody;
 use crate::tool_calls::ToolCall;
 
 pub async fn chat_completions(State(state): State<AppState>, tag: VersionTag, arrival: Arrival, JsonBody(req): JsonBody<ChatCompletionRequest>) -> Result<Response, ApiError> {
-    let model = model_for(&state, &tag, req.model.as_deref())?;
+    let model = model_for(&state, &tag, req.model.as_deref()).await?;
     let mut v = validate_chat(req, &limits(&model))?;
     let ctx = arrival.context(v.timeout)?;
     let PreparedChat { prompt, output } = prepare(&model, &mut v)?;

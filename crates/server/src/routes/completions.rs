@@ -20,7 +20,7 @@ pub fn limits(m: &ServedModel) -> ModelLimits {
 }
 
 pub async fn completions(State(state): State<AppState>, tag: VersionTag, arrival: Arrival, JsonBody(req): JsonBody<CompletionRequest>) -> Result<Response, ApiError> {
-    let model = model_for(&state, &tag, req.model.as_deref())?;
+    let model = model_for(&state, &tag, req.model.as_deref()).await?;
     let mut v = validate_completion(req, &limits(&model))?;
     let ctx = arrival.context(v.timeout)?;
     if let Some(g) = &v.grammar {

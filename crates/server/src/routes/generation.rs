@@ -16,6 +16,7 @@ use rill_model::grammar::{GrammarConstraint, GrammarSpec};
 use serde::Serialize;
 
 use crate::app::ServedModel;
+use crate::routes::routing::Routed;
 use crate::choices::{ChoiceUpdate, Choices};
 use crate::key_limits::KeyCharge;
 use crate::openai::error::ApiError;
@@ -125,10 +126,10 @@ pub async fn next_event(stream: &mut RequestStream, deadline: Option<Deadline>) 
 /// Seconds a client is told to wait when the queue is full.
 const RETRY_AFTER_SECS: u64 = 1;
 
-pub fn submit(model: &ServedModel, prompt: Vec<u32>, params: SamplingParams, stop: &[String], ctx: &RunContext) -> Result<Running, ApiError> {
+pub fn submit(model: &Routed, prompt: Vec<u32>, params: SamplingParams, stop: &[String], ctx: &RunContext) -> Result<Running, ApiError> {
     let ticket = QueueTicket::take(&model.queued, model.max_queue).ok_or_else(|| ApiError::overloaded(RETRY_AFTER_SECS))?;
     let n = params.n.max(1);
-    let choices = Choices::new(model, n, stop, prompt.len(), ticket, ctx.charge.clone());
+    let choices = Choices::new(model, model.place.clone(), n, stop, prompt.len(), ticket, ctx.charge.clone());
     // A version whose logprobs a rollback rule compares computes them for every request (the
     // response shows them only where the client asked).
     let mut params = params;

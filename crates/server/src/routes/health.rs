@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::app::AppState;
 
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let dead: Vec<String> = state.models.all().iter().filter(|m| !m.handle.is_alive()).map(|m| m.id()).collect();
+    let dead: Vec<String> = state.models.all().iter().filter(|m| m.engine.handle().is_some_and(|h| !h.is_alive())).map(|m| m.id()).collect();
     if dead.is_empty() {
         (StatusCode::OK, Json(json!({"status": "ok"})))
     } else {

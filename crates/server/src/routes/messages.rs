@@ -36,7 +36,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AnthropicJson<T> {
 }
 
 pub async fn messages(State(state): State<AppState>, tag: VersionTag, arrival: Arrival, AnthropicJson(req): AnthropicJson<MessagesRequest>) -> Result<Response, AnthropicError> {
-    let model = model_for(&state, &tag, req.model.as_deref())?;
+    let model = model_for(&state, &tag, req.model.as_deref()).await?;
     let ctx = arrival.context(None)?;
     let mut v = validate_chat(to_chat(&req)?, &limits(&model)).map_err(messages_param)?;
     let PreparedChat { prompt, mut output } = prepare(&model, &mut v).map_err(messages_param)?;

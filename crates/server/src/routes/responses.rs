@@ -28,7 +28,7 @@ use crate::responses::types::{CreateResponse, Deleted, IncompleteDetails, Output
 use crate::routes::json_body::JsonBody;
 
 pub async fn create(State(state): State<AppState>, tag: VersionTag, arrival: Arrival, JsonBody(req): JsonBody<CreateResponse>) -> Result<Response, ApiError> {
-    let model = model_for(&state, &tag, req.model.as_deref())?;
+    let model = model_for(&state, &tag, req.model.as_deref()).await?;
     let ctx = arrival.context(None)?;
     let previous = match &req.previous_response_id {
         Some(id) => Some(state.responses.get(id).ok_or_else(|| ApiError::not_found(format!("Previous response with id '{id}' not found.")).with_param("previous_response_id"))?),

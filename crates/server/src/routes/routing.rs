@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::app::{AppState, ServedModel};
+use crate::engine_slot::InFlight;
 use crate::openai::error::ApiError;
 
 pub const VERSION_HEADER: &str = "x-rill-model-version";
@@ -37,10 +38,13 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for VersionTag {
     }
 }
 
-/// The model routed to, and the name the response's `model` echoes (what the client asked for).
+/// The model routed to, awake, and the name the response's `model` echoes (what the client
+/// asked for). It holds the request's place, which keeps the engine awake.
 pub struct Routed {
     pub model: Arc<ServedModel>,
     pub echo: String,
+    pub handle: rill_engine::EngineHandle,
+    pub place: InFlight,
 }
 
 impl Deref for Routed {
@@ -51,10 +55,19 @@ impl Deref for Routed {
     }
 }
 
-/// The model that answers `asked`, its version noted for the response header.
-pub fn model_for(state: &AppState, tag: &VersionTag, asked: Option<&str>) -> Result<Routed, ApiError> {
+/// The model that answers `asked`, its version noted for the response header. A model whose
+/// engine sleeps is started first (the request waits).
+pub async fn model_for(state: &AppState, tag: &VersionTag, asked: Option<&str>) -> Result<Routed, ApiError> {
+    let model = model_named(state, tag, asked)?;
+    let echo = asked.filter(|a| !a.is_empty()).map_or_else(|| model.name.clone(), str::to_string);
+    let place = model.engine.enter();
+    let handle = model.engine.wake().await.map_err(|e| ApiError::unavailable(format!("model {}: {e}", model.id())))?;
+    Ok(Routed { model, echo, handle, place })
+}
+
+/// The model that answers `asked`, asleep or not (for what needs only its tokenizer).
+pub fn model_named(state: &AppState, tag: &VersionTag, asked: Option<&str>) -> Result<Arc<ServedModel>, ApiError> {
     let model = state.model(asked).ok_or_else(|| ApiError::not_found_model(asked.unwrap_or("")))?;
     let _ = tag.0.set(model.version.clone());
-    let echo = asked.filter(|a| !a.is_empty()).map_or_else(|| model.name.clone(), str::to_string);
-    Ok(Routed { model, echo })
+    Ok(model)
 }
