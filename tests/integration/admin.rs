@@ -35,7 +35,7 @@ pub fn start(root: &Path) -> Admin {
         loopback: true,
     };
     let server = Server::start(rill_server::routes::router(app.clone()));
-    server.runtime.spawn(app.models.clone().unload_idle());
+    server.runtime.spawn(app.models.clone().housekeeping());
     let admin = server.serve(rill_server::admin::router(admin));
     Admin { server, admin }
 }

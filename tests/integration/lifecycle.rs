@@ -214,3 +214,43 @@ fn an_idle_model_unloads_and_comes_back_on_demand() {
     }
     assert_eq!(admin.state_of("sleepy").unwrap()["state"], "ready");
 }
+
+/// Drift: requests like the reference keep the index near 0; longer prompts and outputs move it
+/// past 0.25, in the admin API and in `/metrics`.
+#[test]
+fn drift_shows_when_requests_stop_looking_like_the_reference() {
+    let metrics = crate::http::recorder();
+    let admin = start(&rill::testing::repo_root().join("models"));
+    admin.load(json!({"name": "drifty", "path": GGUF}));
+    let short = ["Hi", "Hello there", "Good morning", "Hey"];
+    let send = |prompt: &str, max_tokens: u32| {
+        let (status, out) = admin.server.post("/v1/completions", json!({"model": "drifty", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}));
+        assert_eq!(status, 200, "{out}");
+    };
+    for i in 0..40 {
+        send(short[i % 4], 2);
+    }
+    let (status, pinned) = admin.admin_call(Method::POST, "/admin/models/drifty/drift/reference", Some(json!({})));
+    assert_eq!((status, &pinned["reference_requests"]["default"]), (200, &json!(40)), "{pinned}");
+    for i in 0..40 {
+        send(short[i % 4], 2);
+    }
+    let psi = |feature: &str| {
+        let (status, drift) = admin.admin_call(Method::GET, "/admin/models/drifty/drift", None);
+        assert_eq!(status, 200, "{drift}");
+        drift["versions"]["default"]["features"][feature]["psi"].as_f64().unwrap_or_else(|| panic!("{drift}"))
+    };
+    assert!(psi("prompt_tokens") < 0.01 && psi("completion_tokens") < 0.01 && psi("finish_reason") < 0.01);
+    let long = "Write a long and detailed story about a lighthouse keeper who finds a message in a bottle on a stormy night";
+    for _ in 0..60 {
+        send(long, 12);
+    }
+    assert!(psi("prompt_tokens") > 0.25, "{}", psi("prompt_tokens"));
+    assert!(psi("completion_tokens") > 0.25, "{}", psi("completion_tokens"));
+    let started = std::time::Instant::now();
+    while !metrics.render().lines().any(|l| l.starts_with("rill_drift_psi{") && l.contains("model=\"drifty\"") && l.contains("feature=\"prompt_tokens\"")) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "no rill_drift_psi for drifty");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(admin.admin_call(Method::GET, "/admin/models/nope/drift", None).0, 404);
+}

@@ -260,7 +260,7 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         let names: Vec<String> = state.models.all().iter().map(|m| if m.version == rill_server::registry::DEFAULT_VERSION { m.name.clone() } else { m.id() }).collect();
         eprintln!("rill: serving {} on {scheme}://{} (admin API on {scheme}://{})", names.join(", "), listener.local_addr()?, admin_listener.local_addr()?);
         tokio::spawn(reload_on_sighup(plan.security, key_store, tls));
-        tokio::spawn(state.models.clone().unload_idle());
+        tokio::spawn(state.models.clone().housekeeping());
         // SIGTERM or SIGINT: stop accepting (and /ready says 503), let requests in flight finish
         // up to the drain timeout, then end the rest with an `abort` finish and exit.
         let (signalled_tx, signalled) = tokio::sync::watch::channel(false);

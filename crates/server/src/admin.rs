@@ -77,6 +77,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/models", get(list).post(load))
         .route("/admin/models/{name}", get(describe).delete(unload))
         .route("/admin/models/{name}/traffic", put(set_traffic))
+        .route("/admin/models/{name}/drift", get(drift))
+        .route("/admin/models/{name}/drift/reference", axum::routing::post(pin_drift_reference))
         .route("/admin/aliases", get(list_aliases))
         .route("/admin/usage", get(usage))
         .route("/admin/aliases/{alias}", put(set_alias).delete(remove_alias))
@@ -175,6 +177,24 @@ async fn set_traffic(State(s): State<AdminState>, UrlPath(name): UrlPath<String>
     let traffic = s.app.models.set_traffic(&name, req).map_err(|e| ApiError::invalid("weights", e))?;
     tracing::info!(model = %name, weights = ?traffic.weights, baseline = %traffic.baseline, "traffic split");
     Ok(Json(json!({"name": name, "traffic": traffic})))
+}
+
+/// `GET /admin/models/{name}/drift`: each version's population stability index per feature
+/// (prompt and output length, mean token logprob, finish reason), reference against recent.
+async fn drift(State(s): State<AdminState>, UrlPath(name): UrlPath<String>) -> Result<Json<Value>, ApiError> {
+    s.app.models.drift(&name).map(Json).ok_or_else(|| ApiError::not_found_model(&name))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinReference {
+    version: Option<String>,
+}
+
+/// `POST /admin/models/{name}/drift/reference` (`{"version": "v2"}` for one version): the latest
+/// requests become the reference that drift is measured against.
+async fn pin_drift_reference(State(s): State<AdminState>, UrlPath(name): UrlPath<String>, JsonBody(body): JsonBody<PinReference>) -> Result<Json<Value>, ApiError> {
+    s.app.models.pin_drift_reference(&name, body.version.as_deref()).map(Json).ok_or_else(|| ApiError::not_found_model(&name))
 }
 
 #[derive(Deserialize)]

@@ -55,12 +55,17 @@ pub const E2E_SECONDS: &str = "rill_request_e2e_seconds";
 pub const PROMPT_TOKENS: &str = "rill_prompt_tokens_total";
 pub const GENERATION_TOKENS: &str = "rill_generation_tokens_total";
 pub const REQUESTS: &str = "rill_requests_total";
+/// Per request, by model and version: the distributions drift is measured on.
+pub const PROMPT_TOKENS_PER_REQUEST: &str = "rill_request_prompt_tokens";
+pub const COMPLETION_TOKENS_PER_REQUEST: &str = "rill_request_completion_tokens";
+pub const MEAN_LOGPROB: &str = "rill_request_mean_logprob_nats";
 
 /// Latency and outcome of one request, recorded as its events pass (per token: one histogram
 /// sample) and once when it ends — or, for a client that left, when dropped: into the metrics,
 /// and into its model version's monitor.
 struct RequestMetrics {
     model: String,
+    version: String,
     monitor: Arc<VersionMonitor>,
     /// What the monitor gets when the request ends.
     outcome_so_far: Outcome,
@@ -108,6 +113,12 @@ impl RequestMetrics {
             seen.finish = outcome;
             seen.prompt_tokens = self.prompt_tokens as usize;
             seen.completion_tokens = self.generated as usize;
+            let labels = [("model", self.model.clone()), ("version", self.version.clone())];
+            histogram!(PROMPT_TOKENS_PER_REQUEST, &labels).record(self.prompt_tokens as f64);
+            histogram!(COMPLETION_TOKENS_PER_REQUEST, &labels).record(self.generated as f64);
+            if seen.logprob_tokens > 0 {
+                histogram!(MEAN_LOGPROB, &labels).record(seen.logprob_sum / seen.logprob_tokens as f64);
+            }
             self.monitor.record(seen);
             let m = self.model.clone();
             histogram!(E2E_SECONDS, "model" => m.clone()).record(self.started.elapsed().as_secs_f64());
@@ -153,6 +164,7 @@ impl Choices {
             .collect();
         let metrics = RequestMetrics {
             model: model.name.clone(),
+            version: model.version.clone(),
             monitor: model.monitor.clone(),
             outcome_so_far: Outcome::default(),
             ttft: histogram!(TTFT_SECONDS, "model" => model.name.clone()),

@@ -3,6 +3,7 @@
 //! weight between its versions (all to the first one loaded until an operator says otherwise),
 //! and a canary that crosses its rollback rules sends everything back to the baseline.
 
+pub mod drift;
 pub mod monitor;
 pub mod rollback;
 pub mod traffic;
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use metrics::counter;
+use metrics::{counter, gauge};
 use serde_json::{json, Value};
 
 use crate::app::ServedModel;
@@ -27,6 +28,9 @@ pub const ROLLBACKS: &str = "rill_model_rollbacks_total";
 const JUDGE_EVERY: Duration = Duration::from_millis(100);
 /// How often idle engines are looked for.
 const IDLE_CHECK: Duration = Duration::from_millis(250);
+/// Drift gauges are refreshed every this many idle checks.
+const DRIFT_GAUGES_EVERY: u64 = 4;
+pub const DRIFT_PSI: &str = "rill_drift_psi";
 
 /// `name` or `name@version`.
 pub fn split_version(model: &str) -> (&str, Option<&str>) {
@@ -253,18 +257,50 @@ impl Registry {
         }
     }
 
-    /// Every second, puts to sleep the engines idle past their `keep_alive` (freeing weights and
-    /// KV pool off the async threads); the next request wakes them. Runs for the server's life.
-    pub async fn unload_idle(self: Arc<Self>) {
-        loop {
+    /// For the server's life: puts to sleep the engines idle past their `keep_alive` (freeing
+    /// weights and KV pool off the async threads; the next request wakes them), and keeps the
+    /// drift gauges current.
+    pub async fn housekeeping(self: Arc<Self>) {
+        for tick in 0u64.. {
             tokio::time::sleep(IDLE_CHECK).await;
             for model in self.all() {
                 if let Some(engine) = model.engine.sleep_if_idle(Instant::now()) {
                     tracing::info!(model = %model.id(), keep_alive = ?model.engine.keep_alive, "idle: weights and KV pool freed until the next request");
                     tokio::task::spawn_blocking(move || drop(engine));
                 }
+                if tick % DRIFT_GAUGES_EVERY == 0 {
+                    for (feature, drift) in model.monitor.drift().2 {
+                        if let Some(d) = drift {
+                            gauge!(DRIFT_PSI, "model" => model.name.clone(), "version" => model.version.clone(), "feature" => feature).set(d.psi);
+                        }
+                    }
+                }
             }
         }
+    }
+
+    /// `GET /admin/models/{name}/drift`: per loaded version, the window sizes and each
+    /// feature's index and binned distributions.
+    pub fn drift(&self, name: &str) -> Option<Value> {
+        let c = self.read();
+        let d = c.names.get(name)?;
+        let versions: BTreeMap<&String, Value> = d
+            .versions
+            .iter()
+            .map(|(v, m)| {
+                let (reference, recent, features) = m.monitor.drift();
+                (v, json!({"reference_requests": reference, "recent_requests": recent, "features": features}))
+            })
+            .collect();
+        Some(json!({"name": name, "window": monitor::DRIFT_WINDOW, "versions": versions}))
+    }
+
+    /// Pins the latest requests of `name` (or of one version) as the drift reference.
+    pub fn pin_drift_reference(&self, name: &str, version: Option<&str>) -> Option<Value> {
+        let c = self.read();
+        let d = c.names.get(name)?;
+        let pinned: BTreeMap<&String, usize> = d.versions.iter().filter(|(v, _)| version.is_none_or(|x| x == v.as_str())).map(|(v, m)| (v, m.monitor.pin_reference())).collect();
+        Some(json!({"name": name, "reference_requests": pinned}))
     }
 
     /// `name`'s versions (loaded ones, with their window statistics), traffic split and

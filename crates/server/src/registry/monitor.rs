@@ -1,11 +1,22 @@
 //! What one model version's requests looked like: each finished request leaves an [`Outcome`]
-//! (recorded when its output ends), and rollback rules read statistics over the latest ones.
+//! (recorded when its output ends); rollback rules read statistics over the latest ones, and
+//! drift compares the latest ones with a reference window (the first requests after load, or a
+//! window the operator pinned).
 
-use std::collections::VecDeque;
-use std::sync::atomic::AtomicBool;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use super::drift::{self, FeatureDrift};
 use super::rollback::MAX_WINDOW;
+
+/// Requests in a drift window (the reference one and the recent one).
+pub const DRIFT_WINDOW: usize = 200;
+/// One request in this many computes its tokens' logprobs for the drift of the mean logprob,
+/// whether or not the client asked (the tokens are the same either way).
+const LOGPROB_SAMPLE_EVERY: u64 = 8;
+/// The features drift is measured on.
+pub const DRIFT_FEATURES: [&str; 4] = ["prompt_tokens", "completion_tokens", "mean_logprob", "finish_reason"];
 
 /// Inter-token gaps kept per request: enough for a p95 over a window of requests.
 pub const MAX_GAPS_PER_REQUEST: usize = 512;
@@ -41,6 +52,10 @@ pub struct WindowStats {
 #[derive(Debug, Default)]
 pub struct VersionMonitor {
     recent: Mutex<VecDeque<Outcome>>,
+    /// The drift reference: the first [`DRIFT_WINDOW`] requests, or a pinned window (which
+    /// takes no more requests: `true`).
+    reference: Mutex<(Vec<Outcome>, bool)>,
+    requests: AtomicU64,
     /// Set while a rule compares this version's logprobs: its requests then compute the sampled
     /// token's logprob even when the client did not ask (the tokens are the same either way).
     pub track_logprobs: AtomicBool,
@@ -48,11 +63,57 @@ pub struct VersionMonitor {
 
 impl VersionMonitor {
     pub fn record(&self, outcome: Outcome) {
+        {
+            let mut reference = self.reference.lock().unwrap_or_else(|e| e.into_inner());
+            let (outcomes, pinned) = &mut *reference;
+            if !*pinned && outcomes.len() < DRIFT_WINDOW {
+                // Drift reads no latencies: the reference keeps none.
+                outcomes.push(Outcome { gaps_ms: Vec::new(), ..outcome.clone() });
+            }
+        }
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if recent.len() == MAX_WINDOW {
             recent.pop_front();
         }
         recent.push_back(outcome);
+    }
+
+    /// Whether the next request computes its tokens' logprobs (a rule compares them, or it is
+    /// one of the requests sampled for drift).
+    pub fn wants_logprobs(&self) -> bool {
+        self.track_logprobs.load(Ordering::Relaxed) || self.requests.fetch_add(1, Ordering::Relaxed).is_multiple_of(LOGPROB_SAMPLE_EVERY)
+    }
+
+    /// The latest [`DRIFT_WINDOW`] requests become the drift reference.
+    pub fn pin_reference(&self) -> usize {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let latest: Vec<Outcome> = recent.iter().skip(recent.len().saturating_sub(DRIFT_WINDOW)).map(|o| Outcome { gaps_ms: Vec::new(), ..o.clone() }).collect();
+        let n = latest.len();
+        *self.reference.lock().unwrap_or_else(|e| e.into_inner()) = (latest, true);
+        n
+    }
+
+    /// Requests in the reference and recent windows, and each feature's drift (`None` until
+    /// both windows hold enough requests).
+    pub fn drift(&self) -> (usize, usize, BTreeMap<&'static str, Option<FeatureDrift>>) {
+        let reference = self.reference.lock().unwrap_or_else(|e| e.into_inner()).0.clone();
+        let recent: Vec<Outcome> = {
+            let r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            r.iter().skip(r.len().saturating_sub(DRIFT_WINDOW)).cloned().collect()
+        };
+        let numbers = |outcomes: &[Outcome], f: fn(&Outcome) -> Option<f64>| outcomes.iter().filter_map(f).collect::<Vec<f64>>();
+        let mut features = BTreeMap::new();
+        let numeric: [(&'static str, fn(&Outcome) -> Option<f64>); 3] = [
+            ("prompt_tokens", |o| Some(o.prompt_tokens as f64)),
+            ("completion_tokens", |o| Some(o.completion_tokens as f64)),
+            ("mean_logprob", |o| (o.logprob_tokens > 0).then(|| o.logprob_sum / o.logprob_tokens as f64)),
+        ];
+        for (name, f) in numeric {
+            features.insert(name, drift::numeric(&numbers(&reference, f), &numbers(&recent, f)));
+        }
+        let finishes = |outcomes: &[Outcome]| outcomes.iter().map(|o| o.finish).collect::<Vec<&str>>();
+        features.insert("finish_reason", drift::categorical(&finishes(&reference), &finishes(&recent)));
+        (reference.len(), recent.len(), features)
     }
 
     /// Statistics over the latest `window` requests.
@@ -111,6 +172,22 @@ mod tests {
         assert_eq!(m.stats(100).error_rate, 0.5);
         m.clear();
         assert_eq!(m.stats(100), WindowStats::default());
+    }
+
+    #[test]
+    fn the_reference_is_the_first_requests_until_a_window_is_pinned() {
+        let m = VersionMonitor::default();
+        let sized = |p| Outcome { prompt_tokens: p, completion_tokens: 1, finish: "stop", ..Default::default() };
+        (0..DRIFT_WINDOW + 50).for_each(|_| m.record(sized(5)));
+        let (reference, recent, features) = m.drift();
+        assert_eq!((reference, recent), (DRIFT_WINDOW, DRIFT_WINDOW));
+        assert_eq!(features["prompt_tokens"].as_ref().unwrap().psi, 0.0);
+        assert!(features["mean_logprob"].is_none(), "no logprobs were recorded");
+        assert_eq!(m.pin_reference(), DRIFT_WINDOW);
+        (0..DRIFT_WINDOW).for_each(|_| m.record(sized(50)));
+        let (reference, _, features) = m.drift();
+        assert_eq!(reference, DRIFT_WINDOW, "a pinned reference takes no more requests");
+        assert!(features["prompt_tokens"].as_ref().unwrap().psi > 1.0);
     }
 
     #[test]

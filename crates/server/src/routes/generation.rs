@@ -130,10 +130,11 @@ pub fn submit(model: &Routed, prompt: Vec<u32>, params: SamplingParams, stop: &[
     let ticket = QueueTicket::take(&model.queued, model.max_queue).ok_or_else(|| ApiError::overloaded(RETRY_AFTER_SECS))?;
     let n = params.n.max(1);
     let choices = Choices::new(model, model.place.clone(), n, stop, prompt.len(), ticket, ctx.charge.clone());
-    // A version whose logprobs a rollback rule compares computes them for every request (the
-    // response shows them only where the client asked).
+    // A version whose logprobs a rollback rule compares computes them for every request, and
+    // every version for a sample of requests (drift); the response shows them only where the
+    // client asked.
     let mut params = params;
-    if model.monitor.track_logprobs.load(Ordering::Relaxed) && params.logprobs.is_none() {
+    if params.logprobs.is_none() && model.monitor.wants_logprobs() {
         params.logprobs = Some(0);
     }
     let deadline = ctx.deadline;
