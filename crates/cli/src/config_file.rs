@@ -27,6 +27,9 @@ pub struct ConfigFile {
     pub drain_timeout: Option<u64>,
     /// Seconds idle before a model's weights and KV pool are freed (default for every model).
     pub keep_alive: Option<u64>,
+    pub data_dir: Option<PathBuf>,
+    pub max_batch_file_bytes: Option<usize>,
+    pub batch_concurrency: Option<usize>,
     #[serde(default)]
     pub engine: EngineConfig,
     #[serde(default)]

@@ -69,6 +69,16 @@ pub struct ServeArgs {
     /// less (`timeout` field, `x-request-timeout` header); unset: no default.
     #[arg(long)]
     request_timeout: Option<f64>,
+    /// Where `/v1/files` and `/v1/batches` keep their data (batches resume from here after a
+    /// restart).
+    #[arg(long, default_value = "rill-data")]
+    data_dir: PathBuf,
+    /// Largest file `/v1/files` accepts, in bytes.
+    #[arg(long, default_value_t = 200 << 20)]
+    max_batch_file_bytes: usize,
+    /// Lines of one batch running at once (they run after interactive requests).
+    #[arg(long, default_value_t = 8)]
+    batch_concurrency: usize,
     /// Seconds without requests after which a model's weights and KV pool are freed (it stays
     /// listed, and the next request loads it again). Default: never.
     #[arg(long, value_name = "SECONDS")]
@@ -124,6 +134,9 @@ struct Plan {
     /// `name` or `name@version`, path, engine options, keep-alive seconds.
     models: Vec<(String, PathBuf, ModelArgs, Option<u64>)>,
     keep_alive: Option<u64>,
+    data_dir: PathBuf,
+    max_batch_file_bytes: usize,
+    batch_concurrency: usize,
     defaults: ModelArgs,
     host: String,
     port: u16,
@@ -172,6 +185,9 @@ fn plan_from_flags(args: ServeArgs) -> Plan {
         },
         request_timeout: args.request_timeout,
         keep_alive: args.keep_alive,
+        data_dir: args.data_dir,
+        max_batch_file_bytes: args.max_batch_file_bytes,
+        batch_concurrency: args.batch_concurrency,
         tls: args.tls_cert.zip(args.tls_key),
         header_timeout: args.header_timeout,
         max_connections: args.max_connections,
@@ -205,6 +221,9 @@ fn plan_from_file(path: &std::path::Path, flags: ServeArgs) -> Result<Plan, Stri
         tls: cfg.tls_cert.zip(cfg.tls_key).or(flags.tls_cert.zip(flags.tls_key)),
         header_timeout: cfg.header_timeout.unwrap_or(flags.header_timeout),
         max_connections: cfg.max_connections.unwrap_or(flags.max_connections),
+        data_dir: cfg.data_dir.unwrap_or(flags.data_dir),
+        max_batch_file_bytes: cfg.max_batch_file_bytes.unwrap_or(flags.max_batch_file_bytes),
+        batch_concurrency: cfg.batch_concurrency.unwrap_or(flags.batch_concurrency),
     })
 }
 
@@ -224,7 +243,8 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let key_store = KeyStore::new(keys);
     let request_timeout = plan.request_timeout.map(rill_server::openai::validate::parse_timeout).transpose().map_err(|e| format!("--request-timeout: {e}"))?;
-    let state = AppState { metrics: Some(metrics), responses, keys: key_store.clone(), metrics_require_key: plan.security.metrics_require_key, request_timeout, ..AppState::default() };
+    let batches = rill_server::batch::BatchApi::open(&plan.data_dir, plan.max_batch_file_bytes, plan.batch_concurrency).map_err(|e| format!("--data-dir {}: {e}", plan.data_dir.display()))?;
+    let state = AppState { metrics: Some(metrics), responses, batches: Some(std::sync::Arc::new(batches)), keys: key_store.clone(), metrics_require_key: plan.security.metrics_require_key, request_timeout, ..AppState::default() };
     let admin = AdminState {
         app: state.clone(),
         states: Default::default(),
@@ -275,7 +295,15 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             let _ = rx.wait_for(|s| *s).await;
         };
         let admin_server = serve(admin_listener, rill_server::admin::router(admin), serve_options.clone(), until_signalled(signalled.clone()));
-        let api_server = serve(listener, router(state.clone()), serve_options, until_signalled(signalled.clone()));
+        let api_router = router(state.clone());
+        // Batches a previous run left unfinished go on where their output ends.
+        if let Some(batches) = &state.batches {
+            for id in batches.unfinished() {
+                eprintln!("rill: resuming batch {id}");
+                rill_server::batch::runner::start(state.clone(), batches.clone(), id);
+            }
+        }
+        let api_server = serve(listener, api_router, serve_options, until_signalled(signalled.clone()));
         let servers = async { tokio::join!(api_server, admin_server) };
         let deadline = async {
             until_signalled(signalled).await;

@@ -157,6 +157,8 @@ pub struct AppState {
     pub keys: crate::auth::KeyStore,
     /// `/metrics` needs a key like the API (else it is open like the probes).
     pub metrics_require_key: bool,
+    /// `/v1/files` and `/v1/batches` (`None`: the Batch API is off, as in tests that need no disk).
+    pub batches: Option<crate::batch::SharedBatchApi>,
     /// Every request's deadline unless it asks for a shorter one.
     pub request_timeout: Option<std::time::Duration>,
 }

@@ -139,6 +139,11 @@ impl Keys {
         }
         found
     }
+
+    /// The key named `name` (a batch runs its lines as the key that created it).
+    pub fn by_name(&self, name: &str) -> Option<&ApiKey> {
+        self.keys.iter().find(|k| k.name == name)
+    }
 }
 
 fn parse_hex(hex: &str) -> Option<[u8; 32]> {
@@ -216,6 +221,17 @@ pub async fn require_key(State(policy): State<AuthPolicy>, mut req: Request, nex
     let path = normalize_path(req.uri().path());
     let keys = policy.keys.current();
     if !keys.guards(policy.scope) || policy.open_paths.contains(&path.as_str()) {
+        return next.run(req).await;
+    }
+    // A batch's line, sent by the server itself: it runs as the key that created the batch (if
+    // that key still exists), paced by the batch runner instead of the key's request limits.
+    if let Some(line) = req.extensions().get::<crate::batch::BatchLine>().cloned() {
+        let Some(key) = line.owner.as_deref().and_then(|name| keys.by_name(name)).filter(|k| k.scopes.contains(&policy.scope)) else {
+            return ApiError::new(401, "invalid_request_error", "The key that created this batch is no longer valid.").with_code("invalid_api_key").into_response();
+        };
+        let account = policy.keys.accounts.account(&key.name, key.limits);
+        req.extensions_mut().insert(KeyName(key.name.clone()));
+        req.extensions_mut().insert(crate::key_limits::KeyCharge::unpaced(account));
         return next.run(req).await;
     }
     let error = match presented_key(req.headers()).map(|k| keys.find(k)) {

@@ -69,6 +69,11 @@ pub struct KeyCharge {
 }
 
 impl KeyCharge {
+    /// A charge that takes no concurrency place (for batch lines, which the runner paces).
+    pub fn unpaced(account: Arc<KeyAccount>) -> KeyCharge {
+        KeyCharge { account, _place: None }
+    }
+
     /// Counts a finished request's tokens against the key.
     pub fn tokens(&self, prompt: usize, completion: usize) {
         self.account.charge_tokens((prompt + completion) as u64);

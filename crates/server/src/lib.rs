@@ -7,6 +7,7 @@ pub mod admin;
 pub mod anthropic;
 pub mod app;
 pub mod auth;
+pub mod batch;
 pub mod choices;
 pub mod assistant_output;
 pub mod reasoning;

@@ -73,6 +73,8 @@ pub struct Arrival {
     /// The key the request came with, to charge its tokens to (and whose concurrency place it
     /// holds until its output ends).
     pub charge: Option<KeyCharge>,
+    /// The engine priority: interactive requests 0, batch lines after them.
+    pub priority: i32,
 }
 
 /// What a submitted request carries besides its prompt and parameters.
@@ -80,13 +82,14 @@ pub struct Arrival {
 pub struct RunContext {
     pub deadline: Option<Deadline>,
     pub charge: Option<KeyCharge>,
+    pub priority: i32,
 }
 
 impl Arrival {
     /// The run context, the deadline taking the request body's own `timeout` into account.
     pub fn context(&self, timeout: Option<Duration>) -> Result<RunContext, ApiError> {
         let deadline = Deadline::earliest(self.deadline.clone()?, timeout.map(|t| Deadline::after(self.at, t)));
-        Ok(RunContext { deadline, charge: self.charge.clone() })
+        Ok(RunContext { deadline, charge: self.charge.clone(), priority: self.priority })
     }
 }
 
@@ -102,7 +105,8 @@ impl axum::extract::FromRequestParts<crate::app::AppState> for Arrival {
             crate::openai::validate::parse_timeout(seconds).map_err(|m| ApiError::invalid(TIMEOUT_HEADER, m))
         });
         let deadline = header.transpose().map(|h| Deadline::earliest(h.map(|b| Deadline::after(at, b)), state.request_timeout.map(|b| Deadline::after(at, b))));
-        Ok(Arrival { at, deadline, charge: parts.extensions.get::<KeyCharge>().cloned() })
+        let priority = if parts.extensions.get::<crate::batch::BatchLine>().is_some() { crate::batch::BATCH_PRIORITY } else { 0 };
+        Ok(Arrival { at, deadline, charge: parts.extensions.get::<KeyCharge>().cloned(), priority })
     }
 }
 
@@ -139,7 +143,7 @@ pub fn submit(model: &Routed, prompt: Vec<u32>, params: SamplingParams, stop: &[
     }
     let deadline = ctx.deadline;
     let tenant = ctx.charge.as_ref().map(|c| c.account.tenant());
-    let stream = model.handle.submit(GenerateRequest { prompt, params, priority: 0, tenant }).map_err(|e| ApiError::internal(e.to_string()))?;
+    let stream = model.handle.submit(GenerateRequest { prompt, params, priority: ctx.priority, tenant }).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Running { stream, choices, deadline })
 }
 

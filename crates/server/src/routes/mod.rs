@@ -2,8 +2,10 @@
 //! (JSON → validated request → token ids), talks to an engine through its handle, and answers
 //! errors in OpenAI's shape.
 
+pub mod batches;
 pub mod chat;
 pub mod completions;
+pub mod files;
 pub mod generation;
 pub mod health;
 pub mod json_body;
@@ -33,7 +35,8 @@ pub fn router(state: AppState) -> Router {
         open_paths.push("/metrics");
     }
     let policy = AuthPolicy { keys: state.keys.clone(), scope: Scope::Inference, open_paths };
-    Router::new()
+    let max_file_bytes = state.batches.as_ref().map_or(MAX_BODY_BYTES, |b| b.max_file_bytes);
+    let router = Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
@@ -46,12 +49,23 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/responses", post(responses::create))
         .route("/v1/messages", post(messages::messages))
         .route("/v1/responses/{id}", get(responses::get_one).delete(responses::delete))
+        .route("/v1/files", get(files::list).post(files::upload).layer(DefaultBodyLimit::max(max_file_bytes)))
+        .route("/v1/files/{id}", get(files::get_one).delete(files::delete))
+        .route("/v1/files/{id}/content", get(files::content))
+        .route("/v1/batches", get(batches::list).post(batches::create))
+        .route("/v1/batches/{id}", get(batches::get_one))
+        .route("/v1/batches/{id}/cancel", post(batches::cancel))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(routing::tag_model_version))
         .layer(axum::middleware::from_fn_with_state(policy, require_key))
-        .with_state(state)
+        .with_state(state.clone());
+    // Batch lines run through this same router.
+    if let Some(batches) = &state.batches {
+        batches.set_router(router.clone());
+    }
+    router
 }
 
 impl IntoResponse for ApiError {
