@@ -16,6 +16,7 @@ use crate::http::Server;
 
 pub struct Admin {
     pub server: Server,
+    pub app: AppState,
     /// Base URL of the admin listener (the server's `base` is the API's).
     pub admin: String,
 }
@@ -37,7 +38,7 @@ pub fn start(root: &Path) -> Admin {
     let server = Server::start(rill_server::routes::router(app.clone()));
     server.runtime.spawn(app.models.clone().housekeeping());
     let admin = server.serve(rill_server::admin::router(admin));
-    Admin { server, admin }
+    Admin { server, admin, app }
 }
 
 impl Admin {
@@ -170,4 +171,29 @@ fn a_kv_pool_that_does_not_fit_in_memory_is_refused() {
     let error = failed["error"].as_str().unwrap();
     assert!(error.contains("MiB of cpu memory are free"), "{error}");
     assert_eq!(admin.complete("huge", "Hi", 1).0, 404);
+}
+
+/// With eviction allowed, a load whose KV pool does not fit puts the least recently used idle,
+/// unpinned model to sleep first (it answers again on its next request); a pinned one stays.
+/// Here the pool could never fit, so the load still fails after evicting what it may.
+#[test]
+fn eviction_frees_unpinned_idle_models_before_a_load_gives_up() {
+    let admin = start(&rill::testing::repo_root().join("models"));
+    admin.app.models.allow_eviction.store(true, std::sync::atomic::Ordering::Relaxed);
+    admin.load(json!({"name": "idle", "path": "SmolLM2-135M-Instruct.Q4_1.gguf"}));
+    admin.load(json!({"name": "kept", "path": "SmolLM2-135M-Instruct.Q4_1.gguf", "pinned": true}));
+    let url = format!("{}/admin/models", admin.admin);
+    let (status, reply) = admin.server.post(&url, json!({"name": "huge", "path": "SmolLM2-135M-Instruct.Q4_1.gguf", "kv_cache_tokens": 1_000_000_000_000u64, "max_num_seqs": 4096}));
+    assert_eq!(status, 202, "{reply}");
+    let started = Instant::now();
+    while admin.state_of("huge").unwrap()["state"] == "loading" {
+        assert!(started.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(admin.state_of("huge").unwrap()["state"], "failed");
+    assert_eq!(admin.state_of("idle").unwrap()["state"], "unloaded", "the unpinned idle model was evicted");
+    assert_eq!(admin.state_of("kept").unwrap()["state"], "ready", "a pinned model is never evicted");
+    let (status, out) = admin.complete("idle", "Hello", 2);
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(admin.state_of("idle").unwrap()["state"], "ready");
 }

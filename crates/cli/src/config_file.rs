@@ -28,6 +28,7 @@ pub struct ConfigFile {
     /// Seconds idle before a model's weights and KV pool are freed (default for every model).
     pub keep_alive: Option<u64>,
     pub data_dir: Option<PathBuf>,
+    pub allow_eviction: Option<bool>,
     pub max_batch_file_bytes: Option<usize>,
     pub batch_concurrency: Option<usize>,
     #[serde(default)]
@@ -55,6 +56,8 @@ pub struct ModelEntry {
     /// Several entries may share a name with different versions (`chat@v1`, `chat@v2`).
     pub version: Option<String>,
     pub keep_alive: Option<u64>,
+    /// Never evicted to make room for another model (with `allow_eviction`).
+    pub pinned: Option<bool>,
     pub path: PathBuf,
     /// Overrides of `[engine]` for this model.
     #[serde(flatten)]

@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// less (`timeout` field, `x-request-timeout` header); unset: no default.
     #[arg(long)]
     request_timeout: Option<f64>,
+    /// When a model's KV pool does not fit in free memory, put the least recently used idle,
+    /// unpinned model to sleep (it loads again on its next request) instead of refusing.
+    #[arg(long)]
+    allow_eviction: bool,
     /// Where `/v1/files` and `/v1/batches` keep their data (batches resume from here after a
     /// restart).
     #[arg(long, default_value = "rill-data")]
@@ -129,14 +133,24 @@ fn parse_model_spec(spec: &str) -> (String, PathBuf) {
     }
 }
 
+/// One model to load at start.
+struct PlannedModel {
+    /// `name` or `name@version`.
+    id: String,
+    path: PathBuf,
+    engine: ModelArgs,
+    keep_alive: Option<u64>,
+    pinned: bool,
+}
+
 /// Everything `serve` needs, from flags or from a config file.
 struct Plan {
-    /// `name` or `name@version`, path, engine options, keep-alive seconds.
-    models: Vec<(String, PathBuf, ModelArgs, Option<u64>)>,
+    models: Vec<PlannedModel>,
     keep_alive: Option<u64>,
     data_dir: PathBuf,
     max_batch_file_bytes: usize,
     batch_concurrency: usize,
+    allow_eviction: bool,
     defaults: ModelArgs,
     host: String,
     port: u16,
@@ -163,7 +177,7 @@ fn plan_from_flags(args: ServeArgs) -> Plan {
                 (Some(n), true) => n.clone(),
                 _ => name,
             };
-            (name, path, args.engine.clone(), args.keep_alive)
+            PlannedModel { id: name, path, engine: args.engine.clone(), keep_alive: args.keep_alive, pinned: false }
         })
         .collect();
     Plan {
@@ -185,6 +199,7 @@ fn plan_from_flags(args: ServeArgs) -> Plan {
         },
         request_timeout: args.request_timeout,
         keep_alive: args.keep_alive,
+        allow_eviction: args.allow_eviction,
         data_dir: args.data_dir,
         max_batch_file_bytes: args.max_batch_file_bytes,
         batch_concurrency: args.batch_concurrency,
@@ -198,7 +213,11 @@ fn plan_from_file(path: &std::path::Path, flags: ServeArgs) -> Result<Plan, Stri
     let cfg = ConfigFile::read(path)?;
     let defaults = cfg.engine.apply(&flags.engine)?;
     let keep_alive = cfg.keep_alive.or(flags.keep_alive);
-    let models = cfg.models.iter().map(|m| Ok((m.id(), m.path.clone(), m.engine.apply(&defaults)?, m.keep_alive.or(keep_alive)))).collect::<Result<Vec<_>, String>>()?;
+    let models = cfg
+        .models
+        .iter()
+        .map(|m| Ok(PlannedModel { id: m.id(), path: m.path.clone(), engine: m.engine.apply(&defaults)?, keep_alive: m.keep_alive.or(keep_alive), pinned: m.pinned.unwrap_or(false) }))
+        .collect::<Result<Vec<_>, String>>()?;
     Ok(Plan {
         models,
         defaults,
@@ -221,6 +240,7 @@ fn plan_from_file(path: &std::path::Path, flags: ServeArgs) -> Result<Plan, Stri
         tls: cfg.tls_cert.zip(cfg.tls_key).or(flags.tls_cert.zip(flags.tls_key)),
         header_timeout: cfg.header_timeout.unwrap_or(flags.header_timeout),
         max_connections: cfg.max_connections.unwrap_or(flags.max_connections),
+        allow_eviction: cfg.allow_eviction.unwrap_or(flags.allow_eviction),
         data_dir: cfg.data_dir.unwrap_or(flags.data_dir),
         max_batch_file_bytes: cfg.max_batch_file_bytes.unwrap_or(flags.max_batch_file_bytes),
         batch_concurrency: cfg.batch_concurrency.unwrap_or(flags.batch_concurrency),
@@ -255,13 +275,14 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         drain_timeout: Duration::from_secs(plan.drain_timeout),
         loopback: admin_ip.is_loopback(),
     };
-    for (id, path, engine, keep_alive) in &plan.models {
+    state.models.allow_eviction.store(plan.allow_eviction, std::sync::atomic::Ordering::Relaxed);
+    for PlannedModel { id, path, engine, keep_alive, pinned } in &plan.models {
         let (name, version) = rill_server::registry::split_version(id);
         let version = version.unwrap_or(rill_server::registry::DEFAULT_VERSION);
         if !rill_server::registry::valid_name(name) || !rill_server::registry::valid_name(version) {
             return Err(format!("model {id:?}: a name and a version are 1-128 characters of letters, digits, '.', '_' or '-'").into());
         }
-        let model = ServedModel::load(name, path, &engine.settings(), plan.max_queue).map_err(|e| format!("{}: {e}", path.display()))?.versioned(version).with_keep_alive(keep_alive.map(Duration::from_secs));
+        let model = ServedModel::load(name, path, &engine.settings(), plan.max_queue, Some(std::sync::Arc::downgrade(&state.models))).map_err(|e| format!("{}: {e}", path.display()))?.versioned(version).with_keep_alive(keep_alive.map(Duration::from_secs)).pinned(*pinned);
         tracing::info!(model = %name, version = %version, kv_tokens = model.info.kv_cache_tokens, "model loaded");
         let model = state.add(model)?;
         admin.states.insert(model.id(), ModelState::Ready);

@@ -69,6 +69,8 @@ pub struct LoadRequest {
     /// Seconds without requests after which the weights and KV pool are freed until the next
     /// request (default: the server's `--keep-alive`).
     keep_alive: Option<u64>,
+    /// Never evicted to make room for another model (with `--allow-eviction`).
+    pinned: Option<bool>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -277,8 +279,9 @@ async fn load(State(s): State<AdminState>, JsonBody(req): JsonBody<LoadRequest>)
         return Err(ApiError::invalid("keep_alive", "keep_alive must be at least 1 second"));
     }
     let keep_alive = req.keep_alive.map(Duration::from_secs).or(s.keep_alive);
+    let pinned = req.pinned.unwrap_or(false);
     let (name, state) = (req.name.clone(), s.clone());
-    tokio::task::spawn_blocking(move || match ServedModel::load(&name, &path, &settings, state.max_queue).and_then(|m| state.app.add(m.versioned(&version).with_keep_alive(keep_alive))) {
+    tokio::task::spawn_blocking(move || match ServedModel::load(&name, &path, &settings, state.max_queue, Some(Arc::downgrade(&state.app.models))).and_then(|m| state.app.add(m.versioned(&version).with_keep_alive(keep_alive).pinned(pinned))) {
         Ok(_) => {
             state.states.insert(id, ModelState::Ready);
         }

@@ -58,9 +58,11 @@ pub struct ModelInfo {
 }
 
 impl ServedModel {
-    /// Loads `path` as `settings` say and starts its engine thread.
-    pub fn load(name: &str, path: &std::path::Path, settings: &LoadSettings, max_queue: usize) -> Result<ServedModel, String> {
-        let StartedModel { engine, tokenizer, chat_template, max_model_len, kv_cache_tokens, kv_cache_bytes } = settings.start_engine(path, name).map_err(|e| e.to_string())?;
+    /// Loads `path` as `settings` say and starts its engine thread; with `room`, a KV pool that
+    /// does not fit may evict idle models of that registry (see `Registry::make_room`).
+    pub fn load(name: &str, path: &std::path::Path, settings: &LoadSettings, max_queue: usize, room: Option<std::sync::Weak<crate::registry::Registry>>) -> Result<ServedModel, String> {
+        let reload = Reload { name: name.to_string(), path: path.to_path_buf(), settings: settings.clone(), room };
+        let StartedModel { engine, tokenizer, chat_template, max_model_len, kv_cache_tokens, kv_cache_bytes } = reload.start()?;
         let info = ModelInfo { path: path.to_path_buf(), file_bytes: source_bytes(&settings.model_source(path)), kv_cache_tokens, kv_cache_bytes };
         if kv_cache_tokens == 0 {
             return Err("the KV cache would hold no tokens: give it more memory (kv_cache_tokens or kv_cache_bytes)".into());
@@ -71,7 +73,7 @@ impl ServedModel {
         let max_model_len = max_model_len.min(kv_cache_tokens);
         let mut model = ServedModel::with_queue(name.to_string(), engine, tokenizer, chat_template, max_model_len, max_queue);
         model.info = info;
-        model.engine.reload = Some(Reload { name: name.to_string(), path: path.to_path_buf(), settings: settings.clone() });
+        model.engine.reload = Some(reload);
         Ok(model)
     }
 }
@@ -113,6 +115,12 @@ impl ServedModel {
     /// Idle for `keep_alive`, the engine sleeps until the next request (models loaded from a path).
     pub fn with_keep_alive(mut self, keep_alive: Option<std::time::Duration>) -> ServedModel {
         self.engine.keep_alive = keep_alive;
+        self
+    }
+
+    /// A pinned model is never evicted to make room for another.
+    pub fn pinned(mut self, pinned: bool) -> ServedModel {
+        self.engine.pinned = pinned;
         self
     }
 

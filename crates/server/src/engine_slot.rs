@@ -7,19 +7,41 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use rill_engine::{Engine, EngineHandle};
 
-use crate::load::LoadSettings;
+use crate::load::{LoadSettings, StartedModel};
+use crate::registry::Registry;
 
-/// How to start a model's engine again.
+/// How to start a model's engine (again).
 #[derive(Debug, Clone)]
 pub struct Reload {
     pub name: String,
     pub path: PathBuf,
     pub settings: LoadSettings,
+    /// Where to make room when the KV pool does not fit: the registry evicts its least recently
+    /// used idle, unpinned model if the operator allowed eviction.
+    pub room: Option<Weak<Registry>>,
+}
+
+impl Reload {
+    /// Loads the model and starts its engine, evicting idle models while the KV pool does not
+    /// fit and eviction is allowed.
+    pub fn start(&self) -> Result<StartedModel, String> {
+        loop {
+            match self.settings.start_engine(&self.path, &self.name) {
+                Ok(started) => return Ok(started),
+                Err(e) if does_not_fit(&*e) && self.room.as_ref().and_then(Weak::upgrade).is_some_and(|r| r.make_room().is_some()) => continue,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+fn does_not_fit(e: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(e.downcast_ref::<rill_model::loader::LoadError>(), Some(rill_model::loader::LoadError::DoesNotFit { .. }))
 }
 
 pub struct EngineSlot {
@@ -32,6 +54,8 @@ pub struct EngineSlot {
     last_used: Mutex<Instant>,
     /// Idle time after which the engine sleeps; `None`: never.
     pub keep_alive: Option<Duration>,
+    /// Never evicted to make room for another model.
+    pub pinned: bool,
 }
 
 /// A request's place: the engine does not sleep while one is held.
@@ -62,6 +86,7 @@ impl EngineSlot {
             in_flight: Arc::default(),
             last_used: Mutex::new(Instant::now()),
             keep_alive,
+            pinned: false,
         }
     }
 
@@ -96,7 +121,7 @@ impl EngineSlot {
         }
         let reload = self.reload.clone().ok_or("the model's engine stopped and cannot be restarted")?;
         let started = Instant::now();
-        let engine = tokio::task::spawn_blocking(move || reload.settings.start_engine(&reload.path, &reload.name).map(|m| m.engine).map_err(|e| e.to_string()))
+        let engine = tokio::task::spawn_blocking(move || reload.start().map(|m| m.engine))
             .await
             .map_err(|e| format!("loading the model again: {e}"))??;
         let handle = engine.handle();
@@ -105,14 +130,25 @@ impl EngineSlot {
         Ok(handle)
     }
 
+    pub fn last_used(&self) -> Instant {
+        *self.last_used.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Idle for at least `keep_alive` with no request in flight: the engine, taken out to be
     /// dropped (which joins its thread and frees its memory) off the async threads.
     pub fn sleep_if_idle(&self, now: Instant) -> Option<Engine> {
         let keep_alive = self.keep_alive?;
+        if now.saturating_duration_since(self.last_used()) < keep_alive {
+            return None;
+        }
+        self.sleep_if_unused()
+    }
+
+    /// The engine, taken out, if no request is in flight and it can be started again.
+    pub fn sleep_if_unused(&self) -> Option<Engine> {
         self.reload.as_ref()?;
-        let idle = now.saturating_duration_since(*self.last_used.lock().unwrap_or_else(|e| e.into_inner()));
         let mut awake = self.lock();
-        if idle < keep_alive || self.in_flight.load(Ordering::SeqCst) > 0 {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
             return None;
         }
         awake.take().map(|(engine, _)| engine)

@@ -59,6 +59,9 @@ struct Catalog {
 
 pub struct Registry {
     catalog: RwLock<Catalog>,
+    /// A load whose KV pool does not fit may put the least recently used idle, unpinned model
+    /// to sleep (it comes back on its next request) instead of failing.
+    pub allow_eviction: std::sync::atomic::AtomicBool,
     /// Every version's usage, kept after it is unloaded.
     pub usage: Arc<usage::UsageLedger>,
     started: Instant,
@@ -68,7 +71,7 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry { catalog: RwLock::default(), usage: Arc::default(), started: Instant::now(), last_judged: AtomicU64::new(0) }
+        Registry { catalog: RwLock::default(), allow_eviction: Default::default(), usage: Arc::default(), started: Instant::now(), last_judged: AtomicU64::new(0) }
     }
 }
 
@@ -255,6 +258,25 @@ impl Registry {
             counter!(ROLLBACKS, "model" => name.clone(), "version" => version.clone()).increment(1);
             d.rollbacks.push(RollbackRecord { version, baseline: d.traffic.baseline.clone(), rule: breach.rule, observed: breach.observed, threshold: breach.threshold, requests, at });
         }
+    }
+
+    /// Puts the least recently used idle, unpinned model to sleep to free its memory, if the
+    /// operator allowed eviction; its id, or `None` when nothing could be freed. Blocks while the
+    /// engine stops.
+    pub fn make_room(&self) -> Option<String> {
+        if !self.allow_eviction.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut candidates: Vec<Arc<ServedModel>> = self.all().into_iter().filter(|m| !m.engine.pinned && m.engine.reload.is_some() && !m.engine.is_asleep()).collect();
+        candidates.sort_by_key(|m| m.engine.last_used());
+        for model in candidates {
+            if let Some(engine) = model.engine.sleep_if_unused() {
+                tracing::warn!(model = %model.id(), "evicted to make room for another model's load (it comes back on its next request)");
+                drop(engine);
+                return Some(model.id());
+            }
+        }
+        None
     }
 
     /// For the server's life: puts to sleep the engines idle past their `keep_alive` (freeing
