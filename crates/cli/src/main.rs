@@ -25,7 +25,7 @@ enum Command {
     /// Generate text from one prompt and print it as it is produced.
     Generate(generate::GenerateArgs),
     /// Serve the OpenAI-compatible HTTP API.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Load-test any OpenAI-compatible server (rill, llama.cpp's llama-server, ...) over HTTP.
     Bench(rill_bench::BenchArgs),
     /// Check a backend against the CPU reference: every kernel on random inputs, then greedy
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Bench(args) => rill_bench::run(args),
         Command::CheckBackend(args) => check::run(args),
         Command::BenchEngine(args) => bench_engine::run(args),

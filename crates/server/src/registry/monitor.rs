@@ -48,6 +48,9 @@ pub struct WindowStats {
     pub mean_logprob: Option<f64>,
 }
 
+/// A numeric drift feature of one request, where it has one.
+type Feature = fn(&Outcome) -> Option<f64>;
+
 /// One version's latest outcomes.
 #[derive(Debug, Default)]
 pub struct VersionMonitor {
@@ -101,9 +104,9 @@ impl VersionMonitor {
             let r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
             r.iter().skip(r.len().saturating_sub(DRIFT_WINDOW)).cloned().collect()
         };
-        let numbers = |outcomes: &[Outcome], f: fn(&Outcome) -> Option<f64>| outcomes.iter().filter_map(f).collect::<Vec<f64>>();
+        let numbers = |outcomes: &[Outcome], f: Feature| outcomes.iter().filter_map(f).collect::<Vec<f64>>();
         let mut features = BTreeMap::new();
-        let numeric: [(&'static str, fn(&Outcome) -> Option<f64>); 3] = [
+        let numeric: [(&'static str, Feature); 3] = [
             ("prompt_tokens", |o| Some(o.prompt_tokens as f64)),
             ("completion_tokens", |o| Some(o.completion_tokens as f64)),
             ("mean_logprob", |o| (o.logprob_tokens > 0).then(|| o.logprob_sum / o.logprob_tokens as f64)),
