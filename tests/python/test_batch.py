@@ -68,6 +68,13 @@ def test_a_batch_of_hundreds_of_lines_completes_through_the_sdk(tmp_path):
         bad = client.files.create(file=("bad.jsonl", b'{"custom_id": "a", "method": "POST", "url": "/v1/completions", "body": {}}\nnope\n'), purpose="batch")
         failed = wait_for(client, client.batches.create(input_file_id=bad.id, endpoint="/v1/chat/completions", completion_window="24h").id, {"failed", "completed"})
         assert failed.status == "failed" and [e.line for e in failed.errors.data] == [1, 2]
+        # The other endpoints: completions and Responses lines.
+        for endpoint, body, kind in [("/v1/completions", {"model": M, "prompt": "Hello", "max_tokens": 3}, "text_completion"),
+                                     ("/v1/responses", {"model": M, "input": "Hello", "max_output_tokens": 3}, "response")]:
+            lines = [{"custom_id": f"{kind}-{i}", "method": "POST", "url": endpoint, "body": body} for i in range(3)]
+            done = wait_for(client, client.batches.create(input_file_id=upload(client, lines).id, endpoint=endpoint, completion_window="24h").id, {"completed", "failed"})
+            out = [json.loads(line) for line in client.files.content(done.output_file_id).text.splitlines()]
+            assert [o["response"]["body"]["object"] for o in out] == [kind] * 3, out
         assert client.files.delete(f.id).deleted
     finally:
         s["proc"].terminate()
