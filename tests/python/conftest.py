@@ -31,7 +31,10 @@ def start_server(*extra_args, drain_timeout="5", ready_url_scheme="http", cafile
         [binary, "serve", "--model", f"{MODEL_NAME}={models / 'SmolLM2-135M-Instruct.Q4_1.gguf'}",
          "--port", str(port), "--admin-port", str(admin_port), "--models-root", str(models),
          "--kv-cache-tokens", "16384", "--drain-timeout", drain_timeout, *extra_args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        # stderr is read only when the server fails to start: keep it to errors so an unread pipe
+        # never fills (the default filter also logs warnings and rill's progress).
+        env={**os.environ, "RILL_LOG": os.environ.get("RILL_LOG", "error")})
     url = f"{ready_url_scheme}://127.0.0.1:{port}"
     deadline = time.time() + 60
     while True:

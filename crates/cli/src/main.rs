@@ -14,11 +14,29 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "rill", version, about = "A fast, safe LLM server")]
+#[command(
+    name = "rill",
+    version,
+    about = "A fast, safe LLM server",
+    after_help = "Examples:\n  rill serve --model models/SmolLM2-135M-Instruct.Q4_1.gguf --served-model-name smollm2\n  rill generate --model models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt 'The capital of France is'\n  rill bench --base-url http://127.0.0.1:8080/v1 --endpoint chat --concurrency 1,16\n\nLogs go to stderr: RILL_LOG sets the filter (default: warn, and info from rill itself)."
+)]
 struct Cli {
+    /// Log lines as text for people or as JSON objects (one per line) for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// What is logged when RILL_LOG is not set: warnings from everything, and rill's own progress
+/// (models loaded, canaries rolled back, engines put to sleep, batches ended).
+const DEFAULT_LOG_FILTER: &str = "warn,rill_server=info,rill_cli=info,rill_engine=info,rill_model=info";
 
 #[derive(Subcommand)]
 enum Command {
@@ -37,11 +55,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("RILL_LOG"))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RILL_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Serve(args) => serve::run(*args),
