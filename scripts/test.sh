@@ -42,6 +42,11 @@ else
   code=$?
   [ "$code" -eq 1 ] && grep -q "cuda:0 is not available" <<<"$no_gpu" || { echo "--device cuda without a GPU: exit $code, output: $no_gpu"; exit 1; }
 fi
+# Headless Chromium for the web UI test (Debian's package; Playwright drives it).
+if ! command -v chromium >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
+fi
+export RILL_REQUIRE_CHROMIUM=1
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 .venv/bin/python -m pytest -q tests/python

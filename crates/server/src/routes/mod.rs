@@ -14,6 +14,7 @@ pub mod models;
 pub mod responses;
 pub mod routing;
 pub mod tokenize;
+pub mod ui;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -30,13 +31,14 @@ pub const MAX_BODY_BYTES: usize = 4 << 20;
 
 /// The OpenAI-compatible API (and health, metrics, tokenize) over the served models.
 pub fn router(state: AppState) -> Router {
-    let mut open_paths = vec!["/health", "/ready"];
+    let mut open_paths = vec!["/", "/health", "/ready"];
     if !state.metrics_require_key {
         open_paths.push("/metrics");
     }
     let policy = AuthPolicy { keys: state.keys.clone(), scope: Scope::Inference, open_paths };
     let max_file_bytes = state.batches.as_ref().map_or(MAX_BODY_BYTES, |b| b.max_file_bytes);
     let router = Router::new()
+        .route("/", get(ui::index))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
