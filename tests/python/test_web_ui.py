@@ -1,6 +1,7 @@
 """The built-in chat UI at `/`, driven in headless Chromium (Debian's package) by Playwright:
 type a message and see the reply stream in, stop a long reply, switch models, and the API-key
 prompt on a server that needs one. Screenshots go to target/ui-screenshots (CI keeps them)."""
+import json
 import os
 import re
 import shutil
@@ -98,6 +99,31 @@ def test_a_server_with_keys_asks_for_one(browser):
         page.get_by_role("button", name="Save").click()
         expect(page.get_by_label("Model").locator("option")).to_have_count(1)
         page.screenshot(path=str(SHOTS / "phone.png"))
+    finally:
+        page.close()
+        s["proc"].terminate()
+        s["proc"].wait(timeout=30)
+
+
+def test_replies_render_markdown_and_never_run_what_a_model_writes(browser):
+    s = start_server()
+    page = browser.new_page()
+    try:
+        reply = ("Here is **bold** and `code`:\n\n```rust\nfn main() { let x = 1; // hi\n}\n```\n\n- one\n- two\n\n"
+                 "<img src=x onerror=\"window.pwned=1\"> [link](javascript:alert(1)) <script>window.pwned=2</script>")
+        conversation = [{"title": "md", "messages": [{"role": "user", "content": "show me"}, {"role": "assistant", "content": reply}]}]
+        page.add_init_script(f"localStorage.setItem('rill.conversations', {json.dumps(json.dumps(conversation))})")
+        page.goto(s["url"] + "/")
+        page.get_by_role("button", name="md", exact=True).click()
+        shown = page.locator(".msg.assistant")
+        expect(shown.locator("strong")).to_have_text("bold")
+        expect(shown.locator("pre code .tok-k").first).to_have_text("fn")
+        expect(shown.locator("pre code .tok-c")).to_have_text("// hi")
+        expect(shown.locator("li")).to_have_count(2)
+        # Markup from the model is text, never elements: no image, no script, no javascript: link.
+        assert shown.locator("img, script, a[href^='javascript']").count() == 0
+        assert "<img src=x" in shown.inner_text()
+        assert page.evaluate("window.pwned === undefined")
     finally:
         page.close()
         s["proc"].terminate()
