@@ -29,6 +29,35 @@ def test_a_key_is_required_and_the_sdk_sends_it():
     assert "sk-test" not in s["proc"].stderr.read().decode(), "keys must never be logged"
 
 
+def test_a_keep_alive_client_refused_before_its_body_is_read_gets_a_clean_next_request(tmp_path):
+    # A 429 (or 401) is answered before the body is read, so that connection cannot be reused:
+    # the answer says `Connection: close`, and the client's next request opens a new one instead
+    # of failing with a broken pipe.
+    import http.client
+    import json
+
+    keys = tmp_path / "keys.toml"
+    keys.write_text('[[keys]]\nname = "slow"\nkey = "sk-slow"\nrequests_per_minute = 1\n')
+    s = start_server("--api-keys-file", str(keys))
+    try:
+        host, port = s["url"].removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        small = json.dumps({"model": M, "prompt": "Hi", "max_tokens": 1})
+        large = json.dumps({"model": M, "prompt": "hi " * 3000, "max_tokens": 1})  # never read: refused first
+        statuses = []
+        for key, body in (("sk-slow", small), ("sk-slow", large), ("sk-wrong", large), ("sk-slow", large)):
+            conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+            resp = conn.getresponse()
+            resp.read()
+            statuses.append(resp.status)
+            if resp.status != 200:
+                assert resp.getheader("connection") == "close"
+        assert statuses == [200, 429, 401, 429]
+    finally:
+        s["proc"].terminate()
+        s["proc"].wait(timeout=15)
+
+
 def test_the_admin_api_refuses_a_public_address_without_a_key():
     binary = os.environ.get("RILL_BIN", str(ROOT / "target" / "release" / "rill"))
     models = Path(os.environ.get("RILL_MODELS_DIR", ROOT / "models"))

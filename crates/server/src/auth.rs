@@ -251,11 +251,11 @@ pub async fn require_key(State(policy): State<AuthPolicy>, mut req: Request, nex
             Err(limited) => limited,
         },
     };
-    if path.starts_with("/v1/messages") {
-        AnthropicError(error).into_response()
-    } else {
-        error.into_response()
-    }
+    let mut resp = if path.starts_with("/v1/messages") { AnthropicError(error).into_response() } else { error.into_response() };
+    // The request's body was never read: the connection cannot carry another request, and saying
+    // so lets a keep-alive client open a new one instead of writing into a closed socket.
+    resp.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    resp
 }
 
 #[cfg(test)]
