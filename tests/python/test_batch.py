@@ -102,3 +102,28 @@ def test_a_batch_survives_kill_9_and_resumes_without_losing_or_repeating_a_line(
     finally:
         s["proc"].terminate()
         s["proc"].wait(timeout=30)
+
+
+def test_files_and_batches_belong_to_the_key_that_made_them(tmp_path):
+    import openai
+    import pytest
+
+    s = start_server("--data-dir", str(tmp_path), "--api-key", "sk-alice", "--api-key", "sk-bob")
+    try:
+        alice = OpenAI(base_url=s["url"] + "/v1", api_key="sk-alice", max_retries=0, timeout=60)
+        bob = OpenAI(base_url=s["url"] + "/v1", api_key="sk-bob", max_retries=0, timeout=60)
+        f = upload(alice, [chat_line(i) for i in range(2)])
+        batch = alice.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+        done = wait_for(alice, batch.id, {"completed", "failed"})
+        assert done.status == "completed" and done.request_counts.completed == 2
+        for call in (lambda: bob.files.retrieve(f.id), lambda: bob.files.content(f.id), lambda: bob.files.content(done.output_file_id),
+                     lambda: bob.batches.retrieve(batch.id), lambda: bob.batches.cancel(batch.id)):
+            with pytest.raises(openai.NotFoundError):
+                call()
+        assert bob.files.list().data == [] and bob.batches.list().data == []
+        with pytest.raises(openai.BadRequestError):
+            bob.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+        assert {x.id for x in alice.files.list()} == {f.id, done.output_file_id}
+    finally:
+        s["proc"].terminate()
+        s["proc"].wait(timeout=30)

@@ -1,5 +1,7 @@
 //! `/v1/files`' storage: each file is `DATA_DIR/files/{id}` (its bytes) beside `{id}.json` (its
-//! OpenAI file object). Batch output and error files live here too, appended line by line.
+//! OpenAI file object and the key that owns it). Batch output and error files live here too,
+//! appended line by line. A file is visible only to the key that uploaded it (or whose batch made
+//! it); on a server without keys, to everyone.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,14 @@ pub struct FileObject {
     pub filename: String,
     pub purpose: String,
     pub status: String,
+}
+
+/// A file object as kept on disk, with its owner.
+#[derive(Serialize, Deserialize)]
+struct StoredFile {
+    #[serde(flatten)]
+    file: FileObject,
+    owner: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,12 +53,12 @@ impl FileStore {
         self.dir.join(format!("{id}.json"))
     }
 
-    /// Stores `bytes` as a new file.
-    pub fn create(&self, filename: &str, purpose: &str, bytes: &[u8]) -> std::io::Result<FileObject> {
+    /// Stores `bytes` as a new file of `owner`'s.
+    pub fn create(&self, filename: &str, purpose: &str, bytes: &[u8], owner: Option<&str>) -> std::io::Result<FileObject> {
         let id = crate::routes::generation::item_id("file").replace('_', "-");
         write_atomically(&self.path(&id), bytes)?;
         let file = FileObject { id, object: "file".into(), bytes: bytes.len() as u64, created_at: crate::openai::unix_time(), filename: filename.into(), purpose: purpose.into(), status: "processed".into() };
-        self.save(&file)?;
+        self.save(&file, owner)?;
         Ok(file)
     }
 
@@ -58,35 +68,37 @@ impl FileStore {
         FileObject { id, object: "file".into(), bytes: 0, created_at: crate::openai::unix_time(), filename: filename.into(), purpose: purpose.into(), status: "processed".into() }
     }
 
-    pub fn save(&self, file: &FileObject) -> std::io::Result<()> {
-        let json = serde_json::to_vec(file).map_err(std::io::Error::other)?;
+    pub fn save(&self, file: &FileObject, owner: Option<&str>) -> std::io::Result<()> {
+        let json = serde_json::to_vec(&StoredFile { file: file.clone(), owner: owner.map(str::to_string) }).map_err(std::io::Error::other)?;
         write_atomically(&self.meta_path(&file.id), &json)
     }
 
-    pub fn get(&self, id: &str) -> Option<FileObject> {
+    /// File `id`, if `caller` (the requesting key, `None` on an open server) owns it.
+    pub fn get(&self, id: &str, caller: Option<&str>) -> Option<FileObject> {
         if !valid_id(id, "file-") {
             return None;
         }
         let text = std::fs::read(self.meta_path(id)).ok()?;
-        serde_json::from_slice(&text).ok()
+        let stored: StoredFile = serde_json::from_slice(&text).ok()?;
+        (stored.owner.as_deref() == caller).then_some(stored.file)
     }
 
-    pub fn content(&self, id: &str) -> Option<Vec<u8>> {
-        self.get(id)?;
+    pub fn content(&self, id: &str, caller: Option<&str>) -> Option<Vec<u8>> {
+        self.get(id, caller)?;
         std::fs::read(self.path(id)).ok()
     }
 
-    /// Every file, newest first.
-    pub fn list(&self) -> Vec<FileObject> {
+    /// `caller`'s files, newest first.
+    pub fn list(&self, caller: Option<&str>) -> Vec<FileObject> {
         let mut files: Vec<FileObject> = std::fs::read_dir(&self.dir)
-            .map(|entries| entries.flatten().filter_map(|e| e.file_name().to_str()?.strip_suffix(".json").map(str::to_string)).filter_map(|id| self.get(&id)).collect())
+            .map(|entries| entries.flatten().filter_map(|e| e.file_name().to_str()?.strip_suffix(".json").map(str::to_string)).filter_map(|id| self.get(&id, caller)).collect())
             .unwrap_or_default();
         files.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
         files
     }
 
-    pub fn delete(&self, id: &str) -> bool {
-        if self.get(id).is_none() {
+    pub fn delete(&self, id: &str, caller: Option<&str>) -> bool {
+        if self.get(id, caller).is_none() {
             return false;
         }
         let _ = std::fs::remove_file(self.path(id));
@@ -136,16 +148,21 @@ mod tests {
     fn files_round_trip_and_ids_cannot_name_paths() {
         let dir = std::env::temp_dir().join(format!("rill-files-{}", std::process::id()));
         let store = FileStore::open(&dir).unwrap();
-        let f = store.create("in.jsonl", "batch", b"{\"a\":1}\n").unwrap();
+        let me = Some("me");
+        let f = store.create("in.jsonl", "batch", b"{\"a\":1}\n", me).unwrap();
         assert!(valid_id(&f.id, "file-"), "{}", f.id);
-        assert_eq!(store.get(&f.id), Some(f.clone()));
-        assert_eq!(store.content(&f.id).unwrap(), b"{\"a\":1}\n");
-        assert_eq!(store.list(), vec![f.clone()]);
-        for bad in ["../x", "file-../../etc", "file-", "file-a/b", "x"] {
-            assert!(store.get(bad).is_none(), "{bad}");
+        assert_eq!(store.get(&f.id, me), Some(f.clone()));
+        assert_eq!(store.content(&f.id, me).unwrap(), b"{\"a\":1}\n");
+        assert_eq!(store.list(me), vec![f.clone()]);
+        // Another key (or none) sees nothing of it.
+        for other in [Some("you"), None] {
+            assert!(store.get(&f.id, other).is_none() && store.content(&f.id, other).is_none() && store.list(other).is_empty() && !store.delete(&f.id, other));
         }
-        assert!(store.delete(&f.id));
-        assert!(store.get(&f.id).is_none() && !store.delete(&f.id));
+        for bad in ["../x", "file-../../etc", "file-", "file-a/b", "x"] {
+            assert!(store.get(bad, me).is_none(), "{bad}");
+        }
+        assert!(store.delete(&f.id, me));
+        assert!(store.get(&f.id, me).is_none() && !store.delete(&f.id, me));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

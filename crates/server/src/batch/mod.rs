@@ -119,9 +119,9 @@ impl BatchApi {
         self.lock().get(id).cloned()
     }
 
-    /// Every batch, newest first.
-    pub fn list(&self) -> Vec<Batch> {
-        let mut all: Vec<Batch> = self.lock().values().map(|s| s.batch.clone()).collect();
+    /// `owner`'s batches, newest first.
+    pub fn list(&self, owner: Option<&str>) -> Vec<Batch> {
+        let mut all: Vec<Batch> = self.lock().values().filter(|s| s.owner.as_deref() == owner).map(|s| s.batch.clone()).collect();
         all.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
         all
     }

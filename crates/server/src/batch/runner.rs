@@ -78,7 +78,7 @@ pub fn start(state: AppState, api: Arc<BatchApi>, id: String) {
 async fn run(state: &AppState, api: &Arc<BatchApi>, id: &str) -> Result<(), String> {
     let stored = api.get(id).ok_or("the batch is gone")?;
     let endpoint = stored.batch.endpoint.clone();
-    let input = api.files.content(&stored.batch.input_file_id).ok_or("the input file is gone")?;
+    let input = api.files.content(&stored.batch.input_file_id, stored.owner.as_deref()).ok_or("the input file is gone")?;
     let lines = match parse_input(&input, &endpoint) {
         Ok(lines) => lines,
         Err(errors) => {
@@ -159,7 +159,7 @@ fn finish(api: &BatchApi, id: &str) -> Result<(), String> {
             return Ok(None);
         }
         let file = FileObject { id: file_id.to_string(), object: "file".into(), bytes, created_at: now, filename: format!("{id}_{name}.jsonl"), purpose: "batch_output".into(), status: "processed".into() };
-        api.files.save(&file).map_err(|e| e.to_string())?;
+        api.files.save(&file, stored.owner.as_deref()).map_err(|e| e.to_string())?;
         Ok(Some(file.id))
     };
     let output = announce(&stored.output_file, "output")?;

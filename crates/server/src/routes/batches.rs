@@ -7,7 +7,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::files::batch_api;
+use super::files::{batch_api, caller};
 use super::json_body::JsonBody;
 use crate::app::AppState;
 use crate::auth::KeyName;
@@ -35,11 +35,11 @@ pub async fn create(State(state): State<AppState>, key: Option<Extension<KeyName
     if req.completion_window != "24h" {
         return Err(ApiError::invalid("completion_window", "completion_window must be \"24h\""));
     }
-    let input = api.files.get(&req.input_file_id).ok_or_else(|| ApiError::invalid("input_file_id", format!("no file {:?}", req.input_file_id)))?;
+    let input = api.files.get(&req.input_file_id, caller(&key)).ok_or_else(|| ApiError::invalid("input_file_id", format!("no file {:?}", req.input_file_id)))?;
     if input.purpose != "batch" {
         return Err(ApiError::invalid("input_file_id", "the input file's purpose must be \"batch\""));
     }
-    let stored = runner::new_batch(&api, &input.id, &req.endpoint, &req.completion_window, req.metadata, key.map(|Extension(k)| k.0));
+    let stored = runner::new_batch(&api, &input.id, &req.endpoint, &req.completion_window, req.metadata, caller(&key).map(str::to_string));
     let batch = stored.batch.clone();
     api.insert(stored).map_err(|e| ApiError::internal(format!("cannot store the batch: {e}")))?;
     runner::start(state.clone(), api, batch.id.clone());
@@ -50,8 +50,8 @@ fn no_batch(id: &str) -> ApiError {
     ApiError::new(404, "invalid_request_error", format!("No such Batch object: {id}")).with_param("id")
 }
 
-pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let stored = batch_api(&state)?.get(&id).ok_or_else(|| no_batch(&id))?;
+pub async fn get_one(State(state): State<AppState>, key: Option<Extension<KeyName>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let stored = batch_api(&state)?.get(&id).filter(|s| s.owner.as_deref() == caller(&key)).ok_or_else(|| no_batch(&id))?;
     Ok(json_of(&stored.batch))
 }
 
@@ -61,8 +61,8 @@ pub struct ListQuery {
     limit: Option<usize>,
 }
 
-pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
-    let all = batch_api(&state)?.list();
+pub async fn list(State(state): State<AppState>, key: Option<Extension<KeyName>>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+    let all = batch_api(&state)?.list(caller(&key));
     let start = q.after.as_ref().and_then(|a| all.iter().position(|b| b.id == *a).map(|i| i + 1)).unwrap_or(0);
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
     let page: Vec<&Batch> = all.iter().skip(start).take(limit).collect();
@@ -72,9 +72,9 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> 
 
 /// Stops starting new lines; those running finish, and the batch ends `cancelled` with their
 /// results in its output.
-pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn cancel(State(state): State<AppState>, key: Option<Extension<KeyName>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let api = batch_api(&state)?;
-    let stored = api.get(&id).ok_or_else(|| no_batch(&id))?;
+    let stored = api.get(&id).filter(|s| s.owner.as_deref() == caller(&key)).ok_or_else(|| no_batch(&id))?;
     if stored.is_finished() {
         return Err(ApiError::new(409, "invalid_request_error", format!("the batch is already {}", stored.batch.status)).with_param("id"));
     }

@@ -2,6 +2,7 @@
 //! OpenAI's shapes.
 
 use axum::extract::{Multipart, Path, Query, State};
+use axum::Extension;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -9,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::AppState;
+use crate::auth::KeyName;
 use crate::batch::SharedBatchApi;
 use crate::openai::error::ApiError;
 
@@ -17,7 +19,12 @@ pub fn batch_api(state: &AppState) -> Result<SharedBatchApi, ApiError> {
     state.batches.clone().ok_or_else(|| ApiError::not_found("the Batch API is not enabled on this server"))
 }
 
-pub async fn upload(State(state): State<AppState>, mut form: Multipart) -> Result<Json<Value>, ApiError> {
+/// The key a request came with (files and batches belong to it); `None` on an open server.
+pub fn caller(key: &Option<Extension<KeyName>>) -> Option<&str> {
+    key.as_ref().map(|Extension(k)| k.0.as_str())
+}
+
+pub async fn upload(State(state): State<AppState>, key: Option<Extension<KeyName>>, mut form: Multipart) -> Result<Json<Value>, ApiError> {
     let api = batch_api(&state)?;
     let (mut purpose, mut file) = (None, None);
     let bad = |e: axum::extract::multipart::MultipartError| {
@@ -38,7 +45,7 @@ pub async fn upload(State(state): State<AppState>, mut form: Multipart) -> Resul
         return Err(ApiError::invalid("purpose", format!("purpose {purpose:?} is not supported: this server takes \"batch\" files")));
     }
     let (name, bytes) = file.ok_or_else(|| ApiError::invalid("file", "file is required"))?;
-    let created = api.files.create(&name, &purpose, &bytes).map_err(|e| ApiError::internal(format!("cannot store the file: {e}")))?;
+    let created = api.files.create(&name, &purpose, &bytes, caller(&key)).map_err(|e| ApiError::internal(format!("cannot store the file: {e}")))?;
     Ok(Json(serde_json::to_value(created).unwrap_or_default()))
 }
 
@@ -47,9 +54,9 @@ pub struct ListQuery {
     purpose: Option<String>,
 }
 
-pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(state): State<AppState>, key: Option<Extension<KeyName>>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     let api = batch_api(&state)?;
-    let data: Vec<_> = api.files.list().into_iter().filter(|f| q.purpose.as_ref().is_none_or(|p| *p == f.purpose)).collect();
+    let data: Vec<_> = api.files.list(caller(&key)).into_iter().filter(|f| q.purpose.as_ref().is_none_or(|p| *p == f.purpose)).collect();
     Ok(Json(json!({"object": "list", "data": data, "has_more": false})))
 }
 
@@ -57,18 +64,18 @@ fn no_file(id: &str) -> ApiError {
     ApiError::new(404, "invalid_request_error", format!("No such File object: {id}")).with_param("id")
 }
 
-pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let file = batch_api(&state)?.files.get(&id).ok_or_else(|| no_file(&id))?;
+pub async fn get_one(State(state): State<AppState>, key: Option<Extension<KeyName>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let file = batch_api(&state)?.files.get(&id, caller(&key)).ok_or_else(|| no_file(&id))?;
     Ok(Json(serde_json::to_value(file).unwrap_or_default()))
 }
 
-pub async fn content(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let bytes = batch_api(&state)?.files.content(&id).ok_or_else(|| no_file(&id))?;
+pub async fn content(State(state): State<AppState>, key: Option<Extension<KeyName>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let bytes = batch_api(&state)?.files.content(&id, caller(&key)).ok_or_else(|| no_file(&id))?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    if !batch_api(&state)?.files.delete(&id) {
+pub async fn delete(State(state): State<AppState>, key: Option<Extension<KeyName>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    if !batch_api(&state)?.files.delete(&id, caller(&key)) {
         return Err(no_file(&id));
     }
     Ok(Json(json!({"id": id, "object": "file", "deleted": true})))
