@@ -173,7 +173,7 @@ async fn describe(State(s): State<AdminState>, UrlPath(name): UrlPath<String>) -
 
 /// `PUT /admin/models/{name}/traffic`: `{"weights": {"v1": 90, "v2": 10}, "baseline"?, "rollback"?}`.
 async fn set_traffic(State(s): State<AdminState>, UrlPath(name): UrlPath<String>, JsonBody(req): JsonBody<crate::registry::traffic::TrafficRequest>) -> Result<Json<Value>, ApiError> {
-    if s.app.models.describe(&name).is_none() {
+    if !s.app.models.has(&name) {
         return Err(ApiError::not_found_model(&name));
     }
     let traffic = s.app.models.set_traffic(&name, req).map_err(|e| ApiError::invalid("weights", e))?;
@@ -325,10 +325,13 @@ impl LoadRequest {
 /// `DELETE /admin/models/{name}` unloads every version of `name`; `{name}@{version}` one.
 async fn unload(State(s): State<AdminState>, UrlPath(target): UrlPath<String>) -> Result<(StatusCode, Json<Value>), ApiError> {
     let (name, version) = crate::registry::split_version(&target);
-    let ids: Vec<String> = s.states.iter().map(|e| e.key().clone()).filter(|id| crate::registry::split_version(id).0 == name && version.is_none_or(|v| crate::registry::split_version(id).1 == Some(v))).collect();
+    let ids: Vec<String> = s.states.iter().map(|e| e.key().clone()).collect();
     let mut unloading = Vec::new();
     for id in ids {
-        let (_, Some(v)) = crate::registry::split_version(&id) else { continue };
+        let (n, Some(v)) = crate::registry::split_version(&id) else { continue };
+        if n != name || version.is_some_and(|wanted| wanted != v) {
+            continue;
+        }
         match s.app.models.remove(name, v) {
             Some(model) => {
                 s.states.insert(id.clone(), ModelState::Unloading);

@@ -100,7 +100,7 @@ impl ServedModel {
             max_queue,
             queued: Arc::default(),
             info: ModelInfo::default(),
-            engine: EngineSlot::new(engine, None, None),
+            engine: EngineSlot::new(engine),
             grammars: OnceLock::new(),
             reasoning,
         }

@@ -43,7 +43,6 @@ pub struct Choices {
     ledger: Arc<UsageLedger>,
     /// The request's place, which keeps its model's engine awake until the output ends.
     _place: InFlight,
-    version: String,
     pub prompt_tokens: usize,
     pub cached_tokens: usize,
     metrics: RequestMetrics,
@@ -141,7 +140,7 @@ impl Drop for Choices {
     fn drop(&mut self) {
         let u = self.usage();
         let key = self.charge.as_ref().map(|c| c.account.name.as_str());
-        self.ledger.record(&self.metrics.model, &self.version, key, &u);
+        self.ledger.record(&self.metrics.model, &self.metrics.version, key, &u);
         if let Some(charge) = self.charge.take() {
             charge.tokens(u.prompt_tokens, u.completion_tokens);
         }
@@ -175,7 +174,7 @@ impl Choices {
             generated: 0,
             prompt_tokens: prompt_tokens as u64,
         };
-        Choices { choices, ticket: Some(ticket), charge, ledger: model.usage.clone(), _place: place, version: model.version.clone(), prompt_tokens, cached_tokens: 0, metrics }
+        Choices { choices, ticket: Some(ticket), charge, ledger: model.usage.clone(), _place: place, prompt_tokens, cached_tokens: 0, metrics }
     }
 
     /// The stop string that ended choice `index`, if one did.

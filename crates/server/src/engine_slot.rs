@@ -76,16 +76,16 @@ impl Drop for InFlight {
 }
 
 impl EngineSlot {
-    /// An engine that can be started again from `reload` (`None`: it never sleeps).
-    pub fn new(engine: Engine, reload: Option<Reload>, keep_alive: Option<Duration>) -> EngineSlot {
+    /// A running engine that never sleeps until given a `reload` spec and a `keep_alive`.
+    pub fn new(engine: Engine) -> EngineSlot {
         let handle = engine.handle();
         EngineSlot {
             awake: Mutex::new(Some((engine, handle))),
-            reload,
+            reload: None,
             waking: tokio::sync::Mutex::new(()),
             in_flight: Arc::default(),
             last_used: Mutex::new(Instant::now()),
-            keep_alive,
+            keep_alive: None,
             pinned: false,
         }
     }

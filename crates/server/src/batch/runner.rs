@@ -182,10 +182,10 @@ fn finish(api: &BatchApi, id: &str) -> Result<(), String> {
 /// Waits while an interactive request is queued for `model`: batch lines soak up idle capacity
 /// and never hold a live request back (the engine also admits them after interactive ones).
 async fn yield_to_interactive(state: &AppState, model: Option<&str>) {
-    loop {
-        let waiting = state.models.route(model).and_then(|m| m.engine.handle()).map_or(0, |h| h.stats().waiting.load(std::sync::atomic::Ordering::Relaxed));
-        let queued = state.models.route(model).map_or(0, |m| m.queued.load(std::sync::atomic::Ordering::Relaxed));
-        if waiting == 0 && queued == 0 {
+    use std::sync::atomic::Ordering::Relaxed;
+    while let Some(m) = state.models.route(model) {
+        let waiting = m.engine.handle().map_or(0, |h| h.stats().waiting.load(Relaxed));
+        if waiting == 0 && m.queued.load(Relaxed) == 0 {
             return;
         }
         tokio::time::sleep(YIELD_POLL).await;

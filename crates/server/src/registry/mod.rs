@@ -51,6 +51,13 @@ struct Deployment {
     rollbacks: Vec<RollbackRecord>,
 }
 
+impl Deployment {
+    /// `version` if it is loaded, else any version of the name (one always is).
+    fn serving(&self, version: &str) -> Option<Arc<ServedModel>> {
+        self.versions.get(version).or_else(|| self.versions.values().next()).cloned()
+    }
+}
+
 #[derive(Default)]
 struct Catalog {
     names: BTreeMap<String, Deployment>,
@@ -130,36 +137,37 @@ impl Registry {
     /// The model that answers `asked` (a name, `name@version` or an alias; with one name served,
     /// nothing means that one).
     pub fn route(&self, asked: Option<&str>) -> Option<Arc<ServedModel>> {
-        let routed = {
-            let c = self.read();
-            let asked = match asked.filter(|a| !a.is_empty()) {
-                Some(a) => a,
-                None if c.names.len() == 1 => c.names.keys().next()?,
-                None => return None,
-            };
-            let target = c.aliases.get(asked).map_or(asked, String::as_str);
-            let (name, version) = split_version(target);
-            let deployment = c.names.get(name)?;
-            match version {
-                Some(v) => return deployment.versions.get(v).cloned(),
-                None => {
-                    let picked = deployment.traffic.pick(traffic::uniform());
-                    let judged = deployment.traffic.rollback.is_some();
-                    (deployment.versions.get(picked).or_else(|| deployment.versions.values().next()).cloned(), judged)
-                }
-            }
+        let c = self.read();
+        let asked = match asked.filter(|a| !a.is_empty()) {
+            Some(a) => a,
+            None if c.names.len() == 1 => c.names.keys().next()?,
+            None => return None,
         };
-        if routed.1 {
+        let target = c.aliases.get(asked).map_or(asked, String::as_str);
+        let (name, version) = split_version(target);
+        let deployment = c.names.get(name)?;
+        if let Some(v) = version {
+            return deployment.versions.get(v).cloned();
+        }
+        let routed = deployment.serving(deployment.traffic.pick(traffic::uniform()));
+        let judged = deployment.traffic.rollback.is_some();
+        drop(c);
+        if judged {
             self.judge_now_and_then();
         }
-        routed.0
+        routed
+    }
+
+    /// Whether any version of `name` is loaded.
+    pub fn has(&self, name: &str) -> bool {
+        self.read().names.contains_key(name)
     }
 
     /// Every name and alias clients may ask for, with the model that stands for it (the name's
     /// baseline).
     pub fn listed(&self) -> Vec<(String, Arc<ServedModel>)> {
         let c = self.read();
-        let baseline = |d: &Deployment| d.versions.get(&d.traffic.baseline).or_else(|| d.versions.values().next()).cloned();
+        let baseline = |d: &Deployment| d.serving(&d.traffic.baseline);
         let mut out: Vec<(String, Arc<ServedModel>)> = c.names.iter().filter_map(|(n, d)| Some((n.clone(), baseline(d)?))).collect();
         for (alias, target) in &c.aliases {
             let (name, version) = split_version(target);

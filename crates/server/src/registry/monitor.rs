@@ -37,6 +37,13 @@ pub struct Outcome {
     pub finish: &'static str,
 }
 
+impl Outcome {
+    /// This outcome without its latencies (drift reads none): what a reference window keeps.
+    fn without_latencies(&self) -> Outcome {
+        Outcome { gaps_ms: Vec::new(), ..*self }
+    }
+}
+
 /// Statistics over a version's latest requests.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WindowStats {
@@ -70,8 +77,7 @@ impl VersionMonitor {
             let mut reference = self.reference.lock().unwrap_or_else(|e| e.into_inner());
             let (outcomes, pinned) = &mut *reference;
             if !*pinned && outcomes.len() < DRIFT_WINDOW {
-                // Drift reads no latencies: the reference keeps none.
-                outcomes.push(Outcome { gaps_ms: Vec::new(), ..outcome.clone() });
+                outcomes.push(outcome.without_latencies());
             }
         }
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -90,7 +96,7 @@ impl VersionMonitor {
     /// The latest [`DRIFT_WINDOW`] requests become the drift reference.
     pub fn pin_reference(&self) -> usize {
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        let latest: Vec<Outcome> = recent.iter().skip(recent.len().saturating_sub(DRIFT_WINDOW)).map(|o| Outcome { gaps_ms: Vec::new(), ..o.clone() }).collect();
+        let latest: Vec<Outcome> = recent.iter().skip(recent.len().saturating_sub(DRIFT_WINDOW)).map(Outcome::without_latencies).collect();
         let n = latest.len();
         *self.reference.lock().unwrap_or_else(|e| e.into_inner()) = (latest, true);
         n
