@@ -12,10 +12,13 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
-use axum::routing::{get, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use dashmap::DashMap;
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 use serde_json::{json, Value};
 
 use crate::app::{AppState, ServedModel};
@@ -23,6 +26,7 @@ use crate::registry::{valid_name, DEFAULT_VERSION};
 use crate::auth::{require_key, AuthPolicy, Scope};
 use crate::load::{check_source, LoadSettings};
 use crate::openai::error::ApiError;
+use crate::openapi::{AdminApi, Document};
 use crate::routes::json_body::JsonBody;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +55,7 @@ pub struct AdminState {
     pub loopback: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct LoadRequest {
     name: String,
     /// Defaults to `default`; a second version of a name takes no traffic until a split gives it some.
@@ -73,20 +77,26 @@ pub struct LoadRequest {
     pinned: Option<bool>,
 }
 
+/// The admin API, with its OpenAPI document at `/admin/openapi.json` (built from the same route
+/// annotations, as the public router's).
 pub fn router(state: AdminState) -> Router {
     let policy = AuthPolicy { keys: state.app.keys.clone(), scope: Scope::Admin, open_paths: Vec::new() };
-    Router::new()
-        .route("/admin/models", get(list).post(load))
-        .route("/admin/models/{name}", get(describe).delete(unload))
-        .route("/admin/models/{name}/traffic", put(set_traffic))
-        .route("/admin/models/{name}/drift", get(drift))
-        .route("/admin/models/{name}/drift/reference", axum::routing::post(pin_drift_reference))
-        .route("/admin/aliases", get(list_aliases))
-        .route("/admin/usage", get(usage))
-        .route("/admin/aliases/{alias}", put(set_alias).delete(remove_alias))
+    let (router, doc) = OpenApiRouter::with_openapi(AdminApi::openapi())
+        .routes(routes!(list, load))
+        .routes(routes!(describe, unload))
+        .routes(routes!(set_traffic))
+        .routes(routes!(drift))
+        .routes(routes!(pin_drift_reference))
+        .routes(routes!(list_aliases))
+        .routes(routes!(usage))
+        .routes(routes!(set_alias, remove_alias))
+        .routes(routes!(crate::openapi::admin_document))
+        .split_for_parts();
+    router
         .fallback(crate::routes::not_found)
         .layer(axum::middleware::from_fn_with_state(policy, require_key))
         .layer(axum::middleware::from_fn_with_state(state.loopback, loopback_host_only))
+        .layer(Extension(Document::new(doc)))
         .with_state(state)
 }
 
@@ -110,6 +120,8 @@ fn is_loopback_host(host: &str) -> bool {
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+#[utoipa::path(get, path = "/admin/models", operation_id = "listModelVersions", tag = "admin", responses((status = 200, description = "`{\"data\": [...], \"aliases\": {...}}`: every model version with `name`, `version`, `state` \
+    (`loading`, `ready`, `unloaded`, `failed`, `unloading`), `error`, and when loaded `path`, `kv_cache_tokens`, `memory_bytes`, `running`, `keep_alive`.", body = Object)))]
 async fn list(State(s): State<AdminState>) -> Json<Value> {
     let mut data: Vec<Value> = s
         .states
@@ -147,6 +159,8 @@ fn state_name(state: &ModelState) -> (&'static str, Option<&str>) {
 
 /// `GET /admin/models/{name}`: its versions with their state, weight and latest requests'
 /// statistics, the traffic split and rollback rules, and every rollback so far.
+#[utoipa::path(get, path = "/admin/models/{name}", operation_id = "describeModel", tag = "admin", params(("name" = String, Path, description = "A model name.")),
+    responses((status = 200, description = "`name`, `versions` (each with `state`, `weight`, recent statistics), `traffic` and `rollbacks`.", body = Object)))]
 async fn describe(State(s): State<AdminState>, UrlPath(name): UrlPath<String>) -> Result<Json<Value>, ApiError> {
     let mut out = s.app.models.describe(&name).unwrap_or_else(|| json!({"name": name, "versions": {}, "traffic": null, "rollbacks": []}));
     let mut known = false;
@@ -172,6 +186,8 @@ async fn describe(State(s): State<AdminState>, UrlPath(name): UrlPath<String>) -
 }
 
 /// `PUT /admin/models/{name}/traffic`: `{"weights": {"v1": 90, "v2": 10}, "baseline"?, "rollback"?}`.
+#[utoipa::path(put, path = "/admin/models/{name}/traffic", operation_id = "setTraffic", tag = "admin", params(("name" = String, Path, description = "A model name.")), request_body = crate::registry::traffic::TrafficRequest,
+    responses((status = 200, description = "`{\"name\", \"traffic\": {\"weights\", \"baseline\", \"rollback\"}}`: the split now in force.", body = Object)))]
 async fn set_traffic(State(s): State<AdminState>, UrlPath(name): UrlPath<String>, JsonBody(req): JsonBody<crate::registry::traffic::TrafficRequest>) -> Result<Json<Value>, ApiError> {
     if !s.app.models.has(&name) {
         return Err(ApiError::not_found_model(&name));
@@ -183,51 +199,67 @@ async fn set_traffic(State(s): State<AdminState>, UrlPath(name): UrlPath<String>
 
 /// `GET /admin/models/{name}/drift`: each version's population stability index per feature
 /// (prompt and output length, mean token logprob, finish reason), reference against recent.
+#[utoipa::path(get, path = "/admin/models/{name}/drift", operation_id = "getDrift", tag = "admin", params(("name" = String, Path, description = "A model name.")),
+    responses((status = 200, description = "Per version, the population stability index of each feature, reference against recent.", body = Object)))]
 async fn drift(State(s): State<AdminState>, UrlPath(name): UrlPath<String>) -> Result<Json<Value>, ApiError> {
     s.app.models.drift(&name).map(Json).ok_or_else(|| ApiError::not_found_model(&name))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PinReference {
+    /// One version; every version when absent.
     version: Option<String>,
 }
 
 /// `POST /admin/models/{name}/drift/reference` (`{"version": "v2"}` for one version): the latest
 /// requests become the reference that drift is measured against.
+#[utoipa::path(post, path = "/admin/models/{name}/drift/reference", operation_id = "pinDriftReference", tag = "admin", params(("name" = String, Path, description = "A model name.")), request_body = PinReference,
+    responses((status = 200, description = "The versions whose reference was reset.", body = Object)))]
 async fn pin_drift_reference(State(s): State<AdminState>, UrlPath(name): UrlPath<String>, JsonBody(body): JsonBody<PinReference>) -> Result<Json<Value>, ApiError> {
     s.app.models.pin_drift_reference(&name, body.version.as_deref()).map(Json).ok_or_else(|| ApiError::not_found_model(&name))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct UsageFilter {
+    /// Only this API key's name.
     key: Option<String>,
+    /// Only this model.
     model: Option<String>,
 }
 
 /// `GET /admin/usage?key=…&model=…`: requests and tokens per model, version and key, and the sum.
+#[utoipa::path(get, path = "/admin/usage", operation_id = "getUsage", tag = "admin", params(UsageFilter),
+    responses((status = 200, description = "`data`: requests and prompt, completion and cached tokens per model, version and key; `total`: their sum.", body = Object)))]
 async fn usage(State(s): State<AdminState>, axum::extract::Query(f): axum::extract::Query<UsageFilter>) -> Json<Value> {
     let (rows, total) = s.app.models.usage.query(f.key.as_deref(), f.model.as_deref());
     let data: Vec<Value> = rows.into_iter().map(|(k, t)| json!({"model": k.model, "version": k.version, "key": k.key, "requests": t.requests, "prompt_tokens": t.prompt_tokens, "completion_tokens": t.completion_tokens, "cached_tokens": t.cached_tokens})).collect();
     Json(json!({"data": data, "total": total}))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AliasRequest {
+    /// `name@version`, or a name (routed by its traffic split).
     target: String,
 }
 
+#[utoipa::path(get, path = "/admin/aliases", operation_id = "listAliases", tag = "admin", responses((status = 200, description = "`{\"aliases\": {alias: target}}`.", body = Object)))]
 async fn list_aliases(State(s): State<AdminState>) -> Json<Value> {
     Json(json!({"aliases": s.app.models.aliases()}))
 }
 
 /// `PUT /admin/aliases/{alias}` `{"target": "chat@v1"}` (or a name, routed by its split).
+#[utoipa::path(put, path = "/admin/aliases/{alias}", operation_id = "setAlias", tag = "admin", params(("alias" = String, Path, description = "The alias requests will name.")), request_body = AliasRequest,
+    responses((status = 200, description = "`{\"alias\", \"target\"}`.", body = Object)))]
 async fn set_alias(State(s): State<AdminState>, UrlPath(alias): UrlPath<String>, JsonBody(req): JsonBody<AliasRequest>) -> Result<Json<Value>, ApiError> {
     s.app.models.set_alias(&alias, &req.target).map_err(|e| ApiError::invalid("target", e))?;
     Ok(Json(json!({"alias": alias, "target": req.target})))
 }
 
+#[utoipa::path(delete, path = "/admin/aliases/{alias}", operation_id = "removeAlias", tag = "admin", params(("alias" = String, Path, description = "An alias.")),
+    responses((status = 200, description = "`{\"alias\", \"state\": \"removed\"}`.", body = Object)))]
 async fn remove_alias(State(s): State<AdminState>, UrlPath(alias): UrlPath<String>) -> Result<Json<Value>, ApiError> {
     if !s.app.models.remove_alias(&alias) {
         return Err(ApiError::not_found(format!("no alias {alias:?}")));
@@ -251,6 +283,8 @@ pub fn resolve_under(root: &Path, rel: &str) -> Result<PathBuf, ApiError> {
     Ok(full)
 }
 
+#[utoipa::path(post, path = "/admin/models", operation_id = "loadModel", tag = "admin", request_body = LoadRequest,
+    responses((status = 202, description = "`{\"name\", \"version\", \"state\": \"loading\"}`: poll `GET /admin/models/{name}` until `ready` or `failed`.", body = Object)))]
 async fn load(State(s): State<AdminState>, JsonBody(req): JsonBody<LoadRequest>) -> Result<(StatusCode, Json<Value>), ApiError> {
     if !valid_name(&req.name) {
         return Err(ApiError::invalid("name", "name must be 1-128 characters of letters, digits, '.', '_' or '-'"));
@@ -323,6 +357,8 @@ impl LoadRequest {
 }
 
 /// `DELETE /admin/models/{name}` unloads every version of `name`; `{name}@{version}` one.
+#[utoipa::path(delete, path = "/admin/models/{name}", operation_id = "unloadModel", tag = "admin", params(("name" = String, Path, description = "`name` (every version) or `name@version`.")),
+    responses((status = 202, description = "`{\"name\", \"state\": \"unloading\", \"versions\": [...]}`: in-flight requests finish first.", body = Object)))]
 async fn unload(State(s): State<AdminState>, UrlPath(target): UrlPath<String>) -> Result<(StatusCode, Json<Value>), ApiError> {
     let (name, version) = crate::registry::split_version(&target);
     let ids: Vec<String> = s.states.iter().map(|e| e.key().clone()).collect();

@@ -19,6 +19,7 @@ pub mod key_limits;
 pub mod listener;
 pub mod load;
 pub mod openai;
+pub mod openapi;
 pub mod prometheus;
 pub mod registry;
 pub mod routes;

@@ -2,9 +2,27 @@
 //! statuses: the API's one error type (`ApiError`) rendered for this endpoint.
 
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::openai::error::ApiError;
+
+/// The body of an error response on the Messages API (Anthropic's shape).
+#[derive(Serialize, ToSchema)]
+pub struct AnthropicErrorResponse<'a> {
+    /// Always `error`.
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub error: AnthropicErrorObject<'a>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AnthropicErrorObject<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub message: &'a str,
+}
 
 #[derive(Debug)]
 pub struct AnthropicError(pub ApiError);
@@ -37,7 +55,8 @@ impl AnthropicError {
             Some(p) => format!("{p}: {}", self.0.message),
             None => self.0.message.clone(),
         };
-        json!({"type": "error", "error": {"type": self.kind(), "message": message}})
+        let error = AnthropicErrorObject { kind: self.kind(), message: &message };
+        serde_json::to_value(AnthropicErrorResponse { kind: "error", error }).unwrap_or_default()
     }
 }
 
@@ -50,6 +69,7 @@ impl IntoResponse for AnthropicError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn statuses_map_to_anthropic_types_and_the_param_leads() {

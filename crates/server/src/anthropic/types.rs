@@ -2,14 +2,17 @@
 //! and read by `convert`, which names the block at fault in its errors.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use serde_json::Value;
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, ToSchema)]
 pub struct MessagesRequest {
     pub model: Option<String>,
     /// Required by Anthropic's API (a 400 when missing).
+    #[schema(required = true, value_type = usize)]
     pub max_tokens: Option<usize>,
     pub system: Option<Content>,
+    #[schema(required = true, value_type = Vec<Message>)]
     pub messages: Option<Vec<Message>>,
     pub stop_sequences: Option<Vec<String>>,
     pub stream: Option<bool>,
@@ -23,13 +26,15 @@ pub struct MessagesRequest {
     pub metadata: Option<Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
+#[schema(as = AnthropicMessage)]
 pub struct Message {
     pub role: String,
     pub content: Content,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
+#[schema(as = AnthropicContent)]
 #[serde(untagged)]
 pub enum Content {
     Text(String),
@@ -37,7 +42,8 @@ pub enum Content {
 }
 
 /// A block of the assistant's reply.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(as = AnthropicContentBlock)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ContentBlock {
     Thinking { thinking: String, signature: String },
@@ -45,7 +51,7 @@ pub enum ContentBlock {
     ToolUse { id: String, name: String, input: Value },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct MessageResponse {
     pub id: String,
     #[serde(rename = "type")]
@@ -59,7 +65,7 @@ pub struct MessageResponse {
     pub usage: MessageUsage,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
 pub struct MessageUsage {
     pub input_tokens: usize,
     pub output_tokens: usize,
@@ -74,7 +80,8 @@ impl MessageUsage {
 }
 
 /// A streamed event (`type` is also the SSE event name).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(as = MessageStreamEvent)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StreamEvent {
     MessageStart { message: MessageResponse },
@@ -100,7 +107,8 @@ impl StreamEvent {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(as = AnthropicBlockDelta)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BlockDelta {
     TextDelta { text: String },
@@ -108,13 +116,15 @@ pub enum BlockDelta {
     InputJsonDelta { partial_json: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(as = AnthropicStopDelta)]
 pub struct StopDelta {
     pub stop_reason: &'static str,
     pub stop_sequence: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
+#[schema(as = AnthropicOutputUsage)]
 pub struct OutputUsage {
     pub output_tokens: usize,
 }

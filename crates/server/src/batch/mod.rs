@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use serde_json::Value;
 
 use files::{write_atomically, FileStore};
@@ -20,7 +21,7 @@ use files::{write_atomically, FileStore};
 /// The endpoints a batch may target.
 pub const ENDPOINTS: [&str; 3] = ["/v1/chat/completions", "/v1/completions", "/v1/responses"];
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RequestCounts {
     pub total: u64,
     pub completed: u64,
@@ -28,7 +29,7 @@ pub struct RequestCounts {
 }
 
 /// OpenAI's batch object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Batch {
     pub id: String,
     pub object: String,

@@ -10,11 +10,33 @@
 #[cfg(test)]
 use serde::de::DeserializeOwned;
 #[cfg(test)]
-use serde_json::Map;
-use serde_json::{json, Value};
+use serde_json::{json, Map};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 pub const INVALID_REQUEST: &str = "invalid_request_error";
 pub const SERVER_ERROR: &str = "server_error";
+
+/// The body of every error response (OpenAI's shape).
+#[derive(Serialize, ToSchema)]
+pub struct ErrorResponse<'a> {
+    pub error: ErrorObject<'a>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorObject<'a> {
+    pub message: &'a str,
+    /// `invalid_request_error` or `server_error`; the HTTP status says which kind of failure.
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    /// The request field at fault, or `null`.
+    #[schema(required)]
+    pub param: Option<&'a str>,
+    /// A machine-readable reason (`model_not_found`, `context_length_exceeded`), or `null`.
+    #[schema(required)]
+    pub code: Option<&'a str>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -122,7 +144,8 @@ impl ApiError {
 
     /// The OpenAI error body. Also the payload of the SSE error event.
     pub fn to_json(&self) -> Value {
-        json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
+        let error = ErrorObject { message: &self.message, kind: self.kind, param: self.param.as_deref(), code: self.code.as_deref() };
+        serde_json::to_value(ErrorResponse { error }).unwrap_or_default()
     }
 
     /// 400 from a serde_json error while deserializing a request. `path` names the field when

@@ -7,13 +7,15 @@ use super::monitor::WindowStats;
 
 /// The `rollback` object of a traffic split. Each `max_*` is optional; a version is judged once
 /// its window holds `min_requests` requests.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRules {
     #[serde(default = "default_min_requests")]
+    #[schema(default = 20)]
     pub min_requests: usize,
-    /// How many of a version's latest requests are judged.
+    /// How many of a version's latest requests are judged (at most 1000).
     #[serde(default = "default_window")]
+    #[schema(default = 100)]
     pub window: usize,
     /// Share of requests that ended in an error (engine failure or deadline), 0 to 1.
     pub max_error_rate: Option<f64>,

@@ -20,7 +20,7 @@ pub struct Traffic {
 }
 
 /// `PUT /admin/models/{name}/traffic`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficRequest {
     pub weights: BTreeMap<String, u32>,

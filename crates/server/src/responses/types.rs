@@ -3,9 +3,10 @@
 //! cannot honour (non-function tools, non-text input parts) is a 400 from `input`.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use serde_json::Value;
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, ToSchema)]
 pub struct CreateResponse {
     pub model: Option<String>,
     pub input: Option<Input>,
@@ -28,20 +29,23 @@ pub struct CreateResponse {
 }
 
 /// `input`: a string (one user message) or a list of items.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
+#[schema(as = ResponseInput)]
 #[serde(untagged)]
 pub enum Input {
     Text(String),
     Items(Vec<Value>),
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = ResponseTextConfig)]
 pub struct TextConfig {
     pub format: Option<TextFormat>,
 }
 
 /// `text.format`: `text`, `json_object`, or `json_schema` with the schema beside the type.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = ResponseTextFormat)]
 pub struct TextFormat {
     #[serde(rename = "type")]
     pub kind: String,
@@ -56,7 +60,7 @@ pub struct TextFormat {
 }
 
 /// The response object, as returned, streamed in `response.*` events and stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ResponseObject {
     pub id: String,
     pub object: &'static str,
@@ -84,12 +88,13 @@ pub struct ResponseObject {
     pub user: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(as = ResponseIncompleteDetails)]
 pub struct IncompleteDetails {
     pub reason: &'static str,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
 pub struct ResponseUsage {
     pub input_tokens: usize,
     pub input_tokens_details: InputTokensDetails,
@@ -98,12 +103,12 @@ pub struct ResponseUsage {
     pub total_tokens: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
 pub struct InputTokensDetails {
     pub cached_tokens: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
 pub struct OutputTokensDetails {
     pub reasoning_tokens: usize,
 }
@@ -122,7 +127,7 @@ impl ResponseUsage {
 }
 
 /// One item of `output`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OutputItem {
     Reasoning { id: String, summary: Vec<Value>, content: Vec<ReasoningText>, status: &'static str },
@@ -130,7 +135,7 @@ pub enum OutputItem {
     FunctionCall { id: String, call_id: String, name: String, arguments: String, status: &'static str },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct OutputText {
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -145,7 +150,7 @@ impl OutputText {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ReasoningText {
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -172,7 +177,8 @@ impl OutputItem {
 }
 
 /// A streamed event: its type and fields (`sequence_number` is added when sent).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(as = ResponseStreamEvent)]
 #[serde(tag = "type")]
 pub enum StreamEvent {
     #[serde(rename = "response.created")]
@@ -231,7 +237,8 @@ impl StreamEvent {
 }
 
 /// `DELETE /v1/responses/{id}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(as = ResponseDeleted)]
 pub struct Deleted {
     pub id: String,
     pub object: &'static str,

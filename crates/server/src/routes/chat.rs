@@ -27,6 +27,9 @@ use crate::reasoning::ReasoningSplitter;
 use crate::routes::json_body::JsonBody;
 use crate::tool_calls::ToolCall;
 
+#[utoipa::path(post, path = "/v1/chat/completions", operation_id = "createChatCompletion", tag = "inference", request_body = ChatCompletionRequest,
+    responses((status = 200, description = "The completion; with `stream: true`, server-sent events of chunks ending with `data: [DONE]`.",
+        content((ChatCompletionResponse = "application/json"), (ChatCompletionChunk = "text/event-stream")))))]
 pub async fn chat_completions(State(state): State<AppState>, tag: VersionTag, arrival: Arrival, JsonBody(req): JsonBody<ChatCompletionRequest>) -> Result<Response, ApiError> {
     let model = model_for(&state, &tag, req.model.as_deref()).await?;
     let mut v = validate_chat(req, &limits(&model))?;

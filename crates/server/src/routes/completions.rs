@@ -19,6 +19,9 @@ pub fn limits(m: &ServedModel) -> ModelLimits {
     ModelLimits { vocab_size: m.vocab_size, max_model_len: m.max_model_len, max_n: rill_engine::MAX_N }
 }
 
+#[utoipa::path(post, path = "/v1/completions", operation_id = "createCompletion", tag = "inference", request_body = CompletionRequest,
+    responses((status = 200, description = "The completion; with `stream: true`, server-sent events of chunks of the same shape ending with `data: [DONE]`.",
+        content((CompletionResponse = "application/json"), (CompletionResponse = "text/event-stream")))))]
 pub async fn completions(State(state): State<AppState>, tag: VersionTag, arrival: Arrival, JsonBody(req): JsonBody<CompletionRequest>) -> Result<Response, ApiError> {
     let model = model_for(&state, &tag, req.model.as_deref()).await?;
     let mut v = validate_completion(req, &limits(&model))?;

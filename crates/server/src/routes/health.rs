@@ -4,20 +4,38 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 
-pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+#[derive(Serialize, ToSchema)]
+pub struct Status {
+    /// `ok`, `ready`, or why not (`engine stopped`, `draining`, `no model loaded`).
+    status: &'static str,
+    /// The models whose engine stopped.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    models: Vec<String>,
+}
+
+fn status(code: StatusCode, status: &'static str) -> (StatusCode, Json<Status>) {
+    (code, Json(Status { status, models: Vec::new() }))
+}
+
+#[utoipa::path(get, path = "/health", operation_id = "getHealth", tag = "operations", security(()),
+    responses((status = 200, description = "The process and every engine are alive.", body = Status), (status = 503, description = "An engine stopped.", body = Status)))]
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Status>) {
     let dead: Vec<String> = state.models.all().iter().filter(|m| m.engine.handle().is_some_and(|h| !h.is_alive())).map(|m| m.id()).collect();
     if dead.is_empty() {
-        (StatusCode::OK, Json(json!({"status": "ok"})))
+        status(StatusCode::OK, "ok")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "engine stopped", "models": dead})))
+        (StatusCode::SERVICE_UNAVAILABLE, Json(Status { status: "engine stopped", models: dead }))
     }
 }
 
 /// Prometheus text exposition of every engine's and request's metrics.
+#[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition (needs a key when the server runs with `--metrics-require-key`).", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> (StatusCode, [(axum::http::HeaderName, &'static str); 1], String) {
     let content_type = [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")];
     match &state.metrics {
@@ -26,12 +44,14 @@ pub async fn metrics(State(state): State<AppState>) -> (StatusCode, [(axum::http
     }
 }
 
-pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+#[utoipa::path(get, path = "/ready", operation_id = "getReady", tag = "operations", security(()),
+    responses((status = 200, description = "A model is loaded and warmed up, and the server is not draining.", body = Status), (status = 503, description = "Not ready: draining or no model.", body = Status)))]
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Status>) {
     if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"})))
+        status(StatusCode::SERVICE_UNAVAILABLE, "draining")
     } else if state.models.is_empty() {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "no model loaded"})))
+        status(StatusCode::SERVICE_UNAVAILABLE, "no model loaded")
     } else {
-        (StatusCode::OK, Json(json!({"status": "ready"})))
+        status(StatusCode::OK, "ready")
     }
 }

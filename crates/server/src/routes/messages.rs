@@ -35,6 +35,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AnthropicJson<T> {
     }
 }
 
+#[utoipa::path(post, path = "/v1/messages", operation_id = "createMessage", tag = "inference", request_body = MessagesRequest,
+    params(("anthropic-version" = Option<String>, Header, description = "Accepted and ignored."), ("x-api-key" = Option<String>, Header, description = "An API key, as an alternative to `Authorization: Bearer`.")),
+    responses((status = 200, description = "The message; with `stream: true`, Anthropic's server-sent events. Errors are in Anthropic's shape.",
+        content((MessageResponse = "application/json"), (StreamEvent = "text/event-stream")))))]
 pub async fn messages(State(state): State<AppState>, tag: VersionTag, arrival: Arrival, AnthropicJson(req): AnthropicJson<MessagesRequest>) -> Result<Response, AnthropicError> {
     let model = model_for(&state, &tag, req.model.as_deref()).await?;
     let ctx = arrival.context(None)?;

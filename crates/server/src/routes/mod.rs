@@ -19,49 +19,68 @@ pub mod ui;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::auth::{require_key, AuthPolicy, Scope};
 use crate::openai::error::ApiError;
+use crate::openapi::{Document, PublicApi};
 
 /// Largest request body accepted (prompts of a full context fit easily).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
 
-/// The OpenAI-compatible API (and health, metrics, tokenize) over the served models.
+/// The OpenAI-compatible API (and health, metrics, tokenize) over the served models, with its
+/// OpenAPI document at `/openapi.json` (built from the same route annotations).
 pub fn router(state: AppState) -> Router {
-    let mut open_paths = vec!["/", "/health", "/ready"];
+    let (router, doc) = routes(&state).split_for_parts();
+    router_with_document(state, router, Document::new(doc))
+}
+
+/// Every public route; each `routes!` entry takes its path and method from the handler's
+/// `#[utoipa::path]`.
+fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    let max_file_bytes = state.batches.as_ref().map_or(MAX_BODY_BYTES, |b| b.max_file_bytes);
+    let (schemas, paths, files) = routes!(files::list, files::upload);
+    let files = (schemas, paths, files.layer(DefaultBodyLimit::max(max_file_bytes)));
+    OpenApiRouter::with_openapi(PublicApi::openapi())
+        .routes(routes!(ui::index))
+        .routes(routes!(health::health))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::metrics))
+        .routes(routes!(crate::openapi::public_document))
+        .routes(routes!(models::list))
+        .routes(routes!(models::get_one))
+        .routes(routes!(tokenize::tokenize))
+        .routes(routes!(tokenize::detokenize))
+        .routes(routes!(completions::completions))
+        .routes(routes!(chat::chat_completions))
+        .routes(routes!(responses::create))
+        .routes(routes!(messages::messages))
+        .routes(routes!(responses::get_one, responses::delete))
+        .routes(files)
+        .routes(routes!(files::get_one, files::delete))
+        .routes(routes!(files::content))
+        .routes(routes!(batches::list, batches::create))
+        .routes(routes!(batches::get_one))
+        .routes(routes!(batches::cancel))
+}
+
+fn router_with_document(state: AppState, router: Router<AppState>, doc: Document) -> Router {
+    let mut open_paths = vec!["/", "/health", "/ready", "/openapi.json"];
     if !state.metrics_require_key {
         open_paths.push("/metrics");
     }
     let policy = AuthPolicy { keys: state.keys.clone(), scope: Scope::Inference, open_paths };
-    let max_file_bytes = state.batches.as_ref().map_or(MAX_BODY_BYTES, |b| b.max_file_bytes);
-    let router = Router::new()
-        .route("/", get(ui::index))
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
-        .route("/v1/models", get(models::list))
-        .route("/v1/models/{id}", get(models::get_one))
-        .route("/tokenize", post(tokenize::tokenize))
-        .route("/detokenize", post(tokenize::detokenize))
-        .route("/v1/completions", post(completions::completions))
-        .route("/v1/chat/completions", post(chat::chat_completions))
-        .route("/v1/responses", post(responses::create))
-        .route("/v1/messages", post(messages::messages))
-        .route("/v1/responses/{id}", get(responses::get_one).delete(responses::delete))
-        .route("/v1/files", get(files::list).post(files::upload).layer(DefaultBodyLimit::max(max_file_bytes)))
-        .route("/v1/files/{id}", get(files::get_one).delete(files::delete))
-        .route("/v1/files/{id}/content", get(files::content))
-        .route("/v1/batches", get(batches::list).post(batches::create))
-        .route("/v1/batches/{id}", get(batches::get_one))
-        .route("/v1/batches/{id}/cancel", post(batches::cancel))
+    let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(routing::tag_model_version))
         .layer(axum::middleware::from_fn_with_state(policy, require_key))
+        .layer(Extension(doc))
         .with_state(state.clone());
     // Batch lines run through this same router.
     if let Some(batches) = &state.batches {

@@ -27,6 +27,9 @@ use crate::responses::store::Stored;
 use crate::responses::types::{CreateResponse, Deleted, IncompleteDetails, OutputItem, ResponseObject, ResponseUsage, StreamEvent, TextConfig, TextFormat};
 use crate::routes::json_body::JsonBody;
 
+#[utoipa::path(post, path = "/v1/responses", operation_id = "createResponse", tag = "inference", request_body = CreateResponse,
+    responses((status = 200, description = "The response; with `stream: true`, server-sent events named by their `type`, ending with `response.completed` or `response.incomplete`.",
+        content((ResponseObject = "application/json"), (StreamEvent = "text/event-stream")))))]
 pub async fn create(State(state): State<AppState>, tag: VersionTag, arrival: Arrival, JsonBody(req): JsonBody<CreateResponse>) -> Result<Response, ApiError> {
     let model = model_for(&state, &tag, req.model.as_deref()).await?;
     let ctx = arrival.context(None)?;
@@ -105,11 +108,15 @@ pub async fn create(State(state): State<AppState>, tag: VersionTag, arrival: Arr
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(10))).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/responses/{id}", operation_id = "getResponse", tag = "inference", params(("id" = String, Path, description = "A stored response's id.")),
+    responses((status = 200, description = "The stored response.", body = ResponseObject)))]
 pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let stored = state.responses.get(&id).ok_or_else(|| not_found(&id))?;
     Ok(Json(stored.response.clone()).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/responses/{id}", operation_id = "deleteResponse", tag = "inference", params(("id" = String, Path, description = "A stored response's id.")),
+    responses((status = 200, description = "The response is forgotten.", body = Deleted)))]
 pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     if !state.responses.remove(&id) {
         return Err(not_found(&id));

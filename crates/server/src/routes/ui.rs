@@ -7,6 +7,7 @@ use axum::response::IntoResponse;
 
 const INDEX: &str = include_str!("../ui/index.html");
 
+#[utoipa::path(get, path = "/", operation_id = "getChatUi", tag = "operations", security(()), responses((status = 200, description = "The chat UI (one self-contained HTML page).", content_type = "text/html", body = String)))]
 pub async fn index() -> impl IntoResponse {
     (
         [
