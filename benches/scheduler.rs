@@ -11,7 +11,7 @@ const SEQS: u64 = 256;
 const PROMPT: usize = 128;
 
 fn decode_scheduler() -> Scheduler {
-    let cfg = SchedulerConfig { max_num_batched_tokens: 8192, max_num_seqs: SEQS as usize, block_size: 16, num_blocks: 16384, kv_window: None };
+    let cfg = SchedulerConfig { max_num_batched_tokens: 8192, max_num_seqs: SEQS as usize, block_size: 16, num_blocks: 16384, kv_window: None, speculation: Default::default() };
     let mut s = Scheduler::new(cfg, 0);
     for id in 0..SEQS {
         let prompt: Vec<u32> = (0..PROMPT as u32).map(|t| t * 31 + id as u32 * 7919).collect();
@@ -33,7 +33,7 @@ impl Step for Scheduler {
         let sched = self.schedule();
         let mut n = 0;
         for seq in &sched.seqs {
-            self.computed(seq);
+            self.computed(seq, 0);
             if seq.samples {
                 self.append_token(seq.id, token);
             }

@@ -5,8 +5,12 @@
 # same with llama.cpp; RUNS runs interleave the two and the table shows medians.
 #
 # Scenarios: single-stream decode (32-token prompt, 128 new tokens), prefill (1000-token prompt,
-# 1 new token: prompt tokens / TTFT), and closed-loop load at 16 and 64 streams (128-token
-# prompts, 128 new tokens each).
+# 1 new token: prompt tokens / TTFT), closed-loop load at 16 and 64 streams (128-token prompts,
+# 128 new tokens each), a long prompt (6,000 tokens: its prefill rate, then single-stream decode
+# at that context), and a repetitive single stream (benches/prompts/repeat.txt: a text to copy,
+# greedy) with each server's n-gram speculation (rill --speculation ngram, llama.cpp
+# --spec-type ngram-simple, each server restarted with it) and without. Every scenario has its
+# own prompt seed, so no scenario finds another's prompt in a prefix cache.
 #
 #   scripts/bench-vs-llamacpp.sh            # RUNS=3, load at 16 and 64 streams
 #   QUICK=1 scripts/bench-vs-llamacpp.sh    # one run, fewer requests, load at 16 only
@@ -15,6 +19,8 @@
 # ["16 64"; QUICK: "16"], LOAD_ROUNDS [2; QUICK: 1] (requests per load level = rounds ×
 # streams), DECODE_PROMPT [32], DECODE_TOKENS [128], DECODE_REQUESTS [4; QUICK: 2],
 # PREFILL_PROMPT [1000], PREFILL_REQUESTS [4; QUICK: 2], LOAD_PROMPT [128], LOAD_TOKENS [128],
+# LONG_PROMPT [6000], LONG_TOKENS [64], LONG_REQUESTS [2; QUICK: 1], REPEAT_FILE
+# [benches/prompts/repeat.txt], REPEAT_TOKENS [256], REPEAT_REQUESTS [2; QUICK: 1],
 # LLAMA_NP [16] (llama.cpp slots; a load level above it restarts llama-server with one slot per
 # stream), LEVEL_TIMEOUT [900] (seconds per scenario), RILL_PORT [18080], RILL_ADMIN_PORT
 # [18081], LLAMA_PORT [18090], RESULTS [target/bench-vs-llamacpp], MODEL [the default model],
@@ -38,6 +44,12 @@ PREFILL_PROMPT="${PREFILL_PROMPT:-1000}"
 PREFILL_REQUESTS="${PREFILL_REQUESTS:-$(quick && echo 2 || echo 4)}"
 LOAD_PROMPT="${LOAD_PROMPT:-128}"
 LOAD_TOKENS="${LOAD_TOKENS:-128}"
+LONG_PROMPT="${LONG_PROMPT:-6000}"
+LONG_TOKENS="${LONG_TOKENS:-64}"
+LONG_REQUESTS="${LONG_REQUESTS:-$(quick && echo 1 || echo 2)}"
+REPEAT_FILE="${REPEAT_FILE:-$root/benches/prompts/repeat.txt}"
+REPEAT_TOKENS="${REPEAT_TOKENS:-256}"
+REPEAT_REQUESTS="${REPEAT_REQUESTS:-$(quick && echo 1 || echo 2)}"
 LLAMA_NP="${LLAMA_NP:-16}"
 LEVEL_TIMEOUT="${LEVEL_TIMEOUT:-900}"
 RILL_PORT="${RILL_PORT:-18080}"
@@ -104,7 +116,8 @@ max_level=1
 for c in $LOAD_LEVELS; do if [ "$c" -gt "$max_level" ]; then max_level="$c"; fi; done
 # One llama.cpp slot must hold the longest scenario (llama.cpp splits -c across its slots).
 slot_ctx=$(( DECODE_PROMPT + DECODE_TOKENS ))
-for need in $(( PREFILL_PROMPT + 1 )) $(( LOAD_PROMPT + LOAD_TOKENS )); do if [ "$need" -gt "$slot_ctx" ]; then slot_ctx="$need"; fi; done
+repeat_ctx=$(( $(wc -w <"$REPEAT_FILE") * 2 + REPEAT_TOKENS ))
+for need in $(( PREFILL_PROMPT + 1 )) $(( LOAD_PROMPT + LOAD_TOKENS )) $(( LONG_PROMPT + LONG_TOKENS )) "$repeat_ctx"; do if [ "$need" -gt "$slot_ctx" ]; then slot_ctx="$need"; fi; done
 slot_ctx=$(( slot_ctx + 64 ))
 load_slot_ctx=$(( LOAD_PROMPT + LOAD_TOKENS + 64 ))
 
@@ -120,14 +133,26 @@ bench() {
     || { cat "$dir/$name.txt" >&2; say "  $name: no request succeeded"; }
 }
 
-# scenarios URL SEED [LEVELS]: warm-up, decode, prefill and the load levels given (default all).
+# repeat NAME URL: the repetitive single stream (a text to copy) into NAME.json.
+repeat() {
+  say "  $1: 1 stream, $REPEAT_REQUESTS requests, prompt $REPEAT_FILE, $REPEAT_TOKENS new tokens"
+  "$rill" bench --base-url "$2" --concurrency 1 --requests "$REPEAT_REQUESTS" --prompt-file "$REPEAT_FILE" \
+    --max-tokens "$REPEAT_TOKENS" --timeout-s "$LEVEL_TIMEOUT" --json "$dir/$1.json" >"$dir/$1.txt" 2>&1 \
+    || { cat "$dir/$1.txt" >&2; say "  $1: no request succeeded"; }
+}
+
+# scenarios URL SEED [LEVELS]: warm-up, decode, prefill, the long prompt, the repetitive stream
+# and the load levels given (default all).
 scenarios() {
   local url="$1" seed="$2" levels="${3-$LOAD_LEVELS}"
   "$rill" bench --base-url "$url" --concurrency 1 --requests 1 --prompt-tokens 16 --max-tokens 8 \
     --seed 999999 --timeout-s 120 >/dev/null 2>&1 || true
   bench decode "$url" "$seed" 1 "$DECODE_REQUESTS" "$DECODE_PROMPT" "$DECODE_TOKENS"
-  bench prefill "$url" "$seed" 1 "$PREFILL_REQUESTS" "$PREFILL_PROMPT" 1
-  load_levels "$url" "$seed" "$levels"
+  bench prefill "$url" "$(( seed + 1000 ))" 1 "$PREFILL_REQUESTS" "$PREFILL_PROMPT" 1
+  bench prefill_long "$url" "$(( seed + 2000 ))" 1 "$LONG_REQUESTS" "$LONG_PROMPT" 1
+  bench decode_long "$url" "$(( seed + 3000 ))" 1 "$LONG_REQUESTS" "$LONG_PROMPT" "$LONG_TOKENS"
+  repeat repeat "$url"
+  load_levels "$url" "$(( seed + 4000 ))" "$levels"
 }
 
 load_levels() {
@@ -153,16 +178,28 @@ run_rill() {
   curl -sf "http://127.0.0.1:$RILL_ADMIN_PORT/admin/models" >"$dir/admin-models.json" || echo '{}' >"$dir/admin-models.json"
   echo "{\"vmhwm_kb\": $(vmhwm_kb "$server_pid"), \"file_bytes\": $(stat -c %s "$model")}" >"$dir/memory.json"
   stop_server
+  say "  rill --speculation ngram"
+  # shellcheck disable=SC2086
+  "$rill" serve --model "$model" --served-model-name smollm2 --host 127.0.0.1 --port "$RILL_PORT" \
+    --admin-port "$RILL_ADMIN_PORT" --models-root "$(dirname "$model")" --threads "$THREADS" \
+    --speculation ngram $RILL_ARGS >"$dir/server-spec.log" 2>&1 &
+  server_pid=$!
+  wait_ready "http://127.0.0.1:$RILL_PORT/ready" "$dir/server-spec.log"
+  repeat repeat_spec "http://127.0.0.1:$RILL_PORT/v1"
+  curl -sf "http://127.0.0.1:$RILL_PORT/metrics" | grep '^rill_spec_' >"$dir/spec-metrics.txt" || true
+  stop_server
 }
 
-# start_llama NP CTX LOG
+# start_llama NP CTX LOG [EXTRA ARGS...]
 start_llama() {
-  say "  llama-server -t $THREADS -np $1 -cb -c $2"
+  local np="$1" ctx="$2" log="$3"
+  shift 3
+  say "  llama-server -t $THREADS -np $np -cb -c $ctx $*"
   # shellcheck disable=SC2086
-  "$llama_bin/llama-server" -m "$model" --host 127.0.0.1 --port "$LLAMA_PORT" -t "$THREADS" -np "$1" -cb -c "$2" \
-    --no-webui $LLAMA_ARGS >"$3" 2>&1 &
+  "$llama_bin/llama-server" -m "$model" --host 127.0.0.1 --port "$LLAMA_PORT" -t "$THREADS" -np "$np" -cb -c "$ctx" \
+    --no-webui "$@" $LLAMA_ARGS >"$log" 2>&1 &
   server_pid=$!
-  wait_ready "http://127.0.0.1:$LLAMA_PORT/health" "$3"
+  wait_ready "http://127.0.0.1:$LLAMA_PORT/health" "$log"
 }
 
 run_llama() {
@@ -182,6 +219,9 @@ run_llama() {
     if [ "$hwm" -gt "$peak" ]; then peak="$hwm"; fi
     stop_server
   done
+  start_llama 1 "$slot_ctx" "$dir/server-spec.log" --spec-type ngram-simple
+  repeat repeat_spec "http://127.0.0.1:$LLAMA_PORT/v1"
+  stop_server
   echo "{\"vmhwm_kb\": $peak, \"file_bytes\": $(stat -c %s "$model")}" >"$dir/memory.json"
 }
 
@@ -208,6 +248,9 @@ def level(run, server, scenario):
     doc = load(run, server, scenario + ".json")
     return doc["levels"][0] if doc and doc.get("levels") else None
 
+def output(l):
+    return l.get("output_tok_s")
+
 def decode_itl(l):
     return 1000.0 / l["itl_ms_p50"] if l.get("itl_ms_p50") else None
 
@@ -216,11 +259,17 @@ def prefill(l):
         return l["mean_prompt_tokens"] / (l["ttft_ms_p50"] / 1000.0)
     return None
 
-# (label, scenario, value from a level, target ratio rill/llama.cpp, higher is better)
+# (label, scenario or (rill's, llama.cpp's), value from a level, target ratio rill/llama.cpp,
+# higher is better)
 rows = [
     ("decode tok/s, 1 stream (1000 / ITL p50)", "decode", decode_itl, 1.3, True),
-    ("decode tok/s, 1 stream (output tok/s)", "decode", lambda l: l.get("output_tok_s"), 1.3, True),
+    ("decode tok/s, 1 stream (output tok/s)", "decode", output, 1.3, True),
     ("prefill tok/s (prompt tokens / TTFT p50)", "prefill", prefill, 1.5, True),
+    ("prefill tok/s, 6,000-token prompt", "prefill_long", prefill, 2.0, True),
+    ("decode tok/s at 6,000 tokens of context (1000 / ITL p50)", "decode_long", decode_itl, 1.3, True),
+    ("repetitive stream tok/s, both without speculation", "repeat", output, None, True),
+    ("repetitive stream tok/s, both with n-gram speculation", "repeat_spec", output, 1.5, True),
+    ("repetitive stream tok/s, rill n-gram vs llama.cpp plain", ("repeat_spec", "repeat"), output, 1.5, True),
 ]
 for c in levels:
     rows.append((f"aggregate output tok/s, {c} streams", f"load{c}", lambda l: l.get("output_tok_s"), 2.5, True))
@@ -248,10 +297,10 @@ lines = [
 ]
 for label, scenario, value, target, higher in rows:
     med = {}
-    for s in servers:
+    for k, s in enumerate(servers):
         vals = []
         for r in range(1, runs + 1):
-            l = level(r, s, scenario)
+            l = level(r, s, scenario[k] if isinstance(scenario, tuple) else scenario)
             vals.append(value(l) if l and l.get("ok") else None)
         med[s] = median(vals)
     ratio = med["rill"] / med["llamacpp"] if med["rill"] is not None and med["llamacpp"] else None
@@ -293,7 +342,7 @@ for r in range(1, runs + 1):
                 for l in (doc or {}).get("levels", []):
                     for reason, n in l.get("failures", {}).items():
                         failures.append(f"run {r} {s} {name[:-5]}: {n} failed: {reason}")
-        for name in ("decode", "prefill") + tuple(f"load{c}" for c in levels):
+        for name in ("decode", "prefill", "prefill_long", "decode_long", "repeat", "repeat_spec") + tuple(f"load{c}" for c in levels):
             if load(r, s, name + ".json") is None:
                 failures.append(f"run {r} {s} {name}: no result (see {name}.txt)")
 if failures:

@@ -16,7 +16,7 @@ const NEW_TOKENS: usize = 12;
 
 
 fn options(kv_cache_tokens: usize) -> LoadOptions {
-    LoadOptions { kv_budget: KvBudget::Tokens(kv_cache_tokens), block_size: 16, kv_dtype: KvDType::F16, capacity: StepCapacity { max_tokens: 256, max_seqs: 16 }, chat_template: None }
+    LoadOptions { kv_budget: KvBudget::Tokens(kv_cache_tokens), block_size: 16, kv_dtype: KvDType::F16, capacity: StepCapacity { max_tokens: 256, max_seqs: 16 }, chat_template: None, ..LoadOptions::default() }
 }
 
 fn request(tok: &Tokenizer, prompt: &str, params: &SamplingParams) -> GenerateRequest {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use rill_engine::{Engine, ExecuteError, Executor, ForwardBatch, SampledToken, SamplingParams, SchedulerConfig};
+use rill_engine::{Engine, ExecuteError, Executor, ForwardBatch, SampledToken, SamplingParams, SchedulerConfig, SpeculationConfig};
 use rill_model::chat_template::ChatTemplate;
 use rill_model::dummy::{byte_tokenizer, DUMMY_EOS};
 use rill_server::app::ServedModel;
@@ -74,7 +74,7 @@ impl Executor for FakeExecutor {
             let top_logprobs = (0..seq.logprobs.unwrap_or(0)).map(|k| ((token + k as u32) % 256, -0.5 - k as f32)).collect();
             SampledToken { token, logprob: seq.logprobs.map(|_| -0.5), top_logprobs }
         };
-        Ok(batch.logits_rows.iter().zip(samplers.iter()).map(sample).collect())
+        Ok(batch.verify(|seq, row| sample((&batch.logits_rows[row], &samplers[seq]))))
     }
 
     fn eos_token_ids(&self) -> &[u32] {
@@ -88,7 +88,7 @@ impl Executor for FakeExecutor {
 
 /// A model named `name` on the fake executor, with room for several full contexts of KV.
 pub fn served_model(name: &str, max_queue: usize, step_delay: Duration) -> ServedModel {
-    let cfg = SchedulerConfig { max_num_batched_tokens: 256, max_num_seqs: 16, block_size: BLOCK_SIZE, num_blocks: 4 * MAX_MODEL_LEN / BLOCK_SIZE, kv_window: None };
+    let cfg = SchedulerConfig { max_num_batched_tokens: 256, max_num_seqs: 16, block_size: BLOCK_SIZE, num_blocks: 4 * MAX_MODEL_LEN / BLOCK_SIZE, kv_window: None, speculation: SpeculationConfig::default() };
     let engine = Engine::start(FakeExecutor { step_delay }, cfg, 0, name);
     let tokenizer = byte_tokenizer(VOCAB_SIZE).expect("byte tokenizer");
     let template = ChatTemplate::new(CHAT_TEMPLATE, "<s>", "</s>").expect("chat template");

@@ -18,5 +18,6 @@ mod http;
 mod bench;
 mod padded_decode;
 mod seeded_sampling;
+mod speculation;
 mod structured_outputs;
 mod prompt_lists;

@@ -53,6 +53,10 @@ pub struct BenchArgs {
     /// masked.
     #[arg(long)]
     pub json_schema: bool,
+    /// Every request's prompt is this file's text (instead of synthetic prompts of
+    /// --prompt-tokens): e.g. a text to edit or summarise.
+    #[arg(long, value_name = "FILE", conflicts_with = "prompt_tokens")]
+    pub prompt_file: Option<std::path::PathBuf>,
 }
 
 impl BenchArgs {
@@ -69,6 +73,10 @@ impl BenchArgs {
         if let Some(r) = self.requests.filter(|&r| r == 0 || r > MAX_REQUESTS) {
             return Err(format!("--requests {r} is outside 1..={MAX_REQUESTS}"));
         }
+        let prompt_text = match &self.prompt_file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| format!("--prompt-file {}: {e}", path.display()))?),
+            None => None,
+        };
         Ok(BenchConfig {
             base_url: self.base_url.trim_end_matches('/').to_string(),
             model: self.model,
@@ -83,6 +91,7 @@ impl BenchArgs {
             api_key: self.api_key,
             tokenize: !self.no_tokenize,
             json_schema: self.json_schema,
+            prompt_text,
         })
     }
 }

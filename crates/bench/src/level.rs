@@ -16,6 +16,7 @@ use super::stats::{aggregate, LevelResult, RequestResult};
 use super::BenchConfig;
 
 /// A request's prompt and, when the server could count them, its tokens.
+#[derive(Clone)]
 pub struct Prompt {
     pub text: String,
     pub tokens: Option<u64>,
@@ -44,6 +45,10 @@ impl Calibration {
 
     /// The prompts of one level, `count` of them, about `cfg.prompt_tokens` tokens each.
     pub async fn prompts(&mut self, client: &BenchClient, model: &str, cfg: &BenchConfig, level: usize, count: usize) -> Vec<Prompt> {
+        if let Some(text) = &cfg.prompt_text {
+            let tokens = client.count_tokens(model, text).await.map(|t| t as u64);
+            return vec![Prompt { text: text.clone(), tokens }; count];
+        }
         let target = cfg.prompt_tokens;
         let mut out = Vec::with_capacity(count);
         for index in 0..count {

@@ -65,6 +65,8 @@ pub struct BenchConfig {
     pub tokenize: bool,
     /// Chat requests carry a `response_format` JSON schema (constrained decoding).
     pub json_schema: bool,
+    /// Every request's prompt, instead of synthetic ones of `prompt_tokens`.
+    pub prompt_text: Option<String>,
 }
 
 impl Default for BenchConfig {
@@ -83,6 +85,7 @@ impl Default for BenchConfig {
             api_key: None,
             tokenize: true,
             json_schema: false,
+            prompt_text: None,
         }
     }
 }

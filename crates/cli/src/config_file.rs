@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::options::{KvDTypeArg, ModelArgs};
+use crate::options::{KvDTypeArg, ModelArgs, SpeculationArg};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +47,9 @@ pub struct EngineConfig {
     pub kv_dtype: Option<String>,
     pub max_num_batched_tokens: Option<usize>,
     pub max_num_seqs: Option<usize>,
+    /// `"off"` or `"ngram"`.
+    pub speculation: Option<String>,
+    pub num_speculative_tokens: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +105,17 @@ impl EngineConfig {
         };
         a.max_num_batched_tokens = self.max_num_batched_tokens.unwrap_or(a.max_num_batched_tokens);
         a.max_num_seqs = self.max_num_seqs.unwrap_or(a.max_num_seqs);
+        a.speculation = match self.speculation.as_deref() {
+            None => a.speculation,
+            Some("off") => SpeculationArg::Off,
+            Some("ngram") => SpeculationArg::Ngram,
+            Some(other) => return Err(format!("speculation must be \"off\" or \"ngram\", got {other:?}")),
+        };
+        match self.num_speculative_tokens {
+            Some(n @ 1..=16) => a.num_speculative_tokens = n,
+            Some(n) => return Err(format!("num_speculative_tokens must be 1 to 16, got {n}")),
+            None => {}
+        }
         Ok(a)
     }
 }

@@ -3,6 +3,7 @@
 
 use clap::{Args, ValueEnum};
 use rill_backend::{DType, KvDType};
+use rill_engine::SpeculationConfig;
 use rill_server::device::Device;
 use rill_server::LoadSettings;
 
@@ -50,6 +51,21 @@ pub struct ModelArgs {
     /// template, else the family's known format).
     #[arg(long, value_name = "FILE", value_parser = read_template)]
     pub chat_template: Option<String>,
+    /// Speculative decoding for requests that do not choose (a request's `"speculative"` field
+    /// overrides): off, or ngram (tokens that followed the same words earlier in the prompt or
+    /// output are proposed and verified in one pass; the output is the same, repetitive output
+    /// such as edits and summaries comes faster). It steps aside when the batch is busy.
+    #[arg(long, value_enum, default_value_t = SpeculationArg::Off)]
+    pub speculation: SpeculationArg,
+    /// Most tokens proposed per step when speculating (1-16).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub num_speculative_tokens: u16,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpeculationArg {
+    Off,
+    Ngram,
 }
 
 /// The text of a `--chat-template` file.
@@ -91,6 +107,11 @@ impl ModelArgs {
             },
             capacity: StepCapacity { max_tokens: self.max_num_batched_tokens, max_seqs: self.max_num_seqs },
             chat_template: self.chat_template.clone(),
+            speculation: SpeculationConfig {
+                default_on: self.speculation == SpeculationArg::Ngram,
+                num_tokens: usize::from(self.num_speculative_tokens),
+                ..SpeculationConfig::default()
+            },
             ..LoadOptions::default()
         };
         LoadSettings { device: self.device, threads: self.threads, options, load_format: self.load_format, dummy_dtype: self.dummy_dtype, dummy_seed: self.dummy_seed }

@@ -215,6 +215,8 @@ struct Active<S> {
     awaiting_first_choice: Option<Vec<u32>>,
     /// Set at admission, taken when first scheduled (queue-time metric).
     queued_since: Option<std::time::Instant>,
+    /// Proposes tokens by n-gram lookup (`crate::speculation`).
+    speculate: bool,
 }
 
 struct EngineCore<E: Executor> {
@@ -291,6 +293,8 @@ impl<E: Executor> EngineCore<E> {
             let _ = events.send(StreamEvent::Failed(e.into()));
             return;
         }
+        let speculate = req.params.speculative.unwrap_or(self.scheduler.config().speculation.default_on);
+        self.scheduler.set_speculative(seq_id(id, 0), speculate);
         let mut stop_tokens = req.params.stop_token_ids.clone();
         if !req.params.ignore_eos {
             stop_tokens.extend_from_slice(self.executor.eos_token_ids());
@@ -311,6 +315,7 @@ impl<E: Executor> EngineCore<E> {
                 tenant: req.tenant.clone(),
                 awaiting_first_choice: (index > 0).then(|| req.prompt.clone()),
                 queued_since: Some(std::time::Instant::now()),
+                speculate,
             };
             self.active.insert(seq_id(id, index), active);
         }
@@ -327,7 +332,9 @@ impl<E: Executor> EngineCore<E> {
             if let Err(e) = self.scheduler.add_for(seq, prompt, a.max_tokens, a.priority, a.tenant.clone()) {
                 let _ = a.events.send(StreamEvent::Failed(e.into()));
                 self.active.remove(&seq);
+                continue;
             }
+            self.scheduler.set_speculative(seq, a.speculate);
         }
     }
 
@@ -363,19 +370,34 @@ impl<E: Executor> EngineCore<E> {
             let mut ordered: Vec<&mut E::SeqState> = sampling.iter().map(|id| states.remove(id).expect("scheduled sequences are active")).collect();
             self.executor.execute(&self.batch, &mut ordered)
         };
-        match result {
-            Ok(tokens) if tokens.len() == sampling.len() => {
+        match result.map(|tokens| (self.batch.verified_counts(&tokens), tokens)) {
+            Ok((Some(counts), tokens)) => {
+                // Each sampling sequence's tokens: its verified proposals, then one more.
+                let mut counts = counts.into_iter();
+                let mut emitted = Vec::with_capacity(sampling.len());
                 for s in &schedule.seqs {
-                    self.scheduler.computed(s);
+                    let n = if s.samples { counts.next().unwrap_or(1) } else { 0 };
+                    self.scheduler.computed(s, n.saturating_sub(1));
+                    if s.samples {
+                        emitted.push(n);
+                        self.metrics.record_speculation(s.drafts, n.saturating_sub(1));
+                    }
                 }
-                for (id, token) in sampling.into_iter().zip(tokens) {
+                let mut tokens = tokens.into_iter();
+                for (id, n) in sampling.into_iter().zip(emitted) {
                     if index_of(id) == 0 && self.active.get(&id).is_some_and(|a| a.generated == 0) {
                         self.release_other_choices(id);
                     }
-                    self.accept(id, token);
+                    let mine: Vec<SampledToken> = tokens.by_ref().take(n).collect();
+                    for (i, token) in mine.into_iter().enumerate() {
+                        // Verified proposals already joined the scheduler's tokens.
+                        if !self.accept(id, token, i + 1 == n) {
+                            break;
+                        }
+                    }
                 }
             }
-            Ok(tokens) => self.fail_step(&schedule, ExecuteError::message(format!("executor returned {} tokens for {} rows", tokens.len(), sampling.len()))),
+            Ok((None, tokens)) => self.fail_step(&schedule, ExecuteError::message(format!("executor returned {} tokens for {} logits rows of {} sampling sequences", tokens.len(), self.batch.logits_rows.len(), sampling.len()))),
             Err(e) => self.fail_step(&schedule, e),
         }
         self.metrics.record_step(self.batch.num_tokens(), started.elapsed());
@@ -395,9 +417,12 @@ impl<E: Executor> EngineCore<E> {
 
     fn build_batch(&mut self, schedule: &Schedule) {
         self.batch.clear();
+        let mut tokens = Vec::new();
         for s in &schedule.seqs {
-            let tokens = &self.scheduler.tokens(s.id)[s.start..s.start + s.len];
-            self.batch.push_sequence(tokens, s.start, self.scheduler.block_table(s.id), s.samples).expect("the scheduler grew the block table to cover the chunk");
+            tokens.clear();
+            tokens.extend_from_slice(&self.scheduler.tokens(s.id)[s.start..s.start + s.len]);
+            tokens.extend_from_slice(self.scheduler.draft(s.id));
+            self.batch.push_with_drafts(&tokens, s.start, self.scheduler.block_table(s.id), s.samples, s.drafts).expect("the scheduler grew the block table to cover the chunk and its proposals");
         }
     }
 
@@ -419,19 +444,26 @@ impl<E: Executor> EngineCore<E> {
         }
     }
 
-    fn accept(&mut self, id: SeqId, token: SampledToken) {
-        let Some(a) = self.active.get_mut(&id) else { return };
+    /// Streams a sampled token (appended to the sequence when `append`: a verified proposal is
+    /// in it already). Returns false when the choice ended.
+    fn accept(&mut self, id: SeqId, token: SampledToken, append: bool) -> bool {
+        let Some(a) = self.active.get_mut(&id) else { return false };
         a.generated += 1;
-        if a.stop_tokens.contains(&token.token) {
-            return self.finish(id, FinishReason::Stop);
+        let end = if a.stop_tokens.contains(&token.token) {
+            Some(FinishReason::Stop)
+        } else if a.events.send(StreamEvent::Token { index: index_of(id), token: token.clone() }).is_err() {
+            Some(FinishReason::Abort)
+        } else {
+            (a.generated >= a.max_tokens).then_some(FinishReason::Length)
+        };
+        if let Some(reason) = end {
+            self.finish(id, reason);
+            return false;
         }
-        if a.events.send(StreamEvent::Token { index: index_of(id), token: token.clone() }).is_err() {
-            return self.finish(id, FinishReason::Abort);
+        if append {
+            self.scheduler.append_token(id, token.token);
         }
-        if a.generated >= a.max_tokens {
-            return self.finish(id, FinishReason::Length);
-        }
-        self.scheduler.append_token(id, token.token);
+        true
     }
 
     /// Ends a choice. The gauges drop it before its client hears of the end, so a client never

@@ -13,6 +13,7 @@ mod request;
 pub mod scheduler;
 pub mod kv;
 mod sampling_params;
+pub mod speculation;
 
 pub use batch::{BatchError, ForwardBatch};
 pub use constraint::{Constraint, ConstraintState, TokenConstraint};
@@ -21,6 +22,7 @@ pub use error::{EngineError, ExecuteError};
 pub use executor::Executor;
 pub use request::{FinishReason, GenerateRequest, RequestId, SampledToken, StreamEvent, Tenant, Usage};
 pub use scheduler::{AdmissionError, Schedule, ScheduledSeq, Scheduler, SchedulerConfig};
+pub use speculation::SpeculationConfig;
 pub use sampling_params::{
     choice_seed, SamplingError, SamplingParams, GREEDY_TEMPERATURE, MAX_LOGIT_BIAS, MAX_LOGPROBS, MAX_N, MAX_PENALTY,
 };

@@ -20,6 +20,11 @@ pub const PREEMPTIONS: &str = "rill_engine_preemptions_total";
 pub const STEP_TOKENS: &str = "rill_engine_step_tokens";
 pub const STEP_SECONDS: &str = "rill_engine_step_seconds";
 pub const QUEUE_SECONDS: &str = "rill_request_queue_seconds";
+/// Speculation: tokens proposed and verified, and sequence-steps that verified proposals.
+/// Acceptance rate = accepted / proposed; tokens per speculative step = (accepted + steps) / steps.
+pub const SPEC_PROPOSED: &str = "rill_spec_proposed_tokens_total";
+pub const SPEC_ACCEPTED: &str = "rill_spec_accepted_tokens_total";
+pub const SPEC_STEPS: &str = "rill_spec_steps_total";
 pub const VLLM_WAITING: &str = "vllm:num_requests_waiting";
 pub const VLLM_RUNNING: &str = "vllm:num_requests_running";
 pub const VLLM_KV_USAGE: &str = "vllm:kv_cache_usage_perc";
@@ -37,6 +42,7 @@ pub struct StepMetrics {
     step_tokens: Histogram,
     step_seconds: Histogram,
     pub queue_seconds: Histogram,
+    spec: [Counter; 3],
     reported_queries: u64,
     reported_hits: u64,
     reported_preemptions: u64,
@@ -56,10 +62,21 @@ impl StepMetrics {
             preemptions: counter!(PREEMPTIONS, "model" => m.clone()),
             step_tokens: histogram!(STEP_TOKENS, "model" => m.clone()),
             step_seconds: histogram!(STEP_SECONDS, "model" => m.clone()),
-            queue_seconds: histogram!(QUEUE_SECONDS, "model" => m),
+            queue_seconds: histogram!(QUEUE_SECONDS, "model" => m.clone()),
+            spec: [counter!(SPEC_PROPOSED, "model" => m.clone()), counter!(SPEC_ACCEPTED, "model" => m.clone()), counter!(SPEC_STEPS, "model" => m)],
             reported_queries: 0,
             reported_hits: 0,
             reported_preemptions: 0,
+        }
+    }
+
+    /// One sequence's verification: `proposed` tokens, the first `accepted` of them confirmed.
+    pub fn record_speculation(&self, proposed: usize, accepted: usize) {
+        if proposed > 0 {
+            let [p, a, s] = &self.spec;
+            p.increment(proposed as u64);
+            a.increment(accepted as u64);
+            s.increment(1);
         }
     }
 

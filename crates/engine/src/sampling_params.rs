@@ -54,6 +54,9 @@ pub struct SamplingParams {
     pub logprobs: Option<usize>,
     /// Holds the output to a grammar (structured outputs, forced tool calls).
     pub constraint: Option<crate::Constraint>,
+    /// Speculate by n-gram lookup (`crate::speculation`); `None`: the model's default. The
+    /// tokens are the same either way; only the speed differs.
+    pub speculative: Option<bool>,
 }
 
 impl Default for SamplingParams {
@@ -75,6 +78,7 @@ impl Default for SamplingParams {
             ignore_eos: false,
             logprobs: None,
             constraint: None,
+            speculative: None,
         }
     }
 }

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::kv::{BlockManager, KvError, KvStats, SeqId};
+use crate::speculation::{propose_ngram, SpeculationConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchedulerConfig {
@@ -26,9 +27,12 @@ pub struct SchedulerConfig {
     /// sequence's window are handed back as it advances, so a sequence holds about a window's
     /// worth of blocks however long it grows. `None`: a layer may read the whole context.
     pub kv_window: Option<usize>,
+    /// N-gram speculation: the model's default and limits (`crate::speculation`).
+    pub speculation: SpeculationConfig,
 }
 
-/// One sequence's share of a step: compute `tokens[start..start + len]`.
+/// One sequence's share of a step: compute `tokens[start..start + len]`, then its `drafts`
+/// proposed tokens (`Scheduler::draft`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScheduledSeq {
     pub id: SeqId,
@@ -36,6 +40,8 @@ pub struct ScheduledSeq {
     pub len: usize,
     /// The chunk reaches the sequence's last token, so a new token is sampled from it.
     pub samples: bool,
+    /// Proposed tokens verified in this step (0 unless the sequence speculates).
+    pub drafts: usize,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -65,6 +71,11 @@ struct SeqState {
     cached_prompt_tokens: Option<usize>,
     preemptions: usize,
     tenant: Option<Arc<str>>,
+    /// Prompt plus most new tokens: proposals never reach past it.
+    max_len: usize,
+    speculate: bool,
+    /// This step's proposed tokens.
+    draft: Vec<u32>,
 }
 
 /// One tenant's standing: tokens scheduled for it over its weight, and its sequences in the
@@ -133,7 +144,8 @@ impl Scheduler {
             share.served = share.served.max(level);
         }
         share.active += 1;
-        self.seqs.insert(id, SeqState { tokens: prompt, num_computed: 0, priority, arrival, cached_prompt_tokens: None, preemptions: 0, tenant: name });
+        let (max_len, speculate) = (prompt.len().saturating_add(max_new), self.cfg.speculation.default_on);
+        self.seqs.insert(id, SeqState { tokens: prompt, num_computed: 0, priority, arrival, cached_prompt_tokens: None, preemptions: 0, tenant: name, max_len, speculate, draft: Vec::new() });
         self.enqueue_waiting(id);
         Ok(())
     }
@@ -172,10 +184,26 @@ impl Scheduler {
         self.waiting.insert(at, id);
     }
 
+    /// Whether `id` speculates (the model's default until set).
+    pub fn set_speculative(&mut self, id: SeqId, on: bool) {
+        if let Some(s) = self.seqs.get_mut(&id) {
+            s.speculate = on;
+        }
+    }
+
+    /// The tokens `id` proposed for this step.
+    pub fn draft(&self, id: SeqId) -> &[u32] {
+        self.seqs.get(&id).map_or(&[], |s| s.draft.as_slice())
+    }
+
     /// Plans the next step.
     pub fn schedule(&mut self) -> Schedule {
         let mut out = Schedule::default();
         let mut budget = self.cfg.max_num_batched_tokens;
+        // Speculation steps aside when the batch is busy or work is waiting; proposals take
+        // logits rows beyond the one each running sequence may need.
+        let spec = self.cfg.speculation;
+        let mut spare_rows = if self.running.len() <= spec.max_running && self.waiting.is_empty() { self.cfg.max_num_seqs.saturating_sub(self.running.len()) } else { 0 };
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
             let id = self.running[i];
@@ -190,10 +218,12 @@ impl Scheduler {
                 // `id` itself was preempted: nothing at or after `i` is left to run.
                 break;
             }
+            let drafts = self.propose(id, len, (budget - len).min(spare_rows));
+            spare_rows -= drafts;
             let s = &self.seqs[&id];
-            out.seqs.push(ScheduledSeq { id, start: s.num_computed, len, samples: total == s.tokens.len() });
-            self.charge(id, len);
-            budget -= len;
+            out.seqs.push(ScheduledSeq { id, start: s.num_computed, len, samples: total == s.tokens.len(), drafts });
+            self.charge(id, len + drafts);
+            budget -= len + drafts;
             i += 1;
         }
         // Admit waiting sequences only when nobody was preempted this step (else they would
@@ -210,13 +240,30 @@ impl Scheduler {
             s.num_computed = hit.cached_tokens;
             s.cached_prompt_tokens.get_or_insert(hit.cached_tokens);
             let len = (s.tokens.len() - s.num_computed).min(budget);
-            out.seqs.push(ScheduledSeq { id, start: s.num_computed, len, samples: s.num_computed + len == s.tokens.len() });
+            out.seqs.push(ScheduledSeq { id, start: s.num_computed, len, samples: s.num_computed + len == s.tokens.len(), drafts: 0 });
             self.charge(id, len);
             budget -= len;
             self.waiting.remove(next);
             self.running.push(id);
         }
         out
+    }
+
+    /// Proposes up to `room` tokens for `id`, decoding its one new token (`len`) this step, when
+    /// it speculates and their KV slots are free without preempting anyone. Returns how many.
+    fn propose(&mut self, id: SeqId, len: usize, room: usize) -> usize {
+        let s = self.seqs.get_mut(&id).expect("running sequences exist");
+        s.draft.clear();
+        if !s.speculate || len != 1 || s.num_computed + 1 != s.tokens.len() {
+            return 0;
+        }
+        let room = room.min(self.cfg.speculation.num_tokens).min(s.max_len.saturating_sub(s.tokens.len() + 1));
+        let proposal = propose_ngram(&s.tokens, &self.cfg.speculation, room);
+        if proposal.is_empty() || self.blocks.append_slots(id, s.tokens.len() + proposal.len()).is_err() {
+            return 0;
+        }
+        s.draft.extend_from_slice(proposal);
+        s.draft.len()
     }
 
     /// Makes `id`'s blocks cover `total` tokens, preempting the newest running sequences as
@@ -248,11 +295,16 @@ impl Scheduler {
         self.enqueue_waiting(id);
     }
 
-    /// Records that a scheduled chunk was computed: `num_computed` advances and newly full
-    /// blocks are published to the prefix cache.
-    pub fn computed(&mut self, seq: &ScheduledSeq) {
+    /// Records that a scheduled chunk was computed, with the first `accepted` of its proposed
+    /// tokens (they join the sequence; the KV of the rest is overwritten when their positions are
+    /// computed again): `num_computed` advances and newly full blocks are published to the
+    /// prefix cache.
+    pub fn computed(&mut self, seq: &ScheduledSeq, accepted: usize) {
         let s = self.seqs.get_mut(&seq.id).expect("scheduled sequences exist");
-        s.num_computed = seq.start + seq.len;
+        let accepted = accepted.min(seq.drafts).min(s.draft.len());
+        s.tokens.extend_from_slice(&s.draft[..accepted]);
+        s.draft.clear();
+        s.num_computed = seq.start + seq.len + accepted;
         // Publishing only fails for unknown sequences, which scheduled ones are not.
         let _ = self.blocks.publish_full_blocks(seq.id, &s.tokens[..s.num_computed]);
         if let Some(window) = self.cfg.kv_window {

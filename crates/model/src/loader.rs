@@ -51,6 +51,8 @@ pub struct LoadOptions {
     pub capacity: StepCapacity,
     /// A chat template (Jinja source) to use instead of the file's (`--chat-template`).
     pub chat_template: Option<String>,
+    /// Speculative decoding by n-gram lookup (`--speculation`, `--num-speculative-tokens`).
+    pub speculation: rill_engine::SpeculationConfig,
 }
 
 impl Default for LoadOptions {
@@ -61,6 +63,7 @@ impl Default for LoadOptions {
             kv_dtype: KvDType::F16,
             capacity: StepCapacity { max_tokens: 512, max_seqs: 64 },
             chat_template: None,
+            speculation: rill_engine::SpeculationConfig::default(),
         }
     }
 }

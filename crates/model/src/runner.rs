@@ -8,9 +8,12 @@
 //! sampler's rows and samples the others on the device from the logits still there. Both paths
 //! run the one rule of `rill_backend::draw` with the sequence's own uniforms, so a sequence's
 //! tokens depend neither on its path nor on what shares its step.
+//!
+//! A step that verifies proposed tokens (`rill_engine::speculation`) samples on the host, row by
+//! row, each sequence's rows in order while they confirm its proposals (`ForwardBatch::verify`).
 
 use rill_backend::{Backend, DrawParams};
-use rill_engine::{Engine, ExecuteError, Executor, ForwardBatch, SampledToken, SamplingParams, SchedulerConfig};
+use rill_engine::{Engine, ExecuteError, Executor, ForwardBatch, SampledToken, SamplingParams, SchedulerConfig, SpeculationConfig};
 
 use crate::forward::{ForwardError, Transformer};
 use crate::sampler::Sampler;
@@ -24,12 +27,19 @@ pub struct ModelRunner<B: Backend> {
     device_params: Vec<DrawParams>,
     /// Rows of the step sampled on the host, reused.
     host_rows: Vec<bool>,
+    speculation: SpeculationConfig,
 }
 
 impl<B: Backend> ModelRunner<B> {
     pub fn new(transformer: Transformer<B>, eos_token_ids: Vec<u32>) -> Self {
         let device_sampling = transformer.backend().samples_on_device();
-        ModelRunner { transformer, eos_token_ids, device_sampling, device_params: Vec::new(), host_rows: Vec::new() }
+        ModelRunner { transformer, eos_token_ids, device_sampling, device_params: Vec::new(), host_rows: Vec::new(), speculation: SpeculationConfig::default() }
+    }
+
+    /// Sets how the engine this runner starts speculates.
+    pub fn with_speculation(mut self, speculation: SpeculationConfig) -> Self {
+        self.speculation = speculation;
+        self
     }
 
     /// Whether eligible steps are sampled by the backend instead of on the host.
@@ -49,7 +59,7 @@ impl<B: Backend> ModelRunner<B> {
         let cfg = self.transformer.config();
         // Blocks behind the window are handed back only when no layer reads past it.
         let kv_window = (cfg.sliding_window > 0 && cfg.layer_kinds.iter().all(|k| k.sliding)).then_some(cfg.sliding_window);
-        SchedulerConfig { max_num_batched_tokens: cap.max_tokens, max_num_seqs: cap.max_seqs, block_size: kv.block_size, num_blocks: kv.num_blocks, kv_window }
+        SchedulerConfig { max_num_batched_tokens: cap.max_tokens, max_num_seqs: cap.max_seqs, block_size: kv.block_size, num_blocks: kv.num_blocks, kv_window, speculation: self.speculation }
     }
 
     /// Starts an engine thread that owns this runner; metrics are labelled `model`. Each engine
@@ -108,16 +118,13 @@ impl<B: Backend> Executor for ModelRunner<B> {
     }
 
     fn execute(&mut self, batch: &ForwardBatch, samplers: &mut [&mut Sampler]) -> Result<Vec<SampledToken>, ExecuteError> {
-        if self.device_sampling && samplers.iter().any(|s| s.device_eligible()) {
+        let verifies = batch.drafts.iter().any(|&d| d > 0);
+        if self.device_sampling && !verifies && samplers.iter().any(|s| s.device_eligible()) {
             return self.execute_on_device(batch, samplers).map_err(ExecuteError::new);
         }
         let vocab = self.transformer.config().vocab_size;
         let logits = self.transformer.forward(batch).map_err(ExecuteError::new)?;
-        Ok(samplers
-            .iter_mut()
-            .zip(logits.chunks_exact(vocab))
-            .map(|(sampler, row)| sampler.sample(row))
-            .collect())
+        Ok(batch.verify(|seq, row| samplers[seq].sample(&logits[row * vocab..(row + 1) * vocab])))
     }
 
     fn eos_token_ids(&self) -> &[u32] {

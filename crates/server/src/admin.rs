@@ -64,6 +64,10 @@ pub struct LoadRequest {
     kv_cache_tokens: Option<usize>,
     max_num_seqs: Option<usize>,
     max_num_batched_tokens: Option<usize>,
+    /// `off` or `ngram`, as `--speculation` (default: the server's).
+    speculation: Option<String>,
+    /// 1 to 16, as `--num-speculative-tokens`.
+    num_speculative_tokens: Option<usize>,
     /// `auto` (default), `gguf`, `hf` or `dummy`, as `--load-format`.
     load_format: Option<String>,
     dummy_dtype: Option<String>,
@@ -352,6 +356,18 @@ impl LoadRequest {
         let capacity = &mut s.options.capacity;
         capacity.max_seqs = self.max_num_seqs.unwrap_or(capacity.max_seqs);
         capacity.max_tokens = self.max_num_batched_tokens.unwrap_or(capacity.max_tokens);
+        let spec = &mut s.options.speculation;
+        match self.speculation.as_deref() {
+            None => {}
+            Some("off") => spec.default_on = false,
+            Some("ngram") => spec.default_on = true,
+            Some(other) => return Err(ApiError::invalid("speculation", format!("speculation must be \"off\" or \"ngram\", got {other:?}"))),
+        }
+        match self.num_speculative_tokens {
+            None => {}
+            Some(n @ 1..=16) => spec.num_tokens = n,
+            Some(_) => return Err(ApiError::invalid("num_speculative_tokens", "num_speculative_tokens must be 1 to 16")),
+        }
         Ok(s)
     }
 }

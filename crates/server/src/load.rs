@@ -99,17 +99,17 @@ impl LoadSettings {
 
     /// Loads `path` on `device` and starts its engine thread (metrics labelled `name`).
     pub fn start_engine(&self, path: &Path, name: &str) -> Result<StartedModel, Box<dyn std::error::Error>> {
-        struct Start<'a>(&'a str);
+        struct Start<'a>(&'a str, rill_engine::SpeculationConfig);
         impl LoadedJob for Start<'_> {
             type Output = StartedModel;
             fn run<B: Backend>(self, model: LoadedModel<B>) -> StartedModel {
                 let LoadedModel { transformer, tokenizer, chat_template } = model;
                 let (max_model_len, kv) = (transformer.config().context_length, transformer.kv_layout());
-                let engine = ModelRunner::new(transformer, tokenizer.eos_token_ids().to_vec()).start(self.0);
+                let engine = ModelRunner::new(transformer, tokenizer.eos_token_ids().to_vec()).with_speculation(self.1).start(self.0);
                 StartedModel { engine, tokenizer, chat_template, max_model_len, kv_cache_tokens: kv.num_blocks * kv.block_size, kv_cache_bytes: kv.total_bytes() }
             }
         }
-        self.with_loaded(path, Start(name))
+        self.with_loaded(path, Start(name, self.options.speculation))
     }
 }
 

@@ -74,7 +74,7 @@ pub struct Q8Quad<'a> {
 }
 
 /// Rows from which [`Q8Activations`] also builds the quads (the AVX-512 kernel's threshold).
-pub const QUAD_FROM_ROWS: usize = 4;
+pub const QUAD_FROM_ROWS: usize = 7;
 
 /// One quantized row: `cols` codes and `cols / QK` scales and sums.
 #[derive(Clone, Copy)]

@@ -70,7 +70,7 @@ fn every_kernel_matches_the_portable_kernel_and_the_float_reference() {
         // Odd block counts (a lone last block), one block, and the default model's widths.
         let widths: Vec<usize> = if block == 32 { vec![32, 96, 576, 1536] } else { vec![256, 768] };
         for cols in widths {
-            for (w_rows, rows) in [(1, 1), (4, 1), (5, 3), (9, 7), (16, 4), (3, 2), (2, 5), (7, 4), (6, 13), (16, 64)] {
+            for (w_rows, rows) in [(1, 1), (4, 1), (5, 3), (9, 7), (16, 4), (3, 2), (2, 5), (7, 4), (6, 13), (16, 64), (5, 6), (4, 8)] {
                 let c = case(&mut rng, dtype, w_rows, rows, cols);
                 acts.quantize(&c.x, rows, cols);
                 let portable = run(QuantIsa::Portable, &c, &acts);

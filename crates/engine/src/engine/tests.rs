@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
 use super::*;
-use crate::{AdmissionError, SamplingParams};
+use crate::{AdmissionError, SamplingParams, SpeculationConfig};
 
 const EOS: u32 = 0;
 
@@ -22,7 +22,7 @@ impl Executor for FakeExecutor {
     fn start_sequence(&mut self, _: &SamplingParams, _: u64, _: &[u32]) {}
 
     fn execute(&mut self, batch: &ForwardBatch, samplers: &mut [&mut ()]) -> Result<Vec<SampledToken>, ExecuteError> {
-        assert_eq!(samplers.len(), batch.logits_rows.len());
+        assert_eq!(samplers.len(), batch.drafts.len());
         if let Some((entered, permits)) = &self.gate {
             let _ = entered.send(batch.num_seqs);
             let _ = permits.recv();
@@ -31,15 +31,11 @@ impl Executor for FakeExecutor {
             self.fail_steps.fetch_sub(1, Ordering::SeqCst);
             return Err(ExecuteError::message("injected failure"));
         }
-        Ok(batch
-            .logits_rows
-            .iter()
-            .map(|&row| {
-                let last = batch.token_ids[row as usize];
-                let token = if last == 99 { EOS } else { last % 50 + 1 };
-                SampledToken { token, logprob: None, top_logprobs: vec![] }
-            })
-            .collect())
+        Ok(batch.verify(|_, row| {
+            let last = batch.token_ids[batch.logits_rows[row] as usize];
+            let token = if last == 99 { EOS } else { last % 50 + 1 };
+            SampledToken { token, logprob: None, top_logprobs: vec![] }
+        }))
     }
 
     fn eos_token_ids(&self) -> &[u32] {
@@ -52,8 +48,12 @@ impl Executor for FakeExecutor {
 }
 
 fn engine(num_blocks: usize) -> (Engine, Arc<AtomicUsize>) {
+    engine_with(num_blocks, SpeculationConfig::default())
+}
+
+fn engine_with(num_blocks: usize, speculation: SpeculationConfig) -> (Engine, Arc<AtomicUsize>) {
     let fail = Arc::new(AtomicUsize::new(0));
-    let cfg = SchedulerConfig { max_num_batched_tokens: 16, max_num_seqs: 4, block_size: 4, num_blocks, kv_window: None };
+    let cfg = SchedulerConfig { max_num_batched_tokens: 16, max_num_seqs: 4, block_size: 4, num_blocks, kv_window: None, speculation };
     (Engine::start(FakeExecutor { fail_steps: fail.clone(), gate: None }, cfg, 0, "fake"), fail)
 }
 
@@ -102,7 +102,7 @@ fn gated_engine(num_blocks: usize) -> (Engine, mpsc::Receiver<usize>, mpsc::Send
     let (entered_tx, entered) = mpsc::channel();
     let (permit, permits) = mpsc::channel();
     let executor = FakeExecutor { fail_steps: Arc::new(AtomicUsize::new(0)), gate: Some((entered_tx, permits)) };
-    let cfg = SchedulerConfig { max_num_batched_tokens: 16, max_num_seqs: 4, block_size: 4, num_blocks, kv_window: None };
+    let cfg = SchedulerConfig { max_num_batched_tokens: 16, max_num_seqs: 4, block_size: 4, num_blocks, kv_window: None, speculation: SpeculationConfig::default() };
     (Engine::start(executor, cfg, 0, "gated"), entered, permit)
 }
 
@@ -269,4 +269,51 @@ fn abort_ends_every_choice() {
         }
     }
     assert_eq!(aborted, 2);
+}
+
+#[test]
+fn speculation_emits_the_same_tokens_in_fewer_steps() {
+    // The fake continues 1, 2, 3, … 50, 1, …: after "… 2 3" the prompt's own "2 3 4 5 6 …"
+    // predicts what comes, so proposals are confirmed.
+    let prompt: Vec<u32> = (1..=40).chain(1..=3).collect();
+    let run = |speculation: SpeculationConfig, params: SamplingParams| {
+        let (engine, _) = engine_with(64, speculation);
+        let mut s = engine.handle().submit(GenerateRequest { prompt: prompt.clone(), params, priority: 0, tenant: None }).unwrap();
+        let (tokens, end) = collect(&mut s);
+        // The step that ended the request is counted once the thread is joined.
+        let handle = engine.handle();
+        engine.shutdown();
+        let steps = handle.stats().steps.load(Ordering::Relaxed);
+        (tokens, end, steps)
+    };
+    let params = SamplingParams { max_tokens: Some(20), ..SamplingParams::default() };
+    let (plain, plain_end, plain_steps) = run(SpeculationConfig::default(), params.clone());
+    assert_eq!(plain, (4..=23).collect::<Vec<_>>());
+    let on = SpeculationConfig { default_on: true, ..SpeculationConfig::default() };
+    let (spec, spec_end, spec_steps) = run(on, params.clone());
+    assert_eq!((spec, spec_end), (plain.clone(), plain_end.clone()), "the same tokens and ending");
+    assert!(spec_steps * 2 < plain_steps, "{spec_steps} steps with speculation, {plain_steps} without");
+    // A request can turn it on where the model does not, or off where it does.
+    let (_, _, steps) = run(SpeculationConfig::default(), SamplingParams { speculative: Some(true), ..params.clone() });
+    assert_eq!(steps, spec_steps);
+    let (tokens, _, steps) = run(on, SamplingParams { speculative: Some(false), ..params });
+    assert_eq!((tokens, steps), (plain, plain_steps));
+}
+
+#[test]
+fn speculation_stops_at_max_tokens_and_stop_tokens() {
+    let on = SpeculationConfig { default_on: true, ..SpeculationConfig::default() };
+    let (engine, _) = engine_with(64, on);
+    let prompt: Vec<u32> = (1..=12).chain(1..=3).collect();
+    // max_tokens cuts through a run of confirmed proposals.
+    let mut s = engine.handle().submit(request(prompt.clone(), 6)).unwrap();
+    let (tokens, end) = collect(&mut s);
+    assert_eq!(tokens, vec![4, 5, 6, 7, 8, 9]);
+    assert!(matches!(end, StreamEvent::Finished { reason: FinishReason::Length, usage: Usage { completion_tokens: 6, .. }, .. }));
+    // A stop token among the confirmed proposals ends the choice there, unstreamed.
+    let params = SamplingParams { max_tokens: Some(20), stop_token_ids: vec![7], ..SamplingParams::default() };
+    let mut s = engine.handle().submit(GenerateRequest { prompt, params, priority: 0, tenant: None }).unwrap();
+    let (tokens, end) = collect(&mut s);
+    assert_eq!(tokens, vec![4, 5, 6]);
+    assert!(matches!(end, StreamEvent::Finished { reason: FinishReason::Stop, usage: Usage { completion_tokens: 4, .. }, .. }));
 }

@@ -3,13 +3,13 @@
 use super::*;
 
 fn cfg(budget: usize, seqs: usize, num_blocks: usize) -> SchedulerConfig {
-    SchedulerConfig { max_num_batched_tokens: budget, max_num_seqs: seqs, block_size: 4, num_blocks, kv_window: None }
+    SchedulerConfig { max_num_batched_tokens: budget, max_num_seqs: seqs, block_size: 4, num_blocks, kv_window: None, speculation: SpeculationConfig::default() }
 }
 
 /// Pretends to run a schedule: marks chunks computed and appends `next` for sampling rows.
 fn run_step(s: &mut Scheduler, sched: &Schedule, next: u32) {
     for seq in &sched.seqs {
-        s.computed(seq);
+        s.computed(seq, 0);
         if seq.samples {
             s.append_token(seq.id, next);
         }
@@ -43,8 +43,8 @@ fn running_sequences_go_before_waiting_ones() {
     run_step(&mut s, &first, 5);
     s.add(2, prompt(12, 2), 8, 0).unwrap();
     let sched = s.schedule();
-    assert_eq!(sched.seqs[0], ScheduledSeq { id: 1, start: 6, len: 1, samples: true });
-    assert_eq!(sched.seqs[1], ScheduledSeq { id: 2, start: 0, len: 9, samples: false }, "the rest of the budget");
+    assert_eq!(sched.seqs[0], ScheduledSeq { id: 1, start: 6, len: 1, samples: true, drafts: 0 });
+    assert_eq!(sched.seqs[1], ScheduledSeq { id: 2, start: 0, len: 9, samples: false, drafts: 0 }, "the rest of the budget");
 }
 
 #[test]
@@ -82,7 +82,7 @@ fn newest_running_sequence_is_preempted_when_blocks_run_out() {
     run_step(&mut s, &sched, 9); // 9 tokens: position 8 needs a third block each
     let sched = s.schedule();
     assert_eq!(sched.preempted, vec![2], "the newest is preempted");
-    assert_eq!(sched.seqs, vec![ScheduledSeq { id: 1, start: 8, len: 1, samples: true }]);
+    assert_eq!(sched.seqs, vec![ScheduledSeq { id: 1, start: 8, len: 1, samples: true, drafts: 0 }]);
     assert_eq!((s.num_running(), s.num_waiting(), s.total_preemptions()), (1, 1, 1));
     assert_eq!(s.tokens(2).len(), 9, "a preempted sequence keeps its tokens for recompute");
     s.remove(1);
@@ -182,7 +182,7 @@ fn blocks_behind_a_window_stay_in_the_prefix_cache() {
 fn tenants_share_admissions_by_weight() {
     let tenant = |name: &str, weight: u32| Some(crate::Tenant { name: name.into(), weight });
     let run = |weights: (u32, u32)| -> Vec<u64> {
-        let mut s = Scheduler::new(SchedulerConfig { max_num_batched_tokens: 64, max_num_seqs: 1, block_size: 4, num_blocks: 64, kv_window: None }, 0);
+        let mut s = Scheduler::new(SchedulerConfig { max_num_batched_tokens: 64, max_num_seqs: 1, block_size: 4, num_blocks: 64, kv_window: None, speculation: SpeculationConfig::default() }, 0);
         for id in 1..=6 {
             s.add_for(id, prompt(4, id as u32), 2, 0, tenant("a", weights.0)).unwrap();
         }
@@ -193,7 +193,7 @@ fn tenants_share_admissions_by_weight() {
         while order.len() < 8 {
             let plan = s.schedule();
             let seq = plan.seqs[0];
-            s.computed(&seq);
+            s.computed(&seq, 0);
             order.push(seq.id);
             s.remove(seq.id);
         }
@@ -204,10 +204,75 @@ fn tenants_share_admissions_by_weight() {
     let a_turns = weighted.iter().filter(|&&id| id < 10).count();
     assert!(a_turns >= 5, "weight 3 against 1 gets most turns: {weighted:?}");
     // Without tenants: arrival order, as before.
-    let mut s = Scheduler::new(SchedulerConfig { max_num_batched_tokens: 64, max_num_seqs: 1, block_size: 4, num_blocks: 64, kv_window: None }, 0);
+    let mut s = Scheduler::new(SchedulerConfig { max_num_batched_tokens: 64, max_num_seqs: 1, block_size: 4, num_blocks: 64, kv_window: None, speculation: SpeculationConfig::default() }, 0);
     for id in [7, 3, 5] {
         s.add(id, prompt(4, id as u32), 2, 0).unwrap();
     }
     let first = s.schedule().seqs[0].id;
     assert_eq!(first, 7);
+}
+
+fn speculating(budget: usize, seqs: usize, num_blocks: usize) -> SchedulerConfig {
+    SchedulerConfig { speculation: SpeculationConfig { default_on: true, num_tokens: 4, max_running: 2, ..SpeculationConfig::default() }, ..cfg(budget, seqs, num_blocks) }
+}
+
+/// A prompt whose end ("1 2") occurred before, followed by "3 4 5 6 7".
+fn repetitive(salt: u32) -> Vec<u32> {
+    let mut p: Vec<u32> = (1..=7).map(|t| t + salt * 100).collect();
+    p.extend([1 + salt * 100, 2 + salt * 100]);
+    p
+}
+
+#[test]
+fn a_decoding_sequence_proposes_what_followed_its_last_tokens() {
+    let mut s = Scheduler::new(speculating(64, 8, 64), 0);
+    s.add(1, repetitive(0), 20, 0).unwrap();
+    let prefill = s.schedule();
+    assert_eq!(prefill.seqs[0].drafts, 0, "a prompt chunk does not speculate");
+    run_step(&mut s, &prefill, 3);
+    let decode = s.schedule();
+    // "... 1 2 3": the 3-gram "1 2 3" occurred at the start, followed by 4 5 6 7.
+    assert_eq!((decode.seqs[0].len, decode.seqs[0].drafts), (1, 4));
+    assert_eq!(s.draft(1), &[4, 5, 6, 7]);
+    // Two proposals confirmed: they join the tokens, the next token follows them.
+    s.computed(&decode.seqs[0], 2);
+    s.append_token(1, 9);
+    assert_eq!(&s.tokens(1)[9..], &[3, 4, 5, 9]);
+    let next = s.schedule();
+    assert_eq!((next.seqs[0].start, next.seqs[0].len), (12, 1), "the rejected proposals' positions are computed again");
+    s.blocks().check_invariants().unwrap();
+}
+
+#[test]
+fn speculation_steps_aside_when_busy_and_never_preempts() {
+    // Three running sequences with `max_running` 2: nobody proposes.
+    let mut s = Scheduler::new(speculating(64, 8, 64), 0);
+    for id in 1..=3 {
+        s.add(id, repetitive(id as u32), 20, 0).unwrap();
+    }
+    let prefill = s.schedule();
+    run_step(&mut s, &prefill, 3);
+    assert!(s.schedule().seqs.iter().all(|q| q.drafts == 0));
+
+    // Proposals never run past max_tokens: 9 prompt tokens and 3 new ones leave room for one
+    // proposal beside the token being decoded.
+    let mut s = Scheduler::new(speculating(64, 8, 64), 0);
+    s.add(1, repetitive(0), 3, 0).unwrap();
+    let prefill = s.schedule();
+    run_step(&mut s, &prefill, 3);
+    assert_eq!(s.schedule().seqs[0].drafts, 1);
+
+    // Proposals that need a block nobody has free are not made (nobody is preempted for them);
+    // with one more block in the pool they are.
+    for (num_blocks, drafts) in [(3, 0), (4, 3)] {
+        let mut s = Scheduler::new(speculating(64, 8, num_blocks), 0);
+        s.add(1, vec![1, 2, 3, 4, 5, 1, 2], 5, 0).unwrap();
+        s.add(2, vec![50, 51, 52], 1, 0).unwrap();
+        let prefill = s.schedule();
+        run_step(&mut s, &prefill, 3);
+        let decode = s.schedule();
+        assert!(decode.preempted.is_empty());
+        assert_eq!(decode.seqs[0].drafts, drafts, "{num_blocks} blocks");
+        s.blocks().check_invariants().unwrap();
+    }
 }

@@ -279,6 +279,7 @@ fn generation(f: GenerationFields, max_tokens: Option<(&'static str, usize)>, lo
         logprobs,
         // Set by the route from `response_format` once the model has compiled it.
         constraint: None,
+        speculative: f.speculative,
     };
     params.validate(limits.vocab_size)?;
     let stop = stop_strings(f.stop)?;

@@ -69,6 +69,7 @@ fn every_completion_field_reaches_the_params() {
         ignore_eos: true,
         logprobs: Some(5),
         constraint: None,
+        speculative: None,
     };
     assert_eq!(v.params, expected);
     assert_eq!(v.prompts, [PromptInput::Tokens(vec![5, 6, 7])]);

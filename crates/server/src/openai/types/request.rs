@@ -82,6 +82,9 @@ pub struct GenerationFields {
     pub guided_regex: Option<String>,
     pub guided_grammar: Option<String>,
     pub guided_choice: Option<Vec<String>>,
+    /// rill's extension: speculate by n-gram lookup for this request (`true`) or not (`false`);
+    /// absent: the model's `--speculation`. The output is the same either way.
+    pub speculative: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, ToSchema)]
