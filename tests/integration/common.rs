@@ -6,15 +6,19 @@ use serde::Deserialize;
 use rill_backend_cpu::CpuBackend;
 use rill_model::loader::{load, KvBudget, LoadOptions, LoadedModel};
 
+/// Default options with room for one full context.
+pub fn default_options() -> LoadOptions {
+    LoadOptions { kv_budget: KvBudget::Tokens(8192), ..LoadOptions::default() }
+}
+
 /// The default model on the CPU backend with default options and room for one full context.
 pub fn default_model() -> LoadedModel<CpuBackend> {
-    default_model_with(&LoadOptions { kv_budget: KvBudget::Tokens(8192), ..LoadOptions::default() })
+    default_model_with(&default_options())
 }
 
 /// The default model on the reference (float matmul) CPU backend: the one exact math checks.
 pub fn default_model_reference() -> LoadedModel<CpuBackend> {
-    let opts = LoadOptions { kv_budget: KvBudget::Tokens(8192), ..LoadOptions::default() };
-    load(&rill::testing::default_model_path(), CpuBackend::reference(0).expect("thread pool"), &opts, &mut |_, _| {}).expect("default model loads")
+    load(&rill::testing::default_model_path(), CpuBackend::reference(0).expect("thread pool"), &default_options(), &mut |_, _| {}).expect("default model loads")
 }
 
 pub fn default_model_with(opts: &LoadOptions) -> LoadedModel<CpuBackend> {

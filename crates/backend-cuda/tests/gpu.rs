@@ -291,7 +291,7 @@ fn attention_matches_the_cpu() {
             let c = Case { dtype, heads, kv_heads, hd };
             let causal = AttentionParams::causal(hd);
             // Gemma 2's layers: a pre-scaled query, a soft cap, a sliding window.
-            let gemma = AttentionParams { scale: 1.0, softcap: 50.0, window: 40 };
+            let gemma = AttentionParams { scale: 1.0, softcap: 50.0, window: 40, ..causal };
             for params in [causal, gemma, AttentionParams { window: 300, ..causal }] {
                 // Decode: one token per sequence, positions around block and split edges.
                 let decode: Vec<(u32, u32)> = [0u32, 15, 16, 255, 256, 639].iter().enumerate().map(|(s, &p)| (s as u32, p)).collect();

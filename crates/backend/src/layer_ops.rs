@@ -14,12 +14,41 @@ pub struct AttentionParams {
     /// A sliding window of this many keys: the query at position `p` reads positions
     /// `p + 1 - window ..= p`; 0 = every position `0..=p` (plain causal attention).
     pub window: u32,
+    /// How the softmax and the weighted sum are computed (not a property of the family: the
+    /// loader sets it for every layer from `--attention`).
+    pub arithmetic: AttentionArithmetic,
+}
+
+/// The arithmetic of attention on the CPU backend (the CUDA backend has one, in f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttentionArithmetic {
+    /// Flash attention by tiles of keys, f32 throughout: the fastest, and the closest to exact
+    /// math.
+    #[default]
+    Fast,
+    /// llama.cpp's CPU flash attention reproduced bit for bit (per key in order, the query
+    /// rounded to f16, an f16 value accumulator): rill's logprobs then equal llama.cpp's on
+    /// the same model and prompt, which the golden tests check.
+    Ggml,
+}
+
+impl std::str::FromStr for AttentionArithmetic {
+    type Err = String;
+
+    /// `fast` or `ggml`, as `--attention` and the config and admin API spell it.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fast" => Ok(AttentionArithmetic::Fast),
+            "ggml" => Ok(AttentionArithmetic::Ggml),
+            other => Err(format!("attention must be \"fast\" or \"ggml\", got {other:?}")),
+        }
+    }
 }
 
 impl AttentionParams {
     /// Plain causal attention scaled by `1/√head_dim`.
     pub fn causal(head_dim: usize) -> AttentionParams {
-        AttentionParams { scale: 1.0 / (head_dim as f32).sqrt(), softcap: 0.0, window: 0 }
+        AttentionParams { scale: 1.0 / (head_dim as f32).sqrt(), softcap: 0.0, window: 0, arithmetic: AttentionArithmetic::Fast }
     }
 
     /// The first position the query at `pos` reads.
@@ -135,7 +164,7 @@ mod tests {
 
     #[test]
     fn softcap_bounds_scores_and_is_identity_near_zero() {
-        let p = AttentionParams { scale: 1.0, softcap: 50.0, window: 0 };
+        let p = AttentionParams { scale: 1.0, softcap: 50.0, window: 0, arithmetic: AttentionArithmetic::Fast };
         assert!((p.apply(1e4) - 50.0).abs() < 1e-4 && (p.apply(-1e4) + 50.0).abs() < 1e-4);
         assert!((p.apply(0.5) - 0.5).abs() < 1e-4);
         assert_eq!(AttentionParams::causal(4).apply(3.0), 1.5);

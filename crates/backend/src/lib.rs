@@ -16,4 +16,4 @@ pub use bytes::{ByteOwner, SharedBytes};
 pub use draw::{draw_token, DrawParams, DrawScratch, BELOW_ONE};
 pub use dtype::DType;
 pub use error::{BackendError, BackendResult};
-pub use layer_ops::{gelu_tanh, group_slots_by_expert, Activation, AttentionParams, ExpertRoute};
+pub use layer_ops::{gelu_tanh, group_slots_by_expert, Activation, AttentionArithmetic, AttentionParams, ExpertRoute};

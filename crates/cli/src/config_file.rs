@@ -50,6 +50,8 @@ pub struct EngineConfig {
     /// `"off"` or `"ngram"`.
     pub speculation: Option<String>,
     pub num_speculative_tokens: Option<u16>,
+    /// `"fast"` or `"ggml"`.
+    pub attention: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,6 +117,9 @@ impl EngineConfig {
             Some(n @ 1..=16) => a.num_speculative_tokens = n,
             Some(n) => return Err(format!("num_speculative_tokens must be 1 to 16, got {n}")),
             None => {}
+        }
+        if let Some(attention) = &self.attention {
+            a.attention = attention.parse()?;
         }
         Ok(a)
     }

@@ -7,6 +7,7 @@ mod check;
 mod config_file;
 mod generate;
 mod options;
+mod perplexity;
 mod serve;
 
 use std::process::ExitCode;
@@ -52,6 +53,9 @@ enum Command {
     /// Measure the executor alone: prefill tok/s and decode tok/s at several batch sizes, with
     /// the arithmetic rate and memory traffic they imply.
     BenchEngine(bench_engine::BenchEngineArgs),
+    /// Score a text's perplexity as llama.cpp's llama-perplexity does, and the KL divergence
+    /// from a llama-perplexity log-probability file.
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => rill_bench::run(args),
         Command::CheckBackend(args) => check::run(args),
         Command::BenchEngine(args) => bench_engine::run(args),
+        Command::Perplexity(args) => perplexity::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,7 @@
 //! they stand for (KV pool sizing included).
 
 use clap::{Args, ValueEnum};
-use rill_backend::{DType, KvDType};
+use rill_backend::{AttentionArithmetic, DType, KvDType};
 use rill_engine::SpeculationConfig;
 use rill_server::device::Device;
 use rill_server::LoadSettings;
@@ -60,6 +60,11 @@ pub struct ModelArgs {
     /// Most tokens proposed per step when speculating (1-16).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=16))]
     pub num_speculative_tokens: u16,
+    /// Attention arithmetic on the CPU: fast (tiles of keys, f32 throughout: faster on long
+    /// contexts and closer to exact math), or ggml (llama.cpp's CPU flash attention bit for bit,
+    /// so logprobs equal llama.cpp's on the same model: for comparisons).
+    #[arg(long, value_parser = <AttentionArithmetic as std::str::FromStr>::from_str, default_value = "fast")]
+    pub attention: AttentionArithmetic,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +112,7 @@ impl ModelArgs {
             },
             capacity: StepCapacity { max_tokens: self.max_num_batched_tokens, max_seqs: self.max_num_seqs },
             chat_template: self.chat_template.clone(),
+            attention: self.attention,
             speculation: SpeculationConfig {
                 default_on: self.speculation == SpeculationArg::Ngram,
                 num_tokens: usize::from(self.num_speculative_tokens),

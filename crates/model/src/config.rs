@@ -1,7 +1,7 @@
 //! The model's shape, read from GGUF metadata (here) or a Hugging Face `config.json`
 //! (`hf::config`). Only what the forward pass needs, validated once so the hot path can trust it.
 
-use rill_backend::{AttentionParams, ExpertRoute, RopeParams};
+use rill_backend::{AttentionArithmetic, AttentionParams, ExpertRoute, RopeParams};
 
 pub use crate::family::Architecture;
 use crate::family::{Block, GgufKeys};
@@ -282,7 +282,7 @@ impl ModelConfig {
     pub fn attention_params(&self, il: usize) -> AttentionParams {
         let window = if self.layer_kinds[il].sliding { self.sliding_window as u32 } else { 0 };
         let scale = if self.query_scale.is_some() { 1.0 } else { 1.0 / (self.head_dim as f32).sqrt() };
-        AttentionParams { scale, softcap: self.attn_softcap, window }
+        AttentionParams { scale, softcap: self.attn_softcap, window, arithmetic: AttentionArithmetic::default() }
     }
 
     /// The checks every source of a config shares: heads divide evenly, head and rotary dims

@@ -8,7 +8,7 @@
 //! Every buffer is allocated once, for the largest step (`StepCapacity`); a step allocates
 //! nothing on the backend.
 
-use rill_backend::{AttentionBatch, AttentionParams, Backend, BackendError, DrawParams, KvLayout, RopeParams};
+use rill_backend::{AttentionArithmetic, AttentionBatch, AttentionParams, Backend, BackendError, DrawParams, KvLayout, RopeParams};
 use rill_engine::ForwardBatch;
 
 use crate::config::ModelConfig;
@@ -281,6 +281,11 @@ impl<B: Backend> Transformer<B> {
         }
         self.last_logits_rows = n_logits;
         Ok(n_logits)
+    }
+
+    /// The arithmetic every layer's attention runs in (`--attention`).
+    pub fn set_attention_arithmetic(&mut self, arithmetic: AttentionArithmetic) {
+        self.attention.iter_mut().for_each(|p| p.arithmetic = arithmetic);
     }
 
     /// Runs decode steps padded to bucket sizes even without graphs, so tests can check on the

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use rill_backend::{Backend, BackendError, KvDType, KvLayout};
+use rill_backend::{AttentionArithmetic, Backend, BackendError, KvDType, KvLayout};
 
 use crate::chat_template::{ChatTemplate, ChatTemplateError};
 use crate::config::{Architecture, ConfigError, ModelConfig};
@@ -53,6 +53,8 @@ pub struct LoadOptions {
     pub chat_template: Option<String>,
     /// Speculative decoding by n-gram lookup (`--speculation`, `--num-speculative-tokens`).
     pub speculation: rill_engine::SpeculationConfig,
+    /// The attention arithmetic (`--attention`): fast, or llama.cpp's bit for bit.
+    pub attention: AttentionArithmetic,
 }
 
 impl Default for LoadOptions {
@@ -64,6 +66,7 @@ impl Default for LoadOptions {
             capacity: StepCapacity { max_tokens: 512, max_seqs: 64 },
             chat_template: None,
             speculation: rill_engine::SpeculationConfig::default(),
+            attention: AttentionArithmetic::Fast,
         }
     }
 }
@@ -173,5 +176,7 @@ fn assemble<B: Backend>(backend: B, cfg: ModelConfig, weights: ModelWeights<B>, 
             return Err(LoadError::DoesNotFit { needed_mib: kv.total_bytes() >> 20, free_mib: free >> 20, backend: backend.name() });
         }
     }
-    Ok(Transformer::new(backend, cfg, weights, kv, opts.capacity)?)
+    let mut transformer = Transformer::new(backend, cfg, weights, kv, opts.capacity)?;
+    transformer.set_attention_arithmetic(opts.attention);
+    Ok(transformer)
 }

@@ -68,6 +68,8 @@ pub struct LoadRequest {
     speculation: Option<String>,
     /// 1 to 16, as `--num-speculative-tokens`.
     num_speculative_tokens: Option<usize>,
+    /// `fast` or `ggml`, as `--attention` (default: the server's).
+    attention: Option<String>,
     /// `auto` (default), `gguf`, `hf` or `dummy`, as `--load-format`.
     load_format: Option<String>,
     dummy_dtype: Option<String>,
@@ -367,6 +369,9 @@ impl LoadRequest {
             None => {}
             Some(n @ 1..=16) => spec.num_tokens = n,
             Some(_) => return Err(ApiError::invalid("num_speculative_tokens", "num_speculative_tokens must be 1 to 16")),
+        }
+        if let Some(attention) = &self.attention {
+            s.options.attention = attention.parse().map_err(|e: String| ApiError::invalid("attention", e))?;
         }
         Ok(s)
     }

@@ -1,47 +1,48 @@
-//! Causal paged attention over the f16/f32 KV cache.
+//! Causal paged attention over the f16/f32 KV cache, in one of two arithmetics
+//! (`AttentionParams::arithmetic`, `--attention`):
 //!
-//! The arithmetic is llama.cpp's CPU flash attention (`ggml_compute_forward_flash_attn_ext_f16`,
-//! its one-chunk path: decode, and prompts under 64 tokens), reproduced bit for bit so that
-//! rill's logprobs track llama.cpp's: the query rounded to f16; each score `q·k` by
-//! `ggml_vec_dot_f16`'s order of operations (`Simd::ggml_dot16`) times `1/√d`; then per
-//! position in order an online softmax with `expf`, whose value accumulator is **f16**: on a new
-//! maximum `acc = f16(acc · e^(M−s))`, then `acc = f16(fma(v, e^(s−M), acc))` and
-//! `S = fma(S, ms, vs)`; the output `acc · (1/S)`. `expf` is glibc's, cloned bit for bit
-//! (`simd::expf_glibc`) so it vectorizes. Against an f32 cache nothing is rounded to f16.
+//! - **fast** (the default, `fast.rs`): flash attention by tiles of `TILE` keys, f32 throughout.
+//!   Per tile every query row of a task takes its scores from one transposed K tile, one softmax
+//!   step (tile maximum, one rescale, a vector `exp`) and the weighted V rows. Against float64
+//!   math it is within ~2e-6 on values in [-1, 1] (the tests measure it), about a thousand times
+//!   closer than ggml's arithmetic, whose f16 query and accumulator cost ~1e-3.
+//! - **ggml** (`ggml.rs`): llama.cpp's CPU flash attention (`ggml_compute_forward_flash_attn_ext_f16`,
+//!   its one-chunk path: decode, and prompts under 64 tokens), reproduced bit for bit so that
+//!   rill's logprobs equal llama.cpp's: the query rounded to f16; each score `q·k` by
+//!   `ggml_vec_dot_f16`'s order of operations (`Simd::ggml_dot16`) times `1/√d`; then per
+//!   position in order an online softmax with `expf`, whose value accumulator is **f16**: on a
+//!   new maximum `acc = f16(acc · e^(M−s))`, then `acc = f16(fma(v, e^(s−M), acc))` and
+//!   `S = fma(S, ms, vs)`; the output `acc · (1/S)`. `expf` is glibc's, cloned bit for bit
+//!   (`simd::expf_glibc`) so it vectorizes. Against an f32 cache nothing is rounded to f16. Its
+//!   scalar twin `reference` is the oracle the SIMD versions equal bit for bit.
 //!
-//! Two implementations share the input validation:
-//!
-//! - `reference`: the oracle. One (token, head) pair at a time walks its sequence's block table
-//!   over positions `0..=pos`, in plain scalar code.
-//! - the tiled kernel, compiled three times through the `simd::Simd` trait: AVX-512F,
-//!   AVX2+FMA+F16C, and a portable version (fixed 8-wide arrays the compiler vectorizes as it can).
-//!   One task is a KV head and a block of up to `QUERY_TILE` tokens; it serves the whole GQA
-//!   group of query heads sharing that KV head, and consecutive tokens of one sequence (a prompt)
-//!   share every tile, so each K and V row is read and converted from f16 once per group and
-//!   token block. Rows go in tiles of `TILE`: K rows are converted into a small f32 buffer, the
-//!   scores of the whole tile are computed for each token, then the V rows are accumulated one by
-//!   one, each token taking the rows of its own window in position order. It computes the
-//!   reference's bits.
+//! Both run in the same tiled driver (`kernel.rs`), compiled three times through the
+//! `simd::Simd` trait: AVX-512F, AVX2+FMA+F16C, and a portable version (fixed 8-wide arrays the
+//! compiler vectorizes as it can). One task is a KV head and a block of up to `QUERY_TILE`
+//! tokens; it serves the whole GQA group of query heads sharing that KV head, and consecutive
+//! tokens of one sequence (a prompt) share every tile, so each K and V row is read and
+//! converted from f16 once per group and token block.
 //!
 //! Batch invariance. Positions are cut into fixed chunks of `CHUNK` (chunk `c` covers
 //! `c*CHUNK..(c+1)*CHUNK`); each chunk yields a partial `(max, sum, acc)` that is merged into the
 //! running state in chunk order with the same arithmetic however the work is scheduled. With few
 //! (token, KV head) pairs (decode of a few sequences over long contexts) the chunks run as
 //! separate tasks and their partials are merged afterwards; otherwise each task runs its chunks
-//! in order. Both give bit-identical results, so a token's output depends only on its query, its
-//! KV and its position: not on the batch around it, the thread count, or whether it came in a
-//! prefill chunk or a decode step. So up to `CHUNK` positions rill computes exactly what
-//! llama.cpp computes with one thread; past that, llama.cpp's own result depends on its thread
-//! count and rill's on the fixed chunks, and chunks after the first keep their value accumulator
-//! in f32 (more accurate, and without the f16 round trip per row that makes the first chunk
-//! about 1.4× as costly).
+//! in order. Inside a chunk each token takes its own keys in a fixed order (ggml: one by one;
+//! fast: by tiles aligned to absolute positions, other keys masked). Both give bit-identical
+//! results, so a token's output depends only on its query, its KV and its position: not on the
+//! batch around it, the thread count, or whether it came in a prefill chunk or a decode step.
+//! In ggml's arithmetic, up to `CHUNK` positions rill computes exactly what llama.cpp computes
+//! with one thread; past that, llama.cpp's own result depends on its thread count and rill's on
+//! the fixed chunks, and chunks after the first keep their value accumulator in f32.
 //!
 //! The implementation is `SimdIsa::selected()` (`crate::isa`: the widest this CPU has, or the
-//! one `RILL_CPU_ISA` asks for).
+//! one `RILL_CPU_ISA` asks for; `reference` runs the scalar twin of ggml's arithmetic, and the
+//! portable kernel for the fast one).
 
 use std::cell::RefCell;
 
-use rill_backend::{AttentionBatch, AttentionParams, BackendError, BackendResult};
+use rill_backend::{AttentionArithmetic, AttentionBatch, AttentionParams, BackendError, BackendResult};
 
 use crate::kv_cache::{CpuKvCache, KvElem, KvStore, LayerKv};
 use crate::simd::{expf_glibc, ggml_dot_row};
@@ -113,7 +114,7 @@ pub fn paged_attention(
 #[allow(clippy::too_many_arguments)]
 fn dispatch<T: KvElem>(isa: SimdIsa, pool: &WorkerPool, kv: &LayerKv<T>, cache: &CpuKvCache, q: &[f32], heads: usize, params: &AttentionParams, batch: &AttentionBatch<'_, CpuBackend>, out: &mut [f32]) {
     let l = &cache.layout;
-    if isa == SimdIsa::Reference {
+    if isa == SimdIsa::Reference && params.arithmetic == AttentionArithmetic::Ggml {
         return reference(pool, kv, cache, q, heads, params, batch, out);
     }
     let group = heads / l.kv_heads;
@@ -238,8 +239,12 @@ struct Bufs<'s> {
     q: &'s mut [f32],
     /// `[TILE, hdp]` converted K (then V) rows.
     rows: &'s mut [f32],
+    /// `[hdp, TILE]` the K rows transposed (the fast arithmetic).
+    kt: &'s mut [f32],
     /// `[QUERY_TILE, group, TILE]` scores, then weights.
     s: &'s mut [f32],
+    /// `[QUERY_TILE, group]` each query row's accumulator factor for the tile (fast).
+    alpha: &'s mut [f32],
     /// The running state of each token's pair (sequential chunks): `QUERY_TILE` partials.
     run: &'s mut [f32],
     /// One chunk's partial per token.
@@ -248,15 +253,17 @@ struct Bufs<'s> {
 
 fn bufs<'s, T>(job: &Job<'_, T>, scratch: &'s mut Vec<f32>) -> Bufs<'s> {
     let (g, hdp, pl, qt) = (job.group, job.hdp, job.partial_len(), QUERY_TILE);
-    let need = qt * g * hdp + TILE * hdp + qt * g * TILE + 2 * qt * pl;
+    let need = qt * g * hdp + 2 * TILE * hdp + qt * g * TILE + qt * g + 2 * qt * pl;
     if scratch.len() < need {
         scratch.resize(need, 0.0);
     }
     let (q, rest) = scratch[..need].split_at_mut(qt * g * hdp);
     let (rows, rest) = rest.split_at_mut(TILE * hdp);
+    let (kt, rest) = rest.split_at_mut(TILE * hdp);
     let (s, rest) = rest.split_at_mut(qt * g * TILE);
+    let (alpha, rest) = rest.split_at_mut(qt * g);
     let (run, part) = rest.split_at_mut(qt * pl);
-    Bufs { q, rows, s, run, part }
+    Bufs { q, rows, kt, s, alpha, run, part }
 }
 
 /// What one task does.
@@ -330,6 +337,8 @@ mod x86 {
     }
 }
 
+mod fast;
+mod ggml;
 mod kernel;
 
 /// ggml's `ggml_vec_dot_f16` for any length: [`ggml_dot_row`] over the leading multiple of 64

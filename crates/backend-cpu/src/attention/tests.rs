@@ -2,7 +2,7 @@ use super::*;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rill_backend::{KvDType, KvLayout};
+use rill_backend::{AttentionArithmetic, KvDType, KvLayout};
 
 
 /// A cache whose every slot holds random K/V, a shuffled block table per sequence.
@@ -56,9 +56,14 @@ fn random_q(rng: &mut ChaCha8Rng, len: usize, scale: f32) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-scale..scale)).collect()
 }
 
-/// SIMD vs reference: the same arithmetic (ggml's), so the same bits.
+/// `params` with ggml's arithmetic.
+fn ggml(params: AttentionParams) -> AttentionParams {
+    AttentionParams { arithmetic: AttentionArithmetic::Ggml, ..params }
+}
+
+/// ggml's arithmetic: SIMD vs reference compute the same operations, so the same bits.
 #[test]
-fn simd_matches_reference() {
+fn ggml_simd_matches_reference() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let pools = [WorkerPool::new(1).unwrap(), WorkerPool::new(3).unwrap()];
     let isas = SimdIsa::available();
@@ -75,8 +80,9 @@ fn simd_matches_reference() {
                 let causal = AttentionParams::causal(head_dim);
                 // Gemma 2's scores (soft-capped, a window inside the first chunk) and a window
                 // starting mid-block.
-                let variants = [(1.0, causal), (8.0, causal), (8.0, AttentionParams { scale: 1.0, softcap: 30.0, window: 100 }), (1.0, AttentionParams { window: 17, ..causal })];
+                let variants = [(1.0, causal), (8.0, causal), (8.0, AttentionParams { scale: 1.0, softcap: 30.0, window: 100, ..causal }), (1.0, AttentionParams { window: 17, ..causal })];
                 for (q_scale, params) in variants {
+                    let params = ggml(params);
                     let q = random_q(&mut rng, tokens.len() * heads * head_dim, q_scale);
                     let want = run(SimdIsa::Reference, &pools[0], &f, &tokens, &q, heads, &params);
                     for &isa in &isas[1..] {
@@ -139,14 +145,14 @@ fn follows_ggml_flash_attention() {
     }
     let want: Vec<f32> = acc.iter().map(|a| a.to_f32() * (1.0 / s_sum)).collect();
     for &isa in SimdIsa::available() {
-        let got = run(isa, &pool, &f, &[(0, pos as u32)], &q, 1, &AttentionParams::causal(hd));
+        let got = run(isa, &pool, &f, &[(0, pos as u32)], &q, 1, &ggml(AttentionParams::causal(hd)));
         assert_eq!(got, want, "{isa:?}");
     }
 }
 
 /// A token's output is bit-identical alone or in a batch, with any thread count (chunks as
 /// tasks or chunks in order), in decode or inside a prefill chunk, with or without a sliding
-/// window (which skips whole chunks).
+/// window (which skips whole chunks), in both arithmetics.
 #[test]
 fn batch_invariant_bit_for_bit() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
@@ -155,7 +161,8 @@ fn batch_invariant_bit_for_bit() {
     let tokens: Vec<(u32, u32)> = (0..40).map(|i| (i % 4, [3u32, 255, 256, 700, 1099][i as usize % 5].saturating_sub(i / 5))).collect();
     let q = random_q(&mut rng, tokens.len() * heads * hd, 2.0);
     let pools = [WorkerPool::new(1).unwrap(), WorkerPool::new(2).unwrap(), WorkerPool::new(5).unwrap()];
-    for params in [AttentionParams::causal(hd), AttentionParams { window: 300, ..AttentionParams::causal(hd) }] {
+    let causal = AttentionParams::causal(hd);
+    for params in [causal, AttentionParams { window: 300, ..causal }, ggml(causal), ggml(AttentionParams { window: 300, ..causal })] {
         for &isa in SimdIsa::available() {
             let batched = run(isa, &pools[0], &f, &tokens, &q, heads, &params);
             for pool in &pools {
@@ -164,6 +171,76 @@ fn batch_invariant_bit_for_bit() {
                     let span = heads * hd;
                     let alone = run(isa, pool, &f, &[tok], &q[i * span..(i + 1) * span], heads, &params);
                     assert_eq!(alone, batched[i * span..(i + 1) * span], "{isa:?} {} threads, token {i} alone, {params:?}", pool.threads());
+                }
+            }
+        }
+    }
+}
+
+/// Attention in float64 from the cache's values and the unrounded query: the exact math both
+/// arithmetics approximate.
+fn exact(f: &Fixture, tokens: &[(u32, u32)], q: &[f32], heads: usize, params: &AttentionParams) -> Vec<f64> {
+    let l = &f.cache.layout;
+    let (hd, group) = (l.head_dim, heads / l.kv_heads);
+    let kv_row = l.kv_heads * hd;
+    let (k, v): (Vec<f64>, Vec<f64>) = match &f.cache.store {
+        KvStore::F16(layers) => (layers[1].k.iter().map(|x| x.to_f64()).collect(), layers[1].v.iter().map(|x| x.to_f64()).collect()),
+        KvStore::F32(layers) => (layers[1].k.iter().map(|&x| x as f64).collect(), layers[1].v.iter().map(|&x| x as f64).collect()),
+    };
+    let mut out = vec![0f64; tokens.len() * heads * hd];
+    for (t, &(seq, pos)) in tokens.iter().enumerate() {
+        let table = &f.tables[seq as usize * f.max_blocks..];
+        for h in 0..heads {
+            let qh: Vec<f64> = q[(t * heads + h) * hd..][..hd].iter().map(|&x| x as f64).collect();
+            let rows: Vec<usize> = (params.first_position(pos as usize)..=pos as usize)
+                .map(|p| (table[p / l.block_size] as usize * l.block_size + p % l.block_size) * kv_row + (h / group) * hd)
+                .collect();
+            let scores: Vec<f64> = rows
+                .iter()
+                .map(|&r| {
+                    let s = qh.iter().zip(&k[r..r + hd]).map(|(a, b)| a * b).sum::<f64>() * params.scale as f64;
+                    if params.softcap > 0.0 { params.softcap as f64 * (s / params.softcap as f64).tanh() } else { s }
+                })
+                .collect();
+            let top = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let weights: Vec<f64> = scores.iter().map(|s| (s - top).exp()).collect();
+            let total: f64 = weights.iter().sum();
+            let o = &mut out[(t * heads + h) * hd..][..hd];
+            for (&r, w) in rows.iter().zip(&weights) {
+                o.iter_mut().zip(&v[r..r + hd]).for_each(|(o, v)| *o += w / total * v);
+            }
+        }
+    }
+    out
+}
+
+fn max_error(got: &[f32], want: &[f64]) -> f64 {
+    got.iter().zip(want).map(|(&g, w)| (g as f64 - w).abs()).fold(0.0, f64::max)
+}
+
+/// The fast arithmetic against float64 math, on every ISA, over short and long contexts (the
+/// outputs are averages of values in [-1, 1]): within 5e-6 everywhere, and against an f16 cache
+/// closer than ggml's arithmetic (f16 query and accumulator) in every case.
+#[test]
+fn fast_is_closer_to_exact_math_than_ggml() {
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let pool = WorkerPool::new(2).unwrap();
+    for (dtype, head_dim, heads, kv_heads) in [(KvDType::F16, 64, 9, 3), (KvDType::F16, 128, 8, 2), (KvDType::F32, 64, 4, 4), (KvDType::F16, 72, 2, 1), (KvDType::F16, 256, 4, 2)] {
+        let f = fixture(&mut rng, dtype, kv_heads, head_dim, 2, 3000);
+        let mut tokens: Vec<(u32, u32)> = [0, 5, 255, 256, 1000, 2999].iter().map(|&p| (p % 2, p)).collect();
+        tokens.extend((1500..1520).map(|p| (1, p)));
+        let causal = AttentionParams::causal(head_dim);
+        for (q_scale, params) in [(1.0, causal), (6.0, causal), (4.0, AttentionParams { scale: 1.0, softcap: 30.0, window: 700, ..causal })] {
+            let q = random_q(&mut rng, tokens.len() * heads * head_dim, q_scale);
+            let want = exact(&f, &tokens, &q, heads, &params);
+            let ggml_error = max_error(&run(SimdIsa::selected(), &pool, &f, &tokens, &q, heads, &ggml(params)), &want);
+            for &isa in SimdIsa::available() {
+                let fast_error = max_error(&run(isa, &pool, &f, &tokens, &q, heads, &params), &want);
+                let case = format!("{isa:?} {dtype:?} hd {head_dim} {heads}/{kv_heads} heads, q×{q_scale}, {params:?}");
+                eprintln!("{case}: fast {fast_error:.2e}, ggml {ggml_error:.2e}");
+                assert!(fast_error < 5e-6, "{case}: fast arithmetic off by {fast_error:e}");
+                if dtype == KvDType::F16 {
+                    assert!(fast_error < ggml_error, "{case}: fast {fast_error:e} vs ggml {ggml_error:e}");
                 }
             }
         }

@@ -22,6 +22,61 @@ impl Simd for Avx2 {
     }
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn max(a: __m256, b: __m256) -> __m256 {
+        _mm256_max_ps(a, b)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn reduce_max(v: __m256) -> f32 {
+        let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps::<1>(m, m)))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn reduce_add(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn transpose16(rows: *const f32, stride: usize, cols: usize, out: *mut f32) {
+        // SAFETY: the trait's contract: 16 rows of `cols` (a multiple of 8) elements.
+        unsafe {
+            for c0 in (0..cols).step_by(8) {
+                for r0 in [0, 8] {
+                    // Loops, not closures: a closure is compiled without the caller's target
+                    // features.
+                    let mut r = [_mm256_setzero_ps(); 8];
+                    for (i, r) in r.iter_mut().enumerate() {
+                        *r = _mm256_loadu_ps(rows.add((r0 + i) * stride + c0));
+                    }
+                    let mut t = [_mm256_setzero_ps(); 8];
+                    for i in 0..4 {
+                        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+                    }
+                    // u[4q + k]: column k (and k + 4 in the high half) of rows 4q..4q+4.
+                    let mut u = [_mm256_setzero_ps(); 8];
+                    for q in 0..2 {
+                        let (a, b, c, d) = (t[4 * q], t[4 * q + 2], t[4 * q + 1], t[4 * q + 3]);
+                        u[4 * q] = _mm256_shuffle_ps::<0x44>(a, b);
+                        u[4 * q + 1] = _mm256_shuffle_ps::<0xEE>(a, b);
+                        u[4 * q + 2] = _mm256_shuffle_ps::<0x44>(c, d);
+                        u[4 * q + 3] = _mm256_shuffle_ps::<0xEE>(c, d);
+                    }
+                    for k in 0..4 {
+                        let o = out.add((c0 + k) * 16 + r0);
+                        _mm256_storeu_ps(o, _mm256_permute2f128_ps::<0x20>(u[k], u[4 + k]));
+                        _mm256_storeu_ps(o.add(4 * 16), _mm256_permute2f128_ps::<0x31>(u[k], u[4 + k]));
+                    }
+                }
+            }
+        }
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn round_f16(v: __m256) -> __m256 {
         _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v))
     }

@@ -23,6 +23,64 @@ impl Simd for Avx512 {
     }
     #[inline]
     #[target_feature(enable = "avx512f")]
+    unsafe fn max(a: __m512, b: __m512) -> __m512 {
+        _mm512_max_ps(a, b)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn reduce_max(v: __m512) -> f32 {
+        _mm512_reduce_max_ps(v)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn reduce_add(v: __m512) -> f32 {
+        _mm512_reduce_add_ps(v)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn transpose16(rows: *const f32, stride: usize, cols: usize, out: *mut f32) {
+        // SAFETY: the trait's contract: 16 rows of `cols` (a multiple of 16) elements.
+        unsafe {
+            for c0 in (0..cols).step_by(16) {
+                // Loops, not closures: a closure is compiled without the caller's target features.
+                let mut r = [_mm512_setzero_ps(); 16];
+                for (i, r) in r.iter_mut().enumerate() {
+                    *r = _mm512_loadu_ps(rows.add(i * stride + c0));
+                }
+                // Pairs of rows interleaved, then quads: u[4i + k] holds, in each 128-bit lane
+                // L, column 4L + k of rows 4i..4i+4.
+                let mut t = [_mm512_setzero_ps(); 16];
+                for i in 0..8 {
+                    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+                }
+                macro_rules! pd {
+                    ($x:expr) => {
+                        _mm512_castps_pd($x)
+                    };
+                }
+                let mut u = [_mm512_setzero_ps(); 16];
+                for i in 0..4 {
+                    u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd!(t[4 * i]), pd!(t[4 * i + 2])));
+                    u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd!(t[4 * i]), pd!(t[4 * i + 2])));
+                    u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd!(t[4 * i + 1]), pd!(t[4 * i + 3])));
+                    u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd!(t[4 * i + 1]), pd!(t[4 * i + 3])));
+                }
+                // Then the 128-bit lanes of the four row quads gathered per column.
+                for k in 0..4 {
+                    let (v0, v1) = (_mm512_shuffle_f32x4::<0x88>(u[k], u[4 + k]), _mm512_shuffle_f32x4::<0xdd>(u[k], u[4 + k]));
+                    let (w0, w1) = (_mm512_shuffle_f32x4::<0x88>(u[8 + k], u[12 + k]), _mm512_shuffle_f32x4::<0xdd>(u[8 + k], u[12 + k]));
+                    let o = out.add((c0 + k) * 16);
+                    _mm512_storeu_ps(o, _mm512_shuffle_f32x4::<0x88>(v0, w0));
+                    _mm512_storeu_ps(o.add(4 * 16), _mm512_shuffle_f32x4::<0x88>(v1, w1));
+                    _mm512_storeu_ps(o.add(8 * 16), _mm512_shuffle_f32x4::<0xdd>(v0, w0));
+                    _mm512_storeu_ps(o.add(12 * 16), _mm512_shuffle_f32x4::<0xdd>(v1, w1));
+                }
+            }
+        }
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
     unsafe fn round_f16(v: __m512) -> __m512 {
         _mm512_cvtph_ps(_mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v))
     }

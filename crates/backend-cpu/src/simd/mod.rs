@@ -102,6 +102,27 @@ pub trait Simd: Copy {
     unsafe fn div(a: Self::V, b: Self::V) -> Self::V;
     /// `a * b + c`, fused.
     unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// Lane-wise maximum.
+    unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
+    /// The largest lane.
+    unsafe fn reduce_max(v: Self::V) -> f32;
+    /// The sum of the lanes, always added in the same order.
+    unsafe fn reduce_add(v: Self::V) -> f32;
+    /// Transposes 16 rows of `cols` elements (`stride` apart; `cols` a multiple of `LANES`)
+    /// into `out[c * 16 + r]`: a tile of keys laid out so that one vector holds one element of
+    /// 16 keys.
+    #[inline(always)]
+    unsafe fn transpose16(rows: *const f32, stride: usize, cols: usize, out: *mut f32) {
+        // SAFETY: the caller guarantees 16 rows of `cols` readable and `16 * cols` writable
+        // elements.
+        unsafe {
+            for r in 0..16 {
+                for c in 0..cols {
+                    *out.add(c * 16 + r) = *rows.add(r * stride + c);
+                }
+            }
+        }
+    }
     /// Each lane rounded to the nearest f16 (ties to even) and back.
     unsafe fn round_f16(v: Self::V) -> Self::V;
     /// ggml's `ggml_v_expf` (its AVX-512 formula, which llama.cpp runs on the CPUs rill

@@ -54,6 +54,18 @@ impl Simd for Portable {
         std::array::from_fn(|i| a[i] / b[i])
     }
     #[inline(always)]
+    unsafe fn max(a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
+        std::array::from_fn(|i| a[i].max(b[i]))
+    }
+    #[inline(always)]
+    unsafe fn reduce_max(v: [f32; 8]) -> f32 {
+        v.into_iter().fold(f32::NEG_INFINITY, f32::max)
+    }
+    #[inline(always)]
+    unsafe fn reduce_add(v: [f32; 8]) -> f32 {
+        super::tree8(&v)
+    }
+    #[inline(always)]
     unsafe fn fma(a: [f32; 8], b: [f32; 8], c: [f32; 8]) -> [f32; 8] {
         // Fused, as on every other ISA (a libm call on x86 without FMA: this path is a fallback).
         std::array::from_fn(|i| a[i].mul_add(b[i], c[i]))

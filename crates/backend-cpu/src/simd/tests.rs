@@ -145,3 +145,57 @@ fn ggml_dot16_is_the_same_on_every_isa() {
         });
     }
 }
+
+/// `S::transpose16`, `reduce_add`, `reduce_max` and `max` on every ISA against plain loops.
+#[test]
+fn transpose_and_reductions_match_plain_loops() {
+    fn check<S: Simd>(isa: &str) {
+        let cols = 64;
+        let stride = cols + 16;
+        let rows: Vec<f32> = (0..16 * stride).map(|i| i as f32 * 0.5 - 300.0).collect();
+        let mut out = vec![f32::NAN; 16 * cols];
+        // SAFETY: callers check the ISA; 16 rows of `cols` (a multiple of every LANES) exist.
+        unsafe { S::transpose16(rows.as_ptr(), stride, cols, out.as_mut_ptr()) };
+        for r in 0..16 {
+            for c in 0..cols {
+                assert_eq!(out[c * 16 + r], rows[r * stride + c], "{isa}: row {r} column {c}");
+            }
+        }
+        let x: Vec<f32> = (0..16).map(|i| ((i * 7) % 11) as f32 - 4.5).collect();
+        let y: Vec<f32> = (0..16).map(|i| ((i * 5) % 13) as f32 - 6.0).collect();
+        // SAFETY: as above; 16 >= LANES elements.
+        let (sum, top, both) = unsafe {
+            let (a, b) = (S::load(x.as_ptr()), S::load(y.as_ptr()));
+            let mut both = [0f32; 16];
+            S::store(both.as_mut_ptr(), S::max(a, b));
+            (S::reduce_add(a), S::reduce_max(a), both)
+        };
+        let lanes = &x[..S::LANES];
+        assert_eq!(sum, lanes.iter().sum::<f32>(), "{isa}: sum (exact for these small integers and halves)");
+        assert_eq!(top, lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max), "{isa}: max");
+        for i in 0..S::LANES {
+            assert_eq!(both[i], x[i].max(y[i]), "{isa}: lane {i}");
+        }
+    }
+    check::<Portable>("portable");
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn avx2() {
+            check::<Avx2>("avx2")
+        }
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512() {
+            check::<Avx512>("avx512")
+        }
+        let isas = SimdIsa::available();
+        if isas.contains(&SimdIsa::Avx2) {
+            // SAFETY: the CPU has the features.
+            unsafe { avx2() };
+        }
+        if isas.contains(&SimdIsa::Avx512) {
+            // SAFETY: as above.
+            unsafe { avx512() };
+        }
+    }
+}

@@ -118,7 +118,7 @@ pub fn run<R: Backend, C: Backend>(reference: &R, candidate: &C, seed: u64) -> V
         h.attention(kv_dtype, head_dim, AttentionParams::causal(head_dim));
     }
     // Gemma's layers: a pre-scaled query (scale 1), Gemma 2's soft cap, a sliding window.
-    h.attention(KvDType::F16, 256, AttentionParams { scale: 1.0, softcap: 50.0, window: 64 });
+    h.attention(KvDType::F16, 256, AttentionParams { scale: 1.0, softcap: 50.0, window: 64, ..AttentionParams::causal(256) });
     h.attention(KvDType::F16, 128, AttentionParams { window: 200, ..AttentionParams::causal(128) });
     if candidate.graphs_supported() {
         h.graph_replay();
