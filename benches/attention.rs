@@ -5,7 +5,7 @@
 //! `cargo bench --bench attention` (all threads; `RILL_BENCH_THREADS=1` for one core).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use rill_backend::{AttentionBatch, AttentionParams, Backend, KvDType, KvLayout};
+use rill_backend::{AttentionArithmetic, AttentionBatch, AttentionParams, Backend, KvDType, KvLayout};
 use rill_backend_cpu::{CpuBackend, CpuKvCache};
 
 const BLOCK: usize = 16;
@@ -74,7 +74,10 @@ fn attention(c: &mut Criterion) {
         ("decode window 512", SMOLLM2, 1, 4096, 0, sliding),
         ("prefill 16x128", QWEN3, 1, 1024, 1024, causal128),
     ];
-    for (label, shape, seqs, ctx, prefill, params) in cases {
+    // Each case in both arithmetics: the fast default and ggml's bit-exact one.
+    let arithmetics = [("fast", AttentionArithmetic::Fast), ("ggml", AttentionArithmetic::Ggml)];
+    for ((label, shape, seqs, ctx, prefill, params), (name, arithmetic)) in cases.into_iter().flat_map(|c| arithmetics.map(|a| (c, a))) {
+        let params = AttentionParams { arithmetic, ..params };
         let f = fixture(shape, seqs, ctx);
         let tokens: Vec<(u32, u32)> = if prefill > 0 {
             (0..prefill).map(|p| (0, (ctx - prefill + p) as u32)).collect()
@@ -86,7 +89,7 @@ fn attention(c: &mut Criterion) {
         // Key positions read: the unit of work.
         let keys: u64 = tokens.iter().map(|t| (t.1 as usize + 1 - params.first_position(t.1 as usize)) as u64).sum();
         g.throughput(Throughput::Elements(keys));
-        let id = BenchmarkId::new(label, format!("{seqs} seq x ctx {ctx}{}", if prefill > 0 { format!(", {prefill} tokens") } else { String::new() }));
+        let id = BenchmarkId::new(format!("{label} {name}"), format!("{seqs} seq x ctx {ctx}{}", if prefill > 0 { format!(", {prefill} tokens") } else { String::new() }));
         g.bench_function(id, |b| b.iter(|| attend(&f, &tokens, &params, &q, &mut out)));
     }
     g.finish();

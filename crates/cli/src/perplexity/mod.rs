@@ -195,6 +195,48 @@ impl LoadedJob for Job<'_> {
 mod tests {
     use super::*;
 
+    /// A one-chunk base file (n_ctx 4, one record) holding the log-probabilities of `logits` as
+    /// llama.cpp quantizes them: `scale = (max − min) / 65535` over the logits, `q = (l − min) / scale`.
+    fn base_of(logits: &[f32; 3]) -> Vec<u8> {
+        let mut f = b"_logits_".to_vec();
+        for w in [4u32, 3, 1, 0, 0, 0, 0] {
+            f.extend(w.to_le_bytes());
+        }
+        let (max, min) = (logits.iter().copied().fold(f32::MIN, f32::max), logits.iter().copied().fold(f32::MAX, f32::min));
+        let log_sum = logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
+        let scale = (max - min) / 65535.0;
+        f.extend(scale.to_le_bytes());
+        f.extend((min - max - log_sum).to_le_bytes());
+        for l in logits.iter().chain(&[0.0]) {
+            f.extend((((l - min) / scale).round() as u16).to_le_bytes());
+        }
+        f
+    }
+
+    #[test]
+    fn kl_divergence_is_zero_for_the_same_distribution_and_llama_cpps_sum_otherwise() {
+        let base = [2.0f32, 0.5, -1.0];
+        let mut same = Scores::default();
+        let file = base_of(&base);
+        let mut l = LlamaLogits::open(&file[..]).unwrap();
+        same.add(&base, 0, Some(&l.next_record().unwrap()));
+        assert!(same.kld[0].abs() < 1e-4, "{} (only the file's 16-bit rounding)", same.kld[0]);
+        assert_eq!(same.same_top, 1);
+
+        let other = [0.5f32, 2.0, -1.0];
+        let mut s = Scores::default();
+        let mut l = LlamaLogits::open(&file[..]).unwrap();
+        s.add(&other, 0, Some(&l.next_record().unwrap()));
+        let log_softmax = |x: &[f32; 3]| {
+            let z = x.iter().map(|v| (*v as f64).exp()).sum::<f64>().ln();
+            x.map(|v| v as f64 - z)
+        };
+        let (p, q) = (log_softmax(&base), log_softmax(&other));
+        let want: f64 = (0..3).map(|i| p[i].exp() * (p[i] - q[i])).sum();
+        assert!((s.kld[0] - want).abs() < 1e-4, "{} vs {want}", s.kld[0]);
+        assert_eq!(s.same_top, 0);
+    }
+
     #[test]
     fn perplexity_of_a_uniform_model_is_the_vocabulary() {
         let mut s = Scores::default();
