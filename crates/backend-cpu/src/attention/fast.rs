@@ -13,6 +13,9 @@ use super::{Bufs, Job, CHUNK, QUERY_TILE, TILE};
 use crate::kv_cache::KvElem;
 use rill_backend::AttentionParams;
 
+/// Tiles between the one computed and the one whose rows are prefetched.
+const PREFETCH_TILES: usize = 4;
+
 /// One chunk's partials `(max, sum, acc)` for the tokens `ts` (of one sequence, at most
 /// [`QUERY_TILE`]; their query rows in `b.q`, `hdp` apart, token-major; their partials in
 /// `parts`, `partial_len` apart) and KV head `kvh`.
@@ -52,9 +55,15 @@ pub(super) unsafe fn chunk_partial<S: Simd, T: KvElem, const NC: usize>(job: &Jo
     while p0 < end {
         let next_nr = TILE.min(end - (p0 + nr));
         tile_bases(table, job.block_size, kv_row, kvh * hd, &mut cursor, &mut next[..next_nr]);
-        for &n in &next[..next_nr] {
-            prefetch_row(&job.k[n..n + hd]);
-            prefetch_row(&job.v[n..n + hd]);
+        // The rows PREFETCH_TILES ahead (all of those up to there on the first tile): a tile's
+        // compute is shorter than a DRAM round trip, and paged blocks hide the stride from the
+        // hardware prefetcher.
+        let ahead = p0 + PREFETCH_TILES * TILE;
+        let from = if p0 == start { p0 + nr } else { ahead };
+        for p in from..(ahead + TILE).min(end) {
+            let row = (table[p / job.block_size] as usize * job.block_size + p % job.block_size) * kv_row + kvh * hd;
+            prefetch_row(&job.k[row..row + hd]);
+            prefetch_row(&job.v[row..row + hd]);
         }
         for (&base, row) in base[..nr].iter().zip(b.rows.chunks_exact_mut(hdp)) {
             // SAFETY: the function's contract.
