@@ -47,24 +47,31 @@ pub(super) unsafe fn chunk_partial<S: Simd, T: KvElem, const NC: usize>(job: &Jo
     let rows = ts.len() * g;
     // The accumulator of query row `i` (token i / g, head i % g).
     let acc_of = |i: usize| (i / g) * pl + 2 * g + (i % g) * hdp;
-    let (mut base, mut next) = ([0usize; TILE], [0usize; TILE]);
+    // Each tile's row offsets, computed PREFETCH_TILES tiles ahead of use and their rows
+    // prefetched then: a tile's compute is shorter than a DRAM round trip, and paged blocks hide
+    // the stride from the hardware prefetcher.
+    let mut ring = [([0usize; TILE], 0usize); PREFETCH_TILES + 1];
     let mut cursor = (start / job.block_size, start % job.block_size);
-    let mut nr = TILE.min(end - start);
-    tile_bases(table, job.block_size, kv_row, kvh * hd, &mut cursor, &mut base[..nr]);
-    let mut p0 = start;
-    while p0 < end {
-        let next_nr = TILE.min(end - (p0 + nr));
-        tile_bases(table, job.block_size, kv_row, kvh * hd, &mut cursor, &mut next[..next_nr]);
-        // The rows PREFETCH_TILES ahead (all of those up to there on the first tile): a tile's
-        // compute is shorter than a DRAM round trip, and paged blocks hide the stride from the
-        // hardware prefetcher.
-        let ahead = p0 + PREFETCH_TILES * TILE;
-        let from = if p0 == start { p0 + nr } else { ahead };
-        for p in from..(ahead + TILE).min(end) {
-            let row = (table[p / job.block_size] as usize * job.block_size + p % job.block_size) * kv_row + kvh * hd;
+    let mut queued = start;
+    let mut queue = |slot: &mut ([usize; TILE], usize)| {
+        if queued >= end {
+            return;
+        }
+        let n = TILE.min(end - queued);
+        tile_bases(table, job.block_size, kv_row, kvh * hd, &mut cursor, &mut slot.0[..n]);
+        for &row in &slot.0[..n] {
             prefetch_row(&job.k[row..row + hd]);
             prefetch_row(&job.v[row..row + hd]);
         }
+        slot.1 = n;
+        queued += n;
+    };
+    ring.iter_mut().for_each(&mut queue);
+    let (mut p0, mut tile) = (start, 0);
+    while p0 < end {
+        let slot = tile % ring.len();
+        let (base, nr) = ring[slot];
+        queue(&mut ring[slot]);
         for (&base, row) in base[..nr].iter().zip(b.rows.chunks_exact_mut(hdp)) {
             // SAFETY: the function's contract.
             unsafe { load_row::<S, T, NC>(&job.k[base..base + hd], row) };
@@ -97,7 +104,7 @@ pub(super) unsafe fn chunk_partial<S: Simd, T: KvElem, const NC: usize>(job: &Jo
             i += n;
         }
         p0 += nr;
-        (base, nr) = (next, next_nr);
+        tile += 1;
     }
 }
 
@@ -189,7 +196,8 @@ unsafe fn softmax_step<S: Simd>(p: &AttentionParams, s: &mut [f32], r0: usize, r
     }
     let top = if tv == 2 { S::max(v[0], v[1]) } else { v[0] };
     let new_max = m.max(S::reduce_max(top));
-    let factor = exp_diff(*m, new_max);
+    // e^0 is exactly 1: the common case (no new maximum) skips the scalar exp.
+    let factor = if new_max == *m { 1.0 } else { exp_diff(*m, new_max) };
     let shift = S::splat(new_max);
     let mut sum = S::splat(0.0);
     for (k, v) in v.iter().enumerate().take(tv) {

@@ -42,29 +42,21 @@ impl Simd for Avx512 {
         // SAFETY: the trait's contract: 16 rows of `cols` (a multiple of 16) elements.
         unsafe {
             for c0 in (0..cols).step_by(16) {
-                // Loops, not closures: a closure is compiled without the caller's target features.
-                let mut r = [_mm512_setzero_ps(); 16];
-                for (i, r) in r.iter_mut().enumerate() {
-                    *r = _mm512_loadu_ps(rows.add(i * stride + c0));
-                }
-                // Pairs of rows interleaved, then quads: u[4i + k] holds, in each 128-bit lane
-                // L, column 4L + k of rows 4i..4i+4.
-                let mut t = [_mm512_setzero_ps(); 16];
-                for i in 0..8 {
-                    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-                    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-                }
-                macro_rules! pd {
-                    ($x:expr) => {
-                        _mm512_castps_pd($x)
-                    };
-                }
+                // One quad of rows at a time (few registers live): u[4i + k] holds, in each
+                // 128-bit lane L, column 4L + k of rows 4i..4i+4. Loops, not closures: a closure
+                // is compiled without the caller's target features.
                 let mut u = [_mm512_setzero_ps(); 16];
                 for i in 0..4 {
-                    u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd!(t[4 * i]), pd!(t[4 * i + 2])));
-                    u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd!(t[4 * i]), pd!(t[4 * i + 2])));
-                    u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd!(t[4 * i + 1]), pd!(t[4 * i + 3])));
-                    u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd!(t[4 * i + 1]), pd!(t[4 * i + 3])));
+                    let r0 = _mm512_loadu_ps(rows.add(4 * i * stride + c0));
+                    let r1 = _mm512_loadu_ps(rows.add((4 * i + 1) * stride + c0));
+                    let r2 = _mm512_loadu_ps(rows.add((4 * i + 2) * stride + c0));
+                    let r3 = _mm512_loadu_ps(rows.add((4 * i + 3) * stride + c0));
+                    let (t0, t1) = (_mm512_castps_pd(_mm512_unpacklo_ps(r0, r1)), _mm512_castps_pd(_mm512_unpackhi_ps(r0, r1)));
+                    let (t2, t3) = (_mm512_castps_pd(_mm512_unpacklo_ps(r2, r3)), _mm512_castps_pd(_mm512_unpackhi_ps(r2, r3)));
+                    u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+                    u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+                    u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+                    u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
                 }
                 // Then the 128-bit lanes of the four row quads gathered per column.
                 for k in 0..4 {
