@@ -88,7 +88,7 @@ unsafe fn load_q<S: Simd, T: KvElem>(job: &Job<'_, T>, t: usize, kvh: usize, q: 
 #[inline(always)]
 pub(super) fn tile_bases(table: &[u32], block_size: usize, kv_row: usize, head_off: usize, cursor: &mut (usize, usize), dst: &mut [usize]) {
     let (blk, off) = cursor;
-    if *off + dst.len() < block_size {
+    if !dst.is_empty() && *off + dst.len() < block_size {
         // Inside one block: consecutive slots.
         let first = (table[*blk] as usize * block_size + *off) * kv_row + head_off;
         for (i, d) in dst.iter_mut().enumerate() {

@@ -247,6 +247,28 @@ fn fast_is_closer_to_exact_math_than_ggml() {
     }
 }
 
+/// A sequence whose last position fills its block table exactly (no spare entry past it), in
+/// decode and in a prefill block, in both arithmetics and every ISA.
+#[test]
+fn a_full_block_table_is_read_to_its_end() {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let (heads, hd) = (4, 64);
+    let f = fixture(&mut rng, KvDType::F16, 2, hd, 1, 64);
+    let pool = WorkerPool::new(2).unwrap();
+    let tokens: Vec<(u32, u32)> = (56..64).map(|p| (0, p)).collect();
+    let q = random_q(&mut rng, tokens.len() * heads * hd, 1.0);
+    for params in [AttentionParams::causal(hd), ggml(AttentionParams::causal(hd))] {
+        let want = exact(&f, &tokens, &q, heads, &params);
+        for &isa in SimdIsa::available() {
+            let span = heads * hd;
+            let last = run(isa, &pool, &f, &tokens[7..], &q[7 * span..], heads, &params);
+            let block = run(isa, &pool, &f, &tokens, &q, heads, &params);
+            assert!(max_error(&block, &want) < 5e-3, "{isa:?} {params:?}");
+            assert_eq!(last, block[7 * span..], "{isa:?} {params:?}: decode vs prefill block");
+        }
+    }
+}
+
 #[test]
 fn bad_shapes_are_errors() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
