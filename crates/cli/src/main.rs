@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand};
     name = "rill",
     version,
     about = "A fast, safe LLM server",
-    after_help = "Examples:\n  rill serve --model models/SmolLM2-135M-Instruct.Q4_1.gguf --served-model-name smollm2\n  rill generate --model models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt 'The capital of France is'\n  rill bench --base-url http://127.0.0.1:8080/v1 --endpoint chat --concurrency 1,16\n\nLogs go to stderr: RILL_LOG sets the filter (default: warn, and info from rill itself)."
+    after_help = "Examples:\n  rill serve --model models/SmolLM2-135M-Instruct.Q4_1.gguf --served-model-name smollm2\n  rill generate --model models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt 'The capital of France is'\n  rill bench --base-url http://127.0.0.1:8080/v1 --endpoint chat --concurrency 1,16\n  rill perplexity --model models/SmolLM2-135M-Instruct.Q4_1.gguf --file text.txt --ctx 512\n\nLogs go to stderr: RILL_LOG sets the filter (default: warn, and info from rill itself)."
 )]
 struct Cli {
     /// Log lines as text for people or as JSON objects (one per line) for log shippers.
