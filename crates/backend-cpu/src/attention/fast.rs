@@ -42,37 +42,44 @@ pub(super) unsafe fn chunk_partial<S: Simd, T: KvElem, const NC: usize>(job: &Jo
         return;
     }
     // Tiles are aligned to multiples of TILE positions, so a token meets the same tiles in
-    // every block (chunks are multiples of TILE).
-    let start = start / TILE * TILE;
+    // every block (chunks are multiples of TILE). Keys before `start` (behind every token's
+    // window: their blocks may be released) are never read; their rows are zeros, masked.
     let rows = ts.len() * g;
     // The accumulator of query row `i` (token i / g, head i % g).
     let acc_of = |i: usize| (i / g) * pl + 2 * g + (i % g) * hdp;
-    // Each tile's row offsets, computed PREFETCH_TILES tiles ahead of use and their rows
-    // prefetched then: a tile's compute is shorter than a DRAM round trip, and paged blocks hide
-    // the stride from the hardware prefetcher.
-    let mut ring = [([0usize; TILE], 0usize); PREFETCH_TILES + 1];
+    // Each tile's row offsets (with its leading rows that are not read, and the rows read),
+    // computed PREFETCH_TILES tiles ahead of use and their rows prefetched then: a tile's compute
+    // is shorter than a DRAM round trip, and paged blocks hide the stride from the hardware
+    // prefetcher.
+    let mut ring = [([0usize; TILE], 0usize, 0usize); PREFETCH_TILES + 1];
     let mut cursor = (start / job.block_size, start % job.block_size);
     let mut queued = start;
-    let mut queue = |slot: &mut ([usize; TILE], usize)| {
+    let mut queue = |slot: &mut ([usize; TILE], usize, usize)| {
         if queued >= end {
             return;
         }
-        let n = TILE.min(end - queued);
+        let lead = queued % TILE;
+        let n = (TILE - lead).min(end - queued);
         tile_bases(table, job.block_size, kv_row, kvh * hd, &mut cursor, &mut slot.0[..n]);
         for &row in &slot.0[..n] {
             prefetch_row(&job.k[row..row + hd]);
             prefetch_row(&job.v[row..row + hd]);
         }
-        slot.1 = n;
+        (slot.1, slot.2) = (lead, n);
         queued += n;
     };
     ring.iter_mut().for_each(&mut queue);
-    let (mut p0, mut tile) = (start, 0);
+    for row in b.rows.chunks_exact_mut(hdp) {
+        row[hd..].fill(0.0);
+    }
+    let (mut p0, mut tile) = (start / TILE * TILE, 0);
     while p0 < end {
         let slot = tile % ring.len();
-        let (base, nr) = ring[slot];
+        let (base, lead, n) = ring[slot];
+        let nr = lead + n;
         queue(&mut ring[slot]);
-        for (&base, row) in base[..nr].iter().zip(b.rows.chunks_exact_mut(hdp)) {
+        b.rows[..lead * hdp].fill(0.0);
+        for (&base, row) in base[..n].iter().zip(b.rows[lead * hdp..].chunks_exact_mut(hdp)) {
             // SAFETY: the function's contract.
             unsafe { load_row::<S, T, NC>(&job.k[base..base + hd], row) };
         }
@@ -88,7 +95,8 @@ pub(super) unsafe fn chunk_partial<S: Simd, T: KvElem, const NC: usize>(job: &Jo
             // SAFETY: `s` holds rows * TILE elements.
             b.alpha[i] = unsafe { softmax_step::<S>(&job.params, &mut b.s[i * TILE..(i + 1) * TILE], r0, r1, &mut m[i % g], &mut l[i % g]) };
         }
-        for (&base, row) in base[..nr].iter().zip(b.rows.chunks_exact_mut(hdp)) {
+        b.rows[..lead * hdp].fill(0.0);
+        for (&base, row) in base[..n].iter().zip(b.rows[lead * hdp..].chunks_exact_mut(hdp)) {
             // SAFETY: the function's contract.
             unsafe { load_row::<S, T, NC>(&job.v[base..base + hd], row) };
         }

@@ -97,8 +97,7 @@ pub fn paged_attention(
             let detail = format!("token {t}: sequence {seq} of {}, position {pos}", batch.num_seqs);
             return Err(BackendError::Shape { op: "attention", detail });
         }
-        // From the tile the window starts in: the fast arithmetic reads whole aligned tiles.
-        let first_block = params.first_position(pos) / TILE * TILE / l.block_size;
+        let first_block = params.first_position(pos) / l.block_size;
         let table = &batch.block_tables[seq * batch.max_blocks_per_seq..][first_block..blocks_needed];
         if let Some(b) = table.iter().find(|&&b| b as usize >= l.num_blocks) {
             return Err(BackendError::Shape { op: "attention", detail: format!("block {b} of {}", l.num_blocks) });

@@ -14,7 +14,10 @@ struct Fixture {
 }
 
 fn fixture(rng: &mut ChaCha8Rng, dtype: KvDType, kv_heads: usize, head_dim: usize, seqs: usize, max_ctx: usize) -> Fixture {
-    let block_size = 16;
+    fixture_in_blocks_of(16, rng, dtype, kv_heads, head_dim, seqs, max_ctx)
+}
+
+fn fixture_in_blocks_of(block_size: usize, rng: &mut ChaCha8Rng, dtype: KvDType, kv_heads: usize, head_dim: usize, seqs: usize, max_ctx: usize) -> Fixture {
     let max_blocks = max_ctx.div_ceil(block_size);
     let num_blocks = seqs * max_blocks + 3;
     let layout = KvLayout { layers: 2, num_blocks, block_size, kv_heads, head_dim, dtype };
@@ -265,6 +268,29 @@ fn a_full_block_table_is_read_to_its_end() {
             let block = run(isa, &pool, &f, &tokens, &q, heads, &params);
             assert!(max_error(&block, &want) < 5e-3, "{isa:?} {params:?}");
             assert_eq!(last, block[7 * span..], "{isa:?} {params:?}: decode vs prefill block");
+        }
+    }
+}
+
+/// Under a sliding window the engine hands back the blocks behind it (their table entries no
+/// longer name a block): neither arithmetic reads them, even where a 16-key tile starts before
+/// the window (blocks of 4 positions here).
+#[test]
+fn released_blocks_behind_a_window_are_not_read() {
+    let mut rng = ChaCha8Rng::seed_from_u64(19);
+    let (heads, hd, window) = (2, 64, 10);
+    let mut f = fixture_in_blocks_of(4, &mut rng, KvDType::F16, 1, hd, 1, 64);
+    let tokens: Vec<(u32, u32)> = (46..54).map(|p| (0, p)).collect();
+    // The window of position 46 starts at 37, in block 9 (its tile at 32, in block 8): blocks
+    // 0..9 are released.
+    f.tables[..9].fill(u32::MAX);
+    let q = random_q(&mut rng, tokens.len() * heads * hd, 1.0);
+    let pool = WorkerPool::new(2).unwrap();
+    let windowed = AttentionParams { window, ..AttentionParams::causal(hd) };
+    for params in [windowed, ggml(windowed)] {
+        let want = exact(&f, &tokens, &q, heads, &params);
+        for &isa in SimdIsa::available() {
+            assert!(max_error(&run(isa, &pool, &f, &tokens, &q, heads, &params), &want) < 5e-3, "{isa:?} {params:?}");
         }
     }
 }
