@@ -8,8 +8,8 @@
 //! contract as `kernel`.
 
 use crate::simd::Simd;
-use super::kernel::{exp_diff, load_row, prefetch_row, tile_bases};
-use super::{Bufs, Job, CHUNK, QUERY_TILE, TILE};
+use super::kernel::{begin_chunk, exp_diff, load_row, prefetch_row, tile_bases};
+use super::{Bufs, Job, TILE};
 use crate::kv_cache::KvElem;
 use rill_backend::AttentionParams;
 
@@ -17,7 +17,7 @@ use rill_backend::AttentionParams;
 const PREFETCH_TILES: usize = 4;
 
 /// One chunk's partials `(max, sum, acc)` for the tokens `ts` (of one sequence, at most
-/// [`QUERY_TILE`]; their query rows in `b.q`, `hdp` apart, token-major; their partials in
+/// `QUERY_TILE`; their query rows in `b.q`, `hdp` apart, token-major; their partials in
 /// `parts`, `partial_len` apart) and KV head `kvh`.
 #[inline(always)]
 pub(super) unsafe fn chunk_partial<S: Simd, T: KvElem, const NC: usize>(job: &Job<'_, T>, ts: &[usize], kvh: usize, chunk: usize, b: &mut Bufs<'_>, parts: &mut [f32]) {
@@ -25,19 +25,7 @@ pub(super) unsafe fn chunk_partial<S: Simd, T: KvElem, const NC: usize>(job: &Jo
     let seq = job.token_seq[ts[0]] as usize;
     let table = &job.block_tables[seq * job.max_blocks..][..job.max_blocks];
     let kv_row = job.kv_heads * hd;
-    // Each token's keys in this chunk, and their union.
-    let mut ranges = [(0usize, 0usize); QUERY_TILE];
-    let (mut start, mut end) = (usize::MAX, 0);
-    for (j, &t) in ts.iter().enumerate() {
-        let part = &mut parts[j * pl..(j + 1) * pl];
-        part[..g].fill(f32::NEG_INFINITY);
-        part[g..].fill(0.0);
-        let pos = job.positions[t] as usize;
-        ranges[j] = ((chunk * CHUNK).max(job.params.first_position(pos)), ((chunk + 1) * CHUNK).min(pos + 1));
-        if ranges[j].0 < ranges[j].1 {
-            (start, end) = (start.min(ranges[j].0), end.max(ranges[j].1));
-        }
-    }
+    let (ranges, start, end) = begin_chunk(job, ts, chunk, b.rows, parts);
     if start >= end {
         return;
     }
@@ -69,9 +57,6 @@ pub(super) unsafe fn chunk_partial<S: Simd, T: KvElem, const NC: usize>(job: &Jo
         queued += n;
     };
     ring.iter_mut().for_each(&mut queue);
-    for row in b.rows.chunks_exact_mut(hdp) {
-        row[hd..].fill(0.0);
-    }
     let (mut p0, mut tile) = (start / TILE * TILE, 0);
     while p0 < end {
         let slot = tile % ring.len();

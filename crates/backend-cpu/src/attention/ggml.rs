@@ -4,12 +4,12 @@
 //! `AttentionArithmetic::Ggml` selects it. Same safety contract as `kernel`.
 
 use crate::simd::Simd;
-use super::kernel::{load_row, prefetch_row, tile_bases, width};
-use super::{ggml_dot, Bufs, Job, CHUNK, QUERY_TILE, TILE};
+use super::kernel::{begin_chunk, load_row, prefetch_row, tile_bases, width};
+use super::{ggml_dot, Bufs, Job, TILE};
 use crate::kv_cache::KvElem;
 
 /// One chunk's partials `(max, sum, acc)` for the tokens `ts` (of one sequence, at most
-/// [`QUERY_TILE`]; their query rows in `b.q`, `g·hdp` apart; their partials in `parts`,
+/// `QUERY_TILE`; their query rows in `b.q`, `g·hdp` apart; their partials in `parts`,
 /// `partial_len` apart) and KV head `kvh`, with ggml's arithmetic (see the module docs): scores
 /// by [`Simd::ggml_dot16`] then `· scale`; per row in order `ms = e^(M−s)` on a new maximum (the
 /// accumulator scaled and rounded), else `vs = e^(s−M)`; `acc = round(fma(v, vs, acc))`;
@@ -21,22 +21,7 @@ pub(super) unsafe fn chunk_partial<S: Simd, T: KvElem, const NC: usize>(job: &Jo
     let seq = job.token_seq[ts[0]] as usize;
     let table = &job.block_tables[seq * job.max_blocks..][..job.max_blocks];
     let kv_row = job.kv_heads * hd;
-    // Each token's rows in this chunk, and their union.
-    let mut ranges = [(0usize, 0usize); QUERY_TILE];
-    let (mut start, mut end) = (usize::MAX, 0);
-    for (j, &t) in ts.iter().enumerate() {
-        let part = &mut parts[j * pl..(j + 1) * pl];
-        part[..g].fill(f32::NEG_INFINITY);
-        part[g..].fill(0.0);
-        let pos = job.positions[t] as usize;
-        ranges[j] = ((chunk * CHUNK).max(job.params.first_position(pos)), ((chunk + 1) * CHUNK).min(pos + 1));
-        if ranges[j].0 < ranges[j].1 {
-            (start, end) = (start.min(ranges[j].0), end.max(ranges[j].1));
-        }
-    }
-    for row in b.rows.chunks_exact_mut(hdp) {
-        row[hd..].fill(0.0);
-    }
+    let (ranges, start, end) = begin_chunk(job, ts, chunk, b.rows, parts);
     if start >= end {
         return;
     }

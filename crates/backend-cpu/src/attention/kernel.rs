@@ -11,7 +11,7 @@
 use rill_backend::AttentionArithmetic;
 
 use crate::simd::{expf_glibc, Simd};
-use super::{fast, ggml, Bufs, Job, Op, QUERY_TILE};
+use super::{fast, ggml, Bufs, Job, Op, CHUNK, QUERY_TILE};
 use crate::kv_cache::KvElem;
 
 /// `exp(a - b)`, with `exp(-inf - b) = 0` even for `b = -inf` (an empty state).
@@ -81,6 +81,28 @@ unsafe fn load_q<S: Simd, T: KvElem>(job: &Job<'_, T>, t: usize, kvh: usize, q: 
             }
         }
     }
+}
+
+/// What both arithmetics do first in a chunk: each token's partial in `parts` reset to empty,
+/// the staging rows' padding zeroed, and each token's keys in the chunk (`ranges[j]` for `ts[j]`)
+/// with their union `start..end` (empty when no token reads the chunk).
+#[inline(always)]
+pub(super) fn begin_chunk<T>(job: &Job<'_, T>, ts: &[usize], chunk: usize, rows: &mut [f32], parts: &mut [f32]) -> ([(usize, usize); QUERY_TILE], usize, usize) {
+    let (g, pl) = (job.group, job.partial_len());
+    let mut ranges = [(0usize, 0usize); QUERY_TILE];
+    let (mut start, mut end) = (usize::MAX, 0);
+    for (j, &t) in ts.iter().enumerate() {
+        reset(g, &mut parts[j * pl..(j + 1) * pl]);
+        let pos = job.positions[t] as usize;
+        ranges[j] = ((chunk * CHUNK).max(job.params.first_position(pos)), ((chunk + 1) * CHUNK).min(pos + 1));
+        if ranges[j].0 < ranges[j].1 {
+            (start, end) = (start.min(ranges[j].0), end.max(ranges[j].1));
+        }
+    }
+    for row in rows.chunks_exact_mut(job.hdp) {
+        row[job.hd..].fill(0.0);
+    }
+    (ranges, start, end)
 }
 
 /// Fills `dst` with the element offsets of consecutive positions' rows for the KV head at
